@@ -1,0 +1,81 @@
+// fp8rl: the command line. Parses arguments, dispatches to a subcommand, and turns errors into
+// one line and an exit code (core/error.h): 0 ok, 2 usage or config error, 1 runtime failure.
+#include <cstdio>
+#include <exception>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "apps/commands.h"
+#include "core/error.h"
+#include "core/strings.h"
+
+namespace {
+
+int fail(int code, const std::string& what) {
+  std::fflush(stdout);
+  std::cerr << "fp8rl: error: " << what << "\n";
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace fp8rl;
+  CLI::App app{"fp8rl: GRPO/DAPO training with FP8 rollouts, in one process", "fp8rl"};
+  app.set_version_flag("--version", std::string("fp8rl ") + FP8RL_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough(false);
+
+  CheckArgs check_args;
+  CLI::App* check = app.add_subcommand("check", "Validate a recipe and print the resolved config as YAML");
+  check->add_option("recipe", check_args.recipe, "recipe YAML file");
+  check->add_option("overrides", check_args.overrides, "dotted overrides: section.key=value ...");
+  check->add_flag("--keys", check_args.list_keys, "list every recipe key with its type, default and meaning");
+  check->add_flag("--plain", check_args.plain, "print the YAML without where-each-value-came-from comments");
+
+  TrainArgs train_args;
+  CLI::App* train = app.add_subcommand("train", "Train a policy with GRPO/DAPO from a recipe");
+  train->add_option("recipe", train_args.recipe, "recipe YAML file")->required();
+  train->add_option("overrides", train_args.overrides, "dotted overrides: section.key=value ...");
+  train->add_option("--resume", train_args.resume, "auto: continue the run's latest checkpoint; or a checkpoint dir");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return kExitOk;
+  } catch (const CLI::CallForAllHelp&) {
+    std::cout << app.help("", CLI::AppFormatMode::All);
+    return kExitOk;
+  } catch (const CLI::CallForVersion& e) {
+    std::cout << e.what() << "\n";
+    return kExitOk;
+  } catch (const CLI::ParseError& e) {
+    // --help of a subcommand arrives as CallForHelp too; anything else is a usage error.
+    if (argc > 1 && argv[1][0] != '-' && app.get_subcommands().empty()) {
+      std::vector<std::string> names;
+      for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+      auto hint = closest_match(argv[1], names);
+      return fail(kExitUsage, std::string("unknown subcommand '") + argv[1] + "'" +
+                                  (hint ? " (did you mean '" + *hint + "'?)" : "") + "; subcommands: " + join(names, ", "));
+    }
+    std::string what = e.what();
+    if (what.empty()) what = e.get_name();
+    return fail(kExitUsage, what + " (see fp8rl --help)");
+  }
+
+  try {
+    if (*check) return run_check(check_args);
+    if (*train) return run_train_command(train_args);
+    return fail(kExitUsage, "no subcommand (see fp8rl --help)");
+  } catch (const ConfigError& e) {
+    return fail(kExitUsage, e.what());
+  } catch (const RuntimeFailure& e) {
+    return fail(kExitRuntime, e.what());
+  } catch (const std::exception& e) {
+    return fail(kExitRuntime, e.what());
+  }
+}

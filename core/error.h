@@ -1,0 +1,36 @@
+// Typed errors and the exit codes they map to.
+//
+// The CLI (apps/main.cpp) is the only place that catches these: it prints one line
+// `fp8rl: error: <what>` and exits with the code below. Nothing else prints stack traces.
+//
+//   ConfigError     the user can fix it in a recipe, an override, a path, an argument  -> 2
+//   RuntimeFailure  the inputs were fine but the work failed (I/O, CUDA, NaN loss...)  -> 1
+//   FP8RL_CHECK     a broken precondition inside fp8rl (a bug): std::logic_error       -> 1
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace fp8rl {
+
+enum ExitCode : int { kExitOk = 0, kExitRuntime = 1, kExitUsage = 2 };
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class RuntimeFailure : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void check_failed(const char* file, int line, const char* expr, const std::string& msg);
+
+}  // namespace fp8rl
+
+// Programming-error check: file:line:expression plus a message, thrown as std::logic_error.
+#define FP8RL_CHECK(cond, msg)                                              \
+  do {                                                                      \
+    if (!(cond)) ::fp8rl::check_failed(__FILE__, __LINE__, #cond, (msg));  \
+  } while (0)

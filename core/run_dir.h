@@ -1,0 +1,33 @@
+// A run directory (trainer.output_dir / trainer.experiment_name) and atomic file writes.
+//
+// Finished work is never overwritten by accident: a directory that already holds a run is
+// reopened only when the recipe asks to resume (checkpoint.resume_mode != disable).
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "core/recipe_load.h"
+
+namespace fp8rl {
+
+// Written (atomically, replacing an older one) into the run directory at every start.
+inline constexpr const char* kResolvedRecipeFile = "resolved_recipe.yaml";
+// Finished work in a run directory: a new run refuses to start on top of these.
+inline constexpr const char* kCheckpointsDir = "checkpoints";
+inline constexpr const char* kMetricsFile = "metrics.jsonl";
+
+// The run directory this recipe writes to: output_dir/experiment_name, where an empty
+// experiment_name is the recipe file's stem.
+std::filesystem::path run_dir_path(const LoadedRecipe& loaded);
+
+// Creates the run directory, or reopens it when resuming. Throws ConfigError if it already
+// holds finished work (checkpoints, metrics) and resume_mode is disable, RuntimeFailure if it cannot be created.
+std::filesystem::path open_run_dir(const LoadedRecipe& loaded);
+
+// Writes `content` to `path` via a temporary file in the same directory, fsync and rename, so
+// a crash leaves either the old file or the new one, never half of one.
+void write_file_atomic(const std::filesystem::path& path, std::string_view content);
+
+}  // namespace fp8rl

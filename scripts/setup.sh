@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Sets up a machine for fp8rl and builds it. Idempotent: quick when everything is in place.
+#
+#   1. system packages (apt): compiler, CMake, Ninja, yaml-cpp, spdlog, fmt, Catch2, JSON, CLI11
+#   2. LibTorch 2.11.0: the python3 torch if it is 2.11 (the GPU machine), else the PyPI wheel's
+#      C++ part (headers + libs) unpacked into $FP8RL_DEPS_DIR (default ~/.cache/fp8rl)
+#   3. configure (CMake + Ninja) and build into $FP8RL_BUILD_DIR (default ./build)
+#
+# Environment: FP8RL_CUDA=auto|ON|OFF (auto: ON where nvidia-smi sees a GPU and nvcc exists),
+# FP8RL_BUILD_DIR, FP8RL_DEPS_DIR, FP8RL_TORCH_DIR (use this torch package directory),
+# FP8RL_JOBS (parallel build jobs, default: all cores).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${FP8RL_BUILD_DIR:-$root/build}
+deps=${FP8RL_DEPS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/fp8rl}
+torch_version=2.11.0
+# The wheel's libtorch_cpu needs libcudart and libcupti at load time, even on CPU; these are
+# the versions torch 2.11.0's cuda-toolkit 13.0.2 pin resolves to.
+cuda_wheels=(nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85)
+jobs=${FP8RL_JOBS:-$(nproc)}
+
+say() { echo "[setup] $*" >&2; }
+die() { echo "[setup] error: $*" >&2; exit 1; }
+
+# ---- 1. system packages -------------------------------------------------------------------
+pkgs=(g++ cmake ninja-build ccache libyaml-cpp-dev libspdlog-dev libfmt-dev catch2 nlohmann-json3-dev libcli11-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq || die "apt-get update failed"
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+fi
+
+# ---- 2. LibTorch --------------------------------------------------------------------------
+torch_dir=${FP8RL_TORCH_DIR:-}
+if [ -z "$torch_dir" ]; then
+  py_torch=$(python3 -c 'import os, torch; print(torch.__version__.split("+")[0], os.path.dirname(torch.__file__))' 2>/dev/null || true)
+  if [ "${py_torch%% *}" = "$torch_version" ]; then
+    torch_dir=${py_torch#* }
+    say "using python3's torch $torch_version at $torch_dir"
+  fi
+fi
+if [ -z "$torch_dir" ]; then
+  site="$deps/libtorch-$torch_version"
+  torch_dir="$site/torch"
+  if [ ! -f "$site/.complete" ]; then
+    say "fetching LibTorch $torch_version (the PyPI wheel's C++ part; ~530 MB download, once)"
+    wheels="$deps/wheels"
+    mkdir -p "$wheels"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$wheels" "torch==$torch_version" "${cuda_wheels[@]}" \
+      || die "pip download of torch==$torch_version failed"
+    rm -rf "$site.partial"
+    mkdir -p "$site.partial"
+    # Unpack what a C++ build needs, in the wheel's own layout (torch/, nvidia/cu13/lib/), so
+    # libtorch's RPATH ($ORIGIN/../../nvidia/cu13/lib) finds libcudart/libcupti.
+    python3 - "$site.partial" "$wheels"/torch-"$torch_version"-*.whl "$wheels"/nvidia_cuda_runtime-*.whl \
+      "$wheels"/nvidia_cuda_cupti-*.whl <<'PY'
+import sys, zipfile
+dest, wheels = sys.argv[1], sys.argv[2:]
+keep = ("torch/include/", "torch/lib/", "torch/share/cmake/", "nvidia/cu13/lib/")
+for w in wheels:
+    with zipfile.ZipFile(w) as z:
+        for name in z.namelist():
+            if name.startswith(keep) and not name.endswith("libtorch_python.so"):
+                z.extract(name, dest)
+PY
+    rm -rf "$site"
+    mv "$site.partial" "$site"
+    touch "$site/.complete"
+    rm -f "$wheels"/*.whl
+  fi
+fi
+[ -f "$torch_dir/include/ATen/ATen.h" ] || die "no LibTorch headers in $torch_dir"
+
+# ---- 3. configure and build ---------------------------------------------------------------
+cuda=${FP8RL_CUDA:-auto}
+if [ "$cuda" = auto ]; then
+  cuda=OFF
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; then
+    if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then cuda=ON; fi
+  fi
+fi
+if [ "$cuda" = ON ] && ! command -v nvcc >/dev/null 2>&1; then export PATH=/usr/local/cuda/bin:$PATH; fi
+say "configuring $build (FP8RL_CUDA=$cuda)"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DFP8RL_TORCH_DIR="$torch_dir" -DFP8RL_CUDA="$cuda" >"$build.configure.log" 2>&1 \
+  || { cat "$build.configure.log" >&2; die "cmake configure failed (log above)"; }
+say "building with $jobs jobs"
+cmake --build "$build" -j "$jobs"
+say "done: $build/apps/fp8rl"
