@@ -59,5 +59,4 @@ if(FP8RL_CUDA)
     "${FP8RL_TORCH_DIR}/lib/libc10_cuda.so"
     "-Wl,--as-needed"
     CUDA::cudart)
-  target_compile_definitions(fp8rl_torch_cuda INTERFACE USE_CUDA=1)
 endif()

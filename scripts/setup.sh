@@ -24,17 +24,29 @@ say() { echo "[setup] $*" >&2; }
 die() { echo "[setup] error: $*" >&2; exit 1; }
 
 # ---- 1. system packages -------------------------------------------------------------------
-pkgs=(g++ cmake ninja-build ccache libyaml-cpp-dev libspdlog-dev libfmt-dev catch2 nlohmann-json3-dev libcli11-dev)
+# Each need is checked by what the build uses (a tool or a header), not by package name, so a
+# machine that has it from elsewhere (pip's cmake, Ubuntu's Catch2 3) installs nothing.
+declare -A need=(
+  [g++]="command -v g++"
+  [cmake]="command -v cmake"
+  [ninja-build]="command -v ninja"
+  [libyaml-cpp-dev]="test -f /usr/include/yaml-cpp/yaml.h"
+  [libspdlog-dev]="test -f /usr/include/spdlog/spdlog.h"
+  [libfmt-dev]="test -f /usr/include/fmt/format.h"
+  [catch2]="test -f /usr/include/catch2/catch.hpp -o -f /usr/include/catch2/catch_all.hpp"
+  [nlohmann-json3-dev]="test -f /usr/include/nlohmann/json.hpp"
+  [libcli11-dev]="test -f /usr/include/CLI/CLI.hpp"
+)
 missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+for p in "${!need[@]}"; do
+  eval "${need[$p]}" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing: ${missing[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq || die "apt-get update failed"
+  $sudo apt-get update -qq || die "apt-get update failed (needed for: ${missing[*]})"
   $sudo apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
 fi
 
