@@ -100,10 +100,11 @@ if [ "$cuda" = auto ]; then
   fi
 fi
 if [ "$cuda" = ON ] && ! command -v nvcc >/dev/null 2>&1; then export PATH=/usr/local/cuda/bin:$PATH; fi
+mkdir -p "$build"
 say "configuring $build (FP8RL_CUDA=$cuda)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DFP8RL_TORCH_DIR="$torch_dir" -DFP8RL_CUDA="$cuda" >"$build.configure.log" 2>&1 \
-  || { cat "$build.configure.log" >&2; die "cmake configure failed (log above)"; }
+  -DFP8RL_TORCH_DIR="$torch_dir" -DFP8RL_CUDA="$cuda" >"$build/configure.log" 2>&1 \
+  || { cat "$build/configure.log" >&2; die "cmake configure failed (log above)"; }
 say "building with $jobs jobs"
 cmake --build "$build" -j "$jobs"
 say "done: $build/apps/fp8rl"
