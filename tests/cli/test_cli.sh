@@ -73,5 +73,13 @@ echo '{}' >runs/quickstart-tiny/metrics.jsonl
 expect 2 'already holds a run'   -- train "$tiny" trainer.output_dir=runs
 expect 1 'RL training loop'      -- train "$tiny" trainer.output_dir=runs --resume auto
 
+# Every shipped recipe parses; the real-model ones stop only at their (absent) local model.
+for r in "$root"/recipes/*.yaml; do
+  case $r in
+    *quickstart*) expect 0 '' -- check "$r" ;;
+    *) expect 2 "model.path: no such file or directory" -- check "$r" ;;
+  esac
+done
+
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]
