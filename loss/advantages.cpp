@@ -1,0 +1,52 @@
+#include "loss/advantages.h"
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace fp8rl::loss {
+
+AdvEstimator parse_adv_estimator(std::string_view name) {
+  if (name == "grpo") return AdvEstimator::grpo;
+  if (name == "dr_grpo") return AdvEstimator::dr_grpo;
+  throw ConfigError(cat("algorithm.adv_estimator: unknown value '", name, "' (valid: grpo, dr_grpo)"));
+}
+
+at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group_ids,
+                              const AdvantageOptions& options) {
+  const AdvEstimator estimator = parse_adv_estimator(options.estimator);
+  FP8RL_CHECK(rewards.dim() == 1 && group_ids.dim() == 1 && rewards.size(0) == group_ids.size(0),
+              cat("rewards ", rewards.sizes(), " and group_ids ", group_ids.sizes(), " must both be [N]"));
+  FP8RL_CHECK(group_ids.scalar_type() == at::kLong, cat("group_ids must be int64, got ", group_ids.scalar_type()));
+  FP8RL_CHECK(options.eps > 0, cat("eps must be > 0, got ", options.eps));
+
+  const at::Tensor r = rewards.detach().to(at::promote_types(rewards.scalar_type(), at::kFloat));
+  const int64_t n = r.size(0);
+  if (n == 0) return r.clone();
+
+  // inverse[i] = dense group index of sample i (0..G-1), whatever the ids look like.
+  auto [unique_ids, inverse] = at::_unique(group_ids.to(r.device()), /*sorted=*/true, /*return_inverse=*/true);
+  const int64_t num_groups = unique_ids.size(0);
+  const at::Tensor zeros_g = at::zeros({num_groups}, r.options());
+  const at::Tensor count = zeros_g.clone().index_add_(0, inverse, at::ones_like(r));  // [G]
+  const at::Tensor mean = zeros_g.clone().index_add_(0, inverse, r) / count;          // [G]
+  const at::Tensor centered = r - mean.index_select(0, inverse);                      // [N]
+  const at::Tensor count_i = count.index_select(0, inverse);                          // [N]
+
+  at::Tensor adv;
+  if (estimator == AdvEstimator::grpo) {
+    const at::Tensor sq = zeros_g.clone().index_add_(0, inverse, centered * centered);  // [G]
+    const at::Tensor std_g = (sq / (count - 1).clamp_min(1)).sqrt();                   // unbiased
+    adv = centered / (std_g.index_select(0, inverse) + options.eps);
+  } else {
+    adv = centered;
+  }
+  // r - r/1 is already exactly 0 for a singleton; the where() states the rule, not luck.
+  adv = at::where(count_i > 1, adv, at::zeros_like(adv));
+
+  if (options.norm_adv_by_batch && n > 1) {
+    adv = (adv - adv.mean()) / (adv.std() /* unbiased */ + options.eps);
+  }
+  return adv;
+}
+
+}  // namespace fp8rl::loss

@@ -1,0 +1,40 @@
+// Outcome advantages for group-based policy gradients (GRPO, Dr.GRPO).
+//
+// A "group" is the n samples of one prompt. Every sample gets one scalar advantage, broadcast
+// over its response tokens by the policy loss.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <string_view>
+
+namespace fp8rl::loss {
+
+enum class AdvEstimator {
+  grpo,     // (r - mean_g) / (std_g + eps)
+  dr_grpo,  // r - mean_g (Dr.GRPO: no std division, it biases towards easy/hard prompts)
+};
+
+// "grpo" | "dr_grpo" (algorithm.adv_estimator); ConfigError listing the valid values otherwise.
+AdvEstimator parse_adv_estimator(std::string_view name);
+
+struct AdvantageOptions {
+  std::string estimator = "grpo";   // algorithm.adv_estimator
+  bool norm_adv_by_batch = false;   // algorithm.norm_adv_by_batch: whiten over the whole batch after
+  double eps = 1e-6;                // keeps the division finite for groups with equal rewards (verl's value)
+};
+
+// Per-sample advantages.
+//   rewards   [N] float   scalar reward of each sample
+//   group_ids [N] int64   prompt index of each sample; arbitrary ids, groups of any size, any order
+// Returns [N] in promote(rewards dtype, float32) on rewards' device.
+//
+// std_g is the UNBIASED sample std (divide by n_g - 1), as verl's torch.std. A group with one
+// sample gets advantage 0 (verl instead uses mean 0, std 1, i.e. the raw reward; with one sample
+// there is no baseline, so we give it no signal). With norm_adv_by_batch the group advantages
+// are then whitened over the batch: (a - mean(a)) / (std(a) + eps), unbiased std.
+at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group_ids,
+                              const AdvantageOptions& options);
+
+}  // namespace fp8rl::loss

@@ -1,0 +1,85 @@
+#include "loss/policy_objective.h"
+
+#include "core/error.h"
+#include "core/log.h"
+#include "loss/kl.h"
+
+namespace fp8rl::loss {
+
+PolicyObjectiveOptions PolicyObjectiveOptions::from_recipe(const AlgorithmConfig& a) {
+  PolicyObjectiveOptions o;
+  o.policy.clip_ratio_low = a.clip_ratio_low;
+  o.policy.clip_ratio_high = a.clip_ratio_high;
+  o.policy.clip_ratio_c = a.clip_ratio_c;
+  o.correction.level = a.tis_level;
+  o.correction.mode = a.tis_mode;
+  o.correction.cap = a.tis_cap;
+  o.correction.mask_lower = a.tis_mask_lower;
+  o.loss_agg_mode = a.loss_agg_mode;
+  o.use_kl_loss = a.use_kl_loss;
+  o.kl_loss_coef = a.kl_loss_coef;
+  o.kl_loss_type = a.kl_loss_type;
+  o.entropy_coeff = a.entropy_coeff;
+  return o;
+}
+
+PolicyObjective policy_objective(const PolicyObjectiveInputs& in, const PolicyObjectiveOptions& options,
+                                 const AggregationScale& scale) {
+  // Validate every knob first, so a bad recipe fails before any tensor work.
+  const LossAggMode agg = parse_loss_agg_mode(options.loss_agg_mode);
+  const KlType kl_type = parse_kl_type(options.kl_loss_type);
+  parse_tis_level(options.correction.level);
+  parse_tis_mode(options.correction.mode);
+  FP8RL_CHECK(in.logp.defined() && in.old_logp.defined() && in.advantages.defined() && in.response_mask.defined(),
+              "policy_objective: logp, old_logp, advantages and response_mask are required");
+  FP8RL_CHECK(!options.use_kl_loss || in.ref_logp.defined(), "policy_objective: use_kl_loss needs ref_logp");
+  FP8RL_CHECK(options.entropy_coeff == 0 || in.entropy.defined(), "policy_objective: entropy_coeff != 0 needs entropy");
+
+  PolicyObjective out;
+  PolicyLoss pg = ppo_clip_loss(in.logp, in.old_logp, in.advantages, in.response_mask, options.policy);
+  at::Tensor pg_loss = pg.per_token_loss;  // [B, T]
+  at::Tensor mask = in.response_mask.detach().to(in.logp.scalar_type());
+  if (in.rollout_logp.defined()) {
+    RolloutCorrection rc = rollout_correction(in.old_logp, in.rollout_logp, in.response_mask, options.correction);
+    pg_loss = pg_loss * rc.weight.to(pg_loss.scalar_type());  // weight is detached: a constant factor
+    mask = rc.mask.to(in.logp.scalar_type());
+    const MismatchMetrics& m = rc.metrics;
+    out.metrics["mismatch/kl_k1"] = m.kl_k1;
+    out.metrics["mismatch/kl_k3"] = m.kl_k3;
+    out.metrics["mismatch/abs_diff_max"] = m.abs_diff_max;
+    out.metrics["mismatch/abs_diff_mean"] = m.abs_diff_mean;
+    out.metrics["mismatch/is_weight_mean"] = m.is_weight_mean;
+    out.metrics["mismatch/is_weight_min"] = m.is_weight_min;
+    out.metrics["mismatch/is_weight_max"] = m.is_weight_max;
+    out.metrics["mismatch/frac_corrected"] = m.frac_corrected;
+    out.metrics["mismatch/ess"] = m.ess;
+  }
+
+  // Each term is aggregated on its own (the aggregation is linear, so this equals aggregating
+  // the per-token sum) to report its value.
+  const at::Tensor pg_term = aggregate_loss(pg_loss, mask, agg, scale);
+  at::Tensor loss = pg_term;
+  at::Tensor kl_term = at::zeros({}, loss.options());
+  if (options.use_kl_loss) {
+    kl_term = aggregate_loss(kl_penalty(in.logp, in.ref_logp, kl_type), mask, agg, scale);
+    loss = loss + options.kl_loss_coef * kl_term;
+  }
+  at::Tensor ent_term = at::zeros({}, loss.options());
+  if (in.entropy.defined()) {
+    ent_term = aggregate_loss(in.entropy.to(loss.scalar_type()), mask, agg, scale);
+    if (options.entropy_coeff != 0) loss = loss - options.entropy_coeff * ent_term;
+  }
+  const at::Tensor stats = at::stack({pg_term.detach(), kl_term.detach(), ent_term.detach()}).to(at::kCPU, at::kDouble);
+  out.metrics["pg_loss"] = stats[0].item<double>();
+  out.metrics["kl_loss"] = stats[1].item<double>();
+  out.metrics["entropy"] = stats[2].item<double>();
+  out.metrics["pg_clipfrac_low"] = pg.metrics.clipfrac_low;
+  out.metrics["pg_clipfrac_high"] = pg.metrics.clipfrac_high;
+  out.metrics["pg_clipfrac_dual"] = pg.metrics.clipfrac_dual;
+  out.metrics["ppo_kl"] = pg.metrics.approx_kl;
+  out.loss = loss;
+  out.mask = mask;
+  return out;
+}
+
+}  // namespace fp8rl::loss

@@ -1,0 +1,56 @@
+// The actor's objective for one micro-batch, composed from the pieces in this folder:
+//   ratio/clip (policy_loss) -> x rollout-correction weight (detached; mask mode edits the mask)
+//   -> + kl_loss_coef * KL(current || ref) -> - entropy_coeff * entropy -> aggregate (global scale)
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <string>
+
+#include "core/recipe.h"
+#include "loss/aggregate.h"
+#include "loss/policy_loss.h"
+#include "loss/rollout_correction.h"
+
+namespace fp8rl::loss {
+
+struct PolicyObjectiveOptions {
+  PolicyLossOptions policy;
+  RolloutCorrectionOptions correction;
+  std::string loss_agg_mode = "token-mean";
+  bool use_kl_loss = false;
+  double kl_loss_coef = 0.001;
+  std::string kl_loss_type = "k3";
+  double entropy_coeff = 0.0;
+
+  // The algorithm.* knobs of a recipe, by the same names.
+  static PolicyObjectiveOptions from_recipe(const AlgorithmConfig& algorithm);
+};
+
+struct PolicyObjectiveInputs {
+  at::Tensor logp;           // [B, T] float, current policy (requires grad)
+  at::Tensor old_logp;       // [B, T] float, trainer's recompute of the behaviour policy
+  at::Tensor rollout_logp;   // [B, T] float, rollout engine's sampling log-probs; undefined = no correction
+  at::Tensor advantages;     // [B] or [B, T] float
+  at::Tensor response_mask;  // [B, T] bool/float, 1 = response token
+  at::Tensor ref_logp;       // [B, T] float, reference policy; required when use_kl_loss
+  at::Tensor entropy;        // [B, T] float (differentiable); required when entropy_coeff != 0, else metric only
+};
+
+struct PolicyObjective {
+  at::Tensor loss;  // 0-dim, this micro-batch's share of the mini-batch loss (sum over micro-batches)
+  at::Tensor mask;  // [B, T] float, the effective loss mask (after rollout-correction masking)
+  // pg_loss, kl_loss, entropy (each aggregated like the loss, i.e. this micro-batch's share),
+  // pg_clipfrac_low/high/dual, ppo_kl, and mismatch/* (see MismatchMetrics) when corrected.
+  std::map<std::string, double> metrics;
+};
+
+// `scale` must be counted on the EFFECTIVE mask of the whole mini-batch: with tis_mode mask,
+// run rollout_correction() over the mini-batch first and count_scale() its .mask (it depends
+// only on old/rollout log-probs, which are known before the update). Mode strings are
+// validated here (ConfigError listing valid values).
+PolicyObjective policy_objective(const PolicyObjectiveInputs& inputs, const PolicyObjectiveOptions& options,
+                                 const AggregationScale& scale);
+
+}  // namespace fp8rl::loss

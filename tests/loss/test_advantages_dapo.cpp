@@ -1,0 +1,166 @@
+// Advantages (GRPO, Dr.GRPO, batch whitening) and DAPO's group filter and overlong shaping.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+#include "loss/advantages.h"
+#include "loss/dapo.h"
+#include "tests/catch.h"
+#include "tests/loss/loss_test_util.h"
+#include "tests/test_util.h"
+
+using namespace fp8rl;
+using namespace fp8rl::loss;
+using fp8rl::test::check_close;
+using fp8rl::test::to_vec;
+
+namespace {
+
+at::Tensor ids(const std::vector<int64_t>& v) { return at::tensor(v, at::kLong); }
+at::Tensor vals(const std::vector<double>& v) { return at::tensor(v, at::kDouble); }
+
+// Plain reference: group statistics with maps and loops.
+std::vector<double> plain_advantages(const std::vector<double>& r, const std::vector<int64_t>& g, bool std_norm,
+                                     bool batch_norm, double eps) {
+  std::map<int64_t, std::vector<double>> groups;
+  for (size_t i = 0; i < r.size(); ++i) groups[g[i]].push_back(r[i]);
+  std::vector<double> adv(r.size());
+  for (size_t i = 0; i < r.size(); ++i) {
+    const auto& xs = groups[g[i]];
+    if (xs.size() < 2) { adv[i] = 0; continue; }
+    double mean = 0;
+    for (double x : xs) mean += x;
+    mean /= static_cast<double>(xs.size());
+    double var = 0;
+    for (double x : xs) var += (x - mean) * (x - mean);
+    var /= static_cast<double>(xs.size() - 1);
+    adv[i] = std_norm ? (r[i] - mean) / (std::sqrt(var) + eps) : r[i] - mean;
+  }
+  if (batch_norm && adv.size() > 1) {
+    double mean = 0, var = 0;
+    for (double a : adv) mean += a;
+    mean /= static_cast<double>(adv.size());
+    for (double a : adv) var += (a - mean) * (a - mean);
+    var /= static_cast<double>(adv.size() - 1);
+    for (double& a : adv) a = (a - mean) / (std::sqrt(var) + eps);
+  }
+  return adv;
+}
+
+}  // namespace
+
+TEST_CASE("GRPO advantages: hand-computed example", "[loss][advantages]") {
+  // Group 7: rewards 1, 0, 1, 0 -> mean 0.5, unbiased std sqrt(1/3); group 3: singleton -> 0;
+  // group 5: 2, 2 -> all equal -> 0.
+  const auto r = vals({1, 0, 3.5, 1, 0, 2, 2});
+  const auto g = ids({7, 7, 3, 7, 7, 5, 5});
+  AdvantageOptions o;
+  o.eps = 1e-6;
+  const double s = std::sqrt(1.0 / 3.0);
+  const double a = 0.5 / (s + 1e-6);
+  // Exact formula evaluated in double, same operations: 1e-12 covers reassociation only.
+  check_close(to_vec(compute_advantages(r, g, o)), {a, -a, 0, a, -a, 0, 0}, 1e-12, 1e-12, "grpo");
+  o.estimator = "dr_grpo";
+  check_close(to_vec(compute_advantages(r, g, o)), {0.5, -0.5, 0, 0.5, -0.5, 0, 0}, 1e-12, 1e-12, "dr_grpo");
+}
+
+TEST_CASE("advantages match a plain implementation on random uneven groups", "[loss][advantages]") {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int64_t> gid(-50, 1000000);
+  std::uniform_int_distribution<int> gsize(1, 9), coin(0, 3);
+  std::normal_distribution<double> nd;
+  std::vector<double> r;
+  std::vector<int64_t> g;
+  for (int k = 0; k < 20; ++k) {
+    const int64_t id = gid(rng);
+    const int n = gsize(rng);
+    for (int i = 0; i < n; ++i) {
+      r.push_back(coin(rng) == 0 ? 1.0 : nd(rng));
+      g.push_back(id);
+    }
+  }
+  std::shuffle(r.begin(), r.end(), rng);  // interleave groups: ids, not positions, define them
+  for (const char* est : {"grpo", "dr_grpo"}) {
+    for (bool batch : {false, true}) {
+      AdvantageOptions o;
+      o.estimator = est;
+      o.norm_adv_by_batch = batch;
+      INFO(est << " norm_adv_by_batch=" << batch);
+      // Double in, double out; different summation order only: 1e-10 absolute is ample.
+      check_close(to_vec(compute_advantages(vals(r), ids(g), o)),
+                  plain_advantages(r, g, std::string(est) == "grpo", batch, o.eps), 1e-10, 1e-10, "advantages");
+    }
+  }
+  // float32 rewards give float32 advantages close to the double ones (1e-5: float rounding).
+  AdvantageOptions o;
+  const at::Tensor a32 = compute_advantages(vals(r).to(at::kFloat), ids(g), o);
+  CHECK(a32.scalar_type() == at::kFloat);
+  check_close(to_vec(a32), plain_advantages(r, g, true, false, o.eps), 1e-4, 1e-4, "float32");
+}
+
+TEST_CASE("advantages: bad estimator and shapes", "[loss][advantages]") {
+  AdvantageOptions o;
+  o.estimator = "ppo";
+  REQUIRE_THROWS_CONTAINING(compute_advantages(vals({1, 2}), ids({0, 0}), o), ConfigError, "grpo, dr_grpo");
+  CHECK_THROWS_AS(compute_advantages(vals({1, 2}), ids({0}), AdvantageOptions{}), std::logic_error);
+  CHECK(compute_advantages(vals({}), ids({}), AdvantageOptions{}).numel() == 0);
+}
+
+TEST_CASE("DAPO group filter keeps groups whose rewards differ", "[loss][dapo]") {
+  const auto r = vals({1, 1, 1, 0, 1, 5, 0.5, 0.5});
+  const auto g = ids({10, 10, 10, 20, 20, 30, 40, 40});
+  // group 10 all equal, 20 differs, 30 singleton, 40 all equal
+  const std::vector<double> want{0, 0, 0, 1, 1, 0, 0, 0};
+  check_close(to_vec(filter_groups_mask(r, g)), want, 0, 0, "mask");
+  check_close(to_vec(filter_groups_indices(r, g)), {3, 4}, 0, 0, "indices");
+
+  // Plain reference on random groups with few distinct reward values.
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> rv(0, 1), gi(0, 12);
+  std::vector<double> rr;
+  std::vector<int64_t> gg;
+  for (int i = 0; i < 60; ++i) {
+    rr.push_back(rv(rng));
+    gg.push_back(gi(rng) * 37);
+  }
+  std::map<int64_t, std::pair<double, double>> mm;  // min, max
+  for (size_t i = 0; i < rr.size(); ++i) {
+    auto it = mm.find(gg[i]);
+    if (it == mm.end()) mm[gg[i]] = {rr[i], rr[i]};
+    else it->second = {std::min(it->second.first, rr[i]), std::max(it->second.second, rr[i])};
+  }
+  std::vector<double> keep;
+  for (size_t i = 0; i < rr.size(); ++i) keep.push_back(mm[gg[i]].second > mm[gg[i]].first ? 1 : 0);
+  check_close(to_vec(filter_groups_mask(vals(rr), ids(gg))), keep, 0, 0, "random groups");
+  CHECK(filter_groups_mask(vals({}), ids({})).numel() == 0);
+}
+
+TEST_CASE("DAPO overlong shaping at the boundaries", "[loss][dapo]") {
+  // Lmax 20, buffer 4, factor 1: free up to 16, then -1/4 per token, -1 at 20 and beyond.
+  CHECK(overlong_penalty(0, 20, 4, 1.0) == 0.0);
+  CHECK(overlong_penalty(16, 20, 4, 1.0) == 0.0);
+  CHECK(overlong_penalty(17, 20, 4, 1.0) == -0.25);
+  CHECK(overlong_penalty(18, 20, 4, 1.0) == -0.5);
+  CHECK(overlong_penalty(20, 20, 4, 1.0) == -1.0);
+  CHECK(overlong_penalty(25, 20, 4, 1.0) == -1.0);
+  CHECK(overlong_penalty(19, 20, 4, 2.0) == -1.5);
+  CHECK(overlong_penalty(20, 20, 0, 1.0) == 0.0);   // off
+  CHECK(overlong_penalty(0, 20, 20, 1.0) == 0.0);   // buffer = whole length: L = 0 is free
+  CHECK(overlong_penalty(1, 20, 20, 1.0) == -0.05);
+  // The tensor version agrees with the scalar one (float32 output: 1e-7 relative).
+  std::vector<int64_t> lens;
+  std::vector<double> want;
+  for (int64_t L = 0; L <= 26; ++L) {
+    lens.push_back(L);
+    want.push_back(overlong_penalty(L, 20, 5, 0.7));
+  }
+  check_close(to_vec(overlong_penalty(ids(lens), 20, 5, 0.7)), want, 1e-7, 1e-6, "tensor overlong");
+  REQUIRE_THROWS_CONTAINING(overlong_penalty(5, 20, 21, 1.0), ConfigError, "overlong_buffer_len");
+  REQUIRE_THROWS_CONTAINING(overlong_penalty(5, 20, -1, 1.0), ConfigError, "overlong_buffer_len");
+  REQUIRE_THROWS_CONTAINING(overlong_penalty(5, 20, 4, -1.0), ConfigError, "overlong_penalty_factor");
+}
