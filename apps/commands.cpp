@@ -6,6 +6,8 @@
 #include "core/log.h"
 #include "core/recipe_load.h"
 #include "core/recipe_validate.h"
+#include "core/run_dir.h"
+#include "quant/bench_gemm.h"
 #include "trainer/train.h"
 
 namespace fp8rl {
@@ -33,6 +35,18 @@ int run_train_command(const TrainArgs& args) {
     overrides.push_back("checkpoint.resume_from_path=" + args.resume);
   }
   return run_train(load_recipe(args.recipe, overrides));
+}
+
+int run_bench_gemm(const BenchGemmArgs& args) {
+  GemmBenchOptions o;
+  o.models = args.models;
+  o.ms = args.ms;
+  o.reps = args.reps;
+  o.backward = !args.no_backward;
+  const std::string report = run_gemm_bench(o);
+  std::cout << report << std::flush;
+  if (!args.output.empty()) write_file_atomic(args.output, report);
+  return kExitOk;
 }
 
 }  // namespace fp8rl

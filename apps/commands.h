@@ -2,6 +2,7 @@
 // errors are thrown as ConfigError / RuntimeFailure and reported by main().
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -21,5 +22,14 @@ struct TrainArgs {
   std::string resume;  // "" | auto | a checkpoint directory
 };
 int run_train_command(const TrainArgs& args);
+
+struct BenchGemmArgs {
+  std::vector<std::string> models{"0.6b", "8b", "32b"};
+  std::vector<int64_t> ms{1, 16, 64, 256, 1024, 4096};
+  int reps = 30;
+  bool no_backward = false;
+  std::string output;  // also write the Markdown report here
+};
+int run_bench_gemm(const BenchGemmArgs& args);
 
 }  // namespace fp8rl

@@ -42,6 +42,20 @@ int main(int argc, char** argv) {
   train->add_option("overrides", train_args.overrides, "dotted overrides: section.key=value ...");
   train->add_option("--resume", train_args.resume, "auto: continue the run's latest checkpoint; or a checkpoint dir");
 
+  BenchGemmArgs gemm_args;
+  CLI::App* bench = app.add_subcommand("bench", "Measure speed and memory (CUDA builds)");
+  bench->require_subcommand(1);
+  CLI::App* gemm = bench->add_subcommand("gemm", "TFLOP/s of BF16 vs FP8 (tensor, channel, block) GEMMs on Qwen3 shapes");
+  gemm->add_option("--models", gemm_args.models, "Qwen3 presets whose linear shapes to time")
+      ->delimiter(',')
+      ->capture_default_str();
+  gemm->add_option("--m", gemm_args.ms, "tokens per GEMM (M)")->delimiter(',')->capture_default_str();
+  gemm->add_option("--reps", gemm_args.reps, "timed calls per cell (median reported)")
+      ->check(CLI::Range(3, 100000))
+      ->capture_default_str();
+  gemm->add_flag("--no-backward", gemm_args.no_backward, "skip the dX = dY W comparison");
+  gemm->add_option("-o,--output", gemm_args.output, "also write the Markdown report to this file");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -70,6 +84,7 @@ int main(int argc, char** argv) {
   try {
     if (*check) return run_check(check_args);
     if (*train) return run_train_command(train_args);
+    if (*gemm) return run_bench_gemm(gemm_args);
     return fail(kExitUsage, "no subcommand (see fp8rl --help)");
   } catch (const ConfigError& e) {
     return fail(kExitUsage, e.what());

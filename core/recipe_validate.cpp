@@ -83,12 +83,17 @@ void check_quantization(const Rules& r, const QuantizationConfig& q, const Model
       r.fail("quantization.activation_scaling",
              "block-scaled weights pair with 1x128 activation groups (activation_scaling: group), got {}",
              q.activation_scaling);
-  } else if (q.activation_scaling == "group") {
-    r.fail("quantization.activation_scaling",
-           "1x128 activation groups need block-scaled weights (weight_scaling: block); with weight_scaling: {} use "
-           "token or tensor",
-           q.weight_scaling);
+  } else {
+    // The FP8 GEMM (quant/fp8_gemm.h) pairs one activation granularity with each weight one:
+    // channel weights x per-token activations (cuBLASLt outer-vector scales), tensor x tensor.
+    const std::string want = q.weight_scaling == "channel" ? "token" : "tensor";
+    if (q.activation_scaling != want)
+      r.fail("quantization.activation_scaling", "weight_scaling: {} pairs with activation_scaling: {}, got {}",
+             q.weight_scaling, want, q.activation_scaling);
   }
+  if (q.fmt != "e4m3")
+    r.fail("quantization.fmt",
+           "FP8 GEMMs take E4M3 weights and activations (cuBLASLt has no E5M2 x E5M2 kernel), got {}", q.fmt);
   if (shape.is_moe() && q.weight_scaling != "block")
     r.fail("quantization.weight_scaling",
            "model '{}' is a mixture of experts ({} experts): FP8 for MoE requires weight_scaling: block", shape.model_type,

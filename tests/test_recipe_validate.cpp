@@ -56,8 +56,13 @@ TEST_CASE("block scaling requires its companion keys (ROLL's rule)", "[validate]
   REQUIRE_THROWS_CONTAINING(check({"quantization.weight_block_size=[64, 64]"}), ConfigError, "only [128, 128]");
   REQUIRE_THROWS_CONTAINING(check({"quantization.activation_scaling=token"}), ConfigError, "1x128 activation groups");
   REQUIRE_THROWS_CONTAINING(check({"quantization.weight_scaling=channel"}), ConfigError,
-                            "need block-scaled weights");
-  check({"quantization.weight_scaling=channel", "quantization.activation_scaling=token", "quantization.fmt=e5m2"});
+                            "weight_scaling: channel pairs with activation_scaling: token, got group");
+  REQUIRE_THROWS_CONTAINING(check({"quantization.weight_scaling=tensor", "quantization.activation_scaling=token"}),
+                            ConfigError, "weight_scaling: tensor pairs with activation_scaling: tensor");
+  check({"quantization.weight_scaling=channel", "quantization.activation_scaling=token"});
+  REQUIRE_THROWS_CONTAINING(check({"quantization.weight_scaling=channel", "quantization.activation_scaling=token",
+                                   "quantization.fmt=e5m2"}),
+                            ConfigError, "no E5M2 x E5M2 kernel");
   // The BF16 baseline inherits FP8 knobs it does not use: not an error.
   check({"quantization.quant_method=none", "quantization.fmt=e5m2"});
 }

@@ -73,6 +73,13 @@ echo '{}' >runs/quickstart-tiny/metrics.jsonl
 expect 2 'already holds a run'   -- train "$tiny" trainer.output_dir=runs
 expect 1 'RL training loop'      -- train "$tiny" trainer.output_dir=runs --resume auto
 
+expect 0 'TFLOP/s'               -- bench gemm --help
+expect 2 ''                      -- bench
+expect 2 'reps'                  -- bench gemm --reps 1
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  expect 1 'needs a CUDA build'  -- bench gemm --models tiny --m 1
+fi
+
 # Every shipped recipe parses; the real-model ones stop only at their (absent) local model.
 for r in "$root"/recipes/*.yaml; do
   case $r in

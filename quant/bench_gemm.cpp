@@ -1,0 +1,186 @@
+#include "quant/bench_gemm.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <iomanip>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/model_presets.h"
+#include "quant/fp8_gemm.h"
+#include "quant/scaling.h"
+
+#ifdef FP8RL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <cuda_runtime.h>
+#endif
+
+namespace fp8rl {
+
+#ifndef FP8RL_WITH_CUDA
+
+std::string run_gemm_bench(const GemmBenchOptions&) {
+  throw RuntimeFailure("bench gemm needs a CUDA build of fp8rl (scripts/setup.sh with FP8RL_CUDA=ON) and a GPU");
+}
+
+#else
+
+namespace {
+
+struct Shape {
+  std::string model, proj;
+  int64_t n, k;
+};
+
+std::vector<Shape> linear_shapes(const std::string& model) {
+  auto s = qwen3_preset(model);
+  if (!s) throw ConfigError("bench gemm: unknown model preset '" + model + "'");
+  const int64_t h = s->hidden_size, q = s->num_attention_heads * s->head_dim, kv = s->num_key_value_heads * s->head_dim;
+  return {{model, "q_proj", q, h},  {model, "k/v_proj", kv, h},           {model, "o_proj", h, q},
+          {model, "gate/up_proj", s->intermediate_size, h}, {model, "down_proj", h, s->intermediate_size}};
+}
+
+void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw RuntimeFailure(cat("bench gemm: ", what, ": ", cudaGetErrorString(e)));
+}
+
+// Median milliseconds of fn(i) over reps calls, each between its own pair of events.
+double median_ms(const std::function<void(int)>& fn, int reps) {
+  for (int i = 0; i < 3; ++i) fn(i);
+  auto stream = at::cuda::getCurrentCUDAStream();
+  std::vector<cudaEvent_t> ev(2 * static_cast<size_t>(reps));
+  for (auto& e : ev) cuda_check(cudaEventCreate(&e), "cudaEventCreate");
+  for (int i = 0; i < reps; ++i) {
+    cuda_check(cudaEventRecord(ev[2 * i], stream), "cudaEventRecord");
+    fn(i);
+    cuda_check(cudaEventRecord(ev[2 * i + 1], stream), "cudaEventRecord");
+  }
+  cuda_check(cudaEventSynchronize(ev.back()), "cudaEventSynchronize");
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    float t = 0;
+    cuda_check(cudaEventElapsedTime(&t, ev[2 * i], ev[2 * i + 1]), "cudaEventElapsedTime");
+    ms.push_back(t);
+  }
+  for (auto& e : ev) cudaEventDestroy(e);
+  std::nth_element(ms.begin(), ms.begin() + reps / 2, ms.end());
+  return ms[reps / 2];
+}
+
+// Enough copies of a weight of `bytes` to stream ~256 MB per rotation (5x the H100's L2).
+int copies_for(int64_t bytes) {
+  return static_cast<int>(std::clamp<int64_t>((256ll << 20) / std::max<int64_t>(bytes, 1), 1, 64));
+}
+
+std::string fmt_num(double v, int prec = 1) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(prec) << v;
+  return os.str();
+}
+
+double geomean(const std::vector<double>& v) {
+  if (v.empty()) return NAN;
+  double s = 0;
+  for (double x : v) s += std::log(x);
+  return std::exp(s / static_cast<double>(v.size()));
+}
+
+}  // namespace
+
+std::string run_gemm_bench(const GemmBenchOptions& o) {
+  if (!at::cuda::is_available()) throw RuntimeFailure("bench gemm: no CUDA device");
+  FP8RL_CHECK(o.reps >= 3, "bench gemm: reps must be >= 3");
+  c10::InferenceMode inference;  // no autograd bookkeeping in timed calls
+  const auto dev = at::TensorOptions().device(at::kCUDA);
+  cudaDeviceProp prop{};
+  cuda_check(cudaGetDeviceProperties(&prop, at::cuda::current_device()), "cudaGetDeviceProperties");
+
+  std::ostringstream md;
+  md << "Device: " << prop.name << ". Median of " << o.reps
+     << " calls per cell (CUDA events), weights rotated through >= 256 MB of copies. TFLOP/s = 2MNK / time.\n"
+     << "FP8 columns time the GEMM alone on pre-quantized operands; `block+q` adds the 1x128 activation quantization "
+        "kernel that precedes every FP8 linear.\n\n"
+     << "| model | proj | M | N | K | BF16 | FP8 tensor | FP8 channel | FP8 block | block+q | block/BF16 |\n"
+     << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  std::ostringstream bwd;
+  bwd << "| model | proj | M | dequant + BF16 (us) | FP8 transpose + quant + FP8 (us) | FP8 / dequant |\n"
+      << "|---|---|---:|---:|---:|---:|\n";
+  std::vector<double> big_ratio, small_ratio, bwd_ratio;
+
+  for (const auto& model : o.models) {
+    for (const Shape& s : linear_shapes(model)) {
+      // Weights: bf16 copies and FP8 copies in each scaling (quantized from the same values).
+      const int nb = copies_for(s.n * s.k * 2), nf = copies_for(s.n * s.k);
+      std::vector<at::Tensor> wb;
+      for (int i = 0; i < nb; ++i) wb.push_back((at::randn({s.n, s.k}, dev) * 0.02).to(at::kBFloat16));
+      std::vector<Fp8Weight> wt, wc, wk;
+      for (int i = 0; i < nf; ++i) {
+        const at::Tensor& src = wb[static_cast<size_t>(i % nb)];
+        wt.push_back(quantize_weight(src, WeightScaling::tensor, Fp8Format::e4m3, false));
+        wc.push_back(quantize_weight(src, WeightScaling::channel, Fp8Format::e4m3, false));
+        wk.push_back(quantize_weight(src, WeightScaling::block, Fp8Format::e4m3, false));
+      }
+      for (int64_t m : o.ms) {
+        at::Tensor x = at::randn({m, s.k}, dev).to(at::kBFloat16);
+        Fp8Activation xt = quantize_activation(x, ActScaling::tensor, Fp8Format::e4m3, false);
+        Fp8Activation xc = quantize_activation(x, ActScaling::token, Fp8Format::e4m3, false);
+        Fp8Activation xk = quantize_activation(x, ActScaling::group, Fp8Format::e4m3, false);
+        const double flop = 2.0 * static_cast<double>(m) * static_cast<double>(s.n) * static_cast<double>(s.k);
+        auto tflops = [&](double ms) { return flop / (ms * 1e-3) / 1e12; };
+        const double t_bf16 = median_ms([&](int i) { at::mm(x, wb[static_cast<size_t>(i % nb)].t()); }, o.reps);
+        const double t_tensor = median_ms([&](int i) { fp8_gemm(xt, wt[static_cast<size_t>(i % nf)]); }, o.reps);
+        const double t_channel = median_ms([&](int i) { fp8_gemm(xc, wc[static_cast<size_t>(i % nf)]); }, o.reps);
+        const double t_block = median_ms([&](int i) { fp8_gemm(xk, wk[static_cast<size_t>(i % nf)]); }, o.reps);
+        const double t_block_q = median_ms(
+            [&](int i) {
+              fp8_gemm(quantize_activation(x, ActScaling::group, Fp8Format::e4m3, false), wk[static_cast<size_t>(i % nf)]);
+            },
+            o.reps);
+        const double ratio = t_bf16 / t_block_q;
+        (m >= 1024 ? big_ratio : m <= 64 ? small_ratio : bwd_ratio).push_back(ratio);
+        if (m > 64 && m < 1024) bwd_ratio.pop_back();
+        md << "| " << s.model << " | " << s.proj << " | " << m << " | " << s.n << " | " << s.k << " | "
+           << fmt_num(tflops(t_bf16)) << " | " << fmt_num(tflops(t_tensor)) << " | " << fmt_num(tflops(t_channel))
+           << " | " << fmt_num(tflops(t_block)) << " | " << fmt_num(tflops(t_block_q)) << " | " << fmt_num(ratio, 2)
+           << " |\n";
+
+        if (o.backward && m >= 1024) {
+          // dX [M, K] = dY [M, N] @ W [N, K] through the frozen FP8 weight, two ways:
+          //   (a) dequantize W to bf16 for this layer, then a BF16 GEMM;
+          //   (b) transpose the FP8 bytes and block scales (exact for 128x128 blocks), quantize dY
+          //       in 1x128 groups along N, then the FP8 block GEMM.
+          at::Tensor dy = at::randn({m, s.n}, dev).to(at::kBFloat16);
+          const double t_deq = median_ms(
+              [&](int i) { at::mm(dy, dequantize(wk[static_cast<size_t>(i % nf)]).to(at::kBFloat16)); }, o.reps);
+          const double t_fp8 = median_ms(
+              [&](int i) {
+                Fp8Weight wt_t = transpose_weight(wk[static_cast<size_t>(i % nf)]);
+                fp8_gemm(quantize_activation(dy, ActScaling::group, Fp8Format::e4m3, false), wt_t);
+              },
+              o.reps);
+          bwd_ratio.push_back(t_deq / t_fp8);
+          bwd << "| " << s.model << " | " << s.proj << " | " << m << " | " << fmt_num(t_deq * 1e3) << " | "
+              << fmt_num(t_fp8 * 1e3) << " | " << fmt_num(t_deq / t_fp8, 2) << " |\n";
+        }
+        log::info(cat("bench gemm: ", s.model, " ", s.proj, " M=", m, " bf16 ", fmt_num(tflops(t_bf16)),
+                      " TFLOP/s, fp8 block+q ", fmt_num(tflops(t_block_q)), " TFLOP/s"));
+      }
+    }
+  }
+  std::ostringstream out;
+  out << md.str() << "\nSummary (geometric means of BF16 time / FP8 block+q time): M >= 1024: "
+      << fmt_num(geomean(big_ratio), 2) << "x, M <= 64: " << fmt_num(geomean(small_ratio), 2) << "x.\n";
+  if (o.backward)
+    out << "\nBackward through the frozen FP8 weight (dX = dY W), M >= 1024:\n\n"
+        << bwd.str() << "\nGeometric mean dequant time / FP8 time: " << fmt_num(geomean(bwd_ratio), 2) << "x.\n";
+  return out.str();
+}
+
+#endif  // FP8RL_WITH_CUDA
+
+}  // namespace fp8rl

@@ -1,0 +1,167 @@
+#include "quant/fp8_gemm.h"
+
+#include <ATen/ATen.h>
+
+#include "core/error.h"
+#include "core/log.h"
+
+#ifdef FP8RL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <cublasLt.h>
+
+#include <map>
+#include <mutex>
+#include <tuple>
+#endif
+
+namespace fp8rl {
+
+bool fp8_gemm_fast_accum(WeightScaling scaling) { return scaling != WeightScaling::block; }
+
+namespace {
+
+void check_pair(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
+  const bool paired = (w.scaling == WeightScaling::block && x.scaling == ActScaling::group) ||
+                      (w.scaling == WeightScaling::channel && x.scaling == ActScaling::token) ||
+                      (w.scaling == WeightScaling::tensor && x.scaling == ActScaling::tensor);
+  FP8RL_CHECK(paired, cat("fp8_gemm: ", to_string(w.scaling), " weights do not pair with ", to_string(x.scaling),
+                          " activations"));
+  FP8RL_CHECK(x.in_features == w.in_features && x.data.size(1) == w.data.size(1),
+              cat("fp8_gemm: K mismatch, x ", x.data.sizes(), " (K=", x.in_features, ") vs w ", w.data.sizes(),
+                  " (K=", w.in_features, ")"));
+  FP8RL_CHECK(out_dtype == at::kBFloat16 || out_dtype == at::kFloat, "fp8_gemm: out_dtype must be bf16 or fp32");
+  FP8RL_CHECK(x.data.device() == w.data.device(), "fp8_gemm: x and w on different devices");
+}
+
+#ifdef FP8RL_WITH_CUDA
+
+void lt_check(cublasStatus_t st, const char* what) {
+  if (st != CUBLAS_STATUS_SUCCESS)
+    throw RuntimeFailure(cat("cuBLASLt ", what, " failed: ", cublasGetStatusString(st)));
+}
+
+cudaDataType_t lt_type(Fp8Format f) { return f == Fp8Format::e4m3 ? CUDA_R_8F_E4M3 : CUDA_R_8F_E5M2; }
+
+// Everything about one GEMM problem except the data and scale pointers.
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+constexpr size_t kWorkspaceBytes = 32u << 20;  // what cuBLASLt's Hopper FP8 kernels ask for at most
+
+Plan make_plan(cublasLtHandle_t handle, WeightScaling ws, Fp8Format wf, Fp8Format xf, int64_t M, int64_t Np,
+               int64_t Kp, at::ScalarType out_dtype) {
+  Plan p;
+  lt_check(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "MatmulDescCreate");
+  const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
+  lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t)), "TRANSA");
+  lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &n, sizeof(n)), "TRANSB");
+  int32_t a_mode = CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F, b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F;
+  if (ws == WeightScaling::block) {
+    a_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+    b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+  } else if (ws == WeightScaling::channel) {
+    a_mode = b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+  }
+  lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &a_mode, sizeof(a_mode)), "A_SCALE_MODE");
+  lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &b_mode, sizeof(b_mode)), "B_SCALE_MODE");
+  const int8_t fast = fp8_gemm_fast_accum(ws) ? 1 : 0;
+  lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)), "FAST_ACCUM");
+  const cudaDataType_t dt = out_dtype == at::kBFloat16 ? CUDA_R_16BF : CUDA_R_32F;
+  lt_check(cublasLtMatrixLayoutCreate(&p.a, lt_type(wf), Kp, Np, Kp), "layout A");
+  lt_check(cublasLtMatrixLayoutCreate(&p.b, lt_type(xf), Kp, M, Kp), "layout B");
+  lt_check(cublasLtMatrixLayoutCreate(&p.d, dt, Np, M, Np), "layout D");
+
+  cublasLtMatmulPreference_t pref;
+  lt_check(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
+  const size_t wsb = kWorkspaceBytes;
+  lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb)),
+           "PREF_MAX_WORKSPACE_BYTES");
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+    throw RuntimeFailure(cat("cuBLASLt has no FP8 kernel for ", to_string(ws), " scaling at M=", M, " N=", Np,
+                             " K=", Kp, " (", cublasGetStatusString(st), ")"));
+  p.algo = result.algo;
+  return p;
+}
+
+using PlanKey = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int>;
+
+at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
+  const int64_t M = x.data.size(0), Np = w.data.size(0), Kp = w.data.size(1);
+  at::Tensor out = at::empty({M, Np}, x.data.options().dtype(out_dtype));
+  if (M == 0) return out.narrow(1, 0, w.out_features);
+  cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
+  const int device = x.data.get_device();
+
+  static std::mutex mu;
+  static std::map<PlanKey, Plan> plans;  // lives for the process: a few hundred bytes per shape
+  Plan plan;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    PlanKey key{device, static_cast<int>(w.scaling), static_cast<int>(w.fmt) * 2 + static_cast<int>(x.fmt), M, Np, Kp,
+                static_cast<int>(out_dtype), 0};
+    auto it = plans.find(key);
+    if (it == plans.end()) it = plans.emplace(key, make_plan(handle, w.scaling, w.fmt, x.fmt, M, Np, Kp, out_dtype)).first;
+    plan = it->second;
+  }
+  // Scale pointers change per call; the descriptor is only used by this thread's stream order.
+  const void* a_scale = w.scale.data_ptr();
+  const void* b_scale = x.scale.data_ptr();
+  lt_check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)),
+           "A_SCALE_POINTER");
+  lt_check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)),
+           "B_SCALE_POINTER");
+  at::Tensor workspace = at::empty({static_cast<int64_t>(kWorkspaceBytes)}, x.data.options().dtype(at::kByte));
+  const float alpha = 1.0f, beta = 0.0f;
+  lt_check(cublasLtMatmul(handle, plan.desc, &alpha, w.data.data_ptr(), plan.a, x.data.data_ptr(), plan.b, &beta,
+                          out.data_ptr(), plan.d, out.data_ptr(), plan.d, &plan.algo, workspace.data_ptr(),
+                          kWorkspaceBytes, at::cuda::getCurrentCUDAStream()),
+           "Matmul");
+  return Np == w.out_features ? out : out.narrow(1, 0, w.out_features).contiguous();
+}
+
+#endif  // FP8RL_WITH_CUDA
+
+}  // namespace
+
+at::Tensor fp8_gemm(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
+  check_pair(x, w, out_dtype);
+  if (x.data.device().is_cpu()) return at::matmul(dequantize(x), dequantize(w).t()).to(out_dtype);
+#ifdef FP8RL_WITH_CUDA
+  return gemm_cuda(x, w, out_dtype);
+#else
+  throw RuntimeFailure(cat("fp8_gemm: tensors on ", x.data.device(), " but fp8rl was built without CUDA"));
+#endif
+}
+
+at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
+  check_pair(x, w, out_dtype);
+  FP8RL_CHECK(x.data.is_cuda(), "fp8_gemm_scaled_mm needs CUDA tensors");
+  const int64_t M = x.data.size(0), Np = w.data.size(0);
+  at::Tensor sa, sb;
+  switch (w.scaling) {
+    case WeightScaling::block:  // layouts that _scaled_mm accepts: both outer-dim-major (GPU_MACHINE.md)
+      sa = x.scale.t();  // [M, Kp/128], stride (1, M)
+      sb = w.scale.t();  // [Kp/128, Np/128], stride (1, Kp/128)
+      break;
+    case WeightScaling::channel:
+      sa = x.scale.reshape({M, 1});
+      sb = w.scale.reshape({1, Np});
+      break;
+    case WeightScaling::tensor:
+      sa = x.scale.reshape({});
+      sb = w.scale.reshape({});
+      break;
+  }
+  at::Tensor y = at::_scaled_mm(x.data, w.data.t(), sa, sb, std::nullopt, std::nullopt, out_dtype,
+                                fp8_gemm_fast_accum(w.scaling));
+  return y.narrow(1, 0, w.out_features).contiguous();
+}
+
+}  // namespace fp8rl

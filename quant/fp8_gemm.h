@@ -1,0 +1,32 @@
+// FP8 GEMM: y [M, N] = x [M, K] @ w [N, K]^T, FP8 operands, FP32 accumulation, bf16/fp32 out.
+//
+// Granularities pair up (validated by the recipe): block weights x 1x128 group activations,
+// channel weights x per-token activations, tensor x tensor.
+//
+//   CUDA: cuBLASLt, called directly. Column-major view: D[N, M] = op(A)[N, K] op(B)[K, M]
+//         with A = w (TRANSA = T, the only FP8 layout Hopper runs), B = x. Scale modes:
+//         A BLK128x128_32F / OUTER_VEC_32F / SCALAR_32F, B VEC128_32F / OUTER_VEC_32F /
+//         SCALAR_32F. One descriptor, layouts and heuristic algorithm cached per shape.
+//   CPU:  dequantize both operands and multiply in float32 (the reference numerics).
+//
+// at::_scaled_mm is the independent reference in tests (fp8_gemm_scaled_mm below).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "quant/scaling.h"
+
+namespace fp8rl {
+
+// out_dtype: kBFloat16 or kFloat. Returns a contiguous [M, N] tensor on x's device.
+// Throws RuntimeFailure when cuBLASLt has no kernel for the combination.
+at::Tensor fp8_gemm(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype = at::kBFloat16);
+
+// The same product through at::_scaled_mm (CUDA only; tests and benchmarks).
+at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype = at::kBFloat16);
+
+// Whether fp8_gemm would use cuBLASLt's fast (reduced-precision) accumulation for this pair:
+// on for tensor and channel scaling (as vLLM does for rollouts), unavailable for block scaling.
+bool fp8_gemm_fast_accum(WeightScaling scaling);
+
+}  // namespace fp8rl

@@ -1,0 +1,92 @@
+// FP8 scaling granularities and the quantize/dequantize of weights and activations.
+//
+//   weights [N, K] (out, in):   tensor: 1 scale | channel: 1 per output row | block: 1 per 128x128 tile
+//   activations [M, K]:         tensor: 1 scale | token: 1 per row          | group: 1 per 1x128 run along K
+//
+// Scale rule (all granularities): s = amax / fp8_max, computed in float; amax == 0 gives s = 1
+// (an all-zero tile quantizes to zeros). With pow2, s is rounded up to a power of two:
+// s = 2^ceil(log2(amax / fp8_max)). Quantized value q = fp8(x / s) (fp8_format.h: ties to even,
+// saturating), and x ~= q * s: `scale` below is what HF calls weight_scale_inv.
+//
+// Padding: weights are stored as [Np, Kp] and activations as [M, Kp] with Np, Kp rounded up to
+// multiples of 128, zero-filled. FP8 GEMMs need 16-byte-aligned rows and whole 128-blocks
+// along K; real model dims are multiples of 128 already, so this only costs on test shapes.
+//
+// Non-finite input is an error (RuntimeFailure), never cast: NaN/inf in weights means the
+// model diverged. On CUDA the kernels raise a device flag and the check syncs once per call
+// for weights; activations report into an optional flag the caller checks once per step.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "quant/fp8_format.h"
+
+namespace fp8rl {
+
+enum class WeightScaling { tensor, channel, block };
+enum class ActScaling { tensor, token, group };
+
+inline constexpr int64_t kFp8Block = 128;  // the block edge of weights and the group length of activations
+
+WeightScaling parse_weight_scaling(const std::string& name);  // "tensor" | "channel" | "block"
+ActScaling parse_act_scaling(const std::string& name);        // "tensor" | "token" | "group"
+const char* to_string(WeightScaling s);
+const char* to_string(ActScaling s);
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// s = amax / fp8_max (1 if amax == 0), optionally rounded up to a power of two. Bit-identical
+// to the device function in quant/cuda/scaling.cu.
+float scale_from_amax(float amax, float fp8_max, bool pow2);
+
+struct Fp8Weight {
+  at::Tensor data;   // [Np, Kp] fp8 (kFloat8_e4m3fn / kFloat8_e5m2), zero padded
+  at::Tensor scale;  // float32: tensor [1] | channel [Np] | block [Np/128, Kp/128]
+  int64_t out_features = 0;  // N
+  int64_t in_features = 0;   // K
+  Fp8Format fmt = Fp8Format::e4m3;
+  WeightScaling scaling = WeightScaling::block;
+  int64_t nbytes() const;    // storage of data + scale
+};
+
+struct Fp8Activation {
+  at::Tensor data;   // [M, Kp] fp8, zero padded along K
+  at::Tensor scale;  // float32: tensor [1] | token [M] | group [Kp/128, M] (K-block-major: cuBLASLt's layout)
+  int64_t in_features = 0;  // K
+  Fp8Format fmt = Fp8Format::e4m3;
+  ActScaling scaling = ActScaling::group;
+};
+
+// w: [N, K] float32 or bfloat16, CPU or CUDA. Throws RuntimeFailure on NaN/inf (`what` names
+// the tensor in the message, e.g. "model.layers.3.mlp.up_proj.weight").
+Fp8Weight quantize_weight(const at::Tensor& w, WeightScaling scaling, Fp8Format fmt, bool pow2,
+                          const std::string& what = "weight");
+
+// x: [M, K] float32 or bfloat16. On CPU non-finite input throws; on CUDA, if `nonfinite` is a
+// defined int32 [1] tensor on x's device, the kernel sets it to 1 when it meets NaN/inf (no
+// sync here); otherwise it is not checked.
+Fp8Activation quantize_activation(const at::Tensor& x, ActScaling scaling, Fp8Format fmt, bool pow2,
+                                  const at::Tensor& nonfinite = {});
+
+// The CPU references, whatever the input's device (copies to CPU); the CUDA kernels must
+// match them bit for bit.
+Fp8Weight quantize_weight_reference(const at::Tensor& w, WeightScaling scaling, Fp8Format fmt, bool pow2);
+Fp8Activation quantize_activation_reference(const at::Tensor& x, ActScaling scaling, Fp8Format fmt, bool pow2);
+
+// W^T [K, N] as an Fp8Weight, for dX = dY W through a frozen FP8 weight: the FP8 bytes and, for
+// block scaling, the 128x128 block scales transposed. Exact (no requantization): a tile of W is
+// a tile of W^T. Tensor scaling is exact too; channel scaling has no exact transpose (throws).
+Fp8Weight transpose_weight(const Fp8Weight& w);
+
+// Back to float32 at the original (unpadded) shape, on the input's device: [N, K] / [M, K].
+at::Tensor dequantize(const Fp8Weight& w);
+at::Tensor dequantize(const Fp8Activation& x);
+
+// The per-element scale of `w`/`x` at the padded shape (float32, [Np, Kp] / [M, Kp]); used by
+// dequantize and by tests.
+at::Tensor expand_scale(const Fp8Weight& w);
+at::Tensor expand_scale(const Fp8Activation& x);
+
+}  // namespace fp8rl
