@@ -1,0 +1,29 @@
+# fp8rl_hf: the Hugging Face file formats a model directory holds besides config.json:
+# safetensors weights, tokenizer.json (byte-level BPE), the chat template of tokenizer_config.json.
+# Host-only (no ATen), so these files use the distro's fmt (through spdlog) and nlohmann_json.
+#
+# The pre-tokenizer regexes need Unicode properties (\p{L}, \p{N}) that std::regex lacks: PCRE2
+# (Debian/Ubuntu: libpcre2-dev). Found by header and library, so no pkg-config is needed.
+find_path(FP8RL_PCRE2_INCLUDE_DIR pcre2.h)
+find_library(FP8RL_PCRE2_LIBRARY NAMES pcre2-8)
+if(NOT FP8RL_PCRE2_INCLUDE_DIR OR NOT FP8RL_PCRE2_LIBRARY)
+  message(FATAL_ERROR "PCRE2 (8-bit) not found: install libpcre2-dev (the tokenizer's pre-tokenizer regexes need it)")
+endif()
+if(NOT TARGET fp8rl::pcre2)
+  add_library(fp8rl::pcre2 UNKNOWN IMPORTED)
+  set_target_properties(fp8rl::pcre2 PROPERTIES
+    IMPORTED_LOCATION "${FP8RL_PCRE2_LIBRARY}"
+    INTERFACE_INCLUDE_DIRECTORIES "${FP8RL_PCRE2_INCLUDE_DIR}"
+    INTERFACE_COMPILE_DEFINITIONS "PCRE2_CODE_UNIT_WIDTH=8")
+endif()
+
+add_library(fp8rl_hf STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/safetensors.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/unicode.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/tokenizer.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/tokenizer_regex.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/chat_template.cpp)
+target_include_directories(fp8rl_hf PUBLIC ${PROJECT_SOURCE_DIR})
+target_link_libraries(fp8rl_hf
+  PUBLIC fp8rl_config
+  PRIVATE spdlog::spdlog nlohmann_json::nlohmann_json fp8rl_warnings fp8rl::pcre2)
