@@ -4,8 +4,11 @@
 #
 # The pre-tokenizer regexes need Unicode properties (\p{L}, \p{N}) that std::regex lacks: PCRE2
 # (Debian/Ubuntu: libpcre2-dev). Found by header and library, so no pkg-config is needed.
-find_path(FP8RL_PCRE2_INCLUDE_DIR pcre2.h)
-find_library(FP8RL_PCRE2_LIBRARY NAMES pcre2-8)
+# FP8RL_PCRE2_ROOT (environment) points at an unpacked libpcre2-dev .deb on machines that have
+# the runtime library but no headers and no package registry (the GPU machine:
+# scripts/gpu-deps.sh); libpcre2-8.so.0 itself is then the system's.
+find_path(FP8RL_PCRE2_INCLUDE_DIR pcre2.h HINTS "$ENV{FP8RL_PCRE2_ROOT}/usr/include")
+find_library(FP8RL_PCRE2_LIBRARY NAMES pcre2-8 libpcre2-8.so.0)
 if(NOT FP8RL_PCRE2_INCLUDE_DIR OR NOT FP8RL_PCRE2_LIBRARY)
   message(FATAL_ERROR "PCRE2 (8-bit) not found: install libpcre2-dev (the tokenizer's pre-tokenizer regexes need it)")
 endif()

@@ -37,7 +37,7 @@ void check_pair(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_d
 
 void lt_check(cublasStatus_t st, const char* what) {
   if (st != CUBLAS_STATUS_SUCCESS)
-    throw RuntimeFailure(cat("cuBLASLt ", what, " failed: ", cublasGetStatusString(st)));
+    throw RuntimeFailure(cat("cuBLASLt ", what, " failed: ", cublasLtGetStatusString(st)));
 }
 
 cudaDataType_t lt_type(Fp8Format f) { return f == Fp8Format::e4m3 ? CUDA_R_8F_E4M3 : CUDA_R_8F_E5M2; }
@@ -51,8 +51,18 @@ struct Plan {
 
 constexpr size_t kWorkspaceBytes = 32u << 20;  // what cuBLASLt's Hopper FP8 kernels ask for at most
 
+void set_scale_pointers(const Plan& p, const void* a_scale, const void* b_scale) {
+  lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)),
+           "A_SCALE_POINTER");
+  lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)),
+           "B_SCALE_POINTER");
+}
+
+// The scale pointers must be set before the heuristic query: for vector and block scale modes
+// cuBLASLt rejects a descriptor without them (CUBLAS_STATUS_INVALID_VALUE, seen on H100 with
+// CUDA 13.0). The chosen algorithm stays valid for later calls with other pointers.
 Plan make_plan(cublasLtHandle_t handle, WeightScaling ws, Fp8Format wf, Fp8Format xf, int64_t M, int64_t Np,
-               int64_t Kp, at::ScalarType out_dtype) {
+               int64_t Kp, at::ScalarType out_dtype, const void* a_scale, const void* b_scale) {
   Plan p;
   lt_check(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "MatmulDescCreate");
   const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
@@ -70,6 +80,7 @@ Plan make_plan(cublasLtHandle_t handle, WeightScaling ws, Fp8Format wf, Fp8Forma
   const int8_t fast = fp8_gemm_fast_accum(ws) ? 1 : 0;
   lt_check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)), "FAST_ACCUM");
   const cudaDataType_t dt = out_dtype == at::kBFloat16 ? CUDA_R_16BF : CUDA_R_32F;
+  set_scale_pointers(p, a_scale, b_scale);
   lt_check(cublasLtMatrixLayoutCreate(&p.a, lt_type(wf), Kp, Np, Kp), "layout A");
   lt_check(cublasLtMatrixLayoutCreate(&p.b, lt_type(xf), Kp, M, Kp), "layout B");
   lt_check(cublasLtMatrixLayoutCreate(&p.d, dt, Np, M, Np), "layout D");
@@ -85,14 +96,26 @@ Plan make_plan(cublasLtHandle_t handle, WeightScaling ws, Fp8Format wf, Fp8Forma
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0)
     throw RuntimeFailure(cat("cuBLASLt has no FP8 kernel for ", to_string(ws), " scaling at M=", M, " N=", Np,
-                             " K=", Kp, " (", cublasGetStatusString(st), ")"));
+                             " K=", Kp, " (", cublasLtGetStatusString(st), ")"));
   p.algo = result.algo;
   return p;
 }
 
 using PlanKey = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int>;
 
+// One cuBLASLt workspace per device, allocated at the first FP8 GEMM and kept (32 MiB): a fresh
+// allocation per call costs host time that small-M GEMMs cannot hide.
+void* workspace_for(const at::Tensor& like) {
+  static std::mutex mu;
+  static std::map<int, at::Tensor> per_device;
+  std::lock_guard<std::mutex> lock(mu);
+  at::Tensor& ws = per_device[like.get_device()];
+  if (!ws.defined()) ws = at::empty({static_cast<int64_t>(kWorkspaceBytes)}, like.options().dtype(at::kByte));
+  return ws.data_ptr();
+}
+
 at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
+  // M is the padded row count (group scaling rounds it up to a multiple of 4).
   const int64_t M = x.data.size(0), Np = w.data.size(0), Kp = w.data.size(1);
   at::Tensor out = at::empty({M, Np}, x.data.options().dtype(out_dtype));
   if (M == 0) return out.narrow(1, 0, w.out_features);
@@ -101,28 +124,28 @@ at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType 
 
   static std::mutex mu;
   static std::map<PlanKey, Plan> plans;  // lives for the process: a few hundred bytes per shape
+  const void* a_scale = w.scale.data_ptr();
+  const void* b_scale = x.scale.data_ptr();
   Plan plan;
   {
     std::lock_guard<std::mutex> lock(mu);
     PlanKey key{device, static_cast<int>(w.scaling), static_cast<int>(w.fmt) * 2 + static_cast<int>(x.fmt), M, Np, Kp,
                 static_cast<int>(out_dtype), 0};
     auto it = plans.find(key);
-    if (it == plans.end()) it = plans.emplace(key, make_plan(handle, w.scaling, w.fmt, x.fmt, M, Np, Kp, out_dtype)).first;
+    if (it == plans.end())
+      it = plans.emplace(key, make_plan(handle, w.scaling, w.fmt, x.fmt, M, Np, Kp, out_dtype, a_scale, b_scale)).first;
     plan = it->second;
   }
-  // Scale pointers change per call; the descriptor is only used by this thread's stream order.
-  const void* a_scale = w.scale.data_ptr();
-  const void* b_scale = x.scale.data_ptr();
-  lt_check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)),
-           "A_SCALE_POINTER");
-  lt_check(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)),
-           "B_SCALE_POINTER");
-  at::Tensor workspace = at::empty({static_cast<int64_t>(kWorkspaceBytes)}, x.data.options().dtype(at::kByte));
+  // Scale pointers change per call. The cached descriptor is shared: fp8_gemm is meant to be
+  // called from one host thread per process (the engine and the trainer take turns).
+  set_scale_pointers(plan, a_scale, b_scale);
+  void* workspace = workspace_for(x.data);
   const float alpha = 1.0f, beta = 0.0f;
   lt_check(cublasLtMatmul(handle, plan.desc, &alpha, w.data.data_ptr(), plan.a, x.data.data_ptr(), plan.b, &beta,
-                          out.data_ptr(), plan.d, out.data_ptr(), plan.d, &plan.algo, workspace.data_ptr(),
+                          out.data_ptr(), plan.d, out.data_ptr(), plan.d, &plan.algo, workspace,
                           kWorkspaceBytes, at::cuda::getCurrentCUDAStream()),
            "Matmul");
+  out = out.narrow(0, 0, x.rows);  // leading rows of a row-major matrix: still contiguous
   return Np == w.out_features ? out : out.narrow(1, 0, w.out_features).contiguous();
 }
 
@@ -143,7 +166,7 @@ at::Tensor fp8_gemm(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType o
 at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
   check_pair(x, w, out_dtype);
   FP8RL_CHECK(x.data.is_cuda(), "fp8_gemm_scaled_mm needs CUDA tensors");
-  const int64_t M = x.data.size(0), Np = w.data.size(0);
+  const int64_t M = x.data.size(0), Np = w.data.size(0);  // padded M
   at::Tensor sa, sb;
   switch (w.scaling) {
     case WeightScaling::block:  // layouts that _scaled_mm accepts: both outer-dim-major (GPU_MACHINE.md)
@@ -161,7 +184,7 @@ at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::Sc
   }
   at::Tensor y = at::_scaled_mm(x.data, w.data.t(), sa, sb, std::nullopt, std::nullopt, out_dtype,
                                 fp8_gemm_fast_accum(w.scaling));
-  return y.narrow(1, 0, w.out_features).contiguous();
+  return y.narrow(0, 0, x.rows).narrow(1, 0, w.out_features).contiguous();
 }
 
 }  // namespace fp8rl

@@ -80,7 +80,7 @@ std::pair<at::Tensor, at::Tensor> quantize_tiles_reference(const at::Tensor& x_i
   const int64_t R = x.size(0), C = x.size(1);
   const int64_t gr = tr > 0 ? Rp / tr : 0, gc = Cp / tc;
   const float* src = x.data_ptr<float>();
-  std::vector<float> amax(static_cast<size_t>(gr * gc), 0.0f);
+  std::vector<float> amax(static_cast<size_t>(gr * gc), 0.0f), inv(static_cast<size_t>(gr * gc));
   for (int64_t r = 0; r < R; ++r)
     for (int64_t c = 0; c < C; ++c) {
       float& a = amax[static_cast<size_t>((r / tr) * gc + c / tc)];
@@ -89,13 +89,16 @@ std::pair<at::Tensor, at::Tensor> quantize_tiles_reference(const at::Tensor& x_i
   at::Tensor scale = at::empty({gr, gc}, at::kFloat);
   float* s = scale.data_ptr<float>();
   const float fmax = fp8_spec(fmt).max;
-  for (int64_t i = 0; i < gr * gc; ++i) s[i] = scale_from_amax(amax[static_cast<size_t>(i)], fmax, pow2);
+  for (int64_t i = 0; i < gr * gc; ++i) {
+    s[i] = scale_from_amax(amax[static_cast<size_t>(i)], fmax, pow2);
+    inv[static_cast<size_t>(i)] = 1.0f / s[i];
+  }
   at::Tensor data = at::empty({Rp, Cp}, at::TensorOptions().dtype(fp8_scalar_type(fmt)));
   auto* dst = static_cast<uint8_t*>(data.data_ptr());
   for (int64_t r = 0; r < Rp; ++r)
     for (int64_t c = 0; c < Cp; ++c) {
       const float v = (r < R && c < C) ? src[r * C + c] : 0.0f;
-      dst[r * Cp + c] = float_to_fp8(v / s[(r / tr) * gc + c / tc], fmt);
+      dst[r * Cp + c] = float_to_fp8(v * inv[static_cast<size_t>((r / tr) * gc + c / tc)], fmt);
     }
   return {data, scale};
 }
@@ -105,7 +108,7 @@ std::pair<at::Tensor, at::Tensor> quantize_tiles_reference(const at::Tensor& x_i
 Fp8Weight quantize_weight_reference(const at::Tensor& w, WeightScaling scaling, Fp8Format fmt, bool pow2) {
   check_matrix(w, "weight");
   const int64_t N = w.size(0), K = w.size(1);
-  const int64_t Np = round_up(N, kFp8Block), Kp = round_up(K, kFp8Block);
+  const int64_t Np = round_up(N, kFp8Block), Kp = padded_k(K, scaling == WeightScaling::block);
   const int64_t tr = scaling == WeightScaling::tensor ? Np : scaling == WeightScaling::channel ? 1 : kFp8Block;
   const int64_t tc = scaling == WeightScaling::block ? kFp8Block : Kp;
   auto [data, scale] = quantize_tiles_reference(w, Np, Kp, tr, tc, fmt, pow2);
@@ -115,15 +118,19 @@ Fp8Weight quantize_weight_reference(const at::Tensor& w, WeightScaling scaling, 
 
 Fp8Activation quantize_activation_reference(const at::Tensor& x, ActScaling scaling, Fp8Format fmt, bool pow2) {
   check_matrix(x, "activation");
-  const int64_t M = x.size(0), K = x.size(1), Kp = round_up(K, kFp8Block);
+  const int64_t M = x.size(0), K = x.size(1), Kp = padded_k(K, scaling == ActScaling::group);
   if (scaling == ActScaling::tensor) {
     auto [data, scale] = quantize_tiles_reference(x, M, Kp, M, Kp, fmt, pow2);
     if (M == 0) scale = at::ones({1, 1}, at::kFloat);
-    return Fp8Activation{data, scale.reshape({1}), K, fmt, scaling};
+    return Fp8Activation{data, scale.reshape({1}), M, K, fmt, scaling};
   }
-  auto [data, scale] = quantize_tiles_reference(x, M, Kp, 1, scaling == ActScaling::token ? Kp : kFp8Block, fmt, pow2);
-  if (scaling == ActScaling::token) return Fp8Activation{data, scale.reshape({M}), K, fmt, scaling};
-  return Fp8Activation{data, scale.t().contiguous(), K, fmt, scaling};  // [M, Kp/128] -> [Kp/128, M]
+  if (scaling == ActScaling::token) {
+    auto [data, scale] = quantize_tiles_reference(x, M, Kp, 1, Kp, fmt, pow2);
+    return Fp8Activation{data, scale.reshape({M}), M, K, fmt, scaling};
+  }
+  const int64_t Mp = round_up(M, kGroupRowAlign);
+  auto [data, scale] = quantize_tiles_reference(x, Mp, Kp, 1, kFp8Block, fmt, pow2);
+  return Fp8Activation{data, scale.t().contiguous(), M, K, fmt, scaling};  // [Mp, Kp/128] -> [Kp/128, Mp]
 }
 
 Fp8Weight quantize_weight(const at::Tensor& w, WeightScaling scaling, Fp8Format fmt, bool pow2, const std::string& what) {
@@ -136,7 +143,7 @@ Fp8Weight quantize_weight(const at::Tensor& w, WeightScaling scaling, Fp8Format 
   FP8RL_CHECK(w.device().is_cuda(), cat("unsupported device ", w.device()));
   at::Tensor x = w.contiguous();
   const int64_t N = x.size(0), K = x.size(1);
-  const int64_t Np = round_up(N, kFp8Block), Kp = round_up(K, kFp8Block);
+  const int64_t Np = round_up(N, kFp8Block), Kp = padded_k(K, scaling == WeightScaling::block);
   auto opts = x.options();
   Fp8Weight out{at::empty({Np, Kp}, opts.dtype(fp8_scalar_type(fmt))), {}, N, K, fmt, scaling};
   at::Tensor flag = at::zeros({1}, opts.dtype(at::kInt));
@@ -173,9 +180,10 @@ Fp8Activation quantize_activation(const at::Tensor& x_in, ActScaling scaling, Fp
 #ifdef FP8RL_WITH_CUDA
   FP8RL_CHECK(x_in.device().is_cuda(), cat("unsupported device ", x_in.device()));
   at::Tensor x = x_in.contiguous();
-  const int64_t M = x.size(0), K = x.size(1), Kp = round_up(K, kFp8Block);
+  const int64_t M = x.size(0), K = x.size(1), Kp = padded_k(K, scaling == ActScaling::group);
+  const int64_t Mp = scaling == ActScaling::group ? round_up(M, kGroupRowAlign) : M;
   auto opts = x.options();
-  Fp8Activation out{at::empty({M, Kp}, opts.dtype(fp8_scalar_type(fmt))), {}, K, fmt, scaling};
+  Fp8Activation out{at::empty({Mp, Kp}, opts.dtype(fp8_scalar_type(fmt))), {}, M, K, fmt, scaling};
   int* flag = nullptr;
   if (nonfinite.defined()) {
     FP8RL_CHECK(nonfinite.scalar_type() == at::kInt && nonfinite.device() == x.device(),
@@ -183,7 +191,7 @@ Fp8Activation quantize_activation(const at::Tensor& x_in, ActScaling scaling, Fp
     flag = nonfinite.data_ptr<int>();
   }
   cuda::QuantArgs a{x.data_ptr(), x.scalar_type() == at::kBFloat16, M, K, static_cast<uint8_t*>(out.data.data_ptr()),
-                    M, Kp, nullptr, fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag};
+                    Mp, Kp, nullptr, fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag};
   auto stream = at::cuda::getCurrentCUDAStream();
   switch (scaling) {
     case ActScaling::tensor: {
@@ -199,7 +207,7 @@ Fp8Activation quantize_activation(const at::Tensor& x_in, ActScaling scaling, Fp
       cuda::quantize_tiles(a, 1, Kp, stream);
       break;
     case ActScaling::group:
-      out.scale = at::empty({Kp / kFp8Block, M}, opts.dtype(at::kFloat));
+      out.scale = at::empty({Kp / kFp8Block, Mp}, opts.dtype(at::kFloat));
       a.scale = out.scale.data_ptr<float>();
       cuda::quantize_groups_1x128(a, stream);
       break;
@@ -246,7 +254,7 @@ at::Tensor dequantize(const Fp8Weight& w) {
 }
 
 at::Tensor dequantize(const Fp8Activation& x) {
-  return (x.data.to(at::kFloat) * expand_scale(x)).narrow(1, 0, x.in_features);
+  return (x.data.to(at::kFloat) * expand_scale(x)).narrow(0, 0, x.rows).narrow(1, 0, x.in_features);
 }
 
 }  // namespace fp8rl

@@ -5,12 +5,20 @@
 //
 // Scale rule (all granularities): s = amax / fp8_max, computed in float; amax == 0 gives s = 1
 // (an all-zero tile quantizes to zeros). With pow2, s is rounded up to a power of two:
-// s = 2^ceil(log2(amax / fp8_max)). Quantized value q = fp8(x / s) (fp8_format.h: ties to even,
-// saturating), and x ~= q * s: `scale` below is what HF calls weight_scale_inv.
+// s = 2^ceil(log2(amax / fp8_max)). Quantized value q = fp8(x * (1 / s)) with 1 / s rounded to
+// float once per tile (a multiply per element instead of an IEEE division: the kernels are
+// memory-bound only if the per-element work stays small); fp8_format.h: ties to even,
+// saturating. x ~= q * s: `scale` below is what HF calls weight_scale_inv.
 //
-// Padding: weights are stored as [Np, Kp] and activations as [M, Kp] with Np, Kp rounded up to
-// multiples of 128, zero-filled. FP8 GEMMs need 16-byte-aligned rows and whole 128-blocks
-// along K; real model dims are multiples of 128 already, so this only costs on test shapes.
+// Padding: weights are stored as [Np, Kp] and activations as [Mp, Kp], zero-filled. Np is N
+// rounded up to 128; Kp is K rounded up to 128, or to 512 for block/group scaling (padded_k):
+// cuBLASLt reads the block-scale matrices with the K-block count as their leading dimension,
+// which must be a multiple of 4 (seen on H100 with CUDA 13.0: K/128 = 2 gave wrong products,
+// 1 and 32 right, and _scaled_mm agreed with the wrong ones). Real model dims are multiples of
+// 512 already, so this only costs on test shapes.
+// Group-scaled activations also round M up to a multiple of 4 (Mp): cuBLASLt's VEC128 scale
+// mode rejects other M (seen on H100 with CUDA 13.0: M = 1, 2, 17 refused, 4, 8, 16, 32 taken).
+// Padded rows are zeros with scale 1. Other granularities keep Mp = M.
 //
 // Non-finite input is an error (RuntimeFailure), never cast: NaN/inf in weights means the
 // model diverged. On CUDA the kernels raise a device flag and the check syncs once per call
@@ -29,6 +37,7 @@ enum class WeightScaling { tensor, channel, block };
 enum class ActScaling { tensor, token, group };
 
 inline constexpr int64_t kFp8Block = 128;  // the block edge of weights and the group length of activations
+inline constexpr int64_t kGroupRowAlign = 4;  // Mp = round_up(M, 4) for 1x128 group-scaled activations
 
 WeightScaling parse_weight_scaling(const std::string& name);  // "tensor" | "channel" | "block"
 ActScaling parse_act_scaling(const std::string& name);        // "tensor" | "token" | "group"
@@ -36,6 +45,8 @@ const char* to_string(WeightScaling s);
 const char* to_string(ActScaling s);
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+// Kp for a K-dimension of K: 512-aligned when 128x128 / 1x128 block scales run along K.
+inline int64_t padded_k(int64_t K, bool block_scaled) { return round_up(K, block_scaled ? 4 * kFp8Block : kFp8Block); }
 
 // s = amax / fp8_max (1 if amax == 0), optionally rounded up to a power of two. Bit-identical
 // to the device function in quant/cuda/scaling.cu.
@@ -52,8 +63,9 @@ struct Fp8Weight {
 };
 
 struct Fp8Activation {
-  at::Tensor data;   // [M, Kp] fp8, zero padded along K
-  at::Tensor scale;  // float32: tensor [1] | token [M] | group [Kp/128, M] (K-block-major: cuBLASLt's layout)
+  at::Tensor data;   // [Mp, Kp] fp8, zero padded
+  at::Tensor scale;  // float32: tensor [1] | token [M] | group [Kp/128, Mp] (K-block-major: cuBLASLt's layout)
+  int64_t rows = 0;         // M
   int64_t in_features = 0;  // K
   Fp8Format fmt = Fp8Format::e4m3;
   ActScaling scaling = ActScaling::group;
@@ -84,7 +96,7 @@ Fp8Weight transpose_weight(const Fp8Weight& w);
 at::Tensor dequantize(const Fp8Weight& w);
 at::Tensor dequantize(const Fp8Activation& x);
 
-// The per-element scale of `w`/`x` at the padded shape (float32, [Np, Kp] / [M, Kp]); used by
+// The per-element scale of `w`/`x` at the padded shape (float32, [Np, Kp] / [Mp, Kp]); used by
 // dequantize and by tests.
 at::Tensor expand_scale(const Fp8Weight& w);
 at::Tensor expand_scale(const Fp8Activation& x);

@@ -1,11 +1,13 @@
 // FP8 scaling kernels. Reference: quantize_{weight,activation}_reference (quant/scaling.cpp),
-// matched bit for bit: same scale rule (scale_from_amax), IEEE division x / s (no fast-math),
-// the same saturating round-to-nearest-even conversion (__NV_SATFINITE).
+// matched bit for bit: same scale rule (scale_from_amax), the same reciprocal 1 / s (IEEE,
+// no fast-math) multiplied into each element, the same saturating round-to-nearest-even
+// conversion (__NV_SATFINITE).
 //
 // Weights are quantized once per optimizer step (full fine-tuning) or once at load (LoRA), so
 // quantize_tiles favours simplicity: one CUDA block per tile, two passes over the tile (the
 // second hits L2). The 1x128 activation path runs before every FP8 GEMM, so it is fused into
-// one pass: a warp per group, 4 elements per lane, amax by warp shuffles.
+// one pass: half a warp per group, 8 elements (one 16-byte bf16 load) per lane, amax by
+// shuffles within the half-warp.
 #include "quant/cuda/scaling_kernels.h"
 
 #include <cuda_bf16.h>
@@ -29,8 +31,8 @@ __device__ __forceinline__ float scale_from_amax(float amax, float fp8_max, bool
   return __uint_as_float(bits);
 }
 
-__device__ __forceinline__ uint8_t to_fp8(float v, float s, bool e5m2) {
-  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v / s, __NV_SATFINITE, e5m2 ? __NV_E5M2 : __NV_E4M3));
+__device__ __forceinline__ uint8_t to_fp8(float v, float inv_s, bool e5m2) {
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v * inv_s, __NV_SATFINITE, e5m2 ? __NV_E5M2 : __NV_E4M3));
 }
 
 __device__ __forceinline__ float load(const void* x, bool bf16, int64_t i) {
@@ -71,54 +73,65 @@ __global__ void tiles_kernel(QuantArgs a, int64_t tile_rows, int64_t tile_cols) 
   }
   if (bad && a.nonfinite) atomicExch(a.nonfinite, 1);
   const float s = scale_from_amax(block_max(amax, smem), a.fp8_max, a.pow2);
+  const float inv = 1.0f / s;
   if (threadIdx.x == 0) a.scale[tile] = s;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
     const int64_t r = r0 + i / tile_cols, c = c0 + i % tile_cols;
-    a.out[r * a.cols_padded + c] = to_fp8(at_padded(a, r, c), s, a.e5m2);
+    a.out[r * a.cols_padded + c] = to_fp8(at_padded(a, r, c), inv, a.e5m2);
   }
 }
 
-// A warp per 1 x 128 group; lane l owns columns [4l, 4l + 4) of it.
-__global__ void groups_kernel(QuantArgs a, bool vec) {
+// Half a warp per 1 x 128 group (two groups per warp); lane l of a half owns columns
+// [8l, 8l + 8) of its group: one 16-byte load of bf16 (two of float), one 8-byte store.
+__global__ void groups_kernel(QuantArgs a, int64_t n_groups, bool vec) {
   const int64_t groups_per_row = a.cols_padded / 128;
-  const int64_t group = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (group >= a.rows * groups_per_row) return;  // whole warps exit together
-  const int64_t m = group / groups_per_row, kb = group % groups_per_row;
-  const int64_t c = kb * 128 + lane * 4;
-  float v[4];
-  if (vec && c + 4 <= a.cols) {
+  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32, l16 = lane % 16;
+  const int64_t group = 2 * warp + lane / 16;
+  const bool valid = group < n_groups;  // invalid lanes still join the shuffles
+  const int64_t m = valid ? group / groups_per_row : 0, kb = valid ? group % groups_per_row : 0;
+  const int64_t c = kb * 128 + l16 * 8;
+  float v[8];
+  if (valid && vec && m < a.rows && c + 8 <= a.cols) {
     const int64_t i = m * a.cols + c;
     if (a.x_bf16) {
-      const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const __nv_bfloat16*>(a.x) + i);
+      const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.x) + i);
       const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-      const float2 f0 = __bfloat1622float2(h[0]), f1 = __bfloat1622float2(h[1]);
-      v[0] = f0.x; v[1] = f0.y; v[2] = f1.x; v[3] = f1.y;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 f = __bfloat1622float2(h[j]);
+        v[2 * j] = f.x;
+        v[2 * j + 1] = f.y;
+      }
     } else {
-      const float4 f = *reinterpret_cast<const float4*>(static_cast<const float*>(a.x) + i);
-      v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
+      const float4 f0 = *reinterpret_cast<const float4*>(static_cast<const float*>(a.x) + i);
+      const float4 f1 = *reinterpret_cast<const float4*>(static_cast<const float*>(a.x) + i + 4);
+      v[0] = f0.x; v[1] = f0.y; v[2] = f0.z; v[3] = f0.w;
+      v[4] = f1.x; v[5] = f1.y; v[6] = f1.z; v[7] = f1.w;
     }
   } else {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) v[j] = (c + j < a.cols) ? load(a.x, a.x_bf16, m * a.cols + c + j) : 0.0f;
+    for (int j = 0; j < 8; ++j)
+      v[j] = (valid && m < a.rows && c + j < a.cols) ? load(a.x, a.x_bf16, m * a.cols + c + j) : 0.0f;
   }
   float amax = 0.0f;
   bool bad = false;
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < 8; ++j) {
     bad |= !isfinite(v[j]);
     amax = fmaxf(amax, fabsf(v[j]));
   }
   if (bad && a.nonfinite) atomicExch(a.nonfinite, 1);
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  // xor offsets below 16 stay within each half-warp: one amax per group.
+  for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  if (!valid) return;
   const float s = scale_from_amax(amax, a.fp8_max, a.pow2);
-  if (lane == 0) a.scale[kb * a.rows + m] = s;
-  uchar4 q;
-  q.x = to_fp8(v[0], s, a.e5m2);
-  q.y = to_fp8(v[1], s, a.e5m2);
-  q.z = to_fp8(v[2], s, a.e5m2);
-  q.w = to_fp8(v[3], s, a.e5m2);
-  *reinterpret_cast<uchar4*>(a.out + m * a.cols_padded + c) = q;  // cols_padded % 128 == 0: aligned
+  const float inv = 1.0f / s;
+  if (l16 == 0) a.scale[kb * a.rows_padded + m] = s;
+  alignas(8) uint8_t q[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) q[j] = to_fp8(v[j], inv, a.e5m2);
+  *reinterpret_cast<uint2*>(a.out + m * a.cols_padded + c) = *reinterpret_cast<const uint2*>(q);  // 8-aligned
 }
 
 __global__ void amax_kernel(QuantArgs a, unsigned* amax_bits) {
@@ -140,11 +153,12 @@ __global__ void amax_kernel(QuantArgs a, unsigned* amax_bits) {
 
 __global__ void cast_kernel(QuantArgs a, const unsigned* amax_bits) {
   const float s = scale_from_amax(__uint_as_float(*amax_bits), a.fp8_max, a.pow2);
+  const float inv = 1.0f / s;
   const int64_t n = a.rows_padded * a.cols_padded;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (first == 0) a.scale[0] = s;
   for (int64_t i = first; i < n; i += static_cast<int64_t>(gridDim.x) * kThreads)
-    a.out[i] = to_fp8(at_padded(a, i / a.cols_padded, i % a.cols_padded), s, a.e5m2);
+    a.out[i] = to_fp8(at_padded(a, i / a.cols_padded, i % a.cols_padded), inv, a.e5m2);
 }
 
 void check(const char* what) {
@@ -167,13 +181,13 @@ void quantize_tiles(const QuantArgs& a, int64_t tile_rows, int64_t tile_cols, cu
 }
 
 void quantize_groups_1x128(const QuantArgs& a, cudaStream_t stream) {
-  const int64_t warps = a.rows * (a.cols_padded / 128);
-  if (warps == 0) return;
-  const int elem = a.x_bf16 ? 2 : 4;
-  // Vector loads need every row start aligned: K % 4 == 0 and an aligned base pointer.
-  const bool vec = a.cols % 4 == 0 && reinterpret_cast<uintptr_t>(a.x) % (4 * elem) == 0;
+  const int64_t groups = a.rows_padded * (a.cols_padded / 128);
+  if (groups == 0) return;
+  // 16-byte loads need every row start 16-byte aligned: K % 8 == 0 and an aligned base.
+  const bool vec = a.cols % 8 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
+  const int64_t warps = (groups + 1) / 2;
   const int64_t blocks = (warps * 32 + kThreads - 1) / kThreads;
-  groups_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a, vec);
+  groups_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a, groups, vec);
   check("quantize_groups_1x128");
 }
 

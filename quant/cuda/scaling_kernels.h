@@ -25,7 +25,8 @@ struct QuantArgs {
 // Weights: block (128 x 128) and channel (1 x cols_padded); activations: token (1 x cols_padded).
 void quantize_tiles(const QuantArgs& a, int64_t tile_rows, int64_t tile_cols, cudaStream_t stream);
 
-// Activations, one scale per 1 x 128 group, written K-block-major: scale[kb * rows + m].
+// Activations, one scale per 1 x 128 group, written K-block-major: scale[kb * rows_padded + m];
+// rows past `rows` (up to rows_padded) are zeros with scale 1.
 // Fused: one warp per group loads, reduces amax, scales and stores in one pass.
 void quantize_groups_1x128(const QuantArgs& a, cudaStream_t stream);
 

@@ -32,9 +32,10 @@ at::Tensor ref_scales(const at::Tensor& xp, int64_t tr, int64_t tc, Fp8Format f,
 }
 
 at::Tensor ref_data(const at::Tensor& xp, const at::Tensor& s, int64_t tr, int64_t tc, Fp8Format f) {
-  at::Tensor se = s.repeat_interleave(tr, 0).repeat_interleave(tc, 1);
+  // q = fp8(x * (1/s)): the reciprocal rounded to float once, then one multiply (scaling.h).
+  at::Tensor inv = (1.0f / s).repeat_interleave(tr, 0).repeat_interleave(tc, 1);
   const double m = fp8_spec(f).max;
-  return (xp / se).clamp(-m, m).to(dtype_of(f));
+  return (xp * inv).clamp(-m, m).to(dtype_of(f));
 }
 
 bool bits_equal(const at::Tensor& a, const at::Tensor& b) {
@@ -55,11 +56,12 @@ TEST_CASE("weights: every granularity matches the ATen reference bit for bit", "
   for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {17, 33}, {128, 128}, {130, 257}, {256, 384}}) {
     for (auto dt : {at::kFloat, at::kBFloat16}) {
       at::Tensor w = sample(N, K, dt);
-      const int64_t Np = round_up(N, 128), Kp = round_up(K, 128);
-      at::Tensor wp = pad(w, Np, Kp);
+      const int64_t Np = round_up(N, 128);
       for (Fp8Format f : {Fp8Format::e4m3, Fp8Format::e5m2}) {
         for (bool pow2 : {false, true}) {
           for (WeightScaling sc : {WeightScaling::tensor, WeightScaling::channel, WeightScaling::block}) {
+            const int64_t Kp = padded_k(K, sc == WeightScaling::block);  // 512-aligned for block scales
+            at::Tensor wp = pad(w, Np, Kp);
             INFO("N=" << N << " K=" << K << " dtype=" << dt << " fmt=" << int(f) << " pow2=" << pow2
                       << " scaling=" << to_string(sc));
             Fp8Weight q = quantize_weight(w, sc, f, pow2);
@@ -84,15 +86,19 @@ TEST_CASE("activations: every granularity matches the ATen reference; group scal
   at::manual_seed(8);
   for (auto [M, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {1, 128}, {17, 300}, {33, 257}, {64, 1024}}) {
     at::Tensor x = sample(M, K, at::kBFloat16);
-    const int64_t Kp = round_up(K, 128);
+    const int64_t Kp = round_up(K, 128), Kg = padded_k(K, true);  // group scaling pads K to 512
     at::Tensor xp = pad(x, M, Kp);
     for (bool pow2 : {false, true}) {
       INFO("M=" << M << " K=" << K << " pow2=" << pow2);
+      // Group scaling pads M to a multiple of 4 (cuBLASLt's VEC128 mode needs it).
+      const int64_t Mp = round_up(M, 4);
+      at::Tensor xg = pad(x, Mp, Kg);
       Fp8Activation g = quantize_activation(x, ActScaling::group, Fp8Format::e4m3, pow2);
-      at::Tensor sg = ref_scales(xp, 1, 128, Fp8Format::e4m3, pow2);  // [M, Kp/128]
-      CHECK(g.scale.sizes() == at::IntArrayRef({Kp / 128, M}));
+      at::Tensor sg = ref_scales(xg, 1, 128, Fp8Format::e4m3, pow2);  // [Mp, Kg/128]
+      CHECK(g.rows == M);
+      CHECK(g.scale.sizes() == at::IntArrayRef({Kg / 128, Mp}));
       CHECK(at::equal(g.scale, sg.t()));
-      CHECK(bits_equal(g.data, ref_data(xp, sg, 1, 128, Fp8Format::e4m3)));
+      CHECK(bits_equal(g.data, ref_data(xg, sg, 1, 128, Fp8Format::e4m3)));
 
       Fp8Activation t = quantize_activation(x, ActScaling::token, Fp8Format::e4m3, pow2);
       at::Tensor st = ref_scales(xp, 1, Kp, Fp8Format::e4m3, pow2);
@@ -109,21 +115,22 @@ TEST_CASE("activations: every granularity matches the ATen reference; group scal
 
 TEST_CASE("all-zero tiles get scale 1 and zero data; pow2 scales are powers of two covering amax",
           "[quant][scaling]") {
-  at::Tensor w = at::zeros({256, 256});
+  at::Tensor w = at::zeros({256, 512});
   w.narrow(0, 0, 128).narrow(1, 0, 128).fill_(3.0);  // one non-zero block
   Fp8Weight q = quantize_weight(w, WeightScaling::block, Fp8Format::e4m3, false);
   CHECK(q.scale[0][0].item<float>() == 3.0f / 448.0f);
   CHECK(q.scale[1][1].item<float>() == 1.0f);
-  CHECK(at::equal(q.data.narrow(0, 128, 128).view(at::kByte), at::zeros({128, 256}, at::kByte)));
+  CHECK(at::equal(q.data.narrow(0, 128, 128).view(at::kByte), at::zeros({128, 512}, at::kByte)));
 
   at::manual_seed(9);
   at::Tensor x = at::randn({5, 512}) * 37;
   Fp8Activation a = quantize_activation(x, ActScaling::group, Fp8Format::e4m3, /*pow2=*/true);
-  at::Tensor amax = x.abs().reshape({5, 4, 128}).amax(2).t();
+  at::Tensor amax = x.abs().reshape({5, 4, 128}).amax(2).t();  // [4, 5]; scales are [4, 8] (M padded to 8)
   at::Tensor log2 = a.scale.log2();
+  CHECK(at::equal(a.scale.narrow(1, 5, 3), at::ones({4, 3})));  // padded rows: scale 1
   CHECK(at::equal(log2, log2.round()));               // exact powers of two
-  CHECK((a.scale * 448 >= amax).all().item<bool>());  // no value saturates
-  CHECK((a.scale * 448 < 2 * amax).all().item<bool>());
+  CHECK((a.scale.narrow(1, 0, 5) * 448 >= amax).all().item<bool>());  // no value saturates
+  CHECK((a.scale.narrow(1, 0, 5) * 448 < 2 * amax).all().item<bool>());
 }
 
 TEST_CASE("dequantize(quantize(w)) is within E4M3's rounding error", "[quant][scaling]") {
@@ -156,8 +163,8 @@ TEST_CASE("NaN and inf are refused with the tensor's name; empty inputs work", "
   REQUIRE_THROWS_CONTAINING(quantize_activation(x, ActScaling::token, Fp8Format::e4m3, false), RuntimeFailure,
                             "holds NaN or inf");
   Fp8Activation e = quantize_activation(at::empty({0, 256}), ActScaling::group, Fp8Format::e4m3, false);
-  CHECK(e.data.sizes() == at::IntArrayRef({0, 256}));
-  CHECK(e.scale.sizes() == at::IntArrayRef({2, 0}));
+  CHECK(e.data.sizes() == at::IntArrayRef({0, 512}));
+  CHECK(e.scale.sizes() == at::IntArrayRef({4, 0}));
   CHECK(quantize_activation(at::empty({0, 256}), ActScaling::tensor, Fp8Format::e4m3, false).scale.item<float>() == 1.0f);
 }
 
