@@ -8,6 +8,7 @@
 #include "core/recipe_validate.h"
 #include "core/run_dir.h"
 #include "quant/bench_gemm.h"
+#include "quant/precision_plan.h"
 #include "trainer/train.h"
 
 namespace fp8rl {
@@ -20,8 +21,10 @@ int run_check(const CheckArgs& args) {
   if (args.recipe.empty()) throw ConfigError("check: a recipe file is required (or --keys to list the schema)");
   LoadedRecipe loaded = load_recipe(args.recipe, args.overrides);
   const ModelShape shape = validate_recipe(loaded);
+  const PrecisionPlan plan = make_precision_plan(shape, loaded.recipe.quantization, loaded.recipe.model.dtype);
   std::cout << "# resolved recipe: " << args.recipe << "\n" << to_yaml(loaded, !args.plain) << std::flush;
   log::info(cat(args.recipe, " is valid (model ", shape.model_type, ", ", shape.num_hidden_layers, " layers)"));
+  log::info(plan.summary());
   return kExitOk;
 }
 

@@ -54,6 +54,9 @@ expect 2 "did you mean 'check'" -- chek
 expect 2 '--nope'                -- check --keys --nope
 expect 0 'rollout.n'             -- check --keys
 expect 0 'resolved recipe'       -- check "$tiny"
+expect 0 'precision plan: 14 of 28 decoder linears in FP8' -- check "$tiny"
+expect 0 'precision plan: 0 of 28'  -- check "$root/recipes/quickstart-tiny-bf16.yaml"
+expect 2 "pattern 'x' matches no module" -- check "$tiny" 'quantization.modules_in_bf16=[x]'
 expect 0 'n: 3'                  -- check "$tiny" rollout.n=3
 expect 2 "bad-key.yaml:3: unknown key 'rollout.nn' (did you mean 'rollout.n'?)" -- check bad-key.yaml
 expect 2 'bad-cap.yaml:3: algorithm.tis_cap'                                  -- check bad-cap.yaml
