@@ -1,0 +1,72 @@
+#include "quant/fp8_linear.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "quant/fp8_gemm.h"
+
+namespace fp8rl {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// x2d [M, K] -> y [M, N]; the FP8 weight is not an autograd input (it is frozen).
+struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x2d, const at::Tensor& bias,
+                            const Fp8Linear* layer) {
+    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
+    ctx->saved_data["has_bias"] = bias.defined();
+    const Fp8Weight& w = layer->weight();
+    Fp8Activation qx = quantize_activation(x2d, layer->act_scaling(), w.fmt, layer->act_pow2());
+    at::Tensor y = fp8_gemm(qx, w, x2d.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat);
+    if (bias.defined()) y.add_(bias.to(y.scalar_type()));
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto* layer = reinterpret_cast<const Fp8Linear*>(ctx->saved_data["layer"].toInt());
+    const at::Tensor& dy = grad_outputs[0];  // [M, N]
+    at::Tensor dx = fp8_linear_grad_input(dy, layer->weight(), layer->act_scaling());
+    at::Tensor db = ctx->saved_data["has_bias"].toBool() ? dy.sum(0) : at::Tensor();
+    return {dx, db, at::Tensor()};
+  }
+};
+
+}  // namespace
+
+Fp8Linear::Fp8Linear(Fp8Weight weight, at::Tensor bias, ActScaling act_scaling, bool act_pow2)
+    : weight_(std::move(weight)), bias_(std::move(bias)), act_scaling_(act_scaling), act_pow2_(act_pow2) {
+  FP8RL_CHECK(!bias_.defined() || (bias_.dim() == 1 && bias_.size(0) == weight_.out_features),
+              cat("Fp8Linear: bias must be [", weight_.out_features, "], got ", bias_.sizes()));
+}
+
+at::Tensor Fp8Linear::forward(const at::Tensor& x) const {
+  FP8RL_CHECK(x.dim() >= 1 && x.size(-1) == weight_.in_features,
+              cat("Fp8Linear: input ", x.sizes(), " does not end in K = ", weight_.in_features));
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = weight_.out_features;
+  at::Tensor y = Fp8LinearFunction::apply(x.reshape({-1, weight_.in_features}), bias_, this);
+  return y.view(out_shape);
+}
+
+void Fp8Linear::requantize_(const at::Tensor& w, bool pow2) {
+  FP8RL_CHECK(w.dim() == 2 && w.size(0) == weight_.out_features && w.size(1) == weight_.in_features,
+              cat("requantize_: expected [", weight_.out_features, ", ", weight_.in_features, "], got ", w.sizes()));
+  Fp8Weight fresh = quantize_weight(w.to(weight_.data.device()), weight_.scaling, weight_.fmt, pow2);
+  weight_.data.copy_(fresh.data);
+  weight_.scale.copy_(fresh.scale);
+}
+
+at::Tensor fp8_linear_grad_input(const at::Tensor& grad_out, const Fp8Weight& w, ActScaling act_scaling) {
+  const at::ScalarType out = grad_out.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat;
+  if (grad_out.is_cuda() && w.scaling != WeightScaling::channel) {
+    const Fp8Weight wt = transpose_weight(w);  // [K, N]: exact
+    return fp8_gemm(quantize_activation(grad_out.contiguous(), act_scaling, w.fmt, false), wt, out);
+  }
+  return at::matmul(grad_out.to(at::kFloat), dequantize(w)).to(out);
+}
+
+}  // namespace fp8rl

@@ -1,0 +1,48 @@
+// An FP8 linear layer: y = x W^T (+ b) with W [N, K] held once, in FP8, and read by both the
+// rollout engine and the trainer.
+//
+// Forward: quantize x (dynamic, the recipe's activation granularity), FP8 GEMM (fp8_gemm.h),
+// output in x's dtype, + bias. Backward (LoRA training: W is frozen) gives only dX = dY W:
+//   CUDA, block or tensor scaling: W^T by transposing the FP8 bytes and block scales (exact),
+//     dY quantized in 1x128 groups along N (or per tensor), then the FP8 GEMM;
+//   channel scaling (no exact transpose) and CPU: dY @ dequantize(W).
+// `fp8rl bench gemm` measured the FP8 path 1.5x faster than dequantize + BF16 GEMM at
+// M >= 1024 on H100 (docs/BENCHMARKS.md), hence the choice. The bias gets its gradient if it
+// requires one.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "quant/scaling.h"
+
+namespace fp8rl {
+
+class Fp8Linear {
+ public:
+  // bias: [N] or undefined. act_scaling must pair with weight.scaling (block-group,
+  // channel-token, tensor-tensor).
+  Fp8Linear(Fp8Weight weight, at::Tensor bias, ActScaling act_scaling, bool act_pow2);
+
+  // x [..., K] float32 or bfloat16 -> [..., N] in x's dtype. Differentiable w.r.t. x and bias.
+  at::Tensor forward(const at::Tensor& x) const;
+
+  // Full fine-tuning sync: quantize new values w [N, K] into the existing FP8 and scale storage
+  // (same data pointers, so every holder of this weight sees the update).
+  void requantize_(const at::Tensor& w, bool pow2);
+
+  const Fp8Weight& weight() const { return weight_; }
+  const at::Tensor& bias() const { return bias_; }
+  ActScaling act_scaling() const { return act_scaling_; }
+  bool act_pow2() const { return act_pow2_; }
+
+ private:
+  Fp8Weight weight_;
+  at::Tensor bias_;
+  ActScaling act_scaling_;
+  bool act_pow2_;
+};
+
+// dX [M, K] = dY [M, N] @ W [N, K] through the frozen FP8 weight (the backward above).
+at::Tensor fp8_linear_grad_input(const at::Tensor& grad_out, const Fp8Weight& w, ActScaling act_scaling);
+
+}  // namespace fp8rl
