@@ -13,25 +13,19 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// x2d [M, K] -> y [M, N]; the FP8 weight is not an autograd input (it is frozen).
+// x2d [M, K] -> x2d W^T [M, N]. The FP8 weight is not an autograd input (it is frozen); the
+// bias is added outside with ordinary autograd ops (custom functions take no undefined inputs).
 struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x2d, const at::Tensor& bias,
-                            const Fp8Linear* layer) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x2d, const Fp8Linear* layer) {
     ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
-    ctx->saved_data["has_bias"] = bias.defined();
     const Fp8Weight& w = layer->weight();
     Fp8Activation qx = quantize_activation(x2d, layer->act_scaling(), w.fmt, layer->act_pow2());
-    at::Tensor y = fp8_gemm(qx, w, x2d.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat);
-    if (bias.defined()) y.add_(bias.to(y.scalar_type()));
-    return y;
+    return fp8_gemm(qx, w, x2d.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto* layer = reinterpret_cast<const Fp8Linear*>(ctx->saved_data["layer"].toInt());
-    const at::Tensor& dy = grad_outputs[0];  // [M, N]
-    at::Tensor dx = fp8_linear_grad_input(dy, layer->weight(), layer->act_scaling());
-    at::Tensor db = ctx->saved_data["has_bias"].toBool() ? dy.sum(0) : at::Tensor();
-    return {dx, db, at::Tensor()};
+    return {fp8_linear_grad_input(grad_outputs[0], layer->weight(), layer->act_scaling()), at::Tensor()};
   }
 };
 
@@ -48,7 +42,8 @@ at::Tensor Fp8Linear::forward(const at::Tensor& x) const {
               cat("Fp8Linear: input ", x.sizes(), " does not end in K = ", weight_.in_features));
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = weight_.out_features;
-  at::Tensor y = Fp8LinearFunction::apply(x.reshape({-1, weight_.in_features}), bias_, this);
+  at::Tensor y = Fp8LinearFunction::apply(x.reshape({-1, weight_.in_features}), this);
+  if (bias_.defined()) y = y + bias_.to(y.scalar_type());
   return y.view(out_shape);
 }
 
