@@ -1,0 +1,45 @@
+// Pre-quantized FP8 checkpoints in Hugging Face's format, read and written.
+//
+// config.json carries
+//   "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+//                           "weight_block_size": [128, 128], "modules_to_not_convert": [...]}
+// and each quantized linear `<module>` stores
+//   <module>.weight            F8_E4M3 [N, K]
+//   <module>.weight_scale_inv  F32     [ceil(N/128), ceil(K/128)]   W ~= q * scale_inv per block
+// which is exactly our block scaling (quant/scaling.h) without the padding.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "quant/scaling.h"
+
+namespace fp8rl {
+
+struct HfFp8Config {
+  std::string fmt = "e4m3";
+  std::string activation_scheme = "dynamic";
+  std::vector<int64_t> weight_block_size{128, 128};
+  std::vector<std::string> modules_to_not_convert;
+};
+
+// The model's quantization_config, or nullopt when config.json has none. Throws ConfigError
+// naming the file and key when it is an FP8 config fp8rl cannot run as is (not fp8, not e4m3,
+// blocks other than [128, 128], static activations).
+std::optional<HfFp8Config> read_hf_fp8_config(const std::string& model_dir);
+
+// Loads `<module>.weight` and `<module>.weight_scale_inv` into our padded layout on `device`.
+// Throws ConfigError naming the file and tensor on a missing tensor, a wrong dtype or a scale
+// whose shape does not fit the weight.
+Fp8Weight load_hf_fp8_weight(const safetensors::Checkpoint& ckpt, const std::string& module, at::Device device);
+
+// The two tensors of `w` in HF's layout (unpadded, on the CPU), for safetensors::write_file.
+// `storage` keeps the host copies alive until the write.
+std::vector<safetensors::TensorToWrite> hf_fp8_tensors(const std::string& module, const Fp8Weight& w,
+                                                       std::vector<at::Tensor>& storage);
+
+}  // namespace fp8rl
