@@ -5,7 +5,10 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/recipe_load.h"
+#include "core/model/random_checkpoint.h"
+#include "core/model_presets.h"
 #include "core/recipe_validate.h"
+#include "core/strings.h"
 #include "core/run_dir.h"
 #include "quant/bench_gemm.h"
 #include "quant/precision_plan.h"
@@ -38,6 +41,15 @@ int run_train_command(const TrainArgs& args) {
     overrides.push_back("checkpoint.resume_from_path=" + args.resume);
   }
   return run_train(load_recipe(args.recipe, overrides));
+}
+
+int run_init(const InitArgs& args) {
+  auto shape = qwen3_preset(args.preset);
+  if (!shape)
+    throw ConfigError("init: unknown --preset '" + args.preset + "' (one of: " + join(qwen3_preset_names(), ", ") + ")");
+  model::write_random_checkpoint(args.out, args.arch, *shape, args.seed);
+  log::info(cat("wrote a random ", args.arch, " checkpoint (preset ", args.preset, ", seed ", args.seed, ") to ", args.out));
+  return kExitOk;
 }
 
 int run_bench_gemm(const BenchGemmArgs& args) {

@@ -23,6 +23,14 @@ struct TrainArgs {
 };
 int run_train_command(const TrainArgs& args);
 
+struct InitArgs {
+  std::string arch = "qwen3";  // qwen3 | qwen2 | llama
+  std::string preset = "tiny"; // core/model_presets.h
+  std::string out;
+  uint64_t seed = 0;
+};
+int run_init(const InitArgs& args);
+
 struct BenchGemmArgs {
   std::vector<std::string> models{"0.6b", "8b", "32b"};
   std::vector<int64_t> ms{1, 16, 64, 256, 1024, 4096};

@@ -42,6 +42,16 @@ int main(int argc, char** argv) {
   train->add_option("overrides", train_args.overrides, "dotted overrides: section.key=value ...");
   train->add_option("--resume", train_args.resume, "auto: continue the run's latest checkpoint; or a checkpoint dir");
 
+  InitArgs init_args;
+  CLI::App* init = app.add_subcommand("init", "Write a randomly initialised HF checkpoint (config.json + safetensors)");
+  init->add_option("--arch", init_args.arch, "model family")
+      ->check(CLI::IsMember({"qwen3", "qwen2", "llama"}))
+      ->capture_default_str();
+  init->add_option("--preset", init_args.preset, "shape: tiny, 0.6b, 1.7b, 4b, 8b, 14b, 32b (Qwen3 sizes)")
+      ->capture_default_str();
+  init->add_option("--out", init_args.out, "output directory")->required();
+  init->add_option("--seed", init_args.seed, "initialisation seed")->capture_default_str();
+
   BenchGemmArgs gemm_args;
   CLI::App* bench = app.add_subcommand("bench", "Measure speed and memory (CUDA builds)");
   bench->require_subcommand(1);
@@ -85,6 +95,7 @@ int main(int argc, char** argv) {
     if (*check) return run_check(check_args);
     if (*train) return run_train_command(train_args);
     if (*gemm) return run_bench_gemm(gemm_args);
+    if (*init) return run_init(init_args);
     return fail(kExitUsage, "no subcommand (see fp8rl --help)");
   } catch (const ConfigError& e) {
     return fail(kExitUsage, e.what());

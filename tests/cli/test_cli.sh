@@ -83,6 +83,13 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
   expect 1 'needs a CUDA build'  -- bench gemm --models tiny --m 1
 fi
 
+# init writes a checkpoint that check accepts as model.path.
+expect 0 'wrote a random qwen3'  -- init --preset tiny --out ckpt --seed 3
+[ -f ckpt/config.json ] && [ -f ckpt/model.safetensors ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: init wrote no checkpoint"; }
+expect 0 'model qwen3, 4 layers' -- check "$tiny" model.init_preset= model.path=ckpt
+expect 2 "unknown --preset 'huge'" -- init --preset huge --out x
+expect 2 'arch'                  -- init --arch gpt2 --out x
+
 # Every shipped recipe parses; the real-model ones stop only at their (absent) local model.
 for r in "$root"/recipes/*.yaml; do
   case $r in

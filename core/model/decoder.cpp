@@ -1,0 +1,197 @@
+#include "core/model/decoder.h"
+
+#include <cstring>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/safetensors.h"
+
+namespace fp8rl::model {
+namespace {
+
+// A copy of one checkpoint tensor in the model dtype on the model device. Copied through a
+// fresh host tensor first: a tensor's offset in the file is not always aligned to its element size.
+at::Tensor load_tensor(const safetensors::Checkpoint& ckpt, const TensorSpec& spec, const LoadOptions& o) {
+  const safetensors::TensorView& v = ckpt.expect_shape(spec.name, spec.shape);
+  at::ScalarType st;
+  switch (v.dtype) {
+    case safetensors::Dtype::BF16: st = at::kBFloat16; break;
+    case safetensors::Dtype::F16: st = at::kHalf; break;
+    case safetensors::Dtype::F32: st = at::kFloat; break;
+    default:
+      throw ConfigError(cat(ckpt.file_of(spec.name), ": tensor '", spec.name, "' has dtype ",
+                            safetensors::dtype_name(v.dtype), ", expected BF16, F16 or F32"));
+  }
+  at::Tensor host = at::empty(v.shape, at::TensorOptions().dtype(st));
+  FP8RL_CHECK(static_cast<size_t>(host.nbytes()) == v.nbytes, "load_tensor: byte count disagrees with shape");
+  if (v.nbytes) std::memcpy(host.data_ptr(), v.data, v.nbytes);
+  at::Tensor t = host.to(at::TensorOptions().dtype(o.dtype).device(o.device));
+  if (o.requires_grad) t.set_requires_grad(true);
+  return t;
+}
+
+}  // namespace
+
+CausalLM::CausalLM(CausalLM&&) noexcept = default;
+CausalLM& CausalLM::operator=(CausalLM&&) noexcept = default;
+CausalLM::~CausalLM() = default;
+
+CausalLM CausalLM::load(const std::string& model_dir, const LoadOptions& options) {
+  const ModelConfig config = read_model_config(model_dir);  // refuses unknown model_type first
+  const safetensors::Checkpoint checkpoint(model_dir);
+  return load(config, checkpoint, options);
+}
+
+CausalLM CausalLM::load(const ModelConfig& config, const safetensors::Checkpoint& ckpt, const LoadOptions& o) {
+  if (o.dtype != at::kBFloat16 && o.dtype != at::kFloat && o.dtype != at::kHalf)
+    throw ConfigError(cat("model dtype ", c10::toString(o.dtype), " is not supported (bf16, fp16 or fp32)"));
+  FP8RL_CHECK(o.linear != nullptr && o.attention != nullptr, "LoadOptions: linear factory and attention must be set");
+  CausalLM m;
+  m.config_ = config;
+  m.dtype_ = o.dtype;
+  m.tied_ = config.shape.tie_word_embeddings;
+  m.attention_ = o.attention;
+
+  // Every tensor is checked for presence and shape before any is converted, so a bad checkpoint
+  // fails fast with the first wrong name.
+  const std::vector<TensorSpec> specs = checkpoint_tensors(config);
+  for (const TensorSpec& spec : specs) ckpt.expect_shape(spec.name, spec.shape);
+  // Tensors the config does not account for (more layers than num_hidden_layers, a family's
+  // extra weights) are ignored, as HF does, but said: they usually mean a config mismatch. A tied
+  // lm_head.weight some exporters still write is expected.
+  {
+    std::unordered_set<std::string> expected;
+    for (const TensorSpec& spec : specs) expected.insert(spec.name);
+    std::vector<std::string> unused;
+    for (const std::string& name : ckpt.names())
+      if (!expected.count(name) && name != "lm_head.weight") unused.push_back(name);
+    if (!unused.empty())
+      log::warn(cat(ckpt.source(), ": ", unused.size(), " tensor(s) not used by the ", to_string(config.family),
+                    " model, e.g. '", unused.front(), "'"));
+  }
+  std::unordered_map<std::string, at::Tensor> w;
+  for (const TensorSpec& spec : specs) w.emplace(spec.name, load_tensor(ckpt, spec, o));
+  auto take = [&](const std::string& name) -> at::Tensor {
+    auto it = w.find(name);
+    return it == w.end() ? at::Tensor() : it->second;
+  };
+  auto linear = [&](const std::string& module) {
+    return o.linear(module, take(module + ".weight"), take(module + ".bias"));
+  };
+
+  m.embed_tokens_ = take("model.embed_tokens.weight");
+  m.norm_ = take("model.norm.weight");
+  if (!m.tied_) m.lm_head_ = take("lm_head.weight");
+  const int64_t L = config.shape.num_hidden_layers;
+  m.layers_.reserve(static_cast<size_t>(L));
+  for (int64_t i = 0; i < L; ++i) {
+    const std::string p = cat("model.layers.", i, ".");
+    DecoderLayer layer;
+    layer.input_layernorm = take(p + "input_layernorm.weight");
+    layer.q_proj = linear(p + "self_attn.q_proj");
+    layer.k_proj = linear(p + "self_attn.k_proj");
+    layer.v_proj = linear(p + "self_attn.v_proj");
+    layer.o_proj = linear(p + "self_attn.o_proj");
+    layer.q_norm = take(p + "self_attn.q_norm.weight");
+    layer.k_norm = take(p + "self_attn.k_norm.weight");
+    layer.post_attention_layernorm = take(p + "post_attention_layernorm.weight");
+    // Sequenced: the factory sees modules in checkpoint order (argument order is unspecified).
+    auto gate = linear(p + "mlp.gate_proj");
+    auto up = linear(p + "mlp.up_proj");
+    auto down = linear(p + "mlp.down_proj");
+    layer.mlp = std::make_unique<GatedMlp>(std::move(gate), std::move(up), std::move(down));
+    m.layers_.push_back(std::move(layer));
+  }
+  m.inv_freq_ = rope_inv_freq(config, o.device);
+  log::debug(cat("model: loaded ", to_string(config.family), " (", L, " layers, hidden ", config.shape.hidden_size,
+                 ") from ", ckpt.source()));
+  return m;
+}
+
+at::Tensor CausalLM::attention(const DecoderLayer& l, int64_t index, const at::Tensor& x, const at::Tensor& cos,
+                               const at::Tensor& sin, const AttentionBatch& batch) const {
+  const ModelShape& s = config_.shape;
+  const int64_t B = x.size(0), T = x.size(1), D = s.head_dim;
+  at::Tensor q = l.q_proj->forward(x).view({B, T, s.num_attention_heads, D});   // [B, T, Hq, D]
+  at::Tensor k = l.k_proj->forward(x).view({B, T, s.num_key_value_heads, D});   // [B, T, Hkv, D]
+  at::Tensor v = l.v_proj->forward(x).view({B, T, s.num_key_value_heads, D});
+  if (config_.qk_norm) {
+    q = rms_norm(q, l.q_norm, config_.rms_norm_eps);
+    k = rms_norm(k, l.k_norm, config_.rms_norm_eps);
+  }
+  q = apply_rope(q.transpose(1, 2), cos, sin);  // [B, Hq, T, D]
+  k = apply_rope(k.transpose(1, 2), cos, sin);  // [B, Hkv, T, D]
+  v = v.transpose(1, 2);
+  const at::Tensor o = attention_->forward(q, k, v, batch, index);  // [B, Hq, T, D]
+  return l.o_proj->forward(o.transpose(1, 2).reshape({B, T, s.num_attention_heads * D}));
+}
+
+at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const ForwardOptions& options) const {
+  FP8RL_CHECK(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong, "hidden_states: input_ids must be [B, T] int64");
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  const at::Device dev = device();
+  const at::Tensor ids = input_ids.to(dev);
+
+  at::Tensor positions = options.positions;
+  if (positions.defined()) {
+    FP8RL_CHECK(positions.sizes() == input_ids.sizes(), "hidden_states: positions must be [B, T] like input_ids");
+    positions = positions.to(dev);
+  } else {
+    positions = at::arange(T, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
+  }
+  const auto [cos, sin] = rope_cos_sin(inv_freq_, positions, dtype_);  // [B, T, D]
+
+  AttentionBatch batch;
+  if (options.attention_mask.defined()) {
+    FP8RL_CHECK(options.attention_mask.sizes() == input_ids.sizes(), "hidden_states: attention_mask must be [B, T]");
+    const auto bool_opts = at::TensorOptions().dtype(at::kBool).device(dev);
+    const at::Tensor causal = at::ones({T, T}, bool_opts).tril();                  // [T, T]
+    const at::Tensor keys = options.attention_mask.to(dev).to(at::kBool).unsqueeze(1);  // [B, 1, T]
+    // A pad query sees only itself: a row with no allowed key would make softmax NaN, and NaN
+    // in a pad row would still poison gradients. Its output is ignored by every caller.
+    const at::Tensor self = at::eye(T, bool_opts);
+    batch.mask = ((causal.unsqueeze(0) & keys) | self.unsqueeze(0)).unsqueeze(1);  // [B, 1, T, T]
+  }
+
+  at::Tensor x = at::embedding(embed_tokens_, ids);  // [B, T, H]
+  const double eps = config_.rms_norm_eps;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DecoderLayer& l = layers_[i];
+    x = x + attention(l, static_cast<int64_t>(i), rms_norm(x, l.input_layernorm, eps), cos, sin, batch);
+    x = x + l.mlp->forward(rms_norm(x, l.post_attention_layernorm, eps));
+  }
+  return rms_norm(x, norm_, eps);
+}
+
+at::Tensor CausalLM::project_logits(const at::Tensor& hidden) const { return at::linear(hidden, lm_head_weight()); }
+
+at::Tensor CausalLM::logits(const at::Tensor& input_ids, const ForwardOptions& options) const {
+  return project_logits(hidden_states(input_ids, options));
+}
+
+NamedTensors CausalLM::named_parameters() const {
+  NamedTensors out{{"model.embed_tokens.weight", embed_tokens_}};
+  auto add_linear = [&](const std::string& module, const Linear& lin) {
+    for (auto& [n, t] : lin.parameters()) out.emplace_back(module + "." + n, t);
+  };
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DecoderLayer& l = layers_[i];
+    const std::string p = cat("model.layers.", i, ".");
+    out.emplace_back(p + "input_layernorm.weight", l.input_layernorm);
+    add_linear(p + "self_attn.q_proj", *l.q_proj);
+    add_linear(p + "self_attn.k_proj", *l.k_proj);
+    add_linear(p + "self_attn.v_proj", *l.v_proj);
+    add_linear(p + "self_attn.o_proj", *l.o_proj);
+    if (l.q_norm.defined()) out.emplace_back(p + "self_attn.q_norm.weight", l.q_norm);
+    if (l.k_norm.defined()) out.emplace_back(p + "self_attn.k_norm.weight", l.k_norm);
+    out.emplace_back(p + "post_attention_layernorm.weight", l.post_attention_layernorm);
+    for (auto& [n, t] : l.mlp->parameters()) out.emplace_back(p + "mlp." + n, t);
+  }
+  out.emplace_back("model.norm.weight", norm_);
+  if (!tied_) out.emplace_back("lm_head.weight", lm_head_);
+  return out;
+}
+
+}  // namespace fp8rl::model

@@ -1,0 +1,106 @@
+// The decoder-only causal LM of the Qwen3 / Qwen2 / Llama 3 families: one definition for the
+// trainer (whole sequences, autograd) and later the engine (paged KV through a custom Attention).
+//
+//   embed -> L x [ x += o(attn(rope(qk_norm?(q(n1(x)), k(n1(x)))), v(n1(x)))) ;
+//                  x += mlp(n2(x)) ] -> final norm -> lm_head
+//
+// DESIGN.md asks for one file per architecture family; Qwen3, Qwen2/2.5 and Llama 3.x are one
+// architecture with three switches, so they share this file and their differences are data, not
+// code paths (model_config.cpp says which tensors each has). A family with a different block
+// (Qwen3-MoE: routed experts) gets its own MlpBlock file. The switches: q/k/v bias (qwen2),
+// q_norm/k_norm on head_dim before RoPE (qwen3), llama3 RoPE scaling (llama), tied or untied
+// lm_head. The projections are Linear objects made by a LinearFactory and the MLP is an
+// MlpBlock, so FP8, LoRA and MoE slot in from outside (core/model/layers.h).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "core/model/layers.h"
+#include "core/model/model_config.h"
+
+namespace fp8rl::safetensors {
+class Checkpoint;
+}
+
+namespace fp8rl::model {
+
+struct LoadOptions {
+  at::ScalarType dtype = at::kBFloat16;        // model dtype: kBFloat16 or kFloat (kHalf accepted)
+  at::Device device = at::kCPU;
+  bool requires_grad = false;                  // mark every loaded tensor as trainable
+  LinearFactory linear = dense_linear_factory();
+  std::shared_ptr<Attention> attention = std::make_shared<SdpaAttention>();
+};
+
+// Optional inputs of a forward call. Left padding: attention_mask [B, T] (1 = token, 0 = pad)
+// keeps pads out of every key set; positions [B, T] int64 then usually counts from the first
+// real token (cumsum(mask) - 1). Both default to plain causal attention at positions 0..T-1.
+struct ForwardOptions {
+  at::Tensor attention_mask;  // [B, T] int/bool, or undefined
+  at::Tensor positions;       // [B, T] int64, or undefined
+};
+
+struct DecoderLayer {
+  at::Tensor input_layernorm;           // [H]
+  std::unique_ptr<Linear> q_proj;       // H -> Hq*D
+  std::unique_ptr<Linear> k_proj;       // H -> Hkv*D
+  std::unique_ptr<Linear> v_proj;       // H -> Hkv*D
+  std::unique_ptr<Linear> o_proj;       // Hq*D -> H
+  at::Tensor q_norm, k_norm;            // [D] (qwen3) or undefined
+  at::Tensor post_attention_layernorm;  // [H]
+  std::unique_ptr<MlpBlock> mlp;
+};
+
+class CausalLM {
+ public:
+  // Reads `<model_dir>/config.json` and the safetensors weights (single file or sharded), converts
+  // BF16/FP16/FP32 to options.dtype on options.device. Throws ConfigError naming the file and the
+  // tensor for an unsupported model_type, a missing tensor, a wrong shape or dtype.
+  static CausalLM load(const std::string& model_dir, const LoadOptions& options = {});
+  // Same, from an already opened checkpoint and a parsed config.
+  static CausalLM load(const ModelConfig& config, const safetensors::Checkpoint& checkpoint,
+                       const LoadOptions& options = {});
+
+  CausalLM(CausalLM&&) noexcept;
+  CausalLM& operator=(CausalLM&&) noexcept;
+  ~CausalLM();
+
+  // input_ids [B, T] int64 -> final-norm output [B, T, H] in the model dtype (for chunked
+  // log-probs against lm_head_weight()).
+  at::Tensor hidden_states(const at::Tensor& input_ids, const ForwardOptions& options = {}) const;
+  // input_ids [B, T] int64 -> logits [B, T, V] in the model dtype.
+  at::Tensor logits(const at::Tensor& input_ids, const ForwardOptions& options = {}) const;
+  // hidden [.., H] -> logits [.., V].
+  at::Tensor project_logits(const at::Tensor& hidden) const;
+
+  const ModelConfig& config() const { return config_; }
+  at::ScalarType dtype() const { return dtype_; }
+  at::Device device() const { return embed_tokens_.device(); }
+  const at::Tensor& embed_tokens() const { return embed_tokens_; }  // [V, H]
+  // [V, H]: embed_tokens() when tied.
+  const at::Tensor& lm_head_weight() const { return tied_ ? embed_tokens_ : lm_head_; }
+  const std::vector<DecoderLayer>& layers() const { return layers_; }
+  // Every tensor under its HF name (the tied lm_head appears once, as embed_tokens).
+  NamedTensors named_parameters() const;
+
+ private:
+  CausalLM() = default;
+  at::Tensor attention(const DecoderLayer& layer, int64_t index, const at::Tensor& x, const at::Tensor& cos,
+                       const at::Tensor& sin, const AttentionBatch& batch) const;
+
+  ModelConfig config_;
+  at::ScalarType dtype_ = at::kBFloat16;
+  bool tied_ = false;
+  at::Tensor embed_tokens_;  // [V, H]
+  std::vector<DecoderLayer> layers_;
+  at::Tensor norm_;          // [H]
+  at::Tensor lm_head_;       // [V, H], undefined when tied
+  at::Tensor inv_freq_;      // [D/2] float32
+  std::shared_ptr<Attention> attention_;
+};
+
+}  // namespace fp8rl::model

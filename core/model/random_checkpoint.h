@@ -1,0 +1,21 @@
+// Randomly initialised HF checkpoints (quickstart, tests, benchmarks): config.json plus a BF16
+// model.safetensors that HF transformers and fp8rl both load. No tokenizer files are written.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/hf_config.h"
+
+namespace fp8rl::model {
+
+// Writes `<out_dir>/config.json` and `<out_dir>/model.safetensors` (created if needed) for
+// `arch` ("qwen3" | "qwen2" | "llama"; else ConfigError) at `shape` (e.g. qwen3_preset("0.6b");
+// shape.model_type is ignored). Init as HF's _init_weights: linear and embedding weights
+// normal(0, 0.02), RMSNorm weights 1, biases 0; drawn in float32 from a CPU generator seeded with
+// `seed` (same seed, same file), stored as BF16. The config takes the family's HF defaults for
+// RoPE and epsilon (default_model_config).
+void write_random_checkpoint(const std::string& out_dir, const std::string& arch, const ModelShape& shape,
+                             uint64_t seed);
+
+}  // namespace fp8rl::model
