@@ -2,6 +2,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -29,9 +31,15 @@ ModelShape read_hf_config(const std::string& model_dir) {
   const std::string file = (std::filesystem::path(model_dir) / "config.json").string();
   std::ifstream in(file);
   if (!in) throw ConfigError(fmt::format("{}: cannot open (is model.path an HF checkpoint directory?)", file));
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_hf_config(text.str(), file);
+}
+
+ModelShape parse_hf_config(const std::string& json_text, const std::string& file) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
+    j = nlohmann::json::parse(json_text);
   } catch (const nlohmann::json::parse_error& e) {
     throw ConfigError(fmt::format("{}: not valid JSON: {}", file, e.what()));
   }
@@ -45,12 +53,25 @@ ModelShape read_hf_config(const std::string& model_dir) {
   s.num_hidden_layers = get_int(j, file, "num_hidden_layers", true);
   s.num_attention_heads = get_int(j, file, "num_attention_heads", true);
   s.num_key_value_heads = get_int(j, file, "num_key_value_heads", false, s.num_attention_heads);
-  s.head_dim = get_int(j, file, "head_dim", false, s.num_attention_heads ? s.hidden_size / s.num_attention_heads : 0);
+  for (auto [key, v] : {std::pair{"vocab_size", s.vocab_size}, {"hidden_size", s.hidden_size},
+                        {"num_hidden_layers", s.num_hidden_layers}, {"num_attention_heads", s.num_attention_heads},
+                        {"num_key_value_heads", s.num_key_value_heads}})
+    if (v <= 0) throw ConfigError(fmt::format("{}: {} must be > 0, got {}", file, key, v));
+  if (s.num_attention_heads % s.num_key_value_heads != 0)
+    throw ConfigError(fmt::format("{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", file,
+                                  s.num_attention_heads, s.num_key_value_heads));
+  s.head_dim = get_int(j, file, "head_dim", false, s.hidden_size / s.num_attention_heads);
+  if (s.head_dim <= 0) throw ConfigError(fmt::format("{}: head_dim must be > 0, got {}", file, s.head_dim));
   // Qwen-MoE names it num_experts, Mixtral num_local_experts.
   s.num_experts = get_int(j, file, "num_experts", false, get_int(j, file, "num_local_experts", false));
   s.moe_intermediate_size = get_int(j, file, "moe_intermediate_size", false);
-  if (auto it = j.find("tie_word_embeddings"); it != j.end() && it->is_boolean()) s.tie_word_embeddings = it->get<bool>();
-  if (s.num_hidden_layers <= 0) throw ConfigError(fmt::format("{}: num_hidden_layers must be > 0", file));
+  // HF's PretrainedConfig defaults tie_word_embeddings to true; released Qwen/Llama configs set it.
+  s.tie_word_embeddings = true;
+  if (auto it = j.find("tie_word_embeddings"); it != j.end() && !it->is_null()) {
+    if (!it->is_boolean())
+      throw ConfigError(fmt::format("{}: key 'tie_word_embeddings' must be true or false, got {}", file, it->dump()));
+    s.tie_word_embeddings = it->get<bool>();
+  }
   return s;
 }
 

@@ -26,7 +26,10 @@ struct ModelShape {
 };
 
 // Parses `<dir>/config.json`. Throws ConfigError naming the file and key when the file is
-// missing, is not JSON, or lacks/mistypes a required key.
+// missing, is not JSON, lacks or mistypes a required key, or has sizes that cannot describe a
+// transformer (non-positive, query heads not a multiple of KV heads).
 ModelShape read_hf_config(const std::string& model_dir);
+// Same, from the file's text; `file` is only used in messages.
+ModelShape parse_hf_config(const std::string& json_text, const std::string& file);
 
 }  // namespace fp8rl

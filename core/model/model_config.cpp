@@ -39,10 +39,6 @@ bool get_bool(const json& j, const std::string& file, const char* key, bool fall
   return it->get<bool>();
 }
 
-void check_positive(int64_t v, const std::string& file, const char* key) {
-  if (v <= 0) throw ConfigError(cat(file, ": key '", key, "' must be > 0, got ", v));
-}
-
 }  // namespace
 
 const char* to_string(Family family) {
@@ -73,31 +69,12 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   ModelConfig c;
   auto mt = j.find("model_type");
   if (mt == j.end() || !mt->is_string()) throw ConfigError(cat(file, ": missing required string key 'model_type'"));
-  ModelShape& s = c.shape;
-  s.model_type = mt->get<std::string>();
-  c.family = parse_family(s.model_type, file);  // before anything else: refuse by name first
-
-  s.vocab_size = get_int(j, file, "vocab_size", true);
-  s.hidden_size = get_int(j, file, "hidden_size", true);
-  s.intermediate_size = get_int(j, file, "intermediate_size", true);
-  s.num_hidden_layers = get_int(j, file, "num_hidden_layers", true);
-  s.num_attention_heads = get_int(j, file, "num_attention_heads", true);
-  s.num_key_value_heads = get_int(j, file, "num_key_value_heads", false, s.num_attention_heads);
-  check_positive(s.vocab_size, file, "vocab_size");
-  check_positive(s.hidden_size, file, "hidden_size");
-  check_positive(s.intermediate_size, file, "intermediate_size");
-  check_positive(s.num_hidden_layers, file, "num_hidden_layers");
-  check_positive(s.num_attention_heads, file, "num_attention_heads");
-  check_positive(s.num_key_value_heads, file, "num_key_value_heads");
-  s.head_dim = get_int(j, file, "head_dim", false, s.hidden_size / s.num_attention_heads);
-  check_positive(s.head_dim, file, "head_dim");
+  c.family = parse_family(mt->get<std::string>(), file);  // before anything else: refuse by name first
+  c.shape = parse_hf_config(json_text, file);            // sizes, heads, tie_word_embeddings
+  const ModelShape& s = c.shape;
+  if (s.intermediate_size <= 0)
+    throw ConfigError(cat(file, ": missing or non-positive key 'intermediate_size' (dense MLP width)"));
   if (s.head_dim % 2 != 0) throw ConfigError(cat(file, ": head_dim must be even for RoPE, got ", s.head_dim));
-  if (s.num_attention_heads % s.num_key_value_heads != 0)
-    throw ConfigError(cat(file, ": num_attention_heads (", s.num_attention_heads,
-                          ") must be a multiple of num_key_value_heads (", s.num_key_value_heads, ")"));
-  // HF's PretrainedConfig default is tie_word_embeddings=true; Qwen2/Qwen3/Llama configs all
-  // pass it explicitly in their released config.json files.
-  s.tie_word_embeddings = get_bool(j, file, "tie_word_embeddings", true);
 
   if (auto act = j.find("hidden_act"); act != j.end() && act->is_string() && act->get<std::string>() != "silu")
     throw ConfigError(cat(file, ": hidden_act '", act->get<std::string>(), "' is not supported (only silu)"));
