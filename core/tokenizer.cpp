@@ -55,12 +55,20 @@ struct Tokenizer::Impl {
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (left, right) -> (rank, merged)
   bool ignore_merges = false;
 
+  // The normalizer: none, or NFC (a Sequence of only NFC is the same).
+  bool nfc = false;
+
   struct Added {
     std::string content;
+    std::string match;  // what is searched for: the normalized content if `normalized`
     int32_t id;
+    bool normalized;
   };
+  using AddedIndex = std::array<std::vector<size_t>, 256>;  // by first byte of `match`, longest first
   std::vector<Added> added;
-  std::array<std::vector<size_t>, 256> added_by_first_byte;  // longest first
+  AddedIndex raw_index;         // normalized=false (special tokens): matched in the raw text
+  AddedIndex normalized_index;  // normalized=true: matched in the normalized stretches between them
+  bool any_normalized = false;
 
   std::vector<PreTokStep> steps;
 
@@ -83,6 +91,12 @@ struct Tokenizer::Impl {
   void load_added(const json& a);
   void load_pre_tokenizer(const json& p);
   void check_supported(const json& j);
+  void load_normalizer(const json& n);
+  // Calls on_text(stretch) for the text between matches of `index` and on_token(id) for each
+  // match, in order: leftmost match first, the longest at that position (HF's LeftmostLongest).
+  template <class OnText>
+  void split_added(std::string_view text, const AddedIndex& index, std::vector<int32_t>& out, OnText&& on_text) const;
+  void encode_stretch(std::string_view text, std::vector<int32_t>& out) const;
   void bpe(std::string_view piece, std::vector<int32_t>& out) const;
   void merge_word(std::string_view piece, std::vector<int32_t>& out) const;
   void encode_ordinary(std::string_view text, std::vector<int32_t>& out) const;
@@ -163,14 +177,22 @@ void Tokenizer::Impl::load_added(const json& a) {
         fail(fmt::format("added token '{}' has {}=true; not supported (Qwen2/Llama 3 tokens have it false)", content, key));
     const int32_t id = t["id"].get<int32_t>();
     const bool special = t.value("special", false);
+    // HF's AddedToken default: special tokens are not normalized, the others are.
+    const bool normalized = t.value("normalized", !special);
     set_id(id, content, special ? IdKind::special : IdKind::added);
     token_ids[content] = id;
-    added.push_back({content, id});
+    // HF matches a normalized token by its normalized form (in the normalized text).
+    std::string match = normalized && nfc ? utf8::nfc(content) : content;
+    added.push_back({content, std::move(match), id, normalized});
   }
-  for (size_t i = 0; i < added.size(); ++i)
-    added_by_first_byte[static_cast<uint8_t>(added[i].content[0])].push_back(i);
-  for (auto& v : added_by_first_byte)
-    std::stable_sort(v.begin(), v.end(), [&](size_t x, size_t y) { return added[x].content.size() > added[y].content.size(); });
+  for (size_t i = 0; i < added.size(); ++i) {
+    AddedIndex& index = added[i].normalized ? normalized_index : raw_index;
+    index[static_cast<uint8_t>(added[i].match[0])].push_back(i);
+    any_normalized = any_normalized || added[i].normalized;
+  }
+  for (AddedIndex* index : {&raw_index, &normalized_index})
+    for (auto& v : *index)
+      std::stable_sort(v.begin(), v.end(), [&](size_t x, size_t y) { return added[x].match.size() > added[y].match.size(); });
 }
 
 void Tokenizer::Impl::load_pre_tokenizer(const json& p) {
@@ -216,13 +238,31 @@ void Tokenizer::Impl::load_pre_tokenizer(const json& p) {
   if (!byte_level_seen) fail("pre_tokenizer has no ByteLevel step; only byte-level BPE is supported");
 }
 
-void Tokenizer::Impl::check_supported(const json& j) {
-  if (auto n = j.find("normalizer"); n != j.end() && !n->is_null()) {
-    const std::string type = n->is_object() ? n->value("type", "?") : "?";
-    fail(fmt::format("normalizer '{}' is not supported yet (only null); encoding without it would give ids that "
-                     "differ from HF's on text it changes",
+void Tokenizer::Impl::load_normalizer(const json& n) {
+  if (n.is_null()) return;
+  auto refuse = [&](const std::string& type) {
+    fail(fmt::format("normalizer '{}' is not supported (only null, NFC, or a Sequence of NFC); encoding without it "
+                     "would give ids that differ from HF's on text it changes",
                      type));
+  };
+  const std::string type = n.is_object() ? n.value("type", "?") : "?";
+  if (type == "NFC") {
+    nfc = true;
+  } else if (type == "Sequence") {
+    auto ns = n.find("normalizers");
+    if (ns == n.end() || !ns->is_array()) fail("normalizer Sequence lacks 'normalizers'");
+    for (size_t i = 0; i < ns->size(); ++i) {
+      const json& q = (*ns)[i];
+      const std::string t = q.is_object() ? q.value("type", "?") : "?";
+      if (t != "NFC") refuse(fmt::format("Sequence[{}]: {}", i, t));
+      nfc = true;  // NFC twice is NFC once
+    }
+  } else {
+    refuse(type);
   }
+}
+
+void Tokenizer::Impl::check_supported(const json& j) {
   if (auto d = j.find("decoder"); d != j.end() && !d->is_null() && !(d->is_object() && d->value("type", "") == "ByteLevel"))
     fail(fmt::format("decoder {} is not supported (ByteLevel is)", dump_short(*d)));
 }
@@ -319,6 +359,44 @@ void Tokenizer::Impl::encode_ordinary(std::string_view text, std::vector<int32_t
   for (std::string_view piece : pieces) bpe(piece, out);
 }
 
+template <class OnText>
+void Tokenizer::Impl::split_added(std::string_view text, const AddedIndex& index, std::vector<int32_t>& out,
+                                  OnText&& on_text) const {
+  size_t start = 0, i = 0;
+  while (i < text.size()) {
+    const Added* hit = nullptr;
+    for (size_t k : index[static_cast<uint8_t>(text[i])]) {
+      if (text.compare(i, added[k].match.size(), added[k].match) == 0) {
+        hit = &added[k];
+        break;  // longest first
+      }
+    }
+    if (!hit) {
+      ++i;
+      continue;
+    }
+    on_text(text.substr(start, i - start));
+    out.push_back(hit->id);
+    i += hit->match.size();
+    start = i;
+  }
+  on_text(text.substr(start));
+}
+
+void Tokenizer::Impl::encode_stretch(std::string_view text, std::vector<int32_t>& out) const {
+  if (text.empty()) return;
+  std::string normalized;
+  if (nfc && !utf8::nfc_trivially(text)) {
+    normalized = utf8::nfc(text);
+    text = normalized;
+  }
+  if (!any_normalized) {
+    encode_ordinary(text, out);
+    return;
+  }
+  split_added(text, normalized_index, out, [&](std::string_view rest) { encode_ordinary(rest, out); });
+}
+
 // ---- Tokenizer ---------------------------------------------------------------------------------
 
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -339,6 +417,7 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   }
   if (!j.is_object() || !j.contains("model")) impl->fail("not a tokenizer.json (no 'model')");
   impl->check_supported(j);
+  impl->load_normalizer(j.value("normalizer", json()));
   impl->load_model(j["model"]);
   impl->load_added(j.value("added_tokens", json()));
   impl->load_pre_tokenizer(j.value("pre_tokenizer", json()));
@@ -354,25 +433,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   const Impl& m = *impl_;
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 4);
-  size_t start = 0, i = 0;
-  while (i < text.size()) {
-    const Impl::Added* hit = nullptr;
-    for (size_t k : m.added_by_first_byte[static_cast<uint8_t>(text[i])]) {
-      if (text.compare(i, m.added[k].content.size(), m.added[k].content) == 0) {
-        hit = &m.added[k];
-        break;  // longest first
-      }
-    }
-    if (!hit) {
-      ++i;
-      continue;
-    }
-    m.encode_ordinary(text.substr(start, i - start), out);
-    out.push_back(hit->id);
-    i += hit->content.size();
-    start = i;
-  }
-  m.encode_ordinary(text.substr(start), out);
+  // As HF's AddedVocabulary::extract_and_normalize: the normalized=false tokens (special ones)
+  // are found in the raw text; each stretch between them is normalized on its own (so a
+  // combining mark right after a special token stays a lone mark), then searched for the
+  // normalized=true tokens, and what is left is pre-tokenized and merged.
+  m.split_added(text, m.raw_index, out, [&](std::string_view stretch) { m.encode_stretch(stretch, out); });
   return out;
 }
 

@@ -3,18 +3,22 @@
 // encode(text) gives the ids HF `tokenizers` gives for `tokenizer.encode(text,
 // add_special_tokens=False)`: no BOS/EOS is added (chat templates write them as text), so the
 // post_processor of tokenizer.json is not used. The pipeline, as HF runs it:
-//   1. added tokens (special or not) are found in the raw text, longest match first at the
-//      leftmost position, and become their ids;
-//   2. each stretch between them is pre-tokenized: the `Split` regexes of the pre_tokenizer
-//      (behavior Isolated or Removed), then ByteLevel (use_regex=true adds GPT-2's split);
-//   3. each piece's bytes are merged by BPE rank (lowest rank first, leftmost on ties), with a
+//   1. added tokens with normalized=false (special tokens are) are found in the raw text,
+//      longest match first at the leftmost position, and become their ids;
+//   2. each stretch between them is normalized on its own (NFC, if the normalizer says so), and
+//      added tokens with normalized=true are found in it the same way, by their normalized form;
+//   3. each stretch left is pre-tokenized: the `Split` regexes of the pre_tokenizer (behavior
+//      Isolated or Removed), then ByteLevel (use_regex=true adds GPT-2's split);
+//   4. each piece's bytes are merged by BPE rank (lowest rank first, leftmost on ties), with a
 //      cache of pieces seen before; `ignore_merges` (Llama 3) takes a piece found whole in the
 //      vocab as is.
+// Decoding does not undo the normalizer: decode(encode(s)) is NFC(s) (stretchwise) under NFC.
 // Supported tokenizer.json: model BPE (merges as "a b" or ["a", "b"]), pre_tokenizer ByteLevel or
-// Sequence[Split..., ByteLevel], decoder ByteLevel, normalizer null. Anything else is refused
-// with a ConfigError naming the file and the field, never skipped: in particular the NFC
-// normalizer of the real Qwen2/Qwen3 tokenizer.json (not implemented yet), added tokens with
-// lstrip/rstrip/single_word, byte_fallback, dropout.
+// Sequence[Split..., ByteLevel], decoder ByteLevel, normalizer null, NFC (as the real
+// Qwen2/Qwen2.5/Qwen3 tokenizer.json has; through utf8proc) or a Sequence of only NFC. Anything
+// else is refused with a ConfigError naming the file and the field, never skipped: other
+// normalizers (NFKC, Lowercase, ...), added tokens with lstrip/rstrip/single_word,
+// byte_fallback, dropout.
 //
 // Input must be valid UTF-8 (HF takes Rust strings, which always are): encode throws
 // ConfigError for anything else rather than guessing a repair.

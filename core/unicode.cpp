@@ -1,6 +1,12 @@
 #include "core/unicode.h"
 
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <stdexcept>
 #include <vector>
+
+#include <utf8proc.h>
 
 namespace fp8rl::utf8 {
 
@@ -84,6 +90,75 @@ void append(std::string& out, char32_t cp) {
     out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
     out += static_cast<char>(0x80 | (cp & 0x3F));
   }
+}
+
+bool nfc_trivially(std::string_view s) {
+  for (char c : s)
+    if (static_cast<uint8_t>(c) >= 0xCC) return false;  // 0xCC 0x80 is U+0300, the first combining mark
+  return true;
+}
+
+std::string nfc_whole(std::string_view s) {
+  utf8proc_uint8_t* dst = nullptr;
+  // No UTF8PROC_NULLTERM: the length bounds the input, so U+0000 inside it is just a character.
+  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
+                                          static_cast<utf8proc_ssize_t>(s.size()), &dst,
+                                          static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  if (n < 0) {
+    if (n == UTF8PROC_ERROR_NOMEM) throw std::bad_alloc();
+    throw std::invalid_argument(std::string("utf8::nfc: ") + utf8proc_errmsg(n));
+  }
+  std::unique_ptr<utf8proc_uint8_t, decltype(&std::free)> owned(dst, &std::free);
+  return std::string(reinterpret_cast<const char*>(dst), static_cast<size_t>(n));
+}
+
+namespace {
+
+// A normalization boundary (UAX #15: canonical combining class 0 and NFC_Quick_Check=Yes): NFC
+// never changes the character nor combines it with what precedes it, so NFC(a + b) =
+// NFC(a) + NFC(b) when b starts with one. Everything below U+0300 is, and so are these ranges,
+// where most non-Latin text lives (a conservative list: false only costs a utf8proc call).
+bool nfc_boundary(char32_t c) {
+  return c < 0x300 || (c >= 0x4E00 && c <= 0x9FFF) ||  // CJK Unified Ideographs
+         (c >= 0x3400 && c <= 0x4DBF) ||                 // Extension A
+         (c >= 0xAC00 && c <= 0xD7A3) ||                 // Hangul syllables (a trailing jamo is not)
+         (c >= 0x3041 && c <= 0x3096) ||                 // Hiragana (not the voicing marks U+3099/A)
+         (c >= 0x30A1 && c <= 0x30FA) ||                 // Katakana
+         (c >= 0x20000 && c <= 0x2A6DF) ||               // Extension B (not the compatibility ones
+         (c >= 0x2A700 && c <= 0x2EBEF);                 //   at U+2F800, which NFC maps)
+}
+
+}  // namespace
+
+std::string nfc(std::string_view s) {
+  if (nfc_trivially(s)) return std::string(s);
+  // Only the stretches that hold something other than boundary characters go through utf8proc,
+  // each from the boundary before it (which may compose with what follows).
+  std::string out;
+  out.reserve(s.size());
+  const auto* p = reinterpret_cast<const uint8_t*>(s.data());
+  size_t chunk = 0, i = 0;
+  bool dirty = false;
+  auto flush = [&](size_t end) {
+    if (dirty) out += nfc_whole(s.substr(chunk, end - chunk));
+    else out.append(s, chunk, end - chunk);
+  };
+  while (i < s.size()) {
+    const Scan sc = scan(p + i, s.size() - i);
+    if (!sc.ok) throw std::invalid_argument("utf8::nfc: input is not valid UTF-8");
+    char32_t c = sc.len == 1 ? p[i] : p[i] & (0x7F >> sc.len);
+    for (size_t k = 1; k < sc.len; ++k) c = (c << 6) | (p[i + k] & 0x3F);
+    if (nfc_boundary(c)) {
+      flush(i);
+      chunk = i;
+      dirty = false;
+    } else {
+      dirty = true;
+    }
+    i += sc.len;
+  }
+  flush(s.size());
+  return out;
 }
 
 }  // namespace fp8rl::utf8

@@ -1,4 +1,5 @@
-// UTF-8 validation and repair, and GPT-2's byte <-> unicode map for byte-level BPE.
+// UTF-8 validation, repair and NFC normalization, and GPT-2's byte <-> unicode map for
+// byte-level BPE.
 //
 // Well-formed UTF-8 is RFC 3629 / Unicode Table 3-7: no overlong forms, no surrogates, nothing
 // above U+10FFFF. Repair follows Rust's String::from_utf8_lossy (what HF `tokenizers` decode
@@ -34,6 +35,18 @@ std::string to_valid_lossy(std::string_view s);
 
 // Appends the UTF-8 encoding of `cp` (a valid scalar value).
 void append(std::string& out, char32_t cp);
+
+// Unicode Normalization Form C (canonical decomposition, then canonical composition), through
+// utf8proc; what HF `tokenizers`' NFC normalizer does. Text with no byte >= 0xCC (nothing at or
+// above U+0300, hence nothing that composes or decomposes) is returned unchanged without a call,
+// and only the stretches around characters that may change (not CJK ideographs, kana, Hangul
+// syllables) go through utf8proc.
+// Precondition: `s` is well-formed UTF-8 (throws std::invalid_argument otherwise).
+std::string nfc(std::string_view s);
+// False only if nfc(s) might differ from s (the byte test above): a cheap pre-check.
+bool nfc_trivially(std::string_view s);
+// nfc(s) in one utf8proc call, without nfc's split at normalization boundaries (for tests).
+std::string nfc_whole(std::string_view s);
 
 }  // namespace fp8rl::utf8
 

@@ -4,9 +4,13 @@
 # scripts/gpu-test.sh unpacks them there; carry `.deps` with the working tree.
 #   libpcre2-dev: PCRE2 headers for the tokenizer (the runtime libpcre2-8.so.0 is on every
 #   Debian/Ubuntu; Debian 12 and Ubuntu 24.04 both ship PCRE2 10.42).
+#   libutf8proc-dev: NFC normalization for the tokenizer; linked statically (libutf8proc.a), so
+#   the GPU machine needs no runtime package.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mkdir -p "$root/.deps/debs"
 cd "$root/.deps/debs"
-ls libpcre2-dev_*.deb >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 || true; apt-get download libpcre2-dev; }
+for pkg in libpcre2-dev libutf8proc-dev; do
+  ls "${pkg}"_*.deb >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 || true; apt-get download "$pkg"; }
+done
 ls -la "$root/.deps/debs"

@@ -8,10 +8,10 @@ out=${OUT:-$root/gpu-logs}
 mkdir -p "$out"
 # The GPU machine reaches no package registry: headers it lacks come as .deb files fetched
 # beforehand by scripts/gpu-deps.sh into .deps/debs (carried along with the working tree).
-if [ ! -f /usr/include/pcre2.h ] && ls "$root"/.deps/debs/libpcre2-dev_*.deb >/dev/null 2>&1; then
+if { [ ! -f /usr/include/pcre2.h ] || [ ! -f /usr/include/utf8proc.h ]; } && ls "$root"/.deps/debs/*.deb >/dev/null 2>&1; then
   mkdir -p "$root/.deps/root"
   for d in "$root"/.deps/debs/*.deb; do dpkg -x "$d" "$root/.deps/root"; done
-  export FP8RL_PCRE2_ROOT="$root/.deps/root"
+  export FP8RL_DEB_ROOT="$root/.deps/root"
 fi
 export FP8RL_CUDA=ON FP8RL_BUILD_DIR=${FP8RL_BUILD_DIR:-$root/build-gpu}
 {

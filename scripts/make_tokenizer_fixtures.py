@@ -6,12 +6,20 @@ Writes (all small, committed; CI never runs this script):
   tests/data/tokenizers/qwen2/tokenizer.json    Qwen2's split pattern, merges as ["a", "b"] pairs
   tests/data/tokenizers/llama3/tokenizer.json   Llama 3's split pattern, ignore_merges=true,
                                                 merges as "a b" strings (the older format)
-  tests/data/tokenizers/cases.json              {"cases": [{"text", "qwen2", "llama3"}], ...}
+  tests/data/tokenizers/qwen2_nfc/tokenizer.json  qwen2 with normalizer NFC, as the real Qwen2/
+                                                Qwen2.5/Qwen3 files have, plus one added token
+                                                "<vi\u1ec7t>" with normalized=true
+  tests/data/tokenizers/cases.json              {"cases": [{"text", "nfc", "qwen2", "llama3",
+                                                "qwen2_nfc"}], ...}
 
-Both mirror the pre-tokenizer / decoder of the real models' tokenizer.json:
+All mirror the pre-tokenizer / decoder of the real models' tokenizer.json:
   Sequence[Split(Regex(pattern), "isolated"), ByteLevel(add_prefix_space=False, use_regex=False)]
-with no normalizer (the real Qwen2 file has NFC, which fp8rl does not implement yet).
+qwen2 and llama3 have no normalizer; qwen2_nfc has NFC (HF: special tokens, normalized=false, are
+matched on the raw text; the stretches between them are NFC-normalized; normalized=true added
+tokens are then matched in the normalized text).
 Ids are HF's `encode(text, add_special_tokens=False)`; fp8rl's encode never adds BOS/EOS.
+"nfc" is what HF's qwen2_nfc decode(encode(text)) gives back: the NFC form of the text (checked
+here to equal normalizer.normalize_str(text)).
 
 Usage: pip install tokenizers  (0.20+; fixtures were made with 0.23.3)
        python3 scripts/make_tokenizer_fixtures.py [--out tests/data/tokenizers]
@@ -23,7 +31,7 @@ import os
 import random
 
 import tokenizers
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -42,6 +50,13 @@ FAMILIES = {
                             "<|end_header_id|>", "<|eot_id|>"],
                    added=[],
                    ignore_merges=True, merges_as_strings=True),
+    "qwen2_nfc": dict(pattern=QWEN2_PATTERN,
+                      special=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                      # Non-special added tokens default to normalized=true: matched in the NFC text,
+                      # by their NFC form ("<vie\u0323\u0302t>" matches "<vi\u1ec7t>" too). Not a Latin-1
+                      # character: HF's ByteLevel decoder would turn one into a lone byte.
+                      added=["<tool_call>", "</tool_call>", AddedToken("<vi\u1ec7t>", normalized=True)],
+                      ignore_merges=False, merges_as_strings=False, normalizer="NFC"),
 }
 
 # Seed sentences of a small multilingual corpus; the generator recombines them.
@@ -198,11 +213,40 @@ CASES = [
     "naïve café résumé",
     "Straße İstanbul ǅ",
     "The quick brown fox jumps over the lazy dog. " * 3,
+    # NFC: decomposed vs precomposed Latin, canonical reordering, singletons, exclusions
+    "e\u0301",
+    "A\u030a and \u212b (angstrom sign) and \u00c5",
+    "\u1e9b\u0323",
+    "a\u0323\u0302 vs a\u0302\u0323 vs \u1ead",
+    "\u0340\u0341 tone marks, \u2126 ohm, \u1f71 oxia, \u037e greek question mark",
+    "cafe\u0301 nai\u0308ve re\u0301sume\u0301 Stra\u00dfe U\u0308bermaa\u00df",
+    "\u0958 \u0915\u093c devanagari qa (composition exclusion)",
+    "o\u0308\u0304 \u022b \u00f6\u0304",
+    # Hangul: conjoining jamo compose to syllables, LV + T too
+    "\u1112\u1161\u11ab\u1100\u1173\u11af \ud55c\uae00",
+    "\u1100\u1161\u11a8 \uac00\u11a8 \u1100\u1161",
+    "\u110b\u1169\u1102\u1173\u11af \u1102\u1161\u11af\u1110\u1161\u1100\u1161",
+    # CJK compatibility ideographs (NFC maps them to the unified ones)
+    "\uf900\uf901\uf91d \u8c48",
+    "\U0002f800\U0002f8a6 \u4e3d",
+    "\uf9dc\ufa10\ufa2d compat",
+    # Vietnamese, stacked diacritics, decomposed and precomposed
+    "Tie\u0302\u0301ng Vie\u0323\u0302t co\u0301 da\u0302\u0301u",
+    "Ti\u1ebfng Vi\u1ec7t c\u00f3 d\u1ea5u",
+    "Nguye\u0302\u0303n \u0110\u01b0\u0301c Ho\u0300a",
+    # combining marks after added tokens (HF normalizes each stretch between them on its own)
+    "<|im_end|>\u0301x",
+    "<|im_start|>e\u0301<|im_end|>\u0308",
+    "e<|endoftext|>\u0301",
+    "<tool_call>\u0301</tool_call>a\u030a",
+    "<vi\u1ec7t> and <vie\u0323\u0302t> and <vie\u0302\u0323t>",
 ]
 
 
 def build(name, spec, lines, out_dir):
     tok = Tokenizer(models.BPE(ignore_merges=spec["ignore_merges"]))
+    if spec.get("normalizer") == "NFC":
+        tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(spec["pattern"]), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
@@ -238,7 +282,12 @@ def main():
         for name, tok in toks.items():
             ids = tok.encode(text, add_special_tokens=False).ids
             back = tok.decode(ids, skip_special_tokens=False)
-            assert back == text, f"{name}: HF itself does not round-trip {text!r}: {back!r}"
+            if tok.normalizer is None:
+                assert back == text, f"{name}: HF itself does not round-trip {text!r}: {back!r}"
+            else:
+                nfc = tok.normalizer.normalize_str(text)
+                assert back == nfc, f"{name}: HF decode(encode(s)) != NFC(s) for {text!r}: {back!r} vs {nfc!r}"
+                row["nfc"] = back
             row[name] = ids
         cases.append(row)
     meta = {"tokenizers_version": tokenizers.__version__, "vocab_size": VOCAB_SIZE,

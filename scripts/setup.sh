@@ -36,7 +36,8 @@ declare -A need=(
   [catch2]="test -f /usr/include/catch2/catch.hpp -o -f /usr/include/catch2/catch_all.hpp"
   [nlohmann-json3-dev]="test -f /usr/include/nlohmann/json.hpp"
   [libcli11-dev]="test -f /usr/include/CLI/CLI.hpp"
-  [libpcre2-dev]="test -f /usr/include/pcre2.h -o -f ${FP8RL_PCRE2_ROOT:-/nonexistent}/usr/include/pcre2.h"
+  [libpcre2-dev]="test -f /usr/include/pcre2.h -o -f ${FP8RL_DEB_ROOT:-/nonexistent}/usr/include/pcre2.h"
+  [libutf8proc-dev]="test -f /usr/include/utf8proc.h -o -f ${FP8RL_DEB_ROOT:-/nonexistent}/usr/include/utf8proc.h"
 )
 missing=()
 for p in "${!need[@]}"; do

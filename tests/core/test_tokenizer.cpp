@@ -1,11 +1,13 @@
 // Tokenizer parity with HF `tokenizers` on small trained byte-level BPE tokenizers (Qwen2 and
-// Llama 3 split patterns; tests/data/tokenizers, made by scripts/make_tokenizer_fixtures.py),
-// streaming decode, UTF-8 handling, and the refusal of tokenizer.json features we lack.
+// Llama 3 split patterns, and Qwen2's with the NFC normalizer; tests/data/tokenizers, made by
+// scripts/make_tokenizer_fixtures.py), streaming decode, UTF-8 handling, NFC, and the refusal of
+// tokenizer.json features we lack.
 #include "core/tokenizer.h"
 
 #include <chrono>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
@@ -26,7 +28,8 @@ const std::string kData = FP8RL_TOKENIZER_DATA;
 const Tokenizer& tokenizer(const std::string& family) {
   static const Tokenizer qwen = Tokenizer::from_file(kData + "/qwen2/tokenizer.json");
   static const Tokenizer llama = Tokenizer::from_file(kData + "/llama3");  // a directory works too
-  return family == "qwen2" ? qwen : llama;
+  static const Tokenizer qwen_nfc = Tokenizer::from_file(kData + "/qwen2_nfc");
+  return family == "qwen2" ? qwen : family == "llama3" ? llama : qwen_nfc;
 }
 
 nlohmann::json read_json(const std::string& path) {
@@ -46,22 +49,28 @@ std::string show(const std::string& s) { return nlohmann::json(s).dump(); }
 
 }  // namespace
 
-TEST_CASE("tokenizer: ids equal HF's on every parity case, and decode(encode(s)) == s") {
+// Under NFC (qwen2_nfc), decode(encode(s)) is the normalized text, which cases.json holds as
+// "nfc" (HF's own decode(encode(s)), checked by the script to be normalize_str(s)).
+TEST_CASE("tokenizer: ids equal HF's on every parity case, and decode(encode(s)) == s (NFC(s) under NFC)") {
   const auto cases = read_json(kData + "/cases.json");
-  REQUIRE(cases["cases"].size() > 50);
-  for (const std::string family : {"qwen2", "llama3"}) {
+  REQUIRE(cases["cases"].size() > 100);
+  for (const std::string family : {"qwen2", "llama3", "qwen2_nfc"}) {
     const Tokenizer& tok = tokenizer(family);
-    int mismatches = 0;
+    const bool nfc = family == "qwen2_nfc";
+    int mismatches = 0, normalized = 0;
     for (const auto& c : cases["cases"]) {
       const std::string text = c["text"].get<std::string>();
       const auto want = c[family].get<std::vector<int32_t>>();
+      const std::string back = nfc ? c["nfc"].get<std::string>() : text;
       INFO(family << " " << show(text));
       const auto got = tok.encode(text);
       CHECK(got == want);
       mismatches += got != want;
-      CHECK(tok.decode(got) == text);
-      CHECK(stream_decode(tok, got) == text);
+      normalized += back != text;
+      CHECK(tok.decode(got) == back);
+      CHECK(stream_decode(tok, got) == back);
     }
+    if (nfc) CHECK(normalized >= 15);  // the cases do exercise the normalizer
     INFO(family);
     CHECK(mismatches == 0);
   }
@@ -147,6 +156,67 @@ TEST_CASE("tokenizer: invalid UTF-8 input is refused, not repaired") {
   REQUIRE_THROWS_CONTAINING(tok.encode("ab\xE2\x82"), ConfigError, "(byte 0xE2 at offset 2)");
 }
 
+TEST_CASE("utf8: NFC (utf8proc)") {
+  using fp8rl::utf8::nfc;
+  CHECK(nfc("") == "");
+  CHECK(nfc("plain ascii") == "plain ascii");
+  CHECK(nfc("e\xCC\x81") == "\xC3\xA9");                              // e + U+0301 -> U+00E9
+  CHECK(nfc("\xC3\xA9") == "\xC3\xA9");                               // already composed
+  CHECK(nfc("A\xCC\x8A") == "\xC3\x85");                              // A + ring -> U+00C5
+  CHECK(nfc("\xE2\x84\xAB") == "\xC3\x85");                          // U+212B angstrom (singleton)
+  CHECK(nfc("\xE1\xBA\x9B\xCC\xA3") == "\xE1\xBA\x9B\xCC\xA3");  // U+1E9B U+0323 stays
+  CHECK(nfc("a\xCC\x82\xCC\xA3") == "\xE1\xBA\xAD");               // reordered, then U+1EAD
+  CHECK(nfc("\xE1\x84\x92\xE1\x85\xA1\xE1\x86\xAB") == "\xED\x95\x9C");  // jamo -> U+D55C
+  CHECK(nfc("\xEF\xA4\x80") == "\xE8\xB1\x88");                      // U+F900 -> U+8C48
+  CHECK(nfc("\xE0\xA5\x98") == "\xE0\xA4\x95\xE0\xA4\xBC");       // U+0958: excluded from composition
+  CHECK(nfc(std::string("a\0e\xCC\x81", 5)) == std::string("a\0\xC3\xA9", 4));  // U+0000 is a character
+  CHECK(fp8rl::utf8::nfc_trivially("caf\xC3\xA9"));  // below U+0300
+  CHECK_FALSE(fp8rl::utf8::nfc_trivially("e\xCC\x81"));
+  REQUIRE_THROWS_AS(nfc("e\xCC\x81 \xFF"), std::invalid_argument);
+
+  SECTION("split at normalization boundaries == one utf8proc call, on random mixes") {
+    // Starters that compose with what follows (e, a, A, o, ka, Hangul L/LV), marks (in both
+    // orders, the kana voicing mark), Hangul V/T, compatibility ideographs, CJK, kana, Cyrillic.
+    const std::vector<char32_t> palette = {'e',    'a',    'A',    'o',     ' ',     0x00E9,  0x0301,  0x0323,
+                                           0x0302, 0x0308, 0x0304, 0x304B,  0x3099,  0x30AB,  0x1100,  0x1161,
+                                           0x11A8, 0xAC00, 0xAC01, 0xF900,  0x2F800, 0x4E00,  0x0438,  0x0306,
+                                           0x0958, 0x093C, 0x0915, 0x1E9B,  0x212B,  0x3400,  0x20000, 0x0340};
+    std::mt19937 rng(11);
+    for (int k = 0; k < 3000; ++k) {
+      std::string s;
+      for (int i = 0, n = static_cast<int>(rng() % 10); i < n; ++i) fp8rl::utf8::append(s, palette[rng() % palette.size()]);
+      INFO(show(s));
+      CHECK(nfc(s) == fp8rl::utf8::nfc_whole(s));
+    }
+  }
+}
+
+TEST_CASE("tokenizer: NFC applies to the stretches between special tokens, as in HF") {
+  const Tokenizer& tok = tokenizer("qwen2_nfc");
+  const Tokenizer& plain = tokenizer("qwen2");
+  const std::string composed = "caf\xC3\xA9 Vi\xE1\xBB\x87t", decomposed = "cafe\xCC\x81 Vie\xCC\xA3\xCC\x82t";
+  CHECK(tok.encode(decomposed) == tok.encode(composed));
+  CHECK(plain.encode(decomposed) != plain.encode(composed));
+  CHECK(tok.decode(tok.encode(decomposed)) == composed);
+  // A combining mark after a special token is not composed with the token's last character.
+  const int32_t im_end = *tok.token_to_id("<|im_end|>");
+  const auto ids = tok.encode("<|im_end|>\xCC\x81");
+  REQUIRE(ids.size() >= 2);
+  CHECK(ids[0] == im_end);
+  CHECK(tok.decode(ids) == "<|im_end|>\xCC\x81");
+  // A normalized=true added token matches by its NFC form, so a decomposed spelling matches too.
+  const int32_t viet = *tok.token_to_id("<vi\xE1\xBB\x87t>");
+  CHECK_FALSE(tok.is_special(viet));
+  CHECK(tok.encode("<vie\xCC\xA3\xCC\x82t>") == std::vector<int32_t>{viet});
+  CHECK(tok.encode("x<vi\xE1\xBB\x87t>")[1] == viet);
+  // A Sequence of only NFC is NFC.
+  TempDir dir;
+  auto j = read_json(kData + "/qwen2_nfc/tokenizer.json");
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}}}};
+  const Tokenizer seq = Tokenizer::from_file(dir.write("tokenizer.json", j.dump()));
+  CHECK(seq.encode(decomposed) == tok.encode(decomposed));
+}
+
 TEST_CASE("utf8: scan, lossy repair like Rust's from_utf8_lossy, incomplete tails") {
   using namespace fp8rl::utf8;
   CHECK(is_valid("h\xC3\xA9llo \xF0\x9F\x98\x80"));
@@ -176,7 +246,7 @@ TEST_CASE("tokenizer: \\s follows Oniguruma's Unicode White_Space (U+0085 includ
 }
 
 TEST_CASE("tokenizer: long runs (JIT stack fallback, BPE on a long word)") {
-  for (const std::string family : {"qwen2", "llama3"}) {
+  for (const std::string family : {"qwen2", "llama3", "qwen2_nfc"}) {
     const Tokenizer& tok = tokenizer(family);
     const std::string spaces(1 << 20, ' ');
     CHECK(tok.decode(tok.encode(spaces)) == spaces);
@@ -201,7 +271,12 @@ TEST_CASE("tokenizer: unsupported or malformed tokenizer.json is refused with th
     edit(j);
     return j;
   };
-  expect(with([](auto& j) { j["normalizer"] = {{"type", "NFC"}}; }), "normalizer 'NFC' is not supported yet");
+  expect(with([](auto& j) { j["normalizer"] = {{"type", "NFKC"}}; }), "normalizer 'NFKC' is not supported");
+  expect(with([](auto& j) { j["normalizer"] = {{"type", "Lowercase"}}; }), "normalizer 'Lowercase' is not supported");
+  expect(with([](auto& j) {
+           j["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, {{"type", "Lowercase"}}}}};
+         }),
+         "normalizer 'Sequence[1]: Lowercase' is not supported");
   expect(with([](auto& j) { j["model"]["type"] = "WordPiece"; }), "only BPE");
   expect(with([](auto& j) { j["model"]["byte_fallback"] = true; }), "byte_fallback");
   expect(with([](auto& j) { j["model"]["merges"][0] = "a b c"; }), "model.merges[0]");
@@ -245,7 +320,7 @@ TEST_CASE("tokenizer: encode speed", "[.bench]") {
     for (int i = 0, n = static_cast<int>(rng() % 6); i < n; ++i) corpus += "abcdefghijklmnopqrstuvwxyz"[rng() % 26];
     corpus += '\n';
   }
-  for (const std::string family : {"qwen2", "llama3"}) {
+  for (const std::string family : {"qwen2", "llama3", "qwen2_nfc"}) {
     const Tokenizer tok = Tokenizer::from_file(kData + "/" + family + "/tokenizer.json");  // cold cache
     size_t ntok = 0;
     double best = 1e9;
