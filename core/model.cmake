@@ -5,7 +5,8 @@ add_library(fp8rl_model STATIC
   ${CMAKE_CURRENT_LIST_DIR}/model/model_config.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/layers.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/decoder.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/model/random_checkpoint.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/model/random_checkpoint.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/model/byte_tokenizer.cpp)
 target_include_directories(fp8rl_model PUBLIC ${PROJECT_SOURCE_DIR})
 target_link_libraries(fp8rl_model
   PUBLIC fp8rl_hf fp8rl_config

@@ -1,5 +1,6 @@
-// Randomly initialised HF checkpoints (quickstart, tests, benchmarks): config.json plus a BF16
-// model.safetensors that HF transformers and fp8rl both load. No tokenizer files are written.
+// Randomly initialised HF checkpoints (quickstart, tests, benchmarks): config.json, a BF16
+// model.safetensors and byte-level tokenizer files (byte_tokenizer.h) that HF transformers and
+// fp8rl both load.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +10,8 @@
 
 namespace fp8rl::model {
 
-// Writes `<out_dir>/config.json` and `<out_dir>/model.safetensors` (created if needed) for
+// Writes `<out_dir>/config.json`, `<out_dir>/model.safetensors`, tokenizer.json and
+// tokenizer_config.json (created if needed) for
 // `arch` ("qwen3" | "qwen2" | "llama"; else ConfigError) at `shape` (e.g. qwen3_preset("0.6b");
 // shape.model_type is ignored). Init as HF's _init_weights: linear and embedding weights
 // normal(0, 0.02), RMSNorm weights 1, biases 0; drawn in float32 from a CPU generator seeded with

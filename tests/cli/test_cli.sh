@@ -85,7 +85,7 @@ fi
 
 # init writes a checkpoint that check accepts as model.path.
 expect 0 'wrote a random qwen3'  -- init --preset tiny --out ckpt --seed 3
-[ -f ckpt/config.json ] && [ -f ckpt/model.safetensors ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: init wrote no checkpoint"; }
+[ -f ckpt/config.json ] && [ -f ckpt/model.safetensors ] && [ -f ckpt/tokenizer.json ] && [ -f ckpt/tokenizer_config.json ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: init wrote no checkpoint"; }
 expect 0 'model qwen3, 4 layers' -- check "$tiny" model.init_preset= model.path=ckpt
 expect 2 "unknown --preset 'huge'" -- init --preset huge --out x
 expect 2 'arch'                  -- init --arch gpt2 --out x
