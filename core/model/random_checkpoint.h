@@ -10,8 +10,8 @@
 
 namespace fp8rl::model {
 
-// Writes `<out_dir>/config.json`, `<out_dir>/model.safetensors`, tokenizer.json and
-// tokenizer_config.json (created if needed) for
+// Writes `<out_dir>/config.json`, `<out_dir>/model.safetensors`, and tokenizer.json +
+// tokenizer_config.json when vocab_size holds the byte tokenizer (created if needed) for
 // `arch` ("qwen3" | "qwen2" | "llama"; else ConfigError) at `shape` (e.g. qwen3_preset("0.6b");
 // shape.model_type is ignored). Init as HF's _init_weights: linear and embedding weights
 // normal(0, 0.02), RMSNorm weights 1, biases 0; drawn in float32 from a CPU generator seeded with
