@@ -1,13 +1,20 @@
 // FP8 in the model definition: the Linear that core/model's decoder calls, backed by an
 // Fp8Linear, and the LinearFactory that quantizes each projection the precision plan marks FP8
-// while the checkpoint is loaded. The BF16 weight of such a projection is dropped as soon as its
-// FP8 copy exists, so a loaded model never holds both (peak: one BF16 matrix at a time).
+// while the checkpoint is loaded. The decoder converts tensors only when it hands them over, and
+// the BF16 weight of such a projection is dropped as soon as its FP8 copy exists, so a loaded
+// model never holds both (peak: the FP8 model so far plus one BF16 matrix).
+//
+// Pre-quantized HF FP8 checkpoints (quant/hf_fp8.h) load through load_causal_lm as well: their
+// FP8 bytes and block scales are used as stored (no requantization); projections the plan keeps
+// in BF16 are dequantized exactly.
 #pragma once
 
 #include <memory>
 #include <string>
 
+#include "core/model/decoder.h"
 #include "core/model/layers.h"
+#include "core/safetensors.h"
 #include "core/recipe.h"
 #include "quant/fp8_linear.h"
 #include "quant/precision_plan.h"
@@ -30,6 +37,17 @@ class Fp8ModelLinear final : public model::Linear {
 // Projections the plan marks FP8 become Fp8ModelLinear (weights quantized with the recipe's
 // scaling, format and pow2 setting; activations with the paired granularity); the others stay
 // DenseLinear. A projection missing from the plan is a bug (FP8RL_CHECK).
-model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const QuantizationConfig& q);
+// With `prequantized`, a projection handed over without a weight (an F8_E4M3 tensor in the
+// checkpoint) is read from it with load_hf_fp8_weight onto `device`; the checkpoint must outlive
+// the load.
+model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const QuantizationConfig& q,
+                                        const safetensors::Checkpoint* prequantized = nullptr,
+                                        at::Device device = at::kCPU, at::ScalarType dtype = at::kBFloat16);
+
+// Loads `model_dir` (BF16 or HF FP8) with the recipe's quantization: the precision plan is made
+// from its config.json; quant_method none loads a dense model (and refuses an FP8 checkpoint by
+// name). `base` gives dtype, device and attention; its linear factory is replaced.
+model::CausalLM load_causal_lm(const std::string& model_dir, const QuantizationConfig& q,
+                               const model::LoadOptions& base, PrecisionPlan* plan_out = nullptr);
 
 }  // namespace fp8rl

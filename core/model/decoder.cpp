@@ -66,19 +66,30 @@ CausalLM CausalLM::load(const ModelConfig& config, const safetensors::Checkpoint
     for (const TensorSpec& spec : specs) expected.insert(spec.name);
     std::vector<std::string> unused;
     for (const std::string& name : ckpt.names())
-      if (!expected.count(name) && name != "lm_head.weight") unused.push_back(name);
+      if (!expected.count(name) && name != "lm_head.weight" &&
+          !(o.linear_loads_fp8 && name.ends_with(".weight_scale_inv")))  // read by the FP8 factory
+        unused.push_back(name);
     if (!unused.empty())
       log::warn(cat(ckpt.source(), ": ", unused.size(), " tensor(s) not used by the ", to_string(config.family),
                     " model, e.g. '", unused.front(), "'"));
   }
-  std::unordered_map<std::string, at::Tensor> w;
-  for (const TensorSpec& spec : specs) w.emplace(spec.name, load_tensor(ckpt, spec, o));
+  // Tensors are converted when taken, so a linear factory that quantizes (quant/fp8_model.h)
+  // sees one BF16 matrix at a time and the model never holds the whole BF16 copy beside FP8.
+  std::unordered_map<std::string, const TensorSpec*> spec_of;
+  for (const TensorSpec& spec : specs) spec_of.emplace(spec.name, &spec);
   auto take = [&](const std::string& name) -> at::Tensor {
-    auto it = w.find(name);
-    return it == w.end() ? at::Tensor() : it->second;
+    auto it = spec_of.find(name);
+    return it == spec_of.end() ? at::Tensor() : load_tensor(ckpt, *it->second, o);
   };
   auto linear = [&](const std::string& module) {
-    return o.linear(module, take(module + ".weight"), take(module + ".bias"));
+    const std::string wname = module + ".weight";
+    if (ckpt.get(wname).dtype == safetensors::Dtype::F8_E4M3) {
+      if (!o.linear_loads_fp8)
+        throw ConfigError(cat(ckpt.file_of(wname), ": tensor '", wname,
+                              "' is FP8 (a pre-quantized checkpoint); load it with quantization.quant_method: fp8"));
+      return o.linear(module, at::Tensor(), take(module + ".bias"));
+    }
+    return o.linear(module, take(wname), take(module + ".bias"));
   };
 
   m.embed_tokens_ = take("model.embed_tokens.weight");

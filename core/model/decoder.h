@@ -33,6 +33,10 @@ struct LoadOptions {
   at::Device device = at::kCPU;
   bool requires_grad = false;                  // mark every loaded tensor as trainable
   LinearFactory linear = dense_linear_factory();
+  // Whether `linear` accepts pre-quantized projections: for a `<module>.weight` stored as
+  // F8_E4M3 (HF FP8 checkpoints) it is then called with an undefined weight and loads the FP8
+  // tensors itself (quant/fp8_model.h). Without it such a checkpoint is refused by name.
+  bool linear_loads_fp8 = false;
   std::shared_ptr<Attention> attention = std::make_shared<SdpaAttention>();
 };
 

@@ -3,11 +3,19 @@
 // (the distance is E4M3 quantization error, measured against the dense model's own distance).
 #include <ATen/ATen.h>
 
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
 #include "core/hf_config.h"
 #include "core/model/decoder.h"
 #include "core/safetensors.h"
+#include "core/error.h"
 #include "quant/fp8_model.h"
+#include "quant/hf_fp8.h"
 #include "tests/catch.h"
+#include "tests/test_util.h"
 
 using namespace fp8rl;
 
@@ -16,6 +24,11 @@ namespace {
 at::Tensor read(const safetensors::File& f, const std::string& name, at::ScalarType dt) {
   const auto& v = f.get(name);
   return at::from_blob(const_cast<uint8_t*>(v.data), v.shape, dt).clone();
+}
+
+// A BF16 checkpoint tensor as float32.
+at::Tensor read_tensor_bf16(const safetensors::TensorView& v) {
+  return at::from_blob(const_cast<uint8_t*>(v.data), v.shape, at::kBFloat16).to(at::kFloat);
 }
 
 // 1 - 2 sum(xy) / sum(x^2 + y^2) (DeepGEMM's measure): 0 when equal.
@@ -60,4 +73,51 @@ TEST_CASE("an FP8 Qwen3 follows the precision plan and stays close to HF's logit
   CHECK(d_dense < 1e-9);
   CHECK(d_fp8 < 1e-2);
   CHECK(d_fp8 > d_dense);  // the FP8 path really quantized something
+}
+
+TEST_CASE("a pre-quantized HF FP8 checkpoint loads as stored and equals quantizing at load", "[quant][fp8_model]") {
+  const std::string src = std::string(FP8RL_MODEL_DATA) + "/qwen3";
+  fp8rl::test::TempDir tmp;
+  const std::string dst = (tmp.path() / "qwen3-fp8").string();
+  std::filesystem::create_directories(dst);
+  {  // Export: every decoder projection as F8_E4M3 + weight_scale_inv, the rest unchanged.
+    const safetensors::Checkpoint ckpt(src);
+    std::vector<safetensors::TensorToWrite> out;
+    std::vector<at::Tensor> storage;
+    for (const std::string& name : ckpt.names()) {
+      const auto& v = ckpt.get(name);
+      const bool proj = name.size() > 12 && name.compare(name.size() - 12, 12, "_proj.weight") == 0;
+      if (!proj) {
+        out.push_back({name, v.dtype, v.shape, v.data, v.nbytes});
+        continue;
+      }
+      at::Tensor w = read_tensor_bf16(v);
+      for (auto& t : hf_fp8_tensors(name.substr(0, name.size() - 7),
+                                    quantize_weight(w, WeightScaling::block, Fp8Format::e4m3, false), storage))
+        out.push_back(t);
+    }
+    safetensors::write_file(dst + "/model.safetensors", out);
+    std::ifstream in(src + "/config.json");
+    nlohmann::json cfg = nlohmann::json::parse(in);
+    cfg["quantization_config"] = {{"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"},
+                                  {"weight_block_size", {128, 128}}};
+    std::ofstream(dst + "/config.json") << cfg.dump(2);
+  }
+  const safetensors::File ref(src + "/logits.safetensors");
+  const at::Tensor ids = read(ref, "input_ids", at::kLong);
+  QuantizationConfig q;
+  model::LoadOptions opts;
+  opts.dtype = at::kFloat;
+  const at::Tensor at_load = load_causal_lm(src, q, opts).logits(ids);
+  const at::Tensor stored = load_causal_lm(dst, q, opts).logits(ids);
+  // Same FP8 bytes and scales either way (quantized from the same values by the same code).
+  CHECK(at::equal(at_load, stored));
+
+  q.num_first_layers_in_bf16 = 1;  // layer 0 comes back dequantized (exactly) as a dense layer
+  const at::Tensor mixed = load_causal_lm(dst, q, opts).logits(ids);
+  CHECK(diff(mixed, read(ref, "logits", at::kFloat)) < 1e-2);
+
+  QuantizationConfig none;
+  none.quant_method = "none";
+  CHECK_THROWS_AS(load_causal_lm(dst, none, opts), ConfigError);
 }
