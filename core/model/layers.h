@@ -88,6 +88,9 @@ class MlpBlock {
 class GatedMlp final : public MlpBlock {
  public:
   GatedMlp(std::unique_ptr<Linear> gate, std::unique_ptr<Linear> up, std::unique_ptr<Linear> down);
+  const Linear& gate() const { return *gate_; }
+  const Linear& up() const { return *up_; }
+  const Linear& down() const { return *down_; }
   at::Tensor forward(const at::Tensor& x) override;
   NamedTensors parameters() const override;
 
