@@ -49,7 +49,8 @@ TEST_CASE("FP8 Qwen3-0.6B: weight memory follows the plan; BF16 vs FP8 next-toke
   for (const auto& [name, t] : fp8.named_parameters()) tensor_bytes += static_cast<int64_t>(t.nbytes());
   for (const auto& layer : fp8.layers()) {
     const auto& mlp = dynamic_cast<const model::GatedMlp&>(*layer.mlp);
-    for (const model::Linear* l : {layer.q_proj.get(), layer.k_proj.get(), layer.v_proj.get(), layer.o_proj.get(),
+    for (const model::Linear* l : std::initializer_list<const model::Linear*>{
+             layer.q_proj.get(), layer.k_proj.get(), layer.v_proj.get(), layer.o_proj.get(),
                                    &mlp.gate(), &mlp.up(), &mlp.down()})
       if (const auto* f = dynamic_cast<const Fp8ModelLinear*>(l)) tensor_bytes += f->fp8().weight().nbytes();
   }
