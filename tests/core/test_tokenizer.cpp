@@ -25,7 +25,9 @@ namespace {
 
 const std::string kData = FP8RL_TOKENIZER_DATA;
 
-const Tokenizer& tokenizer(const std::string& family) {
+// Takes a string_view (not a std::string): g++ 13 warns about a reference returned from a call
+// whose argument is a temporary std::string, though these are function-local statics.
+const Tokenizer& tokenizer(std::string_view family) {
   static const Tokenizer qwen = Tokenizer::from_file(kData + "/qwen2/tokenizer.json");
   static const Tokenizer llama = Tokenizer::from_file(kData + "/llama3");  // a directory works too
   static const Tokenizer qwen_nfc = Tokenizer::from_file(kData + "/qwen2_nfc");
