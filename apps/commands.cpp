@@ -11,6 +11,7 @@
 #include "core/strings.h"
 #include "core/run_dir.h"
 #include "quant/bench_gemm.h"
+#include "quant/fp8_model.h"
 #include "quant/precision_plan.h"
 #include "trainer/train.h"
 
@@ -25,9 +26,14 @@ int run_check(const CheckArgs& args) {
   LoadedRecipe loaded = load_recipe(args.recipe, args.overrides);
   const ModelShape shape = validate_recipe(loaded);
   const PrecisionPlan plan = make_precision_plan(shape, loaded.recipe.quantization, loaded.recipe.model.dtype);
+  // The checkpoint's headers too (no weights are read): missing tensors, shapes, FP8 tensors.
+  int64_t stored_fp8 = 0;
+  if (!loaded.recipe.model.path.empty())
+    stored_fp8 = check_model_dir(loaded.recipe.model.path, loaded.recipe.quantization);
   std::cout << "# resolved recipe: " << args.recipe << "\n" << to_yaml(loaded, !args.plain) << std::flush;
   log::info(cat(args.recipe, " is valid (model ", shape.model_type, ", ", shape.num_hidden_layers, " layers)"));
   log::info(plan.summary());
+  if (stored_fp8 > 0) log::info(cat(loaded.recipe.model.path, " is pre-quantized: ", stored_fp8, " FP8 tensors used as stored"));
   return kExitOk;
 }
 

@@ -60,4 +60,23 @@ model::CausalLM load_causal_lm(const std::string& model_dir, const QuantizationC
   return model::CausalLM::load(config, ckpt, o);
 }
 
+int64_t check_model_dir(const std::string& model_dir, const QuantizationConfig& q) {
+  const model::ModelConfig config = model::read_model_config(model_dir);
+  const safetensors::Checkpoint ckpt(model_dir);
+  int64_t fp8 = 0;
+  for (const model::TensorSpec& spec : model::checkpoint_tensors(config)) {
+    const auto& v = ckpt.expect_shape(spec.name, spec.shape);
+    if (v.dtype != safetensors::Dtype::F8_E4M3) continue;
+    ++fp8;
+    if (q.quant_method != "fp8")
+      throw ConfigError(cat(ckpt.file_of(spec.name), ": tensor '", spec.name,
+                            "' is FP8 (a pre-quantized checkpoint); it needs quantization.quant_method: fp8"));
+    const std::string scale = spec.name.substr(0, spec.name.size() - 7) + ".weight_scale_inv";  // ".weight"
+    if (!ckpt.contains(scale))
+      throw ConfigError(cat(ckpt.file_of(spec.name), ": FP8 tensor '", spec.name, "' has no '", scale, "' beside it"));
+  }
+  if (fp8 > 0) read_hf_fp8_config(model_dir);
+  return fp8;
+}
+
 }  // namespace fp8rl

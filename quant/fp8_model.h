@@ -50,4 +50,10 @@ model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const Quantiz
 model::CausalLM load_causal_lm(const std::string& model_dir, const QuantizationConfig& q,
                                const model::LoadOptions& base, PrecisionPlan* plan_out = nullptr);
 
+// What load_causal_lm would refuse, found without reading any weight (headers only): an
+// unsupported config, a missing tensor or shape mismatch, an FP8 checkpoint under
+// quant_method: none, an FP8 quantization_config fp8rl cannot run. Throws ConfigError naming the
+// file and tensor; returns the number of FP8 tensors the checkpoint stores.
+int64_t check_model_dir(const std::string& model_dir, const QuantizationConfig& q);
+
 }  // namespace fp8rl

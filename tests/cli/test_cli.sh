@@ -88,6 +88,18 @@ expect 0 'wrote a random qwen3'  -- init --preset tiny --out ckpt --seed 3
 [ -f ckpt/config.json ] && [ -f ckpt/model.safetensors ] && [ -f ckpt/tokenizer.json ] && [ -f ckpt/tokenizer_config.json ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: init wrote no checkpoint"; }
 expect 0 'model qwen3, 4 layers' -- check "$tiny" model.init_preset= model.path=ckpt
 expect 2 "unknown --preset 'huge'" -- init --preset huge --out x
+# check reads the checkpoint's headers: a missing tensor is named with its file.
+mkdir -p broken-ckpt && cp ckpt/config.json ckpt/tokenizer.json broken-ckpt/
+python3 - <<'PY'
+import json, struct
+# A safetensors file holding only the embedding: every other tensor is missing.
+header = {"model.embed_tokens.weight": {"dtype": "BF16", "shape": [512, 64], "data_offsets": [0, 512 * 64 * 2]}}
+h = json.dumps(header).encode()
+h += b" " * ((8 - len(h) % 8) % 8)
+with open("broken-ckpt/model.safetensors", "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h + bytes(512 * 64 * 2))
+PY
+expect 2 "model.safetensors" -- check "$tiny" model.init_preset= model.path=broken-ckpt
 expect 2 'arch'                  -- init --arch gpt2 --out x
 
 # Every shipped recipe parses; the real-model ones stop only at their (absent) local model.
