@@ -120,4 +120,8 @@ TEST_CASE("a pre-quantized HF FP8 checkpoint loads as stored and equals quantizi
   QuantizationConfig none;
   none.quant_method = "none";
   CHECK_THROWS_AS(load_causal_lm(dst, none, opts), ConfigError);
+  // The header-only check sees the same: 3 layers x 7 FP8 projections, refused under none.
+  CHECK(check_model_dir(dst, q) == 21);
+  CHECK(check_model_dir(src, q) == 0);
+  REQUIRE_THROWS_CONTAINING(check_model_dir(dst, none), ConfigError, "needs quantization.quant_method: fp8");
 }
