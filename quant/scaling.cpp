@@ -249,12 +249,16 @@ at::Tensor expand_scale(const Fp8Activation& x) {
   return {};
 }
 
+// The padding is cut off before converting and multiplying: on the CPU path (the reference
+// GEMM) a small K padded to 512 would otherwise multiply up to 8x the elements.
 at::Tensor dequantize(const Fp8Weight& w) {
-  return (w.data.to(at::kFloat) * expand_scale(w)).narrow(0, 0, w.out_features).narrow(1, 0, w.in_features);
+  auto cut = [&](const at::Tensor& t) { return t.narrow(0, 0, w.out_features).narrow(1, 0, w.in_features); };
+  return cut(w.data).to(at::kFloat) * cut(expand_scale(w));
 }
 
 at::Tensor dequantize(const Fp8Activation& x) {
-  return (x.data.to(at::kFloat) * expand_scale(x)).narrow(0, 0, x.rows).narrow(1, 0, x.in_features);
+  auto cut = [&](const at::Tensor& t) { return t.narrow(0, 0, x.rows).narrow(1, 0, x.in_features); };
+  return cut(x.data).to(at::kFloat) * cut(expand_scale(x));
 }
 
 }  // namespace fp8rl
