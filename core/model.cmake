@@ -4,6 +4,7 @@
 add_library(fp8rl_model STATIC
   ${CMAKE_CURRENT_LIST_DIR}/model/model_config.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/layers.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/model/attention.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/decoder.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/random_checkpoint.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/byte_tokenizer.cpp)

@@ -46,7 +46,7 @@ model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const Quantiz
 
 // Loads `model_dir` (BF16 or HF FP8) with the recipe's quantization: the precision plan is made
 // from its config.json; quant_method none loads a dense model (and refuses an FP8 checkpoint by
-// name). `base` gives dtype, device and attention; its linear factory is replaced.
+// name). `base` gives dtype and device; its linear factory is replaced.
 model::CausalLM load_causal_lm(const std::string& model_dir, const QuantizationConfig& q,
                                const model::LoadOptions& base, PrecisionPlan* plan_out = nullptr);
 

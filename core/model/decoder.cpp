@@ -47,12 +47,12 @@ CausalLM CausalLM::load(const std::string& model_dir, const LoadOptions& options
 CausalLM CausalLM::load(const ModelConfig& config, const safetensors::Checkpoint& ckpt, const LoadOptions& o) {
   if (o.dtype != at::kBFloat16 && o.dtype != at::kFloat && o.dtype != at::kHalf)
     throw ConfigError(cat("model dtype ", c10::toString(o.dtype), " is not supported (bf16, fp16 or fp32)"));
-  FP8RL_CHECK(o.linear != nullptr && o.attention != nullptr, "LoadOptions: linear factory and attention must be set");
+  FP8RL_CHECK(o.linear != nullptr, "LoadOptions: the linear factory must be set");
   CausalLM m;
   m.config_ = config;
   m.dtype_ = o.dtype;
   m.tied_ = config.shape.tie_word_embeddings;
-  m.attention_ = o.attention;
+  m.default_attention_ = std::make_unique<VarlenAttention>();
 
   // Every tensor is checked for presence and shape before any is converted, so a bad checkpoint
   // fails fast with the first wrong name.
@@ -121,65 +121,88 @@ CausalLM CausalLM::load(const ModelConfig& config, const safetensors::Checkpoint
   return m;
 }
 
-at::Tensor CausalLM::attention(const DecoderLayer& l, int64_t index, const at::Tensor& x, const at::Tensor& cos,
-                               const at::Tensor& sin, const AttentionBatch& batch) const {
+at::Tensor CausalLM::self_attention(const DecoderLayer& l, int64_t index, const at::Tensor& x, const Rope& rope,
+                                    const AttentionContext& ctx) const {
   const ModelShape& s = config_.shape;
-  const int64_t B = x.size(0), T = x.size(1), D = s.head_dim;
-  at::Tensor q = l.q_proj->forward(x).view({B, T, s.num_attention_heads, D});   // [B, T, Hq, D]
-  at::Tensor k = l.k_proj->forward(x).view({B, T, s.num_key_value_heads, D});   // [B, T, Hkv, D]
-  at::Tensor v = l.v_proj->forward(x).view({B, T, s.num_key_value_heads, D});
+  const int64_t N = x.size(0), D = s.head_dim;
+  at::Tensor q = l.q_proj->forward(x).view({N, s.num_attention_heads, D});  // [N, Hq, D]
+  at::Tensor k = l.k_proj->forward(x).view({N, s.num_key_value_heads, D});  // [N, Hkv, D]
+  const at::Tensor v = l.v_proj->forward(x).view({N, s.num_key_value_heads, D});
   if (config_.qk_norm) {
     q = rms_norm(q, l.q_norm, config_.rms_norm_eps);
     k = rms_norm(k, l.k_norm, config_.rms_norm_eps);
   }
-  q = apply_rope(q.transpose(1, 2), cos, sin);  // [B, Hq, T, D]
-  k = apply_rope(k.transpose(1, 2), cos, sin);  // [B, Hkv, T, D]
-  v = v.transpose(1, 2);
-  const at::Tensor o = attention_->forward(q, k, v, batch, index);  // [B, Hq, T, D]
-  return l.o_proj->forward(o.transpose(1, 2).reshape({B, T, s.num_attention_heads * D}));
+  q = apply_rope(q, rope.cos, rope.sin);
+  k = apply_rope(k, rope.cos, rope.sin);
+  const at::Tensor o = ctx.attention->forward(q, k, v, ctx, index);  // [N, Hq, D]
+  return l.o_proj->forward(o.reshape({N, s.num_attention_heads * D}));
+}
+
+at::Tensor CausalLM::embed(const at::Tensor& ids) const { return at::embedding(embed_tokens_, ids); }
+
+Rope CausalLM::rope(const at::Tensor& positions) const {
+  auto [cos, sin] = rope_cos_sin(inv_freq_, positions, dtype_);
+  return {std::move(cos), std::move(sin)};
+}
+
+at::Tensor CausalLM::decoder_layer(int64_t index, const at::Tensor& x, const Rope& rope,
+                                   const AttentionContext& ctx) const {
+  FP8RL_CHECK(index >= 0 && index < static_cast<int64_t>(layers_.size()), "decoder_layer: index out of range");
+  const DecoderLayer& l = layers_[static_cast<size_t>(index)];
+  const double eps = config_.rms_norm_eps;
+  const at::Tensor h = x + self_attention(l, index, rms_norm(x, l.input_layernorm, eps), rope, ctx);
+  return h + l.mlp->forward(rms_norm(h, l.post_attention_layernorm, eps));
+}
+
+at::Tensor CausalLM::final_norm(const at::Tensor& x) const { return rms_norm(x, norm_, config_.rms_norm_eps); }
+
+at::Tensor CausalLM::lm_head(const at::Tensor& hidden) const { return at::linear(hidden, lm_head_weight()); }
+
+at::Tensor CausalLM::forward(const at::Tensor& ids, const at::Tensor& positions, const AttentionContext& ctx) const {
+  FP8RL_CHECK(ids.dim() == 1 && ids.scalar_type() == at::kLong, "forward: ids must be [N] int64");
+  FP8RL_CHECK(positions.sizes() == ids.sizes() && positions.scalar_type() == at::kLong,
+              "forward: positions must be [N] int64 like ids");
+  FP8RL_CHECK(ctx.attention != nullptr, "forward: the context names no attention");
+  FP8RL_CHECK(ids.size(0) == ctx.num_tokens(),
+              cat("forward: ", ids.size(0), " tokens, the context's sequences hold ", ctx.num_tokens()));
+  const Rope r = rope(positions);
+  at::Tensor x = embed(ids);  // [N, H]
+  for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) x = decoder_layer(i, x, r, ctx);
+  return final_norm(x);
 }
 
 at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const ForwardOptions& options) const {
   FP8RL_CHECK(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong, "hidden_states: input_ids must be [B, T] int64");
-  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  const int64_t B = input_ids.size(0), T = input_ids.size(1), H = config_.shape.hidden_size;
   const at::Device dev = device();
-  const at::Tensor ids = input_ids.to(dev);
-
+  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(dev);
   at::Tensor positions = options.positions;
   if (positions.defined()) {
     FP8RL_CHECK(positions.sizes() == input_ids.sizes(), "hidden_states: positions must be [B, T] like input_ids");
     positions = positions.to(dev);
   } else {
-    positions = at::arange(T, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
+    positions = at::arange(T, long_opts).unsqueeze(0).expand({B, T});
   }
-  const auto [cos, sin] = rope_cos_sin(inv_freq_, positions, dtype_);  // [B, T, D]
-
-  AttentionBatch batch;
-  if (options.attention_mask.defined()) {
-    FP8RL_CHECK(options.attention_mask.sizes() == input_ids.sizes(), "hidden_states: attention_mask must be [B, T]");
-    const auto bool_opts = at::TensorOptions().dtype(at::kBool).device(dev);
-    const at::Tensor causal = at::ones({T, T}, bool_opts).tril();                  // [T, T]
-    const at::Tensor keys = options.attention_mask.to(dev).to(at::kBool).unsqueeze(1);  // [B, 1, T]
-    // A pad query sees only itself: a row with no allowed key would make softmax NaN, and NaN
-    // in a pad row would still poison gradients. Its output is ignored by every caller.
-    const at::Tensor self = at::eye(T, bool_opts);
-    batch.mask = ((causal.unsqueeze(0) & keys) | self.unsqueeze(0)).unsqueeze(1);  // [B, 1, T, T]
+  Attention* attention = options.attention ? options.attention : default_attention_.get();
+  const at::Tensor ids = input_ids.to(dev);
+  if (!options.attention_mask.defined()) {  // every row is a whole sequence of T tokens
+    const std::vector<int64_t> lengths(static_cast<size_t>(B), T);
+    const AttentionContext ctx = whole_sequences(lengths, dev, attention);
+    return forward(ids.reshape({-1}), positions.reshape({-1}), ctx).view({B, T, H});
   }
-
-  at::Tensor x = at::embedding(embed_tokens_, ids);  // [B, T, H]
-  const double eps = config_.rms_norm_eps;
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const DecoderLayer& l = layers_[i];
-    x = x + attention(l, static_cast<int64_t>(i), rms_norm(x, l.input_layernorm, eps), cos, sin, batch);
-    x = x + l.mlp->forward(rms_norm(x, l.post_attention_layernorm, eps));
-  }
-  return rms_norm(x, norm_, eps);
+  FP8RL_CHECK(options.attention_mask.sizes() == input_ids.sizes(), "hidden_states: attention_mask must be [B, T]");
+  // Only real tokens are packed: row b's tokens become sequence b, in order.
+  const at::Tensor keep = options.attention_mask.to(dev).to(at::kBool).reshape({-1});  // [B*T]
+  const at::Tensor rows = keep.nonzero().squeeze(1);                                   // [N]
+  const at::Tensor lengths_t = options.attention_mask.to(at::kCPU).to(at::kBool).sum(1).to(at::kLong).contiguous();
+  const std::vector<int64_t> lengths(lengths_t.data_ptr<int64_t>(), lengths_t.data_ptr<int64_t>() + B);
+  const AttentionContext ctx = whole_sequences(lengths, dev, attention);
+  const at::Tensor hidden = forward(ids.reshape({-1}).index_select(0, rows), positions.reshape({-1}).index_select(0, rows), ctx);
+  return at::zeros({B * T, H}, hidden.options()).index_copy(0, rows, hidden).view({B, T, H});
 }
 
-at::Tensor CausalLM::project_logits(const at::Tensor& hidden) const { return at::linear(hidden, lm_head_weight()); }
-
 at::Tensor CausalLM::logits(const at::Tensor& input_ids, const ForwardOptions& options) const {
-  return project_logits(hidden_states(input_ids, options));
+  return lm_head(hidden_states(input_ids, options));
 }
 
 NamedTensors CausalLM::named_parameters() const {

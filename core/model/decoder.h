@@ -1,8 +1,16 @@
 // The decoder-only causal LM of the Qwen3 / Qwen2 / Llama 3 families: one definition for the
-// trainer (whole sequences, autograd) and later the engine (paged KV through a custom Attention).
+// trainer (whole sequences, autograd) and the rollout engine (paged KV through its own Attention).
 //
 //   embed -> L x [ x += o(attn(rope(qk_norm?(q(n1(x)), k(n1(x)))), v(n1(x)))) ;
 //                  x += mlp(n2(x)) ] -> final norm -> lm_head
+//
+// The primary call is packed: forward(ids [N], positions [N], ctx) runs the new tokens of many
+// sequences concatenated, and the per-call AttentionContext (core/model/attention.h) says where
+// the sequences start and which Attention runs. Only attention looks at the context; norms, RoPE,
+// projections and the MLP are token-wise. The stages are public (embed, rope, decoder_layer,
+// final_norm, lm_head) so the trainer can checkpoint activations per layer and the engine can
+// capture its decode steps. The padded [B, T] calls (hidden_states, logits) are thin wrappers
+// that pack the real tokens, for tests and HF parity.
 //
 // DESIGN.md asks for one file per architecture family; Qwen3, Qwen2/2.5 and Llama 3.x are one
 // architecture with three switches, so they share this file and their differences are data, not
@@ -19,6 +27,7 @@
 
 #include <ATen/ATen.h>
 
+#include "core/model/attention.h"
 #include "core/model/layers.h"
 #include "core/model/model_config.h"
 
@@ -37,15 +46,21 @@ struct LoadOptions {
   // F8_E4M3 (HF FP8 checkpoints) it is then called with an undefined weight and loads the FP8
   // tensors itself (quant/fp8_model.h). Without it such a checkpoint is refused by name.
   bool linear_loads_fp8 = false;
-  std::shared_ptr<Attention> attention = std::make_shared<SdpaAttention>();
 };
 
-// Optional inputs of a forward call. Left padding: attention_mask [B, T] (1 = token, 0 = pad)
-// keeps pads out of every key set; positions [B, T] int64 then usually counts from the first
-// real token (cumsum(mask) - 1). Both default to plain causal attention at positions 0..T-1.
+// Optional inputs of a padded [B, T] forward call. Left padding: attention_mask [B, T] (1 = token,
+// 0 = pad) keeps pads out of the batch (only real tokens are packed and attended over; pad rows
+// of the output are zero); positions [B, T] int64 then usually counts from the first real token
+// (cumsum(mask) - 1). Both default to plain causal attention at positions 0..T-1.
 struct ForwardOptions {
-  at::Tensor attention_mask;  // [B, T] int/bool, or undefined
-  at::Tensor positions;       // [B, T] int64, or undefined
+  at::Tensor attention_mask;       // [B, T] int/bool, or undefined
+  at::Tensor positions;            // [B, T] int64, or undefined
+  Attention* attention = nullptr;  // whole-sequence attention to use; default: VarlenAttention
+};
+
+// cos, sin of the rotary embedding at a call's positions, shared by every layer of that call.
+struct Rope {
+  at::Tensor cos, sin;  // [N, head_dim] in the model dtype
 };
 
 struct DecoderLayer {
@@ -73,13 +88,23 @@ class CausalLM {
   CausalLM& operator=(CausalLM&&) noexcept;
   ~CausalLM();
 
-  // input_ids [B, T] int64 -> final-norm output [B, T, H] in the model dtype (for chunked
-  // log-probs against lm_head_weight()).
+  // The packed forward: ids [N] int64 and positions [N] int64 of the new tokens of
+  // ctx.num_sequences() sequences back to back -> final-norm output [N, H] in the model dtype (for
+  // chunked log-probs against lm_head_weight(), or lm_head()). ctx.attention must be set.
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& positions, const AttentionContext& ctx) const;
+
+  // The stages of forward(), in order:
+  at::Tensor embed(const at::Tensor& ids) const;            // ids [N] -> [N, H]
+  Rope rope(const at::Tensor& positions) const;              // positions [N] -> cos, sin [N, D]
+  // One decoder layer: x [N, H] -> [N, H] (both residual adds included).
+  at::Tensor decoder_layer(int64_t index, const at::Tensor& x, const Rope& rope, const AttentionContext& ctx) const;
+  at::Tensor final_norm(const at::Tensor& x) const;          // [N, H] -> [N, H]
+  at::Tensor lm_head(const at::Tensor& hidden) const;        // [..., H] -> logits [..., V]
+
+  // Padded wrappers (tests, HF parity): input_ids [B, T] int64 -> final-norm output [B, T, H] /
+  // logits [B, T, V] in the model dtype. The real tokens are packed and run through forward().
   at::Tensor hidden_states(const at::Tensor& input_ids, const ForwardOptions& options = {}) const;
-  // input_ids [B, T] int64 -> logits [B, T, V] in the model dtype.
   at::Tensor logits(const at::Tensor& input_ids, const ForwardOptions& options = {}) const;
-  // hidden [.., H] -> logits [.., V].
-  at::Tensor project_logits(const at::Tensor& hidden) const;
 
   const ModelConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }
@@ -93,8 +118,8 @@ class CausalLM {
 
  private:
   CausalLM() = default;
-  at::Tensor attention(const DecoderLayer& layer, int64_t index, const at::Tensor& x, const at::Tensor& cos,
-                       const at::Tensor& sin, const AttentionBatch& batch) const;
+  at::Tensor self_attention(const DecoderLayer& layer, int64_t index, const at::Tensor& x, const Rope& rope,
+                            const AttentionContext& ctx) const;
 
   ModelConfig config_;
   at::ScalarType dtype_ = at::kBFloat16;
@@ -104,7 +129,8 @@ class CausalLM {
   at::Tensor norm_;          // [H]
   at::Tensor lm_head_;       // [V, H], undefined when tied
   at::Tensor inv_freq_;      // [D/2] float32
-  std::shared_ptr<Attention> attention_;
+  // The padded wrappers' default attention (stateless; one per model keeps it out of globals).
+  std::unique_ptr<VarlenAttention> default_attention_;
 };
 
 }  // namespace fp8rl::model

@@ -30,21 +30,6 @@ LinearFactory dense_linear_factory() {
   };
 }
 
-at::Tensor SdpaAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  const AttentionBatch& batch, int64_t /*layer*/) {
-  const int64_t hq = q.size(1), hkv = k.size(1);
-  FP8RL_CHECK(hq % hkv == 0, "SdpaAttention: query heads must be a multiple of KV heads");
-  at::Tensor kk = k, vv = v;
-  if (hq != hkv) {  // HF's repeat_kv: KV head j serves query heads j*g .. j*g+g-1
-    kk = at::repeat_interleave(k, hq / hkv, 1);
-    vv = at::repeat_interleave(v, hq / hkv, 1);
-  }
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  if (batch.mask.defined())
-    return at::scaled_dot_product_attention(q, kk, vv, batch.mask, 0.0, /*is_causal=*/false, scale);
-  return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, /*is_causal=*/true, scale);
-}
-
 GatedMlp::GatedMlp(std::unique_ptr<Linear> gate, std::unique_ptr<Linear> up, std::unique_ptr<Linear> down)
     : gate_(std::move(gate)), up_(std::move(up)), down_(std::move(down)) {}
 
@@ -96,8 +81,8 @@ std::pair<at::Tensor, at::Tensor> rope_cos_sin(const at::Tensor& inv_freq, const
                                                at::ScalarType dtype) {
   // HF: inv_freq[None, :, None] @ positions[:, None, :] in float32 -- an outer product, so one
   // float32 multiply per element, as here.
-  const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq.to(positions.device());  // [B, T, D/2]
-  const at::Tensor emb = at::cat({freqs, freqs}, -1);                                                  // [B, T, D]
+  const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq.to(positions.device());  // [N, D/2]
+  const at::Tensor emb = at::cat({freqs, freqs}, -1);                                                  // [N, D]
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
@@ -105,7 +90,7 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   const int64_t half = x.size(-1) / 2;
   const at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   const at::Tensor rotated = at::cat({-x2, x1}, -1);
-  return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1);
+  return x * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2);  // cos/sin [N, 1, D] over the heads
 }
 
 }  // namespace fp8rl::model

@@ -3,7 +3,9 @@
 // a LoRA linear, a paged-KV attention or a mixture-of-experts block replace without touching
 // the decoder (core/model/decoder.h).
 //
-// Layouts: activations are [B, T, H]; attention heads are [B, heads, T, head_dim].
+// Layout: packed tokens. Activations are [N, H] (the new tokens of many sequences back to back,
+// core/model/attention.h); heads are [N, heads, head_dim]. Everything here is token-wise, so it
+// also takes any leading shape [..., H].
 #pragma once
 
 #include <functional>
@@ -51,31 +53,7 @@ using LinearFactory =
     std::function<std::unique_ptr<Linear>(const std::string& name, at::Tensor weight, at::Tensor bias)>;
 LinearFactory dense_linear_factory();
 
-// What one forward call attends over, shared by all layers.
-struct AttentionBatch {
-  // [B, 1, T, T] bool, true = may attend, or undefined for plain causal attention.
-  at::Tensor mask;
-};
-
-// Attention over already-projected, already-rotated heads.
-//   q [B, Hq, T, D], k/v [B, Hkv, T, D] with Hq % Hkv == 0  ->  [B, Hq, T, D]
-// `layer` lets a KV-cache implementation find its cache; the default ignores it.
-class Attention {
- public:
-  virtual ~Attention() = default;
-  virtual at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                             const AttentionBatch& batch, int64_t layer) = 0;
-};
-
-// Whole-sequence causal attention through at::scaled_dot_product_attention, scale D^-0.5, GQA by
-// repeating KV heads (HF's repeat_kv). With batch.mask set it is used instead of is_causal.
-class SdpaAttention final : public Attention {
- public:
-  at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const AttentionBatch& batch, int64_t layer) override;
-};
-
-// The feed-forward half of a decoder layer: [B, T, H] -> [B, T, H]. A dense SiLU-gated MLP now,
+// The feed-forward half of a decoder layer: [N, H] -> [N, H]. A dense SiLU-gated MLP now,
 // a routed mixture of experts later.
 class MlpBlock {
  public:
@@ -106,13 +84,13 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // HF does, then rope_scaling applied (llama3: _compute_llama3_parameters).
 at::Tensor rope_inv_freq(const ModelConfig& config, at::Device device);
 
-// cos, sin [B, T, head_dim] in `dtype` for positions [B, T] int64 (HF's rotary embedding:
-// freqs in float32, emb = cat(freqs, freqs)).
+// cos, sin [N, head_dim] in `dtype` for positions [N] int64 (HF's rotary embedding: freqs in
+// float32, emb = cat(freqs, freqs)). Any leading shape works: positions [...] -> [..., head_dim].
 std::pair<at::Tensor, at::Tensor> rope_cos_sin(const at::Tensor& inv_freq, const at::Tensor& positions,
                                                at::ScalarType dtype);
 
-// x [B, heads, T, D] rotated with HF's rotate_half convention: x * cos + rotate_half(x) * sin,
-// cos/sin [B, T, D].
+// x [N, heads, D] rotated with HF's rotate_half convention: x * cos + rotate_half(x) * sin,
+// cos/sin [N, D] (broadcast over heads).
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 }  // namespace fp8rl::model

@@ -41,7 +41,7 @@ void check_family(const std::string& family, bool expect_tied, bool expect_llama
   INFO("max |ours - hf| = " << diff << " (max |hf| = " << want.abs().max().item<double>() << ")");
   CHECK(excess <= 0.0);
   // The hidden-states variant is the same forward without lm_head.
-  const at::Tensor via_hidden = m.project_logits(m.hidden_states(ids));
+  const at::Tensor via_hidden = m.lm_head(m.hidden_states(ids));
   CHECK(fp8rl::test::max_abs_diff(via_hidden, got) == 0.0);
   WARN(family << ": max |ours - hf| logit difference " << diff);
 }

@@ -82,17 +82,17 @@ TEST_CASE("apply_rope rotates with HF's rotate_half convention") {
   c.shape.head_dim = 4;
   c.rope_theta = 10000.0;  // inv_freq = [1, 0.01]
   const at::Tensor inv = rope_inv_freq(c, at::kCPU);
-  const at::Tensor pos = at::tensor(std::vector<int64_t>{0, 1}).reshape({1, 2});
+  const at::Tensor pos = at::tensor(std::vector<int64_t>{0, 1});  // [N]
   const auto [cos, sin] = rope_cos_sin(inv, pos, at::kFloat);
-  REQUIRE(cos.sizes() == at::IntArrayRef({1, 2, 4}));
-  const at::Tensor x = at::tensor(std::vector<float>{1, 2, 3, 4, 1, 2, 3, 4}).reshape({1, 1, 2, 4});  // [B, H, T, D]
+  REQUIRE(cos.sizes() == at::IntArrayRef({2, 4}));
+  const at::Tensor x = at::tensor(std::vector<float>{1, 2, 3, 4, 1, 2, 3, 4}).reshape({2, 1, 4});  // [N, H, D]
   const at::Tensor y = apply_rope(x, cos, sin);
   // Position 0 is the identity; position 1: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) with
   // pairs (0, 2) at angle 1 and (1, 3) at angle 0.01.
   const double c1 = std::cos(1.0), s1 = std::sin(1.0), c2 = std::cos(0.01), s2 = std::sin(0.01);
   const at::Tensor want = at::tensor(std::vector<double>{1, 2, 3, 4, 1 * c1 - 3 * s1, 2 * c2 - 4 * s2, 3 * c1 + 1 * s1,
                                                          4 * c2 + 2 * s2})
-                              .reshape({1, 1, 2, 4});
+                              .reshape({2, 1, 4});
   CHECK(max_abs_diff(y, want) < 1e-6);
 }
 

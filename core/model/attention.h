@@ -1,0 +1,87 @@
+// Attention over packed tokens, chosen per forward call.
+//
+// A forward runs the new tokens of S sequences concatenated: q [N, Hq, D], k/v [N, Hkv, D] with
+// N = sum of the sequences' new-token counts and Hq % Hkv == 0 (GQA: KV head j serves query heads
+// j*g .. j*g+g-1, g = Hq / Hkv). What attention needs to know about the batch travels in an
+// AttentionContext made by the caller for that one call; nothing is held in a global, and the
+// decoder never looks inside it. The trainer makes one for whole sequences (whole_sequences());
+// the rollout engine makes its own with KV slots and block tables and its own Attention (paged
+// KV). The same CausalLM serves both.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+namespace fp8rl::model {
+
+class Attention;
+
+// One forward call's batch, as attention sees it. Sequence s owns queries
+// [cu_seqlens_q[s], cu_seqlens_q[s+1]) of the packed tokens and attends causally over its keys
+// [cu_seqlens_k[s], cu_seqlens_k[s+1]); when it has more keys than queries (a cached prefix) the
+// queries are its LAST tokens (bottom-right causal alignment, as flash-attention and vLLM do).
+struct AttentionContext {
+  Attention* attention = nullptr;  // what runs (not owned; outlives the call)
+  at::Tensor cu_seqlens_q;         // [S+1] int32 on the model device, cu_seqlens_q[0] = 0
+  at::Tensor cu_seqlens_k;         // [S+1] int32 on the model device
+  std::vector<int64_t> cu_seqlens_q_host;  // the same boundaries on the host (CPU paths loop on them)
+  std::vector<int64_t> cu_seqlens_k_host;
+  int64_t max_seqlen_q = 0;
+  int64_t max_seqlen_k = 0;
+  // Paged KV (the rollout engine's Attention; whole-sequence attention ignores them):
+  at::Tensor slot_mapping;  // [N] int64: cache slot each new token's K/V is written to
+  at::Tensor block_tables;  // [S, max_blocks] int32: the KV blocks of each sequence, in order
+  at::Tensor context_lens;  // [S] int32: keys of each sequence after this call's tokens are added
+
+  int64_t num_sequences() const { return static_cast<int64_t>(cu_seqlens_q_host.size()) - 1; }
+  int64_t num_tokens() const { return cu_seqlens_q_host.empty() ? 0 : cu_seqlens_q_host.back(); }
+};
+
+// The context of `lengths` whole sequences packed back to back (keys = queries), for `attention`
+// on `device`. Lengths may be 0 (an empty sequence takes no tokens).
+AttentionContext whole_sequences(std::span<const int64_t> lengths, at::Device device, Attention* attention);
+
+// Attention over already-projected, already-rotated heads of packed tokens:
+//   q [N, Hq, D], k/v [N, Hkv, D]  ->  [N, Hq, D] in q's dtype; scale D^-0.5.
+// `layer` lets a KV-cache implementation find its cache; whole-sequence attention ignores it.
+class Attention {
+ public:
+  virtual ~Attention() = default;
+  virtual at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const AttentionContext& ctx, int64_t layer) = 0;
+};
+
+// The trainer's attention over whole sequences (and the CPU/reference path of any packed batch
+// whose keys are its own tokens). Differentiable.
+//   CUDA, bf16/fp16, head_dim % 8 == 0 and <= 256: ATen's flash-attention varlen kernel on the
+//     sequence boundaries: no padding, no [T, T] mask, GQA without repeating K/V heads.
+//   otherwise (CPU, fp32): reference_varlen_attention, one SDPA call per sequence.
+class VarlenAttention final : public Attention {
+ public:
+  at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const AttentionContext& ctx, int64_t layer) override;
+  // Whether the flash varlen kernel takes these inputs (else the reference runs).
+  static bool uses_flash(const at::Tensor& q);
+};
+
+// The same attention, one sequence at a time through at::scaled_dot_product_attention (math or
+// fused kernel as ATen picks), K/V heads repeated for GQA as HF's repeat_kv does. Bottom-right
+// causal mask where a sequence has more keys than queries. The reference VarlenAttention's
+// kernel is tested against.
+at::Tensor reference_varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const AttentionContext& ctx);
+
+// What the padded [B, T] forward used to do: sequences padded to the longest one, a dense
+// [S, 1, T, T] boolean mask, one SDPA call over [S, Hq, T, D] with repeated K/V heads. Kept as a
+// second reference and as the "before" row of `fp8rl bench forward`: its memory grows with
+// S * T^2 and the mask keeps batches off the flash kernel. Keys = queries only.
+class PaddedMaskAttention final : public Attention {
+ public:
+  at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const AttentionContext& ctx, int64_t layer) override;
+};
+
+}  // namespace fp8rl::model
