@@ -45,15 +45,23 @@ RolloutCorrection rollout_correction(const at::Tensor& old_logp, const at::Tenso
   // where() rather than "* m": padding may hold anything (even NaN) and must not leak in.
   const at::Tensor diff = at::where(valid_tok, old_logp.detach().to(dtype) - rollout_logp.detach().to(dtype), zero);
   const double c = options.log_ratio_clamp;
-  const at::Tensor log_ratio = diff.clamp(-c, c);  // [B, T], 0 on padding
+  const at::Tensor log_ratio = diff.clamp(-c, c);  // [B, T], 0 on padding; token-level ratios and metrics
 
   // A "unit" is what one weight belongs to: a token, or a whole sequence.
   at::Tensor unit_log_ratio, unit_valid;  // [B, T] or [B]
   if (level == TisLevel::sequence) {
-    // Product of token ratios = exp(sum of log-ratios); the sum is clamped too, since a long
-    // response can add up many small differences.
-    unit_log_ratio = log_ratio.sum(1).clamp(-c, c);  // [B]
-    unit_valid = valid_tok.any(1);                    // [B]; empty sequences carry no weight
+    // The sequence weight is the product of the TRUE token ratios, exp(sum of log-ratios), so
+    // the token log-ratios are summed unclamped and only the sum is clamped (verl's
+    // SAFETY_BOUND): clamping each token first would turn [+25, -24] (product e^1) into
+    // e^(20 - 20) = 1. The sum runs in double: finite float32 log-ratios cannot overflow it.
+    const at::Tensor seq_sum = diff.to(at::kDouble).sum(1);  // [B]
+    // A sequence holding both a +inf and a -inf log-ratio (each side found impossible a token
+    // the other sampled) has no defined product: the NaN becomes -clamp, i.e. no weight in
+    // truncate mode and dropped in mask mode, rather than poisoning the loss.
+    unit_log_ratio = at::where(at::isnan(seq_sum), at::full({}, -c, seq_sum.options()), seq_sum)
+                         .clamp(-c, c)
+                         .to(dtype);  // [B]
+    unit_valid = valid_tok.any(1);    // [B]; empty sequences carry no weight
   } else {
     unit_log_ratio = log_ratio;
     unit_valid = valid_tok;

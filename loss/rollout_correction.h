@@ -28,7 +28,10 @@ struct RolloutCorrectionOptions {
   std::string mode = "truncate";  // algorithm.tis_mode
   double cap = 2.0;               // algorithm.tis_cap: C (truncate: min(w, C); mask: drop w > C)
   double mask_lower = 0.5;        // algorithm.tis_mask_lower: mask mode drops w < lower
-  double log_ratio_clamp = 20.0;  // token and sequence log-ratios are clamped to +-this before exp()
+  // Bound on the log of a weight before exp() (verl's SAFETY_BOUND): token level clamps each
+  // token's log-ratio; sequence level clamps only the SUM of the unclamped token log-ratios
+  // (the product of the true ratios), as verl does.
+  double log_ratio_clamp = 20.0;
 };
 
 // How far the rollout engine's log-probs are from the trainer's, over the response tokens.

@@ -51,7 +51,7 @@ PlainRc plain_rc(const std::vector<double>& old, const std::vector<double>& roll
       k3 += std::exp(ld) - 1 - ld;
       amax = std::max(amax, std::fabs(d));
       asum += std::fabs(d);
-      seq_lr += ld;
+      seq_lr += d;  // the product of the true ratios: only the sum is clamped (verl)
       if (level != "sequence") {
         const double r = std::exp(ld);
         units.push_back(r);
@@ -142,6 +142,47 @@ TEST_CASE("token TIS: hand-computed example", "[loss][tis]") {
   CHECK(std::fabs(rc.metrics.frac_corrected - 2.0 / 3) < 1e-12);
 }
 
+TEST_CASE("sequence TIS clamps the summed log-ratio, not each token's (verl)", "[loss][tis]") {
+  // Issue 15: clamping every token to +-20 before summing changes the product of the ratios.
+  // Sequence 0: log-ratios +25, -24 -> product e^1 (per-token clamping gave e^0 = 1).
+  // Sequence 1: log-ratios -25, +3 -> sum -22 -> clamped to -20 as verl does -> e^-20 ~ 2.1e-9
+  // (per-token clamping gave e^(-20 + 3) = e^-17).
+  const at::Tensor roll = at::zeros({2, 2}, at::kDouble);
+  const at::Tensor old = from_vec({25, -24, -25, 3}, {2, 2});
+  const at::Tensor mask = at::ones({2, 2}, at::kDouble);
+  RolloutCorrectionOptions o;
+  o.level = "sequence";
+  o.cap = 2.0;
+  auto rc = rollout_correction(old, roll, mask, o);
+  // Truncate: min(e, 2) = 2 for both tokens of sequence 0; e^-20 for sequence 1. Double: 1e-12 relative.
+  check_close(to_vec(rc.weight), {2.0, 2.0, std::exp(-20.0), std::exp(-20.0)}, 0, 1e-12, "seq weight");
+  CHECK(std::fabs(std::exp(-20.0) - 2.06e-9) < 0.01e-9);
+  CHECK(rc.metrics.num_units == 2);
+  CHECK(std::fabs(rc.metrics.is_weight_max - std::exp(1.0)) < 1e-12);  // raw, untruncated
+  CHECK(std::fabs(rc.metrics.is_weight_min - std::exp(-20.0)) < 1e-21);
+  CHECK(rc.metrics.frac_corrected == 0.5);  // only sequence 0 exceeds the cap
+  // Mask mode, kept range [0.5, 2]: e^1 > 2 and e^-20 < 0.5, both sequences are dropped.
+  o.mode = "mask";
+  o.mask_lower = 0.5;
+  rc = rollout_correction(old, roll, mask, o);
+  check_close(to_vec(rc.mask), {0, 0, 0, 0}, 0, 0, "seq mask");
+  // With a cap above e the first sequence is kept with weight e (truncate) / kept (mask).
+  o.cap = 3.0;
+  rc = rollout_correction(old, roll, mask, o);
+  check_close(to_vec(rc.mask), {1, 1, 0, 0}, 0, 0, "seq mask, cap 3");
+  o.mode = "truncate";
+  rc = rollout_correction(old, roll, mask, o);
+  check_close(to_vec(rc.weight), {std::exp(1.0), std::exp(1.0), std::exp(-20.0), std::exp(-20.0)}, 0, 1e-12,
+              "seq weight, cap 3");
+  // Token level is unchanged: each token is clamped to +-20 on its own (verl): weights
+  // min(e^20, 2) = 2, e^-20, e^-20, min(e^3, 2) = 2.
+  o.level = "token";
+  o.cap = 2.0;
+  rc = rollout_correction(old, roll, mask, o);
+  check_close(to_vec(rc.weight), {2.0, std::exp(-20.0), std::exp(-20.0), 2.0}, 0, 1e-12,
+              "token weight");
+}
+
 TEST_CASE("rollout correction matches a plain implementation in every level and mode", "[loss][tis]") {
   const size_t B = 6, T = 9;
   at::manual_seed(21);
@@ -219,6 +260,25 @@ TEST_CASE("rollout correction: huge mismatches stay finite; bad knobs are config
       CHECK(m.ess > 0);
       CHECK(m.ess <= 1.0 + 1e-6);
     }
+  }
+  // A sequence with both a +inf and a -inf log-ratio has no defined product (inf - inf = NaN);
+  // it gets log-weight -20: no weight in truncate mode, dropped in mask mode.
+  {
+    const float inf = std::numeric_limits<float>::infinity();
+    at::Tensor o2 = at::zeros({2, 3});
+    at::Tensor r2 = at::zeros({2, 3});
+    o2[0][0] = -inf;  // trainer: impossible token; the engine sampled it
+    r2[0][1] = -inf;  // engine: impossible token; the trainer finds it likely
+    o2[1][0] = inf;   // one +inf only: the sum is +inf, clamped to +20
+    const at::Tensor m2 = at::ones({2, 3});
+    RolloutCorrectionOptions oi;
+    oi.level = "sequence";
+    auto rc = rollout_correction(o2, r2, m2, oi);
+    check_close(to_vec(rc.weight), {std::exp(-20.0), std::exp(-20.0), std::exp(-20.0), 2, 2, 2}, 0, 1e-6,
+                "inf weight");
+    oi.mode = "mask";
+    rc = rollout_correction(o2, r2, m2, oi);
+    check_close(to_vec(rc.mask), {0, 0, 0, 0, 0, 0}, 0, 0, "inf mask");
   }
   RolloutCorrectionOptions o;
   o.level = "tok";
