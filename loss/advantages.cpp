@@ -1,5 +1,7 @@
 #include "loss/advantages.h"
 
+#include <limits>
+
 #include "core/error.h"
 #include "core/log.h"
 
@@ -19,9 +21,13 @@ at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group
   FP8RL_CHECK(group_ids.scalar_type() == at::kLong, cat("group_ids must be int64, got ", group_ids.scalar_type()));
   FP8RL_CHECK(options.eps > 0, cat("eps must be > 0, got ", options.eps));
 
-  const at::Tensor r = rewards.detach().to(at::promote_types(rewards.scalar_type(), at::kFloat));
+  // Group statistics in double, whatever the reward dtype (float32/bf16 convert exactly): in
+  // float32 the mean of seven 0.7f is off by an ulp, the std is ~1e-8 instead of 0, and
+  // (r - mean) / (std + eps) came out as ~0.06 for a group with no signal at all.
+  const auto out_dtype = at::promote_types(rewards.scalar_type(), at::kFloat);
+  const at::Tensor r = rewards.detach().to(at::kDouble);
   const int64_t n = r.size(0);
-  if (n == 0) return r.clone();
+  if (n == 0) return r.to(out_dtype);
 
   // inverse[i] = dense group index of sample i (0..G-1), whatever the ids look like.
   auto [unique_ids, inverse] = at::_unique(group_ids.to(r.device()), /*sorted=*/true, /*return_inverse=*/true);
@@ -30,7 +36,11 @@ at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group
   const at::Tensor count = zeros_g.clone().index_add_(0, inverse, at::ones_like(r));  // [G]
   const at::Tensor mean = zeros_g.clone().index_add_(0, inverse, r) / count;          // [G]
   const at::Tensor centered = r - mean.index_select(0, inverse);                      // [N]
-  const at::Tensor count_i = count.index_select(0, inverse);                          // [N]
+  const double inf = std::numeric_limits<double>::infinity();
+  // include_self=false: the initial +-inf never takes part, every group has >= 1 sample.
+  const at::Tensor gmax = at::full({num_groups}, -inf, r.options()).scatter_reduce(0, inverse, r, "amax", false);
+  const at::Tensor gmin = at::full({num_groups}, inf, r.options()).scatter_reduce(0, inverse, r, "amin", false);
+  const at::Tensor has_signal = (gmax > gmin).index_select(0, inverse);  // [N]
 
   at::Tensor adv;
   if (estimator == AdvEstimator::grpo) {
@@ -40,13 +50,15 @@ at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group
   } else {
     adv = centered;
   }
-  // r - r/1 is already exactly 0 for a singleton; the where() states the rule, not luck.
-  adv = at::where(count_i > 1, adv, at::zeros_like(adv));
+  // A group whose rewards are all equal (a singleton included) has no baseline-relative
+  // signal: exactly 0, even in double where mean(r) may be an ulp away from r. The same
+  // exact max == min test as DAPO's filter_groups_mask, so a kept group is never all-zero.
+  adv = at::where(has_signal, adv, at::zeros_like(adv));
 
   if (options.norm_adv_by_batch && n > 1) {
     adv = (adv - adv.mean()) / (adv.std() /* unbiased */ + options.eps);
   }
-  return adv;
+  return adv.to(out_dtype);
 }
 
 }  // namespace fp8rl::loss

@@ -28,12 +28,17 @@ struct AdvantageOptions {
 // Per-sample advantages.
 //   rewards   [N] float   scalar reward of each sample
 //   group_ids [N] int64   prompt index of each sample; arbitrary ids, groups of any size, any order
-// Returns [N] in promote(rewards dtype, float32) on rewards' device.
+// Returns [N] in promote(rewards dtype, float32) on rewards' device; the statistics are computed
+// in float64 whatever the rewards' dtype (float32/bf16 convert to double exactly).
 //
-// std_g is the UNBIASED sample std (divide by n_g - 1), as verl's torch.std. A group with one
-// sample gets advantage 0 (verl instead uses mean 0, std 1, i.e. the raw reward; with one sample
-// there is no baseline, so we give it no signal). With norm_adv_by_batch the group advantages
-// are then whitened over the batch: (a - mean(a)) / (std(a) + eps), unbiased std.
+// std_g is the UNBIASED sample std (divide by n_g - 1), as verl's torch.std. A group whose
+// rewards are all equal (max == min, exact comparison, the rule of dapo.h's filter_groups_mask)
+// gets advantage exactly 0. Deliberate differences from verl: verl computes in the rewards'
+// dtype, where a float32 group of seven 0.7 gets a mean an ulp off and a std of ~1e-8, so
+// (r - mean) / (std + eps) is ~0.06 instead of 0 — a signal from rounding alone; and verl gives
+// a one-sample group mean 0, std 1, i.e. the raw reward, while with no baseline we give it 0.
+// With norm_adv_by_batch the group advantages are then whitened over the batch:
+// (a - mean(a)) / (std(a) + eps), unbiased std, also in float64.
 at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group_ids,
                               const AdvantageOptions& options);
 

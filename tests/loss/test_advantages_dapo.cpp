@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/error.h"
@@ -101,6 +102,46 @@ TEST_CASE("advantages match a plain implementation on random uneven groups", "[l
   const at::Tensor a32 = compute_advantages(vals(r).to(at::kFloat), ids(g), o);
   CHECK(a32.scalar_type() == at::kFloat);
   check_close(to_vec(a32), plain_advantages(r, g, true, false, o.eps), 1e-4, 1e-4, "float32");
+}
+
+TEST_CASE("advantages: a group of equal rewards gets exactly 0 in any reward dtype", "[loss][advantages]") {
+  // Issue 15: seven float32 rewards of 0.7 got advantage ~+0.056 from rounding alone (the mean
+  // is an ulp off 0.7f, the std ~1e-8 instead of 0). Statistics now run in double and a group
+  // whose max equals its min gets exactly 0. Group 1 (0, 1) has a signal: +-0.5 / (sqrt(0.5) + eps).
+  std::vector<double> r(7, 0.7);
+  std::vector<int64_t> g(7, 4);
+  r.push_back(0.0);
+  r.push_back(1.0);
+  g.push_back(1);
+  g.push_back(1);
+  const double a = 0.5 / (std::sqrt(0.5) + 1e-6);
+  for (const auto dtype : {at::kFloat, at::kBFloat16, at::kDouble}) {
+    for (bool batch : {false, true}) {
+      for (const char* est : {"grpo", "dr_grpo"}) {
+        AdvantageOptions o;
+        o.estimator = est;
+        o.norm_adv_by_batch = batch;
+        INFO(dtype << " " << est << " norm_adv_by_batch=" << batch);
+        const at::Tensor adv = compute_advantages(vals(r).to(dtype), ids(g), o);
+        CHECK(adv.scalar_type() == at::promote_types(dtype, at::kFloat));
+        const std::vector<double> got = to_vec(adv);
+        if (!batch) {
+          for (int i = 0; i < 7; ++i) CHECK(got[static_cast<size_t>(i)] == 0.0);  // exactly, not approximately
+          const double want = std::string(est) == "grpo" ? a : 0.5;
+          // The other group: double math rounded once to the output dtype (float32: 1e-6 relative).
+          check_close({got[7], got[8]}, {-want, want}, 0, 1e-6, "signal group");
+        } else {
+          // Whitening subtracts mean(a) = (-x + x + 0 + ...) / 9, exactly 0 in any summation
+          // order, so the equal group stays exactly 0.
+          for (int i = 0; i < 7; ++i) CHECK(got[static_cast<size_t>(i)] == 0.0);
+        }
+      }
+    }
+  }
+  // The same rule covers a bf16 group whose values round to one bf16 number: 0.7 and 0.7001
+  // are both 0.69921875 in bf16, so the group is all equal and gets 0.
+  const at::Tensor nearly = compute_advantages(vals({0.7, 0.7001, 0.7}).to(at::kBFloat16), ids({0, 0, 0}), {});
+  check_close(to_vec(nearly), {0, 0, 0}, 0, 0, "bf16 equal after rounding");
 }
 
 TEST_CASE("advantages: bad estimator and shapes", "[loss][advantages]") {
