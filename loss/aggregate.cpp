@@ -27,7 +27,13 @@ const char* to_string(LossAggMode mode) {
 AggregationScale& AggregationScale::operator+=(const AggregationScale& other) {
   global_num_tokens += other.global_num_tokens;
   global_num_seqs += other.global_num_seqs;
-  return *this;  // max_response_length is a constant of the recipe, not a count
+  // max_response_length is a constant of the recipe, not a count: an unset (0) accumulator
+  // takes the part's value; parts counted with different constants are a caller bug.
+  if (max_response_length == 0) max_response_length = other.max_response_length;
+  FP8RL_CHECK(other.max_response_length == 0 || other.max_response_length == max_response_length,
+              cat("AggregationScale: adding parts with max_response_length ", max_response_length, " and ",
+                  other.max_response_length));
+  return *this;
 }
 
 AggregationScale count_scale(const at::Tensor& mask, int64_t max_response_length) {
@@ -49,25 +55,27 @@ at::Tensor aggregate_loss(const at::Tensor& per_token_loss, const at::Tensor& ma
   const at::Tensor m = mask.detach().to(per_token_loss.scalar_type());
   // where() rather than "* m" so a non-finite loss on a padding position cannot leak in.
   const at::Tensor masked = at::where(m != 0, per_token_loss * m, at::zeros_like(per_token_loss));  // [B, T]
-  if (mode == LossAggMode::token_mean) {
-    FP8RL_CHECK(scale.global_num_tokens > 0, cat("token-mean needs global_num_tokens > 0, got ", scale.global_num_tokens));
-    return masked.sum() / scale.global_num_tokens;
-  }
-  FP8RL_CHECK(scale.global_num_seqs > 0, cat(to_string(mode), " needs global_num_seqs > 0, got ", scale.global_num_seqs));
+  auto need = [&](double v, const char* what) {
+    FP8RL_CHECK(v > 0, cat(to_string(mode), " needs ", what, " > 0, got ", v));
+  };
   switch (mode) {
+    case LossAggMode::token_mean:
+      need(scale.global_num_tokens, "global_num_tokens");
+      return masked.sum() / scale.global_num_tokens;
     case LossAggMode::seq_mean_token_sum:
+      need(scale.global_num_seqs, "global_num_seqs");
       return masked.sum() / scale.global_num_seqs;
     case LossAggMode::seq_mean_token_mean: {
+      need(scale.global_num_seqs, "global_num_seqs");
       // Empty sequences have a zero sum and count 1: they add nothing (and are not in num_seqs).
       const at::Tensor seq_mean = masked.sum(1) / m.sum(1).clamp_min(1);  // [B]
       return seq_mean.sum() / scale.global_num_seqs;
     }
     case LossAggMode::seq_mean_token_sum_norm:
-      FP8RL_CHECK(scale.max_response_length > 0,
-                  cat("seq-mean-token-sum-norm needs max_response_length > 0, got ", scale.max_response_length));
-      return masked.sum() / (scale.max_response_length * scale.global_num_seqs);
-    case LossAggMode::token_mean:
-      break;
+      // verl: sum / constant, no division by the number of sequences (see aggregate.h). The
+      // divisor is a constant, so each part's share is simply its own sum / Lmax.
+      need(scale.max_response_length, "max_response_length");
+      return masked.sum() / scale.max_response_length;
   }
   FP8RL_CHECK(false, "aggregate_loss: unhandled LossAggMode");
   return {};

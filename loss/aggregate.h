@@ -4,6 +4,18 @@
 // passed in by the caller. Each micro-batch's aggregate is then its share of the whole-batch
 // loss, so summing micro-batch losses (gradient accumulation, and the all-reduce sum over
 // ranks) gives exactly the whole-batch loss and gradient, whatever the micro-batch split.
+//
+// seq-mean-token-sum-norm follows verl (core_algos.agg_loss), not a mean over sequences: the
+// token sum of the whole mini-batch divided by the constant max_response_length only, i.e.
+// verl with actor.loss_scale_factor = max_response_length. Despite the name there is no division
+// by the number of sequences (verl's docs: it "turns off seq-dim averaging"); the Dr.GRPO paper
+// writes a 1/G in front of its objective, verl drops it, and we keep verl's scale so verl
+// recipes (learning rates) carry over. The loss therefore grows with the mini-batch size.
+// Deliberate differences from verl: verl's default divisor is the batch's padded response
+// length (loss_mask.shape[-1]) unless loss_scale_factor is set, and its trainers then scale
+// micro-batch losses by 1/gradient_accumulation (legacy dp_actor) and average gradients over
+// data-parallel ranks, so verl's effective divisor also depends on how the batch is split; here
+// it does not (micro-batch and rank shares are summed).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -16,7 +28,7 @@ enum class LossAggMode {
   token_mean,               // sum over all tokens / global number of response tokens
   seq_mean_token_sum,       // mean over sequences of each sequence's token sum
   seq_mean_token_mean,      // mean over sequences of each sequence's token mean
-  seq_mean_token_sum_norm,  // Dr.GRPO: mean over sequences of (token sum / max_response_length)
+  seq_mean_token_sum_norm,  // Dr.GRPO as verl: sum over all tokens / max_response_length (no seq mean)
 };
 
 // "token-mean" | "seq-mean-token-sum" | "seq-mean-token-mean" | "seq-mean-token-sum-norm"
@@ -29,9 +41,13 @@ const char* to_string(LossAggMode mode);
 struct AggregationScale {
   double global_num_tokens = 0;    // response tokens in the whole mini-batch, all ranks
   double global_num_seqs = 0;      // sequences with >= 1 response token, whole mini-batch, all ranks
-  double max_response_length = 0;  // rollout.max_response_length (the Dr.GRPO constant)
+                                   // (the seq-mean-* modes; seq-mean-token-sum-norm does not use it)
+  double max_response_length = 0;  // rollout.max_response_length (the Dr.GRPO constant; only
+                                   // seq-mean-token-sum-norm uses it)
 
   // Counts of one part (micro-batch or rank); parts are combined with +, then used globally.
+  // max_response_length is not summed: a default (0) accumulator takes the parts' value, and
+  // parts with different nonzero values are an FP8RL_CHECK failure.
   AggregationScale& operator+=(const AggregationScale& other);
 };
 
@@ -41,7 +57,9 @@ AggregationScale count_scale(const at::Tensor& mask, int64_t max_response_length
 
 // per_token_loss [B, T] float (differentiable), mask [B, T] bool/float (1 = in the loss).
 // Returns a 0-dim tensor: this micro-batch's share of the global loss.
-// FP8RL_CHECK: the normaliser the mode needs is > 0.
+// FP8RL_CHECK: the normaliser the mode needs is > 0 (token-mean: global_num_tokens;
+// seq-mean-token-sum and seq-mean-token-mean: global_num_seqs; seq-mean-token-sum-norm:
+// max_response_length, so an all-masked mini-batch gives 0 there rather than an error).
 at::Tensor aggregate_loss(const at::Tensor& per_token_loss, const at::Tensor& mask, LossAggMode mode,
                           const AggregationScale& scale);
 

@@ -42,7 +42,7 @@ double plain_aggregate(const std::vector<double>& l, const std::vector<double>& 
     else total += s;
   }
   if (mode == "token-mean") return total / n_tok;
-  if (mode == "seq-mean-token-sum-norm") return total / (max_len * n_seq);
+  if (mode == "seq-mean-token-sum-norm") return total / max_len;  // verl: no mean over sequences
   return total / n_seq;
 }
 
@@ -62,10 +62,39 @@ TEST_CASE("aggregation: hand-computed example", "[loss][aggregate]") {
   CHECK(std::fabs(agg("token-mean") - 10.0 / 4) < 1e-15);
   CHECK(std::fabs(agg("seq-mean-token-sum") - 10.0 / 2) < 1e-15);
   CHECK(std::fabs(agg("seq-mean-token-mean") - (2.0 + 4.0) / 2) < 1e-15);
-  CHECK(std::fabs(agg("seq-mean-token-sum-norm") - 10.0 / 8 / 2) < 1e-15);
+  // Issue 15: this used to be 10 / 8 / 2 (also divided by the number of sequences); verl
+  // divides the token sum by the constant only (aggregate.h), so it is 10 / 8.
+  CHECK(std::fabs(agg("seq-mean-token-sum-norm") - 10.0 / 8) < 1e-15);
   REQUIRE_THROWS_CONTAINING(parse_loss_agg_mode("token_mean"), ConfigError,
                             "token-mean, seq-mean-token-sum, seq-mean-token-mean, seq-mean-token-sum-norm");
   CHECK_THROWS_AS(aggregate_loss(l, m, LossAggMode::token_mean, AggregationScale{}), std::logic_error);
+}
+
+TEST_CASE("seq-mean-token-sum-norm divides the token sum by max_response_length only (verl)", "[loss][aggregate]") {
+  // Issue 15's example: masks [1,1,1,0] and [1,0,0,0], per-token loss 1, Lmax 4: the token sum
+  // is 4 and verl's agg_loss gives 4 / 4 = 1 (fp8rl used to give 4 / (4 * 2 sequences) = 0.5).
+  const at::Tensor l = at::ones({2, 4}, at::kDouble);
+  const at::Tensor m = from_vec({1, 1, 1, 0, 1, 0, 0, 0}, {2, 4});
+  const AggregationScale whole = count_scale(m, 4);
+  CHECK(aggregate_loss(l, m, LossAggMode::seq_mean_token_sum_norm, whole).item<double>() == 1.0);
+  // One sequence per micro-batch, scale summed over the parts: shares 3/4 and 1/4 add up to 1.
+  AggregationScale parts;  // default: max_response_length taken from the parts
+  for (int64_t b = 0; b < 2; ++b) parts += count_scale(m.slice(0, b, b + 1), 4);
+  CHECK(parts.max_response_length == 4);
+  const double s0 = aggregate_loss(l.slice(0, 0, 1), m.slice(0, 0, 1), LossAggMode::seq_mean_token_sum_norm, parts)
+                        .item<double>();
+  const double s1 = aggregate_loss(l.slice(0, 1, 2), m.slice(0, 1, 2), LossAggMode::seq_mean_token_sum_norm, parts)
+                        .item<double>();
+  CHECK(s0 == 0.75);
+  CHECK(s1 == 0.25);
+  // Only the constant is needed: an all-masked mini-batch gives 0 rather than an error, and
+  // a missing constant is an error.
+  const at::Tensor none = at::zeros({2, 4}, at::kDouble);
+  CHECK(aggregate_loss(l, none, LossAggMode::seq_mean_token_sum_norm, count_scale(none, 4)).item<double>() == 0.0);
+  CHECK_THROWS_AS(aggregate_loss(l, m, LossAggMode::seq_mean_token_sum_norm, count_scale(m, 0)), std::logic_error);
+  // Parts counted with different constants cannot be combined.
+  AggregationScale bad = count_scale(m, 4);
+  CHECK_THROWS_AS(bad += count_scale(m, 8), std::logic_error);
 }
 
 TEST_CASE("aggregation: plain implementation, gradients, micro-batches", "[loss][aggregate]") {
@@ -91,8 +120,7 @@ TEST_CASE("aggregation: plain implementation, gradients, micro-batches", "[loss]
     whole.backward();
     const at::Tensor xm = x.clone().requires_grad_(true);
     double sum = 0;
-    AggregationScale parts;
-    parts.max_response_length = 12;
+    AggregationScale parts;  // max_response_length comes from the parts
     for (auto [a, b] : kSplits) {
       const at::Tensor part = aggregate_loss(per_token(xm.slice(0, a, b)), mask.slice(0, a, b), mode, global);
       part.backward();
@@ -101,6 +129,7 @@ TEST_CASE("aggregation: plain implementation, gradients, micro-batches", "[loss]
     }
     CHECK(parts.global_num_tokens == global.global_num_tokens);
     CHECK(parts.global_num_seqs == global.global_num_seqs);
+    CHECK(parts.max_response_length == 12);
     CHECK(std::fabs(sum - whole.item<double>()) <= 1e-13);
     check_close(xm.grad(), xw.grad(), 1e-13, 1e-12, "micro-batch grad");
   }
