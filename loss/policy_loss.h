@@ -15,10 +15,16 @@ struct PolicyLossOptions {
 };
 
 // Masked means over the response tokens of the tensors passed in (a micro-batch's own tokens).
+//
+// NOT verl's names: verl's pg_clipfrac_lower is the DUAL-clip fraction (our clipfrac_dual),
+// not the lower PPO clip, and verl's pg_clipfrac counts both PPO clips together (our
+// clipfrac_low + clipfrac_high). Our clipfrac_low is the lower PPO clip (1 - clip_ratio_low),
+// which verl does not report on its own. Compare dashboards accordingly.
 struct PolicyLossMetrics {
-  double clipfrac_low = 0;   // A < 0 and ratio < 1 - low: the lower clip is active (no gradient)
+  double clipfrac_low = 0;   // A < 0 and ratio < 1 - low: the lower PPO clip is active (no gradient); NOT verl's
+                             //   pg_clipfrac_lower, which is clipfrac_dual
   double clipfrac_high = 0;  // A > 0 and ratio > 1 + high: the upper clip is active (no gradient)
-  double clipfrac_dual = 0;  // A < 0 and max(L1, L2) > -A*c: the dual clip caps the loss
+  double clipfrac_dual = 0;  // A < 0 and max(L1, L2) > -A*c: the dual clip caps the loss (= verl's pg_clipfrac_lower)
   double approx_kl = 0;      // mean(old_logp - logp): KL(old || current) estimate (verl's ppo_kl)
 };
 

@@ -73,6 +73,7 @@ PolicyObjective policy_objective(const PolicyObjectiveInputs& in, const PolicyOb
   out.metrics["pg_loss"] = stats[0].item<double>();
   out.metrics["kl_loss"] = stats[1].item<double>();
   out.metrics["entropy"] = stats[2].item<double>();
+  // pg_clipfrac_low = lower PPO clip; verl's pg_clipfrac_lower is our pg_clipfrac_dual.
   out.metrics["pg_clipfrac_low"] = pg.metrics.clipfrac_low;
   out.metrics["pg_clipfrac_high"] = pg.metrics.clipfrac_high;
   out.metrics["pg_clipfrac_dual"] = pg.metrics.clipfrac_dual;

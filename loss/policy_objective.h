@@ -43,6 +43,9 @@ struct PolicyObjective {
   at::Tensor mask;  // [B, T] float, the effective loss mask (after rollout-correction masking)
   // pg_loss, kl_loss, entropy (each aggregated like the loss, i.e. this micro-batch's share),
   // pg_clipfrac_low/high/dual, ppo_kl, and mismatch/* (see MismatchMetrics) when corrected.
+  // pg_clipfrac_low is the LOWER PPO CLIP (A < 0, ratio < 1 - clip_ratio_low); verl's
+  // similarly named pg_clipfrac_lower is the DUAL clip, i.e. our pg_clipfrac_dual, and verl's
+  // pg_clipfrac is our pg_clipfrac_low + pg_clipfrac_high (see PolicyLossMetrics).
   std::map<std::string, double> metrics;
 };
 
