@@ -10,7 +10,8 @@
 #include "core/recipe_validate.h"
 #include "core/strings.h"
 #include "core/run_dir.h"
-#include "quant/bench_gemm.h"
+#include "apps/bench_forward.h"
+#include "apps/bench_gemm.h"
 #include "quant/fp8_model.h"
 #include "quant/precision_plan.h"
 #include "trainer/train.h"
@@ -65,6 +66,20 @@ int run_bench_gemm(const BenchGemmArgs& args) {
   o.reps = args.reps;
   o.backward = !args.no_backward;
   const std::string report = run_gemm_bench(o);
+  std::cout << report << std::flush;
+  if (!args.output.empty()) write_file_atomic(args.output, report);
+  return kExitOk;
+}
+
+int run_bench_forward(const BenchForwardArgs& args) {
+  ForwardBenchOptions o;
+  o.preset = args.preset;
+  o.batch = args.batch;
+  o.seq = args.seq;
+  o.min_len = args.min_len;
+  o.reps = args.reps;
+  o.seed = args.seed;
+  const std::string report = run_forward_bench(o);
   std::cout << report << std::flush;
   if (!args.output.empty()) write_file_atomic(args.output, report);
   return kExitOk;

@@ -40,4 +40,13 @@ struct BenchGemmArgs {
 };
 int run_bench_gemm(const BenchGemmArgs& args);
 
+struct BenchForwardArgs {
+  std::string preset = "0.6b";
+  int64_t batch = 16, seq = 2048, min_len = 1024;
+  int reps = 5;
+  uint64_t seed = 0;
+  std::string output;  // also write the Markdown report here
+};
+int run_bench_forward(const BenchForwardArgs& args);
+
 }  // namespace fp8rl

@@ -65,6 +65,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   gemm->add_flag("--no-backward", gemm_args.no_backward, "skip the dX = dY W comparison");
   gemm->add_option("-o,--output", gemm_args.output, "also write the Markdown report to this file");
+  BenchForwardArgs fwd_args;
+  CLI::App* fwd = bench->add_subcommand(
+      "forward", "Trainer forward+backward step: padded [B, T] + dense mask vs packed + flash varlen attention");
+  fwd->add_option("--preset", fwd_args.preset, "Qwen3 preset shape (random weights)")->capture_default_str();
+  fwd->add_option("--batch", fwd_args.batch, "sequences per step")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  fwd->add_option("--seq", fwd_args.seq, "longest sequence (padded length)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  fwd->add_option("--min-len", fwd_args.min_len, "shortest sequence; lengths are uniform in [min-len, seq]")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  fwd->add_option("--reps", fwd_args.reps, "timed steps (median reported)")->check(CLI::Range(1, 1000))->capture_default_str();
+  fwd->add_option("--seed", fwd_args.seed, "seed of weights, lengths and tokens")->capture_default_str();
+  fwd->add_option("-o,--output", fwd_args.output, "also write the Markdown report to this file");
 
   try {
     app.parse(argc, argv);
@@ -95,6 +107,7 @@ int main(int argc, char** argv) {
     if (*check) return run_check(check_args);
     if (*train) return run_train_command(train_args);
     if (*gemm) return run_bench_gemm(gemm_args);
+    if (*fwd) return run_bench_forward(fwd_args);
     if (*init) return run_init(init_args);
     return fail(kExitUsage, "no subcommand (see fp8rl --help)");
   } catch (const ConfigError& e) {

@@ -1,4 +1,4 @@
-#include "quant/bench_gemm.h"
+#include "apps/bench_gemm.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
