@@ -30,7 +30,8 @@ struct RolloutCorrectionOptions {
   double mask_lower = 0.5;        // algorithm.tis_mask_lower: mask mode drops w < lower
   // Bound on the log of a weight before exp() (verl's SAFETY_BOUND): token level clamps each
   // token's log-ratio; sequence level clamps only the SUM of the unclamped token log-ratios
-  // (the product of the true ratios), as verl does.
+  // (the product of the true ratios), as verl does. A sequence holding both a +inf and a -inf
+  // log-ratio has no defined product: it gets log-weight -clamp (no weight / dropped).
   double log_ratio_clamp = 20.0;
 };
 
