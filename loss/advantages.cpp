@@ -13,9 +13,16 @@ AdvEstimator parse_adv_estimator(std::string_view name) {
   throw ConfigError(cat("algorithm.adv_estimator: unknown value '", name, "' (valid: grpo, dr_grpo)"));
 }
 
+const char* to_string(AdvEstimator estimator) {
+  switch (estimator) {
+    case AdvEstimator::grpo: return "grpo";
+    case AdvEstimator::dr_grpo: return "dr_grpo";
+  }
+  return "?";
+}
+
 at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group_ids,
                               const AdvantageOptions& options) {
-  const AdvEstimator estimator = parse_adv_estimator(options.estimator);
   FP8RL_CHECK(rewards.dim() == 1 && group_ids.dim() == 1 && rewards.size(0) == group_ids.size(0),
               cat("rewards ", rewards.sizes(), " and group_ids ", group_ids.sizes(), " must both be [N]"));
   FP8RL_CHECK(group_ids.scalar_type() == at::kLong, cat("group_ids must be int64, got ", group_ids.scalar_type()));
@@ -43,7 +50,7 @@ at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group
   const at::Tensor has_signal = (gmax > gmin).index_select(0, inverse);  // [N]
 
   at::Tensor adv;
-  if (estimator == AdvEstimator::grpo) {
+  if (options.estimator == AdvEstimator::grpo) {
     const at::Tensor sq = zeros_g.clone().index_add_(0, inverse, centered * centered);  // [G]
     const at::Tensor std_g = (sq / (count - 1).clamp_min(1)).sqrt();                   // unbiased
     adv = centered / (std_g.index_select(0, inverse) + options.eps);

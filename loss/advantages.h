@@ -6,7 +6,6 @@
 
 #include <ATen/ATen.h>
 
-#include <string>
 #include <string_view>
 
 namespace fp8rl::loss {
@@ -17,10 +16,12 @@ enum class AdvEstimator {
 };
 
 // "grpo" | "dr_grpo" (algorithm.adv_estimator); ConfigError listing the valid values otherwise.
+// For the trainer, once, when it reads the recipe: the functions here take the enum.
 AdvEstimator parse_adv_estimator(std::string_view name);
+const char* to_string(AdvEstimator estimator);
 
 struct AdvantageOptions {
-  std::string estimator = "grpo";   // algorithm.adv_estimator
+  AdvEstimator estimator = AdvEstimator::grpo;  // algorithm.adv_estimator
   bool norm_adv_by_batch = false;   // algorithm.norm_adv_by_batch: whiten over the whole batch after
   double eps = 1e-6;                // keeps the division finite for groups with equal rewards (verl's value)
 };

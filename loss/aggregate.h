@@ -32,7 +32,8 @@ enum class LossAggMode {
 };
 
 // "token-mean" | "seq-mean-token-sum" | "seq-mean-token-mean" | "seq-mean-token-sum-norm"
-// (algorithm.loss_agg_mode); ConfigError listing the valid values otherwise.
+// (algorithm.loss_agg_mode); ConfigError listing the valid values otherwise. For the trainer,
+// once, when it reads the recipe: aggregate_loss() takes the enum.
 LossAggMode parse_loss_agg_mode(std::string_view name);
 const char* to_string(LossAggMode mode);
 

@@ -13,6 +13,15 @@ KlType parse_kl_type(std::string_view name) {
                         "' (valid: k1 (kl), k2 (mse), k3 (low_var_kl))"));
 }
 
+const char* to_string(KlType type) {
+  switch (type) {
+    case KlType::k1: return "k1";
+    case KlType::k2: return "k2";
+    case KlType::k3: return "k3";
+  }
+  return "?";
+}
+
 at::Tensor kl_penalty(const at::Tensor& logp, const at::Tensor& ref_logp, KlType type) {
   FP8RL_CHECK(logp.sizes() == ref_logp.sizes(),
               cat("kl_penalty: logp ", logp.sizes(), " vs ref_logp ", ref_logp.sizes()));

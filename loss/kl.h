@@ -15,8 +15,10 @@ enum class KlType {
 };
 
 // "k1" | "k2" | "k3" (algorithm.kl_loss_type), also verl's aliases "kl", "mse", "low_var_kl";
-// ConfigError listing the valid values otherwise.
+// ConfigError listing the valid values otherwise. For the trainer, once, when it reads the
+// recipe: kl_penalty() takes the enum.
 KlType parse_kl_type(std::string_view name);
+const char* to_string(KlType type);  // "k1" | "k2" | "k3"
 
 // Per-token KL estimate, differentiable w.r.t. logp.
 //   logp     [B, T] float  current policy log-probs (requires grad)

@@ -11,25 +11,22 @@ PolicyObjectiveOptions PolicyObjectiveOptions::from_recipe(const AlgorithmConfig
   o.policy.clip_ratio_low = a.clip_ratio_low;
   o.policy.clip_ratio_high = a.clip_ratio_high;
   o.policy.clip_ratio_c = a.clip_ratio_c;
-  o.correction.level = a.tis_level;
-  o.correction.mode = a.tis_mode;
+  o.correction.level = parse_tis_level(a.tis_level);
+  o.correction.mode = parse_tis_mode(a.tis_mode);
   o.correction.cap = a.tis_cap;
   o.correction.mask_lower = a.tis_mask_lower;
-  o.loss_agg_mode = a.loss_agg_mode;
+  o.loss_agg_mode = parse_loss_agg_mode(a.loss_agg_mode);
   o.use_kl_loss = a.use_kl_loss;
   o.kl_loss_coef = a.kl_loss_coef;
-  o.kl_loss_type = a.kl_loss_type;
+  o.kl_loss_type = parse_kl_type(a.kl_loss_type);
   o.entropy_coeff = a.entropy_coeff;
   return o;
 }
 
 PolicyObjective policy_objective(const PolicyObjectiveInputs& in, const PolicyObjectiveOptions& options,
                                  const AggregationScale& scale) {
-  // Validate every knob first, so a bad recipe fails before any tensor work.
-  const LossAggMode agg = parse_loss_agg_mode(options.loss_agg_mode);
-  const KlType kl_type = parse_kl_type(options.kl_loss_type);
-  parse_tis_level(options.correction.level);
-  parse_tis_mode(options.correction.mode);
+  const LossAggMode agg = options.loss_agg_mode;
+  const KlType kl_type = options.kl_loss_type;
   FP8RL_CHECK(in.logp.defined() && in.old_logp.defined() && in.advantages.defined() && in.response_mask.defined(),
               "policy_objective: logp, old_logp, advantages and response_mask are required");
   FP8RL_CHECK(!options.use_kl_loss || in.ref_logp.defined(), "policy_objective: use_kl_loss needs ref_logp");

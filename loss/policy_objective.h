@@ -10,6 +10,7 @@
 
 #include "core/recipe.h"
 #include "loss/aggregate.h"
+#include "loss/kl.h"
 #include "loss/policy_loss.h"
 #include "loss/rollout_correction.h"
 
@@ -18,13 +19,16 @@ namespace fp8rl::loss {
 struct PolicyObjectiveOptions {
   PolicyLossOptions policy;
   RolloutCorrectionOptions correction;
-  std::string loss_agg_mode = "token-mean";
+  LossAggMode loss_agg_mode = LossAggMode::token_mean;
   bool use_kl_loss = false;
   double kl_loss_coef = 0.001;
-  std::string kl_loss_type = "k3";
+  KlType kl_loss_type = KlType::k3;
   double entropy_coeff = 0.0;
 
-  // The algorithm.* knobs of a recipe, by the same names.
+  // The algorithm.* knobs of a recipe, by the same names. The recipe's strings (loss_agg_mode,
+  // kl_loss_type, tis_level, tis_mode) are parsed here, once per recipe, with the parse_*
+  // functions (ConfigError naming the key and the valid values); policy_objective() and the
+  // functions it calls only see enums.
   static PolicyObjectiveOptions from_recipe(const AlgorithmConfig& algorithm);
 };
 
@@ -51,8 +55,8 @@ struct PolicyObjective {
 
 // `scale` must be counted on the EFFECTIVE mask of the whole mini-batch: with tis_mode mask,
 // run rollout_correction() over the mini-batch first and count_scale() its .mask (it depends
-// only on old/rollout log-probs, which are known before the update). Mode strings are
-// validated here (ConfigError listing valid values).
+// only on old/rollout log-probs, which are known before the update). Numeric knobs (clip
+// ratios, tis_cap, tis_mask_lower) are validated by the functions it calls (ConfigError).
 PolicyObjective policy_objective(const PolicyObjectiveInputs& inputs, const PolicyObjectiveOptions& options,
                                  const AggregationScale& scale);
 

@@ -20,10 +20,27 @@ TisMode parse_tis_mode(std::string_view name) {
   throw ConfigError(cat("algorithm.tis_mode: unknown value '", name, "' (valid: truncate, mask)"));
 }
 
+const char* to_string(TisLevel level) {
+  switch (level) {
+    case TisLevel::token: return "token";
+    case TisLevel::sequence: return "sequence";
+    case TisLevel::none: return "none";
+  }
+  return "?";
+}
+
+const char* to_string(TisMode mode) {
+  switch (mode) {
+    case TisMode::truncate: return "truncate";
+    case TisMode::mask: return "mask";
+  }
+  return "?";
+}
+
 RolloutCorrection rollout_correction(const at::Tensor& old_logp, const at::Tensor& rollout_logp,
                                      const at::Tensor& response_mask, const RolloutCorrectionOptions& options) {
-  const TisLevel level = parse_tis_level(options.level);
-  const TisMode mode = parse_tis_mode(options.mode);
+  const TisLevel level = options.level;
+  const TisMode mode = options.mode;
   if (level != TisLevel::none) {
     if (!(options.cap > 1)) throw ConfigError(cat("algorithm.tis_cap must be > 1, got ", options.cap));
     if (mode == TisMode::mask && !(options.mask_lower > 0 && options.mask_lower < options.cap)) {

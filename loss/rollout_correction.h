@@ -10,7 +10,7 @@
 
 #include <ATen/ATen.h>
 
-#include <string>
+#include <cstdint>
 #include <string_view>
 
 namespace fp8rl::loss {
@@ -19,15 +19,18 @@ enum class TisLevel { token, sequence, none };
 enum class TisMode { truncate, mask };
 
 // "token" | "sequence" | "none" (algorithm.tis_level); ConfigError listing valid values otherwise.
+// For the trainer, once, when it reads the recipe: rollout_correction() takes the enums.
 TisLevel parse_tis_level(std::string_view name);
 // "truncate" | "mask" (algorithm.tis_mode); ConfigError listing valid values otherwise.
 TisMode parse_tis_mode(std::string_view name);
+const char* to_string(TisLevel level);
+const char* to_string(TisMode mode);
 
 struct RolloutCorrectionOptions {
-  std::string level = "token";   // algorithm.tis_level
-  std::string mode = "truncate";  // algorithm.tis_mode
-  double cap = 2.0;               // algorithm.tis_cap: C (truncate: min(w, C); mask: drop w > C)
-  double mask_lower = 0.5;        // algorithm.tis_mask_lower: mask mode drops w < lower
+  TisLevel level = TisLevel::token;  // algorithm.tis_level
+  TisMode mode = TisMode::truncate;  // algorithm.tis_mode
+  double cap = 2.0;                  // algorithm.tis_cap: C (truncate: min(w, C); mask: drop w > C)
+  double mask_lower = 0.5;           // algorithm.tis_mask_lower: mask mode drops w < lower
   // Bound on the log of a weight before exp() (verl's SAFETY_BOUND): token level clamps each
   // token's log-ratio; sequence level clamps only the SUM of the unclamped token log-ratios
   // (the product of the true ratios), as verl does. A sequence holding both a +inf and a -inf

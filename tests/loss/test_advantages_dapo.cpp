@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/recipe.h"
 #include "loss/advantages.h"
 #include "loss/dapo.h"
 #include "tests/catch.h"
@@ -66,7 +67,7 @@ TEST_CASE("GRPO advantages: hand-computed example", "[loss][advantages]") {
   const double a = 0.5 / (s + 1e-6);
   // Exact formula evaluated in double, same operations: 1e-12 covers reassociation only.
   check_close(to_vec(compute_advantages(r, g, o)), {a, -a, 0, a, -a, 0, 0}, 1e-12, 1e-12, "grpo");
-  o.estimator = "dr_grpo";
+  o.estimator = AdvEstimator::dr_grpo;
   check_close(to_vec(compute_advantages(r, g, o)), {0.5, -0.5, 0, 0.5, -0.5, 0, 0}, 1e-12, 1e-12, "dr_grpo");
 }
 
@@ -86,15 +87,15 @@ TEST_CASE("advantages match a plain implementation on random uneven groups", "[l
     }
   }
   std::shuffle(r.begin(), r.end(), rng);  // interleave groups: ids, not positions, define them
-  for (const char* est : {"grpo", "dr_grpo"}) {
+  for (const AdvEstimator est : {AdvEstimator::grpo, AdvEstimator::dr_grpo}) {
     for (bool batch : {false, true}) {
       AdvantageOptions o;
       o.estimator = est;
       o.norm_adv_by_batch = batch;
-      INFO(est << " norm_adv_by_batch=" << batch);
+      INFO(to_string(est) << " norm_adv_by_batch=" << batch);
       // Double in, double out; different summation order only: 1e-10 absolute is ample.
       check_close(to_vec(compute_advantages(vals(r), ids(g), o)),
-                  plain_advantages(r, g, std::string(est) == "grpo", batch, o.eps), 1e-10, 1e-10, "advantages");
+                  plain_advantages(r, g, est == AdvEstimator::grpo, batch, o.eps), 1e-10, 1e-10, "advantages");
     }
   }
   // float32 rewards give float32 advantages close to the double ones (1e-5: float rounding).
@@ -117,17 +118,17 @@ TEST_CASE("advantages: a group of equal rewards gets exactly 0 in any reward dty
   const double a = 0.5 / (std::sqrt(0.5) + 1e-6);
   for (const auto dtype : {at::kFloat, at::kBFloat16, at::kDouble}) {
     for (bool batch : {false, true}) {
-      for (const char* est : {"grpo", "dr_grpo"}) {
+      for (const AdvEstimator est : {AdvEstimator::grpo, AdvEstimator::dr_grpo}) {
         AdvantageOptions o;
         o.estimator = est;
         o.norm_adv_by_batch = batch;
-        INFO(dtype << " " << est << " norm_adv_by_batch=" << batch);
+        INFO(dtype << " " << to_string(est) << " norm_adv_by_batch=" << batch);
         const at::Tensor adv = compute_advantages(vals(r).to(dtype), ids(g), o);
         CHECK(adv.scalar_type() == at::promote_types(dtype, at::kFloat));
         const std::vector<double> got = to_vec(adv);
         if (!batch) {
           for (int i = 0; i < 7; ++i) CHECK(got[static_cast<size_t>(i)] == 0.0);  // exactly, not approximately
-          const double want = std::string(est) == "grpo" ? a : 0.5;
+          const double want = est == AdvEstimator::grpo ? a : 0.5;
           // The other group: double math rounded once to the output dtype (float32: 1e-6 relative).
           check_close({got[7], got[8]}, {-want, want}, 0, 1e-6, "signal group");
         } else {
@@ -144,10 +145,14 @@ TEST_CASE("advantages: a group of equal rewards gets exactly 0 in any reward dty
   check_close(to_vec(nearly), {0, 0, 0}, 0, 0, "bf16 equal after rounding");
 }
 
-TEST_CASE("advantages: bad estimator and shapes", "[loss][advantages]") {
-  AdvantageOptions o;
-  o.estimator = "ppo";
-  REQUIRE_THROWS_CONTAINING(compute_advantages(vals({1, 2}), ids({0, 0}), o), ConfigError, "grpo, dr_grpo");
+TEST_CASE("advantages: recipe names and bad shapes", "[loss][advantages]") {
+  // The recipe's strings are mapped once by the trainer; compute_advantages only takes the enum.
+  CHECK(parse_adv_estimator("grpo") == AdvEstimator::grpo);
+  CHECK(parse_adv_estimator("dr_grpo") == AdvEstimator::dr_grpo);
+  for (const AdvEstimator e : {AdvEstimator::grpo, AdvEstimator::dr_grpo}) CHECK(parse_adv_estimator(to_string(e)) == e);
+  REQUIRE_THROWS_CONTAINING(parse_adv_estimator("ppo"), ConfigError, "grpo, dr_grpo");
+  // Same default as the recipe's.
+  CHECK(AdvantageOptions{}.estimator == parse_adv_estimator(AlgorithmConfig{}.adv_estimator));
   CHECK_THROWS_AS(compute_advantages(vals({1, 2}), ids({0}), AdvantageOptions{}), std::logic_error);
   CHECK(compute_advantages(vals({}), ids({}), AdvantageOptions{}).numel() == 0);
 }

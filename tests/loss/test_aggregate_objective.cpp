@@ -199,16 +199,44 @@ TEST_CASE("policy objective equals a plain composition (token-mean)", "[loss][ob
   CHECK(std::fabs(obj.loss.item<double>() - total / n) < 1e-12);
   CHECK(obj.metrics.count("mismatch/ess") == 1);
   CHECK(obj.metrics.count("pg_clipfrac_high") == 1);
-  PolicyObjectiveOptions bad = o;
-  bad.loss_agg_mode = "sum";
-  REQUIRE_THROWS_CONTAINING(policy_objective({d.logp, d.old_logp, d.rollout_logp, d.adv, d.mask, d.ref_logp, ent}, bad,
-                                             scale),
-                            ConfigError, "seq-mean-token-sum-norm");
-  bad = o;
-  bad.kl_loss_type = "k7";
-  REQUIRE_THROWS_CONTAINING(policy_objective({d.logp, d.old_logp, d.rollout_logp, d.adv, d.mask, d.ref_logp, ent}, bad,
-                                             scale),
-                            ConfigError, "k3");
+}
+
+TEST_CASE("policy objective options: the recipe's strings are parsed once, in from_recipe", "[loss][objective]") {
+  // policy_objective() and what it calls take enums; a bad recipe string fails when the
+  // recipe is mapped (once), naming the key and the valid values.
+  const PolicyObjectiveOptions o = options_for("seq-mean-token-sum-norm", "sequence", "mask");
+  CHECK(o.loss_agg_mode == LossAggMode::seq_mean_token_sum_norm);
+  CHECK(o.correction.level == TisLevel::sequence);
+  CHECK(o.correction.mode == TisMode::mask);
+  CHECK(o.kl_loss_type == KlType::k3);
+  auto bad = [](auto edit) {
+    AlgorithmConfig a;
+    edit(a);
+    return PolicyObjectiveOptions::from_recipe(a);
+  };
+  REQUIRE_THROWS_CONTAINING(bad([](AlgorithmConfig& a) { a.loss_agg_mode = "sum"; }), ConfigError,
+                            "algorithm.loss_agg_mode");
+  REQUIRE_THROWS_CONTAINING(bad([](AlgorithmConfig& a) { a.kl_loss_type = "k7"; }), ConfigError,
+                            "algorithm.kl_loss_type");
+  REQUIRE_THROWS_CONTAINING(bad([](AlgorithmConfig& a) { a.tis_level = "seq"; }), ConfigError, "algorithm.tis_level");
+  REQUIRE_THROWS_CONTAINING(bad([](AlgorithmConfig& a) { a.tis_mode = "clip"; }), ConfigError, "algorithm.tis_mode");
+  // The structs' defaults are the recipe's defaults.
+  const PolicyObjectiveOptions from_defaults = PolicyObjectiveOptions::from_recipe(AlgorithmConfig{});
+  const PolicyObjectiveOptions plain{};
+  CHECK(plain.loss_agg_mode == from_defaults.loss_agg_mode);
+  CHECK(plain.kl_loss_type == from_defaults.kl_loss_type);
+  CHECK(plain.correction.level == from_defaults.correction.level);
+  CHECK(plain.correction.mode == from_defaults.correction.mode);
+  CHECK(plain.use_kl_loss == from_defaults.use_kl_loss);
+  CHECK(plain.kl_loss_coef == from_defaults.kl_loss_coef);
+  CHECK(plain.entropy_coeff == from_defaults.entropy_coeff);
+  CHECK(plain.correction.cap == from_defaults.correction.cap);
+  CHECK(plain.correction.mask_lower == from_defaults.correction.mask_lower);
+  CHECK(plain.policy.clip_ratio_low == from_defaults.policy.clip_ratio_low);
+  CHECK(plain.policy.clip_ratio_high == from_defaults.policy.clip_ratio_high);
+  CHECK(plain.policy.clip_ratio_c == from_defaults.policy.clip_ratio_c);
+  CHECK(to_string(KlType::k3) == std::string("k3"));
+  for (const KlType t : {KlType::k1, KlType::k2, KlType::k3}) CHECK(parse_kl_type(to_string(t)) == t);
 }
 
 TEST_CASE("policy objective: micro-batches give the whole-batch loss and gradient", "[loss][objective]") {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/recipe.h"
 #include "loss/policy_loss.h"
 #include "loss/rollout_correction.h"
 #include "tests/catch.h"
@@ -129,12 +130,12 @@ TEST_CASE("token TIS: hand-computed example", "[loss][tis]") {
   CHECK(std::fabs(rc.metrics.ess - 4.5 * 4.5 / (3 * 10.25)) < 1e-12);
   CHECK(std::fabs(rc.metrics.kl_k1 - (-(std::log(3.0) + std::log(0.5)) / 3)) < 1e-12);
   // Sequence level: product 3 * 0.5 * 1 = 1.5 < cap, every token gets 1.5.
-  o.level = "sequence";
+  o.level = TisLevel::sequence;
   rc = rollout_correction(from_vec(old, {1, 4}), from_vec(roll, {1, 4}), mask, o);
   check_close({to_vec(rc.weight)[0], to_vec(rc.weight)[2]}, {1.5, 1.5}, 1e-12, 1e-12, "seq w");
   // Masked, token level, kept range [0.6, 2]: tokens 0 (3) and 1 (0.5) are dropped.
-  o.level = "token";
-  o.mode = "mask";
+  o.level = TisLevel::token;
+  o.mode = TisMode::mask;
   o.mask_lower = 0.6;
   rc = rollout_correction(from_vec(old, {1, 4}), from_vec(roll, {1, 4}), mask, o);
   check_close(to_vec(rc.mask), {0, 0, 1, 0}, 0, 0, "token mask");
@@ -151,7 +152,7 @@ TEST_CASE("sequence TIS clamps the summed log-ratio, not each token's (verl)", "
   const at::Tensor old = from_vec({25, -24, -25, 3}, {2, 2});
   const at::Tensor mask = at::ones({2, 2}, at::kDouble);
   RolloutCorrectionOptions o;
-  o.level = "sequence";
+  o.level = TisLevel::sequence;
   o.cap = 2.0;
   auto rc = rollout_correction(old, roll, mask, o);
   // Truncate: min(e, 2) = 2 for both tokens of sequence 0; e^-20 for sequence 1. Double: 1e-12 relative.
@@ -162,7 +163,7 @@ TEST_CASE("sequence TIS clamps the summed log-ratio, not each token's (verl)", "
   CHECK(std::fabs(rc.metrics.is_weight_min - std::exp(-20.0)) < 1e-21);
   CHECK(rc.metrics.frac_corrected == 0.5);  // only sequence 0 exceeds the cap
   // Mask mode, kept range [0.5, 2]: e^1 > 2 and e^-20 < 0.5, both sequences are dropped.
-  o.mode = "mask";
+  o.mode = TisMode::mask;
   o.mask_lower = 0.5;
   rc = rollout_correction(old, roll, mask, o);
   check_close(to_vec(rc.mask), {0, 0, 0, 0}, 0, 0, "seq mask");
@@ -170,13 +171,13 @@ TEST_CASE("sequence TIS clamps the summed log-ratio, not each token's (verl)", "
   o.cap = 3.0;
   rc = rollout_correction(old, roll, mask, o);
   check_close(to_vec(rc.mask), {1, 1, 0, 0}, 0, 0, "seq mask, cap 3");
-  o.mode = "truncate";
+  o.mode = TisMode::truncate;
   rc = rollout_correction(old, roll, mask, o);
   check_close(to_vec(rc.weight), {std::exp(1.0), std::exp(1.0), std::exp(-20.0), std::exp(-20.0)}, 0, 1e-12,
               "seq weight, cap 3");
   // Token level is unchanged: each token is clamped to +-20 on its own (verl): weights
   // min(e^20, 2) = 2, e^-20, e^-20, min(e^3, 2) = 2.
-  o.level = "token";
+  o.level = TisLevel::token;
   o.cap = 2.0;
   rc = rollout_correction(old, roll, mask, o);
   check_close(to_vec(rc.weight), {2.0, std::exp(-20.0), std::exp(-20.0), 2.0}, 0, 1e-12,
@@ -190,16 +191,17 @@ TEST_CASE("rollout correction matches a plain implementation in every level and 
   const at::Tensor old = roll + 0.3 * at::randn({6, 9}, at::kDouble);
   at::Tensor mask = (at::rand({6, 9}, at::kDouble) > 0.3).to(at::kDouble);
   mask[4].zero_();  // an empty sequence: no unit, no weight
-  for (const char* level : {"token", "sequence", "none"}) {
-    for (const char* mode : {"truncate", "mask"}) {
+  for (const TisLevel level : {TisLevel::token, TisLevel::sequence, TisLevel::none}) {
+    for (const TisMode mode : {TisMode::truncate, TisMode::mask}) {
       RolloutCorrectionOptions o;
       o.level = level;
       o.mode = mode;
       o.cap = 1.3;
       o.mask_lower = 0.8;
-      INFO(level << " / " << mode);
+      INFO(to_string(level) << " / " << to_string(mode));
       auto rc = rollout_correction(old, roll, mask, o);
-      const PlainRc ref = plain_rc(to_vec(old), to_vec(roll), to_vec(mask), B, T, level, mode, 1.3, 0.8);
+      const PlainRc ref =
+          plain_rc(to_vec(old), to_vec(roll), to_vec(mask), B, T, to_string(level), to_string(mode), 1.3, 0.8);
       // Double throughout; the sequence sum is reassociated: 1e-12.
       const std::vector<double> w = to_vec(rc.weight), mk = to_vec(mask);
       std::vector<double> w_masked, w_ref;  // weights only matter on response tokens
@@ -224,7 +226,7 @@ TEST_CASE("TIS-weighted policy loss: weight is a constant, gradient checks", "[l
   const at::Tensor lp = old.detach() + 0.1 * at::randn({3, 5}, at::kDouble);
   const at::Tensor adv = at::randn({3}, at::kDouble);
   const at::Tensor mask = at::ones({3, 5}, at::kDouble);
-  for (const char* level : {"token", "sequence"}) {
+  for (const TisLevel level : {TisLevel::token, TisLevel::sequence}) {
     RolloutCorrectionOptions o;
     o.level = level;
     o.cap = 1.5;
@@ -234,7 +236,7 @@ TEST_CASE("TIS-weighted policy loss: weight is a constant, gradient checks", "[l
       return (ppo_clip_loss(x, old.detach(), adv, mask, PolicyLossOptions{}).per_token_loss * rc.weight * rc.mask)
           .sum();
     };
-    check_grad(f, lp, std::string("tis ") + level);
+    check_grad(f, lp, std::string("tis ") + to_string(level));
   }
 }
 
@@ -247,13 +249,13 @@ TEST_CASE("rollout correction: huge mismatches stay finite; bad knobs are config
   roll[0][1] = -1e30f;
   roll[1].fill_(-5.0f);
   const at::Tensor mask = at::ones({2, 100});
-  for (const char* level : {"token", "sequence"}) {
-    for (const char* mode : {"truncate", "mask"}) {
+  for (const TisLevel level : {TisLevel::token, TisLevel::sequence}) {
+    for (const TisMode mode : {TisMode::truncate, TisMode::mask}) {
       RolloutCorrectionOptions o;
       o.level = level;
       o.mode = mode;
       auto rc = rollout_correction(old, roll, mask, o);
-      INFO(level << " / " << mode);
+      INFO(to_string(level) << " / " << to_string(mode));
       CHECK(at::isfinite(rc.weight).all().item<bool>());
       const MismatchMetrics& m = rc.metrics;
       for (double v : {m.kl_k3, m.is_weight_mean, m.is_weight_max, m.ess}) CHECK(std::isfinite(v));
@@ -272,25 +274,27 @@ TEST_CASE("rollout correction: huge mismatches stay finite; bad knobs are config
     o2[1][0] = inf;   // one +inf only: the sum is +inf, clamped to +20
     const at::Tensor m2 = at::ones({2, 3});
     RolloutCorrectionOptions oi;
-    oi.level = "sequence";
+    oi.level = TisLevel::sequence;
     auto rc = rollout_correction(o2, r2, m2, oi);
     check_close(to_vec(rc.weight), {std::exp(-20.0), std::exp(-20.0), std::exp(-20.0), 2, 2, 2}, 0, 1e-6,
                 "inf weight");
-    oi.mode = "mask";
+    oi.mode = TisMode::mask;
     rc = rollout_correction(o2, r2, m2, oi);
     check_close(to_vec(rc.mask), {0, 0, 0, 0, 0, 0}, 0, 0, "inf mask");
   }
+  // Recipe names are mapped once by the trainer (parse_*); rollout_correction takes the enums.
+  REQUIRE_THROWS_CONTAINING(parse_tis_level("tok"), ConfigError, "token, sequence, none");
+  REQUIRE_THROWS_CONTAINING(parse_tis_mode("clip"), ConfigError, "truncate, mask");
+  for (const TisLevel l : {TisLevel::token, TisLevel::sequence, TisLevel::none}) CHECK(parse_tis_level(to_string(l)) == l);
+  for (const TisMode m : {TisMode::truncate, TisMode::mask}) CHECK(parse_tis_mode(to_string(m)) == m);
   RolloutCorrectionOptions o;
-  o.level = "tok";
-  REQUIRE_THROWS_CONTAINING(rollout_correction(old, roll, mask, o), ConfigError, "token, sequence, none");
-  o = {};
-  o.mode = "clip";
-  REQUIRE_THROWS_CONTAINING(rollout_correction(old, roll, mask, o), ConfigError, "truncate, mask");
-  o = {};
+  // Same defaults as the recipe's.
+  CHECK(o.level == parse_tis_level(AlgorithmConfig{}.tis_level));
+  CHECK(o.mode == parse_tis_mode(AlgorithmConfig{}.tis_mode));
   o.cap = 1.0;
   REQUIRE_THROWS_CONTAINING(rollout_correction(old, roll, mask, o), ConfigError, "tis_cap");
   o = {};
-  o.mode = "mask";
+  o.mode = TisMode::mask;
   o.mask_lower = 3.0;
   REQUIRE_THROWS_CONTAINING(rollout_correction(old, roll, mask, o), ConfigError, "tis_mask_lower");
 }
