@@ -117,7 +117,7 @@ TEST_CASE("PPO loss matches a plain implementation and finite differences", "[lo
   }
 }
 
-TEST_CASE("PPO loss: huge log-ratios stay finite; bad clips are config errors", "[loss][policy]") {
+TEST_CASE("PPO loss: huge log-ratios stay finite, bad clips are config errors", "[loss][policy]") {
   const at::Tensor lp = from_vec({0.0, -1e4, -1e30, 0.0}, {2, 2});
   const at::Tensor old = from_vec({-1e4, 0.0, 0.0, -1e30}, {2, 2});
   PolicyLossOptions o;

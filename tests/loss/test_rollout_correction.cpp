@@ -240,7 +240,7 @@ TEST_CASE("TIS-weighted policy loss: weight is a constant, gradient checks", "[l
   }
 }
 
-TEST_CASE("rollout correction: huge mismatches stay finite; bad knobs are config errors", "[loss][tis]") {
+TEST_CASE("rollout correction: huge mismatches stay finite, bad knobs are config errors", "[loss][tis]") {
   // A token the engine found impossible (-1e30) and one the trainer did; a 100-token sequence
   // whose log-ratios add up far beyond exp's range.
   at::Tensor old = at::zeros({2, 100});
