@@ -22,8 +22,8 @@ const char* to_string(AdvEstimator estimator);
 
 struct AdvantageOptions {
   AdvEstimator estimator = AdvEstimator::grpo;  // algorithm.adv_estimator
-  bool norm_adv_by_batch = false;   // algorithm.norm_adv_by_batch: whiten over the whole batch after
-  double eps = 1e-6;                // keeps the division finite for groups with equal rewards (verl's value)
+  bool norm_adv_by_batch = false;  // algorithm.norm_adv_by_batch: whiten over the whole batch after
+  double eps = 1e-6;               // keeps the division finite when a group's std is tiny (verl's value)
 };
 
 // Per-sample advantages.
