@@ -63,7 +63,7 @@ TEST_CASE("malformed overrides are config errors", "[recipe]") {
   REQUIRE_THROWS_CONTAINING(load_defaults({"rollout.n=[1"}), ConfigError, "cannot parse the value");
 }
 
-TEST_CASE("a recipe extends its base key by key; chains resolve relative to each file", "[recipe]") {
+TEST_CASE("a recipe extends its base key by key, and chains resolve relative to each file", "[recipe]") {
   TempDir dir;
   dir.write("base/fp8.yaml",
             "quantization:\n  quant_method: fp8\n  num_first_layers_in_bf16: 1\n"

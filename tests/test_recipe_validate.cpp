@@ -27,7 +27,7 @@ TEST_CASE("the minimal valid recipe passes and reports the model shape", "[valid
   CHECK(s.num_hidden_layers == 4);
 }
 
-TEST_CASE("model: exactly one of path and init_preset; path must hold config.json", "[validate]") {
+TEST_CASE("model: exactly one of path and init_preset, and path must hold config.json", "[validate]") {
   REQUIRE_THROWS_CONTAINING(validate_recipe(load_defaults({"data.synthetic_task=copy", "reward.type=synthetic"})),
                             ConfigError, "set exactly one of model.path");
   REQUIRE_THROWS_CONTAINING(check({"model.path=/x"}), ConfigError, "set exactly one of model.path");
