@@ -15,17 +15,37 @@ using torch::autograd::variable_list;
 
 // x2d [M, K] -> x2d W^T [M, N]. The FP8 weight is not an autograd input (it is frozen); the
 // bias is added outside with ordinary autograd ops (custom functions take no undefined inputs).
+//
+// The weight's data and scale tensors are saved for backward (save_for_backward), never the
+// layer itself: a pointer to the Fp8Linear would dangle once the layer is moved or destroyed
+// before backward, and would hide a requantize_ between forward and backward. Saved variables
+// record the tensors' version counters, so backward after an in-place requantization raises
+// autograd's "modified by an inplace operation" error instead of differentiating through the
+// new weight. The remaining fields of Fp8Weight are plain values in saved_data.
 struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x2d, const Fp8Linear* layer) {
-    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
     const Fp8Weight& w = layer->weight();
+    ctx->save_for_backward({w.data, w.scale});
+    ctx->saved_data["out_features"] = w.out_features;
+    ctx->saved_data["in_features"] = w.in_features;
+    ctx->saved_data["fmt"] = static_cast<int64_t>(w.fmt);
+    ctx->saved_data["scaling"] = static_cast<int64_t>(w.scaling);
+    ctx->saved_data["act_scaling"] = static_cast<int64_t>(layer->act_scaling());
     Fp8Activation qx = quantize_activation(x2d, layer->act_scaling(), w.fmt, layer->act_pow2());
     return fp8_gemm(qx, w, x2d.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const auto* layer = reinterpret_cast<const Fp8Linear*>(ctx->saved_data["layer"].toInt());
-    return {fp8_linear_grad_input(grad_outputs[0], layer->weight(), layer->act_scaling()), at::Tensor()};
+    const variable_list saved = ctx->get_saved_variables();  // throws if the weight changed in place
+    Fp8Weight w;
+    w.data = saved[0];
+    w.scale = saved[1];
+    w.out_features = ctx->saved_data["out_features"].toInt();
+    w.in_features = ctx->saved_data["in_features"].toInt();
+    w.fmt = static_cast<Fp8Format>(ctx->saved_data["fmt"].toInt());
+    w.scaling = static_cast<WeightScaling>(ctx->saved_data["scaling"].toInt());
+    const auto act_scaling = static_cast<ActScaling>(ctx->saved_data["act_scaling"].toInt());
+    return {fp8_linear_grad_input(grad_outputs[0], w, act_scaling), at::Tensor()};
   }
 };
 

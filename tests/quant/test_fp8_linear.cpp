@@ -4,6 +4,7 @@
 
 #include "quant/fp8_linear.h"
 #include "tests/catch.h"
+#include "tests/test_util.h"
 
 using namespace fp8rl;
 
@@ -49,4 +50,33 @@ TEST_CASE("requantize_ writes into the same FP8 storage", "[quant][fp8_linear]")
   CHECK(layer.weight().scale.data_ptr() == scale);
   CHECK(at::equal(dequantize(layer.weight()),
                   dequantize(quantize_weight(w2, WeightScaling::block, Fp8Format::e4m3, false))));
+}
+
+TEST_CASE("backward holds the FP8 weight tensors, not the layer", "[quant][fp8_linear]") {
+  at::manual_seed(23);
+  at::Tensor w = at::randn({130, 200}) * 0.05;
+  at::Tensor x = at::randn({4, 200}).set_requires_grad(true);
+  at::Tensor y, w_deq;
+  {
+    // The layer dies before backward: the graph must not reach back into it.
+    Fp8Linear layer(quantize_weight(w, WeightScaling::block, Fp8Format::e4m3, false), {}, ActScaling::group, false);
+    y = layer.forward(x);
+    w_deq = dequantize(layer.weight());
+  }
+  at::Tensor g = at::randn({4, 130});
+  y.backward(g);
+  // dX = dY @ dequantize(W) on CPU: same float32 products (matmul either way), 1e-5 relative.
+  CHECK(at::allclose(x.grad(), at::matmul(g, w_deq), 1e-5, 1e-5));
+}
+
+TEST_CASE("backward after an in-place requantization is refused by autograd", "[quant][fp8_linear]") {
+  at::manual_seed(24);
+  Fp8Linear layer(quantize_weight(at::randn({64, 512}), WeightScaling::block, Fp8Format::e4m3, false), {},
+                  ActScaling::group, false);
+  at::Tensor x = at::randn({4, 512}).set_requires_grad(true);
+  at::Tensor y = layer.forward(x);
+  layer.requantize_(at::randn({64, 512}), false);
+  // The saved weight tensors' version counters moved: differentiating through the new values
+  // would be silently wrong, so autograd's in-place check must fire.
+  REQUIRE_THROWS_CONTAINING(y.sum().backward(), c10::Error, "modified by an inplace operation");
 }
