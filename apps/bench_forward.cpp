@@ -67,6 +67,13 @@ struct Row {
   std::string error;
 };
 
+void clear_grads(const model::CausalLM& m) {
+  m.visit([](const model::ModelTensor& t) {
+    at::Tensor handle = t.tensor;  // shares the TensorImpl: resetting its grad frees the gradient
+    if (t.role == model::TensorRole::trainable) handle.mutable_grad() = at::Tensor();
+  });
+}
+
 int64_t allocated_bytes() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current; }
 int64_t peak_bytes() { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak; }
 
@@ -77,7 +84,7 @@ Row time_steps(const std::string& name, const model::CausalLM& m, const std::fun
   std::vector<double> ms;
   try {
     for (int i = 0; i <= reps; ++i) {
-      for (auto& [n, t] : m.named_parameters()) t.mutable_grad() = at::Tensor();
+      clear_grads(m);
       c10::cuda::device_synchronize();
       c10::cuda::CUDACachingAllocator::resetPeakStats(0);
       const int64_t before = allocated_bytes();
@@ -91,7 +98,7 @@ Row time_steps(const std::string& name, const model::CausalLM& m, const std::fun
     }
   } catch (const c10::OutOfMemoryError&) {
     row.error = "out of memory";
-    for (auto& [n, t] : m.named_parameters()) t.mutable_grad() = at::Tensor();
+    clear_grads(m);
     c10::cuda::CUDACachingAllocator::emptyCache();
     return row;
   }

@@ -3,6 +3,8 @@
 # from safetensors, random checkpoints. ATen throughout, so no fmt/spdlog here (core/log.h).
 add_library(fp8rl_model STATIC
   ${CMAKE_CURRENT_LIST_DIR}/model/model_config.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/model/architecture.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/model/weight_reader.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/layers.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/attention.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/decoder.cpp

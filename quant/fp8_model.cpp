@@ -2,44 +2,129 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+
 #include "core/error.h"
 #include "core/log.h"
+#include "core/model/architecture.h"
 #include "quant/hf_fp8.h"
 
 namespace fp8rl {
 
-model::NamedTensors Fp8ModelLinear::parameters() const {
-  if (!layer_.bias().defined()) return {};
-  return {{"bias", layer_.bias()}};
+void Fp8ModelLinear::visit(const std::string& module, const model::TensorVisitor& fn) const {
+  fn({module + ".weight", layer_.weight().data, model::TensorRole::fp8_data});
+  fn({module + ".weight_scale_inv", layer_.weight().scale, model::TensorRole::fp8_scale});
+  if (layer_.bias().defined()) fn({module + ".bias", layer_.bias(), model::dense_role(layer_.bias())});
 }
 
-model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const QuantizationConfig& q,
-                                        const safetensors::Checkpoint* prequantized, at::Device device,
-                                        at::ScalarType dtype) {
+namespace {
+
+bool stored_fp8(const safetensors::Checkpoint& ckpt, const std::string& module) {
+  return ckpt.get(module + ".weight").dtype == safetensors::Dtype::F8_E4M3;
+}
+
+// The plan entries of a projection's parts; they share one precision (the fuse policy saw to it).
+Precision planned_precision(const PrecisionPlan& plan, const model::ProjectionSpec& spec) {
+  std::optional<Precision> p;
+  for (const std::string& part : spec.parts) {
+    const ModulePlan* m = plan.find(part);
+    FP8RL_CHECK(m != nullptr, cat("fp8_linear_factory: module ", part, " is not in the precision plan"));
+    FP8RL_CHECK(!p || *p == m->precision, cat("fp8_linear_factory: the parts of ", spec.name, " differ in precision"));
+    p = m->precision;
+  }
+  return *p;
+}
+
+// The parts' stored FP8 weights (128-aligned rows, so no padding between them) as one weight.
+Fp8Weight load_stored_fp8(const model::ProjectionSpec& spec, const model::WeightReader& reader) {
+  std::vector<Fp8Weight> parts;
+  for (const std::string& part : spec.parts) parts.push_back(load_hf_fp8_weight(reader.checkpoint(), part, reader.device()));
+  if (parts.size() == 1) return std::move(parts.front());
+  Fp8Weight w = parts.front();
+  std::vector<at::Tensor> data, scale;
+  for (const Fp8Weight& p : parts) {
+    FP8RL_CHECK(p.out_features % kFp8Block == 0, cat("fp8_linear_factory: ", spec.name, " fused across unaligned parts"));
+    data.push_back(p.data);
+    scale.push_back(p.scale);
+  }
+  w.data = at::cat(data, 0);
+  w.scale = at::cat(scale, 0);
+  w.out_features = spec.out_features();
+  return w;
+}
+
+}  // namespace
+
+model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const QuantizationConfig& q) {
   auto shared_plan = std::make_shared<const PrecisionPlan>(plan);
   const WeightScaling ws = parse_weight_scaling(q.weight_scaling);
   const ActScaling as = parse_act_scaling(q.activation_scaling);
   const Fp8Format fmt = parse_fp8_format(q.fmt);
   const bool w_pow2 = q.use_weight_pow2_scale, a_pow2 = q.use_activation_pow2_scale;
-  return [shared_plan, ws, as, fmt, w_pow2, a_pow2, prequantized, device, dtype](
-             const std::string& name, at::Tensor weight, at::Tensor bias) -> std::unique_ptr<model::Linear> {
-    const ModulePlan* m = shared_plan->find(name);
-    FP8RL_CHECK(m != nullptr, cat("fp8_linear_factory: module ", name, " is not in the precision plan"));
-    if (!weight.defined()) {  // stored as FP8 in the checkpoint
-      FP8RL_CHECK(prequantized != nullptr, cat("fp8_linear_factory: ", name, " came without a weight"));
-      Fp8Weight w = load_hf_fp8_weight(*prequantized, name, device);
-      if (m->precision == Precision::bf16)  // exact: q * s is representable in float, then rounded once
-        return std::make_unique<model::DenseLinear>(dequantize(w).to(dtype), std::move(bias));
+  return [shared_plan, ws, as, fmt, w_pow2, a_pow2](const model::ProjectionSpec& spec,
+                                                   const model::WeightReader& reader) -> std::unique_ptr<model::Linear> {
+    const Precision precision = planned_precision(*shared_plan, spec);
+    const safetensors::Checkpoint& ckpt = reader.checkpoint();
+    if (stored_fp8(ckpt, spec.parts.front())) {  // an HF FP8 checkpoint: used as stored
+      Fp8Weight w = load_stored_fp8(spec, reader);
+      at::Tensor bias;
+      if (spec.bias) {
+        std::vector<at::Tensor> b;
+        for (size_t i = 0; i < spec.parts.size(); ++i)
+          b.push_back(reader.dense(spec.parts[i] + ".bias", std::vector<int64_t>{spec.part_out[i]}));
+        bias = b.size() == 1 ? b[0] : at::cat(b, 0);
+        if (reader.requires_grad()) bias.set_requires_grad(true);
+      }
+      if (precision == Precision::bf16) {  // exact: q * s is representable in float, then rounded once
+        at::Tensor dense = dequantize(w).to(reader.dtype());
+        if (reader.requires_grad()) dense.set_requires_grad(true);
+        return std::make_unique<model::DenseLinear>(std::move(dense), std::move(bias));
+      }
       if (ws != WeightScaling::block)
-        throw ConfigError(cat(prequantized->file_of(name + ".weight"), ": '", name,
+        throw ConfigError(cat(ckpt.file_of(spec.parts.front() + ".weight"), ": '", spec.parts.front(),
                               "' is stored with 128x128 block scales; set quantization.weight_scaling: block"));
       return std::make_unique<Fp8ModelLinear>(Fp8Linear(std::move(w), std::move(bias), as, a_pow2));
     }
-    if (m->precision == Precision::bf16) return std::make_unique<model::DenseLinear>(std::move(weight), std::move(bias));
-    Fp8Weight w = quantize_weight(weight, ws, fmt, w_pow2, name + ".weight");
+    auto [weight, bias] = model::read_dense_projection(spec, reader);
+    if (precision == Precision::bf16) return std::make_unique<model::DenseLinear>(std::move(weight), std::move(bias));
+    Fp8Weight w = quantize_weight(weight.detach(), ws, fmt, w_pow2, spec.name + ".weight");
     weight = at::Tensor();  // the BF16 copy is released here, before the next projection loads
     return std::make_unique<Fp8ModelLinear>(Fp8Linear(std::move(w), std::move(bias), as, a_pow2));
   };
+}
+
+model::FusePolicy fp8_fuse_policy(const PrecisionPlan& plan, const QuantizationConfig& q) {
+  auto shared_plan = std::make_shared<const PrecisionPlan>(plan);
+  const WeightScaling ws = parse_weight_scaling(q.weight_scaling);
+  return [shared_plan, ws](const model::ProjectionGroup& group, const model::WeightReader& reader) {
+    const safetensors::Checkpoint& ckpt = reader.checkpoint();
+    const model::ProjectionSpec& first = group.parts.front();
+    const ModulePlan* m0 = shared_plan->find(first.name);
+    FP8RL_CHECK(m0 != nullptr, cat("fp8_fuse_policy: module ", first.name, " is not in the precision plan"));
+    const bool fp8_stored = stored_fp8(ckpt, first.name);
+    bool aligned = true;
+    for (const model::ProjectionSpec& part : group.parts) {
+      const ModulePlan* m = shared_plan->find(part.name);
+      FP8RL_CHECK(m != nullptr, cat("fp8_fuse_policy: module ", part.name, " is not in the precision plan"));
+      if (m->precision != m0->precision || stored_fp8(ckpt, part.name) != fp8_stored) return false;
+      aligned = aligned && part.out_features() % kFp8Block == 0;
+    }
+    if (fp8_stored) return aligned;  // stored block scales concatenate exactly only when aligned
+    if (m0->precision == Precision::bf16) return true;
+    switch (ws) {
+      case WeightScaling::block: return aligned;
+      case WeightScaling::channel: return true;
+      case WeightScaling::tensor: return false;
+    }
+    return false;
+  };
+}
+
+model::LoadOptions fp8_load_options(const PrecisionPlan& plan, const QuantizationConfig& q, model::LoadOptions base) {
+  base.linear = fp8_linear_factory(plan, q);
+  base.fuse = fp8_fuse_policy(plan, q);
+  base.factory_tensor_suffixes = {".weight_scale_inv"};
+  return base;
 }
 
 model::CausalLM load_causal_lm(const std::string& model_dir, const QuantizationConfig& q,
@@ -48,13 +133,14 @@ model::CausalLM load_causal_lm(const std::string& model_dir, const QuantizationC
   const safetensors::Checkpoint ckpt(model_dir);
   model::LoadOptions o = base;
   o.linear = model::dense_linear_factory();
-  o.linear_loads_fp8 = false;
+  o.fuse = model::LoadOptions{}.fuse;
   const std::string dtype = base.dtype == at::kFloat ? "float32" : "bfloat16";
   const PrecisionPlan plan = make_precision_plan(config.shape, q, dtype);
   if (q.quant_method == "fp8") {
     read_hf_fp8_config(model_dir);  // a pre-quantized checkpoint must be one we can run as stored
-    o.linear = fp8_linear_factory(plan, q, &ckpt, base.device, base.dtype);
-    o.linear_loads_fp8 = true;
+    o = fp8_load_options(plan, q, o);
+  } else {
+    check_model_dir(model_dir, q);  // refuses FP8 tensors by name, before any weight is read
   }
   if (plan_out) *plan_out = plan;
   return model::CausalLM::load(config, ckpt, o);

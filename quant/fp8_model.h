@@ -25,8 +25,10 @@ class Fp8ModelLinear final : public model::Linear {
  public:
   explicit Fp8ModelLinear(Fp8Linear layer) : layer_(std::move(layer)) {}
   at::Tensor forward(const at::Tensor& x) override { return layer_.forward(x); }
-  // The FP8 weight is frozen (LoRA trains adapters beside it); only a bias is trainable.
-  model::NamedTensors parameters() const override;
+  // `<module>.weight` (fp8_data, [Np, Kp]) and `<module>.weight_scale_inv` (fp8_scale; HF's name
+  // for the scale a block is multiplied back by), then the bias. The FP8 weight is frozen (LoRA
+  // trains adapters beside it; full fine-tuning re-quantizes it in place); only a bias trains.
+  void visit(const std::string& module, const model::TensorVisitor& fn) const override;
   const Fp8Linear& fp8() const { return layer_; }
   Fp8Linear& fp8() { return layer_; }
 
@@ -36,17 +38,28 @@ class Fp8ModelLinear final : public model::Linear {
 
 // Projections the plan marks FP8 become Fp8ModelLinear (weights quantized with the recipe's
 // scaling, format and pow2 setting; activations with the paired granularity); the others stay
-// DenseLinear. A projection missing from the plan is a bug (FP8RL_CHECK).
-// With `prequantized`, a projection handed over without a weight (an F8_E4M3 tensor in the
-// checkpoint) is read from it with load_hf_fp8_weight onto `device`; the checkpoint must outlive
-// the load.
-model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const QuantizationConfig& q,
-                                        const safetensors::Checkpoint* prequantized = nullptr,
-                                        at::Device device = at::kCPU, at::ScalarType dtype = at::kBFloat16);
+// DenseLinear. A projection missing from the plan is a bug (FP8RL_CHECK). A projection whose
+// weight the checkpoint stores as F8_E4M3 (HF FP8 checkpoints) is used as stored, FP8 bytes and
+// block scales, with no requantization; if the plan keeps it in BF16 it is dequantized exactly.
+// A fused projection (architecture.h) is quantized, or its stored parts concatenated, as one.
+model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const QuantizationConfig& q);
+
+// Which q/k/v and gate/up groups may run fused under `plan`: their parts share one precision and
+// are stored alike (all FP8 or none), and for FP8 the fused weight quantizes exactly as the
+// parts would: block scales need every part's rows 128-aligned (no block straddles two parts);
+// per-channel scales always fuse; a per-tensor scale would become one scale for all parts, so
+// those stay separate.
+model::FusePolicy fp8_fuse_policy(const PrecisionPlan& plan, const QuantizationConfig& q);
+
+// `base` with the FP8 factory, its fuse policy and the scale tensors it reads (the three go
+// together: a factory without its policy would fuse unaligned block-scaled parts). What
+// load_causal_lm uses; for callers that load with a plan of their own.
+model::LoadOptions fp8_load_options(const PrecisionPlan& plan, const QuantizationConfig& q, model::LoadOptions base);
 
 // Loads `model_dir` (BF16 or HF FP8) with the recipe's quantization: the precision plan is made
 // from its config.json; quant_method none loads a dense model (and refuses an FP8 checkpoint by
-// name). `base` gives dtype and device; its linear factory is replaced.
+// name). `base` gives dtype, device and requires_grad; its linear factory and fuse policy are
+// replaced.
 model::CausalLM load_causal_lm(const std::string& model_dir, const QuantizationConfig& q,
                                const model::LoadOptions& base, PrecisionPlan* plan_out = nullptr);
 

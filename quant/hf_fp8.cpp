@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/model/weight_reader.h"
 
 namespace fp8rl {
 
@@ -83,9 +84,10 @@ Fp8Weight load_hf_fp8_weight(const safetensors::Checkpoint& ckpt, const std::str
     throw ConfigError(cat(ckpt.file_of(sname), ": tensor '", sname, "' is ", safetensors::dtype_name(s.dtype),
                           "; expected F32"));
   const int64_t Np = round_up(N, kFp8Block), Kp = padded_k(K, true);
-  // from_blob views the mapping (read-only, never written); copies land in padded tensors.
-  at::Tensor q = at::from_blob(const_cast<uint8_t*>(w.data), {N, K}, at::kByte);
-  at::Tensor sc = at::from_blob(const_cast<uint8_t*>(s.data), {nb, kb}, at::kFloat);
+  // Host copies (a tensor's offset in the file need not be aligned for float reads), then into
+  // the padded layout.
+  const at::Tensor q = model::to_host_tensor(w).view(at::kByte);  // [N, K]
+  const at::Tensor sc = model::to_host_tensor(s);                  // [nb, kb] float32
   at::Tensor data = at::zeros({Np, Kp}, at::kByte);
   data.narrow(0, 0, N).narrow(1, 0, K).copy_(q);
   at::Tensor scale = at::ones({Np / kFp8Block, Kp / kFp8Block}, at::kFloat);

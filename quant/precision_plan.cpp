@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/model/architecture.h"
 
 namespace fp8rl {
 namespace {
@@ -42,38 +43,30 @@ std::string params(int64_t n) {
 PrecisionPlan make_precision_plan(const ModelShape& s, const QuantizationConfig& q, const std::string& dtype) {
   PrecisionPlan plan;
   const int64_t elem = dtype == "float32" ? 4 : 2;
-  const int64_t h = s.hidden_size, qd = s.num_attention_heads * s.head_dim, kvd = s.num_key_value_heads * s.head_dim;
-  struct Proj {
-    const char* name;
-    int64_t n, k;
-  };
-  const Proj projs[] = {{"self_attn.q_proj", qd, h},  {"self_attn.k_proj", kvd, h},
-                        {"self_attn.v_proj", kvd, h}, {"self_attn.o_proj", h, qd},
-                        {"mlp.gate_proj", s.intermediate_size, h}, {"mlp.up_proj", s.intermediate_size, h},
-                        {"mlp.down_proj", h, s.intermediate_size}};
+  const int64_t h = s.hidden_size;
   std::vector<int> pattern_hits(q.modules_in_bf16.size(), 0);
   const bool fp8 = q.quant_method == "fp8";
-  for (int64_t layer = 0; layer < s.num_hidden_layers; ++layer) {
-    for (const Proj& p : projs) {
-      ModulePlan m{cat("model.layers.", layer, ".", p.name), p.n, p.k, Precision::fp8, ""};
-      if (!fp8) m.reason = "quant_method: none";
-      else if (layer < q.num_first_layers_in_bf16) m.reason = "num_first_layers_in_bf16";
-      else if (layer >= s.num_hidden_layers - q.num_last_layers_in_bf16) m.reason = "num_last_layers_in_bf16";
-      for (size_t i = 0; i < q.modules_in_bf16.size(); ++i) {
-        if (fnmatch(q.modules_in_bf16[i].c_str(), m.name.c_str(), 0) != 0) continue;
-        ++pattern_hits[i];
-        if (m.reason.empty()) m.reason = "modules_in_bf16: " + q.modules_in_bf16[i];
-      }
-      if (!m.reason.empty()) m.precision = Precision::bf16;
-      if (m.precision == Precision::fp8) {
-        plan.fp8_params += m.params();
-        plan.fp8_bytes += m.params() + scale_bytes(q.weight_scaling, m.out_features, m.in_features);
-      } else {
-        plan.bf16_linear_params += m.params();
-        plan.bf16_bytes += m.params() * elem;
-      }
-      plan.linears.push_back(std::move(m));
+  // The decoder's projections by HF name, from the architecture table (core/model/architecture.h).
+  for (const model::ProjectionSpec& p : model::decoder_projections(s, /*qkv_bias=*/false)) {
+    const int64_t layer = std::stoll(p.name.substr(std::string("model.layers.").size()));
+    ModulePlan m{p.name, p.out_features(), p.in_features, Precision::fp8, ""};
+    if (!fp8) m.reason = "quant_method: none";
+    else if (layer < q.num_first_layers_in_bf16) m.reason = "num_first_layers_in_bf16";
+    else if (layer >= s.num_hidden_layers - q.num_last_layers_in_bf16) m.reason = "num_last_layers_in_bf16";
+    for (size_t i = 0; i < q.modules_in_bf16.size(); ++i) {
+      if (fnmatch(q.modules_in_bf16[i].c_str(), m.name.c_str(), 0) != 0) continue;
+      ++pattern_hits[i];
+      if (m.reason.empty()) m.reason = "modules_in_bf16: " + q.modules_in_bf16[i];
     }
+    if (!m.reason.empty()) m.precision = Precision::bf16;
+    if (m.precision == Precision::fp8) {
+      plan.fp8_params += m.params();
+      plan.fp8_bytes += m.params() + scale_bytes(q.weight_scaling, m.out_features, m.in_features);
+    } else {
+      plan.bf16_linear_params += m.params();
+      plan.bf16_bytes += m.params() * elem;
+    }
+    plan.linears.push_back(std::move(m));
   }
   for (size_t i = 0; i < pattern_hits.size(); ++i)
     if (pattern_hits[i] == 0)

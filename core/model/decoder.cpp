@@ -1,6 +1,5 @@
 #include "core/model/decoder.h"
 
-#include <cstring>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -9,30 +8,6 @@
 #include "core/safetensors.h"
 
 namespace fp8rl::model {
-namespace {
-
-// A copy of one checkpoint tensor in the model dtype on the model device. Copied through a
-// fresh host tensor first: a tensor's offset in the file is not always aligned to its element size.
-at::Tensor load_tensor(const safetensors::Checkpoint& ckpt, const TensorSpec& spec, const LoadOptions& o) {
-  const safetensors::TensorView& v = ckpt.expect_shape(spec.name, spec.shape);
-  at::ScalarType st;
-  switch (v.dtype) {
-    case safetensors::Dtype::BF16: st = at::kBFloat16; break;
-    case safetensors::Dtype::F16: st = at::kHalf; break;
-    case safetensors::Dtype::F32: st = at::kFloat; break;
-    default:
-      throw ConfigError(cat(ckpt.file_of(spec.name), ": tensor '", spec.name, "' has dtype ",
-                            safetensors::dtype_name(v.dtype), ", expected BF16, F16 or F32"));
-  }
-  at::Tensor host = at::empty(v.shape, at::TensorOptions().dtype(st));
-  FP8RL_CHECK(static_cast<size_t>(host.nbytes()) == v.nbytes, "load_tensor: byte count disagrees with shape");
-  if (v.nbytes) std::memcpy(host.data_ptr(), v.data, v.nbytes);
-  at::Tensor t = host.to(at::TensorOptions().dtype(o.dtype).device(o.device));
-  if (o.requires_grad) t.set_requires_grad(true);
-  return t;
-}
-
-}  // namespace
 
 CausalLM::CausalLM(CausalLM&&) noexcept = default;
 CausalLM& CausalLM::operator=(CausalLM&&) noexcept = default;
@@ -47,7 +22,7 @@ CausalLM CausalLM::load(const std::string& model_dir, const LoadOptions& options
 CausalLM CausalLM::load(const ModelConfig& config, const safetensors::Checkpoint& ckpt, const LoadOptions& o) {
   if (o.dtype != at::kBFloat16 && o.dtype != at::kFloat && o.dtype != at::kHalf)
     throw ConfigError(cat("model dtype ", c10::toString(o.dtype), " is not supported (bf16, fp16 or fp32)"));
-  FP8RL_CHECK(o.linear != nullptr, "LoadOptions: the linear factory must be set");
+  FP8RL_CHECK(o.linear != nullptr && o.fuse != nullptr, "LoadOptions: the linear factory and fuse policy must be set");
   CausalLM m;
   m.config_ = config;
   m.dtype_ = o.dtype;
@@ -60,36 +35,35 @@ CausalLM CausalLM::load(const ModelConfig& config, const safetensors::Checkpoint
   for (const TensorSpec& spec : specs) ckpt.expect_shape(spec.name, spec.shape);
   // Tensors the config does not account for (more layers than num_hidden_layers, a family's
   // extra weights) are ignored, as HF does, but said: they usually mean a config mismatch. A tied
-  // lm_head.weight some exporters still write is expected.
+  // lm_head.weight some exporters still write is expected, and so are the tensors the linear
+  // factory reads itself.
   {
     std::unordered_set<std::string> expected;
     for (const TensorSpec& spec : specs) expected.insert(spec.name);
+    auto factory_reads = [&](const std::string& name) {
+      for (const std::string& suffix : o.factory_tensor_suffixes)
+        if (name.ends_with(suffix)) return true;
+      return false;
+    };
     std::vector<std::string> unused;
     for (const std::string& name : ckpt.names())
-      if (!expected.count(name) && name != "lm_head.weight" &&
-          !(o.linear_loads_fp8 && name.ends_with(".weight_scale_inv")))  // read by the FP8 factory
-        unused.push_back(name);
+      if (!expected.count(name) && name != "lm_head.weight" && !factory_reads(name)) unused.push_back(name);
     if (!unused.empty())
       log::warn(cat(ckpt.source(), ": ", unused.size(), " tensor(s) not used by the ", to_string(config.family),
                     " model, e.g. '", unused.front(), "'"));
   }
   // Tensors are converted when taken, so a linear factory that quantizes (quant/fp8_model.h)
-  // sees one BF16 matrix at a time and the model never holds the whole BF16 copy beside FP8.
+  // sees one projection's BF16 weights at a time and the model never holds the whole BF16 copy
+  // beside the FP8 one.
+  const WeightReader reader(ckpt, o.dtype, o.device, o.requires_grad);
   std::unordered_map<std::string, const TensorSpec*> spec_of;
   for (const TensorSpec& spec : specs) spec_of.emplace(spec.name, &spec);
   auto take = [&](const std::string& name) -> at::Tensor {
     auto it = spec_of.find(name);
-    return it == spec_of.end() ? at::Tensor() : load_tensor(ckpt, *it->second, o);
-  };
-  auto linear = [&](const std::string& module) {
-    const std::string wname = module + ".weight";
-    if (ckpt.get(wname).dtype == safetensors::Dtype::F8_E4M3) {
-      if (!o.linear_loads_fp8)
-        throw ConfigError(cat(ckpt.file_of(wname), ": tensor '", wname,
-                              "' is FP8 (a pre-quantized checkpoint); load it with quantization.quant_method: fp8"));
-      return o.linear(module, at::Tensor(), take(module + ".bias"));
-    }
-    return o.linear(module, take(wname), take(module + ".bias"));
+    if (it == spec_of.end()) return {};
+    at::Tensor t = reader.dense(name, it->second->shape);
+    if (o.requires_grad) t.set_requires_grad(true);
+    return t;
   };
 
   m.embed_tokens_ = take("model.embed_tokens.weight");
@@ -99,20 +73,19 @@ CausalLM CausalLM::load(const ModelConfig& config, const safetensors::Checkpoint
   m.layers_.reserve(static_cast<size_t>(L));
   for (int64_t i = 0; i < L; ++i) {
     const std::string p = cat("model.layers.", i, ".");
+    const LayerProjections proj = layer_projections(config.shape, config.qkv_bias, i);
     DecoderLayer layer;
+    // Sequenced in checkpoint order (q, k, v, o, gate, up, down): the factory sees modules as
+    // they come in the file.
     layer.input_layernorm = take(p + "input_layernorm.weight");
-    layer.q_proj = linear(p + "self_attn.q_proj");
-    layer.k_proj = linear(p + "self_attn.k_proj");
-    layer.v_proj = linear(p + "self_attn.v_proj");
-    layer.o_proj = linear(p + "self_attn.o_proj");
+    layer.qkv = make_projection(proj.qkv, o.linear, o.fuse, reader);
+    layer.o = make_projection(proj.o, o.linear, o.fuse, reader);
     layer.q_norm = take(p + "self_attn.q_norm.weight");
     layer.k_norm = take(p + "self_attn.k_norm.weight");
     layer.post_attention_layernorm = take(p + "post_attention_layernorm.weight");
-    // Sequenced: the factory sees modules in checkpoint order (argument order is unspecified).
-    auto gate = linear(p + "mlp.gate_proj");
-    auto up = linear(p + "mlp.up_proj");
-    auto down = linear(p + "mlp.down_proj");
-    layer.mlp = std::make_unique<GatedMlp>(std::move(gate), std::move(up), std::move(down));
+    Projection gate_up = make_projection(proj.gate_up, o.linear, o.fuse, reader);
+    Projection down = make_projection(proj.down, o.linear, o.fuse, reader);
+    layer.mlp = std::make_unique<GatedMlp>(std::move(gate_up), std::move(down));
     m.layers_.push_back(std::move(layer));
   }
   m.inv_freq_ = rope_inv_freq(config, o.device);
@@ -125,9 +98,11 @@ at::Tensor CausalLM::self_attention(const DecoderLayer& l, int64_t index, const 
                                     const AttentionContext& ctx) const {
   const ModelShape& s = config_.shape;
   const int64_t N = x.size(0), D = s.head_dim;
-  at::Tensor q = l.q_proj->forward(x).view({N, s.num_attention_heads, D});  // [N, Hq, D]
-  at::Tensor k = l.k_proj->forward(x).view({N, s.num_key_value_heads, D});  // [N, Hkv, D]
-  const at::Tensor v = l.v_proj->forward(x).view({N, s.num_key_value_heads, D});
+  const int64_t qd = s.num_attention_heads * D, kvd = s.num_key_value_heads * D;
+  const at::Tensor qkv = l.qkv.forward(x);  // [N, qd + 2 kvd]; the slices below are views
+  at::Tensor q = qkv.narrow(1, 0, qd).view({N, s.num_attention_heads, D});         // [N, Hq, D]
+  at::Tensor k = qkv.narrow(1, qd, kvd).view({N, s.num_key_value_heads, D});       // [N, Hkv, D]
+  const at::Tensor v = qkv.narrow(1, qd + kvd, kvd).view({N, s.num_key_value_heads, D});
   if (config_.qk_norm) {
     q = rms_norm(q, l.q_norm, config_.rms_norm_eps);
     k = rms_norm(k, l.k_norm, config_.rms_norm_eps);
@@ -135,7 +110,7 @@ at::Tensor CausalLM::self_attention(const DecoderLayer& l, int64_t index, const 
   q = apply_rope(q, rope.cos, rope.sin);
   k = apply_rope(k, rope.cos, rope.sin);
   const at::Tensor o = ctx.attention->forward(q, k, v, ctx, index);  // [N, Hq, D]
-  return l.o_proj->forward(o.reshape({N, s.num_attention_heads * D}));
+  return l.o.forward(o.reshape({N, qd}));
 }
 
 at::Tensor CausalLM::embed(const at::Tensor& ids) const { return at::embedding(embed_tokens_, ids); }
@@ -205,26 +180,30 @@ at::Tensor CausalLM::logits(const at::Tensor& input_ids, const ForwardOptions& o
   return lm_head(hidden_states(input_ids, options));
 }
 
-NamedTensors CausalLM::named_parameters() const {
-  NamedTensors out{{"model.embed_tokens.weight", embed_tokens_}};
-  auto add_linear = [&](const std::string& module, const Linear& lin) {
-    for (auto& [n, t] : lin.parameters()) out.emplace_back(module + "." + n, t);
+void CausalLM::visit(const TensorVisitor& fn) const {
+  auto dense = [&](const std::string& name, const at::Tensor& t) {
+    if (t.defined()) fn({name, t, dense_role(t)});
   };
+  dense("model.embed_tokens.weight", embed_tokens_);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const DecoderLayer& l = layers_[i];
     const std::string p = cat("model.layers.", i, ".");
-    out.emplace_back(p + "input_layernorm.weight", l.input_layernorm);
-    add_linear(p + "self_attn.q_proj", *l.q_proj);
-    add_linear(p + "self_attn.k_proj", *l.k_proj);
-    add_linear(p + "self_attn.v_proj", *l.v_proj);
-    add_linear(p + "self_attn.o_proj", *l.o_proj);
-    if (l.q_norm.defined()) out.emplace_back(p + "self_attn.q_norm.weight", l.q_norm);
-    if (l.k_norm.defined()) out.emplace_back(p + "self_attn.k_norm.weight", l.k_norm);
-    out.emplace_back(p + "post_attention_layernorm.weight", l.post_attention_layernorm);
-    for (auto& [n, t] : l.mlp->parameters()) out.emplace_back(p + "mlp." + n, t);
+    dense(p + "input_layernorm.weight", l.input_layernorm);
+    l.qkv.visit(fn);
+    l.o.visit(fn);
+    dense(p + "self_attn.q_norm.weight", l.q_norm);
+    dense(p + "self_attn.k_norm.weight", l.k_norm);
+    dense(p + "post_attention_layernorm.weight", l.post_attention_layernorm);
+    l.mlp->visit(fn);
   }
-  out.emplace_back("model.norm.weight", norm_);
-  if (!tied_) out.emplace_back("lm_head.weight", lm_head_);
+  dense("model.norm.weight", norm_);
+  if (!tied_) dense("lm_head.weight", lm_head_);
+  fn({"model.rotary_emb.inv_freq", inv_freq_, TensorRole::buffer});
+}
+
+std::vector<ModelTensor> CausalLM::tensors() const {
+  std::vector<ModelTensor> out;
+  visit([&](const ModelTensor& t) { out.push_back(t); });
   return out;
 }
 

@@ -14,11 +14,13 @@
 //
 // DESIGN.md asks for one file per architecture family; Qwen3, Qwen2/2.5 and Llama 3.x are one
 // architecture with three switches, so they share this file and their differences are data, not
-// code paths (model_config.cpp says which tensors each has). A family with a different block
-// (Qwen3-MoE: routed experts) gets its own MlpBlock file. The switches: q/k/v bias (qwen2),
+// code paths (architecture.cpp's table says which tensors each has). A family with a different
+// block (Qwen3-MoE: routed experts) gets its own MlpBlock file. The switches: q/k/v bias (qwen2),
 // q_norm/k_norm on head_dim before RoPE (qwen3), llama3 RoPE scaling (llama), tied or untied
-// lm_head. The projections are Linear objects made by a LinearFactory and the MLP is an
-// MlpBlock, so FP8, LoRA and MoE slot in from outside (core/model/layers.h).
+// lm_head. The projections are Linear objects made by a LinearFactory (q/k/v and gate/up fused
+// where the factory allows) and the MLP is an MlpBlock, so FP8, LoRA and MoE slot in from outside
+// (core/model/layers.h). The decoder reads dense tensors only; how quantized weights are stored
+// is the factory's business (quant/fp8_model.h).
 #pragma once
 
 #include <memory>
@@ -40,12 +42,13 @@ namespace fp8rl::model {
 struct LoadOptions {
   at::ScalarType dtype = at::kBFloat16;        // model dtype: kBFloat16 or kFloat (kHalf accepted)
   at::Device device = at::kCPU;
-  bool requires_grad = false;                  // mark every loaded tensor as trainable
+  bool requires_grad = false;                  // mark every dense tensor as trainable
   LinearFactory linear = dense_linear_factory();
-  // Whether `linear` accepts pre-quantized projections: for a `<module>.weight` stored as
-  // F8_E4M3 (HF FP8 checkpoints) it is then called with an undefined weight and loads the FP8
-  // tensors itself (quant/fp8_model.h). Without it such a checkpoint is refused by name.
-  bool linear_loads_fp8 = false;
+  // Which q/k/v and gate/up groups run fused (architecture.h). Dense weights always can.
+  FusePolicy fuse = [](const ProjectionGroup&, const WeightReader&) { return true; };
+  // Checkpoint tensors the factory reads besides `<module>.weight` / `.bias` (quant/: FP8 block
+  // scales, ".weight_scale_inv"): not reported as unused.
+  std::vector<std::string> factory_tensor_suffixes;
 };
 
 // Optional inputs of a padded [B, T] forward call. Left padding: attention_mask [B, T] (1 = token,
@@ -65,10 +68,8 @@ struct Rope {
 
 struct DecoderLayer {
   at::Tensor input_layernorm;           // [H]
-  std::unique_ptr<Linear> q_proj;       // H -> Hq*D
-  std::unique_ptr<Linear> k_proj;       // H -> Hkv*D
-  std::unique_ptr<Linear> v_proj;       // H -> Hkv*D
-  std::unique_ptr<Linear> o_proj;       // Hq*D -> H
+  Projection qkv;                       // H -> Hq*D + 2*Hkv*D: q, k, v (architecture.h: fused or parts)
+  Projection o;                         // Hq*D -> H
   at::Tensor q_norm, k_norm;            // [D] (qwen3) or undefined
   at::Tensor post_attention_layernorm;  // [H]
   std::unique_ptr<MlpBlock> mlp;
@@ -113,8 +114,16 @@ class CausalLM {
   // [V, H]: embed_tokens() when tied.
   const at::Tensor& lm_head_weight() const { return tied_ ? embed_tokens_ : lm_head_; }
   const std::vector<DecoderLayer>& layers() const { return layers_; }
-  // Every tensor under its HF name (the tied lm_head appears once, as embed_tokens).
-  NamedTensors named_parameters() const;
+  // Every tensor with its name and role (tensor_visitor.h), in model order: HF names, fused
+  // projections under their fused name with their HF parts; the tied lm_head appears once, as
+  // embed_tokens; RoPE's inv_freq as a buffer.
+  void visit(const TensorVisitor& fn) const;
+  std::vector<ModelTensor> tensors() const;  // visit() collected
+
+  // Bumped by every update of the weights (optimizer step + sync, re-quantization, loading new
+  // adapters); the rollout engine drops its cached prefixes when it moves.
+  uint64_t weight_version() const { return weight_version_; }
+  void bump_weight_version() { ++weight_version_; }
 
  private:
   CausalLM() = default;
@@ -131,6 +140,7 @@ class CausalLM {
   at::Tensor inv_freq_;      // [D/2] float32
   // The padded wrappers' default attention (stateless; one per model keeps it out of globals).
   std::unique_ptr<VarlenAttention> default_attention_;
+  uint64_t weight_version_ = 0;
 };
 
 }  // namespace fp8rl::model

@@ -8,6 +8,31 @@
 
 namespace fp8rl::model {
 
+const char* to_string(TensorRole role) {
+  switch (role) {
+    case TensorRole::trainable: return "trainable";
+    case TensorRole::frozen: return "frozen";
+    case TensorRole::fp8_data: return "fp8_data";
+    case TensorRole::fp8_scale: return "fp8_scale";
+    case TensorRole::buffer: return "buffer";
+  }
+  return "?";
+}
+
+void for_each_hf_tensor(const ModelTensor& t, const std::function<void(const std::string&, const at::Tensor&)>& fn) {
+  if (t.projection == nullptr || !t.projection->fused()) return fn(t.name, t.tensor);
+  FP8RL_CHECK(t.role != TensorRole::fp8_data && t.role != TensorRole::fp8_scale,
+              "for_each_hf_tensor: FP8 tensors of fused projections are split by quant/");
+  const ProjectionSpec& p = *t.projection;
+  FP8RL_CHECK(t.name.starts_with(p.name + "."), "for_each_hf_tensor: tensor not of its projection");
+  const std::string local = t.name.substr(p.name.size());  // ".weight" | ".bias"
+  int64_t offset = 0;
+  for (size_t i = 0; i < p.parts.size(); ++i) {
+    fn(p.parts[i] + local, t.tensor.narrow(0, offset, p.part_out[i]));
+    offset += p.part_out[i];
+  }
+}
+
 DenseLinear::DenseLinear(at::Tensor weight, at::Tensor bias) : weight_(std::move(weight)), bias_(std::move(bias)) {
   FP8RL_CHECK(weight_.dim() == 2, "DenseLinear: weight must be [out, in]");
   FP8RL_CHECK(!bias_.defined() || (bias_.dim() == 1 && bias_.size(0) == weight_.size(0)),
@@ -18,31 +43,85 @@ at::Tensor DenseLinear::forward(const at::Tensor& x) {
   return bias_.defined() ? at::linear(x, weight_, bias_) : at::linear(x, weight_);
 }
 
-NamedTensors DenseLinear::parameters() const {
-  NamedTensors out{{"weight", weight_}};
-  if (bias_.defined()) out.emplace_back("bias", bias_);
-  return out;
+void DenseLinear::visit(const std::string& module, const TensorVisitor& fn) const {
+  fn({module + ".weight", weight_, dense_role(weight_)});
+  if (bias_.defined()) fn({module + ".bias", bias_, dense_role(bias_)});
+}
+
+std::pair<at::Tensor, at::Tensor> read_dense_projection(const ProjectionSpec& spec, const WeightReader& reader) {
+  std::vector<at::Tensor> w, b;
+  for (size_t i = 0; i < spec.parts.size(); ++i) {
+    const std::vector<int64_t> wshape{spec.part_out[i], spec.in_features}, bshape{spec.part_out[i]};
+    w.push_back(reader.dense(spec.parts[i] + ".weight", wshape));
+    if (spec.bias) b.push_back(reader.dense(spec.parts[i] + ".bias", bshape));
+  }
+  // One part: the tensor itself; several: one [sum out, K] copy (the parts are freed on return).
+  at::Tensor weight = w.size() == 1 ? w[0] : at::cat(w, 0);
+  at::Tensor bias = b.empty() ? at::Tensor() : b.size() == 1 ? b[0] : at::cat(b, 0);
+  if (reader.requires_grad()) {
+    weight.set_requires_grad(true);
+    if (bias.defined()) bias.set_requires_grad(true);
+  }
+  return {weight, bias};
 }
 
 LinearFactory dense_linear_factory() {
-  return [](const std::string&, at::Tensor weight, at::Tensor bias) -> std::unique_ptr<Linear> {
+  return [](const ProjectionSpec& spec, const WeightReader& reader) -> std::unique_ptr<Linear> {
+    auto [weight, bias] = read_dense_projection(spec, reader);
     return std::make_unique<DenseLinear>(std::move(weight), std::move(bias));
   };
 }
 
-GatedMlp::GatedMlp(std::unique_ptr<Linear> gate, std::unique_ptr<Linear> up, std::unique_ptr<Linear> down)
-    : gate_(std::move(gate)), up_(std::move(up)), down_(std::move(down)) {}
-
-at::Tensor GatedMlp::forward(const at::Tensor& x) {
-  return down_->forward(at::silu(gate_->forward(x)) * up_->forward(x));
+at::Tensor Projection::forward(const at::Tensor& x) const {
+  if (linears.size() == 1) return linears[0]->forward(x);
+  std::vector<at::Tensor> outs;
+  outs.reserve(linears.size());
+  for (const auto& l : linears) outs.push_back(l->forward(x));
+  return at::cat(outs, -1);
 }
 
-NamedTensors GatedMlp::parameters() const {
-  NamedTensors out;
-  for (const auto& [name, lin] : {std::pair{"gate_proj.", gate_.get()}, std::pair{"up_proj.", up_.get()},
-                                  std::pair{"down_proj.", down_.get()}})
-    for (auto& [n, t] : lin->parameters()) out.emplace_back(name + n, t);
-  return out;
+void Projection::visit(const TensorVisitor& fn) const {
+  for (size_t i = 0; i < specs.size(); ++i)
+    linears[i]->visit(specs[i].name, [&](const ModelTensor& t) {
+      ModelTensor tagged = t;
+      tagged.projection = &specs[i];
+      fn(tagged);
+    });
+}
+
+int64_t Projection::out_features() const {
+  int64_t n = 0;
+  for (const ProjectionSpec& s : specs) n += s.out_features();
+  return n;
+}
+
+Projection make_projection(const ProjectionGroup& group, const LinearFactory& factory, const FusePolicy& fuse,
+                           const WeightReader& reader) {
+  Projection p;
+  if (group.parts.size() > 1 && fuse(group, reader))
+    p.specs.push_back(group.fuse());
+  else
+    p.specs = group.parts;
+  for (const ProjectionSpec& spec : p.specs) {
+    p.linears.push_back(factory(spec, reader));
+    FP8RL_CHECK(p.linears.back() != nullptr, "LinearFactory returned no linear for " + spec.name);
+  }
+  return p;
+}
+
+GatedMlp::GatedMlp(Projection gate_up, Projection down) : gate_up_(std::move(gate_up)), down_(std::move(down)) {
+  FP8RL_CHECK(gate_up_.out_features() % 2 == 0, "GatedMlp: gate_up must hold gate and up of equal width");
+}
+
+at::Tensor GatedMlp::forward(const at::Tensor& x) {
+  const at::Tensor gu = gate_up_.forward(x);  // [N, 2I]: gate, then up
+  const int64_t I = gu.size(-1) / 2;
+  return down_.forward(at::silu(gu.narrow(-1, 0, I)) * gu.narrow(-1, I, I));
+}
+
+void GatedMlp::visit(const TensorVisitor& fn) const {
+  gate_up_.visit(fn);
+  down_.visit(fn);
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {

@@ -1,7 +1,7 @@
 // The building blocks of a decoder, written with ATen ops (autograd-friendly, CPU and CUDA):
-// RMSNorm, RoPE, and the pluggable pieces -- Linear, Attention, MlpBlock -- that an FP8 linear,
-// a LoRA linear, a paged-KV attention or a mixture-of-experts block replace without touching
-// the decoder (core/model/decoder.h).
+// RMSNorm, RoPE, and the pluggable pieces -- Linear (made by a LinearFactory), MlpBlock -- that
+// an FP8 linear, a LoRA linear or a mixture-of-experts block replace without touching the decoder
+// (core/model/decoder.h). Attention, the third seam, is chosen per call (core/model/attention.h).
 //
 // Layout: packed tokens. Activations are [N, H] (the new tokens of many sequences back to back,
 // core/model/attention.h); heads are [N, heads, head_dim]. Everything here is token-wise, so it
@@ -16,19 +16,21 @@
 
 #include <ATen/ATen.h>
 
+#include "core/model/architecture.h"
 #include "core/model/model_config.h"
+#include "core/model/tensor_visitor.h"
+#include "core/model/weight_reader.h"
 
 namespace fp8rl::model {
-
-using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 // y = x @ W.T (+ b). x [..., in] -> [..., out].
 class Linear {
  public:
   virtual ~Linear() = default;
   virtual at::Tensor forward(const at::Tensor& x) = 0;
-  // Trainable tensors under HF names relative to the layer ("weight", "bias", "lora_A.weight"...).
-  virtual NamedTensors parameters() const = 0;
+  // Calls `fn` for each tensor, named `module` + "." + its local name ("weight", "bias",
+  // "lora_A.weight", ...). The caller fills in ModelTensor::projection.
+  virtual void visit(const std::string& module, const TensorVisitor& fn) const = 0;
 };
 
 // The plain BF16/FP32 linear: at::linear(x, weight [out, in], bias [out] or undefined).
@@ -36,7 +38,7 @@ class DenseLinear final : public Linear {
  public:
   DenseLinear(at::Tensor weight, at::Tensor bias);
   at::Tensor forward(const at::Tensor& x) override;
-  NamedTensors parameters() const override;
+  void visit(const std::string& module, const TensorVisitor& fn) const override;
   const at::Tensor& weight() const { return weight_; }
   const at::Tensor& bias() const { return bias_; }
 
@@ -45,35 +47,55 @@ class DenseLinear final : public Linear {
   at::Tensor bias_;    // [out] or undefined
 };
 
-// Builds the Linear for one projection from its loaded weights. `name` is the HF module name
-// ("model.layers.3.self_attn.q_proj"), so a factory can pick per layer (BF16 first/last layers,
-// LoRA on attention only, ...). weight [out, in] and bias ([out] or undefined) are already in
-// the model dtype on the model device.
-using LinearFactory =
-    std::function<std::unique_ptr<Linear>(const std::string& name, at::Tensor weight, at::Tensor bias)>;
-LinearFactory dense_linear_factory();
+// Builds the Linear of one projection (architecture.h: a single HF module, or a fused group whose
+// parts are concatenated along N) from the checkpoint, through `reader`. The spec's HF part
+// names let a factory pick per module (BF16 first/last layers, LoRA targets, ...).
+using LinearFactory = std::function<std::unique_ptr<Linear>(const ProjectionSpec& spec, const WeightReader& reader)>;
+// Whether the parts of one group (e.g. q/k/v of a layer) may run as one fused projection. Asked
+// once per group of several parts, before the factory is called.
+using FusePolicy = std::function<bool(const ProjectionGroup& group, const WeightReader& reader)>;
 
-// The feed-forward half of a decoder layer: [N, H] -> [N, H]. A dense SiLU-gated MLP now,
-// a routed mixture of experts later.
+// Dense weights: the parts' weights (and biases) read in the model dtype and concatenated along
+// N; marked trainable when the reader says so.
+LinearFactory dense_linear_factory();
+// [weight [out, in], bias [out] or undefined] of a dense projection, parts concatenated.
+std::pair<at::Tensor, at::Tensor> read_dense_projection(const ProjectionSpec& spec, const WeightReader& reader);
+
+// One slot of a decoder layer (qkv, o, gate_up, down): a single fused projection, or -- when the
+// factory would not fuse -- its parts run one by one and concatenated. Either way
+// forward gives x [N, K] -> [N, sum of part outputs].
+struct Projection {
+  std::vector<ProjectionSpec> specs;             // one (fused or single module) or several (unfused parts)
+  std::vector<std::unique_ptr<Linear>> linears;  // one per spec
+  at::Tensor forward(const at::Tensor& x) const;
+  void visit(const TensorVisitor& fn) const;      // each linear's tensors under its spec's name
+  int64_t out_features() const;
+};
+
+// Builds a slot from its group: fused when `fuse` allows (and the group has several parts).
+Projection make_projection(const ProjectionGroup& group, const LinearFactory& factory, const FusePolicy& fuse,
+                           const WeightReader& reader);
+
+// The feed-forward half of a decoder layer: [N, H] -> [N, H]. A dense SiLU-gated MLP now, a
+// routed mixture of experts later.
 class MlpBlock {
  public:
   virtual ~MlpBlock() = default;
   virtual at::Tensor forward(const at::Tensor& x) = 0;
-  virtual NamedTensors parameters() const = 0;  // names relative to "mlp."
+  virtual void visit(const TensorVisitor& fn) const = 0;
 };
 
-// down(silu(gate(x)) * up(x)).
+// down(silu(gate(x)) * up(x)), with gate and up as one projection [N, 2I] (gate first).
 class GatedMlp final : public MlpBlock {
  public:
-  GatedMlp(std::unique_ptr<Linear> gate, std::unique_ptr<Linear> up, std::unique_ptr<Linear> down);
-  const Linear& gate() const { return *gate_; }
-  const Linear& up() const { return *up_; }
-  const Linear& down() const { return *down_; }
+  GatedMlp(Projection gate_up, Projection down);
+  const Projection& gate_up() const { return gate_up_; }
+  const Projection& down() const { return down_; }
   at::Tensor forward(const at::Tensor& x) override;
-  NamedTensors parameters() const override;
+  void visit(const TensorVisitor& fn) const override;
 
  private:
-  std::unique_ptr<Linear> gate_, up_, down_;
+  Projection gate_up_, down_;
 };
 
 // HF's RMSNorm: in float32, x * rsqrt(mean(x^2) + eps), cast back to x's dtype, times weight.

@@ -215,34 +215,4 @@ std::string model_config_to_json(const ModelConfig& c) {
   return j.dump(2) + "\n";
 }
 
-std::vector<TensorSpec> checkpoint_tensors(const ModelConfig& c) {
-  const ModelShape& s = c.shape;
-  const int64_t H = s.hidden_size, D = s.head_dim, I = s.intermediate_size;
-  const int64_t q_out = s.num_attention_heads * D, kv_out = s.num_key_value_heads * D;
-  std::vector<TensorSpec> out;
-  out.push_back({"model.embed_tokens.weight", {s.vocab_size, H}});
-  for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
-    const std::string p = cat("model.layers.", i, ".");
-    out.push_back({p + "input_layernorm.weight", {H}, TensorSpec::ones});
-    out.push_back({p + "self_attn.q_proj.weight", {q_out, H}});
-    if (c.qkv_bias) out.push_back({p + "self_attn.q_proj.bias", {q_out}, TensorSpec::zeros});
-    out.push_back({p + "self_attn.k_proj.weight", {kv_out, H}});
-    if (c.qkv_bias) out.push_back({p + "self_attn.k_proj.bias", {kv_out}, TensorSpec::zeros});
-    out.push_back({p + "self_attn.v_proj.weight", {kv_out, H}});
-    if (c.qkv_bias) out.push_back({p + "self_attn.v_proj.bias", {kv_out}, TensorSpec::zeros});
-    out.push_back({p + "self_attn.o_proj.weight", {H, q_out}});
-    if (c.qk_norm) {
-      out.push_back({p + "self_attn.q_norm.weight", {D}, TensorSpec::ones});
-      out.push_back({p + "self_attn.k_norm.weight", {D}, TensorSpec::ones});
-    }
-    out.push_back({p + "post_attention_layernorm.weight", {H}, TensorSpec::ones});
-    out.push_back({p + "mlp.gate_proj.weight", {I, H}});
-    out.push_back({p + "mlp.up_proj.weight", {I, H}});
-    out.push_back({p + "mlp.down_proj.weight", {H, I}});
-  }
-  out.push_back({"model.norm.weight", {H}, TensorSpec::ones});
-  if (!s.tie_word_embeddings) out.push_back({"lm_head.weight", {s.vocab_size, H}});
-  return out;
-}
-
 }  // namespace fp8rl::model

@@ -57,13 +57,4 @@ std::string model_config_to_json(const ModelConfig& config);
 // "qwen3" | "qwen2" | "llama"; anything else throws ConfigError listing the supported ones.
 Family parse_family(const std::string& model_type, const std::string& where);
 
-// One weight tensor the checkpoint of `config` must hold, with its HF name and shape.
-struct TensorSpec {
-  std::string name;
-  std::vector<int64_t> shape;
-  enum Init { normal, ones, zeros } init = normal;  // HF's _init_weights for a random model
-};
-// All of them, in HF's order (embed, layers, final norm, lm_head unless tied).
-std::vector<TensorSpec> checkpoint_tensors(const ModelConfig& config);
-
 }  // namespace fp8rl::model

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/model/byte_tokenizer.h"
+#include "core/model/architecture.h"
 #include "core/model/model_config.h"
 #include "core/safetensors.h"
 

@@ -39,21 +39,19 @@ TEST_CASE("FP8 Qwen3-0.6B: weight memory follows the plan; BF16 vs FP8 next-toke
   const int64_t base = allocated();
   model::CausalLM dense = model::CausalLM::load(path, opts);
   const int64_t dense_bytes = allocated() - base;
-  opts.linear = fp8_linear_factory(plan, q);
+  opts = fp8_load_options(plan, q, opts);
   model::CausalLM fp8 = model::CausalLM::load(path, opts);
   const int64_t fp8_bytes = allocated() - base - dense_bytes;
   const int64_t planned = plan.fp8_bytes + plan.bf16_bytes;
-  // Bytes the FP8 model's tensors hold: named_parameters (dense tensors and biases) plus the FP8
-  // data and scales of every quantized projection.
+  // Bytes the FP8 model's tensors hold, walked with the tensor visitor: dense tensors, biases,
+  // FP8 data and scales (RoPE's buffer is not a weight). At this shape q/k/v (2048, 1024, 1024
+  // rows) and gate/up (3072 each) are 128-aligned and run fused.
   int64_t tensor_bytes = 0;
-  for (const auto& [name, t] : fp8.named_parameters()) tensor_bytes += static_cast<int64_t>(t.nbytes());
-  for (const auto& layer : fp8.layers()) {
-    const auto& mlp = dynamic_cast<const model::GatedMlp&>(*layer.mlp);
-    for (const model::Linear* l : std::initializer_list<const model::Linear*>{
-             layer.q_proj.get(), layer.k_proj.get(), layer.v_proj.get(), layer.o_proj.get(),
-                                   &mlp.gate(), &mlp.up(), &mlp.down()})
-      if (const auto* f = dynamic_cast<const Fp8ModelLinear*>(l)) tensor_bytes += f->fp8().weight().nbytes();
-  }
+  fp8.visit([&](const model::ModelTensor& t) {
+    if (t.role != model::TensorRole::buffer) tensor_bytes += static_cast<int64_t>(t.tensor.nbytes());
+  });
+  CHECK(fp8.layers()[0].qkv.specs.size() == 1);
+  CHECK(fp8.layers()[0].qkv.specs[0].fused());
   WARN("weights on GPU: BF16 model " << dense_bytes / 1e6 << " MB, FP8 model " << fp8_bytes / 1e6
                                      << " MB (allocator); FP8 model's tensors " << tensor_bytes / 1e6
                                      << " MB; precision plan " << planned / 1e6 << " MB");

@@ -67,10 +67,12 @@ TEST_CASE("CUDA bf16 forward + backward runs and gives finite gradients", "[mode
   const CausalLM m = CausalLM::load(dir, o);
   const Fixture f = read_fixture(dir);
   at::log_softmax(m.logits(f.ids).to(at::kFloat), -1).select(-1, 7).mean().backward();
-  for (const auto& [name, t] : m.named_parameters()) {
-    INFO(name);
-    REQUIRE(t.grad().defined());
-    CHECK(t.grad().isfinite().all().item<bool>());
+  for (const ModelTensor& t : m.tensors()) {
+    INFO(t.name);
+    if (t.role == TensorRole::buffer) continue;
+    REQUIRE(t.role == TensorRole::trainable);
+    REQUIRE(t.tensor.grad().defined());
+    CHECK(t.tensor.grad().isfinite().all().item<bool>());
   }
 }
 

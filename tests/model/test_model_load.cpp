@@ -53,13 +53,22 @@ TEST_CASE("write_random_checkpoint -> load round trip, every family") {
 
       // Every tensor came through unchanged (BF16 -> float32 is exact) and is where HF puts it.
       const safetensors::File file(d + "/model.safetensors");
-      const NamedTensors params = m.named_parameters();
-      CHECK(params.size() == file.tensors().size());
-      for (const auto& [name, t] : params) {
-        INFO(name);
-        REQUIRE(file.contains(name));
-        CHECK(max_abs_diff(t, fp8rl::test::read_tensor(file, name)) == 0.0);
+      // Fused q/k/v and gate/up are compared part by part under their HF names.
+      size_t seen = 0;
+      for (const ModelTensor& mt : m.tensors()) {
+        if (mt.role == TensorRole::buffer) continue;
+        for_each_hf_tensor(mt, [&](const std::string& name, const at::Tensor& t) {
+          INFO(name);
+          ++seen;
+          REQUIRE(file.contains(name));
+          CHECK(max_abs_diff(t, fp8rl::test::read_tensor(file, name)) == 0.0);
+        });
       }
+      CHECK(seen == file.tensors().size());
+      // q/k/v and gate/up run fused (dense weights always fuse).
+      REQUIRE(m.layers()[0].qkv.specs.size() == 1);
+      CHECK(m.layers()[0].qkv.specs[0].name == "model.layers.0.self_attn.qkv_proj");
+      CHECK(m.layers()[0].qkv.specs[0].parts.size() == 3);
       // HF init: normal(0, 0.02) weights, RMSNorm ones, biases zeros.
       const double sd = m.embed_tokens().std().item<double>();
       CHECK(std::abs(sd - 0.02) < 0.002);
@@ -194,37 +203,49 @@ struct CountingLinear final : Linear {
     ++*calls;
     return inner.forward(x) * scale;
   }
-  NamedTensors parameters() const override { return inner.parameters(); }
+  void visit(const std::string& module, const TensorVisitor& fn) const override { inner.visit(module, fn); }
   DenseLinear inner;
   std::shared_ptr<int> calls;
   double scale;
 };
 }  // namespace
 
-TEST_CASE("linears are pluggable: a factory sees every projection by HF name") {
+TEST_CASE("linears are pluggable: a factory sees every projection, fused or by HF name") {
   TempDir dir;
   write_random_checkpoint(dir.path().string(), "qwen3", tiny_shape(true), 13);
   auto calls = std::make_shared<int>(0);
   std::vector<std::string> names;
   LoadOptions o = fp32();
   double scale = 1.0;
-  o.linear = [&](const std::string& name, at::Tensor w, at::Tensor b) -> std::unique_ptr<Linear> {
-    names.push_back(name);
-    const double s = name == "model.layers.1.mlp.down_proj" ? scale : 1.0;
+  o.linear = [&](const ProjectionSpec& spec, const WeightReader& reader) -> std::unique_ptr<Linear> {
+    names.push_back(spec.name);
+    const double s = spec.name == "model.layers.1.mlp.down_proj" ? scale : 1.0;
+    auto [w, b] = read_dense_projection(spec, reader);
     return std::make_unique<CountingLinear>(std::move(w), std::move(b), calls, s);
   };
   const CausalLM plain = CausalLM::load(dir.path().string(), fp32());
   const CausalLM counted = CausalLM::load(dir.path().string(), o);
-  REQUIRE(names.size() == 14);  // 2 layers x (q, k, v, o, gate, up, down)
-  CHECK(names.front() == "model.layers.0.self_attn.q_proj");
+  REQUIRE(names.size() == 8);  // 2 layers x (qkv, o, gate_up, down)
+  CHECK(names.front() == "model.layers.0.self_attn.qkv_proj");
+  CHECK(names[2] == "model.layers.0.mlp.gate_up_proj");
   CHECK(names.back() == "model.layers.1.mlp.down_proj");
   const at::Tensor ids = random_ids(1, 4, 97, 6);
   CHECK(max_abs_diff(plain.logits(ids), counted.logits(ids)) == 0.0);
-  CHECK(*calls == 14);
+  CHECK(*calls == 8);
   scale = 2.0;  // a different linear in one slot changes the output
   names.clear();
   const CausalLM scaled = CausalLM::load(dir.path().string(), o);
   CHECK(max_abs_diff(plain.logits(ids), scaled.logits(ids)) > 1e-4);
+
+  // A fuse policy that says no: the parts run one by one under their HF names, same logits.
+  o.fuse = [](const ProjectionGroup&, const WeightReader&) { return false; };
+  scale = 1.0;
+  names.clear();
+  const CausalLM split = CausalLM::load(dir.path().string(), o);
+  REQUIRE(names.size() == 14);  // 2 layers x (q, k, v, o, gate, up, down)
+  CHECK(names.front() == "model.layers.0.self_attn.q_proj");
+  CHECK(names[5] == "model.layers.0.mlp.up_proj");
+  CHECK(max_abs_diff(plain.logits(ids), split.logits(ids)) < 1e-6);
 }
 
 TEST_CASE("requires_grad: every parameter gets a gradient") {
@@ -236,10 +257,12 @@ TEST_CASE("requires_grad: every parameter gets a gradient") {
   const at::Tensor ids = random_ids(2, 6, 97, 7);
   const at::Tensor loss = at::log_softmax(m.logits(ids), -1).select(-1, 3).mean();
   loss.backward();
-  for (const auto& [name, t] : m.named_parameters()) {
-    INFO(name);
-    REQUIRE(t.grad().defined());
-    CHECK(t.grad().isfinite().all().item<bool>());
+  for (const ModelTensor& t : m.tensors()) {
+    INFO(t.name);
+    if (t.role == TensorRole::buffer) continue;
+    REQUIRE(t.role == TensorRole::trainable);
+    REQUIRE(t.tensor.grad().defined());
+    CHECK(t.tensor.grad().isfinite().all().item<bool>());
   }
   // Embedding rows of ids not in the batch get exactly zero gradient (no leak across rows).
   const at::Tensor used = at::zeros({97}, at::kBool).index_put_({ids.reshape({-1})}, true);

@@ -51,16 +51,23 @@ TEST_CASE("an FP8 Qwen3 follows the precision plan and stays close to HF's logit
   const PrecisionPlan plan = make_precision_plan(shape, q, "float32");
   model::LoadOptions opts;
   opts.dtype = at::kFloat;
-  opts.linear = fp8_linear_factory(plan, q);
+  opts = fp8_load_options(plan, q, opts);
   model::CausalLM fp8 = model::CausalLM::load(dir, opts);
   model::CausalLM dense = model::CausalLM::load(dir, model::LoadOptions{at::kFloat});
 
-  // Layer 0 stays dense; layers 1-2 are FP8 and hold no trainable (BF16) weight.
-  CHECK(dynamic_cast<const model::DenseLinear*>(fp8.layers()[0].q_proj.get()) != nullptr);
+  // Layer 0 stays dense (its q/k/v fused: BF16 always fuses); in layers 1-2 the fixture's q/k/v
+  // rows (96, 32, 32) are not 128-aligned, so block-scaled FP8 keeps them apart, and each part is
+  // FP8 with no trainable (BF16) weight.
+  REQUIRE(fp8.layers()[0].qkv.specs.size() == 1);
+  CHECK(dynamic_cast<const model::DenseLinear*>(fp8.layers()[0].qkv.linears[0].get()) != nullptr);
   for (size_t l = 1; l < fp8.layers().size(); ++l) {
-    const auto* fq = dynamic_cast<const Fp8ModelLinear*>(fp8.layers()[l].q_proj.get());
+    REQUIRE(fp8.layers()[l].qkv.specs.size() == 3);
+    CHECK(fp8.layers()[l].qkv.specs[0].name == "model.layers." + std::to_string(l) + ".self_attn.q_proj");
+    const auto* fq = dynamic_cast<const Fp8ModelLinear*>(fp8.layers()[l].qkv.linears[0].get());
     REQUIRE(fq != nullptr);
-    CHECK(fq->parameters().empty());
+    std::vector<model::TensorRole> roles;
+    fq->visit("q", [&](const model::ModelTensor& t) { roles.push_back(t.role); });
+    CHECK(roles == std::vector<model::TensorRole>{model::TensorRole::fp8_data, model::TensorRole::fp8_scale});
     CHECK(fq->fp8().weight().data.scalar_type() == at::kFloat8_e4m3fn);
   }
 
