@@ -9,9 +9,11 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <cublasLt.h>
 
+#include <list>
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <utility>
 #endif
 
 namespace fp8rl {
@@ -42,11 +44,33 @@ void lt_check(cublasStatus_t st, const char* what) {
 
 cudaDataType_t lt_type(Fp8Format f) { return f == Fp8Format::e4m3 ? CUDA_R_8F_E4M3 : CUDA_R_8F_E5M2; }
 
-// Everything about one GEMM problem except the data and scale pointers.
+// Everything about one GEMM problem except the data and scale pointers. Owns its cuBLASLt
+// objects (destroyed when the plan leaves the cache); move-only.
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
+
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  Plan(Plan&& o) noexcept { *this = std::move(o); }
+  Plan& operator=(Plan&& o) noexcept {
+    std::swap(desc, o.desc);
+    std::swap(a, o.a);
+    std::swap(b, o.b);
+    std::swap(d, o.d);
+    std::swap(algo, o.algo);
+    return *this;
+  }
+  ~Plan() {
+    // Descriptors are host-side: cuBLASLt reads them while enqueueing, so destroying one after
+    // cublasLtMatmul returned is safe even while the GEMM still runs.
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
 };
 
 constexpr size_t kWorkspaceBytes = 32u << 20;  // what cuBLASLt's Hopper FP8 kernels ask for at most
@@ -101,15 +125,72 @@ Plan make_plan(cublasLtHandle_t handle, WeightScaling ws, Fp8Format wf, Fp8Forma
   return p;
 }
 
-using PlanKey = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int>;
+using PlanKey = std::tuple<int, int, int, int64_t, int64_t, int64_t, int>;
 
-// One cuBLASLt workspace per device, allocated at the first FP8 GEMM and kept (32 MiB): a fresh
-// allocation per call costs host time that small-M GEMMs cannot hide.
-void* workspace_for(const at::Tensor& like) {
+// The plan cache: an LRU of kFp8GemmPlanCacheCapacity exact-shape plans, behind one mutex.
+//
+// Why an LRU and not M buckets: M (tokens in the batch) changes from call to call in rollouts
+// and in packed training batches, so an unbounded per-shape map grows for the life of the
+// process. Bucketing M (rounding it up to a power of two) would bound it too, but the B and D
+// layouts must describe the real M (a larger M reads and writes past the operands), so a bucket
+// could share only the heuristic's algorithm, run on shapes it was not chosen for. The LRU keeps
+// exact plans (the same kernel the uncached path would pick) and bounds memory; the shapes a
+// training step reuses (a few projection shapes x the step's M values) stay resident, and a miss
+// costs one heuristic query (tens of microseconds of host time).
+//
+// Why the mutex covers the whole call, not just the lookup: a plan's descriptor is shared and
+// each call writes its own scale pointers into it, so set-pointers-then-enqueue must not
+// interleave with another thread's; and holding the lock keeps an in-use plan from being
+// evicted (destroyed) underneath the caller. cublasLtMatmul only enqueues, so the critical
+// section is a few microseconds of host time.
+class PlanCache {
+ public:
+  std::mutex& mutex() { return mu_; }
+
+  // Requires mutex() held. Returns the cached plan for `key`, building it with `make` on a miss
+  // (evicting the least recently used plan past capacity).
+  template <class Make>
+  const Plan& get(const PlanKey& key, Make&& make) {
+    auto it = index_.find(key);
+    if (it != index_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second);  // most recently used first
+      return it->second->second;
+    }
+    Plan plan = make();  // may throw: nothing inserted then
+    lru_.emplace_front(key, std::move(plan));
+    index_[key] = lru_.begin();
+    while (static_cast<int64_t>(lru_.size()) > kFp8GemmPlanCacheCapacity) {
+      index_.erase(lru_.back().first);
+      lru_.pop_back();
+    }
+    return lru_.front().second;
+  }
+
+  int64_t size() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return static_cast<int64_t>(lru_.size());
+  }
+
+ private:
+  std::mutex mu_;
+  std::list<std::pair<PlanKey, Plan>> lru_;
+  std::map<PlanKey, std::list<std::pair<PlanKey, Plan>>::iterator> index_;
+};
+
+PlanCache& plan_cache() {
+  static PlanCache* cache = new PlanCache();  // never destroyed: no cuBLASLt calls at static exit
+  return *cache;
+}
+
+// One cuBLASLt workspace per (device, stream), allocated at the first FP8 GEMM there and kept
+// (32 MiB): a fresh allocation per call costs host time that small-M GEMMs cannot hide. Per
+// stream, not per device: two threads enqueueing on different streams would otherwise run
+// GEMMs that share scratch memory concurrently on the GPU.
+void* workspace_for(const at::Tensor& like, cudaStream_t stream) {
   static std::mutex mu;
-  static std::map<int, at::Tensor> per_device;
+  static std::map<std::pair<int, cudaStream_t>, at::Tensor> per_stream;
   std::lock_guard<std::mutex> lock(mu);
-  at::Tensor& ws = per_device[like.get_device()];
+  at::Tensor& ws = per_stream[{like.get_device(), stream}];
   if (!ws.defined()) ws = at::empty({static_cast<int64_t>(kWorkspaceBytes)}, like.options().dtype(at::kByte));
   return ws.data_ptr();
 }
@@ -117,34 +198,27 @@ void* workspace_for(const at::Tensor& like) {
 at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
   // M is the padded row count (group scaling rounds it up to a multiple of 4).
   const int64_t M = x.data.size(0), Np = w.data.size(0), Kp = w.data.size(1);
-  at::Tensor out = at::empty({M, Np}, x.data.options().dtype(out_dtype));
+  at::Tensor out = at::empty({M, Np}, x.data.options().dtype(out_dtype));  // [M, Np]
   if (M == 0) return out.narrow(1, 0, w.out_features);
   cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
-  const int device = x.data.get_device();
-
-  static std::mutex mu;
-  static std::map<PlanKey, Plan> plans;  // lives for the process: a few hundred bytes per shape
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  void* workspace = workspace_for(x.data, stream);
   const void* a_scale = w.scale.data_ptr();
   const void* b_scale = x.scale.data_ptr();
-  Plan plan;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    PlanKey key{device, static_cast<int>(w.scaling), static_cast<int>(w.fmt) * 2 + static_cast<int>(x.fmt), M, Np, Kp,
-                static_cast<int>(out_dtype), 0};
-    auto it = plans.find(key);
-    if (it == plans.end())
-      it = plans.emplace(key, make_plan(handle, w.scaling, w.fmt, x.fmt, M, Np, Kp, out_dtype, a_scale, b_scale)).first;
-    plan = it->second;
-  }
-  // Scale pointers change per call. The cached descriptor is shared: fp8_gemm is meant to be
-  // called from one host thread per process (the engine and the trainer take turns).
-  set_scale_pointers(plan, a_scale, b_scale);
-  void* workspace = workspace_for(x.data);
+  const PlanKey key{x.data.get_device(), static_cast<int>(w.scaling),
+                    static_cast<int>(w.fmt) * 2 + static_cast<int>(x.fmt), M, Np, Kp, static_cast<int>(out_dtype)};
   const float alpha = 1.0f, beta = 0.0f;
-  lt_check(cublasLtMatmul(handle, plan.desc, &alpha, w.data.data_ptr(), plan.a, x.data.data_ptr(), plan.b, &beta,
-                          out.data_ptr(), plan.d, out.data_ptr(), plan.d, &plan.algo, workspace,
-                          kWorkspaceBytes, at::cuda::getCurrentCUDAStream()),
-           "Matmul");
+  {
+    PlanCache& cache = plan_cache();
+    std::lock_guard<std::mutex> lock(cache.mutex());
+    const Plan& plan =
+        cache.get(key, [&] { return make_plan(handle, w.scaling, w.fmt, x.fmt, M, Np, Kp, out_dtype, a_scale, b_scale); });
+    set_scale_pointers(plan, a_scale, b_scale);
+    lt_check(cublasLtMatmul(handle, plan.desc, &alpha, w.data.data_ptr(), plan.a, x.data.data_ptr(), plan.b, &beta,
+                            out.data_ptr(), plan.d, out.data_ptr(), plan.d, &plan.algo, workspace, kWorkspaceBytes,
+                            stream),
+             "Matmul");
+  }
   out = out.narrow(0, 0, x.rows);  // leading rows of a row-major matrix: still contiguous
   return Np == w.out_features ? out : out.narrow(1, 0, w.out_features).contiguous();
 }
@@ -160,6 +234,14 @@ at::Tensor fp8_gemm(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType o
   return gemm_cuda(x, w, out_dtype);
 #else
   throw RuntimeFailure(cat("fp8_gemm: tensors on ", x.data.device(), " but fp8rl was built without CUDA"));
+#endif
+}
+
+int64_t fp8_gemm_plan_cache_size() {
+#ifdef FP8RL_WITH_CUDA
+  return plan_cache().size();
+#else
+  return 0;
 #endif
 }
 

@@ -6,7 +6,8 @@
 //   CUDA: cuBLASLt, called directly. Column-major view: D[N, M] = op(A)[N, K] op(B)[K, M]
 //         with A = w (TRANSA = T, the only FP8 layout Hopper runs), B = x. Scale modes:
 //         A BLK128x128_32F / OUTER_VEC_32F / SCALAR_32F, B VEC128_32F / OUTER_VEC_32F /
-//         SCALAR_32F. One descriptor, layouts and heuristic algorithm cached per shape.
+//         SCALAR_32F. One descriptor, layouts and heuristic algorithm cached per shape, in an
+//         LRU of kFp8GemmPlanCacheCapacity plans (fp8_gemm.cpp says why); thread-safe.
 //   CPU:  dequantize both operands and multiply in float32 (the reference numerics).
 //
 // at::_scaled_mm is the independent reference in tests (fp8_gemm_scaled_mm below).
@@ -21,6 +22,15 @@ namespace fp8rl {
 // out_dtype: kBFloat16 or kFloat. Returns a contiguous [M, N] tensor on x's device.
 // Throws RuntimeFailure when cuBLASLt has no kernel for the combination.
 at::Tensor fp8_gemm(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype = at::kBFloat16);
+
+// Bound of the cuBLASLt plan cache (plans, one per device x scaling x formats x M x Np x Kp x
+// out dtype). Sized for a step's working set: ~7 projection shapes x forward and backward x up to
+// ~64 distinct M values (decode batches shrink as sequences finish); a plan is ~1 KiB of host
+// memory.
+inline constexpr int64_t kFp8GemmPlanCacheCapacity = 1024;
+
+// Plans now cached (always 0 in a build without CUDA: the CPU path has no cache). For tests.
+int64_t fp8_gemm_plan_cache_size();
 
 // The same product through at::_scaled_mm (CUDA only; tests and benchmarks).
 at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype = at::kBFloat16);

@@ -4,7 +4,11 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAFunctions.h>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "core/error.h"
 #include "quant/fp8_gemm.h"
@@ -127,6 +131,73 @@ TEST_CASE("FP8 GEMM on CPU (reference path) equals the dequantized product", "[g
   at::Tensor cpu = fp8_gemm(cx, cw, at::kFloat);
   at::Tensor gpu = fp8_gemm(qx, qw, at::kFloat).cpu();
   CHECK(gemm_diff(cpu, gpu) < 1e-6);
+}
+
+TEST_CASE("cuBLASLt plan cache stays under its bound over many M values", "[gpu][quant]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(14);
+  // Tensor scaling takes any M as is (group scaling would round M up to 4), so each M below is
+  // a distinct plan: more of them than the cache holds.
+  at::Tensor w = at::randn({128, 128}, at::kCUDA).to(at::kBFloat16);
+  Fp8Weight qw = quantize_weight(w, WeightScaling::tensor, Fp8Format::e4m3, false);
+  const at::Tensor wd = dequantize(qw).cpu();
+  const int64_t n_shapes = kFp8GemmPlanCacheCapacity + 100;
+  for (int64_t M = 1; M <= n_shapes; ++M) {
+    at::Tensor x = at::randn({M, 128}, at::kCUDA).to(at::kBFloat16);
+    Fp8Activation qx = quantize_activation(x, ActScaling::tensor, Fp8Format::e4m3, false);
+    at::Tensor y = fp8_gemm(qx, qw, at::kFloat);
+    REQUIRE(fp8_gemm_plan_cache_size() <= kFp8GemmPlanCacheCapacity);
+    // M = 1 was evicted long ago by the end; check a few results, the first and last included,
+    // against the float64 product of the same FP8 operands (fast accumulation: 1e-5 in gemm_diff).
+    if (M == 1 || M == 500 || M == n_shapes) {
+      INFO("M=" << M);
+      CHECK(gemm_diff(y, at::matmul(dequantize(qx).cpu().to(at::kDouble), wd.to(at::kDouble).t())) < 1e-5);
+    }
+  }
+  CHECK(fp8_gemm_plan_cache_size() == kFp8GemmPlanCacheCapacity);
+  // An evicted shape comes back: rebuilt, same numbers.
+  at::Tensor x = at::randn({1, 128}, at::kCUDA).to(at::kBFloat16);
+  Fp8Activation qx = quantize_activation(x, ActScaling::tensor, Fp8Format::e4m3, false);
+  CHECK(gemm_diff(fp8_gemm(qx, qw, at::kFloat), at::matmul(dequantize(qx).cpu().to(at::kDouble),
+                                                           wd.to(at::kDouble).t())) < 1e-5);
+  CHECK(fp8_gemm_plan_cache_size() <= kFp8GemmPlanCacheCapacity);
+}
+
+TEST_CASE("FP8 GEMM from several host threads at once", "[gpu][quant]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(15);
+  at::Tensor w = (at::randn({300, 1024}, at::kCUDA) * 0.05).to(at::kBFloat16);
+  const Fp8Weight qw = quantize_weight(w, WeightScaling::block, Fp8Format::e4m3, false);
+  const at::Tensor wd = dequantize(qw).to(at::kDouble).cpu();
+  constexpr int kThreads = 8, kIters = 40;
+  // Inputs made up front (the RNG is not what is under test); each thread shares the plan cache
+  // with the others, half of them on the same M values so they hit the same plans.
+  std::vector<std::vector<at::Tensor>> xs(kThreads);
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kIters; ++i) xs[t].push_back(at::randn({1 + (t % 4) * 37 + i, 1024}, at::kCUDA).to(at::kBFloat16));
+  std::vector<double> worst(kThreads, 0.0);
+  std::vector<std::string> errors(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      try {
+        for (int i = 0; i < kIters; ++i) {
+          Fp8Activation qx = quantize_activation(xs[t][i], ActScaling::group, Fp8Format::e4m3, false);
+          at::Tensor y = fp8_gemm(qx, qw, at::kFloat);
+          at::Tensor ref = at::matmul(dequantize(qx).to(at::kDouble).cpu(), wd.t());
+          worst[t] = std::max(worst[t], gemm_diff(y, ref));
+        }
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    INFO("thread " << t << ": " << errors[t] << " worst diff " << worst[t]);
+    CHECK(errors[t].empty());
+    // Block scaling, no fast accumulation, fp32 out: only summation order differs from float64.
+    CHECK(worst[t] < 1e-6);
+  }
 }
 
 // Hidden diagnostic ([.probe]): which M values cuBLASLt's block-scaled FP8 GEMM accepts here,
