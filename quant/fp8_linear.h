@@ -27,8 +27,9 @@ class Fp8Linear {
   at::Tensor forward(const at::Tensor& x) const;
 
   // Full fine-tuning sync: quantize new values w [N, K] into the existing FP8 and scale storage
-  // (same data pointers, so every holder of this weight sees the update).
-  void requantize_(const at::Tensor& w, bool pow2);
+  // (same data pointers, so every holder of this weight sees the update), with the weight's own
+  // scaling, format and pow2 setting (Fp8Weight::pow2).
+  void requantize_(const at::Tensor& w);
 
   const Fp8Weight& weight() const { return weight_; }
   const at::Tensor& bias() const { return bias_; }

@@ -113,7 +113,7 @@ Fp8Weight quantize_weight_reference(const at::Tensor& w, WeightScaling scaling, 
   const int64_t tc = scaling == WeightScaling::block ? kFp8Block : Kp;
   auto [data, scale] = quantize_tiles_reference(w, Np, Kp, tr, tc, fmt, pow2);
   if (scaling != WeightScaling::block) scale = scale.reshape({-1});
-  return Fp8Weight{data, scale, N, K, fmt, scaling};
+  return Fp8Weight{data, scale, N, K, fmt, scaling, pow2};
 }
 
 Fp8Activation quantize_activation_reference(const at::Tensor& x, ActScaling scaling, Fp8Format fmt, bool pow2) {
@@ -145,7 +145,7 @@ Fp8Weight quantize_weight(const at::Tensor& w, WeightScaling scaling, Fp8Format 
   const int64_t N = x.size(0), K = x.size(1);
   const int64_t Np = round_up(N, kFp8Block), Kp = padded_k(K, scaling == WeightScaling::block);
   auto opts = x.options();
-  Fp8Weight out{at::empty({Np, Kp}, opts.dtype(fp8_scalar_type(fmt))), {}, N, K, fmt, scaling};
+  Fp8Weight out{at::empty({Np, Kp}, opts.dtype(fp8_scalar_type(fmt))), {}, N, K, fmt, scaling, pow2};
   at::Tensor flag = at::zeros({1}, opts.dtype(at::kInt));
   cuda::QuantArgs a{x.data_ptr(), x.scalar_type() == at::kBFloat16, N, K, static_cast<uint8_t*>(out.data.data_ptr()),
                     Np, Kp, nullptr, fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag.data_ptr<int>()};
@@ -225,7 +225,7 @@ Fp8Weight transpose_weight(const Fp8Weight& w) {
   // Transposed through a byte view: the copy kernels move bytes, whatever the float8 flavour.
   at::Tensor data = w.data.view(at::kByte).t().contiguous().view(w.data.scalar_type());
   at::Tensor scale = w.scaling == WeightScaling::block ? w.scale.t().contiguous() : w.scale;
-  return Fp8Weight{data, scale, w.in_features, w.out_features, w.fmt, w.scaling};
+  return Fp8Weight{data, scale, w.in_features, w.out_features, w.fmt, w.scaling, w.pow2};
 }
 
 at::Tensor expand_scale(const Fp8Weight& w) {

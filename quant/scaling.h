@@ -59,6 +59,10 @@ struct Fp8Weight {
   int64_t in_features = 0;   // K
   Fp8Format fmt = Fp8Format::e4m3;
   WeightScaling scaling = WeightScaling::block;
+  // Whether the scales were rounded up to powers of two. Recorded so that a requantization
+  // (Fp8Linear::requantize_) uses the setting the weight was made with, not whatever its caller
+  // passes. Weights read from a checkpoint (hf_fp8.h) keep their stored scales: false.
+  bool pow2 = false;
   int64_t nbytes() const;    // storage of data + scale
 };
 

@@ -48,6 +48,7 @@ TEST_CASE("scaling kernels match the CPU reference bit for bit", "[gpu][quant]")
           INFO("weight R=" << R << " C=" << C << " dtype=" << dt << " pow2=" << pow2 << " " << to_string(ws));
           Fp8Weight g = quantize_weight(x, ws, Fp8Format::e4m3, pow2);
           Fp8Weight c = quantize_weight_reference(x, ws, Fp8Format::e4m3, pow2);
+          CHECK(g.pow2 == pow2);
           CHECK(at::equal(g.scale.cpu(), c.scale));
           CHECK(bits_equal(g.data, c.data));
         }

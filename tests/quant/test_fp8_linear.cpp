@@ -45,7 +45,7 @@ TEST_CASE("requantize_ writes into the same FP8 storage", "[quant][fp8_linear]")
   const void* data = layer.weight().data.data_ptr();
   const void* scale = layer.weight().scale.data_ptr();
   at::Tensor w2 = at::randn({64, 512}) * 3;
-  layer.requantize_(w2, false);
+  layer.requantize_(w2);
   CHECK(layer.weight().data.data_ptr() == data);
   CHECK(layer.weight().scale.data_ptr() == scale);
   CHECK(at::equal(dequantize(layer.weight()),
@@ -75,8 +75,30 @@ TEST_CASE("backward after an in-place requantization is refused by autograd", "[
                   ActScaling::group, false);
   at::Tensor x = at::randn({4, 512}).set_requires_grad(true);
   at::Tensor y = layer.forward(x);
-  layer.requantize_(at::randn({64, 512}), false);
+  layer.requantize_(at::randn({64, 512}));
   // The saved weight tensors' version counters moved: differentiating through the new values
   // would be silently wrong, so autograd's in-place check must fire.
   REQUIRE_THROWS_CONTAINING(y.sum().backward(), c10::Error, "modified by an inplace operation");
+}
+
+TEST_CASE("Fp8Weight records pow2 and requantize_ keeps it", "[quant][fp8_linear]") {
+  at::manual_seed(25);
+  for (bool pow2 : {false, true}) {
+    for (WeightScaling ws : {WeightScaling::tensor, WeightScaling::channel, WeightScaling::block}) {
+      INFO("pow2=" << pow2 << " " << to_string(ws));
+      Fp8Weight q = quantize_weight(at::randn({130, 200}), ws, Fp8Format::e4m3, pow2);
+      CHECK(q.pow2 == pow2);
+      CHECK(quantize_weight_reference(at::randn({3, 5}), ws, Fp8Format::e4m3, pow2).pow2 == pow2);
+      if (ws != WeightScaling::channel) CHECK(transpose_weight(q).pow2 == pow2);
+      Fp8Linear layer(q, {}, ws == WeightScaling::block ? ActScaling::group
+                             : ws == WeightScaling::channel ? ActScaling::token : ActScaling::tensor, false);
+      at::Tensor w2 = at::randn({130, 200}) * 0.37;  // amax / 448 is not a power of two
+      layer.requantize_(w2);
+      CHECK(layer.weight().pow2 == pow2);
+      // Same scales (and bytes) as a fresh quantization with the recorded setting.
+      const Fp8Weight fresh = quantize_weight(w2, ws, Fp8Format::e4m3, pow2);
+      CHECK(at::equal(layer.weight().scale, fresh.scale));
+      CHECK(at::equal(layer.weight().data.view(at::kByte), fresh.data.view(at::kByte)));
+    }
+  }
 }
