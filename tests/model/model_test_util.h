@@ -4,11 +4,11 @@
 
 #include <ATen/ATen.h>
 
-#include <cstring>
 #include <string>
 
 #include "core/error.h"
 #include "core/hf_config.h"
+#include "core/model/weight_reader.h"
 #include "core/safetensors.h"
 #include "tests/catch.h"
 
@@ -23,19 +23,9 @@ inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.detach().to(at::kCPU, at::kDouble) - b.detach().to(at::kCPU, at::kDouble)).abs().max().item<double>();
 }
 
-// A copy of one tensor of a safetensors file (I64 / F32 / BF16 only).
+// A copy of one tensor of a safetensors file, in its stored dtype.
 inline at::Tensor read_tensor(const safetensors::File& file, const std::string& name) {
-  const safetensors::TensorView& v = file.get(name);
-  at::ScalarType st = at::kFloat;
-  switch (v.dtype) {
-    case safetensors::Dtype::I64: st = at::kLong; break;
-    case safetensors::Dtype::F32: st = at::kFloat; break;
-    case safetensors::Dtype::BF16: st = at::kBFloat16; break;
-    default: FAIL("read_tensor: unexpected dtype for " << name);
-  }
-  at::Tensor t = at::empty(v.shape, at::TensorOptions().dtype(st));
-  std::memcpy(t.data_ptr(), v.data, v.nbytes);
-  return t;
+  return model::to_host_tensor(file.get(name));
 }
 
 // Awkward sizes on purpose: GQA 3:1, head_dim 8, intermediate not a power of two.

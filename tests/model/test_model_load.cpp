@@ -248,6 +248,18 @@ TEST_CASE("linears are pluggable: a factory sees every projection, fused or by H
   CHECK(max_abs_diff(plain.logits(ids), split.logits(ids)) < 1e-6);
 }
 
+TEST_CASE("the weight version starts at 0 and moves only when bumped") {
+  TempDir dir;
+  write_random_checkpoint(dir.path().string(), "llama", tiny_shape(true), 2);
+  CausalLM m = CausalLM::load(dir.path().string(), fp32());
+  CHECK(m.weight_version() == 0);
+  (void)m.logits(random_ids(1, 3, 97, 1));
+  CHECK(m.weight_version() == 0);
+  m.bump_weight_version();
+  m.bump_weight_version();
+  CHECK(m.weight_version() == 2);
+}
+
 TEST_CASE("requires_grad: every parameter gets a gradient") {
   TempDir dir;
   write_random_checkpoint(dir.path().string(), "qwen2", tiny_shape(false), 17);

@@ -10,6 +10,8 @@
 
 #include "core/hf_config.h"
 #include "core/model/decoder.h"
+#include "core/model/random_checkpoint.h"
+#include "core/model/weight_reader.h"
 #include "core/safetensors.h"
 #include "core/error.h"
 #include "quant/fp8_model.h"
@@ -22,13 +24,35 @@ using namespace fp8rl;
 namespace {
 
 at::Tensor read(const safetensors::File& f, const std::string& name, at::ScalarType dt) {
-  const auto& v = f.get(name);
-  return at::from_blob(const_cast<uint8_t*>(v.data), v.shape, dt).clone();
+  return model::to_host_tensor(f.get(name)).to(dt);
 }
 
-// A BF16 checkpoint tensor as float32.
-at::Tensor read_tensor_bf16(const safetensors::TensorView& v) {
-  return at::from_blob(const_cast<uint8_t*>(v.data), v.shape, at::kBFloat16).to(at::kFloat);
+// A copy of the checkpoint at `src` with every decoder projection stored as HF FP8 (F8_E4M3 +
+// weight_scale_inv, each HF module quantized on its own, as HF exporters do) and the FP8
+// quantization_config in config.json.
+void write_fp8_checkpoint(const std::string& src, const std::string& dst) {
+  std::filesystem::create_directories(dst);
+  const safetensors::Checkpoint ckpt(src);
+  std::vector<safetensors::TensorToWrite> out;
+  std::vector<at::Tensor> storage;
+  for (const std::string& name : ckpt.names()) {
+    const auto& v = ckpt.get(name);
+    const bool proj = name.size() > 12 && name.compare(name.size() - 12, 12, "_proj.weight") == 0;
+    if (!proj) {
+      out.push_back({name, v.dtype, v.shape, v.data, v.nbytes});
+      continue;
+    }
+    const at::Tensor w = model::to_host_tensor(v).to(at::kFloat);
+    for (auto& t : hf_fp8_tensors(name.substr(0, name.size() - 7),
+                                  quantize_weight(w, WeightScaling::block, Fp8Format::e4m3, false), storage))
+      out.push_back(t);
+  }
+  safetensors::write_file(dst + "/model.safetensors", out);
+  std::ifstream in(src + "/config.json");
+  nlohmann::json cfg = nlohmann::json::parse(in);
+  cfg["quantization_config"] = {{"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"},
+                                {"weight_block_size", {128, 128}}};
+  std::ofstream(dst + "/config.json") << cfg.dump(2);
 }
 
 // 1 - 2 sum(xy) / sum(x^2 + y^2) (DeepGEMM's measure): 0 when equal.
@@ -86,30 +110,7 @@ TEST_CASE("a pre-quantized HF FP8 checkpoint loads as stored and equals quantizi
   const std::string src = std::string(FP8RL_MODEL_DATA) + "/qwen3";
   fp8rl::test::TempDir tmp;
   const std::string dst = (tmp.path() / "qwen3-fp8").string();
-  std::filesystem::create_directories(dst);
-  {  // Export: every decoder projection as F8_E4M3 + weight_scale_inv, the rest unchanged.
-    const safetensors::Checkpoint ckpt(src);
-    std::vector<safetensors::TensorToWrite> out;
-    std::vector<at::Tensor> storage;
-    for (const std::string& name : ckpt.names()) {
-      const auto& v = ckpt.get(name);
-      const bool proj = name.size() > 12 && name.compare(name.size() - 12, 12, "_proj.weight") == 0;
-      if (!proj) {
-        out.push_back({name, v.dtype, v.shape, v.data, v.nbytes});
-        continue;
-      }
-      at::Tensor w = read_tensor_bf16(v);
-      for (auto& t : hf_fp8_tensors(name.substr(0, name.size() - 7),
-                                    quantize_weight(w, WeightScaling::block, Fp8Format::e4m3, false), storage))
-        out.push_back(t);
-    }
-    safetensors::write_file(dst + "/model.safetensors", out);
-    std::ifstream in(src + "/config.json");
-    nlohmann::json cfg = nlohmann::json::parse(in);
-    cfg["quantization_config"] = {{"quant_method", "fp8"}, {"fmt", "e4m3"}, {"activation_scheme", "dynamic"},
-                                  {"weight_block_size", {128, 128}}};
-    std::ofstream(dst + "/config.json") << cfg.dump(2);
-  }
+  write_fp8_checkpoint(src, dst);
   const safetensors::File ref(src + "/logits.safetensors");
   const at::Tensor ids = read(ref, "input_ids", at::kLong);
   QuantizationConfig q;
@@ -131,4 +132,48 @@ TEST_CASE("a pre-quantized HF FP8 checkpoint loads as stored and equals quantizi
   CHECK(check_model_dir(dst, q) == 21);
   CHECK(check_model_dir(src, q) == 0);
   REQUIRE_THROWS_CONTAINING(check_model_dir(dst, none), ConfigError, "needs quantization.quant_method: fp8");
+}
+
+TEST_CASE("128-aligned q/k/v and gate/up run fused in FP8, quantized at load or stored, same logits as split", "[quant][fp8_model]") {
+  // Aligned shape: q 2x64 = 128, k/v 2x64 = 128 rows each, gate/up 256 each: block scales never
+  // straddle two parts, so the fused FP8 weight holds exactly the parts' bytes and scales.
+  ModelShape shape;
+  shape.vocab_size = 300;
+  shape.hidden_size = 128;
+  shape.intermediate_size = 256;
+  shape.num_hidden_layers = 2;
+  shape.num_attention_heads = 2;
+  shape.num_key_value_heads = 2;
+  shape.head_dim = 64;
+  fp8rl::test::TempDir tmp;
+  const std::string src = (tmp.path() / "bf16").string(), dst = (tmp.path() / "fp8").string();
+  model::write_random_checkpoint(src, "qwen3", shape, 3);
+  write_fp8_checkpoint(src, dst);
+  QuantizationConfig q;
+  model::LoadOptions opts;
+  opts.dtype = at::kFloat;
+  const model::CausalLM at_load = load_causal_lm(src, q, opts);
+  const model::CausalLM stored = load_causal_lm(dst, q, opts);
+  for (const model::CausalLM* m : {&at_load, &stored}) {
+    REQUIRE(m->layers()[1].qkv.specs.size() == 1);
+    CHECK(m->layers()[1].qkv.specs[0].name == "model.layers.1.self_attn.qkv_proj");
+    REQUIRE(dynamic_cast<const Fp8ModelLinear*>(m->layers()[1].qkv.linears[0].get()) != nullptr);
+    REQUIRE(dynamic_cast<const model::GatedMlp&>(*m->layers()[1].mlp).gate_up().specs.size() == 1);
+  }
+  // Fused at load == the stored parts concatenated: same bytes, same scales.
+  const auto& a = dynamic_cast<const Fp8ModelLinear*>(at_load.layers()[0].qkv.linears[0].get())->fp8().weight();
+  const auto& b = dynamic_cast<const Fp8ModelLinear*>(stored.layers()[0].qkv.linears[0].get())->fp8().weight();
+  CHECK(at::equal(a.data.view(at::kByte), b.data.view(at::kByte)));
+  CHECK(at::equal(a.scale, b.scale));
+  const at::Tensor ids = at::randint(300, {2, 9}, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor fused = at_load.logits(ids);
+  CHECK(at::equal(fused, stored.logits(ids)));
+  // The same model with fusion refused: per-part quantization gives the same FP8 values, so the
+  // logits differ only by the GEMMs' float32 summation order.
+  const PrecisionPlan plan = make_precision_plan(shape, q, "float32");
+  model::LoadOptions split_opts = fp8_load_options(plan, q, opts);
+  split_opts.fuse = [](const model::ProjectionGroup&, const model::WeightReader&) { return false; };
+  const model::CausalLM split = model::CausalLM::load(src, split_opts);
+  REQUIRE(split.layers()[1].qkv.specs.size() == 3);
+  CHECK(diff(fused, split.logits(ids)) < 1e-10);
 }
