@@ -25,7 +25,7 @@ int64_t allocated() {
 }
 }  // namespace
 
-TEST_CASE("FP8 Qwen3-0.6B: weight memory follows the plan; BF16 vs FP8 next-token KL", "[gpu][fp8_model]") {
+TEST_CASE("FP8 Qwen3-0.6B: weight memory follows the plan, and BF16 vs FP8 next-token KL", "[gpu][fp8_model]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   at::empty({1}, at::kCUDA);  // initialise the caching allocator before reading its stats
   fp8rl::test::TempDir dir;

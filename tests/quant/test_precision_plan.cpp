@@ -34,7 +34,7 @@ TEST_CASE("first/last layers and patterns stay BF16, the rest is FP8", "[precisi
   CHECK(p.summary().find("12 of 28 decoder linears in FP8") != std::string::npos);
 }
 
-TEST_CASE("quant_method none keeps every module in BF16; typos in patterns are errors", "[precision_plan]") {
+TEST_CASE("quant_method none keeps every module in BF16, and typos in patterns are errors", "[precision_plan]") {
   ModelShape s = *qwen3_preset("8b");
   QuantizationConfig q;
   q.quant_method = "none";

@@ -81,7 +81,7 @@ TEST_CASE("weights: every granularity matches the ATen reference bit for bit", "
   }
 }
 
-TEST_CASE("activations: every granularity matches the ATen reference; group scales are K-block-major",
+TEST_CASE("activations: every granularity matches the ATen reference, and group scales are K-block-major",
           "[quant][scaling]") {
   at::manual_seed(8);
   for (auto [M, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {1, 128}, {17, 300}, {33, 257}, {64, 1024}}) {
@@ -113,7 +113,7 @@ TEST_CASE("activations: every granularity matches the ATen reference; group scal
   }
 }
 
-TEST_CASE("all-zero tiles get scale 1 and zero data; pow2 scales are powers of two covering amax",
+TEST_CASE("all-zero tiles get scale 1 and zero data, and pow2 scales are powers of two covering amax",
           "[quant][scaling]") {
   at::Tensor w = at::zeros({256, 512});
   w.narrow(0, 0, 128).narrow(1, 0, 128).fill_(3.0);  // one non-zero block
@@ -153,7 +153,7 @@ TEST_CASE("dequantize(quantize(w)) is within E4M3's rounding error", "[quant][sc
   CHECK(((dx - x).abs() <= x.abs() / 16 + x.abs().max() / 448 / 1024 + 1e-12).all().item<bool>());
 }
 
-TEST_CASE("NaN and inf are refused with the tensor's name; empty inputs work", "[quant][scaling]") {
+TEST_CASE("NaN and inf are refused with the tensor's name, and empty inputs work", "[quant][scaling]") {
   at::Tensor w = at::ones({4, 4});
   w[2][3] = NAN;
   REQUIRE_THROWS_CONTAINING(quantize_weight(w, WeightScaling::block, Fp8Format::e4m3, false, "layers.3.mlp.up_proj"),
