@@ -6,23 +6,6 @@
 
 namespace fp8rl::loss {
 
-PolicyObjectiveOptions PolicyObjectiveOptions::from_recipe(const AlgorithmConfig& a) {
-  PolicyObjectiveOptions o;
-  o.policy.clip_ratio_low = a.clip_ratio_low;
-  o.policy.clip_ratio_high = a.clip_ratio_high;
-  o.policy.clip_ratio_c = a.clip_ratio_c;
-  o.correction.level = parse_tis_level(a.tis_level);
-  o.correction.mode = parse_tis_mode(a.tis_mode);
-  o.correction.cap = a.tis_cap;
-  o.correction.mask_lower = a.tis_mask_lower;
-  o.loss_agg_mode = parse_loss_agg_mode(a.loss_agg_mode);
-  o.use_kl_loss = a.use_kl_loss;
-  o.kl_loss_coef = a.kl_loss_coef;
-  o.kl_loss_type = parse_kl_type(a.kl_loss_type);
-  o.entropy_coeff = a.entropy_coeff;
-  return o;
-}
-
 PolicyObjective policy_objective(const PolicyObjectiveInputs& in, const PolicyObjectiveOptions& options,
                                  const AggregationScale& scale) {
   const LossAggMode agg = options.loss_agg_mode;

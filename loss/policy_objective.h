@@ -8,7 +8,6 @@
 #include <map>
 #include <string>
 
-#include "core/recipe.h"
 #include "loss/aggregate.h"
 #include "loss/kl.h"
 #include "loss/policy_loss.h"
@@ -24,12 +23,6 @@ struct PolicyObjectiveOptions {
   double kl_loss_coef = 0.001;
   KlType kl_loss_type = KlType::k3;
   double entropy_coeff = 0.0;
-
-  // The algorithm.* knobs of a recipe, by the same names. The recipe's strings (loss_agg_mode,
-  // kl_loss_type, tis_level, tis_mode) are parsed here, once per recipe, with the parse_*
-  // functions (ConfigError naming the key and the valid values); policy_objective() and the
-  // functions it calls only see enums.
-  static PolicyObjectiveOptions from_recipe(const AlgorithmConfig& algorithm);
 };
 
 struct PolicyObjectiveInputs {

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/recipe.h"
 #include "loss/advantages.h"
 #include "loss/dapo.h"
 #include "tests/catch.h"
@@ -151,8 +150,6 @@ TEST_CASE("advantages: recipe names and bad shapes", "[loss][advantages]") {
   CHECK(parse_adv_estimator("dr_grpo") == AdvEstimator::dr_grpo);
   for (const AdvEstimator e : {AdvEstimator::grpo, AdvEstimator::dr_grpo}) CHECK(parse_adv_estimator(to_string(e)) == e);
   REQUIRE_THROWS_CONTAINING(parse_adv_estimator("ppo"), ConfigError, "grpo, dr_grpo");
-  // Same default as the recipe's.
-  CHECK(AdvantageOptions{}.estimator == parse_adv_estimator(AlgorithmConfig{}.adv_estimator));
   CHECK_THROWS_AS(compute_advantages(vals({1, 2}), ids({0}), AdvantageOptions{}), std::logic_error);
   CHECK(compute_advantages(vals({}), ids({}), AdvantageOptions{}).numel() == 0);
 }

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/recipe.h"
 #include "loss/aggregate.h"
 #include "loss/policy_objective.h"
 #include "tests/catch.h"
@@ -157,19 +156,19 @@ ObjectiveData make_data(int64_t B, int64_t T) {
 at::Tensor fake_entropy(const at::Tensor& logp) { return -logp * logp.exp(); }
 
 PolicyObjectiveOptions options_for(const char* agg, const char* level, const char* mode) {
-  AlgorithmConfig a;
-  a.loss_agg_mode = agg;
-  a.clip_ratio_high = 0.28;
-  a.clip_ratio_c = 3.0;
-  a.tis_level = level;
-  a.tis_mode = mode;
-  a.tis_cap = 1.4;
-  a.tis_mask_lower = 0.7;
-  a.use_kl_loss = true;
-  a.kl_loss_coef = 0.1;
-  a.kl_loss_type = "k3";
-  a.entropy_coeff = 0.01;
-  return PolicyObjectiveOptions::from_recipe(a);
+  PolicyObjectiveOptions o;
+  o.loss_agg_mode = parse_loss_agg_mode(agg);
+  o.policy.clip_ratio_high = 0.28;
+  o.policy.clip_ratio_c = 3.0;
+  o.correction.level = parse_tis_level(level);
+  o.correction.mode = parse_tis_mode(mode);
+  o.correction.cap = 1.4;
+  o.correction.mask_lower = 0.7;
+  o.use_kl_loss = true;
+  o.kl_loss_coef = 0.1;
+  o.kl_loss_type = KlType::k3;
+  o.entropy_coeff = 0.01;
+  return o;
 }
 
 }  // namespace
@@ -199,44 +198,6 @@ TEST_CASE("policy objective equals a plain composition (token-mean)", "[loss][ob
   CHECK(std::fabs(obj.loss.item<double>() - total / n) < 1e-12);
   CHECK(obj.metrics.count("mismatch/ess") == 1);
   CHECK(obj.metrics.count("pg_clipfrac_high") == 1);
-}
-
-TEST_CASE("policy objective options: the recipe's strings are parsed once, in from_recipe", "[loss][objective]") {
-  // policy_objective() and what it calls take enums; a bad recipe string fails when the
-  // recipe is mapped (once), naming the key and the valid values.
-  const PolicyObjectiveOptions o = options_for("seq-mean-token-sum-norm", "sequence", "mask");
-  CHECK(o.loss_agg_mode == LossAggMode::seq_mean_token_sum_norm);
-  CHECK(o.correction.level == TisLevel::sequence);
-  CHECK(o.correction.mode == TisMode::mask);
-  CHECK(o.kl_loss_type == KlType::k3);
-  auto bad = [](auto edit) {
-    AlgorithmConfig a;
-    edit(a);
-    return PolicyObjectiveOptions::from_recipe(a);
-  };
-  REQUIRE_THROWS_CONTAINING(bad([](AlgorithmConfig& a) { a.loss_agg_mode = "sum"; }), ConfigError,
-                            "algorithm.loss_agg_mode");
-  REQUIRE_THROWS_CONTAINING(bad([](AlgorithmConfig& a) { a.kl_loss_type = "k7"; }), ConfigError,
-                            "algorithm.kl_loss_type");
-  REQUIRE_THROWS_CONTAINING(bad([](AlgorithmConfig& a) { a.tis_level = "seq"; }), ConfigError, "algorithm.tis_level");
-  REQUIRE_THROWS_CONTAINING(bad([](AlgorithmConfig& a) { a.tis_mode = "clip"; }), ConfigError, "algorithm.tis_mode");
-  // The structs' defaults are the recipe's defaults.
-  const PolicyObjectiveOptions from_defaults = PolicyObjectiveOptions::from_recipe(AlgorithmConfig{});
-  const PolicyObjectiveOptions plain{};
-  CHECK(plain.loss_agg_mode == from_defaults.loss_agg_mode);
-  CHECK(plain.kl_loss_type == from_defaults.kl_loss_type);
-  CHECK(plain.correction.level == from_defaults.correction.level);
-  CHECK(plain.correction.mode == from_defaults.correction.mode);
-  CHECK(plain.use_kl_loss == from_defaults.use_kl_loss);
-  CHECK(plain.kl_loss_coef == from_defaults.kl_loss_coef);
-  CHECK(plain.entropy_coeff == from_defaults.entropy_coeff);
-  CHECK(plain.correction.cap == from_defaults.correction.cap);
-  CHECK(plain.correction.mask_lower == from_defaults.correction.mask_lower);
-  CHECK(plain.policy.clip_ratio_low == from_defaults.policy.clip_ratio_low);
-  CHECK(plain.policy.clip_ratio_high == from_defaults.policy.clip_ratio_high);
-  CHECK(plain.policy.clip_ratio_c == from_defaults.policy.clip_ratio_c);
-  CHECK(to_string(KlType::k3) == std::string("k3"));
-  for (const KlType t : {KlType::k1, KlType::k2, KlType::k3}) CHECK(parse_kl_type(to_string(t)) == t);
 }
 
 TEST_CASE("policy objective: micro-batches give the whole-batch loss and gradient", "[loss][objective]") {

@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/recipe.h"
 #include "loss/policy_loss.h"
 #include "loss/rollout_correction.h"
 #include "tests/catch.h"
@@ -288,9 +287,6 @@ TEST_CASE("rollout correction: huge mismatches stay finite, bad knobs are config
   for (const TisLevel l : {TisLevel::token, TisLevel::sequence, TisLevel::none}) CHECK(parse_tis_level(to_string(l)) == l);
   for (const TisMode m : {TisMode::truncate, TisMode::mask}) CHECK(parse_tis_mode(to_string(m)) == m);
   RolloutCorrectionOptions o;
-  // Same defaults as the recipe's.
-  CHECK(o.level == parse_tis_level(AlgorithmConfig{}.tis_level));
-  CHECK(o.mode == parse_tis_mode(AlgorithmConfig{}.tis_mode));
   o.cap = 1.0;
   REQUIRE_THROWS_CONTAINING(rollout_correction(old, roll, mask, o), ConfigError, "tis_cap");
   o = {};
