@@ -67,12 +67,8 @@ at::Tensor Fp8Linear::forward(const at::Tensor& x) const {
   return y.view(out_shape);
 }
 
-void Fp8Linear::requantize_(const at::Tensor& w) {
-  FP8RL_CHECK(w.dim() == 2 && w.size(0) == weight_.out_features && w.size(1) == weight_.in_features,
-              cat("requantize_: expected [", weight_.out_features, ", ", weight_.in_features, "], got ", w.sizes()));
-  Fp8Weight fresh = quantize_weight(w.to(weight_.data.device()), weight_.scaling, weight_.fmt, weight_.pow2);
-  weight_.data.copy_(fresh.data);
-  weight_.scale.copy_(fresh.scale);
+void Fp8Linear::requantize_(const at::Tensor& w, const at::Tensor& nonfinite) {
+  quantize_weight_into(w, weight_, nonfinite);
 }
 
 at::Tensor fp8_linear_grad_input(const at::Tensor& grad_out, const Fp8Weight& w, ActScaling act_scaling) {

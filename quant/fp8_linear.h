@@ -28,8 +28,12 @@ class Fp8Linear {
 
   // Full fine-tuning sync: quantize new values w [N, K] into the existing FP8 and scale storage
   // (same data pointers, so every holder of this weight sees the update), with the weight's own
-  // scaling, format and pow2 setting (Fp8Weight::pow2).
-  void requantize_(const at::Tensor& w);
+  // scaling, format and pow2 setting (Fp8Weight::pow2). Through the quantization kernel, with
+  // no full-size temporary and no host sync: NaN/inf in w sets `nonfinite` (int32 [1] on the
+  // weight's device), which the caller checks once after requantizing every matrix
+  // (throw_if_nonfinite in scaling.h). A graph that saved this weight for backward refuses to
+  // run afterwards (version counters).
+  void requantize_(const at::Tensor& w, const at::Tensor& nonfinite);
 
   const Fp8Weight& weight() const { return weight_; }
   const at::Tensor& bias() const { return bias_; }

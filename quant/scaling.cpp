@@ -71,36 +71,69 @@ void require_finite_cpu(const at::Tensor& t, const std::string& what) {
     throw RuntimeFailure(cat(what, " of shape ", t.sizes(), " holds NaN or inf; refusing to quantize it"));
 }
 
-// The reference for every granularity: x [R, C] -> data [Rp, Cp] with one scale per tile of
-// tr x tc (tiles cover the padded matrix; padding counts as zeros). Scales are returned in
-// tile-grid order [Rp/tr, Cp/tc].
-std::pair<at::Tensor, at::Tensor> quantize_tiles_reference(const at::Tensor& x_in, int64_t Rp, int64_t Cp, int64_t tr,
-                                                           int64_t tc, Fp8Format fmt, bool pow2) {
-  at::Tensor x = x_in.to(at::kCPU, at::kFloat).contiguous();
-  const int64_t R = x.size(0), C = x.size(1);
+// The reference for every granularity, writing into given storage: x [R, C] (CPU, contiguous,
+// T = float or c10::BFloat16) -> dst [Rp, Cp] fp8 bytes with one scale per tile of tr x tc
+// (tiles cover the padded matrix; padding counts as zeros), scales in tile-grid order
+// [Rp/tr, Cp/tc]. bf16 is read directly (its conversion to float is exact): no float copy of
+// the input. Returns whether x holds NaN/inf (found in the amax pass, no extra pass).
+template <class T>
+bool quantize_tiles_cpu(const T* src, int64_t R, int64_t C, int64_t Rp, int64_t Cp, int64_t tr, int64_t tc,
+                        Fp8Format fmt, bool pow2, uint8_t* dst, float* s) {
   const int64_t gr = tr > 0 ? Rp / tr : 0, gc = Cp / tc;
-  const float* src = x.data_ptr<float>();
   std::vector<float> amax(static_cast<size_t>(gr * gc), 0.0f), inv(static_cast<size_t>(gr * gc));
+  bool nonfinite = false;
   for (int64_t r = 0; r < R; ++r)
     for (int64_t c = 0; c < C; ++c) {
+      const float v = static_cast<float>(src[r * C + c]);
+      nonfinite |= !std::isfinite(v);
       float& a = amax[static_cast<size_t>((r / tr) * gc + c / tc)];
-      a = std::fmax(a, std::fabs(src[r * C + c]));
+      a = std::fmax(a, std::fabs(v));
     }
-  at::Tensor scale = at::empty({gr, gc}, at::kFloat);
-  float* s = scale.data_ptr<float>();
   const float fmax = fp8_spec(fmt).max;
   for (int64_t i = 0; i < gr * gc; ++i) {
     s[i] = scale_from_amax(amax[static_cast<size_t>(i)], fmax, pow2);
     inv[static_cast<size_t>(i)] = 1.0f / s[i];
   }
-  at::Tensor data = at::empty({Rp, Cp}, at::TensorOptions().dtype(fp8_scalar_type(fmt)));
-  auto* dst = static_cast<uint8_t*>(data.data_ptr());
   for (int64_t r = 0; r < Rp; ++r)
     for (int64_t c = 0; c < Cp; ++c) {
-      const float v = (r < R && c < C) ? src[r * C + c] : 0.0f;
+      const float v = (r < R && c < C) ? static_cast<float>(src[r * C + c]) : 0.0f;
       dst[r * Cp + c] = float_to_fp8(v * inv[static_cast<size_t>((r / tr) * gc + c / tc)], fmt);
     }
+  return nonfinite;
+}
+
+// x: CPU, contiguous, float32 or bfloat16 (check_matrix).
+bool quantize_tiles_cpu(const at::Tensor& x, int64_t Rp, int64_t Cp, int64_t tr, int64_t tc, Fp8Format fmt, bool pow2,
+                        uint8_t* dst, float* s) {
+  const int64_t R = x.size(0), C = x.size(1);
+  if (x.scalar_type() == at::kBFloat16)
+    return quantize_tiles_cpu(x.data_ptr<c10::BFloat16>(), R, C, Rp, Cp, tr, tc, fmt, pow2, dst, s);
+  return quantize_tiles_cpu(x.data_ptr<float>(), R, C, Rp, Cp, tr, tc, fmt, pow2, dst, s);
+}
+
+// Allocating form: data [Rp, Cp], scales [Rp/tr, Cp/tc].
+std::pair<at::Tensor, at::Tensor> quantize_tiles_reference(const at::Tensor& x_in, int64_t Rp, int64_t Cp, int64_t tr,
+                                                           int64_t tc, Fp8Format fmt, bool pow2) {
+  at::Tensor x = x_in.to(at::kCPU).contiguous();
+  const int64_t gr = tr > 0 ? Rp / tr : 0, gc = Cp / tc;
+  at::Tensor scale = at::empty({gr, gc}, at::kFloat);
+  at::Tensor data = at::empty({Rp, Cp}, at::TensorOptions().dtype(fp8_scalar_type(fmt)));
+  quantize_tiles_cpu(x, Rp, Cp, tr, tc, fmt, pow2, static_cast<uint8_t*>(data.data_ptr()), scale.data_ptr<float>());
   return {data, scale};
+}
+
+// Tile shape of a weight granularity on the padded [Np, Kp] matrix.
+std::pair<int64_t, int64_t> weight_tile(WeightScaling scaling, int64_t Np, int64_t Kp) {
+  const int64_t tr = scaling == WeightScaling::tensor ? Np : scaling == WeightScaling::channel ? 1 : kFp8Block;
+  const int64_t tc = scaling == WeightScaling::block ? kFp8Block : Kp;
+  return {tr, tc};
+}
+
+// Writes through raw pointers bypass autograd's version counters: bump them, so that a graph
+// that saved these tensors (Fp8Linear's backward) sees the update and refuses to use stale
+// values. Inference tensors have no counter.
+void mark_written(const at::Tensor& t) {
+  if (!t.is_inference()) t.unsafeGetTensorImpl()->bump_version();
 }
 
 }  // namespace
@@ -109,8 +142,7 @@ Fp8Weight quantize_weight_reference(const at::Tensor& w, WeightScaling scaling, 
   check_matrix(w, "weight");
   const int64_t N = w.size(0), K = w.size(1);
   const int64_t Np = round_up(N, kFp8Block), Kp = padded_k(K, scaling == WeightScaling::block);
-  const int64_t tr = scaling == WeightScaling::tensor ? Np : scaling == WeightScaling::channel ? 1 : kFp8Block;
-  const int64_t tc = scaling == WeightScaling::block ? kFp8Block : Kp;
+  const auto [tr, tc] = weight_tile(scaling, Np, Kp);
   auto [data, scale] = quantize_tiles_reference(w, Np, Kp, tr, tc, fmt, pow2);
   if (scaling != WeightScaling::block) scale = scale.reshape({-1});
   return Fp8Weight{data, scale, N, K, fmt, scaling, pow2};
@@ -133,6 +165,56 @@ Fp8Activation quantize_activation_reference(const at::Tensor& x, ActScaling scal
   return Fp8Activation{data, scale.t().contiguous(), M, K, fmt, scaling};  // [Mp, Kp/128] -> [Kp/128, Mp]
 }
 
+void throw_if_nonfinite(const at::Tensor& nonfinite, const std::string& what) {
+  if (nonfinite.item<int>() != 0)  // the one host sync
+    throw RuntimeFailure(cat(what, " holds NaN or inf; refusing to quantize it"));
+}
+
+void quantize_weight_into(const at::Tensor& w, Fp8Weight& out, const at::Tensor& nonfinite) {
+  check_matrix(w, "weight");
+  const int64_t N = out.out_features, K = out.in_features;
+  FP8RL_CHECK(w.size(0) == N && w.size(1) == K,
+              cat("quantize_weight_into: expected [", N, ", ", K, "], got ", w.sizes()));
+  const int64_t Np = round_up(N, kFp8Block), Kp = padded_k(K, out.scaling == WeightScaling::block);
+  const auto [tr, tc] = weight_tile(out.scaling, Np, Kp);
+  FP8RL_CHECK(out.data.dim() == 2 && out.data.size(0) == Np && out.data.size(1) == Kp && out.data.is_contiguous() &&
+                  out.data.scalar_type() == fp8_scalar_type(out.fmt),
+              cat("quantize_weight_into: FP8 storage ", out.data.sizes(), " ", out.data.scalar_type(),
+                  " is not a contiguous [", Np, ", ", Kp, "] ", fp8_scalar_type(out.fmt)));
+  FP8RL_CHECK(out.scale.scalar_type() == at::kFloat && out.scale.is_contiguous() &&
+                  out.scale.numel() == (Np / tr) * (Kp / tc) && out.scale.device() == out.data.device(),
+              cat("quantize_weight_into: scale storage ", out.scale.sizes(), " does not fit ", to_string(out.scaling),
+                  " scaling of [", Np, ", ", Kp, "]"));
+  FP8RL_CHECK(nonfinite.defined() && nonfinite.scalar_type() == at::kInt && nonfinite.numel() >= 1 &&
+                  nonfinite.device() == out.data.device(),
+              "quantize_weight_into: nonfinite flag must be int32 on the weight's device");
+  // No copy when w already lives on the weight's device and is contiguous (the intended use).
+  const at::Tensor x = w.to(out.data.device()).contiguous();
+  if (x.device().is_cpu()) {
+    if (quantize_tiles_cpu(x, Np, Kp, tr, tc, out.fmt, out.pow2, static_cast<uint8_t*>(out.data.data_ptr()),
+                           out.scale.data_ptr<float>()))
+      nonfinite.fill_(1);
+  } else {
+#ifdef FP8RL_WITH_CUDA
+    FP8RL_CHECK(x.device().is_cuda(), cat("unsupported device ", x.device()));
+    cuda::QuantArgs a{x.data_ptr(), x.scalar_type() == at::kBFloat16, N, K, static_cast<uint8_t*>(out.data.data_ptr()),
+                      Np, Kp, out.scale.data_ptr<float>(), fp8_spec(out.fmt).max, out.fmt == Fp8Format::e5m2,
+                      out.pow2, nonfinite.data_ptr<int>()};
+    auto stream = at::cuda::getCurrentCUDAStream();
+    if (out.scaling == WeightScaling::tensor) {
+      at::Tensor amax = at::zeros({1}, x.options().dtype(at::kInt));  // 4 bytes of scratch
+      cuda::quantize_tensor(a, reinterpret_cast<unsigned*>(amax.data_ptr<int>()), stream);
+    } else {
+      cuda::quantize_tiles(a, tr, tc, stream);
+    }
+#else
+    throw RuntimeFailure(cat("quantize_weight_into: tensor on ", x.device(), " but fp8rl was built without CUDA"));
+#endif
+  }
+  mark_written(out.data);
+  mark_written(out.scale);
+}
+
 Fp8Weight quantize_weight(const at::Tensor& w, WeightScaling scaling, Fp8Format fmt, bool pow2, const std::string& what) {
   check_matrix(w, "weight");
   if (w.device().is_cpu()) {
@@ -141,29 +223,18 @@ Fp8Weight quantize_weight(const at::Tensor& w, WeightScaling scaling, Fp8Format 
   }
 #ifdef FP8RL_WITH_CUDA
   FP8RL_CHECK(w.device().is_cuda(), cat("unsupported device ", w.device()));
-  at::Tensor x = w.contiguous();
-  const int64_t N = x.size(0), K = x.size(1);
+  const int64_t N = w.size(0), K = w.size(1);
   const int64_t Np = round_up(N, kFp8Block), Kp = padded_k(K, scaling == WeightScaling::block);
-  auto opts = x.options();
-  Fp8Weight out{at::empty({Np, Kp}, opts.dtype(fp8_scalar_type(fmt))), {}, N, K, fmt, scaling, pow2};
+  auto opts = w.options();
+  at::Tensor scale = scaling == WeightScaling::tensor    ? at::empty({1}, opts.dtype(at::kFloat))
+                     : scaling == WeightScaling::channel ? at::empty({Np}, opts.dtype(at::kFloat))
+                                                         : at::empty({Np / kFp8Block, Kp / kFp8Block}, opts.dtype(at::kFloat));
+  Fp8Weight out{at::empty({Np, Kp}, opts.dtype(fp8_scalar_type(fmt))), scale, N, K, fmt, scaling, pow2};
   at::Tensor flag = at::zeros({1}, opts.dtype(at::kInt));
-  cuda::QuantArgs a{x.data_ptr(), x.scalar_type() == at::kBFloat16, N, K, static_cast<uint8_t*>(out.data.data_ptr()),
-                    Np, Kp, nullptr, fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag.data_ptr<int>()};
-  auto stream = at::cuda::getCurrentCUDAStream();
-  if (scaling == WeightScaling::tensor) {
-    out.scale = at::empty({1}, opts.dtype(at::kFloat));
-    a.scale = out.scale.data_ptr<float>();
-    at::Tensor amax = at::zeros({1}, opts.dtype(at::kInt));
-    cuda::quantize_tensor(a, reinterpret_cast<unsigned*>(amax.data_ptr<int>()), stream);
-  } else {
-    const bool block = scaling == WeightScaling::block;
-    out.scale = block ? at::empty({Np / kFp8Block, Kp / kFp8Block}, opts.dtype(at::kFloat))
-                      : at::empty({Np}, opts.dtype(at::kFloat));
-    a.scale = out.scale.data_ptr<float>();
-    cuda::quantize_tiles(a, block ? kFp8Block : 1, block ? kFp8Block : Kp, stream);
-  }
-  if (flag.item<int>() != 0)  // one sync per weight: weights are quantized once per update
-    throw RuntimeFailure(cat(what, " of shape ", w.sizes(), " holds NaN or inf; refusing to quantize it"));
+  quantize_weight_into(w, out, flag);
+  // One sync per weight: weights are quantized once at load. Per-step requantization goes
+  // through quantize_weight_into with one flag for all matrices instead.
+  throw_if_nonfinite(flag, cat(what, " of shape ", w.sizes()));
   return out;
 #else
   throw RuntimeFailure(cat("quantize_weight: tensor on ", w.device(), " but fp8rl was built without CUDA"));

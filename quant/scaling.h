@@ -21,8 +21,9 @@
 // Padded rows are zeros with scale 1. Other granularities keep Mp = M.
 //
 // Non-finite input is an error (RuntimeFailure), never cast: NaN/inf in weights means the
-// model diverged. On CUDA the kernels raise a device flag and the check syncs once per call
-// for weights; activations report into an optional flag the caller checks once per step.
+// model diverged. On CUDA the kernels raise a device flag and quantize_weight syncs once per
+// call (weights are quantized once, at load); per-step requantization (quantize_weight_into)
+// and activations report into a flag the caller checks once per step.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -79,6 +80,20 @@ struct Fp8Activation {
 // the tensor in the message, e.g. "model.layers.3.mlp.up_proj.weight").
 Fp8Weight quantize_weight(const at::Tensor& w, WeightScaling scaling, Fp8Format fmt, bool pow2,
                           const std::string& what = "weight");
+
+// In-place requantization for full fine-tuning: w [N, K] (float32 or bfloat16) quantized into
+// out's existing storage (out.data and out.scale keep their pointers, so every copy of this
+// Fp8Weight sees the new values) with out's own scaling, format and pow2. Bit-exact with
+// quantize_weight_reference. No full-size temporary when w is contiguous on out's device (else
+// it is copied there first) and no host sync: if w holds NaN/inf, `nonfinite` (int32 [1] on
+// out's device) is set to 1 and out's contents are unspecified; the caller checks the flag once
+// for all matrices of a step (throw_if_nonfinite). Bumps the autograd version counters of
+// out.data and out.scale (the writes go through raw pointers).
+void quantize_weight_into(const at::Tensor& w, Fp8Weight& out, const at::Tensor& nonfinite);
+
+// The one host sync for a non-finite flag (int32 [1]): throws RuntimeFailure "<what> holds NaN
+// or inf; refusing to quantize it" when it is set. Does not reset it.
+void throw_if_nonfinite(const at::Tensor& nonfinite, const std::string& what);
 
 // x: [M, K] float32 or bfloat16. On CPU non-finite input throws; on CUDA, if `nonfinite` is a
 // defined int32 [1] tensor on x's device, the kernel sets it to 1 when it meets NaN/inf (no

@@ -2,7 +2,11 @@
 // FP8 GEMM against at::_scaled_mm and a float64 reference, on awkward shapes.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <cmath>
@@ -235,5 +239,88 @@ TEST_CASE("Fp8Linear on CUDA: forward and the FP8 dX path against dequantized re
     const double d = gemm_diff(x.grad(), at::matmul(g.to(at::kDouble), wd));
     INFO("dX diff " << d);
     CHECK(d < 5e-3);
+  }
+}
+
+namespace {
+int64_t allocated_peak_since_reset() {
+  return static_cast<int64_t>(c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device())
+                                  .allocated_bytes[0].peak);  // aggregate pool
+}
+int64_t allocated_now() {
+  return static_cast<int64_t>(c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device())
+                                  .allocated_bytes[0].current);
+}
+}  // namespace
+
+TEST_CASE("requantize_ on CUDA: in place, bit-exact with the CPU reference, flag instead of sync", "[gpu][quant]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(31);
+  at::Tensor flag = at::zeros({1}, at::TensorOptions().device(at::kCUDA).dtype(at::kInt));
+  for (WeightScaling ws : {WeightScaling::tensor, WeightScaling::channel, WeightScaling::block}) {
+    const ActScaling as = ws == WeightScaling::block     ? ActScaling::group
+                          : ws == WeightScaling::channel ? ActScaling::token
+                                                         : ActScaling::tensor;
+    for (bool pow2 : {false, true}) {
+      for (auto dt : {at::kBFloat16, at::kFloat}) {
+        INFO(to_string(ws) << " pow2=" << pow2 << " " << dt);
+        Fp8Linear layer(quantize_weight(sample(300, 1000).to(dt), ws, Fp8Format::e4m3, pow2), {}, as, false);
+        const void* data = layer.weight().data.data_ptr();
+        const void* scale = layer.weight().scale.data_ptr();
+        at::Tensor w2 = sample(300, 1000).to(dt);
+        flag.zero_();
+        layer.requantize_(w2, flag);
+        CHECK(layer.weight().data.data_ptr() == data);
+        CHECK(layer.weight().scale.data_ptr() == scale);
+        const Fp8Weight ref = quantize_weight_reference(w2, ws, Fp8Format::e4m3, pow2);
+        CHECK(at::equal(layer.weight().scale.cpu(), ref.scale));
+        CHECK(bits_equal(layer.weight().data, ref.data));
+        CHECK(flag.item<int>() == 0);
+        w2[299][999] = NAN;
+        layer.requantize_(w2, flag);
+        CHECK(flag.item<int>() == 1);
+      }
+    }
+  }
+}
+
+TEST_CASE("requantize_ on CUDA allocates no full-size temporary and captures in a CUDA graph", "[gpu][quant]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(32);
+  at::Tensor flag = at::zeros({1}, at::TensorOptions().device(at::kCUDA).dtype(at::kInt));
+  for (WeightScaling ws : {WeightScaling::tensor, WeightScaling::channel, WeightScaling::block}) {
+    INFO(to_string(ws));
+    const ActScaling as = ws == WeightScaling::block     ? ActScaling::group
+                          : ws == WeightScaling::channel ? ActScaling::token
+                                                         : ActScaling::tensor;
+    // 4096 x 4096 bf16: 32 MiB in, 16 MiB of FP8 out.
+    Fp8Linear layer(quantize_weight(sample(4096, 4096), ws, Fp8Format::e4m3, false), {}, as, false);
+    at::Tensor w2 = sample(4096, 4096);
+    c10::cuda::device_synchronize();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(c10::cuda::current_device());
+    const int64_t before = allocated_now();
+    layer.requantize_(w2, flag);
+    c10::cuda::device_synchronize();
+    // Only the 4-byte amax scratch of tensor scaling (one 512-byte allocator block).
+    CHECK(allocated_peak_since_reset() - before <= 4096);
+
+    // A host sync inside requantize_ would make capture fail: capture, then replay on new values.
+    at::Tensor src = w2.clone();
+    {
+      c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+      c10::cuda::CUDAStreamGuard guard(side);
+      at::cuda::CUDAGraph graph;
+      graph.capture_begin();
+      layer.requantize_(src, flag);
+      graph.capture_end();
+      at::Tensor w3 = sample(4096, 4096);
+      src.copy_(w3);
+      graph.replay();
+      side.synchronize();
+      const Fp8Weight ref = quantize_weight_reference(w3, ws, Fp8Format::e4m3, false);
+      CHECK(at::equal(layer.weight().scale.cpu(), ref.scale));
+      CHECK(bits_equal(layer.weight().data, ref.data));
+    }
+    CHECK(flag.item<int>() == 0);
   }
 }

@@ -2,6 +2,9 @@
 // autograd through the dequantized weight; in-place requantization keeps the storage.
 #include <ATen/ATen.h>
 
+#include <cmath>
+
+#include "core/error.h"
 #include "quant/fp8_linear.h"
 #include "tests/catch.h"
 #include "tests/test_util.h"
@@ -40,16 +43,51 @@ TEST_CASE("Fp8Linear forward and backward match the dequantized layer", "[quant]
 
 TEST_CASE("requantize_ writes into the same FP8 storage", "[quant][fp8_linear]") {
   at::manual_seed(22);
+  for (WeightScaling ws : {WeightScaling::tensor, WeightScaling::channel, WeightScaling::block}) {
+    for (auto dt : {at::kFloat, at::kBFloat16}) {
+      INFO(to_string(ws) << " " << dt);
+      const ActScaling as = ws == WeightScaling::block     ? ActScaling::group
+                            : ws == WeightScaling::channel ? ActScaling::token
+                                                           : ActScaling::tensor;
+      Fp8Linear layer(quantize_weight(at::randn({130, 300}), ws, Fp8Format::e4m3, false), {}, as, false);
+      const Fp8Weight copy = layer.weight();  // another holder of the same storage
+      const void* data = layer.weight().data.data_ptr();
+      const void* scale = layer.weight().scale.data_ptr();
+      at::Tensor flag = at::zeros({1}, at::kInt);
+      at::Tensor w2 = (at::randn({130, 300}) * 3).to(dt);
+      layer.requantize_(w2, flag);
+      CHECK(layer.weight().data.data_ptr() == data);
+      CHECK(layer.weight().scale.data_ptr() == scale);
+      CHECK(flag.item<int>() == 0);
+      // Bit for bit the CPU reference's quantization of the new values, seen by every holder.
+      const Fp8Weight fresh = quantize_weight_reference(w2, ws, Fp8Format::e4m3, false);
+      CHECK(at::equal(copy.scale, fresh.scale));
+      CHECK(at::equal(copy.data.view(at::kByte), fresh.data.view(at::kByte)));
+    }
+  }
+}
+
+TEST_CASE("requantize_ raises the non-finite flag instead of throwing", "[quant][fp8_linear]") {
   Fp8Linear layer(quantize_weight(at::randn({64, 512}), WeightScaling::block, Fp8Format::e4m3, false), {},
                   ActScaling::group, false);
-  const void* data = layer.weight().data.data_ptr();
-  const void* scale = layer.weight().scale.data_ptr();
-  at::Tensor w2 = at::randn({64, 512}) * 3;
-  layer.requantize_(w2);
-  CHECK(layer.weight().data.data_ptr() == data);
-  CHECK(layer.weight().scale.data_ptr() == scale);
-  CHECK(at::equal(dequantize(layer.weight()),
-                  dequantize(quantize_weight(w2, WeightScaling::block, Fp8Format::e4m3, false))));
+  at::Tensor flag = at::zeros({1}, at::kInt);
+  at::Tensor w2 = at::randn({64, 512});
+  w2[63][511] = NAN;
+  layer.requantize_(w2, flag);
+  CHECK(flag.item<int>() == 1);
+  REQUIRE_THROWS_CONTAINING(throw_if_nonfinite(flag, "layers.0.mlp.up_proj.weight"), RuntimeFailure,
+                            "layers.0.mlp.up_proj.weight holds NaN or inf");
+  // The flag accumulates over a step: a later finite matrix does not clear it.
+  layer.requantize_(at::randn({64, 512}), flag);
+  CHECK(flag.item<int>() == 1);
+  flag.zero_();
+  at::Tensor w3 = at::randn({64, 512});
+  w3[0][0] = -INFINITY;
+  layer.requantize_(w3, flag);
+  CHECK(flag.item<int>() == 1);
+  // Wrong shape or flag: refused before anything is written.
+  CHECK_THROWS_AS(layer.requantize_(at::randn({64, 511}), flag), std::logic_error);
+  CHECK_THROWS_AS(layer.requantize_(at::randn({64, 512}), at::zeros({1}, at::kFloat)), std::logic_error);
 }
 
 TEST_CASE("backward holds the FP8 weight tensors, not the layer", "[quant][fp8_linear]") {
@@ -75,7 +113,7 @@ TEST_CASE("backward after an in-place requantization is refused by autograd", "[
                   ActScaling::group, false);
   at::Tensor x = at::randn({4, 512}).set_requires_grad(true);
   at::Tensor y = layer.forward(x);
-  layer.requantize_(at::randn({64, 512}));
+  layer.requantize_(at::randn({64, 512}), at::zeros({1}, at::kInt));
   // The saved weight tensors' version counters moved: differentiating through the new values
   // would be silently wrong, so autograd's in-place check must fire.
   REQUIRE_THROWS_CONTAINING(y.sum().backward(), c10::Error, "modified by an inplace operation");
@@ -93,7 +131,7 @@ TEST_CASE("Fp8Weight records pow2 and requantize_ keeps it", "[quant][fp8_linear
       Fp8Linear layer(q, {}, ws == WeightScaling::block ? ActScaling::group
                              : ws == WeightScaling::channel ? ActScaling::token : ActScaling::tensor, false);
       at::Tensor w2 = at::randn({130, 200}) * 0.37;  // amax / 448 is not a power of two
-      layer.requantize_(w2);
+      layer.requantize_(w2, at::zeros({1}, at::kInt));
       CHECK(layer.weight().pow2 == pow2);
       // Same scales (and bytes) as a fresh quantization with the recorded setting.
       const Fp8Weight fresh = quantize_weight(w2, ws, Fp8Format::e4m3, pow2);
