@@ -81,3 +81,45 @@ at::Tensor fp8_linear_grad_input(const at::Tensor& grad_out, const Fp8Weight& w,
 }
 
 }  // namespace fp8rl
+
+namespace fp8rl {
+
+// dW = dY^T X contracts over the tokens M, so both operands are quantized along M, from the
+// high-precision dY and X (the forward's FP8 copy of X is scaled along K: the wrong direction).
+// fp8_gemm(a, b) computes a [rows, L] b [cols, L]^T over L; here L = M:
+//   a = dY^T [N, M] as an activation (1x128 groups / one scale per row / one scale, along M),
+//   b = X^T  [K, M] as a weight (128x128 blocks / one scale per row / one scale).
+// Every pairing is a layout cuBLASLt runs as is (block x group, channel x token, tensor x
+// tensor), with scales chosen for these operands, so the FP8 GEMM is used for all three: no
+// transpose of existing scales is involved, hence nothing inexact about the layout (the only
+// error is the E4M3 rounding of dY and X). Tensor and channel pairs run with fast accumulation,
+// as every fp8_gemm of those granularities does (fp8_gemm_fast_accum).
+// Non-finite values are not checked here (no flag, no sync): NaN/inf in dY or X quantize to
+// NaN or to NaN-producing scales and reach dW as NaN, as in a float GEMM, where the trainer's
+// gradient-norm check sees them; X was checked on its way into the forward.
+at::Tensor fp8_linear_grad_weight(const at::Tensor& grad_out, const at::Tensor& x, const Fp8Weight& w,
+                                  ActScaling act_scaling) {
+  const int64_t N = w.out_features, K = w.in_features;
+  FP8RL_CHECK(grad_out.dim() >= 1 && grad_out.size(-1) == N && x.dim() >= 1 && x.size(-1) == K &&
+                  grad_out.numel() / N == x.numel() / K,
+              cat("fp8_linear_grad_weight: dY ", grad_out.sizes(), " and X ", x.sizes(), " do not fit a [", N, ", ",
+                  K, "] weight"));
+  const at::Tensor dy = grad_out.reshape({-1, N});  // [M, N]
+  const at::Tensor x2 = x.reshape({-1, K});         // [M, K]
+  const int64_t M = dy.size(0);
+  if (!dy.is_cuda() || M == 0) {
+    // The float reference (CPU), and M == 0 (an empty contraction: zeros, which the padded FP8
+    // operands with no columns cannot express).
+    return at::matmul(dy.to(at::kFloat).t(), x2.to(at::kFloat));  // [N, K]
+  }
+  const at::Tensor dyt = dy.t().contiguous();  // [N, M]
+  const at::Tensor xt = x2.t().contiguous();   // [K, M]
+  Fp8Activation a = quantize_activation(dyt, act_scaling, w.fmt, false);
+  Fp8Weight b = empty_fp8_weight(K, M, w.scaling, w.fmt, false, xt.device());
+  // quantize_weight would sync on its flag once per call; a scratch flag nobody reads instead
+  // (see above for where non-finite values are caught).
+  quantize_weight_into(xt, b, at::zeros({1}, xt.options().dtype(at::kInt)));
+  return fp8_gemm(a, b, at::kFloat);  // [N, K]
+}
+
+}  // namespace fp8rl

@@ -9,6 +9,8 @@
 // `fp8rl bench gemm` measured the FP8 path 1.5x faster than dequantize + BF16 GEMM at
 // M >= 1024 on H100 (docs/BENCHMARKS.md), hence the choice. The bias gets its gradient if it
 // requires one.
+// Full fine-tuning's weight gradient is a separate function (fp8_linear_grad_weight below): the
+// trainer calls it with the layer's input and dY; the FP8 weight itself is not an autograd leaf.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -49,5 +51,14 @@ class Fp8Linear {
 
 // dX [M, K] = dY [M, N] @ W [N, K] through the frozen FP8 weight (the backward above).
 at::Tensor fp8_linear_grad_input(const at::Tensor& grad_out, const Fp8Weight& w, ActScaling act_scaling);
+
+// Full fine-tuning: dW [N, K] = dY^T [N, M] @ X [M, K], float32, for the weight `w` stands for
+// (its shape, scaling and format; its values are not used). grad_out [..., N] and x [..., K]
+// (float32 or bfloat16) share their leading dims; M is their product.
+//   CUDA: dY^T and X^T quantized along M (the contraction) in the layer's granularity pairing,
+//     then the FP8 GEMM (fp8_linear.cpp says why every pairing is exact in layout);
+//   CPU: the float32 product dY^T X (the reference).
+at::Tensor fp8_linear_grad_weight(const at::Tensor& grad_out, const at::Tensor& x, const Fp8Weight& w,
+                                  ActScaling act_scaling);
 
 }  // namespace fp8rl

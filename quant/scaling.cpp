@@ -165,6 +165,15 @@ Fp8Activation quantize_activation_reference(const at::Tensor& x, ActScaling scal
   return Fp8Activation{data, scale.t().contiguous(), M, K, fmt, scaling};  // [Mp, Kp/128] -> [Kp/128, Mp]
 }
 
+Fp8Weight empty_fp8_weight(int64_t N, int64_t K, WeightScaling scaling, Fp8Format fmt, bool pow2, at::Device device) {
+  const int64_t Np = round_up(N, kFp8Block), Kp = padded_k(K, scaling == WeightScaling::block);
+  const auto opts = at::TensorOptions().device(device);
+  at::Tensor scale = scaling == WeightScaling::tensor    ? at::empty({1}, opts.dtype(at::kFloat))
+                     : scaling == WeightScaling::channel ? at::empty({Np}, opts.dtype(at::kFloat))
+                                                         : at::empty({Np / kFp8Block, Kp / kFp8Block}, opts.dtype(at::kFloat));
+  return Fp8Weight{at::empty({Np, Kp}, opts.dtype(fp8_scalar_type(fmt))), scale, N, K, fmt, scaling, pow2};
+}
+
 void throw_if_nonfinite(const at::Tensor& nonfinite, const std::string& what) {
   if (nonfinite.item<int>() != 0)  // the one host sync
     throw RuntimeFailure(cat(what, " holds NaN or inf; refusing to quantize it"));
@@ -223,14 +232,8 @@ Fp8Weight quantize_weight(const at::Tensor& w, WeightScaling scaling, Fp8Format 
   }
 #ifdef FP8RL_WITH_CUDA
   FP8RL_CHECK(w.device().is_cuda(), cat("unsupported device ", w.device()));
-  const int64_t N = w.size(0), K = w.size(1);
-  const int64_t Np = round_up(N, kFp8Block), Kp = padded_k(K, scaling == WeightScaling::block);
-  auto opts = w.options();
-  at::Tensor scale = scaling == WeightScaling::tensor    ? at::empty({1}, opts.dtype(at::kFloat))
-                     : scaling == WeightScaling::channel ? at::empty({Np}, opts.dtype(at::kFloat))
-                                                         : at::empty({Np / kFp8Block, Kp / kFp8Block}, opts.dtype(at::kFloat));
-  Fp8Weight out{at::empty({Np, Kp}, opts.dtype(fp8_scalar_type(fmt))), scale, N, K, fmt, scaling, pow2};
-  at::Tensor flag = at::zeros({1}, opts.dtype(at::kInt));
+  Fp8Weight out = empty_fp8_weight(w.size(0), w.size(1), scaling, fmt, pow2, w.device());
+  at::Tensor flag = at::zeros({1}, w.options().dtype(at::kInt));
   quantize_weight_into(w, out, flag);
   // One sync per weight: weights are quantized once at load. Per-step requantization goes
   // through quantize_weight_into with one flag for all matrices instead.

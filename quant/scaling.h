@@ -81,6 +81,10 @@ struct Fp8Activation {
 Fp8Weight quantize_weight(const at::Tensor& w, WeightScaling scaling, Fp8Format fmt, bool pow2,
                           const std::string& what = "weight");
 
+// Uninitialised storage for an N x K weight (data [Np, Kp], scale in the granularity's layout),
+// to be filled by quantize_weight_into.
+Fp8Weight empty_fp8_weight(int64_t N, int64_t K, WeightScaling scaling, Fp8Format fmt, bool pow2, at::Device device);
+
 // In-place requantization for full fine-tuning: w [N, K] (float32 or bfloat16) quantized into
 // out's existing storage (out.data and out.scale keep their pointers, so every copy of this
 // Fp8Weight sees the new values) with out's own scaling, format and pow2. Bit-exact with

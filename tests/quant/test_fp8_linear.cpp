@@ -2,6 +2,7 @@
 // autograd through the dequantized weight; in-place requantization keeps the storage.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -139,4 +140,34 @@ TEST_CASE("Fp8Weight records pow2 and requantize_ keeps it", "[quant][fp8_linear
       CHECK(at::equal(layer.weight().data.view(at::kByte), fresh.data.view(at::kByte)));
     }
   }
+}
+
+TEST_CASE("fp8_linear_grad_weight on CPU is dY^T X within float32's summation error", "[quant][fp8_linear]") {
+  at::manual_seed(26);
+  const Fp8Weight w = quantize_weight(at::randn({130, 200}), WeightScaling::block, Fp8Format::e4m3, false);
+  for (int64_t M : {0, 1, 300}) {
+    for (auto dt : {at::kFloat, at::kBFloat16}) {
+      INFO("M=" << M << " " << dt);
+      at::Tensor dy = at::randn({M, 130}).to(dt), x = at::randn({M, 200}).to(dt);
+      at::Tensor dw = fp8_linear_grad_weight(dy, x, w, ActScaling::group);
+      REQUIRE(dw.sizes() == at::IntArrayRef({130, 200}));
+      CHECK(dw.scalar_type() == at::kFloat);
+      at::Tensor a = dy.to(at::kDouble), b = x.to(at::kDouble);
+      at::Tensor exact = at::matmul(a.t(), b);
+      // A float32 dot product of length M is within M * u * sum_m |dY_mn X_mk| of the exact one
+      // (u = 2^-24; the classic bound for any summation order, FMA or blocked). The inputs are
+      // exact in float32 (bf16 converts exactly), so that bound is the whole error.
+      at::Tensor bound = static_cast<double>(std::max<int64_t>(M, 1)) * std::ldexp(1.0, -24) *
+                         at::matmul(a.abs().t(), b.abs());
+      CHECK(((dw.to(at::kDouble) - exact).abs() <= bound).all().item<bool>());
+    }
+  }
+  // Leading dims fold into M.
+  at::Tensor dy = at::randn({3, 5, 130}), x = at::randn({3, 5, 200});
+  CHECK(at::allclose(fp8_linear_grad_weight(dy, x, w, ActScaling::group),
+                     fp8_linear_grad_weight(dy.reshape({15, 130}), x.reshape({15, 200}), w, ActScaling::group)));
+  CHECK_THROWS_AS(fp8_linear_grad_weight(at::randn({4, 130}), at::randn({5, 200}), w, ActScaling::group),
+                  std::logic_error);
+  CHECK_THROWS_AS(fp8_linear_grad_weight(at::randn({4, 130}), at::randn({4, 201}), w, ActScaling::group),
+                  std::logic_error);
 }
