@@ -1,6 +1,7 @@
 #include "quant/fp8_linear.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "core/error.h"
@@ -31,7 +32,10 @@ struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
     ctx->saved_data["fmt"] = static_cast<int64_t>(w.fmt);
     ctx->saved_data["scaling"] = static_cast<int64_t>(w.scaling);
     ctx->saved_data["act_scaling"] = static_cast<int64_t>(layer->act_scaling());
-    Fp8Activation qx = quantize_activation(x2d, layer->act_scaling(), w.fmt, layer->act_pow2());
+    // CPU throws naming the layer; CUDA raises the layer's flag (fp8_linear.h says why).
+    Fp8Activation qx = quantize_activation(x2d, layer->act_scaling(), w.fmt, layer->act_pow2(),
+                                           layer->nonfinite_input_flag(),
+                                           x2d.is_cpu() ? "input of " + layer->label() : std::string());
     return fp8_gemm(qx, w, x2d.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat);
   }
 
@@ -51,10 +55,54 @@ struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
 
 }  // namespace
 
-Fp8Linear::Fp8Linear(Fp8Weight weight, at::Tensor bias, ActScaling act_scaling, bool act_pow2)
-    : weight_(std::move(weight)), bias_(std::move(bias)), act_scaling_(act_scaling), act_pow2_(act_pow2) {
+Fp8Linear::Fp8Linear(Fp8Weight weight, at::Tensor bias, ActScaling act_scaling, bool act_pow2, std::string name)
+    : weight_(std::move(weight)),
+      bias_(std::move(bias)),
+      act_scaling_(act_scaling),
+      act_pow2_(act_pow2),
+      name_(std::move(name)) {
   FP8RL_CHECK(!bias_.defined() || (bias_.dim() == 1 && bias_.size(0) == weight_.out_features),
               cat("Fp8Linear: bias must be [", weight_.out_features, "], got ", bias_.sizes()));
+  // Allocated here, not at the first forward: forwards may run under CUDA-graph capture.
+  if (weight_.data.is_cuda()) nonfinite_input_ = at::zeros({1}, weight_.data.options().dtype(at::kInt));
+}
+
+std::string Fp8Linear::label() const {
+  return name_.empty() ? cat("FP8 linear [", weight_.out_features, " x ", weight_.in_features, "]") : name_;
+}
+
+void check_fp8_inputs_finite(const std::vector<const Fp8Linear*>& layers) {
+  // Layers may sit on different devices: one cat and one copy per device (one in practice).
+  std::vector<at::Device> devices;
+  std::vector<std::vector<const Fp8Linear*>> on_device;
+  for (const Fp8Linear* l : layers) {
+    if (l == nullptr || !l->nonfinite_input_flag().defined()) continue;
+    const at::Device d = l->nonfinite_input_flag().device();
+    size_t k = 0;
+    while (k < devices.size() && devices[k] != d) ++k;
+    if (k == devices.size()) {
+      devices.push_back(d);
+      on_device.emplace_back();
+    }
+    on_device[k].push_back(l);
+  }
+  std::string names;
+  for (const std::vector<const Fp8Linear*>& group : on_device) {
+    std::vector<at::Tensor> flags;  // each int32 [1]
+    for (const Fp8Linear* l : group) flags.push_back(l->nonfinite_input_flag());
+    const at::Tensor host = at::cat(flags).cpu();  // [layers]: the one sync
+    {
+      // After the synchronous copy: a forward enqueued later sets its flag again. Inference
+      // mode lets this also clear flags made under it (a model loaded for rollouts only).
+      c10::InferenceMode inference;
+      for (const at::Tensor& f : flags) f.zero_();
+    }
+    const int* set = host.data_ptr<int>();
+    for (size_t i = 0; i < group.size(); ++i)
+      if (set[i] != 0) names += (names.empty() ? "" : ", ") + group[i]->label();
+  }
+  if (!names.empty())
+    throw RuntimeFailure(cat("NaN or inf in the input of ", names, "; refusing to quantize it (the run diverged)"));
 }
 
 at::Tensor Fp8Linear::forward(const at::Tensor& x) const {

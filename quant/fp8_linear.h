@@ -9,11 +9,24 @@
 // `fp8rl bench gemm` measured the FP8 path 1.5x faster than dequantize + BF16 GEMM at
 // M >= 1024 on H100 (docs/BENCHMARKS.md), hence the choice. The bias gets its gradient if it
 // requires one.
+//
+// Non-finite inputs (scaling.h promises they are never cast silently): a NaN/inf entering the
+// forward is where a diverging run first touches FP8, so it is caught there and named.
+//   CPU: the forward throws RuntimeFailure naming the layer (the check is part of quantizing, no
+//     sync to avoid).
+//   CUDA: the quantization kernel sets this layer's device flag; nothing waits for it. A host
+//     check per call would stall the launch queue on every projection of every decode step (and
+//     cannot run inside CUDA-graph capture), so the caller checks all layers once per step with
+//     check_fp8_inputs_finite: one device-to-host copy, an error naming every flagged layer.
+//     One flag per layer (4 bytes) rather than one per model, so that the error names the layer.
 // Full fine-tuning's weight gradient is a separate function (fp8_linear_grad_weight below): the
 // trainer calls it with the layer's input and dY; the FP8 weight itself is not an autograd leaf.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
 
 #include "quant/scaling.h"
 
@@ -22,8 +35,9 @@ namespace fp8rl {
 class Fp8Linear {
  public:
   // bias: [N] or undefined. act_scaling must pair with weight.scaling (block-group,
-  // channel-token, tensor-tensor).
-  Fp8Linear(Fp8Weight weight, at::Tensor bias, ActScaling act_scaling, bool act_pow2);
+  // channel-token, tensor-tensor). name: the module's name for error messages (e.g.
+  // "model.layers.3.mlp.up_proj"); empty gives "FP8 linear [N x K]".
+  Fp8Linear(Fp8Weight weight, at::Tensor bias, ActScaling act_scaling, bool act_pow2, std::string name = {});
 
   // x [..., K] float32 or bfloat16 -> [..., N] in x's dtype. Differentiable w.r.t. x and bias.
   at::Tensor forward(const at::Tensor& x) const;
@@ -41,13 +55,26 @@ class Fp8Linear {
   const at::Tensor& bias() const { return bias_; }
   ActScaling act_scaling() const { return act_scaling_; }
   bool act_pow2() const { return act_pow2_; }
+  const std::string& name() const { return name_; }
+  // int32 [1] on the weight's device, set to 1 by a CUDA forward whose input held NaN/inf;
+  // undefined for CPU weights (their forward throws instead). Shared by copies of the layer.
+  const at::Tensor& nonfinite_input_flag() const { return nonfinite_input_; }
+  std::string label() const;  // name(), or "FP8 linear [N x K]" when unnamed
 
  private:
+
   Fp8Weight weight_;
   at::Tensor bias_;
   ActScaling act_scaling_;
   bool act_pow2_;
+  std::string name_;
+  at::Tensor nonfinite_input_;  // int32 [1], CUDA weights only
 };
+
+// The step-level check of the CUDA forwards' input flags: one host sync for all `layers`
+// (null entries and CPU layers are skipped). Throws RuntimeFailure naming every layer whose
+// input held NaN/inf since the last check; clears the flags it read either way.
+void check_fp8_inputs_finite(const std::vector<const Fp8Linear*>& layers);
 
 // dX [M, K] = dY [M, N] @ W [N, K] through the frozen FP8 weight (the backward above).
 at::Tensor fp8_linear_grad_input(const at::Tensor& grad_out, const Fp8Weight& w, ActScaling act_scaling);

@@ -202,7 +202,7 @@ void quantize_weight_into(const at::Tensor& w, Fp8Weight& out, const at::Tensor&
   if (x.device().is_cpu()) {
     if (quantize_tiles_cpu(x, Np, Kp, tr, tc, out.fmt, out.pow2, static_cast<uint8_t*>(out.data.data_ptr()),
                            out.scale.data_ptr<float>()))
-      nonfinite.fill_(1);
+      nonfinite.data_ptr<int>()[0] = 1;  // as the kernels do: a plain store, no autograd op
   } else {
 #ifdef FP8RL_WITH_CUDA
     FP8RL_CHECK(x.device().is_cuda(), cat("unsupported device ", x.device()));
@@ -245,10 +245,10 @@ Fp8Weight quantize_weight(const at::Tensor& w, WeightScaling scaling, Fp8Format 
 }
 
 Fp8Activation quantize_activation(const at::Tensor& x_in, ActScaling scaling, Fp8Format fmt, bool pow2,
-                                  const at::Tensor& nonfinite) {
+                                  const at::Tensor& nonfinite, const std::string& what) {
   check_matrix(x_in, "activation");
   if (x_in.device().is_cpu()) {
-    require_finite_cpu(x_in, "activation");
+    require_finite_cpu(x_in, what);
     return quantize_activation_reference(x_in, scaling, fmt, pow2);
   }
 #ifdef FP8RL_WITH_CUDA

@@ -99,11 +99,12 @@ void quantize_weight_into(const at::Tensor& w, Fp8Weight& out, const at::Tensor&
 // or inf; refusing to quantize it" when it is set. Does not reset it.
 void throw_if_nonfinite(const at::Tensor& nonfinite, const std::string& what);
 
-// x: [M, K] float32 or bfloat16. On CPU non-finite input throws; on CUDA, if `nonfinite` is a
-// defined int32 [1] tensor on x's device, the kernel sets it to 1 when it meets NaN/inf (no
+// x: [M, K] float32 or bfloat16. On CPU non-finite input throws RuntimeFailure (`what` names
+// the tensor in the message, e.g. "input of layers.3.mlp.up_proj"); on CUDA, if `nonfinite` is
+// a defined int32 [1] tensor on x's device, the kernel sets it to 1 when it meets NaN/inf (no
 // sync here); otherwise it is not checked.
 Fp8Activation quantize_activation(const at::Tensor& x, ActScaling scaling, Fp8Format fmt, bool pow2,
-                                  const at::Tensor& nonfinite = {});
+                                  const at::Tensor& nonfinite = {}, const std::string& what = "activation");
 
 // The CPU references, whatever the input's device (copies to CPU); the CUDA kernels must
 // match them bit for bit.

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -363,4 +364,65 @@ TEST_CASE("fp8_linear_grad_weight on CUDA: FP8 dY^T X against float64 references
   at::Tensor dy = at::randn({17, 300}, at::kCUDA);
   dy[3][5] = NAN;
   CHECK(at::isnan(fp8_linear_grad_weight(dy, at::randn({17, 200}, at::kCUDA), w, ActScaling::group)).any().item<bool>());
+}
+
+TEST_CASE("Fp8Linear on CUDA flags a NaN/inf input without a sync; the step check names the layer", "[gpu][quant]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(34);
+  struct Pair { WeightScaling w; ActScaling a; };
+  for (Pair p : {Pair{WeightScaling::block, ActScaling::group}, Pair{WeightScaling::channel, ActScaling::token},
+                 Pair{WeightScaling::tensor, ActScaling::tensor}}) {
+    INFO(to_string(p.w));
+    at::Tensor w = (at::randn({256, 512}, at::kCUDA) * 0.05).to(at::kBFloat16);
+    Fp8Linear up(quantize_weight(w, p.w, Fp8Format::e4m3, false), {}, p.a, false, "model.layers.3.mlp.up_proj");
+    Fp8Linear down(quantize_weight(w, p.w, Fp8Format::e4m3, false), {}, p.a, false, "model.layers.3.mlp.down_proj");
+    REQUIRE(up.nonfinite_input_flag().defined());
+    at::Tensor clean = at::randn({5, 512}, at::kCUDA).to(at::kBFloat16);
+    at::Tensor bad = clean.clone();
+    bad[4][511] = NAN;
+    // The forward itself does not throw (no host sync per call), and the clean layer's output
+    // still equals the dequantized reference.
+    CHECK_NOTHROW(up.forward(bad));
+    at::Tensor y = down.forward(clean);
+    at::Tensor ref = at::matmul(dequantize(quantize_activation(clean, p.a, Fp8Format::e4m3, false)).to(at::kDouble),
+                                dequantize(down.weight()).to(at::kDouble).t());
+    CHECK(gemm_diff(y, ref) < 1e-5);
+    try {
+      check_fp8_inputs_finite({&up, &down});
+      FAIL("check_fp8_inputs_finite did not throw");
+    } catch (const RuntimeFailure& e) {
+      const std::string msg = e.what();
+      INFO(msg);
+      CHECK(msg.find("model.layers.3.mlp.up_proj") != std::string::npos);
+      CHECK(msg.find("down_proj") == std::string::npos);
+    }
+    // The check cleared the flags: clean steps pass.
+    CHECK_NOTHROW(check_fp8_inputs_finite({&up, &down}));
+    up.forward(clean);
+    CHECK_NOTHROW(check_fp8_inputs_finite({&up, &down}));
+    bad[4][511] = INFINITY;
+    up.forward(bad);
+    CHECK_THROWS_AS(check_fp8_inputs_finite({&up}), RuntimeFailure);
+
+    // No sync in the forward: it captures into a CUDA graph, and a replay on a NaN input flags.
+    {
+      at::Tensor in = clean.clone();
+      c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+      c10::cuda::CUDAStreamGuard guard(side);
+      at::Tensor out;
+      {
+        c10::InferenceMode inference;
+        up.forward(in);  // warm-up outside capture: cuBLASLt plan and workspace for this stream
+        side.synchronize();
+        at::cuda::CUDAGraph graph;
+        graph.capture_begin();
+        out = up.forward(in);
+        graph.capture_end();
+        in.copy_(bad);
+        graph.replay();
+        side.synchronize();
+      }
+      CHECK_THROWS_AS(check_fp8_inputs_finite({&up}), RuntimeFailure);
+    }
+  }
 }

@@ -171,3 +171,20 @@ TEST_CASE("fp8_linear_grad_weight on CPU is dY^T X within float32's summation er
   CHECK_THROWS_AS(fp8_linear_grad_weight(at::randn({4, 130}), at::randn({4, 201}), w, ActScaling::group),
                   std::logic_error);
 }
+
+TEST_CASE("a NaN or inf input to an FP8 linear is refused, naming the layer", "[quant][fp8_linear]") {
+  at::manual_seed(27);
+  const Fp8Weight w = quantize_weight(at::randn({130, 200}), WeightScaling::block, Fp8Format::e4m3, false);
+  Fp8Linear named(w, {}, ActScaling::group, false, "model.layers.3.mlp.up_proj");
+  Fp8Linear unnamed(w, {}, ActScaling::group, false);
+  at::Tensor x = at::randn({2, 3, 200});
+  x[1][2][7] = NAN;
+  REQUIRE_THROWS_CONTAINING(named.forward(x), RuntimeFailure, "input of model.layers.3.mlp.up_proj");
+  REQUIRE_THROWS_CONTAINING(unnamed.forward(x), RuntimeFailure, "input of FP8 linear [130 x 200]");
+  x[1][2][7] = INFINITY;
+  REQUIRE_THROWS_CONTAINING(named.forward(x.to(at::kBFloat16)), RuntimeFailure, "holds NaN or inf");
+  // CPU layers have no device flag: the step-level check has nothing to read.
+  CHECK_FALSE(named.nonfinite_input_flag().defined());
+  CHECK_NOTHROW(check_fp8_inputs_finite({&named, &unnamed, nullptr}));
+  CHECK_NOTHROW(named.forward(at::randn({4, 200})));
+}
