@@ -31,6 +31,7 @@ struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
     ctx->saved_data["in_features"] = w.in_features;
     ctx->saved_data["fmt"] = static_cast<int64_t>(w.fmt);
     ctx->saved_data["scaling"] = static_cast<int64_t>(w.scaling);
+    ctx->saved_data["pow2"] = w.pow2;
     ctx->saved_data["act_scaling"] = static_cast<int64_t>(layer->act_scaling());
     // CPU throws naming the layer; CUDA raises the layer's flag (fp8_linear.h says why).
     Fp8Activation qx = quantize_activation(x2d, layer->act_scaling(), w.fmt, layer->act_pow2(),
@@ -48,6 +49,7 @@ struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
     w.in_features = ctx->saved_data["in_features"].toInt();
     w.fmt = static_cast<Fp8Format>(ctx->saved_data["fmt"].toInt());
     w.scaling = static_cast<WeightScaling>(ctx->saved_data["scaling"].toInt());
+    w.pow2 = ctx->saved_data["pow2"].toBool();
     const auto act_scaling = static_cast<ActScaling>(ctx->saved_data["act_scaling"].toInt());
     return {fp8_linear_grad_input(grad_outputs[0], w, act_scaling), at::Tensor()};
   }
