@@ -366,7 +366,7 @@ TEST_CASE("fp8_linear_grad_weight on CUDA: FP8 dY^T X against float64 references
   CHECK(at::isnan(fp8_linear_grad_weight(dy, at::randn({17, 200}, at::kCUDA), w, ActScaling::group)).any().item<bool>());
 }
 
-TEST_CASE("Fp8Linear on CUDA flags a NaN/inf input without a sync; the step check names the layer", "[gpu][quant]") {
+TEST_CASE("Fp8Linear on CUDA flags a NaN/inf input without a sync, and the step check names the layer", "[gpu][quant]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   at::manual_seed(34);
   struct Pair { WeightScaling w; ActScaling a; };
