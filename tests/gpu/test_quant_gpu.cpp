@@ -157,14 +157,14 @@ TEST_CASE("cuBLASLt plan cache stays under its bound over many M values", "[gpu]
     // against the float64 product of the same FP8 operands (fast accumulation: 1e-5 in gemm_diff).
     if (M == 1 || M == 500 || M == n_shapes) {
       INFO("M=" << M);
-      CHECK(gemm_diff(y, at::matmul(dequantize(qx).cpu().to(at::kDouble), wd.to(at::kDouble).t())) < 1e-5);
+      CHECK(gemm_diff(y.cpu(), at::matmul(dequantize(qx).cpu().to(at::kDouble), wd.to(at::kDouble).t())) < 1e-5);
     }
   }
   CHECK(fp8_gemm_plan_cache_size() == kFp8GemmPlanCacheCapacity);
   // An evicted shape comes back: rebuilt, same numbers.
   at::Tensor x = at::randn({1, 128}, at::kCUDA).to(at::kBFloat16);
   Fp8Activation qx = quantize_activation(x, ActScaling::tensor, Fp8Format::e4m3, false);
-  CHECK(gemm_diff(fp8_gemm(qx, qw, at::kFloat), at::matmul(dequantize(qx).cpu().to(at::kDouble),
+  CHECK(gemm_diff(fp8_gemm(qx, qw, at::kFloat).cpu(), at::matmul(dequantize(qx).cpu().to(at::kDouble),
                                                            wd.to(at::kDouble).t())) < 1e-5);
   CHECK(fp8_gemm_plan_cache_size() <= kFp8GemmPlanCacheCapacity);
 }
@@ -191,7 +191,7 @@ TEST_CASE("FP8 GEMM from several host threads at once", "[gpu][quant]") {
           Fp8Activation qx = quantize_activation(xs[t][i], ActScaling::group, Fp8Format::e4m3, false);
           at::Tensor y = fp8_gemm(qx, qw, at::kFloat);
           at::Tensor ref = at::matmul(dequantize(qx).to(at::kDouble).cpu(), wd.t());
-          worst[t] = std::max(worst[t], gemm_diff(y, ref));
+          worst[t] = std::max(worst[t], gemm_diff(y.cpu(), ref));
         }
       } catch (const std::exception& e) {
         errors[t] = e.what();
