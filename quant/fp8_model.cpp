@@ -83,13 +83,13 @@ model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const Quantiz
       if (ws != WeightScaling::block)
         throw ConfigError(cat(ckpt.file_of(spec.parts.front() + ".weight"), ": '", spec.parts.front(),
                               "' is stored with 128x128 block scales; set quantization.weight_scaling: block"));
-      return std::make_unique<Fp8ModelLinear>(Fp8Linear(std::move(w), std::move(bias), as, a_pow2));
+      return std::make_unique<Fp8ModelLinear>(Fp8Linear(std::move(w), std::move(bias), as, a_pow2, spec.name));
     }
     auto [weight, bias] = model::read_dense_projection(spec, reader);
     if (precision == Precision::bf16) return std::make_unique<model::DenseLinear>(std::move(weight), std::move(bias));
     Fp8Weight w = quantize_weight(weight.detach(), ws, fmt, w_pow2, spec.name + ".weight");
     weight = at::Tensor();  // the BF16 copy is released here, before the next projection loads
-    return std::make_unique<Fp8ModelLinear>(Fp8Linear(std::move(w), std::move(bias), as, a_pow2));
+    return std::make_unique<Fp8ModelLinear>(Fp8Linear(std::move(w), std::move(bias), as, a_pow2, spec.name));
   };
 }
 
