@@ -127,6 +127,10 @@ std::string run_forward_bench(const ForwardBenchOptions& o) {
   lo.device = at::Device(at::kCUDA, 0);
   lo.requires_grad = true;
   const model::CausalLM m = model::CausalLM::load(dir.string(), lo);
+  // The same weights with q/k/v and gate/up as separate projections, as the model ran before.
+  model::LoadOptions split_lo = lo;
+  split_lo.fuse = [](const model::ProjectionGroup&, const model::WeightReader&) { return false; };
+  const model::CausalLM m_split = model::CausalLM::load(dir.string(), split_lo);
   std::filesystem::remove_all(dir);
 
   // Lengths uniform in [min_len, seq]; ids and targets uniform over the vocabulary.
@@ -158,20 +162,24 @@ std::string run_forward_bench(const ForwardBenchOptions& o) {
   const std::vector<int64_t> full(static_cast<size_t>(B), T);
   const model::AttentionContext padded_ctx = model::whole_sequences(full, dev, &dense);
   auto padded_loss = [&] {
-    const at::Tensor h = m.forward(padded_ids.reshape({-1}), positions_padded, padded_ctx).index_select(0, rows);
-    return loss::chunked_logprobs_entropy(h, m.lm_head_weight(), targets, kChunk).logprobs.sum();
+    const at::Tensor h =
+        m_split.forward(padded_ids.reshape({-1}), positions_padded, padded_ctx).index_select(0, rows);
+    return loss::chunked_logprobs_entropy(h, m_split.lm_head_weight(), targets, kChunk).logprobs.sum();
   };
-  // After: the real tokens packed, flash varlen attention.
+  // After: the real tokens packed, flash varlen attention; with split and with fused projections.
   model::VarlenAttention varlen;
   const model::AttentionContext packed_ctx = model::whole_sequences(lengths, dev, &varlen);
-  auto packed_loss = [&] {
-    const at::Tensor h = m.forward(ids, positions, packed_ctx);
-    return loss::chunked_logprobs_entropy(h, m.lm_head_weight(), targets, kChunk).logprobs.sum();
+  auto packed_loss = [&](const model::CausalLM& model) {
+    return [&] {
+      const at::Tensor h = model.forward(ids, positions, packed_ctx);
+      return loss::chunked_logprobs_entropy(h, model.lm_head_weight(), targets, kChunk).logprobs.sum();
+    };
   };
 
   std::vector<Row> table;
-  table.push_back(time_steps("padded [B, T] + dense mask (before)", m, padded_loss, o.reps, N));
-  table.push_back(time_steps("packed + flash varlen (after)", m, packed_loss, o.reps, N));
+  table.push_back(time_steps("padded [B, T] + dense mask, split q/k/v, gate/up (before)", m_split, padded_loss, o.reps, N));
+  table.push_back(time_steps("packed + flash varlen, split q/k/v, gate/up", m_split, packed_loss(m_split), o.reps, N));
+  table.push_back(time_steps("packed + flash varlen, fused qkv, gate_up (after)", m, packed_loss(m), o.reps, N));
 
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
@@ -191,9 +199,11 @@ std::string run_forward_bench(const ForwardBenchOptions& o) {
     r << "| " << row.name << " | " << std::setprecision(1) << row.median_ms << " | " << std::setprecision(0)
       << row.tokens_per_s << " | " << std::setprecision(2) << row.peak_gib << " |\n";
   }
-  if (table[0].error.empty() && table[1].error.empty())
-    r << "\nPacked vs padded: " << std::setprecision(2) << table[0].median_ms / table[1].median_ms
-      << "x faster, " << table[1].peak_gib / table[0].peak_gib << "x the peak memory (same run).\n";
+  if (table[0].error.empty() && table[1].error.empty() && table[2].error.empty())
+    r << "\nSame run: packed vs padded " << std::setprecision(2) << table[0].median_ms / table[1].median_ms
+      << "x faster, " << table[1].peak_gib / table[0].peak_gib << "x the peak memory; fused vs split projections "
+      << table[1].median_ms / table[2].median_ms << "x faster, " << table[2].peak_gib / table[1].peak_gib
+      << "x the peak memory; after vs before " << table[0].median_ms / table[2].median_ms << "x faster.\n";
   return r.str();
 }
 

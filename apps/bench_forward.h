@@ -1,13 +1,14 @@
-// `fp8rl bench forward`: the trainer's forward + backward at a training-like shape, with the
-// whole-sequence attention of before and after the packed forward, in one run.
+// `fp8rl bench forward`: the trainer's forward + backward at a training-like shape, as the model
+// ran before the packed forward and after it, in one run:
 //
-//   padded (before): the batch padded to [B, T]; every layer runs over B*T tokens, pads included;
-//     attention is one SDPA call with a dense [B, 1, T, T] boolean mask (what the model did before
-//     it took packed tokens; the mask also keeps SDPA off the flash kernel).
-//   packed (after): only the real tokens, concatenated; attention is ATen's flash-attention
-//     varlen kernel on the sequence boundaries (VarlenAttention).
+//   padded, split (before): the batch padded to [B, T]; every layer runs over B*T tokens, pads
+//     included; q/k/v and gate/up as separate projections; attention is one SDPA call with a
+//     dense [B, 1, T, T] boolean mask (which also keeps SDPA off the flash kernel).
+//   packed, split: only the real tokens, concatenated; attention is ATen's flash-attention varlen
+//     kernel on the sequence boundaries (VarlenAttention); projections still separate.
+//   packed, fused (after): as above with q/k/v as one qkv_proj and gate/up as one gate_up_proj.
 //
-// Both runs: random weights at a Qwen3 preset shape, BF16, every parameter trainable (full
+// All rows: random weights at a Qwen3 preset shape, BF16, every parameter trainable (full
 // fine-tuning), loss = sum of the chunked token log-probs of the real tokens (loss/logprobs.h), so
 // lm_head and its backward are in the step as in training. Per row: median step time over `reps`
 // steps after one warm-up, real tokens/s, and peak allocated memory during the step above what

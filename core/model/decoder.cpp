@@ -99,10 +99,12 @@ at::Tensor CausalLM::self_attention(const DecoderLayer& l, int64_t index, const 
   const ModelShape& s = config_.shape;
   const int64_t N = x.size(0), D = s.head_dim;
   const int64_t qd = s.num_attention_heads * D, kvd = s.num_key_value_heads * D;
-  const at::Tensor qkv = l.qkv.forward(x);  // [N, qd + 2 kvd]; the slices below are views
-  at::Tensor q = qkv.narrow(1, 0, qd).view({N, s.num_attention_heads, D});         // [N, Hq, D]
-  at::Tensor k = qkv.narrow(1, qd, kvd).view({N, s.num_key_value_heads, D});       // [N, Hkv, D]
-  const at::Tensor v = qkv.narrow(1, qd + kvd, kvd).view({N, s.num_key_value_heads, D});
+  // [N, qd + 2 kvd] split into views; one split node (not three narrows), so backward writes
+  // the three gradients into one [N, qd + 2 kvd] buffer instead of three zero-filled ones.
+  const std::vector<at::Tensor> qkv = l.qkv.forward(x).split_with_sizes({qd, kvd, kvd}, 1);
+  at::Tensor q = qkv[0].view({N, s.num_attention_heads, D});   // [N, Hq, D]
+  at::Tensor k = qkv[1].view({N, s.num_key_value_heads, D});   // [N, Hkv, D]
+  const at::Tensor v = qkv[2].view({N, s.num_key_value_heads, D});
   if (config_.qk_norm) {
     q = rms_norm(q, l.q_norm, config_.rms_norm_eps);
     k = rms_norm(k, l.k_norm, config_.rms_norm_eps);

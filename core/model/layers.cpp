@@ -114,9 +114,8 @@ GatedMlp::GatedMlp(Projection gate_up, Projection down) : gate_up_(std::move(gat
 }
 
 at::Tensor GatedMlp::forward(const at::Tensor& x) {
-  const at::Tensor gu = gate_up_.forward(x);  // [N, 2I]: gate, then up
-  const int64_t I = gu.size(-1) / 2;
-  return down_.forward(at::silu(gu.narrow(-1, 0, I)) * gu.narrow(-1, I, I));
+  const std::vector<at::Tensor> gu = gate_up_.forward(x).chunk(2, -1);  // [N, 2I] -> gate, up [N, I]
+  return down_.forward(at::silu(gu[0]) * gu[1]);
 }
 
 void GatedMlp::visit(const TensorVisitor& fn) const {
