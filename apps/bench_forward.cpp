@@ -10,11 +10,11 @@
 #include <sstream>
 #include <unistd.h>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 #include "core/model/decoder.h"
 #include "core/model/random_checkpoint.h"
-#include "core/model_presets.h"
+#include "core/recipe/model_presets.h"
 #include "loss/logprobs.h"
 
 #ifdef FP8RL_WITH_CUDA
@@ -112,7 +112,7 @@ Row time_steps(const std::string& name, const model::CausalLM& m, const std::fun
 
 std::string run_forward_bench(const ForwardBenchOptions& o) {
   if (!at::cuda::is_available()) throw RuntimeFailure("bench forward: no CUDA device");
-  auto shape = qwen3_preset(o.preset);
+  auto shape = recipe::qwen3_preset(o.preset);
   if (!shape) throw ConfigError("bench forward: unknown --preset '" + o.preset + "'");
   if (o.batch < 1 || o.seq < 1 || o.min_len < 1 || o.min_len > o.seq || o.reps < 1)
     throw ConfigError("bench forward: need --batch, --seq, --reps >= 1 and 1 <= --min-len <= --seq");

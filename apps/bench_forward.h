@@ -21,7 +21,7 @@
 namespace fp8rl {
 
 struct ForwardBenchOptions {
-  std::string preset = "0.6b";  // Qwen3 preset (core/model_presets.h)
+  std::string preset = "0.6b";  // Qwen3 preset (core/recipe/model_presets.h)
   int64_t batch = 16;           // sequences per step
   int64_t seq = 2048;           // longest sequence (the padded length)
   int64_t min_len = 1024;       // lengths are drawn uniformly in [min_len, seq]

@@ -9,9 +9,9 @@
 #include <iomanip>
 #include <sstream>
 
-#include "core/error.h"
-#include "core/log.h"
-#include "core/model_presets.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
+#include "core/recipe/model_presets.h"
 #include "quant/fp8_gemm.h"
 #include "quant/scaling.h"
 
@@ -23,6 +23,8 @@
 #endif
 
 namespace fp8rl {
+
+using namespace quant;  // the benchmark exercises quant/ throughout
 
 #ifndef FP8RL_WITH_CUDA
 
@@ -40,7 +42,7 @@ struct Shape {
 };
 
 std::vector<Shape> linear_shapes(const std::string& model) {
-  auto s = qwen3_preset(model);
+  auto s = recipe::qwen3_preset(model);
   if (!s) throw ConfigError("bench gemm: unknown model preset '" + model + "'");
   const int64_t h = s->hidden_size, q = s->num_attention_heads * s->head_dim, kv = s->num_key_value_heads * s->head_dim;
   return {{model, "q_proj", q, h},  {model, "k/v_proj", kv, h},           {model, "o_proj", h, q},

@@ -13,7 +13,7 @@
 namespace fp8rl {
 
 struct GemmBenchOptions {
-  std::vector<std::string> models{"0.6b", "8b", "32b"};  // Qwen3 presets (core/model_presets.h)
+  std::vector<std::string> models{"0.6b", "8b", "32b"};  // Qwen3 presets (core/recipe/model_presets.h)
   std::vector<int64_t> ms{1, 16, 64, 256, 1024, 4096};   // tokens per GEMM
   int reps = 30;
   bool backward = true;  // also time dX = dY W through the frozen FP8 weight, two ways

@@ -2,14 +2,15 @@
 
 #include <iostream>
 
-#include "core/error.h"
-#include "core/log.h"
-#include "core/recipe_load.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
+#include "core/recipe/load.h"
 #include "core/model/random_checkpoint.h"
-#include "core/model_presets.h"
-#include "core/recipe_validate.h"
-#include "core/strings.h"
-#include "core/run_dir.h"
+#include "core/recipe/model_presets.h"
+#include "core/recipe/validate.h"
+#include "core/util/strings.h"
+#include "core/recipe/run_dir.h"
+#include "core/util/atomic_file.h"
 #include "apps/bench_forward.h"
 #include "apps/bench_gemm.h"
 #include "quant/fp8_model.h"
@@ -20,18 +21,18 @@ namespace fp8rl {
 
 int run_check(const CheckArgs& args) {
   if (args.list_keys) {
-    std::cout << describe_keys();
+    std::cout << recipe::describe_keys();
     return kExitOk;
   }
   if (args.recipe.empty()) throw ConfigError("check: a recipe file is required (or --keys to list the schema)");
-  LoadedRecipe loaded = load_recipe(args.recipe, args.overrides);
-  const ModelShape shape = validate_recipe(loaded);
-  const PrecisionPlan plan = make_precision_plan(shape, loaded.recipe.quantization, loaded.recipe.model.dtype);
+  recipe::LoadedRecipe loaded = recipe::load_recipe(args.recipe, args.overrides);
+  const hf::ModelShape shape = recipe::validate_recipe(loaded);
+  const quant::PrecisionPlan plan = quant::make_precision_plan(shape, loaded.recipe.quantization, loaded.recipe.model.dtype);
   // The checkpoint's headers too (no weights are read): missing tensors, shapes, FP8 tensors.
   int64_t stored_fp8 = 0;
   if (!loaded.recipe.model.path.empty())
-    stored_fp8 = check_model_dir(loaded.recipe.model.path, loaded.recipe.quantization);
-  std::cout << "# resolved recipe: " << args.recipe << "\n" << to_yaml(loaded, !args.plain) << std::flush;
+    stored_fp8 = quant::check_model_dir(loaded.recipe.model.path, loaded.recipe.quantization);
+  std::cout << "# resolved recipe: " << args.recipe << "\n" << recipe::to_yaml(loaded, !args.plain) << std::flush;
   log::info(cat(args.recipe, " is valid (model ", shape.model_type, ", ", shape.num_hidden_layers, " layers)"));
   log::info(plan.summary());
   if (stored_fp8 > 0) log::info(cat(loaded.recipe.model.path, " is pre-quantized: ", stored_fp8, " FP8 tensors used as stored"));
@@ -47,13 +48,13 @@ int run_train_command(const TrainArgs& args) {
     overrides.push_back("checkpoint.resume_mode=resume_path");
     overrides.push_back("checkpoint.resume_from_path=" + args.resume);
   }
-  return run_train(load_recipe(args.recipe, overrides));
+  return trainer::run_train(recipe::load_recipe(args.recipe, overrides));
 }
 
 int run_init(const InitArgs& args) {
-  auto shape = qwen3_preset(args.preset);
+  auto shape = recipe::qwen3_preset(args.preset);
   if (!shape)
-    throw ConfigError("init: unknown --preset '" + args.preset + "' (one of: " + join(qwen3_preset_names(), ", ") + ")");
+    throw ConfigError("init: unknown --preset '" + args.preset + "' (one of: " + join(recipe::qwen3_preset_names(), ", ") + ")");
   model::write_random_checkpoint(args.out, args.arch, *shape, args.seed);
   log::info(cat("wrote a random ", args.arch, " checkpoint (preset ", args.preset, ", seed ", args.seed, ") to ", args.out));
   return kExitOk;

@@ -25,7 +25,7 @@ int run_train_command(const TrainArgs& args);
 
 struct InitArgs {
   std::string arch = "qwen3";  // qwen3 | qwen2 | llama
-  std::string preset = "tiny"; // core/model_presets.h
+  std::string preset = "tiny"; // core/recipe/model_presets.h
   std::string out;
   uint64_t seed = 0;
 };

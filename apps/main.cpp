@@ -1,5 +1,5 @@
 // fp8rl: the command line. Parses arguments, dispatches to a subcommand, and turns errors into
-// one line and an exit code (core/error.h): 0 ok, 2 usage or config error, 1 runtime failure.
+// one line and an exit code (core/util/error.h): 0 ok, 2 usage or config error, 1 runtime failure.
 #include <cstdio>
 #include <exception>
 #include <iostream>
@@ -9,8 +9,8 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/commands.h"
-#include "core/error.h"
-#include "core/strings.h"
+#include "core/util/error.h"
+#include "core/util/strings.h"
 
 namespace {
 

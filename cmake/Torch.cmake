@@ -11,7 +11,7 @@
 #
 # Include directories are SYSTEM and attached only to targets that link these: torch ships
 # its own fmt/ headers, so a target that sees torch's include path must not use the distro's
-# fmt/spdlog (see core/log.h for the rule and tests/lint for its check).
+# fmt/spdlog (see core/util/log.h for the rule and tests/lint for its check).
 
 if(NOT FP8RL_TORCH_DIR)
   message(FATAL_ERROR "FP8RL_TORCH_DIR is not set. HINT: run scripts/setup.sh, which fetches "

@@ -2,8 +2,8 @@
 
 #include <vector>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 
 namespace fp8rl::loss {
 

@@ -1,7 +1,7 @@
 #include "loss/policy_objective.h"
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 #include "loss/kl.h"
 
 namespace fp8rl::loss {

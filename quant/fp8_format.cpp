@@ -2,9 +2,9 @@
 
 #include <cmath>
 
-#include "core/error.h"
+#include "core/util/error.h"
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 Fp8Format parse_fp8_format(const std::string& name) {
   if (name == "e4m3") return Fp8Format::e4m3;
@@ -61,4 +61,4 @@ float fp8_to_float(uint8_t bits, Fp8Format f) {
   return negative ? -v : v;
 }
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

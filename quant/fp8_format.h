@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <string>
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 enum class Fp8Format { e4m3, e5m2 };
 
@@ -36,4 +36,4 @@ Fp8Format parse_fp8_format(const std::string& name);
 uint8_t float_to_fp8(float x, Fp8Format f);
 float fp8_to_float(uint8_t bits, Fp8Format f);
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

@@ -2,8 +2,8 @@
 
 #include <ATen/ATen.h>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 
 #ifdef FP8RL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -16,7 +16,7 @@
 #include <utility>
 #endif
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 bool fp8_gemm_fast_accum(WeightScaling scaling) { return scaling != WeightScaling::block; }
 
@@ -269,4 +269,4 @@ at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::Sc
   return y.narrow(0, 0, x.rows).narrow(1, 0, w.out_features).contiguous();
 }
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

@@ -17,7 +17,7 @@
 
 #include "quant/scaling.h"
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 // out_dtype: kBFloat16 or kFloat. Returns a contiguous [M, N] tensor on x's device.
 // Throws RuntimeFailure when cuBLASLt has no kernel for the combination.
@@ -39,4 +39,4 @@ at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::Sc
 // on for tensor and channel scaling (as vLLM does for rollouts), unavailable for block scaling.
 bool fp8_gemm_fast_accum(WeightScaling scaling);
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

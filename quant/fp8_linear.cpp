@@ -4,11 +4,11 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 #include "quant/fp8_gemm.h"
 
-namespace fp8rl {
+namespace fp8rl::quant {
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -130,9 +130,9 @@ at::Tensor fp8_linear_grad_input(const at::Tensor& grad_out, const Fp8Weight& w,
   return at::matmul(grad_out.to(at::kFloat), dequantize(w)).to(out);
 }
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 // dW = dY^T X contracts over the tokens M, so both operands are quantized along M, from the
 // high-precision dY and X (the forward's FP8 copy of X is scaled along K: the wrong direction).
@@ -172,4 +172,4 @@ at::Tensor fp8_linear_grad_weight(const at::Tensor& grad_out, const at::Tensor& 
   return fp8_gemm(a, b, at::kFloat);  // [N, K]
 }
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

@@ -30,7 +30,7 @@
 
 #include "quant/scaling.h"
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 class Fp8Linear {
  public:
@@ -88,4 +88,4 @@ at::Tensor fp8_linear_grad_input(const at::Tensor& grad_out, const Fp8Weight& w,
 at::Tensor fp8_linear_grad_weight(const at::Tensor& grad_out, const at::Tensor& x, const Fp8Weight& w,
                                   ActScaling act_scaling);
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

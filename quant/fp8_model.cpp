@@ -4,12 +4,12 @@
 
 #include <optional>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 #include "core/model/architecture.h"
 #include "quant/hf_fp8.h"
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 void Fp8ModelLinear::visit(const std::string& module, const model::TensorVisitor& fn) const {
   fn({module + ".weight", layer_.weight().data, model::TensorRole::fp8_data});
@@ -55,7 +55,7 @@ Fp8Weight load_stored_fp8(const model::ProjectionSpec& spec, const model::Weight
 
 }  // namespace
 
-model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const QuantizationConfig& q) {
+model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const recipe::QuantizationConfig& q) {
   auto shared_plan = std::make_shared<const PrecisionPlan>(plan);
   const WeightScaling ws = parse_weight_scaling(q.weight_scaling);
   const ActScaling as = parse_act_scaling(q.activation_scaling);
@@ -93,7 +93,7 @@ model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const Quantiz
   };
 }
 
-model::FusePolicy fp8_fuse_policy(const PrecisionPlan& plan, const QuantizationConfig& q) {
+model::FusePolicy fp8_fuse_policy(const PrecisionPlan& plan, const recipe::QuantizationConfig& q) {
   auto shared_plan = std::make_shared<const PrecisionPlan>(plan);
   const WeightScaling ws = parse_weight_scaling(q.weight_scaling);
   return [shared_plan, ws](const model::ProjectionGroup& group, const model::WeightReader& reader) {
@@ -120,14 +120,14 @@ model::FusePolicy fp8_fuse_policy(const PrecisionPlan& plan, const QuantizationC
   };
 }
 
-model::LoadOptions fp8_load_options(const PrecisionPlan& plan, const QuantizationConfig& q, model::LoadOptions base) {
+model::LoadOptions fp8_load_options(const PrecisionPlan& plan, const recipe::QuantizationConfig& q, model::LoadOptions base) {
   base.linear = fp8_linear_factory(plan, q);
   base.fuse = fp8_fuse_policy(plan, q);
   base.factory_tensor_suffixes = {".weight_scale_inv"};
   return base;
 }
 
-model::CausalLM load_causal_lm(const std::string& model_dir, const QuantizationConfig& q,
+model::CausalLM load_causal_lm(const std::string& model_dir, const recipe::QuantizationConfig& q,
                                const model::LoadOptions& base, PrecisionPlan* plan_out) {
   const model::ModelConfig config = model::read_model_config(model_dir);
   const safetensors::Checkpoint ckpt(model_dir);
@@ -146,7 +146,7 @@ model::CausalLM load_causal_lm(const std::string& model_dir, const QuantizationC
   return model::CausalLM::load(config, ckpt, o);
 }
 
-int64_t check_model_dir(const std::string& model_dir, const QuantizationConfig& q) {
+int64_t check_model_dir(const std::string& model_dir, const recipe::QuantizationConfig& q) {
   const model::ModelConfig config = model::read_model_config(model_dir);
   const safetensors::Checkpoint ckpt(model_dir);
   int64_t fp8 = 0;
@@ -165,4 +165,4 @@ int64_t check_model_dir(const std::string& model_dir, const QuantizationConfig& 
   return fp8;
 }
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

@@ -14,12 +14,12 @@
 
 #include "core/model/decoder.h"
 #include "core/model/layers.h"
-#include "core/safetensors.h"
-#include "core/recipe.h"
+#include "core/hf/safetensors.h"
+#include "core/recipe/recipe.h"
 #include "quant/fp8_linear.h"
 #include "quant/precision_plan.h"
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 class Fp8ModelLinear final : public model::Linear {
  public:
@@ -42,31 +42,31 @@ class Fp8ModelLinear final : public model::Linear {
 // weight the checkpoint stores as F8_E4M3 (HF FP8 checkpoints) is used as stored, FP8 bytes and
 // block scales, with no requantization; if the plan keeps it in BF16 it is dequantized exactly.
 // A fused projection (architecture.h) is quantized, or its stored parts concatenated, as one.
-model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const QuantizationConfig& q);
+model::LinearFactory fp8_linear_factory(const PrecisionPlan& plan, const recipe::QuantizationConfig& q);
 
 // Which q/k/v and gate/up groups may run fused under `plan`: their parts share one precision and
 // are stored alike (all FP8 or none), and for FP8 the fused weight quantizes exactly as the
 // parts would: block scales need every part's rows 128-aligned (no block straddles two parts);
 // per-channel scales always fuse; a per-tensor scale would become one scale for all parts, so
 // those stay separate.
-model::FusePolicy fp8_fuse_policy(const PrecisionPlan& plan, const QuantizationConfig& q);
+model::FusePolicy fp8_fuse_policy(const PrecisionPlan& plan, const recipe::QuantizationConfig& q);
 
 // `base` with the FP8 factory, its fuse policy and the scale tensors it reads (the three go
 // together: a factory without its policy would fuse unaligned block-scaled parts). What
 // load_causal_lm uses; for callers that load with a plan of their own.
-model::LoadOptions fp8_load_options(const PrecisionPlan& plan, const QuantizationConfig& q, model::LoadOptions base);
+model::LoadOptions fp8_load_options(const PrecisionPlan& plan, const recipe::QuantizationConfig& q, model::LoadOptions base);
 
 // Loads `model_dir` (BF16 or HF FP8) with the recipe's quantization: the precision plan is made
 // from its config.json; quant_method none loads a dense model (and refuses an FP8 checkpoint by
 // name). `base` gives dtype, device and requires_grad; its linear factory and fuse policy are
 // replaced.
-model::CausalLM load_causal_lm(const std::string& model_dir, const QuantizationConfig& q,
+model::CausalLM load_causal_lm(const std::string& model_dir, const recipe::QuantizationConfig& q,
                                const model::LoadOptions& base, PrecisionPlan* plan_out = nullptr);
 
 // What load_causal_lm would refuse, found without reading any weight (headers only): an
 // unsupported config, a missing tensor or shape mismatch, an FP8 checkpoint under
 // quant_method: none, an FP8 quantization_config fp8rl cannot run. Throws ConfigError naming the
 // file and tensor; returns the number of FP8 tensors the checkpoint stores.
-int64_t check_model_dir(const std::string& model_dir, const QuantizationConfig& q);
+int64_t check_model_dir(const std::string& model_dir, const recipe::QuantizationConfig& q);
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

@@ -7,11 +7,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 #include "core/model/weight_reader.h"
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 std::optional<HfFp8Config> read_hf_fp8_config(const std::string& model_dir) {
   const std::string file = (std::filesystem::path(model_dir) / "config.json").string();
@@ -111,4 +111,4 @@ std::vector<safetensors::TensorToWrite> hf_fp8_tensors(const std::string& module
            static_cast<size_t>(s.numel()) * 4}};
 }
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "core/safetensors.h"
+#include "core/hf/safetensors.h"
 #include "quant/scaling.h"
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 struct HfFp8Config {
   std::string fmt = "e4m3";
@@ -42,4 +42,4 @@ Fp8Weight load_hf_fp8_weight(const safetensors::Checkpoint& ckpt, const std::str
 std::vector<safetensors::TensorToWrite> hf_fp8_tensors(const std::string& module, const Fp8Weight& w,
                                                        std::vector<at::Tensor>& storage);
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

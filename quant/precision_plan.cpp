@@ -5,11 +5,11 @@
 #include <iomanip>
 #include <sstream>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 #include "core/model/architecture.h"
 
-namespace fp8rl {
+namespace fp8rl::quant {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -40,7 +40,7 @@ std::string params(int64_t n) {
 
 }  // namespace
 
-PrecisionPlan make_precision_plan(const ModelShape& s, const QuantizationConfig& q, const std::string& dtype) {
+PrecisionPlan make_precision_plan(const hf::ModelShape& s, const recipe::QuantizationConfig& q, const std::string& dtype) {
   PrecisionPlan plan;
   const int64_t elem = dtype == "float32" ? 4 : 2;
   const int64_t h = s.hidden_size;
@@ -95,4 +95,4 @@ std::string PrecisionPlan::summary() const {
              " params); weights total ", gib(fp8_bytes + bf16_bytes));
 }
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

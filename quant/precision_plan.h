@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "core/hf_config.h"
-#include "core/recipe.h"
+#include "core/hf/config.h"
+#include "core/recipe/recipe.h"
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 enum class Precision { fp8, bf16 };
 
@@ -40,6 +40,6 @@ struct PrecisionPlan {
 
 // Throws ConfigError when a modules_in_bf16 pattern matches no module (a typo would otherwise
 // silently quantize what the user meant to protect).
-PrecisionPlan make_precision_plan(const ModelShape& shape, const QuantizationConfig& q, const std::string& dtype);
+PrecisionPlan make_precision_plan(const hf::ModelShape& shape, const recipe::QuantizationConfig& q, const std::string& dtype);
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <vector>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 
 #ifdef FP8RL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -15,7 +15,7 @@
 #include "quant/cuda/scaling_kernels.h"
 #endif
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 WeightScaling parse_weight_scaling(const std::string& name) {
   if (name == "tensor") return WeightScaling::tensor;
@@ -335,4 +335,4 @@ at::Tensor dequantize(const Fp8Activation& x) {
   return cut(x.data).to(at::kFloat) * cut(expand_scale(x));
 }
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

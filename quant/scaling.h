@@ -32,7 +32,7 @@
 
 #include "quant/fp8_format.h"
 
-namespace fp8rl {
+namespace fp8rl::quant {
 
 enum class WeightScaling { tensor, channel, block };
 enum class ActScaling { tensor, token, group };
@@ -125,4 +125,4 @@ at::Tensor dequantize(const Fp8Activation& x);
 at::Tensor expand_scale(const Fp8Weight& w);
 at::Tensor expand_scale(const Fp8Activation& x);
 
-}  // namespace fp8rl
+}  // namespace fp8rl::quant

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Parity fixtures for fp8rl's tokenizer (core/tokenizer.h): small byte-level BPE tokenizers
+"""Parity fixtures for fp8rl's tokenizer (core/hf/tokenizer.h): small byte-level BPE tokenizers
 trained with HF `tokenizers`, and HF's ids for a corpus of tricky strings.
 
 Writes (all small, committed; CI never runs this script):

@@ -4,16 +4,16 @@
 #include "loss/kl.h"
 #include "loss/rollout_correction.h"
 
-namespace fp8rl {
+namespace fp8rl::trainer {
 
-loss::AdvantageOptions advantage_options(const AlgorithmConfig& a) {
+loss::AdvantageOptions advantage_options(const recipe::AlgorithmConfig& a) {
   loss::AdvantageOptions o;
   o.estimator = loss::parse_adv_estimator(a.adv_estimator);
   o.norm_adv_by_batch = a.norm_adv_by_batch;
   return o;
 }
 
-loss::PolicyObjectiveOptions policy_objective_options(const AlgorithmConfig& a) {
+loss::PolicyObjectiveOptions policy_objective_options(const recipe::AlgorithmConfig& a) {
   loss::PolicyObjectiveOptions o;
   o.policy.clip_ratio_low = a.clip_ratio_low;
   o.policy.clip_ratio_high = a.clip_ratio_high;
@@ -30,4 +30,4 @@ loss::PolicyObjectiveOptions policy_objective_options(const AlgorithmConfig& a) 
   return o;
 }
 
-}  // namespace fp8rl
+}  // namespace fp8rl::trainer

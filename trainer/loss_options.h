@@ -4,13 +4,13 @@
 // the recipe is read -- naming the key and the valid values -- and never in the middle of a step.
 #pragma once
 
-#include "core/recipe.h"
+#include "core/recipe/recipe.h"
 #include "loss/advantages.h"
 #include "loss/policy_objective.h"
 
-namespace fp8rl {
+namespace fp8rl::trainer {
 
-loss::AdvantageOptions advantage_options(const AlgorithmConfig& algorithm);
-loss::PolicyObjectiveOptions policy_objective_options(const AlgorithmConfig& algorithm);
+loss::AdvantageOptions advantage_options(const recipe::AlgorithmConfig& algorithm);
+loss::PolicyObjectiveOptions policy_objective_options(const recipe::AlgorithmConfig& algorithm);
 
-}  // namespace fp8rl
+}  // namespace fp8rl::trainer

@@ -1,13 +1,13 @@
 // `fp8rl train`: from a loaded recipe to a run directory and the RL loop.
 #pragma once
 
-#include "core/recipe_load.h"
+#include "core/recipe/load.h"
 
-namespace fp8rl {
+namespace fp8rl::trainer {
 
 // Validates the recipe, opens the run directory (refusing to overwrite a finished run unless
 // resuming), saves the resolved recipe into it, logs it, then runs the RL loop.
 // Returns the process exit code; throws ConfigError / RuntimeFailure like the rest of fp8rl.
-int run_train(const LoadedRecipe& loaded);
+int run_train(const recipe::LoadedRecipe& loaded);
 
-}  // namespace fp8rl
+}  // namespace fp8rl::trainer

@@ -1,7 +1,7 @@
 #include "core/model/architecture.h"
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 
 namespace fp8rl::model {
 namespace {
@@ -70,7 +70,7 @@ bool present(When w, const Switches& s) {
   return false;
 }
 
-int64_t size_of(Dim d, const ModelShape& s) {
+int64_t size_of(Dim d, const hf::ModelShape& s) {
   switch (d) {
     case Dim::none: return 0;
     case Dim::vocab: return s.vocab_size;
@@ -83,7 +83,7 @@ int64_t size_of(Dim d, const ModelShape& s) {
   return 0;
 }
 
-TensorSpec spec_of(const Row& r, const std::string& prefix, const ModelShape& s) {
+TensorSpec spec_of(const Row& r, const std::string& prefix, const hf::ModelShape& s) {
   TensorSpec t{prefix + r.name, {size_of(r.d0, s)}, r.init};
   if (r.d1 != Dim::none) t.shape.push_back(size_of(r.d1, s));
   return t;
@@ -96,7 +96,7 @@ const Row& layer_row(const std::string& name) {
   return kLayerRows[0];
 }
 
-ProjectionGroup group(const Slot& slot, const std::string& prefix, const ModelShape& s, const Switches& sw) {
+ProjectionGroup group(const Slot& slot, const std::string& prefix, const hf::ModelShape& s, const Switches& sw) {
   ProjectionGroup g{prefix + slot.fused, {}};
   for (const char* part : slot.parts) {
     const Row& w = layer_row(std::string(part) + ".weight");
@@ -129,13 +129,13 @@ ProjectionSpec ProjectionGroup::fuse() const {
   return f;
 }
 
-LayerProjections layer_projections(const ModelShape& shape, bool qkv_bias, int64_t layer) {
+LayerProjections layer_projections(const hf::ModelShape& shape, bool qkv_bias, int64_t layer) {
   const Switches sw{qkv_bias, false, false};
   const std::string p = cat("model.layers.", layer, ".");
   return {group(kQkv, p, shape, sw), group(kO, p, shape, sw), group(kGateUp, p, shape, sw), group(kDown, p, shape, sw)};
 }
 
-std::vector<ProjectionSpec> decoder_projections(const ModelShape& shape, bool qkv_bias) {
+std::vector<ProjectionSpec> decoder_projections(const hf::ModelShape& shape, bool qkv_bias) {
   std::vector<ProjectionSpec> out;
   for (int64_t i = 0; i < shape.num_hidden_layers; ++i) {
     LayerProjections l = layer_projections(shape, qkv_bias, i);

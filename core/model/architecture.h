@@ -56,11 +56,11 @@ struct LayerProjections {
   ProjectionGroup gate_up;  // mlp.{gate,up}_proj -> mlp.gate_up_proj
   ProjectionGroup down;     // mlp.down_proj
 };
-LayerProjections layer_projections(const ModelShape& shape, bool qkv_bias, int64_t layer);
+LayerProjections layer_projections(const hf::ModelShape& shape, bool qkv_bias, int64_t layer);
 
 // Every decoder projection as HF names it (unfused), in model order: q, k, v, o, gate, up, down
 // per layer. The precision plan decides per entry.
-std::vector<ProjectionSpec> decoder_projections(const ModelShape& shape, bool qkv_bias);
+std::vector<ProjectionSpec> decoder_projections(const hf::ModelShape& shape, bool qkv_bias);
 
 // Every tensor the checkpoint of `config` must hold, in HF's order (embed, layers, final norm,
 // lm_head unless tied).

@@ -5,9 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "core/log.h"
-#include "core/unicode.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
+#include "core/hf/unicode.h"
 
 namespace fp8rl::model {
 namespace {

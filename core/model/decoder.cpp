@@ -3,9 +3,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "core/error.h"
-#include "core/log.h"
-#include "core/safetensors.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
+#include "core/hf/safetensors.h"
 
 namespace fp8rl::model {
 
@@ -96,7 +96,7 @@ CausalLM CausalLM::load(const ModelConfig& config, const safetensors::Checkpoint
 
 at::Tensor CausalLM::self_attention(const DecoderLayer& l, int64_t index, const at::Tensor& x, const Rope& rope,
                                     const AttentionContext& ctx) const {
-  const ModelShape& s = config_.shape;
+  const hf::ModelShape& s = config_.shape;
   const int64_t N = x.size(0), D = s.head_dim;
   const int64_t qd = s.num_attention_heads * D, kvd = s.num_key_value_heads * D;
   // [N, qd + 2 kvd] split into views; one split node (not three narrows), so backward writes

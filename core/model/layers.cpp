@@ -3,8 +3,8 @@
 #include <cmath>
 #include <numbers>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 
 namespace fp8rl::model {
 

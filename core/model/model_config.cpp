@@ -6,8 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 
 namespace fp8rl::model {
 namespace {
@@ -70,8 +70,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   auto mt = j.find("model_type");
   if (mt == j.end() || !mt->is_string()) throw ConfigError(cat(file, ": missing required string key 'model_type'"));
   c.family = parse_family(mt->get<std::string>(), file);  // before anything else: refuse by name first
-  c.shape = parse_hf_config(json_text, file);            // sizes, heads, tie_word_embeddings
-  const ModelShape& s = c.shape;
+  c.shape = hf::parse_hf_config(json_text, file);            // sizes, heads, tie_word_embeddings
+  const hf::ModelShape& s = c.shape;
   if (s.intermediate_size <= 0)
     throw ConfigError(cat(file, ": missing or non-positive key 'intermediate_size' (dense MLP width)"));
   if (s.head_dim % 2 != 0) throw ConfigError(cat(file, ": head_dim must be even for RoPE, got ", s.head_dim));
@@ -146,7 +146,7 @@ ModelConfig read_model_config(const std::string& model_dir) {
   return parse_model_config(text.str(), file);
 }
 
-ModelConfig default_model_config(Family family, const ModelShape& shape) {
+ModelConfig default_model_config(Family family, const hf::ModelShape& shape) {
   ModelConfig c;
   c.family = family;
   c.shape = shape;
@@ -179,7 +179,7 @@ ModelConfig default_model_config(Family family, const ModelShape& shape) {
 }
 
 std::string model_config_to_json(const ModelConfig& c) {
-  const ModelShape& s = c.shape;
+  const hf::ModelShape& s = c.shape;
   const char* arch = c.family == Family::qwen3 ? "Qwen3ForCausalLM"
                      : c.family == Family::qwen2 ? "Qwen2ForCausalLM"
                                                  : "LlamaForCausalLM";

@@ -1,4 +1,4 @@
-// Everything the forward needs from an HF config.json, beyond ModelShape (core/hf_config.h):
+// Everything the forward needs from an HF config.json, beyond hf::ModelShape (core/hf/config.h):
 // RoPE base and scaling, RMSNorm epsilon, and which family-specific tensors exist.
 //
 // Supported model_type values: "qwen3", "qwen2", "llama" (Llama 3.x with or without
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "core/hf_config.h"
+#include "core/hf/config.h"
 
 namespace fp8rl::model {
 
@@ -31,7 +31,7 @@ struct RopeScaling {
 
 struct ModelConfig {
   Family family = Family::qwen3;
-  ModelShape shape;                  // sizes, tie_word_embeddings (model_type as in the file)
+  hf::ModelShape shape;                  // sizes, tie_word_embeddings (model_type as in the file)
   double rope_theta = 10000.0;       // RoPE base
   RopeScaling rope_scaling;
   double rms_norm_eps = 1e-6;
@@ -49,7 +49,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 // The config fp8rl writes for a random model of `family` at `shape` (HF defaults for the
 // family's RoPE and epsilon: Qwen3 theta 1e6 / eps 1e-6, Qwen2 1e6 / 1e-6, Llama 3.2 500000 /
 // 1e-5 with llama3 scaling factor 32).
-ModelConfig default_model_config(Family family, const ModelShape& shape);
+ModelConfig default_model_config(Family family, const hf::ModelShape& shape);
 // config.json text for `config`, in transformers 4.x spelling (rope_theta + rope_scaling), which
 // transformers 5 also reads.
 std::string model_config_to_json(const ModelConfig& config);

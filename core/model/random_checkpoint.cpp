@@ -6,16 +6,16 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 #include "core/model/byte_tokenizer.h"
 #include "core/model/architecture.h"
 #include "core/model/model_config.h"
-#include "core/safetensors.h"
+#include "core/hf/safetensors.h"
 
 namespace fp8rl::model {
 
-void write_random_checkpoint(const std::string& out_dir, const std::string& arch, const ModelShape& shape,
+void write_random_checkpoint(const std::string& out_dir, const std::string& arch, const hf::ModelShape& shape,
                              uint64_t seed) {
   const ModelConfig config = default_model_config(parse_family(arch, "write_random_checkpoint"), shape);
   // Round-trip through the parser so a shape it would refuse (odd head_dim, heads not a multiple

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/hf_config.h"
+#include "core/hf/config.h"
 
 namespace fp8rl::model {
 
@@ -17,7 +17,7 @@ namespace fp8rl::model {
 // normal(0, 0.02), RMSNorm weights 1, biases 0; drawn in float32 from a CPU generator seeded with
 // `seed` (same seed, same file), stored as BF16. The config takes the family's HF defaults for
 // RoPE and epsilon (default_model_config).
-void write_random_checkpoint(const std::string& out_dir, const std::string& arch, const ModelShape& shape,
+void write_random_checkpoint(const std::string& out_dir, const std::string& arch, const hf::ModelShape& shape,
                              uint64_t seed);
 
 }  // namespace fp8rl::model

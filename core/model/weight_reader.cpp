@@ -2,8 +2,8 @@
 
 #include <cstring>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
 
 namespace fp8rl::model {
 

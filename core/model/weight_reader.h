@@ -11,7 +11,7 @@
 
 #include <string>
 
-#include "core/safetensors.h"
+#include "core/hf/safetensors.h"
 
 namespace fp8rl::model {
 

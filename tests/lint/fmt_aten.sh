@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # torch ships fmt v12 headers that shadow the distro's fmt v9 (which the distro's compiled
 # spdlog needs). A source that includes both ATen/torch and fmt/spdlog compiles against the
-# wrong fmt (GPU_MACHINE.md). core/log.h gives ATen code a logger and cat() instead.
+# wrong fmt (GPU_MACHINE.md). core/util/log.h gives ATen code a logger and cat() instead.
 # This check also catches a header that pulls one of them into an ATen file indirectly, for
 # our own headers one level deep.
 set -u
@@ -20,7 +20,7 @@ for f in $files; do
     [ -f "$h" ] && text+=$'\n'$(cat "$h")
   done
   if grep -qE "$aten_re" <<<"$text" && grep -qE "$fmt_re" <<<"$text"; then
-    echo "lint: $f includes ATen/torch and fmt/spdlog; use core/log.h (log::info, cat) in ATen code"
+    echo "lint: $f includes ATen/torch and fmt/spdlog; use core/util/log.h (log::info, cat) in ATen code"
     status=1
   fi
 done

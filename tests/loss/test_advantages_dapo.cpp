@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "core/util/error.h"
 #include "loss/advantages.h"
 #include "loss/dapo.h"
 #include "tests/catch.h"

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/error.h"
+#include "core/util/error.h"
 #include "loss/aggregate.h"
 #include "loss/policy_objective.h"
 #include "tests/catch.h"

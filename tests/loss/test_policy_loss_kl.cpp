@@ -6,7 +6,7 @@
 #include <limits>
 #include <vector>
 
-#include "core/error.h"
+#include "core/util/error.h"
 #include "loss/kl.h"
 #include "loss/policy_loss.h"
 #include "tests/catch.h"

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "core/util/error.h"
 #include "loss/policy_loss.h"
 #include "loss/rollout_correction.h"
 #include "tests/catch.h"

@@ -5,12 +5,13 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
+#include "core/util/error.h"
 #include "quant/fp8_linear.h"
 #include "tests/catch.h"
 #include "tests/test_util.h"
 
 using namespace fp8rl;
+using namespace fp8rl::quant;
 
 TEST_CASE("Fp8Linear forward and backward match the dequantized layer", "[quant][fp8_linear]") {
   at::manual_seed(21);

@@ -8,18 +8,21 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/hf_config.h"
+#include "core/hf/config.h"
 #include "core/model/decoder.h"
 #include "core/model/random_checkpoint.h"
 #include "core/model/weight_reader.h"
-#include "core/safetensors.h"
-#include "core/error.h"
+#include "core/hf/safetensors.h"
+#include "core/util/error.h"
 #include "quant/fp8_model.h"
 #include "quant/hf_fp8.h"
 #include "tests/catch.h"
 #include "tests/test_util.h"
 
 using namespace fp8rl;
+using namespace fp8rl::quant;
+using namespace fp8rl::recipe;
+using namespace fp8rl::hf;
 
 namespace {
 

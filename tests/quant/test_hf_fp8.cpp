@@ -2,13 +2,14 @@
 // weights round-trip through HF's layout; malformed files and configs give clear errors.
 #include <ATen/ATen.h>
 
-#include "core/error.h"
+#include "core/util/error.h"
 #include "quant/fp8_format.h"
 #include "quant/hf_fp8.h"
 #include "tests/catch.h"
 #include "tests/test_util.h"
 
 using namespace fp8rl;
+using namespace fp8rl::quant;
 using fp8rl::test::TempDir;
 
 TEST_CASE("a hand-made HF FP8 tensor dequantizes to q * scale_inv per block", "[hf_fp8]") {

@@ -1,11 +1,14 @@
 // The precision plan: first/last BF16 layers, glob patterns, counts and bytes.
-#include "core/error.h"
-#include "core/model_presets.h"
+#include "core/util/error.h"
+#include "core/recipe/model_presets.h"
 #include "quant/precision_plan.h"
 #include "tests/catch.h"
 #include "tests/test_util.h"
 
 using namespace fp8rl;
+using namespace fp8rl::quant;
+using namespace fp8rl::recipe;
+using namespace fp8rl::hf;
 
 TEST_CASE("first/last layers and patterns stay BF16, the rest is FP8", "[precision_plan]") {
   ModelShape s = *qwen3_preset("tiny");  // 4 layers

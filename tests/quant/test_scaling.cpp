@@ -4,12 +4,13 @@
 
 #include <cmath>
 
-#include "core/error.h"
+#include "core/util/error.h"
 #include "quant/scaling.h"
 #include "tests/catch.h"
 #include "tests/test_util.h"
 
 using namespace fp8rl;
+using namespace fp8rl::quant;
 
 namespace {
 

@@ -1,8 +1,8 @@
 // The recipe's algorithm.* section mapped onto loss/'s option structs (trainer/loss_options.h):
 // every key lands, bad strings fail at mapping time naming the key, and the structs' own defaults
 // are the recipe's defaults (so a test or caller using the structs directly means the same).
-#include "core/error.h"
-#include "core/recipe.h"
+#include "core/util/error.h"
+#include "core/recipe/recipe.h"
 #include "loss/kl.h"
 #include "loss/rollout_correction.h"
 #include "tests/catch.h"
@@ -10,6 +10,8 @@
 #include "trainer/loss_options.h"
 
 using namespace fp8rl;
+using namespace fp8rl::recipe;
+using namespace fp8rl::trainer;
 using namespace fp8rl::loss;
 
 TEST_CASE("loss options: the recipe's strings are parsed once, when the recipe is mapped", "[trainer][loss]") {

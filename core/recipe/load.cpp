@@ -1,0 +1,394 @@
+#include "core/recipe/load.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "core/util/error.h"
+#include "core/util/strings.h"
+
+namespace fs = std::filesystem;
+
+namespace fp8rl::recipe {
+
+std::string Source::describe() const {
+  if (!override_arg.empty()) return fmt::format("command line '{}'", override_arg);
+  if (file.empty()) return "default";
+  return line > 0 ? fmt::format("{}:{}", file, line) : file;
+}
+
+std::string LoadedRecipe::where(const std::string& key) const {
+  auto it = sources.find(key);
+  return fmt::format("{}: {}", it == sources.end() ? std::string("default") : it->second.describe(), key);
+}
+
+namespace {
+
+struct Entry {
+  YAML::Node value;
+  Source source;
+  // The override's text after '=': string keys take it verbatim, so that
+  // `model.path=a: b` is a path and not a YAML map.
+  std::optional<std::string> raw;
+};
+using Layer = std::map<std::string, Entry>;  // dotted key -> the value that wins
+
+// Schema facts, collected once by walking Recipe::visit with a recorder.
+struct KeyInfo {
+  std::string section, key, type, default_value, doc;
+};
+
+std::string render_node(const YAML::Node& n) {
+  if (!n.IsDefined() || n.IsNull()) return "nothing (null)";
+  if (n.IsScalar()) return "'" + n.Scalar() + "'";
+  if (n.IsSequence()) return "a list";
+  return "a map";
+}
+
+std::string quote_choices(const std::vector<std::string>& choices) {
+  std::vector<std::string> q;
+  for (const auto& c : choices) q.push_back(c.empty() ? "\"\"" : c);
+  return join(q, ", ");
+}
+
+YAML::Node to_node(const bool& v) { return YAML::Node(v); }
+YAML::Node to_node(const int64_t& v) { return YAML::Node(v); }
+YAML::Node to_node(const double& v) { return YAML::Node(v); }
+YAML::Node to_node(const std::optional<double>& v) { return v ? YAML::Node(*v) : YAML::Node(YAML::NodeType::Null); }
+YAML::Node to_node(const std::string& v) { return YAML::Node(v); }
+template <class T>
+YAML::Node to_node(const std::vector<T>& v) {
+  YAML::Node n(YAML::NodeType::Sequence);
+  for (const auto& x : v) n.push_back(x);
+  return n;
+}
+
+std::string emit_flow(const YAML::Node& n) {
+  YAML::Emitter out;
+  out.SetSeqFormat(YAML::Flow);
+  out.SetDoublePrecision(17);
+  out << n;
+  return out.c_str();
+}
+
+// Records the schema (keys, types, defaults, docs) from a default-constructed Recipe.
+class SchemaRecorder : public RecipeVisitor {
+ public:
+  std::vector<KeyInfo> keys;
+  std::vector<std::string> sections;
+  void section(const char* name, const char*) override {
+    section_ = name;
+    sections.push_back(name);
+  }
+  void field(const char* k, bool& v, const char* d) override { add(k, "bool", to_node(v), d); }
+  void field(const char* k, int64_t& v, const char* d) override { add(k, "int", to_node(v), d); }
+  void field(const char* k, double& v, const char* d) override { add(k, "float", to_node(v), d); }
+  void field(const char* k, std::optional<double>& v, const char* d) override {
+    add(k, "float or null", to_node(v), d);
+  }
+  void field(const char* k, std::string& v, const char* d) override { add(k, "string", to_node(v), d); }
+  void field(const char* k, std::vector<int64_t>& v, const char* d) override { add(k, "list of int", to_node(v), d); }
+  void field(const char* k, std::vector<std::string>& v, const char* d) override {
+    add(k, "list of string", to_node(v), d);
+  }
+  void choice(const char* k, std::string& v, const std::vector<std::string>& c, const char* d) override {
+    add(k, "one of " + quote_choices(c), to_node(v), d);
+  }
+
+ private:
+  void add(const char* k, std::string type, const YAML::Node& def, const char* doc) {
+    keys.push_back({section_, k, std::move(type), emit_flow(def), doc});
+  }
+  std::string section_;
+};
+
+const SchemaRecorder& schema() {
+  static const SchemaRecorder recorder = [] {
+    SchemaRecorder r;
+    Recipe defaults;
+    defaults.visit(r);
+    return r;
+  }();
+  return recorder;
+}
+
+bool is_section(const std::string& name) {
+  const auto& s = schema().sections;
+  return std::find(s.begin(), s.end(), name) != s.end();
+}
+
+[[noreturn]] void fail_at(const Source& src, const std::string& msg) {
+  throw ConfigError(src.describe() + ": " + msg);
+}
+
+// A hint for an unknown `section.key`: a near key in the same section, or the section that
+// has this key.
+std::string unknown_key_hint(const std::string& section, const std::string& key) {
+  std::vector<std::string> same_section;
+  for (const auto& k : schema().keys)
+    if (k.section == section) same_section.push_back(k.key);
+  if (auto m = closest_match(key, same_section)) return fmt::format(" (did you mean '{}.{}'?)", section, *m);
+  for (const auto& k : schema().keys)
+    if (k.key == key) return fmt::format(" (did you mean '{}.{}'?)", k.section, k.key);
+  return fmt::format(" (section '{}' has: {})", section, join(same_section, ", "));
+}
+
+std::string unknown_section_hint(const std::string& section) {
+  if (auto m = closest_match(section, schema().sections)) return fmt::format(" (did you mean '{}'?)", *m);
+  for (const auto& k : schema().keys)
+    if (k.key == section) return fmt::format(" (did you mean '{}.{}'?)", k.section, k.key);
+  return fmt::format(" (sections are: {})", join(schema().sections, ", "));
+}
+
+// Reads one recipe file (its base first) into `layer`.
+void read_file(const fs::path& file, std::vector<fs::path>& stack, Layer& layer, std::vector<std::string>& files) {
+  std::error_code ec;
+  fs::path canonical = fs::weakly_canonical(file, ec);
+  if (std::find(stack.begin(), stack.end(), canonical) != stack.end())
+    throw ConfigError(fmt::format("{}: base recipes form a cycle through this file", file.string()));
+  if (!fs::is_regular_file(file, ec))
+    throw ConfigError(fmt::format("{}: no such recipe file", file.string()));
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(file.string());
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(fmt::format("{}:{}:{}: YAML syntax error: {}", file.string(), e.mark.line + 1,
+                                  e.mark.column + 1, e.msg));
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(fmt::format("{}: cannot read the recipe: {}", file.string(), e.what()));
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap())
+    throw ConfigError(fmt::format("{}:1: a recipe is a map of sections ({}), got {}", file.string(),
+                                  join(schema().sections, ", "), render_node(root)));
+  stack.push_back(canonical);
+
+  const std::string name = file.string();
+  if (YAML::Node base = root["base"]) {
+    Source src{name, base.Mark().line + 1, ""};
+    if (!base.IsScalar() || base.Scalar().empty())
+      fail_at(src, "base: expected the path of a base recipe, got " + render_node(base));
+    read_file(file.parent_path() / base.Scalar(), stack, layer, files);
+  }
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    const std::string section = it->first.as<std::string>();
+    Source section_src{name, it->first.Mark().line + 1, ""};
+    if (section == "base") continue;
+    if (!is_section(section)) fail_at(section_src, "unknown section '" + section + "'" + unknown_section_hint(section));
+    const YAML::Node body = it->second;
+    if (body.IsNull()) continue;  // an empty section
+    if (!body.IsMap())
+      fail_at(section_src, fmt::format("section '{}' must be a map of keys, got {}", section, render_node(body)));
+    for (auto kv = body.begin(); kv != body.end(); ++kv) {
+      const std::string key = kv->first.as<std::string>();
+      layer[section + "." + key] = Entry{kv->second, Source{name, kv->first.Mark().line + 1, ""}, std::nullopt};
+    }
+  }
+  files.push_back(name);
+  stack.pop_back();
+}
+
+void apply_override(const std::string& arg, Layer& layer) {
+  Source src{"", 0, arg};
+  const auto eq = arg.find('=');
+  const std::string key = arg.substr(0, eq);
+  const auto dot = key.find('.');
+  if (eq == std::string::npos || dot == std::string::npos || dot == 0 || dot + 1 == key.size() ||
+      key.find('.', dot + 1) != std::string::npos)
+    fail_at(src, "expected an override of the form section.key=value");
+  const std::string section = key.substr(0, dot), leaf = key.substr(dot + 1);
+  if (!is_section(section)) fail_at(src, "unknown section '" + section + "'" + unknown_section_hint(section));
+  YAML::Node value;
+  try {
+    value = YAML::Load(arg.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    fail_at(src, "cannot parse the value as YAML: " + e.msg);
+  }
+  layer[key] = Entry{value, src, arg.substr(eq + 1)};
+}
+
+// Assigns layer values to the recipe's fields, checking types and choices.
+class Assigner : public RecipeVisitor {
+ public:
+  Assigner(const Layer& layer, LoadedRecipe& out) : layer_(layer), out_(out) {}
+  std::set<std::string> used;
+
+  void section(const char* name, const char*) override { section_ = name; }
+
+  void field(const char* k, bool& v, const char* d) override {
+    if (const Entry* e = find(k)) v = convert<bool>(*e, k, "true or false");
+  }
+  void field(const char* k, int64_t& v, const char* d) override {
+    if (const Entry* e = find(k)) v = convert<int64_t>(*e, k, "an integer");
+  }
+  void field(const char* k, double& v, const char* d) override {
+    if (const Entry* e = find(k)) v = number(*e, k);
+  }
+  void field(const char* k, std::optional<double>& v, const char* d) override {
+    if (const Entry* e = find(k)) v = e->value.IsNull() ? std::nullopt : std::optional<double>(number(*e, k));
+  }
+  void field(const char* k, std::string& v, const char* d) override {
+    if (const Entry* e = find(k)) v = text(*e, k);
+  }
+  void field(const char* k, std::vector<int64_t>& v, const char* d) override {
+    if (const Entry* e = find(k)) v = list<int64_t>(*e, k, "a list of integers");
+  }
+  void field(const char* k, std::vector<std::string>& v, const char* d) override {
+    if (const Entry* e = find(k)) v = list<std::string>(*e, k, "a list of strings");
+  }
+  void choice(const char* k, std::string& v, const std::vector<std::string>& choices, const char* d) override {
+    const Entry* e = find(k);
+    if (!e) return;
+    std::string s = text(*e, k);
+    if (std::find(choices.begin(), choices.end(), s) == choices.end()) {
+      std::string hint;
+      if (auto m = closest_match(s, choices)) hint = fmt::format(" (did you mean '{}'?)", *m);
+      fail_at(e->source, fmt::format("{}.{}: '{}' is not one of: {}{}", section_, k, s, quote_choices(choices), hint));
+    }
+    v = s;
+  }
+
+ private:
+  const Entry* find(const char* k) {
+    std::string dotted = section_ + "." + k;
+    auto it = layer_.find(dotted);
+    if (it == layer_.end()) return nullptr;
+    used.insert(dotted);
+    out_.sources[dotted] = it->second.source;
+    return &it->second;
+  }
+  [[noreturn]] void type_error(const Entry& e, const char* k, const char* expected) {
+    fail_at(e.source, fmt::format("{}.{}: expected {}, got {}", section_, k, expected, render_node(e.value)));
+  }
+  template <class T>
+  T convert(const Entry& e, const char* k, const char* expected) {
+    if (!e.value.IsScalar()) type_error(e, k, expected);
+    try {
+      return e.value.as<T>();
+    } catch (const YAML::Exception&) {
+      type_error(e, k, expected);
+    }
+  }
+  std::string text(const Entry& e, const char* k) {
+    if (e.raw) return *e.raw;
+    return e.value.IsNull() ? std::string() : convert<std::string>(e, k, "a string");
+  }
+  double number(const Entry& e, const char* k) {
+    double x = convert<double>(e, k, "a number");
+    if (!std::isfinite(x)) type_error(e, k, "a finite number");
+    return x;
+  }
+  template <class T>
+  std::vector<T> list(const Entry& e, const char* k, const char* expected) {
+    if (e.value.IsNull()) return {};
+    if (e.value.IsScalar()) return {convert<T>(e, k, expected)};  // `train_files: a.jsonl` = one-element list
+    if (!e.value.IsSequence()) type_error(e, k, expected);
+    std::vector<T> out;
+    for (const auto& item : e.value) {
+      if (!item.IsScalar()) type_error(e, k, expected);
+      try {
+        out.push_back(item.as<T>());
+      } catch (const YAML::Exception&) {
+        type_error(e, k, expected);
+      }
+    }
+    return out;
+  }
+
+  const Layer& layer_;
+  LoadedRecipe& out_;
+  std::string section_;
+};
+
+LoadedRecipe resolve(Layer layer, const std::vector<std::string>& overrides, LoadedRecipe out) {
+  for (const auto& arg : overrides) apply_override(arg, layer);
+  Assigner assign(layer, out);
+  out.recipe.visit(assign);
+  for (const auto& [key, entry] : layer) {
+    if (assign.used.count(key)) continue;
+    const auto dot = key.find('.');
+    fail_at(entry.source, "unknown key '" + key + "'" + unknown_key_hint(key.substr(0, dot), key.substr(dot + 1)));
+  }
+  return out;
+}
+
+// Prints the recipe as YAML, one section at a time.
+class YamlPrinter : public RecipeVisitor {
+ public:
+  YamlPrinter(const LoadedRecipe& loaded, bool annotate) : loaded_(loaded), annotate_(annotate) {}
+  std::ostringstream os;
+
+  void section(const char* name, const char*) override {
+    section_ = name;
+    os << (os.tellp() > 0 ? "\n" : "") << name << ":\n";
+  }
+  void field(const char* k, bool& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, int64_t& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, double& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, std::optional<double>& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, std::string& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, std::vector<int64_t>& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, std::vector<std::string>& v, const char*) override { put(k, to_node(v)); }
+  void choice(const char* k, std::string& v, const std::vector<std::string>&, const char*) override {
+    put(k, to_node(v));
+  }
+
+ private:
+  void put(const char* k, const YAML::Node& n) {
+    std::string line = fmt::format("  {}: {}", k, emit_flow(n));
+    auto it = loaded_.sources.find(section_ + "." + k);
+    if (annotate_ && it != loaded_.sources.end())
+      line = fmt::format("{:<48} # {}", line, it->second.describe());
+    os << line << "\n";
+  }
+  const LoadedRecipe& loaded_;
+  bool annotate_;
+  std::string section_;
+};
+
+}  // namespace
+
+LoadedRecipe load_recipe(const std::string& path, const std::vector<std::string>& overrides) {
+  LoadedRecipe out;
+  out.path = path;
+  Layer layer;
+  std::vector<fs::path> stack;
+  read_file(path, stack, layer, out.files);
+  return resolve(std::move(layer), overrides, std::move(out));
+}
+
+LoadedRecipe load_defaults(const std::vector<std::string>& overrides) {
+  return resolve(Layer{}, overrides, LoadedRecipe{});
+}
+
+std::string to_yaml(const LoadedRecipe& loaded, bool annotate) {
+  YamlPrinter printer(loaded, annotate);
+  Recipe copy = loaded.recipe;  // visit() takes fields by reference
+  copy.visit(printer);
+  return printer.os.str();
+}
+
+std::string describe_keys() {
+  std::ostringstream os;
+  std::string section;
+  for (const auto& k : schema().keys) {
+    if (k.section != section) os << (section.empty() ? "" : "\n") << k.section << ":\n";
+    section = k.section;
+    os << fmt::format("  {:<32} {}  [default: {}]\n      {}\n", k.section + "." + k.key, k.type, k.default_value, k.doc);
+  }
+  return os.str();
+}
+
+std::vector<std::string> all_keys() {
+  std::vector<std::string> out;
+  for (const auto& k : schema().keys) out.push_back(k.section + "." + k.key);
+  return out;
+}
+
+}  // namespace fp8rl::recipe

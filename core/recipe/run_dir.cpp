@@ -1,0 +1,32 @@
+#include "core/recipe/run_dir.h"
+
+#include <fmt/format.h>
+
+#include "core/util/error.h"
+
+namespace fs = std::filesystem;
+
+namespace fp8rl::recipe {
+
+fs::path run_dir_path(const LoadedRecipe& loaded) {
+  const TrainerConfig& t = loaded.recipe.trainer;
+  std::string name = t.experiment_name;
+  if (name.empty()) name = loaded.path.empty() ? std::string("run") : fs::path(loaded.path).stem().string();
+  return fs::path(t.output_dir) / name;
+}
+
+fs::path open_run_dir(const LoadedRecipe& loaded) {
+  const fs::path dir = run_dir_path(loaded);
+  std::error_code ec;
+  const bool has_work = fs::exists(dir / kCheckpointsDir, ec) || fs::exists(dir / kMetricsFile, ec);
+  if (has_work && loaded.recipe.checkpoint.resume_mode == "disable")
+    throw ConfigError(fmt::format(
+        "{}: run directory {} already holds a run (checkpoints or metrics); continue it with --resume auto, or choose another "
+        "trainer.experiment_name",
+        loaded.where("checkpoint.resume_mode"), dir.string()));
+  fs::create_directories(dir, ec);
+  if (ec) throw RuntimeFailure(fmt::format("cannot create run directory {}: {}", dir.string(), ec.message()));
+  return dir;
+}
+
+}  // namespace fp8rl::recipe
