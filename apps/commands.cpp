@@ -73,14 +73,7 @@ int run_bench_gemm(const BenchGemmArgs& args) {
 }
 
 int run_bench_forward(const BenchForwardArgs& args) {
-  ForwardBenchOptions o;
-  o.preset = args.preset;
-  o.batch = args.batch;
-  o.seq = args.seq;
-  o.min_len = args.min_len;
-  o.reps = args.reps;
-  o.seed = args.seed;
-  const std::string report = run_forward_bench(o);
+  const std::string report = run_forward_bench(args.options);
   std::cout << report << std::flush;
   if (!args.output.empty()) write_file_atomic(args.output, report);
   return kExitOk;

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "apps/bench_forward.h"
+
 namespace fp8rl {
 
 struct CheckArgs {
@@ -41,10 +43,7 @@ struct BenchGemmArgs {
 int run_bench_gemm(const BenchGemmArgs& args);
 
 struct BenchForwardArgs {
-  std::string preset = "0.6b";
-  int64_t batch = 16, seq = 2048, min_len = 1024;
-  int reps = 5;
-  uint64_t seed = 0;
+  ForwardBenchOptions options;
   std::string output;  // also write the Markdown report here
 };
 int run_bench_forward(const BenchForwardArgs& args);

@@ -68,14 +68,14 @@ int main(int argc, char** argv) {
   BenchForwardArgs fwd_args;
   CLI::App* fwd = bench->add_subcommand(
       "forward", "Trainer forward+backward step: padded [B, T] + dense mask vs packed + flash varlen attention");
-  fwd->add_option("--preset", fwd_args.preset, "Qwen3 preset shape (random weights)")->capture_default_str();
-  fwd->add_option("--batch", fwd_args.batch, "sequences per step")->check(CLI::Range(1, 1 << 20))->capture_default_str();
-  fwd->add_option("--seq", fwd_args.seq, "longest sequence (padded length)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
-  fwd->add_option("--min-len", fwd_args.min_len, "shortest sequence; lengths are uniform in [min-len, seq]")
+  fwd->add_option("--preset", fwd_args.options.preset, "Qwen3 preset shape (random weights)")->capture_default_str();
+  fwd->add_option("--batch", fwd_args.options.batch, "sequences per step")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  fwd->add_option("--seq", fwd_args.options.seq, "longest sequence (padded length)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  fwd->add_option("--min-len", fwd_args.options.min_len, "shortest sequence; lengths are uniform in [min-len, seq]")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
-  fwd->add_option("--reps", fwd_args.reps, "timed steps (median reported)")->check(CLI::Range(1, 1000))->capture_default_str();
-  fwd->add_option("--seed", fwd_args.seed, "seed of weights, lengths and tokens")->capture_default_str();
+  fwd->add_option("--reps", fwd_args.options.reps, "timed steps (median reported)")->check(CLI::Range(1, 1000))->capture_default_str();
+  fwd->add_option("--seed", fwd_args.options.seed, "seed of weights, lengths and tokens")->capture_default_str();
   fwd->add_option("-o,--output", fwd_args.output, "also write the Markdown report to this file");
 
   try {
