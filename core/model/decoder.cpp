@@ -22,7 +22,8 @@ CausalLM CausalLM::load(const std::string& model_dir, const LoadOptions& options
 CausalLM CausalLM::load(const ModelConfig& config, const safetensors::Checkpoint& ckpt, const LoadOptions& o) {
   if (o.dtype != at::kBFloat16 && o.dtype != at::kFloat && o.dtype != at::kHalf)
     throw ConfigError(cat("model dtype ", c10::toString(o.dtype), " is not supported (bf16, fp16 or fp32)"));
-  FP8RL_CHECK(o.linear != nullptr && o.fuse != nullptr, "LoadOptions: the linear factory and fuse policy must be set");
+  FP8RL_CHECK(o.linear != nullptr && o.fuse != nullptr && o.mlp != nullptr,
+              "LoadOptions: the linear factory, fuse policy and MLP factory must be set");
   CausalLM m;
   m.config_ = config;
   m.dtype_ = o.dtype;
@@ -83,9 +84,8 @@ CausalLM CausalLM::load(const ModelConfig& config, const safetensors::Checkpoint
     layer.q_norm = take(p + "self_attn.q_norm.weight");
     layer.k_norm = take(p + "self_attn.k_norm.weight");
     layer.post_attention_layernorm = take(p + "post_attention_layernorm.weight");
-    Projection gate_up = make_projection(proj.gate_up, o.linear, o.fuse, reader);
-    Projection down = make_projection(proj.down, o.linear, o.fuse, reader);
-    layer.mlp = std::make_unique<GatedMlp>(std::move(gate_up), std::move(down));
+    layer.mlp = o.mlp(proj, o.linear, o.fuse, reader);
+    FP8RL_CHECK(layer.mlp != nullptr, "LoadOptions::mlp returned no MLP for layer " + std::to_string(i));
     m.layers_.push_back(std::move(layer));
   }
   m.inv_freq_ = rope_inv_freq(config, o.device);

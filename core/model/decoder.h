@@ -46,6 +46,7 @@ struct LoadOptions {
   LinearFactory linear = dense_linear_factory();
   // Which q/k/v and gate/up groups run fused (architecture.h). Dense weights always can.
   FusePolicy fuse = [](const ProjectionGroup&, const WeightReader&) { return true; };
+  MlpFactory mlp = gated_mlp_factory();
   // Checkpoint tensors the factory reads besides `<module>.weight` / `.bias` (quant/: FP8 block
   // scales, ".weight_scale_inv"): not reported as unused.
   std::vector<std::string> factory_tensor_suffixes;

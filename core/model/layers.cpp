@@ -123,6 +123,16 @@ void GatedMlp::visit(const TensorVisitor& fn) const {
   down_.visit(fn);
 }
 
+MlpFactory gated_mlp_factory() {
+  return [](const LayerProjections& p, const LinearFactory& linear, const FusePolicy& fuse,
+            const WeightReader& reader) -> std::unique_ptr<MlpBlock> {
+    // Sequenced: the linear factory sees gate/up before down, in checkpoint order.
+    Projection gate_up = make_projection(p.gate_up, linear, fuse, reader);
+    Projection down = make_projection(p.down, linear, fuse, reader);
+    return std::make_unique<GatedMlp>(std::move(gate_up), std::move(down));
+  };
+}
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor var = xf.pow(2).mean({-1}, /*keepdim=*/true);

@@ -98,6 +98,14 @@ class GatedMlp final : public MlpBlock {
   Projection gate_up_, down_;
 };
 
+// Builds the MLP of one decoder layer from its projections (architecture.h). The dense families
+// use gated_mlp_factory(); a routed mixture of experts is a new MlpBlock with its own factory
+// (and its expert tensors in the architecture table), not an edit of the decoder.
+using MlpFactory = std::function<std::unique_ptr<MlpBlock>(const LayerProjections& projections,
+                                                           const LinearFactory& linear, const FusePolicy& fuse,
+                                                           const WeightReader& reader)>;
+MlpFactory gated_mlp_factory();
+
 // HF's RMSNorm: in float32, x * rsqrt(mean(x^2) + eps), cast back to x's dtype, times weight.
 // x [..., N], weight [N].
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);

@@ -249,6 +249,32 @@ TEST_CASE("linears are pluggable: a factory sees every projection, fused or by H
   CHECK(max_abs_diff(plain.logits(ids), split.logits(ids)) < 1e-6);
 }
 
+TEST_CASE("the MLP is pluggable: an MLP factory builds each layer's block") {
+  // Stands in for a mixture-of-experts block: wraps the dense one and counts its calls.
+  struct CountingMlp final : MlpBlock {
+    CountingMlp(std::unique_ptr<MlpBlock> inner, std::shared_ptr<int> calls) : inner(std::move(inner)), calls(std::move(calls)) {}
+    at::Tensor forward(const at::Tensor& x) override {
+      ++*calls;
+      return inner->forward(x);
+    }
+    void visit(const TensorVisitor& fn) const override { inner->visit(fn); }
+    std::unique_ptr<MlpBlock> inner;
+    std::shared_ptr<int> calls;
+  };
+  TempDir dir;
+  write_random_checkpoint(dir.path().string(), "qwen2", tiny_shape(false), 4);
+  auto calls = std::make_shared<int>(0);
+  LoadOptions o = fp32();
+  o.mlp = [&](const LayerProjections& p, const LinearFactory& linear, const FusePolicy& fuse, const WeightReader& r) {
+    return std::unique_ptr<MlpBlock>(std::make_unique<CountingMlp>(gated_mlp_factory()(p, linear, fuse, r), calls));
+  };
+  const CausalLM counted = CausalLM::load(dir.path().string(), o);
+  const CausalLM plain = CausalLM::load(dir.path().string(), fp32());
+  const at::Tensor ids = random_ids(1, 4, 97, 3);
+  CHECK(max_abs_diff(counted.logits(ids), plain.logits(ids)) == 0.0);
+  CHECK(*calls == 2);  // one call per layer
+}
+
 TEST_CASE("the weight version starts at 0 and moves only when bumped") {
   TempDir dir;
   write_random_checkpoint(dir.path().string(), "llama", tiny_shape(true), 2);
