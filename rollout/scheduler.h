@@ -1,0 +1,222 @@
+// The engine's scheduler: which sequences run in the next forward call, how many of their
+// tokens, and where their K/V goes. Host bookkeeping only (no ATen, no CUDA); the model runner
+// turns a StepPlan into tensors (core/model/attention.h's AttentionContext) and the sampler's
+// tokens come back through update(). Unit tests drive it with a fake model.
+//
+// Requests and sequences. A request is one prompt and its RequestParams; it becomes `n`
+// sequences (samples), each with its own tokens (prompt + output so far), block table and
+// `num_computed` = tokens whose K/V is in the cache. There is no prefill/decode mode: each step a
+// sequence computes some of its not-yet-computed tokens, and when that reaches its last token the
+// model samples the next one (a decode is the case "1 token left"). So a recomputed (preempted)
+// sequence, a chunked prefill and a decode are all the same operation.
+//
+// A step (schedule(), then update()):
+//   1. Running sequences with one token left (decodes), oldest first, 1 token each.
+//   2. Running sequences part-way through a chunked prefill, oldest first, as many tokens as the
+//      budget has left.
+//   3. Waiting sequences, front first (FCFS: a sequence that does not fit blocks the ones behind
+//      it, so long prompts are not starved by short ones), while running < max_num_seqs, budget
+//      and blocks last. With prefix caching, a sequence first takes the cached full blocks of its
+//      prefix (its siblings' prompt blocks, or its own blocks from before a preemption).
+//   Budget rule: the step's new tokens never exceed max_num_batched_tokens. Decodes go first so a
+//   long prompt arriving never stalls sequences that are generating; with chunked prefill a prompt
+//   takes whatever budget is left (its tail next step); without it a prompt is admitted only
+//   when all of it fits the budget left.
+//
+// Preemption (recompute). When a running sequence needs a block and none is free, the youngest
+// running sequence not yet scheduled in this step is preempted: its blocks are freed, its
+// num_computed reset to 0, and it goes to the FRONT of the waiting queue (it keeps its tokens and
+// recomputes their K/V when readmitted, through the prefix cache where its blocks survived).
+// When no other victim is left the sequence preempts itself. No waiting sequence is admitted in a
+// step that preempted (it would only take the blocks back). The oldest running sequence is never
+// a victim while others run, and every admitted request fits the pool alone (checked at
+// add_request), so the oldest always progresses: no livelock, no crash, no lost token.
+//
+// Prefix caching and steps. A full block is registered in the cache in the step that schedules
+// its last token, so a sibling admitted later in the SAME step already hits it. Its K/V is then
+// written and read by the same forward call; that is correct because paged attention writes all
+// the call's new K/V (slot_mapping) before any query reads the cache, layer by layer (vLLM's
+// order too) -- the contract the engine's Attention must keep. Blocks registered in a step are
+// never freed in that step (only sequences not scheduled yet can be preempted).
+//
+// Limits. add_request() fails a request alone, with a reason, when it could never run: empty
+// prompt, n < 1, max_new_tokens < 1, prompt + max_new_tokens > max_model_len, more blocks for
+// one sample than the pool has, or (chunked prefill off) a recompute longer than the step budget.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "rollout/block_pool.h"
+
+namespace fp8rl::rollout {
+
+using RequestId = int64_t;
+using SeqId = int64_t;
+
+// What the scheduler needs of a request; the sampling knobs (temperature, top-k/p, seed) travel
+// beside it to the sampler and do not affect scheduling.
+struct RequestParams {
+  int32_t n = 1;                      // samples (the GRPO group size); they share the prompt's blocks
+  int32_t max_new_tokens = 16;        // finish reason `length` after this many generated tokens
+  std::vector<TokenId> stop_token_ids;  // finish reason `stop` after generating one (it is kept in the output)
+};
+
+struct SchedulerConfig {
+  int32_t num_blocks = 0;
+  int32_t block_size = 16;
+  int32_t max_num_seqs = 256;              // running sequences at most (rollout.max_num_seqs)
+  int32_t max_num_batched_tokens = 8192;   // new tokens per step at most
+  int32_t max_model_len = 4096;            // prompt + generated tokens at most
+  bool enable_chunked_prefill = true;
+  bool enable_prefix_caching = true;       // rollout.enable_prefix_caching
+};
+
+enum class FinishReason { kNone, kStop, kLength, kError };
+const char* to_string(FinishReason r);  // "none" | "stop" | "length" | "error"
+
+// One scheduled sequence of a step. Its new tokens are positions
+// [num_cached_tokens, num_cached_tokens + num_new_tokens).
+struct ScheduledSeq {
+  SeqId seq_id = 0;
+  RequestId request_id = 0;
+  int32_t sample_index = 0;
+  int32_t num_cached_tokens = 0;  // tokens already in the cache before this step
+  int32_t num_new_tokens = 0;
+  int32_t context_len = 0;        // num_cached_tokens + num_new_tokens: the keys it attends over
+  bool samples = false;           // its last new token is its last token: the model samples the next
+};
+
+inline constexpr int32_t kPadBlock = 0;  // block_tables padding: never read (context_lens bounds reads)
+                                          // and a valid id, so a kernel that over-reads stays in bounds
+
+// One forward call, as host vectors in the layout AttentionContext wants. S = seqs.size(),
+// N = total new tokens = cu_seqlens_q.back().
+struct StepPlan {
+  int64_t step = 0;
+  std::vector<ScheduledSeq> seqs;
+  std::vector<TokenId> input_ids;      // [N] the new tokens, sequence after sequence
+  std::vector<int64_t> positions;      // [N] their positions in their sequence (RoPE)
+  std::vector<int64_t> slot_mapping;   // [N] block_table[pos / block_size] * block_size + pos % block_size
+  std::vector<int64_t> cu_seqlens_q;   // [S+1]
+  std::vector<int64_t> cu_seqlens_k;   // [S+1] over context_lens
+  std::vector<int32_t> context_lens;   // [S]
+  int32_t max_blocks_per_seq = 0;      // row width of block_tables
+  std::vector<int32_t> block_tables;   // [S, max_blocks_per_seq] row-major, padded with kPadBlock
+  int64_t max_seqlen_q = 0;
+  int64_t max_seqlen_k = 0;
+  std::vector<int64_t> logits_indices; // packed index of the last token of each sampling sequence, in seqs order
+  std::vector<SeqId> preempted;        // sequences preempted while making this plan
+  int64_t num_tokens() const { return cu_seqlens_q.empty() ? 0 : cu_seqlens_q.back(); }
+  bool empty() const { return seqs.empty(); }
+};
+
+// The sampler's token for one sampling sequence of the pending step.
+struct SampledToken {
+  SeqId seq_id = 0;
+  TokenId token = 0;
+  float logprob = 0.0f;  // carried into the output for the trainer's importance ratio
+};
+
+struct SampleOutput {
+  std::vector<TokenId> tokens;   // generated tokens only (a stop token included)
+  std::vector<float> logprobs;   // one per generated token
+  FinishReason finish_reason = FinishReason::kNone;
+  int32_t num_preemptions = 0;
+};
+
+struct RequestOutput {
+  RequestId request_id = 0;
+  std::vector<SampleOutput> samples;  // by sample index; empty when the request failed
+  FinishReason finish_reason = FinishReason::kNone;  // kError when it failed, else kNone
+  std::string error;                  // why it failed (add_request's checks)
+};
+
+struct SchedulerStats {
+  int64_t steps = 0;
+  int64_t preemptions = 0;
+  int64_t computed_tokens = 0;        // new tokens scheduled over all steps (prefill + decode + recompute)
+  int64_t prefill_tokens_saved = 0;   // prompt/recompute tokens taken from the prefix cache
+  int64_t finished_requests = 0;
+  int64_t failed_requests = 0;
+  BlockPoolStats pool;
+};
+
+class Scheduler {
+ public:
+  // Bad configs (non-positive sizes) are FP8RL_CHECK: the engine builds this from a validated recipe.
+  explicit Scheduler(const SchedulerConfig& config);
+
+  // Queues a request's n sequences (or records it as failed, with a reason, in the finished
+  // outputs). Returns its id either way.
+  RequestId add_request(std::vector<TokenId> prompt, const RequestParams& params);
+
+  // The next step's plan; empty when nothing can run (then nothing is waiting either, since a
+  // waiting sequence always fits once the running ones finish). Must be followed by update()
+  // before the next schedule() (one step in flight).
+  StepPlan schedule();
+  // The sampled token of every sampling sequence of the pending plan, in its seqs order.
+  // Appends them, finishes sequences (stop / length) and frees their blocks.
+  void update(std::span<const SampledToken> sampled);
+
+  // Finished (and failed) requests since the last call, in finishing order.
+  std::vector<RequestOutput> take_finished();
+
+  bool has_unfinished() const { return !waiting_.empty() || !running_.empty(); }
+  size_t num_waiting() const { return waiting_.size(); }
+  size_t num_running() const { return running_.size(); }
+  const SchedulerConfig& config() const { return config_; }
+  const BlockPool& block_pool() const { return pool_; }
+  // The weights changed: cached prefixes are stale (BlockPool::reset_prefix_cache).
+  void reset_prefix_cache() { pool_.reset_prefix_cache(); }
+  SchedulerStats stats() const;
+
+ private:
+  struct Sequence {
+    SeqId id = 0;
+    RequestId request_id = 0;
+    int32_t sample_index = 0;
+    int32_t num_prompt_tokens = 0;
+    std::vector<TokenId> tokens;        // prompt + generated
+    std::vector<float> logprobs;        // per generated token
+    int32_t num_computed = 0;
+    std::vector<BlockId> block_table;
+    std::vector<BlockHash> block_hashes;  // chained hashes of its first full blocks (tokens never change)
+    int64_t scheduled_step = -1;
+    int32_t num_preemptions = 0;
+    FinishReason finish_reason = FinishReason::kNone;
+  };
+  struct Request {
+    RequestParams params;
+    std::vector<SeqId> seqs;
+    int32_t num_finished = 0;
+  };
+
+  int32_t blocks_for(int64_t tokens) const;
+  BlockHash block_hash(Sequence& s, int32_t i);
+  void schedule_seq(Sequence& s, int32_t num_new, StepPlan& plan);
+  void preempt(SeqId id, StepPlan& plan);
+  bool try_admit(Sequence& s, int32_t& budget, StepPlan& plan);
+  void finish(Sequence& s, FinishReason r);
+  RequestId fail(RequestId id, std::string why);
+
+  SchedulerConfig config_;
+  BlockPool pool_;
+  std::unordered_map<SeqId, Sequence> seqs_;
+  std::unordered_map<RequestId, Request> requests_;
+  std::deque<SeqId> waiting_;
+  std::vector<SeqId> running_;  // admission order: oldest first
+  std::vector<RequestOutput> finished_;
+  bool pending_ = false;
+  std::vector<SeqId> pending_sampling_;  // the pending plan's sampling sequences, in order
+  int64_t step_ = 0;
+  RequestId next_request_ = 0;
+  SeqId next_seq_ = 0;
+  int64_t preemptions_ = 0, computed_tokens_ = 0, tokens_saved_ = 0, finished_requests_ = 0, failed_requests_ = 0;
+};
+
+}  // namespace fp8rl::rollout
