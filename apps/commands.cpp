@@ -1,5 +1,6 @@
 #include "apps/commands.h"
 
+#include <filesystem>
 #include <iostream>
 
 #include "core/util/error.h"
@@ -21,6 +22,8 @@ namespace fp8rl {
 
 int run_check(const CheckArgs& args) {
   if (args.list_keys) {
+    if (!args.recipe.empty() || !args.overrides.empty() || args.plain)
+      throw ConfigError("check --keys takes no recipe, overrides or --plain (it lists the schema)");
     std::cout << recipe::describe_keys();
     return kExitOk;
   }
@@ -55,6 +58,17 @@ int run_init(const InitArgs& args) {
   auto shape = recipe::qwen3_preset(args.preset);
   if (!shape)
     throw ConfigError("init: unknown --preset '" + args.preset + "' (one of: " + join(recipe::qwen3_preset_names(), ", ") + ")");
+  // A bad --out is the user's to fix (exit 2): a file in the way, or a model already there.
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(args.out, ec);
+  if (std::filesystem::exists(st)) {
+    if (!std::filesystem::is_directory(st))
+      throw ConfigError("init: --out '" + args.out + "' exists and is not a directory");
+    for (const char* f : {"config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json"})
+      if (std::filesystem::exists(std::filesystem::path(args.out) / f, ec))
+        throw ConfigError("init: --out '" + args.out + "' already holds a model (" + f +
+                          "); remove it or choose another directory");
+  }
   model::write_random_checkpoint(args.out, args.arch, *shape, args.seed);
   log::info(cat("wrote a random ", args.arch, " checkpoint (preset ", args.preset, ", seed ", args.seed, ") to ", args.out));
   return kExitOk;

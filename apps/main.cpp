@@ -1,6 +1,11 @@
 // fp8rl: the command line. Parses arguments, dispatches to a subcommand, and turns errors into
 // one line and an exit code (core/util/error.h): 0 ok, 2 usage or config error, 1 runtime failure.
+// Every exception kind is mapped in one place (apps/cli_errors.h) and every message passes
+// one_line() (control characters escaped, length bounded). A failed write of stdout (a full
+// disk, `> /dev/full`) is a runtime failure, not a silent exit 0.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <iostream>
 #include <string>
@@ -8,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "apps/cli_errors.h"
 #include "apps/commands.h"
 #include "core/util/error.h"
 #include "core/util/strings.h"
@@ -15,8 +21,23 @@
 namespace {
 
 int fail(int code, const std::string& what) {
+  std::cout.flush();
   std::fflush(stdout);
-  std::cerr << "fp8rl: error: " << what << "\n";
+  std::cerr << "fp8rl: error: " << fp8rl::one_line(what) << "\n" << std::flush;
+  return code;
+}
+
+// What the command printed must have reached stdout: flushed without error.
+int finish(int code) {
+  errno = 0;
+  std::cout.flush();
+  int err = errno;
+  const bool flushed = std::fflush(stdout) == 0;
+  if (!err) err = errno;
+  const bool failed = !std::cout || !flushed || std::ferror(stdout);
+  if (failed && code == fp8rl::kExitOk)
+    return fail(fp8rl::kExitRuntime, std::string("cannot write to standard output: ") +
+                                         (err ? std::strerror(err) : "write failed"));
   return code;
 }
 
@@ -50,7 +71,9 @@ int main(int argc, char** argv) {
   init->add_option("--preset", init_args.preset, "shape: tiny, 0.6b, 1.7b, 4b, 8b, 14b, 32b (Qwen3 sizes)")
       ->capture_default_str();
   init->add_option("--out", init_args.out, "output directory")->required();
-  init->add_option("--seed", init_args.seed, "initialisation seed")->capture_default_str();
+  init->add_option("--seed", init_args.seed, "initialisation seed (>= 0)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
 
   BenchGemmArgs gemm_args;
   CLI::App* bench = app.add_subcommand("bench", "Measure speed and memory (CUDA builds)");
@@ -78,17 +101,22 @@ int main(int argc, char** argv) {
   fwd->add_option("--seed", fwd_args.options.seed, "seed of weights, lengths and tokens")->capture_default_str();
   fwd->add_option("-o,--output", fwd_args.output, "also write the Markdown report to this file");
 
+  // --version stands alone: `fp8rl --version check r.yaml` is a usage error, not ignored.
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--version" && argc > 2)
+      return fail(kExitUsage, "--version takes no other arguments (see fp8rl --help)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
     std::cout << app.help();
-    return kExitOk;
+    return finish(kExitOk);
   } catch (const CLI::CallForAllHelp&) {
     std::cout << app.help("", CLI::AppFormatMode::All);
-    return kExitOk;
+    return finish(kExitOk);
   } catch (const CLI::CallForVersion& e) {
     std::cout << e.what() << "\n";
-    return kExitOk;
+    return finish(kExitOk);
   } catch (const CLI::ParseError& e) {
     // --help of a subcommand arrives as CallForHelp too; anything else is a usage error.
     if (argc > 1 && argv[1][0] != '-' && app.get_subcommands().empty()) {
@@ -104,17 +132,14 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (*check) return run_check(check_args);
-    if (*train) return run_train_command(train_args);
-    if (*gemm) return run_bench_gemm(gemm_args);
-    if (*fwd) return run_bench_forward(fwd_args);
-    if (*init) return run_init(init_args);
+    if (*check) return finish(run_check(check_args));
+    if (*train) return finish(run_train_command(train_args));
+    if (*gemm) return finish(run_bench_gemm(gemm_args));
+    if (*fwd) return finish(run_bench_forward(fwd_args));
+    if (*init) return finish(run_init(init_args));
     return fail(kExitUsage, "no subcommand (see fp8rl --help)");
-  } catch (const ConfigError& e) {
-    return fail(kExitUsage, e.what());
-  } catch (const RuntimeFailure& e) {
-    return fail(kExitRuntime, e.what());
-  } catch (const std::exception& e) {
-    return fail(kExitRuntime, e.what());
+  } catch (...) {
+    const CliError e = describe_exception(std::current_exception());
+    return fail(e.code, e.message);
   }
 }

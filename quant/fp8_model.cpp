@@ -152,7 +152,12 @@ int64_t check_model_dir(const std::string& model_dir, const recipe::Quantization
   int64_t fp8 = 0;
   for (const model::TensorSpec& spec : model::checkpoint_tensors(config)) {
     const auto& v = ckpt.expect_shape(spec.name, spec.shape);
-    if (v.dtype != safetensors::Dtype::F8_E4M3) continue;
+    using safetensors::Dtype;
+    if (v.dtype == Dtype::BF16 || v.dtype == Dtype::F16 || v.dtype == Dtype::F32) continue;
+    if (v.dtype != Dtype::F8_E4M3)  // F8_E5M2, integers, BOOL...: no loader reads them as weights
+      throw ConfigError(cat(ckpt.file_of(spec.name), ": tensor '", spec.name, "' is ", safetensors::dtype_name(v.dtype),
+                            "; weights must be BF16, F16 or F32 (or F8_E4M3 with weight_scale_inv under "
+                            "quantization.quant_method: fp8)"));
     ++fp8;
     if (q.quant_method != "fp8")
       throw ConfigError(cat(ckpt.file_of(spec.name), ": tensor '", spec.name,
@@ -160,6 +165,9 @@ int64_t check_model_dir(const std::string& model_dir, const recipe::Quantization
     const std::string scale = spec.name.substr(0, spec.name.size() - 7) + ".weight_scale_inv";  // ".weight"
     if (!ckpt.contains(scale))
       throw ConfigError(cat(ckpt.file_of(spec.name), ": FP8 tensor '", spec.name, "' has no '", scale, "' beside it"));
+    if (ckpt.get(scale).dtype != Dtype::F32)
+      throw ConfigError(cat(ckpt.file_of(scale), ": tensor '", scale, "' is ", safetensors::dtype_name(ckpt.get(scale).dtype),
+                            "; FP8 scales must be F32"));
   }
   if (fp8 > 0) read_hf_fp8_config(model_dir);
   return fp8;

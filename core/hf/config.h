@@ -25,9 +25,18 @@ struct ModelShape {
   bool is_moe() const { return num_experts > 0; }
 };
 
+// Bounds checked before anything is sized from a config (issue 13: a huge num_hidden_layers
+// expanded a per-layer plan before anything else was checked). Far above released models.
+inline constexpr int64_t kMaxLayers = 1024;
+inline constexpr int64_t kMaxVocabSize = int64_t(1) << 24;
+inline constexpr int64_t kMaxHiddenSize = int64_t(1) << 20;  // hidden, intermediate, head_dim
+inline constexpr int64_t kMaxHeads = 4096;
+inline constexpr int64_t kMaxExperts = 4096;
+inline constexpr int64_t kMaxConfigBytes = int64_t(16) << 20;
+
 // Parses `<dir>/config.json`. Throws ConfigError naming the file and key when the file is
 // missing, is not JSON, lacks or mistypes a required key, or has sizes that cannot describe a
-// transformer (non-positive, query heads not a multiple of KV heads).
+// transformer (non-positive, above the bounds above, query heads not a multiple of KV heads).
 ModelShape read_hf_config(const std::string& model_dir);
 // Same, from the file's text; `file` is only used in messages.
 ModelShape parse_hf_config(const std::string& json_text, const std::string& file);

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -146,38 +149,97 @@ std::string unknown_section_hint(const std::string& section) {
   return fmt::format(" (sections are: {})", join(schema().sections, ", "));
 }
 
-// Reads one recipe file (its base first) into `layer`.
-void read_file(const fs::path& file, std::vector<fs::path>& stack, Layer& layer, std::vector<std::string>& files) {
+// How many files a `base:` chain may hold (the recipe included). Real chains are 2-3 deep; the
+// bound keeps a generated chain from recursing without limit.
+constexpr size_t kMaxBaseDepth = 32;
+
+// Strict YAML: keys are scalars and appear once per map, at any depth (yaml-cpp keeps both
+// copies of a duplicate key and lookups see only one of them).
+void check_strict(const YAML::Node& n, const std::string& name, int depth = 0) {
+  if (depth > 64) throw ConfigError(fmt::format("{}:{}: YAML nested deeper than 64 levels", name, n.Mark().line + 1));
+  if (n.IsSequence()) {
+    for (const auto& item : n) check_strict(item, name, depth + 1);
+    return;
+  }
+  if (!n.IsMap()) return;
+  std::map<std::string, int> seen;  // key -> line
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const int line = it->first.Mark().line + 1;
+    if (!it->first.IsScalar())
+      throw ConfigError(fmt::format("{}:{}: a key must be a plain name, got {}", name, line, render_node(it->first)));
+    auto [pos, fresh] = seen.emplace(it->first.Scalar(), line);
+    if (!fresh)
+      throw ConfigError(fmt::format("{}:{}: duplicate key '{}' (first set at line {})", name, line, it->first.Scalar(),
+                                    pos->second));
+    check_strict(it->second, name, depth + 1);
+  }
+}
+
+// Exactly one YAML document (none = an empty map). A second document (after `---`, or what
+// follows an indented first line, which yaml-cpp ends the first document at) is an error, not
+// silently dropped.
+YAML::Node load_one_document(const std::string& text, const std::string& name, int line_offset = 0) {
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(text);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(fmt::format("{}:{}:{}: YAML syntax error: {}", name, e.mark.line + 1 + line_offset,
+                                  e.mark.column + 1, e.msg));
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(fmt::format("{}: cannot parse the YAML: {}", name, e.msg));
+  }
+  if (docs.size() > 1)
+    throw ConfigError(fmt::format("{}:{}: a second YAML document starts here; a recipe is one document (a '---' "
+                                  "separator, or a first line indented deeper than the lines after it?)",
+                                  name, docs[1].Mark().line + 1 + line_offset));
+  if (docs.empty()) return YAML::Node(YAML::NodeType::Null);
+  check_strict(docs[0], name);
+  return docs[0];
+}
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw ConfigError(fmt::format("{}: cannot open the recipe: {}", file.string(), std::strerror(errno)));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw ConfigError(fmt::format("{}: cannot read the recipe", file.string()));
+  return text.str();
+}
+
+// Reads one recipe file (its base first) into `layer`. `referrer` is the `base:` line that
+// named this file (empty for the recipe itself).
+void read_file(const fs::path& file, std::vector<fs::path>& stack, Layer& layer, std::vector<std::string>& files,
+               const Source& referrer = {}) {
+  const std::string by = referrer.file.empty() ? "" : fmt::format(" (named by base: at {})", referrer.describe());
   std::error_code ec;
   fs::path canonical = fs::weakly_canonical(file, ec);
   if (std::find(stack.begin(), stack.end(), canonical) != stack.end())
-    throw ConfigError(fmt::format("{}: base recipes form a cycle through this file", file.string()));
-  if (!fs::is_regular_file(file, ec))
-    throw ConfigError(fmt::format("{}: no such recipe file", file.string()));
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(file.string());
-  } catch (const YAML::ParserException& e) {
-    throw ConfigError(fmt::format("{}:{}:{}: YAML syntax error: {}", file.string(), e.mark.line + 1,
-                                  e.mark.column + 1, e.msg));
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(fmt::format("{}: cannot read the recipe: {}", file.string(), e.what()));
+    throw ConfigError(fmt::format("{}: base recipes form a cycle through this file{}", file.string(), by));
+  if (stack.size() >= kMaxBaseDepth)
+    throw ConfigError(fmt::format("{}: base: chain is more than {} files deep{}", file.string(), kMaxBaseDepth, by));
+  const fs::file_status st = fs::status(file, ec);
+  if (!fs::exists(st)) {
+    const std::string why = ec && ec != std::errc::no_such_file_or_directory ? " (" + ec.message() + ")" : "";
+    throw ConfigError(fmt::format("{}: no such recipe file{}{}", file.string(), why, by));
   }
+  if (!fs::is_regular_file(st))
+    throw ConfigError(fmt::format("{}: not a regular file (a recipe is a YAML file){}", file.string(), by));
+  const std::string name = file.string();
+  YAML::Node root = load_one_document(read_text(file), name);
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap())
-    throw ConfigError(fmt::format("{}:1: a recipe is a map of sections ({}), got {}", file.string(),
+    throw ConfigError(fmt::format("{}:{}: a recipe is a map of sections ({}), got {}", name, root.Mark().line + 1,
                                   join(schema().sections, ", "), render_node(root)));
   stack.push_back(canonical);
 
-  const std::string name = file.string();
   if (YAML::Node base = root["base"]) {
     Source src{name, base.Mark().line + 1, ""};
     if (!base.IsScalar() || base.Scalar().empty())
       fail_at(src, "base: expected the path of a base recipe, got " + render_node(base));
-    read_file(file.parent_path() / base.Scalar(), stack, layer, files);
+    read_file(file.parent_path() / base.Scalar(), stack, layer, files, src);
   }
   for (auto it = root.begin(); it != root.end(); ++it) {
-    const std::string section = it->first.as<std::string>();
+    const std::string section = it->first.Scalar();
     Source section_src{name, it->first.Mark().line + 1, ""};
     if (section == "base") continue;
     if (!is_section(section)) fail_at(section_src, "unknown section '" + section + "'" + unknown_section_hint(section));
@@ -186,7 +248,7 @@ void read_file(const fs::path& file, std::vector<fs::path>& stack, Layer& layer,
     if (!body.IsMap())
       fail_at(section_src, fmt::format("section '{}' must be a map of keys, got {}", section, render_node(body)));
     for (auto kv = body.begin(); kv != body.end(); ++kv) {
-      const std::string key = kv->first.as<std::string>();
+      const std::string key = kv->first.Scalar();
       layer[section + "." + key] = Entry{kv->second, Source{name, kv->first.Mark().line + 1, ""}, std::nullopt};
     }
   }
@@ -206,9 +268,9 @@ void apply_override(const std::string& arg, Layer& layer) {
   if (!is_section(section)) fail_at(src, "unknown section '" + section + "'" + unknown_section_hint(section));
   YAML::Node value;
   try {
-    value = YAML::Load(arg.substr(eq + 1));
-  } catch (const YAML::Exception& e) {
-    fail_at(src, "cannot parse the value as YAML: " + e.msg);
+    value = load_one_document(arg.substr(eq + 1), "value");
+  } catch (const ConfigError& e) {
+    fail_at(src, std::string("cannot parse the value as YAML: ") + e.what());
   }
   layer[key] = Entry{value, src, arg.substr(eq + 1)};
 }

@@ -91,7 +91,7 @@ void DataConfig::visit(FieldVisitor& v) {
 void RewardConfig::visit(FieldVisitor& v) {
   v.choice("type", type, {"math", "exact_match", "regex", "format", "synthetic", "command"}, "reward function");
   v.field("answer_key", answer_key, "JSONL field with the reference answer");
-  v.field("pattern", pattern, "regex/format: ECMAScript regex the response must match");
+  v.field("pattern", pattern, "regex/format: PCRE2 (Perl-style) regex the response must match; at most 4096 bytes");
   v.field("command", command, "command: executable reading/writing JSONL on stdin/stdout");
   v.field("overlong_buffer_len", overlong_buffer_len, "DAPO overlong shaping buffer in tokens (0 = off)");
   v.field("overlong_penalty_factor", overlong_penalty_factor, "overlong penalty at max_response_length");

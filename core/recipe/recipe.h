@@ -116,7 +116,7 @@ struct DataConfig {
 struct RewardConfig {
   std::string type = "math";            // math | exact_match | regex | format | synthetic | command
   std::string answer_key = "answer";    // JSONL field with the reference answer
-  std::string pattern;                  // regex / format: an ECMAScript regex the response must match
+  std::string pattern;                  // regex / format: a PCRE2 regex the response must match (core/hf/regex.h)
   std::string command;                  // command: executable speaking JSONL on stdin/stdout
   int64_t overlong_buffer_len = 0;      // DAPO overlong shaping: linear penalty over the last N tokens before max_response_length (0 = off)
   double overlong_penalty_factor = 1.0; // penalty at max_response_length

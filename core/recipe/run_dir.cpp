@@ -1,5 +1,10 @@
 #include "core/recipe/run_dir.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <fmt/format.h>
 
 #include "core/util/error.h"
@@ -24,8 +29,15 @@ fs::path open_run_dir(const LoadedRecipe& loaded) {
         "{}: run directory {} already holds a run (checkpoints or metrics); continue it with --resume auto, or choose another "
         "trainer.experiment_name",
         loaded.where("checkpoint.resume_mode"), dir.string()));
+  // A bad path (a file in the way, no permission) is the user's to fix: a config error naming
+  // the key that set it.
   fs::create_directories(dir, ec);
-  if (ec) throw RuntimeFailure(fmt::format("cannot create run directory {}: {}", dir.string(), ec.message()));
+  if (ec || !fs::is_directory(dir, ec))
+    throw ConfigError(fmt::format("{}: cannot create run directory {}: {}", loaded.where("trainer.output_dir"),
+                                  dir.string(), ec ? ec.message() : std::string("not a directory")));
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    throw ConfigError(fmt::format("{}: run directory {} is not writable: {}", loaded.where("trainer.output_dir"),
+                                  dir.string(), std::strerror(errno)));
   return dir;
 }
 

@@ -1,11 +1,12 @@
 #include "core/recipe/validate.h"
 
+#include <algorithm>
 #include <filesystem>
-#include <regex>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "core/hf/regex.h"
 #include "core/util/error.h"
 #include "core/recipe/model_presets.h"
 #include "core/util/strings.h"
@@ -38,6 +39,11 @@ class Rules {
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) fail(key, "no such file or directory '{}'", path);
   }
+  void dir_exists(const std::string& key, const std::string& path, const char* what) const {
+    file_exists(key, path);
+    std::error_code ec;
+    if (!std::filesystem::is_directory(path, ec)) fail(key, "'{}' is not a directory ({})", path, what);
+  }
   std::string src(const std::string& key) const {
     auto it = l_.sources.find(key);
     return it == l_.sources.end() ? "default" : it->second.describe();
@@ -51,14 +57,27 @@ hf::ModelShape model_shape(const Rules& rules, const ModelConfig& m) {
   if (m.path.empty() == m.init_preset.empty())
     rules.fail("model.path", "set exactly one of model.path (an HF checkpoint directory) and model.init_preset ({})",
                join(qwen3_preset_names(), ", "));
+  if (!m.tokenizer_path.empty()) {
+    rules.dir_exists("model.tokenizer_path", m.tokenizer_path, "a tokenizer directory holding tokenizer.json");
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(std::filesystem::path(m.tokenizer_path) / "tokenizer.json", ec))
+      rules.fail("model.tokenizer_path", "'{}' holds no tokenizer.json", m.tokenizer_path);
+  }
   if (!m.init_preset.empty()) return *qwen3_preset(m.init_preset);  // choices are checked by the loader
-  rules.file_exists("model.path", m.path);
+  rules.dir_exists("model.path", m.path, "an HF checkpoint directory holding config.json");
   return hf::read_hf_config(m.path);
 }
 
 void check_quantization(const Rules& r, const QuantizationConfig& q, const hf::ModelShape& shape) {
   r.at_least("quantization.num_first_layers_in_bf16", q.num_first_layers_in_bf16, 0);
   r.at_least("quantization.num_last_layers_in_bf16", q.num_last_layers_in_bf16, 0);
+  // Each is bounded before they are added, so the sum cannot overflow.
+  if (q.num_first_layers_in_bf16 > shape.num_hidden_layers)
+    r.fail("quantization.num_first_layers_in_bf16", "exceeds the model's {} decoder layers, got {}",
+           shape.num_hidden_layers, q.num_first_layers_in_bf16);
+  if (q.num_last_layers_in_bf16 > shape.num_hidden_layers)
+    r.fail("quantization.num_last_layers_in_bf16", "exceeds the model's {} decoder layers, got {}",
+           shape.num_hidden_layers, q.num_last_layers_in_bf16);
   if (q.num_first_layers_in_bf16 + q.num_last_layers_in_bf16 > shape.num_hidden_layers)
     r.fail("quantization.num_last_layers_in_bf16",
            "num_first_layers_in_bf16 ({}) + num_last_layers_in_bf16 ({}) exceed the model's {} decoder layers",
@@ -157,9 +176,9 @@ void check_data_and_reward(const Rules& r, const Recipe& rc) {
   if (w.type == "regex" || w.type == "format") {
     if (w.pattern.empty()) r.fail("reward.pattern", "reward.type: {} needs a pattern", w.type);
     try {
-      std::regex re(w.pattern, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      r.fail("reward.pattern", "not a valid ECMAScript regex: {}", e.what());
+      hf::Regex re(w.pattern, "PCRE2");  // bounded length and nesting (core/hf/regex.h)
+    } catch (const ConfigError& e) {
+      r.fail("reward.pattern", "{}", e.what());
     }
   }
   r.at_least("reward.overlong_buffer_len", w.overlong_buffer_len, 0);
@@ -216,7 +235,7 @@ void check_logging_and_checkpoint(const Rules& r, const Recipe& rc) {
   if (c.resume_mode == "resume_path") {
     if (c.resume_from_path.empty())
       r.fail("checkpoint.resume_from_path", "resume_mode: resume_path needs the checkpoint directory");
-    r.file_exists("checkpoint.resume_from_path", c.resume_from_path);
+    r.dir_exists("checkpoint.resume_from_path", c.resume_from_path, "a checkpoint directory");
   }
 }
 

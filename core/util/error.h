@@ -8,8 +8,10 @@
 //   FP8RL_CHECK     a broken precondition inside fp8rl (a bug): std::logic_error       -> 1
 #pragma once
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace fp8rl {
 
@@ -24,6 +26,15 @@ class RuntimeFailure : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// The longest error line printed (a key, a value or a tensor name from a file can be anything).
+inline constexpr size_t kMaxErrorBytes = 1024;
+
+// Every error message passes here before it is printed (apps/main.cpp), so an error is one
+// line whatever the input held: control characters (newline, CR, tab, NUL, ESC, DEL, ...) are
+// escaped as \n, \r, \t, \0, \xNN; backslashes stay as they are; the text is cut to
+// `max_bytes` (never inside a UTF-8 sequence) with "... (N more bytes)".
+std::string one_line(std::string_view msg, size_t max_bytes = kMaxErrorBytes);
 
 [[noreturn]] void check_failed(const char* file, int line, const char* expr, const std::string& msg);
 

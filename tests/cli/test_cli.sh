@@ -110,5 +110,57 @@ for r in "$root"/recipes/*.yaml; do
   esac
 done
 
+
+# Issue 13: bad input as an adversary writes it.
+# expect_alone <code> <needle> -- args...: as expect, and stderr is exactly that one line.
+expect_alone() {
+  expect "$@"
+  if [ "$(wc -l <"$tmp/err")" -ne 1 ]; then
+    fails=$((fails + 1))
+    echo "FAIL: stderr of fp8rl ${*:4} is $(wc -l <"$tmp/err") lines, want 1"
+  fi
+}
+printf '  base: %s\nrollout:\n  n: 3\n' "$tiny" >indented.yaml
+expect_alone 2 'indented.yaml:2: a second YAML document' -- check indented.yaml
+printf 'base: %s\n---\nrollout:\n  n: 3\n' "$tiny" >two-docs.yaml
+expect_alone 2 'two-docs.yaml:3: a second YAML document' -- check two-docs.yaml
+printf 'base: %s\nrollout:\n  n: 3\n  n: 4\n' "$tiny" >dup.yaml
+expect_alone 2 "dup.yaml:4: duplicate key 'n' (first set at line 3)" -- check dup.yaml
+printf 'base: %s\n[a, b]: 1\n' "$tiny" >list-key.yaml
+expect_alone 2 'list-key.yaml:2: a key must be a plain name' -- check list-key.yaml
+expect_alone 2 'exceeds the model' -- check "$tiny" quantization.num_first_layers_in_bf16=9223372036854775807
+expect_alone 2 'model.tokenizer_path' -- check "$tiny" model.tokenizer_path=/no/such/dir
+echo x >plain-file
+expect_alone 2 'is not a directory (a checkpoint directory)' -- train "$tiny" trainer.output_dir=runs2 --resume plain-file
+expect_alone 2 'reward.pattern' -- check "$tiny" data.synthetic_task= reward.type=regex data.train_files=plain-file "reward.pattern=$(printf '%.0s(' $(seq 1 30000))"
+# A failed write of the resolved recipe fails the command.
+if [ -w /dev/full ]; then
+  "$bin" check "$tiny" >/dev/full 2>"$tmp/err"
+  got=$?
+  if [ $got -eq 1 ] && grep -q '^fp8rl: error: cannot write to standard output' "$tmp/err"; then passes=$((passes + 1)); else fails=$((fails + 1)); echo "FAIL: check > /dev/full -> exit $got"; fi
+  "$bin" check --keys >/dev/full 2>/dev/null && { fails=$((fails + 1)); echo "FAIL: check --keys > /dev/full -> exit 0"; } || passes=$((passes + 1))
+fi
+# Control characters in a key or a value are escaped: one line.
+expect_alone 2 "unknown key 'rollout.n\\nx'" -- check "$tiny" "$(printf 'rollout.n\nx=3')"
+expect_alone 2 'expected an integer' -- check "$tiny" "$(printf 'rollout.n=[1,\n2]')"
+# Bad paths are exit 2.
+expect_alone 2 'trainer.output_dir' -- train "$tiny" trainer.output_dir=plain-file
+mkdir -p ro && chmod 555 ro
+if [ "$(id -u)" -ne 0 ]; then
+  expect_alone 2 'trainer.output_dir' -- train "$tiny" trainer.output_dir=ro/runs
+fi
+expect_alone 2 "exists and is not a directory" -- init --preset tiny --out plain-file
+expect_alone 2 "already holds a model" -- init --preset tiny --out ckpt
+expect 2 '' -- init --preset tiny --out ckpt-neg --seed -1
+[ ! -e ckpt-neg ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: init --seed -1 wrote a checkpoint"; }
+# Extra arguments are not silently ignored.
+expect_alone 2 '--version takes no other arguments' -- --version extra
+expect_alone 2 'check --keys takes no recipe' -- check --keys "$tiny"
+# config.json: a huge layer count is refused at once; a number beyond double is a config error.
+mkdir -p huge && cp ckpt/tokenizer.json huge/ && sed 's/"num_hidden_layers": *[0-9]*/"num_hidden_layers": 1000000000/' ckpt/config.json >huge/config.json
+expect_alone 2 'num_hidden_layers must be <= 1024' -- check "$tiny" model.init_preset= model.path=huge
+mkdir -p bignum && cp ckpt/tokenizer.json bignum/ && sed "s/\"num_hidden_layers\": *[0-9]*/\"num_hidden_layers\": 1$(printf '%.0s0' $(seq 1 400))/" ckpt/config.json >bignum/config.json
+expect_alone 2 'not valid JSON' -- check "$tiny" model.init_preset= model.path=bignum
+
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

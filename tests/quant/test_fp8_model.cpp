@@ -180,3 +180,41 @@ TEST_CASE("128-aligned q/k/v and gate/up run fused in FP8, quantized at load or 
   REQUIRE(split.layers()[1].qkv.specs.size() == 3);
   CHECK(diff(fused, split.logits(ids)) < 1e-10);
 }
+
+TEST_CASE("check_model_dir refuses weight dtypes no loader reads (E5M2, integers, BOOL)", "[quant][fp8_model][adversarial]") {
+  const std::string src = std::string(FP8RL_MODEL_DATA) + "/qwen3";
+  // A copy whose down_proj of layer 0 is stored as `dtype` (same bytes, relabelled or cut).
+  auto relabel = [&](const std::string& dst, safetensors::Dtype dtype) {
+    std::filesystem::create_directories(dst);
+    std::filesystem::copy_file(src + "/config.json", dst + "/config.json");
+    const safetensors::Checkpoint ckpt(src);
+    std::vector<safetensors::TensorToWrite> out;
+    for (const std::string& name : ckpt.names()) {
+      const auto& v = ckpt.get(name);
+      if (name == "model.layers.0.mlp.down_proj.weight") {
+        size_t numel = 1;
+        for (int64_t d : v.shape) numel *= size_t(d);
+        out.push_back({name, dtype, v.shape, v.data, numel * safetensors::dtype_size(dtype)});
+      } else {
+        out.push_back({name, v.dtype, v.shape, v.data, v.nbytes});
+      }
+    }
+    safetensors::write_file(dst + "/model.safetensors", out);
+  };
+  fp8rl::test::TempDir tmp;
+  QuantizationConfig fp8, none;
+  none.quant_method = "none";
+  for (auto dtype : {safetensors::Dtype::F8_E5M2, safetensors::Dtype::I16, safetensors::Dtype::BOOL,
+                     safetensors::Dtype::I8}) {
+    const std::string dst = (tmp.path() / std::string(safetensors::dtype_name(dtype))).string();
+    relabel(dst, dtype);
+    INFO(safetensors::dtype_name(dtype));
+    for (const auto* q : {&fp8, &none})
+      REQUIRE_THROWS_CONTAINING(check_model_dir(dst, *q), ConfigError,
+                                "tensor 'model.layers.0.mlp.down_proj.weight' is " +
+                                    std::string(safetensors::dtype_name(dtype)) + "; weights must be BF16, F16 or F32");
+  }
+  const std::string f16 = (tmp.path() / "f16").string();
+  relabel(f16, safetensors::Dtype::F16);
+  CHECK(check_model_dir(f16, none) == 0);
+}

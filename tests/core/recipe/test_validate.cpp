@@ -128,7 +128,7 @@ TEST_CASE("data and reward rules", "[validate]") {
   REQUIRE_THROWS_CONTAINING(with({"reward.type=synthetic"}), ConfigError, "data.synthetic_task, which is not set");
   REQUIRE_THROWS_CONTAINING(with({"reward.type=command"}), ConfigError, "needs a command");
   REQUIRE_THROWS_CONTAINING(with({"reward.type=regex"}), ConfigError, "needs a pattern");
-  REQUIRE_THROWS_CONTAINING(with({"reward.type=regex", "reward.pattern=(ab"}), ConfigError, "not a valid ECMAScript regex");
+  REQUIRE_THROWS_CONTAINING(with({"reward.type=regex", "reward.pattern=(ab"}), ConfigError, "not a valid regex");
   with({"reward.type=regex", "reward.pattern=^\\d+$"});
   REQUIRE_THROWS_CONTAINING(check({"reward.overlong_buffer_len=2000", "rollout.max_response_length=1024"}), ConfigError,
                             "smaller than rollout.max_response_length");

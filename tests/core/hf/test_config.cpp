@@ -1,0 +1,59 @@
+// config.json as an adversary writes it: bounded sizes before anything is sized from them,
+// numbers beyond int64/double, special files (issue 13).
+#include <sys/stat.h>
+
+#include <string>
+
+#include "core/hf/config.h"
+#include "core/util/error.h"
+#include "tests/catch.h"
+#include "tests/test_util.h"
+
+using namespace fp8rl;
+using namespace fp8rl::hf;
+
+namespace {
+std::string config(const std::string& layers, const std::string& extra = "") {
+  return R"({"model_type": "qwen3", "vocab_size": 512, "hidden_size": 64, "num_attention_heads": 4, )"
+         R"("num_hidden_layers": )" + layers + extra + "}";
+}
+}  // namespace
+
+TEST_CASE("config.json sizes are bounded before anything is sized from them", "[config][adversarial]") {
+  CHECK(parse_hf_config(config("4"), "c.json").num_hidden_layers == 4);
+  REQUIRE_THROWS_CONTAINING(parse_hf_config(config("10000000"), "c.json"), ConfigError,
+                            "c.json: num_hidden_layers must be <= 1024, got 10000000");
+  REQUIRE_THROWS_CONTAINING(parse_hf_config(config("1000000000"), "c.json"), ConfigError, "num_hidden_layers must be <=");
+  REQUIRE_THROWS_CONTAINING(parse_hf_config(config("4", R"(, "vocab_size": 99999999999)"), "c.json"), ConfigError,
+                            "vocab_size");
+  REQUIRE_THROWS_CONTAINING(parse_hf_config(config("4", R"(, "head_dim": 9223372036854775807)"), "c.json"), ConfigError,
+                            "head_dim must be in");
+  REQUIRE_THROWS_CONTAINING(parse_hf_config(config("4", R"(, "num_experts": -3)"), "c.json"), ConfigError,
+                            "num_experts must be in");
+}
+
+TEST_CASE("config.json numbers beyond int64 and double are config errors", "[config][adversarial]") {
+  REQUIRE_THROWS_CONTAINING(parse_hf_config(config("18446744073709551615"), "c.json"), ConfigError,
+                            "key 'num_hidden_layers' must be an integer");
+  REQUIRE_THROWS_CONTAINING(parse_hf_config(config("9223372036854775808"), "c.json"), ConfigError,
+                            "must be an integer");
+  REQUIRE_THROWS_CONTAINING(parse_hf_config(config(std::string(400, '9')), "c.json"), ConfigError, "c.json: not valid JSON");
+  // A long value is clipped in the message.
+  const std::string long_string = "\"" + std::string(5000, 'x') + "\"";
+  try {
+    parse_hf_config(config(long_string), "c.json");
+    FAIL("expected ConfigError");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()).size() < 200);
+  }
+}
+
+TEST_CASE("config.json that is a directory or a FIFO is refused without blocking", "[config][adversarial]") {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir.path() / "d" / "config.json");
+  REQUIRE_THROWS_CONTAINING(read_hf_config((dir.path() / "d").string()), ConfigError, "not a regular file");
+  std::filesystem::create_directories(dir.path() / "f");
+  const std::string fifo = (dir.path() / "f" / "config.json").string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  REQUIRE_THROWS_CONTAINING(read_hf_config((dir.path() / "f").string()), ConfigError, "not a regular file");
+}
