@@ -138,6 +138,7 @@ void Scheduler::preempt(SeqId id, StepPlan& plan) {
   s.num_computed = 0;
   ++s.num_preemptions;
   ++preemptions_;
+  s.running = false;
   running_.erase(std::find(running_.begin(), running_.end(), id));
   waiting_.push_front(id);
   plan.preempted.push_back(id);
@@ -173,6 +174,7 @@ bool Scheduler::try_admit(Sequence& s, int32_t& budget, StepPlan& plan) {
   s.block_table.insert(s.block_table.end(), blocks->begin(), blocks->end());
   s.num_computed = cached;
   tokens_saved_ += cached;
+  s.running = true;
   running_.push_back(s.id);
   schedule_seq(s, num_new, plan);
   budget -= num_new;
@@ -203,7 +205,7 @@ StepPlan Scheduler::schedule() {
       if (budget == 0) break;
       Sequence& s = seqs_.at(id);
       if (s.scheduled_step == step_) continue;
-      if (std::find(running_.begin(), running_.end(), id) == running_.end()) continue;  // preempted just now
+      if (!s.running) continue;  // preempted just now
       const int32_t left = static_cast<int32_t>(s.tokens.size()) - s.num_computed;
       if ((left == 1) != (pass == 0)) continue;
       const int32_t num_new = std::min(left, budget);
@@ -252,6 +254,7 @@ void Scheduler::finish(Sequence& s, FinishReason r) {
   s.finish_reason = r;
   pool_.free_all(s.block_table);
   s.block_table.clear();
+  s.running = false;
   running_.erase(std::find(running_.begin(), running_.end(), s.id));
   Request& req = requests_.at(s.request_id);
   if (++req.num_finished < static_cast<int32_t>(req.seqs.size())) return;

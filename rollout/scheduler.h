@@ -187,6 +187,7 @@ class Scheduler {
     std::vector<BlockId> block_table;
     std::vector<BlockHash> block_hashes;  // chained hashes of its first full blocks (tokens never change)
     int64_t scheduled_step = -1;
+    bool running = false;               // in running_ (else waiting, or finished)
     int32_t num_preemptions = 0;
     FinishReason finish_reason = FinishReason::kNone;
   };

@@ -560,3 +560,68 @@ TEST_CASE("scheduler: misuse of the step protocol is a checked programming error
   bad.max_num_batched_tokens = 0;
   REQUIRE_THROWS_AS(Scheduler(bad), std::logic_error);
 }
+
+TEST_CASE("scheduler: out of blocks, the youngest running sequence is preempted and recomputed later",
+          "[rollout][scheduler]") {
+  SchedulerConfig c;
+  c.num_blocks = 4;
+  c.block_size = 4;
+  c.max_num_batched_tokens = 64;
+  c.max_model_len = 64;
+  Scheduler sched(c);
+  FakeModel model(c);
+  std::mt19937 rng(12);
+  const std::vector<Job> jobs{{random_prompt(rng, 6), RequestParams{1, 10, {}}},
+                              {random_prompt(rng, 6), RequestParams{1, 10, {}}}};
+  for (const Job& j : jobs) sched.add_request(j.prompt, j.params);
+  // Steps 0-2: both fit in 2 blocks each (positions 0..7). Step 3: the older one reaches position
+  // 8 and needs a third block; the pool is empty, so the younger one makes room.
+  for (int i = 0; i < 3; ++i) {
+    const StepPlan plan = sched.schedule();
+    REQUIRE(plan.seqs.size() == 2);
+    REQUIRE(plan.preempted.empty());
+    sched.update(model.run(plan));
+  }
+  StepPlan plan = sched.schedule();
+  REQUIRE(plan.preempted == std::vector<SeqId>{1});
+  REQUIRE(plan.seqs.size() == 1);
+  REQUIRE(plan.seqs[0].seq_id == 0);
+  REQUIRE(sched.num_waiting() == 1);
+  REQUIRE(sched.num_running() == 1);
+  sched.update(model.run(plan));
+  std::map<RequestId, RequestOutput> outs;
+  while (sched.has_unfinished()) {
+    plan = sched.schedule();
+    REQUIRE(plan_problem(plan, c).empty());
+    sched.update(model.run(plan));
+    for (auto& o : sched.take_finished()) outs[o.request_id] = std::move(o);
+  }
+  REQUIRE(model.read_errors == 0);
+  REQUIRE(outs.at(0).samples[0].num_preemptions == 0);
+  REQUIRE(outs.at(1).samples[0].num_preemptions >= 1);
+  for (RequestId r = 0; r < 2; ++r) REQUIRE(outs.at(r).samples[0].tokens == reference(jobs[size_t(r)].prompt, jobs[size_t(r)].params, 0));
+  REQUIRE(sched.block_pool().num_free_blocks() == 4);
+}
+
+TEST_CASE("scheduler: a finished sequence leaves mid-batch and frees its blocks at once", "[rollout][scheduler]") {
+  SchedulerConfig c = small_config();
+  c.enable_prefix_caching = false;  // freed blocks are plain free blocks
+  Scheduler sched(c);
+  FakeModel model(c);
+  std::mt19937 rng(13);
+  sched.add_request(random_prompt(rng, 20), RequestParams{1, 1, {}});   // done after its prefill
+  sched.add_request(random_prompt(rng, 9), RequestParams{2, 5, {}});
+  StepPlan plan = sched.schedule();
+  REQUIRE(plan.seqs.size() == 3);
+  const int32_t free_before = sched.block_pool().num_free_blocks();
+  sched.update(model.run(plan));
+  auto done = sched.take_finished();
+  REQUIRE(done.size() == 1);
+  REQUIRE(done[0].request_id == 0);
+  REQUIRE(done[0].samples[0].finish_reason == FinishReason::kLength);
+  REQUIRE(sched.block_pool().num_free_blocks() == free_before + 3);  // 20 tokens: 3 blocks of 7
+  plan = sched.schedule();
+  REQUIRE(plan.seqs.size() == 2);
+  for (const auto& s : plan.seqs) REQUIRE(s.request_id == 1);
+  sched.update(model.run(plan));
+}
