@@ -284,7 +284,7 @@ TEST_CASE("scheduler: one request's first plans spell out slots, block tables an
   REQUIRE(sched.block_pool().num_free_blocks() == 6);
 }
 
-TEST_CASE("scheduler: n samples share the prompt's full blocks, (n-1) * blocks * block_size tokens saved",
+TEST_CASE("scheduler: n samples share the prompt's full blocks, (n-1) x blocks x block_size tokens saved",
           "[rollout][scheduler]") {
   // The last prompt token is always computed (its logits are sampled), so the shared blocks are
   // the full blocks before it: (P - 1) / block_size of them. P = 37, block 5: 7 blocks; P = 35
