@@ -190,10 +190,11 @@ StepPlan Scheduler::schedule() {
   pending_sampling_.clear();
   int32_t budget = config_.max_num_batched_tokens;
 
-  // The youngest running sequence not scheduled in this step, other than `self` (-1: none).
+  // The youngest running sequence admitted after `self` and not scheduled in this step (-1: none).
+  // Only younger ones: a sequence never loses its blocks to a younger one.
   const auto victim_for = [&](SeqId self) -> SeqId {
-    for (auto it = running_.rbegin(); it != running_.rend(); ++it)
-      if (*it != self && seqs_.at(*it).scheduled_step != step_) return *it;
+    for (auto it = running_.rbegin(); it != running_.rend() && *it != self; ++it)
+      if (seqs_.at(*it).scheduled_step != step_) return *it;
     return -1;
   };
 

@@ -24,13 +24,16 @@
 //   when all of it fits the budget left.
 //
 // Preemption (recompute). When a running sequence needs a block and none is free, the youngest
-// running sequence not yet scheduled in this step is preempted: its blocks are freed, its
-// num_computed reset to 0, and it goes to the FRONT of the waiting queue (it keeps its tokens and
-// recomputes their K/V when readmitted, through the prefix cache where its blocks survived).
-// When no other victim is left the sequence preempts itself. No waiting sequence is admitted in a
-// step that preempted (it would only take the blocks back). The oldest running sequence is never
-// a victim while others run, and every admitted request fits the pool alone (checked at
-// add_request), so the oldest always progresses: no livelock, no crash, no lost token.
+// running sequence admitted after it and not yet scheduled in this step is preempted: its blocks
+// are freed, its num_computed reset to 0, and it goes to the FRONT of the waiting queue (it keeps
+// its tokens and recomputes their K/V when readmitted; its full blocks stay in the prefix cache
+// until evicted, so often only its tail is recomputed). With no younger victim left the sequence
+// preempts itself. No waiting sequence is admitted in a step that preempted (it would only take
+// the blocks back). Why this always terminates: a sequence never loses its blocks to a younger
+// one, a lone sequence always fits (add_request checks it), generated tokens are never lost, and
+// every step schedules at least the first sequence it looks at -- so decodes make steady,
+// irreversible progress and a prefill that yields to them gets its blocks once they finish. Never
+// a crash and never a wrong token: a recomputed sequence recomputes exactly its own tokens.
 //
 // Prefix caching and steps. A full block is registered in the cache in the step that schedules
 // its last token, so a sibling admitted later in the SAME step already hits it. Its K/V is then
