@@ -30,7 +30,15 @@ int run_check(const CheckArgs& args) {
   if (args.recipe.empty()) throw ConfigError("check: a recipe file is required (or --keys to list the schema)");
   recipe::LoadedRecipe loaded = recipe::load_recipe(args.recipe, args.overrides);
   const hf::ModelShape shape = recipe::validate_recipe(loaded);
-  const quant::PrecisionPlan plan = quant::make_precision_plan(shape, loaded.recipe.quantization, loaded.recipe.model.dtype);
+  quant::PrecisionPlan plan;
+  try {
+    plan = quant::make_precision_plan(shape, loaded.recipe.quantization, loaded.recipe.model.dtype);
+  } catch (const ConfigError& e) {  // a modules_in_bf16 pattern that matches nothing: name where it was set
+    const std::string key = "quantization.modules_in_bf16";
+    std::string msg = e.what();
+    if (msg.rfind(key + ": ", 0) == 0) msg = msg.substr(key.size() + 2);
+    throw ConfigError(loaded.where(key) + ": " + msg);
+  }
   // The checkpoint's headers too (no weights are read): missing tensors, shapes, FP8 tensors.
   int64_t stored_fp8 = 0;
   if (!loaded.recipe.model.path.empty())

@@ -43,6 +43,7 @@ std::string params(int64_t n) {
 PrecisionPlan make_precision_plan(const hf::ModelShape& s, const recipe::QuantizationConfig& q, const std::string& dtype) {
   PrecisionPlan plan;
   const int64_t elem = dtype == "float32" ? 4 : 2;
+  plan.dense_dtype = dtype == "float32" ? "FP32" : "BF16";
   const int64_t h = s.hidden_size;
   std::vector<int> pattern_hits(q.modules_in_bf16.size(), 0);
   const bool fp8 = q.quant_method == "fp8";
@@ -90,8 +91,8 @@ std::string PrecisionPlan::summary() const {
   int64_t n_fp8 = 0;
   for (const auto& m : linears) n_fp8 += m.precision == Precision::fp8;
   return cat("precision plan: ", n_fp8, " of ", linears.size(), " decoder linears in FP8 (", params(fp8_params),
-             " params, ", gib(fp8_bytes), " with scales); ", linears.size() - n_fp8, " in BF16 (",
-             params(bf16_linear_params), " params); embeddings, norms, lm_head in BF16 (", params(other_bf16_params),
+             " params, ", gib(fp8_bytes), " with scales); ", linears.size() - n_fp8, " in ", dense_dtype, " (",
+             params(bf16_linear_params), " params); embeddings, norms, lm_head in ", dense_dtype, " (", params(other_bf16_params),
              " params); weights total ", gib(fp8_bytes + bf16_bytes));
 }
 

@@ -34,6 +34,7 @@ struct PrecisionPlan {
   int64_t fp8_params = 0, bf16_linear_params = 0, other_bf16_params = 0;  // other: embeddings, norms, lm_head
   int64_t fp8_bytes = 0;    // FP8 data + FP32 scales
   int64_t bf16_bytes = 0;   // everything else at model.dtype (2 bytes for bf16, 4 for fp32)
+  std::string dense_dtype = "BF16";  // what the non-FP8 parts are held in: "BF16" or "FP32" (model.dtype)
   std::string summary() const;  // a few lines for the start-up log
   const ModulePlan* find(const std::string& name) const;
 };

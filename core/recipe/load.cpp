@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -62,8 +63,17 @@ std::string quote_choices(const std::vector<std::string>& choices) {
 
 YAML::Node to_node(const bool& v) { return YAML::Node(v); }
 YAML::Node to_node(const int64_t& v) { return YAML::Node(v); }
-YAML::Node to_node(const double& v) { return YAML::Node(v); }
-YAML::Node to_node(const std::optional<double>& v) { return v ? YAML::Node(*v) : YAML::Node(YAML::NodeType::Null); }
+// The shortest text that reads back as the same double (0.6, not 0.59999999999999998), with a
+// ".0" on whole numbers so a float key still reads as a float.
+std::string shortest(double v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  std::string s(buf, r.ptr);
+  if (s.find_first_of(".einf") == std::string::npos) s += ".0";
+  return s;
+}
+YAML::Node to_node(const double& v) { return YAML::Node(shortest(v)); }
+YAML::Node to_node(const std::optional<double>& v) { return v ? to_node(*v) : YAML::Node(YAML::NodeType::Null); }
 YAML::Node to_node(const std::string& v) { return YAML::Node(v); }
 template <class T>
 YAML::Node to_node(const std::vector<T>& v) {
@@ -75,7 +85,6 @@ YAML::Node to_node(const std::vector<T>& v) {
 std::string emit_flow(const YAML::Node& n) {
   YAML::Emitter out;
   out.SetSeqFormat(YAML::Flow);
-  out.SetDoublePrecision(17);
   out << n;
   return out.c_str();
 }

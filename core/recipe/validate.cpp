@@ -21,7 +21,9 @@ class Rules {
   // "recipes/x.yaml:12: rollout.n: must be >= 1, got 0"
   template <class... Args>
   [[noreturn]] void fail(const std::string& key, fmt::format_string<Args...> f, Args&&... args) const {
-    throw ConfigError(fmt::format("{}: {}", l_.where(key), fmt::format(f, std::forward<Args>(args)...)));
+    // A key left at its default is blamed on the recipe file that left it unset (not "default:").
+    const std::string where = l_.sources.count(key) || l_.path.empty() ? l_.where(key) : l_.path + ": " + key;
+    throw ConfigError(fmt::format("{}: {}", where, fmt::format(f, std::forward<Args>(args)...)));
   }
   void at_least(const std::string& key, int64_t v, int64_t lo) const {
     if (v < lo) fail(key, "must be >= {}, got {}", lo, v);
@@ -234,7 +236,7 @@ void check_logging_and_checkpoint(const Rules& r, const Recipe& rc) {
   r.at_least("checkpoint.max_ckpt_to_keep", c.max_ckpt_to_keep, 0);
   if (c.resume_mode == "resume_path") {
     if (c.resume_from_path.empty())
-      r.fail("checkpoint.resume_from_path", "resume_mode: resume_path needs the checkpoint directory");
+      r.fail("checkpoint.resume_mode", "resume_path needs the checkpoint directory (checkpoint.resume_from_path)");
     r.dir_exists("checkpoint.resume_from_path", c.resume_from_path, "a checkpoint directory");
   }
 }

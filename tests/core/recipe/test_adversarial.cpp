@@ -122,3 +122,26 @@ TEST_CASE("one_line escapes control characters and bounds the length of an error
   CHECK(e == "xx... (4 more bytes)");
   CHECK(one_line(std::string(1000, '\n')).size() <= kMaxErrorBytes + 32);
 }
+
+TEST_CASE("floats print in their shortest round-trip form", "[recipe][adversarial]") {
+  LoadedRecipe r = load_defaults({"rollout.gpu_memory_utilization=0.6", "trainer.lr=1e-6", "rollout.temperature=1"});
+  const std::string yaml = to_yaml(r, false);
+  CHECK(yaml.find("gpu_memory_utilization: 0.6\n") != std::string::npos);
+  CHECK(yaml.find("lr: 1e-06\n") != std::string::npos);
+  CHECK(yaml.find("temperature: 1.0\n") != std::string::npos);
+  CHECK(yaml.find("0.59999") == std::string::npos);
+  CHECK(describe_keys().find("99999") == std::string::npos);
+  // What is printed reads back as the same values.
+  TempDir dir;
+  LoadedRecipe back = load_recipe(dir.write("resolved.yaml", yaml));
+  CHECK(back.recipe.rollout.gpu_memory_utilization == 0.6);
+  CHECK(back.recipe.trainer.lr == 1e-6);
+}
+
+TEST_CASE("a value left unset is blamed on the recipe, resume_path on the key that chose it", "[validate][adversarial]") {
+  TempDir dir;
+  auto empty = dir.write("empty.yaml", "");
+  REQUIRE_THROWS_CONTAINING(validate_recipe(load_recipe(empty)), ConfigError, empty + ": model.path: set exactly one of");
+  REQUIRE_THROWS_CONTAINING(check({"checkpoint.resume_mode=resume_path"}), ConfigError,
+                            "command line 'checkpoint.resume_mode=resume_path': checkpoint.resume_mode: resume_path needs");
+}
