@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include "core/util/error.h"
@@ -164,10 +165,15 @@ constexpr size_t kMaxBaseDepth = 32;
 
 // Strict YAML: keys are scalars and appear once per map, at any depth (yaml-cpp keeps both
 // copies of a duplicate key and lookups see only one of them).
-void check_strict(const YAML::Node& n, const std::string& name, int depth = 0) {
+// `budget` bounds the nodes walked: aliases share nodes, so a small file can name 10^60 of
+// them (a "billion laughs"); no recipe comes near the bound.
+void check_strict(const YAML::Node& n, const std::string& name, int depth, size_t& budget) {
   if (depth > 64) throw ConfigError(fmt::format("{}:{}: YAML nested deeper than 64 levels", name, n.Mark().line + 1));
+  if (budget == 0)
+    throw ConfigError(fmt::format("{}: more than 100000 YAML values (aliases expanding?); a recipe is far smaller", name));
+  --budget;
   if (n.IsSequence()) {
-    for (const auto& item : n) check_strict(item, name, depth + 1);
+    for (const auto& item : n) check_strict(item, name, depth + 1, budget);
     return;
   }
   if (!n.IsMap()) return;
@@ -180,30 +186,56 @@ void check_strict(const YAML::Node& n, const std::string& name, int depth = 0) {
     if (!fresh)
       throw ConfigError(fmt::format("{}:{}: duplicate key '{}' (first set at line {})", name, line, it->first.Scalar(),
                                     pos->second));
-    check_strict(it->second, name, depth + 1);
+    check_strict(it->second, name, depth + 1, budget);
   }
 }
 
+// Counts the documents of a YAML stream (up to 2), remembering where each starts.
+class DocumentCounter : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> starts;
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
 // Exactly one YAML document (none = an empty map). A second document (after `---`, or what
 // follows an indented first line, which yaml-cpp ends the first document at) is an error, not
-// silently dropped.
-YAML::Node load_one_document(const std::string& text, const std::string& name, int line_offset = 0) {
-  std::vector<YAML::Node> docs;
+// silently dropped. The documents are counted with a cap: yaml-cpp 0.7 reads a stray ',' at the
+// top level as an endless stream of empty documents (YAML::LoadAll never returns).
+YAML::Node load_one_document(const std::string& text, const std::string& name) {
   try {
-    docs = YAML::LoadAll(text);
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    DocumentCounter counter;
+    while (counter.starts.size() < 2 && parser.HandleNextDocument(counter)) {
+    }
+    if (counter.starts.size() >= 2) {
+      const YAML::Mark& first = counter.starts[0];
+      const YAML::Mark& second = counter.starts[1];
+      if (second.pos == first.pos && size_t(second.pos) < text.size())
+        throw ConfigError(fmt::format("{}:{}:{}: YAML syntax error: unexpected '{}'", name, second.line + 1,
+                                      second.column + 1, text[second.pos]));
+      throw ConfigError(fmt::format("{}:{}: a second YAML document starts here; a recipe is one document (a '---' "
+                                    "separator, or a first line indented deeper than the lines after it?)",
+                                    name, second.line + 1));
+    }
+    if (counter.starts.empty()) return YAML::Node(YAML::NodeType::Null);
+    YAML::Node root = YAML::Load(text);
+    size_t budget = 100000;
+    check_strict(root, name, 0, budget);
+    return root;
   } catch (const YAML::ParserException& e) {
-    throw ConfigError(fmt::format("{}:{}:{}: YAML syntax error: {}", name, e.mark.line + 1 + line_offset,
-                                  e.mark.column + 1, e.msg));
+    throw ConfigError(fmt::format("{}:{}:{}: YAML syntax error: {}", name, e.mark.line + 1, e.mark.column + 1, e.msg));
   } catch (const YAML::Exception& e) {
     throw ConfigError(fmt::format("{}: cannot parse the YAML: {}", name, e.msg));
   }
-  if (docs.size() > 1)
-    throw ConfigError(fmt::format("{}:{}: a second YAML document starts here; a recipe is one document (a '---' "
-                                  "separator, or a first line indented deeper than the lines after it?)",
-                                  name, docs[1].Mark().line + 1 + line_offset));
-  if (docs.empty()) return YAML::Node(YAML::NodeType::Null);
-  check_strict(docs[0], name);
-  return docs[0];
 }
 
 std::string read_text(const fs::path& file) {

@@ -123,7 +123,7 @@ expect_alone() {
 printf '  base: %s\nrollout:\n  n: 3\n' "$tiny" >indented.yaml
 expect_alone 2 'indented.yaml:2: a second YAML document' -- check indented.yaml
 printf 'base: %s\n---\nrollout:\n  n: 3\n' "$tiny" >two-docs.yaml
-expect_alone 2 'two-docs.yaml:3: a second YAML document' -- check two-docs.yaml
+expect_alone 2 'two-docs.yaml:2: a second YAML document' -- check two-docs.yaml
 printf 'base: %s\nrollout:\n  n: 3\n  n: 4\n' "$tiny" >dup.yaml
 expect_alone 2 "dup.yaml:4: duplicate key 'n' (first set at line 3)" -- check dup.yaml
 printf 'base: %s\n[a, b]: 1\n' "$tiny" >list-key.yaml

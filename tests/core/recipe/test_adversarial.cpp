@@ -32,7 +32,7 @@ TEST_CASE("strict YAML: an indented first line does not drop the rest of the fil
 TEST_CASE("strict YAML: exactly one document", "[recipe][adversarial]") {
   TempDir dir;
   auto path = dir.write("r.yaml", "rollout:\n  n: 3\n---\nrollout:\n  n: 4\n");
-  REQUIRE_THROWS_CONTAINING(load_recipe(path), ConfigError, path + ":4: a second YAML document");
+  REQUIRE_THROWS_CONTAINING(load_recipe(path), ConfigError, path + ":3: a second YAML document");  // at the ---
   // An explicit document start and end around one document is fine.
   auto one = dir.write("one.yaml", "---\nrollout:\n  n: 3\n...\n");
   CHECK(load_recipe(one).recipe.rollout.n == 3);
@@ -144,4 +144,23 @@ TEST_CASE("a value left unset is blamed on the recipe, resume_path on the key th
   REQUIRE_THROWS_CONTAINING(validate_recipe(load_recipe(empty)), ConfigError, empty + ": model.path: set exactly one of");
   REQUIRE_THROWS_CONTAINING(check({"checkpoint.resume_mode=resume_path"}), ConfigError,
                             "command line 'checkpoint.resume_mode=resume_path': checkpoint.resume_mode: resume_path needs");
+}
+
+TEST_CASE("a stray ',' at the top level is a syntax error, not an endless stream of documents", "[recipe][adversarial]") {
+  // yaml-cpp 0.7's LoadAll never returns on these (it reads empty documents forever).
+  REQUIRE_THROWS_CONTAINING(load_defaults({"rollout.n=,"}), ConfigError, "YAML syntax error: unexpected ','");
+  TempDir dir;
+  auto path = dir.write("r.yaml", ",[a]\n");
+  REQUIRE_THROWS_CONTAINING(load_recipe(path), ConfigError, path + ":1:1: YAML syntax error");
+}
+
+TEST_CASE("aliases cannot make a small recipe walk without end", "[recipe][adversarial]") {
+  TempDir dir;
+  std::string text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 20; ++i) {
+    text += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int k = 0; k < 10; ++k) text += (k ? ", *a" : "*a") + std::to_string(i - 1);
+    text += "]\n";
+  }
+  REQUIRE_THROWS_CONTAINING(load_recipe(dir.write("laughs.yaml", text)), ConfigError, "more than 100000 YAML values");
 }

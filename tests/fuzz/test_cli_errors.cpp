@@ -1,0 +1,60 @@
+// The CLI's one mapping from exception kinds to exit codes (apps/cli_errors.h): what the fuzz
+// harness asserts through, checked kind by kind.
+#include <c10/util/Exception.h>
+
+#include <filesystem>
+#include <new>
+
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "apps/cli_errors.h"
+#include "core/util/error.h"
+#include "tests/catch.h"
+
+using namespace fp8rl;
+
+namespace {
+template <class F>
+CliError classify(F&& f) {
+  try {
+    f();
+  } catch (...) {
+    return describe_exception(std::current_exception());
+  }
+  FAIL("no exception");
+  return {};
+}
+}  // namespace
+
+TEST_CASE("exception kinds map to exit codes and one line", "[cli][errors]") {
+  CHECK(classify([] { throw ConfigError("r.yaml:3: x"); }).code == 2);
+  CHECK(classify([] { throw RuntimeFailure("disk"); }).code == 1);
+  const CliError yaml = classify([] { YAML::Load("a: [1").as<int>(); });
+  CHECK(yaml.code == 2);
+  CHECK(yaml.message.rfind("YAML: ", 0) == 0);
+  const CliError json = classify([] { nlohmann::json j = nlohmann::json::parse("1e400"); });
+  CHECK(json.code == 2);
+  CHECK(json.message.find("JSON: ") == 0);
+  const CliError fs = classify([] {
+    throw std::filesystem::filesystem_error("status", "loop", std::make_error_code(std::errc::too_many_symbolic_link_levels));
+  });
+  CHECK(fs.code == 2);
+  CHECK(classify([] { throw std::bad_alloc(); }).message == "out of memory (host)");
+  CHECK(classify([] { throw std::logic_error("bug"); }).code == 1);
+  CHECK(classify([] { throw 42; }).code == 1);
+}
+
+TEST_CASE("ATen errors are one line without the C++ backtrace and out of memory carries a hint", "[cli][errors]") {
+  const CliError e = classify([] { TORCH_CHECK(false, "shapes do not match"); });
+  CHECK(e.code == 1);
+  CHECK(e.message.find("shapes do not match") != std::string::npos);
+  CHECK(e.message.find("Exception raised from") == std::string::npos);  // the backtrace's first line
+  const CliError oom = classify([] {
+    throw c10::OutOfMemoryError({"f", "file.cpp", 1}, "CUDA out of memory. Tried to allocate 2.00 GiB");
+  });
+  CHECK(oom.code == 1);
+  CHECK(oom.message.find("CUDA out of memory. Tried to allocate 2.00 GiB") == 0);
+  CHECK(oom.message.find("lower rollout.gpu_memory_utilization") != std::string::npos);
+  CHECK(oom.message.find('\n') == std::string::npos);
+}
