@@ -149,6 +149,10 @@ inline Stats run(const std::vector<std::string>& corpus, std::vector<std::string
                  int iterations, double budget_s, const std::function<void(const std::string&)>& parse,
                  bool config_errors_only = true) {
   REQUIRE(!corpus.empty());
+  // Longer runs than CI's: FP8RL_FUZZ_ITERATIONS, FP8RL_FUZZ_SECONDS, FP8RL_FUZZ_SEED (README).
+  if (const char* v = std::getenv("FP8RL_FUZZ_ITERATIONS")) iterations = std::atoi(v);
+  if (const char* v = std::getenv("FP8RL_FUZZ_SECONDS")) budget_s = std::atof(v);
+  if (const char* v = std::getenv("FP8RL_FUZZ_SEED")) seed += std::strtoull(v, nullptr, 10);
   Mutator m(seed, std::move(dictionary));
   Stats st;
   Watchdog watchdog;
@@ -178,6 +182,8 @@ inline Stats run(const std::vector<std::string>& corpus, std::vector<std::string
       }
     }
   }
+  std::printf("fuzz: seed %llu: %d runs, %d accepted, %d exit 2, %d exit 1\n", static_cast<unsigned long long>(seed),
+              st.runs, st.accepted, st.by_code[2], st.by_code[1]);
   return st;
 }
 
