@@ -84,6 +84,7 @@ RequestId Scheduler::add_request(std::vector<TokenId> prompt, const RequestParam
     s.sample_index = i;
     s.num_prompt_tokens = static_cast<int32_t>(p);
     s.tokens = prompt;
+    s.steps.arrival = step_;
     r.seqs.push_back(sid);
     waiting_.push_back(sid);
   }
@@ -110,6 +111,7 @@ void Scheduler::schedule_seq(Sequence& s, int32_t num_new, StepPlan& plan) {
   }
   s.num_computed = end;
   s.scheduled_step = step_;
+  if (s.steps.first_scheduled < 0) s.steps.first_scheduled = step_;
   ScheduledSeq out;
   out.seq_id = s.id;
   out.request_id = s.request_id;
@@ -253,6 +255,7 @@ StepPlan Scheduler::schedule() {
 
 void Scheduler::finish(Sequence& s, FinishReason r) {
   s.finish_reason = r;
+  s.steps.finished = step_;
   pool_.free_all(s.block_table);
   s.block_table.clear();
   s.running = false;
@@ -268,6 +271,7 @@ void Scheduler::finish(Sequence& s, FinishReason r) {
     so.logprobs = std::move(q.logprobs);
     so.finish_reason = q.finish_reason;
     so.num_preemptions = q.num_preemptions;
+    so.steps = q.steps;
     out.samples.push_back(std::move(so));
     seqs_.erase(sid);
   }
@@ -289,6 +293,7 @@ void Scheduler::update(std::span<const SampledToken> sampled) {
     Sequence& s = seqs_.at(t.seq_id);
     s.tokens.push_back(t.token);
     s.logprobs.push_back(t.logprob);
+    if (s.steps.first_token < 0) s.steps.first_token = step_;
     const RequestParams& p = requests_.at(s.request_id).params;
     const auto generated = static_cast<int32_t>(s.tokens.size()) - s.num_prompt_tokens;
     if (std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), t.token) != p.stop_token_ids.end())

@@ -125,11 +125,21 @@ struct SampledToken {
   float logprob = 0.0f;  // carried into the output for the trainer's importance ratio
 };
 
+// Step numbers (StepPlan::step) of a sample's milestones. The engine, which times its steps,
+// turns them into the queue / prefill / decode times of the sample.
+struct SampleSteps {
+  int64_t arrival = -1;          // the step whose schedule() came next after add_request
+  int64_t first_scheduled = -1;  // first step computing any of its tokens
+  int64_t first_token = -1;      // step that sampled its first token (its prefill ended)
+  int64_t finished = -1;         // step that sampled its last token
+};
+
 struct SampleOutput {
   std::vector<TokenId> tokens;   // generated tokens only (a stop token included)
   std::vector<float> logprobs;   // one per generated token
   FinishReason finish_reason = FinishReason::kNone;
   int32_t num_preemptions = 0;
+  SampleSteps steps;
 };
 
 struct RequestOutput {
@@ -191,6 +201,7 @@ class Scheduler {
     std::vector<BlockHash> block_hashes;  // chained hashes of its first full blocks (tokens never change)
     int64_t scheduled_step = -1;
     bool running = false;               // in running_ (else waiting, or finished)
+    SampleSteps steps;
     int32_t num_preemptions = 0;
     FinishReason finish_reason = FinishReason::kNone;
   };

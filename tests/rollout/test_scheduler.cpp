@@ -281,6 +281,11 @@ TEST_CASE("scheduler: one request's first plans spell out slots, block tables an
   REQUIRE(done[0].samples[0].tokens == std::vector<TokenId>{30, 31, 32});
   REQUIRE(done[0].samples[0].logprobs == std::vector<float>{-1.0f, -2.0f, -3.0f});
   REQUIRE(done[0].samples[0].finish_reason == FinishReason::kLength);
+  const SampleSteps& st = done[0].samples[0].steps;
+  REQUIRE(st.arrival == 0);
+  REQUIRE(st.first_scheduled == 0);
+  REQUIRE(st.first_token == 0);
+  REQUIRE(st.finished == 2);
   REQUIRE(sched.block_pool().num_free_blocks() == 6);
 }
 
@@ -599,6 +604,13 @@ TEST_CASE("scheduler: out of blocks, the youngest running sequence is preempted 
   REQUIRE(model.read_errors == 0);
   REQUIRE(outs.at(0).samples[0].num_preemptions == 0);
   REQUIRE(outs.at(1).samples[0].num_preemptions >= 1);
+  for (RequestId r = 0; r < 2; ++r) {
+    const SampleSteps& st = outs.at(r).samples[0].steps;
+    REQUIRE(st.arrival == 0);
+    REQUIRE(st.first_scheduled == 0);
+    REQUIRE(st.first_token == 0);
+    REQUIRE(st.finished > 3);
+  }
   for (RequestId r = 0; r < 2; ++r) REQUIRE(outs.at(r).samples[0].tokens == reference(jobs[size_t(r)].prompt, jobs[size_t(r)].params, 0));
   REQUIRE(sched.block_pool().num_free_blocks() == 4);
 }
