@@ -81,6 +81,9 @@ ChatTemplate detect_chat_template(const std::string& tokenizer_config) {
   const std::string file = fs::is_directory(tokenizer_config)
                                ? (fs::path(tokenizer_config) / "tokenizer_config.json").string()
                                : tokenizer_config;
+  std::error_code ec;
+  if (fs::exists(file, ec) && !fs::is_regular_file(file, ec))  // a FIFO would block the read
+    throw ConfigError(fmt::format("{}: not a regular file, so the chat template is unknown; {}", file, kHint));
   std::ifstream in(file);
   if (!in) throw ConfigError(fmt::format("{}: cannot open, so the chat template is unknown; {}", file, kHint));
   json j;

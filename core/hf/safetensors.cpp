@@ -115,7 +115,8 @@ std::string shape_str(std::span<const int64_t> shape) { return fmt::format("[{}]
 // ---- File --------------------------------------------------------------------------------------
 
 File::File(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below as not regular).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw ConfigError(fmt::format("{}: cannot open: {}", path, errno_str()));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -169,7 +170,10 @@ File::File(const std::string& path) : path_(path) {
       size_t tensor;
     };
     std::vector<Range> ranges;
-    for (const auto& [name, entry] : j.items()) {
+    for (const auto& item : j.items()) {
+      // Not a structured binding: the lambda below captures `name` (clang < 16 cannot capture bindings).
+      const std::string& name = item.key();
+      const auto& entry = item.value();
       if (name == "__metadata__") {
         if (!entry.is_object()) throw ConfigError(fmt::format("{}: __metadata__ is not a JSON object", path));
         for (const auto& [k, v] : entry.items()) metadata_[k] = v.is_string() ? v.get<std::string>() : v.dump();
@@ -290,6 +294,8 @@ Checkpoint::Checkpoint(const std::string& path) {
   }
 
   source_ = index.string();
+  std::error_code ec;
+  if (!fs::is_regular_file(index, ec)) throw ConfigError(fmt::format("{}: not a regular file", source_));
   std::ifstream in(source_);
   if (!in) throw ConfigError(fmt::format("{}: cannot open", source_));
   json j;

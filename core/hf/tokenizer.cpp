@@ -407,6 +407,9 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer Tokenizer::from_file(const std::string& path) {
   auto impl = std::make_unique<Impl>();
   impl->path = std::filesystem::is_directory(path) ? (std::filesystem::path(path) / "tokenizer.json").string() : path;
+  std::error_code ec;
+  if (std::filesystem::exists(impl->path, ec) && !std::filesystem::is_regular_file(impl->path, ec))
+    throw ConfigError(fmt::format("{}: not a regular file", impl->path));  // a FIFO would block the read
   std::ifstream in(impl->path);
   if (!in) throw ConfigError(fmt::format("{}: cannot open (is the tokenizer path an HF model directory?)", impl->path));
   json j;

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "core/hf/regex.h"
 #include "core/util/error.h"
 
 namespace fp8rl::hf {
@@ -51,23 +52,37 @@ std::string rewrite_whitespace_classes(std::string_view pattern) {
 }
 
 TokenizerRegex::TokenizerRegex(const std::string& pattern, const std::string& where) {
+  if (pattern.size() > kMaxRegexPatternLength)
+    throw ConfigError(fmt::format("{}: the pattern is {} bytes; at most {} are allowed", where, pattern.size(),
+                                  kMaxRegexPatternLength));
   const std::string rewritten = rewrite_whitespace_classes(pattern);
   int err = 0;
   PCRE2_SIZE err_off = 0;
+  pcre2_compile_context* cctx = pcre2_compile_context_create(nullptr);
+  FP8RL_CHECK(cctx != nullptr, "pcre2_compile_context_create failed");
+  pcre2_set_parens_nest_limit(cctx, kMaxRegexNesting);
   pcre2_code* c = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(rewritten.data()), rewritten.size(),
-                                PCRE2_UTF | PCRE2_UCP, &err, &err_off, nullptr);
+                                PCRE2_UTF | PCRE2_UCP, &err, &err_off, cctx);
+  pcre2_compile_context_free(cctx);
   if (!c) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof(msg));
     throw ConfigError(fmt::format("{}: cannot compile pattern '{}' (at offset {} of '{}'): {}", where, pattern, err_off,
                                   rewritten, reinterpret_cast<const char*>(msg)));
   }
+  pcre2_match_context* m = pcre2_match_context_create(nullptr);
+  FP8RL_CHECK(m != nullptr, "pcre2_match_context_create failed");
+  pcre2_set_match_limit(m, kRegexMatchLimit);
+  mctx_ = m;
   // JIT makes splitting several times faster; without it (unsupported CPU) the interpreter runs.
   pcre2_jit_compile(c, PCRE2_JIT_COMPLETE);
   code_ = c;
 }
 
-TokenizerRegex::~TokenizerRegex() { pcre2_code_free(code(code_)); }
+TokenizerRegex::~TokenizerRegex() {
+  pcre2_match_context_free(static_cast<pcre2_match_context*>(mctx_));
+  pcre2_code_free(code(code_));
+}
 
 void TokenizerRegex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) const {
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(code(code_), nullptr);
@@ -76,7 +91,7 @@ void TokenizerRegex::find_all(std::string_view s, std::vector<std::pair<size_t, 
   size_t pos = 0;
   uint32_t options = PCRE2_NO_UTF_CHECK;
   while (pos <= s.size()) {
-    int rc = pcre2_match(code(code_), subject, s.size(), pos, options, md, nullptr);
+    int rc = pcre2_match(code(code_), subject, s.size(), pos, options, md, static_cast<pcre2_match_context*>(mctx_));
     if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
       // Very long runs (e.g. a megabyte of spaces) can outgrow the JIT's default 32 KB stack;
       // the interpreter keeps its backtracking state on the heap.

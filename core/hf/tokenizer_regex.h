@@ -18,7 +18,10 @@ namespace fp8rl::hf {
 
 class TokenizerRegex {
  public:
-  // Throws ConfigError "<where>: cannot compile pattern ...: <reason>".
+  // Throws ConfigError "<where>: cannot compile pattern ...: <reason>", also for a pattern over
+  // kMaxRegexPatternLength bytes or nesting groups deeper than kMaxRegexNesting (core/hf/regex.h).
+  // Each search runs with kRegexMatchLimit: a pattern that backtracks without end throws
+  // RuntimeFailure from find_all instead of hanging.
   TokenizerRegex(const std::string& pattern, const std::string& where);
   ~TokenizerRegex();
   TokenizerRegex(const TokenizerRegex&) = delete;
@@ -30,6 +33,7 @@ class TokenizerRegex {
 
  private:
   void* code_ = nullptr;  // pcre2_code_8*
+  void* mctx_ = nullptr;  // pcre2_match_context_8*: the match limit (a tokenizer.json is a user's file)
 };
 
 // `\s` and `\S` replaced by Oniguruma's Unicode White_Space set (exposed for tests).

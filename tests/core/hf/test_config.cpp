@@ -4,7 +4,10 @@
 
 #include <string>
 
+#include "core/hf/chat_template.h"
 #include "core/hf/config.h"
+#include "core/hf/safetensors.h"
+#include "core/hf/tokenizer.h"
 #include "core/util/error.h"
 #include "tests/catch.h"
 #include "tests/test_util.h"
@@ -56,4 +59,15 @@ TEST_CASE("config.json that is a directory or a FIFO is refused without blocking
   const std::string fifo = (dir.path() / "f" / "config.json").string();
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   REQUIRE_THROWS_CONTAINING(read_hf_config((dir.path() / "f").string()), ConfigError, "not a regular file");
+}
+
+TEST_CASE("safetensors, tokenizer.json and tokenizer_config.json that are FIFOs are refused without blocking", "[config][adversarial]") {
+  test::TempDir dir;
+  for (const char* name : {"model.safetensors", "tokenizer.json", "tokenizer_config.json", "model.safetensors.index.json"})
+    REQUIRE(::mkfifo((dir.path() / name).c_str(), 0600) == 0);
+  REQUIRE_THROWS_CONTAINING(safetensors::File((dir.path() / "model.safetensors").string()), ConfigError, "not a regular file");
+  REQUIRE_THROWS_CONTAINING(safetensors::Checkpoint((dir.path() / "model.safetensors.index.json").string()), ConfigError,
+                            "not a regular file");
+  REQUIRE_THROWS_CONTAINING(Tokenizer::from_file(dir.path().string()), ConfigError, "not a regular file");
+  REQUIRE_THROWS_CONTAINING(detect_chat_template(dir.path().string()), ConfigError, "not a regular file");
 }

@@ -2,6 +2,7 @@
 #include <string>
 
 #include "core/hf/regex.h"
+#include "core/hf/tokenizer_regex.h"
 #include "core/util/error.h"
 #include "tests/catch.h"
 #include "tests/test_util.h"
@@ -33,4 +34,14 @@ TEST_CASE("Regex gives up on catastrophic backtracking instead of hanging or cra
   std::string response(100000, 'x');
   response += "ANSWER: 7";
   CHECK(Regex("ANSWER: (\\d+)", "p").search(response));
+}
+
+TEST_CASE("a tokenizer.json pre-tokenizer pattern is bounded like a reward pattern", "[regex]") {
+  REQUIRE_THROWS_CONTAINING(TokenizerRegex(std::string(kMaxRegexPatternLength + 1, 'a'), "tokenizer.json"), ConfigError,
+                            "at most 4096");
+  REQUIRE_THROWS_CONTAINING(TokenizerRegex(std::string(100, '(') + std::string(100, ')'), "tokenizer.json"), ConfigError,
+                            "tokenizer.json: cannot compile pattern");
+  TokenizerRegex re("^(a+)+$", "tokenizer.json");
+  std::vector<std::pair<size_t, size_t>> out;
+  REQUIRE_THROWS_AS(re.find_all(std::string(40, 'a') + "b", out), RuntimeFailure);
 }
