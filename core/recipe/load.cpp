@@ -23,7 +23,11 @@ namespace fs = std::filesystem;
 namespace fp8rl::recipe {
 
 std::string Source::describe() const {
-  if (!override_arg.empty()) return fmt::format("command line '{}'", override_arg);
+  if (!override_arg.empty()) {
+    // A long override (a 40 KB pattern) is clipped, so the reason after it still fits one line.
+    if (override_arg.size() > 120) return fmt::format("command line '{}...'", override_arg.substr(0, 117));
+    return fmt::format("command line '{}'", override_arg);
+  }
   if (file.empty()) return "default";
   return line > 0 ? fmt::format("{}:{}", file, line) : file;
 }

@@ -35,6 +35,9 @@ std::string one_line(std::string_view msg, size_t max_bytes) {
   return out;
 }
 
+ConfigError::ConfigError(const std::string& what) : std::runtime_error(one_line(what)) {}
+RuntimeFailure::RuntimeFailure(const std::string& what) : std::runtime_error(one_line(what)) {}
+
 void check_failed(const char* file, int line, const char* expr, const std::string& msg) {
   throw std::logic_error(std::string(file) + ":" + std::to_string(line) + ": check `" + expr +
                          "` failed: " + msg + " (this is a bug in fp8rl)");

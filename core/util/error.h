@@ -17,14 +17,18 @@ namespace fp8rl {
 
 enum ExitCode : int { kExitOk = 0, kExitRuntime = 1, kExitUsage = 2 };
 
+// Both pass their message through one_line() (below) when they are made, so what() holds the
+// whole escaped message: an embedded NUL cannot cut it, a newline cannot split it.
 class ConfigError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit ConfigError(const std::string& what);
+  explicit ConfigError(const char* what) : ConfigError(std::string(what)) {}
 };
 
 class RuntimeFailure : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit RuntimeFailure(const std::string& what);
+  explicit RuntimeFailure(const char* what) : RuntimeFailure(std::string(what)) {}
 };
 
 // The longest error line printed (a key, a value or a tensor name from a file can be anything).

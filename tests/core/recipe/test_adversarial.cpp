@@ -164,3 +164,12 @@ TEST_CASE("aliases cannot make a small recipe walk without end", "[recipe][adver
   }
   REQUIRE_THROWS_CONTAINING(load_recipe(dir.write("laughs.yaml", text)), ConfigError, "more than 100000 YAML values");
 }
+
+TEST_CASE("errors are escaped when they are made: a NUL or a newline in a key cannot cut or split them", "[error][adversarial]") {
+  using namespace std::string_literals;
+  CHECK(std::string(ConfigError("key 'a\0b\nc' is unknown"s).what()) == "key 'a\\0b\\nc' is unknown");
+  CHECK(std::string(RuntimeFailure("x\ny").what()) == "x\\ny");
+  TempDir dir;
+  auto path = dir.write("r.yaml", "rollout:\n  \"n\\0x\\ny\": 3\n");
+  REQUIRE_THROWS_CONTAINING(load_recipe(path), ConfigError, "unknown key 'rollout.n\\0x\\ny'");
+}
