@@ -35,6 +35,10 @@ struct AttentionContext {
   at::Tensor slot_mapping;  // [N] int64: cache slot each new token's K/V is written to
   at::Tensor block_tables;  // [S, max_blocks] int32: the KV blocks of each sequence, in order
   at::Tensor context_lens;  // [S] int32: keys of each sequence after this call's tokens are added
+  // [sum of context_lens] int64: the cache slot of every key of every sequence, sequence after
+  // sequence (cu_seqlens_k order). For attention that gathers its keys from the cache (the
+  // engine's reference path) instead of reading block tables in the kernel.
+  at::Tensor key_slots;
 
   int64_t num_sequences() const { return static_cast<int64_t>(cu_seqlens_q_host.size()) - 1; }
   int64_t num_tokens() const { return cu_seqlens_q_host.empty() ? 0 : cu_seqlens_q_host.back(); }

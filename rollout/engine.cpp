@@ -1,0 +1,151 @@
+#include "rollout/engine.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <unordered_map>
+
+#include "core/util/error.h"
+#include "core/util/log.h"
+#include "rollout/kv_cache.h"
+#include "rollout/paged_attention.h"
+
+namespace fp8rl::rollout {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+at::Tensor device_tensor(const std::vector<int64_t>& v, at::ScalarType dtype, at::Device device) {
+  return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(dtype).to(device);
+}
+
+// The plan as the model's per-call context (core/model/attention.h) for paged attention.
+model::AttentionContext context_of(const StepPlan& plan, int32_t block_size, at::Device device, model::Attention* attn) {
+  model::AttentionContext ctx;
+  ctx.attention = attn;
+  ctx.cu_seqlens_q_host = plan.cu_seqlens_q;
+  ctx.cu_seqlens_k_host = plan.cu_seqlens_k;
+  ctx.max_seqlen_q = plan.max_seqlen_q;
+  ctx.max_seqlen_k = plan.max_seqlen_k;
+  ctx.cu_seqlens_q = device_tensor(plan.cu_seqlens_q, at::kInt, device);
+  ctx.cu_seqlens_k = device_tensor(plan.cu_seqlens_k, at::kInt, device);
+  ctx.slot_mapping = device_tensor(plan.slot_mapping, at::kLong, device);
+  std::vector<int64_t> key_slots;
+  key_slots.reserve(static_cast<size_t>(plan.cu_seqlens_k.back()));
+  std::vector<int64_t> lens, tables;
+  for (size_t s = 0; s < plan.seqs.size(); ++s) {
+    const int32_t* row = plan.block_tables.data() + s * static_cast<size_t>(plan.max_blocks_per_seq);
+    for (int64_t p = 0; p < plan.context_lens[s]; ++p)
+      key_slots.push_back(static_cast<int64_t>(row[p / block_size]) * block_size + p % block_size);
+    lens.push_back(plan.context_lens[s]);
+  }
+  for (int32_t b : plan.block_tables) tables.push_back(b);
+  ctx.key_slots = device_tensor(key_slots, at::kLong, device);
+  ctx.context_lens = device_tensor(lens, at::kInt, device);
+  ctx.block_tables = device_tensor(tables, at::kInt, device).view({static_cast<int64_t>(plan.seqs.size()), plan.max_blocks_per_seq});
+  return ctx;
+}
+
+}  // namespace
+
+Engine::Engine(const model::CausalLM& model, EngineConfig config) : model_(model), config_(config) {
+  if (config_.max_model_len <= 0) config_.max_model_len = static_cast<int32_t>(model.config().max_position_embeddings);
+  FP8RL_CHECK(config_.max_model_len > 0, "Engine: the model has no max_position_embeddings; set max_model_len");
+}
+
+std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>& requests) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const c10::InferenceMode no_autograd;  // rollouts never need gradients; keeps the cache writes cheap
+  stats_ = {};
+  const hf::ModelShape& shape = model_.config().shape;
+  const at::Device device = model_.device();
+  KvCacheShape kv{shape.num_hidden_layers, shape.num_key_value_heads, shape.head_dim, config_.block_size, model_.dtype(),
+                  device};
+  // Blocks: as many as all requests need at once (no more is ever useful), capped by memory on
+  // CUDA; exactly config_.num_blocks when set.
+  int64_t needed = 1;
+  for (const GenerateRequest& r : requests)
+    needed += static_cast<int64_t>(std::max(r.params.n, 1)) *
+              ceil_div(static_cast<int64_t>(r.prompt.size()) + std::max(r.params.max_new_tokens, 1), config_.block_size);
+  const int64_t blocks = config_.num_blocks > 0 ? config_.num_blocks
+                                                : KvCache::blocks_that_fit(kv, config_.gpu_memory_utilization, needed);
+  KvCache cache(kv, blocks);
+  PagedAttention paged(cache);
+  stats_.kv_blocks = blocks;
+  stats_.kv_bytes = cache.nbytes();
+
+  SchedulerConfig sc;
+  sc.num_blocks = static_cast<int32_t>(blocks);
+  sc.block_size = config_.block_size;
+  sc.max_num_seqs = config_.max_num_seqs;
+  sc.max_num_batched_tokens = config_.max_num_batched_tokens;
+  sc.max_model_len = config_.max_model_len;
+  sc.enable_chunked_prefill = config_.enable_chunked_prefill;
+  sc.enable_prefix_caching = config_.enable_prefix_caching;
+  Scheduler sched(sc);
+  std::unordered_map<RequestId, size_t> index_of;  // request id -> position in `requests`
+  for (size_t i = 0; i < requests.size(); ++i) index_of[sched.add_request(requests[i].prompt, requests[i].params)] = i;
+
+  std::vector<double> step_end;  // seconds since t0 at the end of each step
+  std::vector<GenerateOutput> out(requests.size());
+  auto collect = [&] {
+    for (RequestOutput& r : sched.take_finished()) out[index_of.at(r.request_id)].output = std::move(r);
+  };
+  collect();  // requests that failed at once
+  std::vector<SamplingParams> params;
+  std::vector<SampleKey> keys;
+  std::vector<SampledToken> sampled;
+  while (sched.has_unfinished()) {
+    const StepPlan plan = sched.schedule();
+    FP8RL_CHECK(!plan.empty(), "Engine: the scheduler made no progress with work left");
+    const model::AttentionContext ctx = context_of(plan, config_.block_size, device, &paged);
+    std::vector<int64_t> ids(plan.input_ids.begin(), plan.input_ids.end());
+    const at::Tensor hidden =
+        model_.forward(device_tensor(ids, at::kLong, device), device_tensor(plan.positions, at::kLong, device), ctx);
+    sampled.clear();
+    if (!plan.logits_indices.empty()) {
+      const at::Tensor rows = device_tensor(plan.logits_indices, at::kLong, device);
+      const at::Tensor logits = model_.lm_head(hidden.index_select(0, rows));  // [S', V]
+      params.clear();
+      keys.clear();
+      for (const ScheduledSeq& s : plan.seqs) {
+        if (!s.samples) continue;
+        params.push_back(requests[index_of.at(s.request_id)].sampling);
+        keys.push_back({static_cast<uint64_t>(s.sample_index), s.context_len});  // position of the new token
+      }
+      const SampleResult r = sample(logits, params, keys);
+      const at::Tensor tok = r.tokens.cpu(), lp = r.logprobs.cpu();
+      size_t j = 0;
+      for (const ScheduledSeq& s : plan.seqs) {
+        if (!s.samples) continue;
+        sampled.push_back({s.seq_id, static_cast<TokenId>(tok[j].item<int64_t>()), lp[j].item<float>()});
+        ++j;
+      }
+    }
+    sched.update(sampled);
+    stats_.generated_tokens += static_cast<int64_t>(sampled.size());
+    step_end.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    collect();
+  }
+  const SchedulerStats ss = sched.stats();
+  stats_.steps = ss.steps;
+  stats_.prefill_tokens_saved = ss.prefill_tokens_saved;
+  stats_.preemptions = ss.preemptions;
+  cache.release();
+  // Step s ends at step_end[s]; a milestone at step s happened during it.
+  auto at_step = [&](int64_t s, bool end) {
+    if (s < 0 || step_end.empty()) return 0.0;
+    const size_t i = static_cast<size_t>(std::min<int64_t>(s, static_cast<int64_t>(step_end.size()) - 1));
+    return end ? step_end[i] : (i == 0 ? 0.0 : step_end[i - 1]);
+  };
+  for (GenerateOutput& o : out)
+    for (const SampleOutput& s : o.output.samples)
+      o.times.push_back({at_step(s.steps.first_scheduled, false) - at_step(s.steps.arrival, false),
+                         at_step(s.steps.first_token, true) - at_step(s.steps.first_scheduled, false),
+                         at_step(s.steps.finished, true) - at_step(s.steps.first_token, true)});
+  stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+}  // namespace fp8rl::rollout

@@ -1,0 +1,80 @@
+// The in-process generation engine: drives the trainer's own CausalLM (FP8 or BF16 projections,
+// the same tensors) through the scheduler (rollout/scheduler.h), a paged KV cache
+// (rollout/kv_cache.h, rollout/paged_attention.h) and the sampler (rollout/sampler.h). It owns no
+// weights and has no model definition of its own.
+//
+// generate() is one rollout: it sizes the KV cache (rollout.gpu_memory_utilization on CUDA),
+// runs every request to completion with continuous batching, and releases the cache, so the
+// update phase gets the memory back. A new scheduler per rollout also means cached prefixes never
+// outlive the weights they were computed with (weight versions only change between rollouts).
+//
+// One step: schedule -> tensors of the plan (ids, positions, AttentionContext with slots, block
+// tables, key slots) -> model.forward (packed, paged attention) -> lm_head on the sampling rows ->
+// sample -> update. Host work and GPU work alternate (no overlap yet; the speed issue adds CUDA
+// graphs and prepares step t+1 while t runs).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/model/decoder.h"
+#include "rollout/sampler.h"
+#include "rollout/scheduler.h"
+
+namespace fp8rl::rollout {
+
+struct EngineConfig {
+  int32_t block_size = 16;
+  int32_t max_num_seqs = 256;             // rollout.max_num_seqs
+  int32_t max_num_batched_tokens = 8192;  // new tokens per step
+  int32_t max_model_len = 0;              // 0: the model's max_position_embeddings
+  bool enable_chunked_prefill = true;
+  bool enable_prefix_caching = true;      // rollout.enable_prefix_caching
+  double gpu_memory_utilization = 0.9;    // CUDA: fraction of device memory the process may reach
+  int64_t num_blocks = 0;                 // > 0: exactly this many blocks (tests: force preemption)
+};
+
+struct GenerateRequest {
+  std::vector<TokenId> prompt;
+  RequestParams params;     // n, max_new_tokens, stop token ids
+  SamplingParams sampling;  // temperature, top-k, top-p, seed
+};
+
+// Wall-clock seconds of one sample, from the steps of its milestones.
+struct SampleTimes {
+  double queue = 0;    // added -> first scheduled
+  double prefill = 0;  // first scheduled -> first token
+  double decode = 0;   // first token -> last token
+};
+
+struct GenerateOutput {
+  RequestOutput output;            // per sample: tokens, fp32 log-probs, finish reason; or the error
+  std::vector<SampleTimes> times;  // by sample index
+};
+
+struct EngineStats {
+  int64_t steps = 0;
+  int64_t generated_tokens = 0;
+  int64_t prefill_tokens_saved = 0;
+  int64_t preemptions = 0;
+  int64_t kv_blocks = 0;
+  int64_t kv_bytes = 0;
+  double seconds = 0;
+};
+
+class Engine {
+ public:
+  // `model` must outlive the engine; it is only read.
+  Engine(const model::CausalLM& model, EngineConfig config);
+
+  // One rollout: every request to completion (or to its error), outputs in request order.
+  std::vector<GenerateOutput> generate(const std::vector<GenerateRequest>& requests);
+  const EngineStats& last_stats() const { return stats_; }
+
+ private:
+  const model::CausalLM& model_;
+  EngineConfig config_;
+  EngineStats stats_;
+};
+
+}  // namespace fp8rl::rollout
