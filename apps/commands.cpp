@@ -101,4 +101,11 @@ int run_bench_forward(const BenchForwardArgs& args) {
   return kExitOk;
 }
 
+int run_bench_rollout(const BenchRolloutArgs& args) {
+  const std::string report = run_rollout_bench(args.options);
+  std::cout << report << std::flush;
+  if (!args.output.empty()) write_file_atomic(args.output, report);
+  return kExitOk;
+}
+
 }  // namespace fp8rl

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "apps/bench_forward.h"
+#include "apps/bench_rollout.h"
 
 namespace fp8rl {
 
@@ -47,5 +48,11 @@ struct BenchForwardArgs {
   std::string output;  // also write the Markdown report here
 };
 int run_bench_forward(const BenchForwardArgs& args);
+
+struct BenchRolloutArgs {
+  RolloutBenchOptions options;
+  std::string output;  // also write the Markdown report here
+};
+int run_bench_rollout(const BenchRolloutArgs& args);
 
 }  // namespace fp8rl

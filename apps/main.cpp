@@ -100,6 +100,18 @@ int main(int argc, char** argv) {
   fwd->add_option("--reps", fwd_args.options.reps, "timed steps (median reported)")->check(CLI::Range(1, 1000))->capture_default_str();
   fwd->add_option("--seed", fwd_args.options.seed, "seed of weights, lengths and tokens")->capture_default_str();
   fwd->add_option("-o,--output", fwd_args.output, "also write the Markdown report to this file");
+  BenchRolloutArgs roll_args;
+  CLI::App* roll = bench->add_subcommand("rollout", "Engine generation speed, BF16 vs FP8 weights, on RL-shaped work");
+  roll->add_option("--preset", roll_args.options.preset, "Qwen3 preset shape (random weights)")->capture_default_str();
+  roll->add_option("--batch", roll_args.options.batches, "sequences in flight (prompts x n), comma-separated")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  roll->add_option("--n", roll_args.options.n, "samples per prompt")->check(CLI::Range(1, 4096))->capture_default_str();
+  roll->add_option("--prompt-len", roll_args.options.prompt_len, "prompt tokens")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  roll->add_option("--gen-len", roll_args.options.gen_len, "generated tokens per sample")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  roll->add_option("--seed", roll_args.options.seed, "seed of weights, prompts and sampling")->capture_default_str();
+  roll->add_option("-o,--output", roll_args.output, "also write the Markdown report to this file");
 
   // --version stands alone: `fp8rl --version check r.yaml` is a usage error, not ignored.
   for (int i = 1; i < argc; ++i)
@@ -136,6 +148,7 @@ int main(int argc, char** argv) {
     if (*train) return finish(run_train_command(train_args));
     if (*gemm) return finish(run_bench_gemm(gemm_args));
     if (*fwd) return finish(run_bench_forward(fwd_args));
+    if (*roll) return finish(run_bench_rollout(roll_args));
     if (*init) return finish(run_init(init_args));
     return fail(kExitUsage, "no subcommand (see fp8rl --help)");
   } catch (...) {

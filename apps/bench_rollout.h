@@ -1,0 +1,30 @@
+// `fp8rl bench rollout`: the engine's generation speed on random weights at a Qwen3 preset shape,
+// BF16 weights vs FP8 weights (128x128 blocks), in one run, on RL-shaped work: `prompts` prompts
+// of `prompt_len` tokens, `n` samples each sharing the prompt's KV, `gen_len` generated tokens
+// per sample (no early stop: EOS is not a stop token here). Per cell (weights x batch = prompts *
+// n sequences): generated tokens/s over the whole rollout, ms per step, steps, peak memory, and
+// the bytes each decode step must read (weights + KV) against the step time, as a fraction of the
+// device-to-device copy bandwidth measured in the same run.
+//
+// A first, correctness-first engine (gathered-KV attention, no CUDA graphs, host and GPU not
+// overlapped): these numbers are the baseline the speed issue improves on.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fp8rl {
+
+struct RolloutBenchOptions {
+  std::string preset = "0.6b";
+  std::vector<int64_t> batches{1, 64};  // sequences in flight (prompts * n)
+  int64_t n = 8;                        // samples per prompt (batch 1 uses n = 1)
+  int64_t prompt_len = 512;
+  int64_t gen_len = 256;
+  uint64_t seed = 0;
+};
+
+std::string run_rollout_bench(const RolloutBenchOptions& options);
+
+}  // namespace fp8rl
