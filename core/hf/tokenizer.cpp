@@ -1,5 +1,7 @@
 #include "core/hf/tokenizer.h"
 
+#include "core/hf/config.h"
+
 #include <algorithm>
 #include <array>
 #include <filesystem>
@@ -77,8 +79,17 @@ struct Tokenizer::Impl {
 
   [[noreturn]] void fail(const std::string& what) const { throw ConfigError(fmt::format("{}: {}", path, what)); }
 
+  // A token id from the file, range-checked before it sizes the id tables (an id of 10^13
+  // would allocate terabytes): [0, kMaxVocabSize), the bound config.json's vocab_size has too.
+  int32_t read_id(const json& j, const std::string& what) const {
+    if (!j.is_number_integer() || (j.is_number_unsigned() && j.get<uint64_t>() >= uint64_t(kMaxVocabSize)) ||
+        j.get<int64_t>() < 0 || j.get<int64_t>() >= kMaxVocabSize)
+      fail(fmt::format("{}: token id {} is not an integer in [0, {})", what, dump_short(j), kMaxVocabSize));
+    return static_cast<int32_t>(j.get<int64_t>());
+  }
+
   void set_id(int32_t id, std::string bytes, IdKind kind) {
-    if (id < 0) fail(fmt::format("negative token id {}", id));
+    if (id < 0 || id >= kMaxVocabSize) fail(fmt::format("token id {} is not in [0, {})", id, kMaxVocabSize));
     if (static_cast<size_t>(id) >= id_bytes.size()) {
       id_bytes.resize(id + 1);
       id_kind.resize(id + 1, IdKind::none);
@@ -119,7 +130,7 @@ void Tokenizer::Impl::load_model(const json& m) {
   std::string bytes;
   for (const auto& [tok, idj] : vocab->items()) {
     if (!idj.is_number_integer()) fail(fmt::format("model.vocab['{}'] is not an integer id", tok));
-    const int32_t id = idj.get<int32_t>();
+    const int32_t id = read_id(idj, fmt::format("model.vocab['{}']", tok));
     token_ids.emplace(tok, id);
     // A token outside the byte map (none in a byte-level vocab) decodes to its own UTF-8, as HF does.
     const bool mapped = byte_level::token_to_bytes(tok, bytes);
@@ -175,7 +186,7 @@ void Tokenizer::Impl::load_added(const json& a) {
     for (const char* key : {"lstrip", "rstrip", "single_word"})
       if (t.value(key, false))
         fail(fmt::format("added token '{}' has {}=true; not supported (Qwen2/Llama 3 tokens have it false)", content, key));
-    const int32_t id = t["id"].get<int32_t>();
+    const int32_t id = read_id(t["id"], fmt::format("added token '{}'", content));
     const bool special = t.value("special", false);
     // HF's AddedToken default: special tokens are not normalized, the others are.
     const bool normalized = t.value("normalized", !special);

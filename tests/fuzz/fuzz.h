@@ -149,7 +149,8 @@ inline Stats run(const std::vector<std::string>& corpus, std::vector<std::string
                  int iterations, double budget_s, const std::function<void(const std::string&)>& parse,
                  bool config_errors_only = true) {
   REQUIRE(!corpus.empty());
-  // Longer runs than CI's: FP8RL_FUZZ_ITERATIONS, FP8RL_FUZZ_SECONDS, FP8RL_FUZZ_SEED (README).
+  // Longer runs than CI's: FP8RL_FUZZ_ITERATIONS, FP8RL_FUZZ_SECONDS, FP8RL_FUZZ_SEED (README);
+  // FP8RL_FUZZ_DUMP=<file> receives a failing input.
   if (const char* v = std::getenv("FP8RL_FUZZ_ITERATIONS")) iterations = std::atoi(v);
   if (const char* v = std::getenv("FP8RL_FUZZ_SECONDS")) budget_s = std::atof(v);
   if (const char* v = std::getenv("FP8RL_FUZZ_SEED")) seed += std::strtoull(v, nullptr, 10);
@@ -176,6 +177,12 @@ inline Stats run(const std::vector<std::string>& corpus, std::vector<std::string
       const std::string line = one_line(e.message);
       if ((e.code != 1 && e.code != 2) || (config_errors_only && e.code != 2) || e.message.empty() ||
           line.find('\n') != std::string::npos || line.size() > kMaxErrorBytes + 32) {
+        if (const char* dump = std::getenv("FP8RL_FUZZ_DUMP")) {  // the failing input, byte for byte
+          if (std::FILE* f = std::fopen(dump, "wb")) {
+            std::fwrite(input.data(), 1, input.size(), f);
+            std::fclose(f);
+          }
+        }
         INFO("input (escaped): " << one_line(input, 2000));
         INFO("exit " << e.code << ": " << line);
         FAIL("fuzz input " << i << " (seed " << seed << ") broke the error contract");

@@ -2,6 +2,8 @@
 // numbers beyond int64/double, special files (issue 13).
 #include <sys/stat.h>
 
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "core/hf/chat_template.h"
@@ -70,4 +72,21 @@ TEST_CASE("safetensors, tokenizer.json and tokenizer_config.json that are FIFOs 
                             "not a regular file");
   REQUIRE_THROWS_CONTAINING(Tokenizer::from_file(dir.path().string()), ConfigError, "not a regular file");
   REQUIRE_THROWS_CONTAINING(detect_chat_template(dir.path().string()), ConfigError, "not a regular file");
+}
+
+TEST_CASE("tokenizer.json token ids are range-checked before they size anything", "[config][adversarial]") {
+  // Found by the fuzz test: an id of 10^13 in model.vocab allocated tables until out of memory.
+  std::ifstream in(std::string(FP8RL_TEST_DATA) + "/tokenizers/llama3/tokenizer.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string good = ss.str();
+  test::TempDir dir;
+  for (const char* big : {"10000000002345", "2147483648", "18446744073709551615", "-5", "16777216"}) {
+    std::string text = good;
+    const size_t at = text.find("\":2345,");
+    REQUIRE(at != std::string::npos);
+    text.replace(at + 2, 4, big);
+    INFO(big);
+    REQUIRE_THROWS_CONTAINING(Tokenizer::from_file(dir.write("tokenizer.json", text)), ConfigError, "is not an integer in [0, 16777216)");
+  }
 }
