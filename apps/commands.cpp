@@ -1,5 +1,9 @@
 #include "apps/commands.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -77,6 +81,10 @@ int run_init(const InitArgs& args) {
         throw ConfigError("init: --out '" + args.out + "' already holds a model (" + f +
                           "); remove it or choose another directory");
   }
+  std::filesystem::create_directories(args.out, ec);
+  if (ec) throw ConfigError("init: cannot create --out '" + args.out + "': " + ec.message());
+  if (::access(args.out.c_str(), W_OK | X_OK) != 0)
+    throw ConfigError("init: --out '" + args.out + "' is not writable: " + std::strerror(errno));
   model::write_random_checkpoint(args.out, args.arch, *shape, args.seed);
   log::info(cat("wrote a random ", args.arch, " checkpoint (preset ", args.preset, ", seed ", args.seed, ") to ", args.out));
   return kExitOk;

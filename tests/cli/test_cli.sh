@@ -151,6 +151,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 expect_alone 2 "exists and is not a directory" -- init --preset tiny --out plain-file
 expect_alone 2 "already holds a model" -- init --preset tiny --out ckpt
+expect_alone 2 "init: cannot create --out 'plain-file/x'" -- init --preset tiny --out plain-file/x
 expect 2 '' -- init --preset tiny --out ckpt-neg --seed -1
 [ ! -e ckpt-neg ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: init --seed -1 wrote a checkpoint"; }
 expect_alone 2 "command line 'quantization.modules_in_bf16=[x]': quantization.modules_in_bf16: pattern 'x'" -- check "$tiny" 'quantization.modules_in_bf16=[x]'
