@@ -15,6 +15,7 @@
 
 #include "apps/cli_errors.h"
 #include "apps/commands.h"
+#include "apps/generate.h"
 #include "core/util/error.h"
 #include "core/util/strings.h"
 
@@ -113,6 +114,9 @@ int main(int argc, char** argv) {
   roll->add_option("--seed", roll_args.options.seed, "seed of weights, prompts and sampling")->capture_default_str();
   roll->add_option("-o,--output", roll_args.output, "also write the Markdown report to this file");
 
+  GenerateArgs gen_args;
+  CLI::App* generate = add_generate_command(app, gen_args);
+
   // --version stands alone: `fp8rl --version check r.yaml` is a usage error, not ignored.
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--version" && argc > 2)
@@ -150,6 +154,7 @@ int main(int argc, char** argv) {
     if (*fwd) return finish(run_bench_forward(fwd_args));
     if (*roll) return finish(run_bench_rollout(roll_args));
     if (*init) return finish(run_init(init_args));
+    if (*generate) return finish(run_generate(gen_args));
     return fail(kExitUsage, "no subcommand (see fp8rl --help)");
   } catch (...) {
     const CliError e = describe_exception(std::current_exception());
