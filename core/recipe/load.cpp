@@ -25,7 +25,11 @@ namespace fp8rl::recipe {
 std::string Source::describe() const {
   if (!override_arg.empty()) {
     // A long override (a 40 KB pattern) is clipped, so the reason after it still fits one line.
-    if (override_arg.size() > 120) return fmt::format("command line '{}...'", override_arg.substr(0, 117));
+    if (override_arg.size() > 120) {
+      size_t cut = 117;  // not inside a UTF-8 sequence
+      while (cut > 0 && (static_cast<unsigned char>(override_arg[cut]) & 0xC0) == 0x80) --cut;
+      return fmt::format("command line '{}...'", override_arg.substr(0, cut));
+    }
     return fmt::format("command line '{}'", override_arg);
   }
   if (file.empty()) return "default";

@@ -173,3 +173,17 @@ TEST_CASE("errors are escaped when they are made: a NUL or a newline in a key ca
   auto path = dir.write("r.yaml", "rollout:\n  \"n\\0x\\ny\": 3\n");
   REQUIRE_THROWS_CONTAINING(load_recipe(path), ConfigError, "unknown key 'rollout.n\\0x\\ny'");
 }
+
+TEST_CASE("a long override is clipped in messages without splitting a UTF-8 character", "[recipe][adversarial]") {
+  std::string value;
+  for (int i = 0; i < 100; ++i) value += "\xc3\xa9";  // é
+  try {
+    load_defaults({"rollout.nnn=" + value});  // 12 bytes, so byte 117 is inside an é
+    FAIL("expected ConfigError");
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    CHECK(what.find("...': unknown key 'rollout.nnn'") != std::string::npos);
+    CHECK(what.find("rollout.nnn=\xc3\xa9") != std::string::npos);
+    CHECK(what.find("\xc3...") == std::string::npos);  // no lead byte left without its continuation
+  }
+}
