@@ -24,6 +24,21 @@
 
 namespace fp8rl {
 
+namespace {
+
+// A ConfigError from a layer below the recipe that starts with a recipe key ("quantization.
+// modules_in_bf16: pattern 'x' matches no module") gets the file:line or override that set it.
+ConfigError located(const recipe::LoadedRecipe& loaded, const ConfigError& e) {
+  const std::string msg = e.what();
+  const auto colon = msg.find(": ");
+  if (colon == std::string::npos) return e;
+  const std::string key = msg.substr(0, colon);
+  if (!loaded.sources.count(key)) return e;  // a default, or not a key: the message stands
+  return ConfigError(loaded.where(key) + msg.substr(colon));
+}
+
+}  // namespace
+
 int run_check(const CheckArgs& args) {
   if (args.list_keys) {
     if (!args.recipe.empty() || !args.overrides.empty() || args.plain)
@@ -38,10 +53,7 @@ int run_check(const CheckArgs& args) {
   try {
     plan = quant::make_precision_plan(shape, loaded.recipe.quantization, loaded.recipe.model.dtype);
   } catch (const ConfigError& e) {  // a modules_in_bf16 pattern that matches nothing: name where it was set
-    const std::string key = "quantization.modules_in_bf16";
-    std::string msg = e.what();
-    if (msg.rfind(key + ": ", 0) == 0) msg = msg.substr(key.size() + 2);
-    throw ConfigError(loaded.where(key) + ": " + msg);
+    throw located(loaded, e);
   }
   // The checkpoint's headers too (no weights are read): missing tensors, shapes, FP8 tensors.
   int64_t stored_fp8 = 0;
@@ -63,7 +75,12 @@ int run_train_command(const TrainArgs& args) {
     overrides.push_back("checkpoint.resume_mode=resume_path");
     overrides.push_back("checkpoint.resume_from_path=" + args.resume);
   }
-  return trainer::run_train(recipe::load_recipe(args.recipe, overrides));
+  const recipe::LoadedRecipe loaded = recipe::load_recipe(args.recipe, overrides);
+  try {
+    return trainer::run_train(loaded);
+  } catch (const ConfigError& e) {
+    throw located(loaded, e);
+  }
 }
 
 int run_init(const InitArgs& args) {

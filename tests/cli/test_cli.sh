@@ -155,6 +155,7 @@ expect_alone 2 "init: cannot create --out 'plain-file/x'" -- init --preset tiny 
 expect 2 '' -- init --preset tiny --out ckpt-neg --seed -1
 [ ! -e ckpt-neg ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: init --seed -1 wrote a checkpoint"; }
 expect_alone 2 "command line 'quantization.modules_in_bf16=[x]': quantization.modules_in_bf16: pattern 'x'" -- check "$tiny" 'quantization.modules_in_bf16=[x]'
+expect_alone 2 "command line 'quantization.modules_in_bf16=[x]': quantization.modules_in_bf16: pattern 'x'" -- train "$tiny" trainer.output_dir=runs3 'quantization.modules_in_bf16=[x]'
 expect 0 'in FP32 (' -- check "$tiny" model.dtype=float32
 expect 0 'gpu_memory_utilization: 0.6 ' -- check "$tiny" rollout.gpu_memory_utilization=0.6
 # Extra arguments are not silently ignored.
