@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "core/hf/safetensors.h"
 #include "core/model/decoder.h"
 #include "core/model/random_checkpoint.h"
 #include "quant/fp8_model.h"
@@ -97,6 +98,37 @@ TEST_CASE("engine: greedy tokens equal greedy decoding by whole-sequence recompu
     }
     // The n = 2 samples of request 0 shared its prompt's full blocks (5 tokens: one full block).
     CHECK(engine.last_stats().prefill_tokens_saved >= 4);
+  }
+}
+
+TEST_CASE("engine: greedy tokens equal HF transformers' greedy generate() on the fixtures, all families", "[rollout][engine]") {
+  // tests/data/models/<family>/greedy.safetensors: HF's own model.generate(do_sample=False) in
+  // float32 on these models (scripts/make_greedy_fixtures.py), prompts of 1, 5, 17 and 40 tokens,
+  // 16 new tokens each. All four prompts run in one batch, n = 2, with small blocks.
+  for (const char* family : {"qwen3", "qwen2", "llama"}) {
+    INFO(family);
+    const std::string file = std::string(FP8RL_MODEL_DATA) + "/" + family + "/greedy.safetensors";
+    const safetensors::File ref(file);
+    const model::CausalLM m = load_fixture(family);
+    std::vector<GenerateRequest> reqs;
+    std::vector<std::vector<TokenId>> want;
+    for (int i = 0; i < 4; ++i) {
+      auto ids = [&](const std::string& name) {
+        const at::Tensor t = fp8rl::test::read_tensor(ref, name).to(at::kLong).contiguous();
+        return std::vector<TokenId>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+      };
+      reqs.push_back(greedy(ids("prompt_" + std::to_string(i)), 2, 16));
+      want.push_back(ids("tokens_" + std::to_string(i)));
+    }
+    EngineConfig c;
+    c.block_size = 8;
+    Engine engine(m, c);
+    const std::vector<GenerateOutput> out = engine.generate(reqs);
+    for (size_t i = 0; i < reqs.size(); ++i)
+      for (const SampleOutput& s : out[i].output.samples) {
+        INFO("prompt " << i);
+        CHECK(s.tokens == want[i]);
+      }
   }
 }
 
