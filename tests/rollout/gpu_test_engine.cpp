@@ -6,40 +6,24 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 
-#include <random>
 #include <vector>
 
 #include "core/model/decoder.h"
 #include "quant/fp8_model.h"
 #include "rollout/engine.h"
+#include "tests/rollout/engine_test_util.h"
 #include "tests/catch.h"
 
 using namespace fp8rl;
 using namespace fp8rl::rollout;
+using fp8rl::test::random_prompt;
+using fp8rl::test::recompute_logprobs;
 
 namespace {
 
 int64_t allocated() {
   c10::cuda::device_synchronize();
   return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current;
-}
-
-std::vector<TokenId> random_prompt(int64_t len, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<TokenId> p;
-  for (int64_t i = 0; i < len; ++i) p.push_back(static_cast<TokenId>(rng() % static_cast<uint64_t>(vocab)));
-  return p;
-}
-
-std::vector<float> recompute_logprobs(const model::CausalLM& m, const std::vector<TokenId>& prompt,
-                                      const std::vector<TokenId>& gen) {
-  std::vector<int64_t> ids(prompt.begin(), prompt.end());
-  ids.insert(ids.end(), gen.begin(), gen.end());
-  const at::Tensor lp =
-      at::log_softmax(m.logits(at::tensor(ids).unsqueeze(0).to(at::kCUDA))[0].to(at::kFloat), -1).cpu();  // [T, V]
-  std::vector<float> out;
-  for (size_t i = 0; i < gen.size(); ++i) out.push_back(lp[static_cast<int64_t>(prompt.size() + i) - 1][gen[i]].item<float>());
-  return out;
 }
 
 std::vector<GenerateRequest> requests(int64_t vocab) {

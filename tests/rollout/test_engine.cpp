@@ -15,12 +15,15 @@
 #include "core/model/random_checkpoint.h"
 #include "quant/fp8_model.h"
 #include "rollout/engine.h"
+#include "tests/rollout/engine_test_util.h"
 #include "tests/catch.h"
 #include "tests/core/model/model_test_util.h"
 #include "tests/test_util.h"
 
 using namespace fp8rl;
 using namespace fp8rl::rollout;
+using fp8rl::test::random_prompt;
+using fp8rl::test::recompute_logprobs;
 
 namespace {
 
@@ -28,13 +31,6 @@ model::CausalLM load_fixture(const std::string& family) {
   model::LoadOptions o;
   o.dtype = at::kFloat;
   return model::CausalLM::load(std::string(FP8RL_MODEL_DATA) + "/" + family, o);
-}
-
-std::vector<TokenId> random_prompt(int64_t len, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<TokenId> p;
-  for (int64_t i = 0; i < len; ++i) p.push_back(static_cast<TokenId>(rng() % static_cast<uint64_t>(vocab)));
-  return p;
 }
 
 // Greedy decoding by recomputing the whole sequence each step (the trainer's forward).
@@ -47,17 +43,6 @@ std::vector<TokenId> greedy_by_recompute(const model::CausalLM& m, std::vector<T
     out.push_back(next);
     seq.push_back(next);
   }
-  return out;
-}
-
-// log softmax(logits / T)[token] of every generated token, by one whole-sequence forward.
-std::vector<float> recompute_logprobs(const model::CausalLM& m, const std::vector<TokenId>& prompt,
-                                      const std::vector<TokenId>& gen, double temperature) {
-  std::vector<int64_t> ids(prompt.begin(), prompt.end());
-  ids.insert(ids.end(), gen.begin(), gen.end());
-  const at::Tensor lp = at::log_softmax(m.logits(at::tensor(ids).unsqueeze(0))[0] / temperature, -1);  // [T, V]
-  std::vector<float> out;
-  for (size_t i = 0; i < gen.size(); ++i) out.push_back(lp[static_cast<int64_t>(prompt.size() + i) - 1][gen[i]].item<float>());
   return out;
 }
 
