@@ -115,11 +115,14 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
         keys.push_back({static_cast<uint64_t>(s.sample_index), s.context_len});  // position of the new token
       }
       const SampleResult r = sample(logits, params, keys);
-      const at::Tensor tok = r.tokens.cpu(), lp = r.logprobs.cpu();
+      // One device-to-host copy each, then plain reads (not an item() sync per token).
+      const at::Tensor tok = r.tokens.cpu().contiguous(), lp = r.logprobs.cpu().contiguous();
+      const int64_t* tp = tok.data_ptr<int64_t>();
+      const float* lpp = lp.data_ptr<float>();
       size_t j = 0;
       for (const ScheduledSeq& s : plan.seqs) {
         if (!s.samples) continue;
-        sampled.push_back({s.seq_id, static_cast<TokenId>(tok[j].item<int64_t>()), lp[j].item<float>()});
+        sampled.push_back({s.seq_id, static_cast<TokenId>(tp[j]), lpp[j]});
         ++j;
       }
     }

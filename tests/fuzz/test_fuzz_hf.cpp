@@ -17,13 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
 void write(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
 }
@@ -40,7 +33,7 @@ const std::vector<std::string> kJsonDict = {
 
 TEST_CASE("fuzz: config.json parses without crash, hang or a stray exception", "[fuzz][config_json]") {
   std::vector<std::string> corpus;
-  for (const char* m : {"qwen3", "qwen2", "llama"}) corpus.push_back(slurp(fs::path(FP8RL_TEST_DATA) / "models" / m / "config.json"));
+  for (const char* m : {"qwen3", "qwen2", "llama"}) corpus.push_back(test::read_file(fs::path(FP8RL_TEST_DATA) / "models" / m / "config.json"));
   const fuzz::Stats st = fuzz::run(corpus, kJsonDict, 1303, 20000, 3.0, [&](const std::string& text) {
     const hf::ModelShape s = hf::parse_hf_config(text, "config.json");
     // Whatever is accepted is within the bounds, so nothing sized from it can explode.
@@ -57,7 +50,7 @@ TEST_CASE("fuzz: config.json parses without crash, hang or a stray exception", "
 TEST_CASE("fuzz: tokenizer.json loads without crash, hang or a stray exception", "[fuzz][tokenizer_json]") {
   test::TempDir dir;
   std::vector<std::string> corpus;
-  for (const char* t : {"qwen2", "llama3"}) corpus.push_back(slurp(fs::path(FP8RL_TEST_DATA) / "tokenizers" / t / "tokenizer.json"));
+  for (const char* t : {"qwen2", "llama3"}) corpus.push_back(test::read_file(fs::path(FP8RL_TEST_DATA) / "tokenizers" / t / "tokenizer.json"));
   const std::string path = (dir.path() / "tokenizer.json").string();
   const fuzz::Stats st = fuzz::run(corpus, kJsonDict, 1304, 2000, 4.0, [&](const std::string& text) {
     write(path, text);
@@ -88,7 +81,7 @@ TEST_CASE("fuzz: tokenizer_config.json chat templates are detected without crash
 TEST_CASE("fuzz: safetensors headers of a real checkpoint open without crash or a stray exception", "[fuzz][safetensors]") {
   test::TempDir dir;
   // The header of the Qwen3 fixture with its data cut to what the header names (~0.5 MB).
-  const std::string file = slurp(fs::path(FP8RL_TEST_DATA) / "models" / "qwen3" / "model.safetensors");
+  const std::string file = test::read_file(fs::path(FP8RL_TEST_DATA) / "models" / "qwen3" / "model.safetensors");
   const std::string path = (dir.path() / "model.safetensors").string();
   const fuzz::Stats st = fuzz::run({file}, kJsonDict, 1306, 3000, 3.0, [&](const std::string& bytes) {
     write(path, bytes);

@@ -14,13 +14,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
 const std::vector<std::string> kYamlDict = {
     "base: ", "base: r.yaml\n", "base: quickstart-tiny.yaml\n", "---\n", "...\n", "  ", "? ", ": ", "&a ", "*a",
     "!!str ", "!!binary ", "<<: *a\n", "9223372036854775807", "9223372036854775808", "-9223372036854775809", "1e400",
@@ -36,7 +29,7 @@ TEST_CASE("fuzz: recipe YAML files load and validate without crash, hang or a st
   std::vector<std::string> corpus;
   for (const auto& e : fs::directory_iterator(fs::path(FP8RL_TEST_DATA) / ".." / ".." / "recipes")) {
     if (e.path().extension() != ".yaml") continue;
-    corpus.push_back(slurp(e.path()));
+    corpus.push_back(test::read_file(e.path()));
     fs::copy_file(e.path(), dir.path() / e.path().filename());  // so `base:` between them resolves
   }
   corpus.push_back("rollout:\n  n: 3\nalgorithm:\n  clip_ratio_c: 3.5\n");

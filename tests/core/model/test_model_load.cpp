@@ -23,11 +23,6 @@ using fp8rl::test::tiny_shape;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
 at::Tensor random_ids(int64_t B, int64_t T, int64_t V, uint64_t seed) {
   at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
   return at::randint(V, {B, T}, g, at::TensorOptions().dtype(at::kLong));
@@ -100,8 +95,8 @@ TEST_CASE("write_random_checkpoint is deterministic per seed and refuses unknown
   write_random_checkpoint(a, "qwen3", tiny_shape(true), 7);
   write_random_checkpoint(b, "qwen3", tiny_shape(true), 7);
   write_random_checkpoint(c, "qwen3", tiny_shape(true), 8);
-  CHECK(slurp(a + "/model.safetensors") == slurp(b + "/model.safetensors"));
-  CHECK(slurp(a + "/model.safetensors") != slurp(c + "/model.safetensors"));
+  CHECK(test::read_file(a + "/model.safetensors") == test::read_file(b + "/model.safetensors"));
+  CHECK(test::read_file(a + "/model.safetensors") != test::read_file(c + "/model.safetensors"));
   REQUIRE_THROWS_CONTAINING(write_random_checkpoint((dir.path() / "d").string(), "mistral", tiny_shape(true), 1),
                             ConfigError, "model_type 'mistral' is not supported");
 }
@@ -112,7 +107,7 @@ TEST_CASE("load errors name the file and the tensor") {
   write_random_checkpoint(d, "qwen2", tiny_shape(false), 3);
 
   SECTION("unknown model_type") {
-    std::string cfg = slurp(d + "/config.json");
+    std::string cfg = test::read_file(d + "/config.json");
     cfg.replace(cfg.find("\"qwen2\""), 7, "\"gemma\"");
     std::ofstream(d + "/config.json", std::ios::trunc) << cfg;
     REQUIRE_THROWS_CONTAINING(CausalLM::load(d, fp32()), ConfigError, "config.json: model_type 'gemma' is not supported");
