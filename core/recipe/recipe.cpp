@@ -79,7 +79,7 @@ void DataConfig::visit(FieldVisitor& v) {
   v.field("train_files", train_files, "JSONL prompt files (relative to the working directory)");
   v.field("val_files", val_files, "JSONL files evaluated every trainer.test_freq steps");
   v.field("prompt_key", prompt_key, "JSONL field with the prompt text (a `messages` list is used if present)");
-  v.choice("synthetic_task", synthetic_task, {"", "copy", "addition"}, "a built-in task instead of files");
+  v.choice("synthetic_task", synthetic_task, {"", "copy", "addition", "countdown"}, "a built-in task instead of files");
   v.field("synthetic_num_prompts", synthetic_num_prompts, "prompts the synthetic task generates");
   v.field("max_prompt_length", max_prompt_length, "prompt tokens after the chat template");
   v.choice("truncation", truncation, {"error", "left", "right"}, "what to do with longer prompts");

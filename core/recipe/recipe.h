@@ -103,7 +103,7 @@ struct DataConfig {
   std::vector<std::string> train_files;  // JSONL files, one prompt per line (relative to the working directory)
   std::vector<std::string> val_files;    // JSONL files evaluated every trainer.test_freq steps
   std::string prompt_key = "prompt";     // field holding the prompt text; a `messages` list is used if present
-  std::string synthetic_task;            // instead of files: a built-in task (copy | addition), no downloads
+  std::string synthetic_task;            // instead of files: a built-in task (copy | addition | countdown), no downloads
   int64_t synthetic_num_prompts = 256;   // prompts the synthetic task generates
   int64_t max_prompt_length = 512;       // prompt tokens after the chat template
   std::string truncation = "error";      // longer prompts: error | left | right

@@ -161,7 +161,7 @@ void check_lora(const Rules& r, const LoraConfig& lora) {
 void check_data_and_reward(const Rules& r, const Recipe& rc) {
   const DataConfig& d = rc.data;
   if (d.train_files.empty() == d.synthetic_task.empty())
-    r.fail("data.train_files", "set exactly one of data.train_files (JSONL) and data.synthetic_task (copy, addition)");
+    r.fail("data.train_files", "set exactly one of data.train_files (JSONL) and data.synthetic_task (copy, addition, countdown)");
   for (const auto& f : d.train_files) r.file_exists("data.train_files", f);
   for (const auto& f : d.val_files) r.file_exists("data.val_files", f);
   r.at_least("data.synthetic_num_prompts", d.synthetic_num_prompts, 1);

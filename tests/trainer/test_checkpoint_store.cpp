@@ -1,0 +1,2 @@
+#include "tests/catch.h"
+#include "trainer/checkpoint_store.h"

@@ -1,0 +1,2 @@
+#include "tests/catch.h"
+#include "trainer/tasks.h"

@@ -1,0 +1,1 @@
+#include "trainer/checkpoint_store.h"

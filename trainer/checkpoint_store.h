@@ -1,0 +1,2 @@
+// Placeholder: filled in by the trainer issue (10).
+#pragma once

@@ -1,0 +1,1 @@
+#include "trainer/metrics_log.h"

@@ -1,0 +1,1 @@
+#include "trainer/reward_command.h"
