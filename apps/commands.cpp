@@ -20,6 +20,8 @@
 #include "apps/bench_gemm.h"
 #include "quant/fp8_model.h"
 #include "quant/precision_plan.h"
+#include "trainer/sft.h"
+#include "trainer/tasks.h"
 #include "trainer/train.h"
 
 namespace fp8rl {
@@ -81,6 +83,22 @@ int run_train_command(const TrainArgs& args) {
   } catch (const ConfigError& e) {
     throw located(loaded, e);
   }
+}
+
+int run_sft_command(const SftArgs& args) {
+  const recipe::LoadedRecipe loaded = recipe::load_recipe(args.recipe, args.overrides);
+  try {
+    return trainer::run_sft(loaded);
+  } catch (const ConfigError& e) {
+    throw located(loaded, e);
+  }
+}
+
+int run_data(const DataArgs& args) {
+  if (!trainer::is_task(args.task))
+    throw ConfigError("data: unknown task '" + args.task + "' (one of: " + join(trainer::task_names(), ", ") + ")");
+  trainer::write_task_jsonl(args.task, args.count, args.seed, args.output);
+  return kExitOk;
 }
 
 int run_init(const InitArgs& args) {

@@ -26,6 +26,19 @@ struct TrainArgs {
 };
 int run_train_command(const TrainArgs& args);
 
+struct SftArgs {
+  std::string recipe;
+  std::vector<std::string> overrides;
+};
+int run_sft_command(const SftArgs& args);
+
+struct DataArgs {
+  std::string task, output;
+  int64_t count = 1000;
+  uint64_t seed = 0;
+};
+int run_data(const DataArgs& args);
+
 struct InitArgs {
   std::string arch = "qwen3";  // qwen3 | qwen2 | llama
   std::string preset = "tiny"; // core/recipe/model_presets.h

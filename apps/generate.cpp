@@ -27,6 +27,7 @@
 #include "quant/hf_fp8.h"
 #include "rollout/engine.h"
 #include "trainer/prompts.h"
+#include "trainer/stop_tokens.h"
 
 namespace fp8rl {
 
@@ -138,86 +139,6 @@ at::ScalarType pick_dtype(const std::string& name) {
   throw ConfigError("generate: dtype '" + name + "': expected bfloat16 or float32");
 }
 
-// A small JSON file of the model directory, or nullopt when it is absent. Refused (ConfigError
-// naming the file): not a regular file, over 16 MiB, not JSON.
-std::optional<json> read_json_file(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-  if (!S_ISREG(st.st_mode)) throw ConfigError(path + ": not a regular file");
-  if (st.st_size > (16 << 20)) throw ConfigError(path + ": larger than 16 MiB; not a config file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot open for reading");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  try {
-    return json::parse(buf.str());
-  } catch (const json::parse_error& e) {
-    throw ConfigError(path + ": not valid JSON (" + std::string(e.what()) + ")");
-  }
-}
-
-struct StopTokens {
-  std::vector<rollout::TokenId> ids;
-  std::string source;
-};
-
-// generation_config.json's eos_token_id (an id or a list), else tokenizer_config.json's eos_token
-// (a string or {"content": ...}), else the chat template's end of turn. With a chat template in use
-// its end of turn is added too (a base model's EOS is <|endoftext|>, but its chat turns end with
-// <|im_end|>).
-StopTokens resolve_stop_tokens(const Settings& s, const hf::Tokenizer& tok, const std::optional<hf::ChatTemplate>& tmpl,
-                               bool chat_in_use) {
-  StopTokens out;
-  const int32_t vocab = tok.vocab_size();
-  auto add = [&](int64_t id, const std::string& where) {
-    if (id < 0 || id >= vocab)
-      throw ConfigError(cat(where, ": eos token id ", id, " is outside the tokenizer's vocabulary (", vocab, " ids)"));
-    if (std::find(out.ids.begin(), out.ids.end(), id) == out.ids.end()) out.ids.push_back(static_cast<rollout::TokenId>(id));
-  };
-  const std::string gen_path = (fs::path(s.model_dir) / "generation_config.json").string();
-  if (std::optional<json> g = read_json_file(gen_path); g && g->is_object() && g->contains("eos_token_id")) {
-    const json& e = (*g)["eos_token_id"];
-    if (e.is_number_integer()) add(e.get<int64_t>(), gen_path);
-    else if (e.is_array())
-      for (const json& v : e) {
-        if (!v.is_number_integer()) throw ConfigError(gen_path + ": eos_token_id: expected integers, got " + v.dump());
-        add(v.get<int64_t>(), gen_path);
-      }
-    else if (!e.is_null()) throw ConfigError(gen_path + ": eos_token_id: expected an integer or a list of integers");
-    if (!out.ids.empty()) out.source = gen_path;
-  }
-  if (out.ids.empty()) {
-    const std::string tc_path = fs::is_directory(s.tokenizer_dir) ? (fs::path(s.tokenizer_dir) / "tokenizer_config.json").string()
-                                                                  : (fs::path(s.tokenizer_dir).parent_path() / "tokenizer_config.json").string();
-    if (std::optional<json> t = read_json_file(tc_path); t && t->is_object() && t->contains("eos_token")) {
-      const json& e = (*t)["eos_token"];
-      std::string text;
-      if (e.is_string()) text = e.get<std::string>();
-      else if (e.is_object() && e.contains("content") && e["content"].is_string()) text = e["content"].get<std::string>();
-      if (!text.empty()) {
-        const std::optional<int32_t> id = tok.token_to_id(text);
-        if (!id) throw ConfigError(tc_path + ": eos_token '" + text + "' is not a token of " + tok.path());
-        add(*id, tc_path);
-        out.source = tc_path;
-      }
-    }
-  }
-  if (tmpl && (out.ids.empty() || chat_in_use)) {
-    const char* end = tmpl->format == hf::ChatFormat::chatml ? "<|im_end|>"
-                      : tmpl->format == hf::ChatFormat::llama3 ? "<|eot_id|>"
-                                                              : nullptr;
-    if (end) {
-      if (const std::optional<int32_t> id = tok.token_to_id(end)) {
-        const size_t before = out.ids.size();
-        add(*id, "chat template");
-        if (out.ids.size() > before)
-          out.source += (out.source.empty() ? "" : " + ") + std::string("the chat template's end of turn ") + end;
-      }
-    }
-  }
-  return out;
-}
-
 // Shortest text that reads back as the same float; null for a non-finite value (JSON has none).
 void append_float(std::string& out, float v) {
   if (!std::isfinite(v)) {
@@ -318,7 +239,7 @@ int run_generate(const GenerateArgs& args) {
                             " new tokens that exceeds the model's context of ", max_model_len,
                             " (max_position_embeddings); lower --max-new-tokens or shorten the prompt"));
   }
-  const StopTokens stop = resolve_stop_tokens(s, tok, tmpl, chat_in_use);
+  const trainer::StopTokens stop = trainer::resolve_stop_tokens(s.model_dir, s.tokenizer_dir, tok, tmpl, chat_in_use);
   if (stop.ids.empty())
     log::warn("generate: no EOS token in generation_config.json, tokenizer_config.json or a chat template; "
               "every sample runs to --max-new-tokens");

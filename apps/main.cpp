@@ -64,6 +64,18 @@ int main(int argc, char** argv) {
   train->add_option("overrides", train_args.overrides, "dotted overrides: section.key=value ...");
   train->add_option("--resume", train_args.resume, "auto: continue the run's latest checkpoint; or a checkpoint dir");
 
+  SftArgs sft_args;
+  CLI::App* sft = app.add_subcommand("sft", "Supervised warm-up on the recipe's data: the starting skill of a small model");
+  sft->add_option("recipe", sft_args.recipe, "recipe YAML file")->required();
+  sft->add_option("overrides", sft_args.overrides, "dotted overrides: section.key=value ...");
+
+  DataArgs data_args;
+  CLI::App* data = app.add_subcommand("data", "Write a synthetic task's prompts and answers as JSONL");
+  data->add_option("task", data_args.task, "addition | copy | countdown")->required();
+  data->add_option("-o,--output", data_args.output, "output JSONL file")->required();
+  data->add_option("--count", data_args.count, "examples")->check(CLI::Range(1, 100000000))->capture_default_str();
+  data->add_option("--seed", data_args.seed, "seed")->capture_default_str();
+
   InitArgs init_args;
   CLI::App* init = app.add_subcommand("init", "Write a randomly initialised HF checkpoint (config.json + safetensors)");
   init->add_option("--arch", init_args.arch, "model family")
@@ -150,6 +162,8 @@ int main(int argc, char** argv) {
   try {
     if (*check) return finish(run_check(check_args));
     if (*train) return finish(run_train_command(train_args));
+    if (*sft) return finish(run_sft_command(sft_args));
+    if (*data) return finish(run_data(data_args));
     if (*gemm) return finish(run_bench_gemm(gemm_args));
     if (*fwd) return finish(run_bench_forward(fwd_args));
     if (*roll) return finish(run_bench_rollout(roll_args));

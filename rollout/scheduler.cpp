@@ -275,7 +275,7 @@ void Scheduler::finish(Sequence& s, FinishReason r) {
     out.samples.push_back(std::move(so));
     seqs_.erase(sid);
   }
-  requests_.erase(s.request_id);  // `s` is gone from here on
+  requests_.erase(out.request_id);  // not s.request_id: `s` was erased with its siblings above
   finished_.push_back(std::move(out));
   ++finished_requests_;
 }

@@ -4,6 +4,7 @@
 #   1. system packages (apt): compiler, CMake, Ninja, yaml-cpp, spdlog, fmt, Catch2, JSON, CLI11
 #   2. LibTorch 2.11.0: the python3 torch if it is 2.11 (the GPU machine), else the PyPI wheel's
 #      C++ part (headers + libs) unpacked into $FP8RL_DEPS_DIR (default ~/.cache/fp8rl)
+#   2b. a Python venv with tensorboard for one test (optional: skipped without it)
 #   3. configure (CMake + Ninja) and build into $FP8RL_BUILD_DIR (default ./build)
 #
 # Environment: FP8RL_CUDA=auto|ON|OFF (auto: ON where nvidia-smi sees a GPU and nvcc exists),
@@ -93,6 +94,22 @@ PY
 fi
 [ -f "$torch_dir/include/ATen/ATen.h" ] || die "no LibTorch headers in $torch_dir"
 
+# ---- 2b. test tools (Python) --------------------------------------------------------------
+# The `tensorboard` package, in a venv of its own, for the test that reads fp8rl's event files
+# back with TensorBoard's own reader. Not needed to build or run fp8rl: if it cannot be
+# installed (no python3-venv, no network) that one test reports itself skipped.
+pytools=$deps/pytools
+test_python=python3
+if [ ! -f "$pytools/.complete" ]; then
+  rm -rf "$pytools"
+  if python3 -m venv "$pytools" >/dev/null 2>&1 && "$pytools/bin/pip" install -q --disable-pip-version-check tensorboard >/dev/null 2>&1; then
+    touch "$pytools/.complete"
+  else
+    say "warning: could not install tensorboard into $pytools; the TensorBoard read-back test will be skipped"
+  fi
+fi
+[ -f "$pytools/.complete" ] && test_python=$pytools/bin/python3
+
 # ---- 3. configure and build ---------------------------------------------------------------
 cuda=${FP8RL_CUDA:-auto}
 if [ "$cuda" = auto ]; then
@@ -105,7 +122,7 @@ if [ "$cuda" = ON ] && ! command -v nvcc >/dev/null 2>&1; then export PATH=/usr/
 mkdir -p "$build"
 say "configuring $build (FP8RL_CUDA=$cuda)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DFP8RL_TORCH_DIR="$torch_dir" -DFP8RL_CUDA="$cuda" >"$build/configure.log" 2>&1 \
+  -DFP8RL_TORCH_DIR="$torch_dir" -DFP8RL_CUDA="$cuda" -DFP8RL_TEST_PYTHON="$test_python" >"$build/configure.log" 2>&1 \
   || { cat "$build/configure.log" >&2; die "cmake configure failed (log above)"; }
 say "building with $jobs jobs"
 cmake --build "$build" -j "$jobs"

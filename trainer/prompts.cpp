@@ -61,7 +61,8 @@ std::vector<hf::ChatMessage> parse_messages(const json& list, const std::string&
   return out;
 }
 
-Prompt parse_line(std::string_view line, const std::string& where, const std::string& prompt_key) {
+Prompt parse_line(std::string_view line, const std::string& where, const std::string& prompt_key,
+                  const std::string& answer_key) {
   json j;
   try {
     j = json::parse(line.begin(), line.end());
@@ -74,6 +75,12 @@ Prompt parse_line(std::string_view line, const std::string& where, const std::st
   }
   if (!j.is_object()) throw ConfigError(where + "got " + std::string(type_name(j)) + "; " + kExpected);
   Prompt p;
+  if (const auto a = j.find(answer_key); a != j.end()) {
+    if (a->is_string()) p.answer = a->get<std::string>();
+    else if (a->is_number()) p.answer = a->dump();
+    else throw ConfigError(where + quoted(answer_key) + ": expected the reference answer as a string or a number, got " +
+                           type_name(*a));
+  }
   if (const auto m = j.find("messages"); m != j.end()) {
     if (!m->is_array()) throw ConfigError(where + "\"messages\": expected a list of messages, got " + type_name(*m));
     p.messages = parse_messages(*m, where, "messages");
@@ -94,7 +101,8 @@ Prompt parse_line(std::string_view line, const std::string& where, const std::st
 
 }  // namespace
 
-std::vector<Prompt> parse_prompts_jsonl(std::string_view text, const std::string& file, const std::string& prompt_key) {
+std::vector<Prompt> parse_prompts_jsonl(std::string_view text, const std::string& file, const std::string& prompt_key,
+                                        const std::string& answer_key) {
   std::vector<Prompt> out;
   int64_t line_no = 0;
   size_t start = 0;
@@ -106,7 +114,7 @@ std::vector<Prompt> parse_prompts_jsonl(std::string_view text, const std::string
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;  // blank
-    Prompt p = parse_line(line, file + ":" + std::to_string(line_no) + ": ", prompt_key);
+    Prompt p = parse_line(line, file + ":" + std::to_string(line_no) + ": ", prompt_key, answer_key);
     p.line = line_no;
     out.push_back(std::move(p));
   }
@@ -114,7 +122,8 @@ std::vector<Prompt> parse_prompts_jsonl(std::string_view text, const std::string
   return out;
 }
 
-std::vector<Prompt> read_prompts_jsonl(const std::string& path, const std::string& prompt_key) {
+std::vector<Prompt> read_prompts_jsonl(const std::string& path, const std::string& prompt_key,
+                                       const std::string& answer_key) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
     throw ConfigError("prompts file '" + path + "': " + std::strerror(errno));
@@ -124,7 +133,7 @@ std::vector<Prompt> read_prompts_jsonl(const std::string& path, const std::strin
   std::ostringstream buf;
   buf << in.rdbuf();
   if (in.bad()) throw RuntimeFailure("prompts file '" + path + "': read failed");
-  return parse_prompts_jsonl(buf.str(), path, prompt_key);
+  return parse_prompts_jsonl(buf.str(), path, prompt_key, answer_key);
 }
 
 }  // namespace fp8rl::trainer

@@ -1,30 +1,223 @@
 #include "trainer/train.h"
 
+#include <csignal>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <memory>
+
+#include "core/recipe/run_dir.h"
+#include "core/recipe/validate.h"
+#include "core/util/atomic_file.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
-#include "core/recipe/validate.h"
-#include "core/recipe/run_dir.h"
-#include "core/util/atomic_file.h"
+#include "core/util/strings.h"
 #include "quant/precision_plan.h"
+#include "rollout/engine.h"
+#include "trainer/checkpoint_store.h"
+#include "trainer/device_memory.h"
+#include "trainer/metrics_log.h"
+#include "trainer/optimizer.h"
+#include "trainer/policy.h"
+#include "trainer/reward_command.h"
+#include "trainer/rewards.h"
+#include "trainer/rl_step.h"
+#include "trainer/run_state.h"
+#include "trainer/setup.h"
+#include "trainer/sft.h"
 
 namespace fp8rl::trainer {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Ctrl-C: the first stops after the current step (and saves a checkpoint), the second exits now.
+std::atomic<int> g_interrupts{0};
+
+void on_interrupt(int) {
+  if (g_interrupts.fetch_add(1) >= 1) ::_exit(130);
+  static const char msg[] = "\nfp8rl: interrupted; finishing this step and saving a checkpoint (Ctrl-C again to quit now)\n";
+  [[maybe_unused]] const auto n = ::write(2, msg, sizeof msg - 1);
+}
+
+class InterruptHandler {
+ public:
+  InterruptHandler() {
+    g_interrupts = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, &old_int_);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~InterruptHandler() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  bool requested() const { return g_interrupts.load() > 0; }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+BatchReward make_batch_reward(const recipe::Recipe& r) {
+  if (r.reward.type == "command") {
+    auto cmd = std::make_shared<RewardCommand>(r.reward.command);
+    return [cmd](const std::vector<RewardInput>& batch) { return cmd->score(batch); };
+  }
+  RewardFunction fn = make_reward_function(r.reward, r.data.synthetic_task);
+  return [fn](const std::vector<RewardInput>& batch) {
+    std::vector<double> out;
+    out.reserve(batch.size());
+    for (const RewardInput& in : batch) out.push_back(fn(in));
+    return out;
+  };
+}
+
+rollout::EngineConfig engine_config(const recipe::Recipe& r) {
+  rollout::EngineConfig ec;
+  ec.max_num_seqs = static_cast<int32_t>(r.rollout.max_num_seqs);
+  ec.enable_prefix_caching = r.rollout.enable_prefix_caching;
+  ec.gpu_memory_utilization = r.rollout.gpu_memory_utilization;
+  return ec;
+}
+
+}  // namespace
 
 int run_train(const recipe::LoadedRecipe& loaded) {
   log::set_level(log::parse_level(loaded.recipe.logging.level));
   const hf::ModelShape shape = recipe::validate_recipe(loaded);
-  const quant::PrecisionPlan plan = quant::make_precision_plan(shape, loaded.recipe.quantization, loaded.recipe.model.dtype);
-  const auto dir = recipe::open_run_dir(loaded);
+  const recipe::Recipe& r = loaded.recipe;
+  // The precision plan's own checks (modules_in_bf16 patterns that match nothing, ...) before
+  // anything is written or trained; the policy makes it again from the model it loads.
+  if (r.quantization.quant_method == "fp8") quant::make_precision_plan(shape, r.quantization, r.model.dtype);
+  const fs::path dir = recipe::open_run_dir(loaded);
   write_file_atomic(dir / recipe::kResolvedRecipeFile, recipe::to_yaml(loaded, /*annotate=*/true));
   log::add_file_sink((dir / "fp8rl.log").string());
-  log::info(cat("recipe ", loaded.path, " is valid; run directory ", dir.string()));
-  log::info(cat("model: ", shape.model_type, ", ", shape.num_hidden_layers, " layers, hidden ", shape.hidden_size,
-                ", vocab ", shape.vocab_size));
-  log::info(plan.summary());
-  log::info("resolved recipe:\n" + recipe::to_yaml(loaded, /*annotate=*/true));
-  // The rollout engine, losses and the update step land with their issues; until then `train`
-  // stops here instead of pretending to train.
-  throw RuntimeFailure("the RL training loop is not part of this build yet: the recipe is valid and " +
-                       (dir / recipe::kResolvedRecipeFile).string() + " was written; use `fp8rl check` to validate recipes");
+  log::info(cat("run directory ", dir.string()));
+
+  // Everything the user's files can get wrong, before the weights load.
+  TaskSetup task = prepare_task(loaded, dir);
+  const at::Device device = resolve_device(r.trainer.device);
+  if (r.sft.steps > 0) {  // the starting skill, made once per run (a resumed run reuses it)
+    const fs::path warm = dir / "sft_model";
+    if (!fs::exists(warm / "model.safetensors")) supervised_warmup(r, task, device, warm);
+    task.model_dir = warm.string();
+    log::info("starting from the supervised warm-up " + warm.string());
+  }
+  CheckpointStore store(dir, r.checkpoint.max_ckpt_to_keep);
+  std::optional<fs::path> resume_from;
+  if (r.checkpoint.resume_mode == "auto") {
+    std::vector<std::string> skipped;
+    resume_from = store.latest_good(&skipped);
+    for (const std::string& s : skipped) log::warn("resume: skipping " + s);
+    if (!resume_from) log::info("resume auto: no complete checkpoint in " + dir.string() + "; starting from step 0");
+  } else if (r.checkpoint.resume_mode == "resume_path") {
+    resume_from = fs::path(r.checkpoint.resume_from_path);
+    verify_checkpoint(*resume_from);  // refuse a damaged one before loading anything
+  }
+
+  const auto t_load = std::chrono::steady_clock::now();
+  Policy policy(r, task.model_dir, device);
+  log::info(cat("model ", task.model_dir, " (", shape.num_hidden_layers, " layers, hidden ", shape.hidden_size, ") on ",
+                device.str(), " in ", seconds_since(t_load), " s; ",
+                r.quantization.quant_method == "fp8" ? policy.plan().summary() : std::string("dense (quant_method: none)")));
+  AdamWOptions ao;
+  ao.lr = r.trainer.lr;
+  ao.beta1 = r.trainer.adam_beta1;
+  ao.beta2 = r.trainer.adam_beta2;
+  ao.eps = r.trainer.adam_eps;
+  ao.weight_decay = r.trainer.weight_decay;
+  std::vector<model::ModelTensor> params = policy.trainable();
+  int64_t trainable_params = 0;
+  for (const model::ModelTensor& t : params) trainable_params += t.tensor.numel();
+  log::info(cat(policy.lora() ? "LoRA" : "full fine-tuning", ": ", params.size(), " trainable tensors, ", trainable_params,
+                " parameters"));
+  AdamW optimizer(std::move(params), ao);
+  DataOrder order(static_cast<int64_t>(task.examples.size()), static_cast<uint64_t>(r.data.seed), r.data.shuffle);
+  int64_t start = 0;
+  if (resume_from) {
+    start = load_run_checkpoint(*resume_from, policy, optimizer, order);
+    log::info(cat("resumed from ", resume_from->string(), " at step ", start, " (data epoch ", order.epoch(), ", position ",
+                  order.cursor(), ")"));
+  }
+  MetricsLog metrics_log(dir, r.logging.logger, resume_from ? start : -1);
+  const BatchReward reward = make_batch_reward(r);
+  rollout::Engine engine(policy.model(), engine_config(r));
+  const StepInputs in{r, task.examples, *task.tokenizer, task.stop_ids, 0};
+
+  InterruptHandler interrupts;
+  const auto t_run = std::chrono::steady_clock::now();
+  int64_t step = start;
+  while (step < r.trainer.total_training_steps) {
+    const auto t_step = std::chrono::steady_clock::now();
+    StepInputs si = in;
+    si.step = step;
+    Metrics m;
+    reset_peak_memory(device);
+    RolloutBatch batch = collect_rollouts(policy, engine, order, reward, si);
+    m.insert(batch.metrics.begin(), batch.metrics.end());
+    m["memory/rollout_peak_gib"] = peak_memory_gib(device);
+    if (batch.samples.empty()) {
+      log::warn(cat("step ", step + 1, ": every group was filtered out (all rewards equal); no update"));
+    } else {
+      reset_peak_memory(device);
+      const auto t_old = std::chrono::steady_clock::now();
+      const SampleTensors old = sample_logprobs(policy, batch.samples, si);
+      const at::Tensor roll = rollout_logprobs(batch.samples, old.logp.size(1), device);
+      at::Tensor ref;
+      if (r.algorithm.use_kl_loss) {
+        Policy::ReferenceScope reference(policy);
+        ref = sample_logprobs(policy, batch.samples, si).logp;
+      }
+      m["timing_s/old_log_prob"] = seconds_since(t_old);
+      const Metrics mm = mismatch_metrics(old.logp, roll, old.mask, r.algorithm);
+      m.insert(mm.begin(), mm.end());
+      const auto t_update = std::chrono::steady_clock::now();
+      const Metrics um = ppo_update(policy, optimizer, batch, old,
+                                    r.algorithm.tis_level == "none" ? at::Tensor() : roll, ref, si);
+      m.insert(um.begin(), um.end());
+      m["timing_s/update"] = seconds_since(t_update);
+      m["memory/update_peak_gib"] = peak_memory_gib(device);
+    }
+    ++step;
+    m["data/epoch"] = static_cast<double>(order.epoch());
+    const bool last = step == r.trainer.total_training_steps || interrupts.requested();
+    m["timing_s/step"] = seconds_since(t_step);
+    // Metrics first, then the checkpoint (which copies metrics.jsonl): a checkpoint of step s
+    // always holds the line of step s.
+    metrics_log.log(step, std::vector<std::pair<std::string, double>>(m.begin(), m.end()));
+    if ((r.checkpoint.save_freq > 0 && step % r.checkpoint.save_freq == 0) || last) {
+      const auto t_ckpt = std::chrono::steady_clock::now();
+      const fs::path saved = save_run_checkpoint(store, step, policy, optimizer, order, dir);
+      log::info(cat("checkpoint ", saved.string(), " (", seconds_since(t_ckpt), " s)"));
+    }
+    if ((step - start) % r.logging.log_interval == 0 || last) {
+      Progress p;
+      p.step = step;
+      p.total_steps = r.trainer.total_training_steps;
+      p.reward = m["reward/mean"];
+      p.accuracy = m["score/accuracy"];
+      p.response_length = m["response_length/mean"];
+      p.tokens_per_s = m["perf/rollout_tokens_per_s"];
+      p.seconds_per_step = seconds_since(t_run) / static_cast<double>(step - start);
+      log::info(progress_line(p));
+    }
+    if (interrupts.requested()) {
+      log::warn(cat("stopped by a signal after step ", step, "; continue with --resume auto"));
+      return 130;
+    }
+  }
+  log::info(cat("finished ", r.trainer.total_training_steps, " steps in ", seconds_since(t_run), " s; run directory ",
+                dir.string()));
+  return 0;
 }
 
 }  // namespace fp8rl::trainer

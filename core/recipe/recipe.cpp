@@ -112,10 +112,18 @@ void TrainerConfig::visit(FieldVisitor& v) {
   v.field("ppo_mini_batch_size", ppo_mini_batch_size, "prompts per optimizer step; divides data.train_batch_size");
   v.field("ppo_micro_batch_size_per_gpu", ppo_micro_batch_size_per_gpu, "samples per forward/backward");
   v.field("ppo_epochs", ppo_epochs, "passes over each rollout batch");
+  v.choice("forward_precision", forward_precision, {"bf16", "fp8"},
+           "full fine-tuning of an FP8 model: trainer GEMMs in bf16 (from the FP32 masters) or fp8 (the shared FP8 copy)");
   v.field("seed", seed, "seed of sampling and initialisation");
   v.field("test_freq", test_freq, "validate every N steps (0 = never)");
   v.field("output_dir", output_dir, "runs go to output_dir/experiment_name");
   v.field("experiment_name", experiment_name, "run name; empty = the recipe file's stem");
+}
+
+void SftConfig::visit(FieldVisitor& v) {
+  v.field("steps", steps, "optimizer steps of the supervised warm-up");
+  v.field("lr", lr, "learning rate of the supervised warm-up");
+  v.field("batch_size", batch_size, "examples per step of the supervised warm-up");
 }
 
 void LoggingConfig::visit(FieldVisitor& v) {
@@ -149,6 +157,8 @@ void Recipe::visit(RecipeVisitor& v) {
   reward.visit(v);
   v.section("trainer", "optimizer, batching, run directory");
   trainer.visit(v);
+  v.section("sft", "supervised warm-up (fp8rl sft): the starting skill of a small model");
+  sft.visit(v);
   v.section("logging", "logs and metric sinks");
   logging.visit(v);
   v.section("checkpoint", "saving and resuming");

@@ -138,10 +138,21 @@ struct TrainerConfig {
   int64_t ppo_mini_batch_size = 32;       // prompts per optimizer step (divides data.train_batch_size)
   int64_t ppo_micro_batch_size_per_gpu = 4;  // samples per forward/backward (gradient accumulation)
   int64_t ppo_epochs = 1;
+  std::string forward_precision = "bf16";  // full fine-tuning of an FP8 model: the trainer's GEMMs in bf16 (from FP32 masters) | fp8 (the shared FP8 copy)
   int64_t seed = 42;                      // sampling and initialisation
   int64_t test_freq = 0;                  // validate every N steps (0 = never)
   std::string output_dir = "runs";        // runs are written to output_dir/experiment_name
   std::string experiment_name;            // empty = the recipe file's stem
+  void visit(FieldVisitor& v);
+};
+
+// Supervised warm-up: gives a small model its starting skill on the data's reference answers
+// before RL. `fp8rl sft` writes it to <run dir>/model; `fp8rl train` with steps > 0 runs it first
+// (into <run dir>/sft_model, once per run) and starts RL from it.
+struct SftConfig {
+  int64_t steps = 0;        // optimizer steps (0 = no warm-up)
+  double lr = 1e-3;         // AdamW learning rate (trainer.weight_decay, betas, grad_clip apply)
+  int64_t batch_size = 64;  // examples per step
   void visit(FieldVisitor& v);
 };
 
@@ -175,6 +186,7 @@ struct Recipe {
   DataConfig data;
   RewardConfig reward;
   TrainerConfig trainer;
+  SftConfig sft;
   LoggingConfig logging;
   CheckpointConfig checkpoint;
 

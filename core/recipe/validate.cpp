@@ -214,6 +214,15 @@ void check_trainer(const Rules& r, const Recipe& rc) {
   r.at_least("trainer.ppo_mini_batch_size", t.ppo_mini_batch_size, 1);
   r.at_least("trainer.ppo_micro_batch_size_per_gpu", t.ppo_micro_batch_size_per_gpu, 1);
   r.at_least("trainer.ppo_epochs", t.ppo_epochs, 1);
+  r.at_least("sft.steps", rc.sft.steps, 0);
+  r.positive("sft.lr", rc.sft.lr);
+  r.at_least("sft.batch_size", rc.sft.batch_size, 1);
+  if (rc.lora.rank > 0 && rc.lora.dropout > 0 && rc.model.enable_gradient_checkpointing)
+    r.fail("lora.dropout", "dropout {} with model.enable_gradient_checkpointing: true would draw a different mask when a layer "
+           "is recomputed in backward; set lora.dropout: 0 or model.enable_gradient_checkpointing: false", rc.lora.dropout);
+  if (rc.algorithm.use_kl_loss && rc.lora.rank == 0)
+    r.fail("algorithm.use_kl_loss", "the KL loss needs LoRA (lora.rank > 0): its reference policy is the base without "
+           "adapters; full fine-tuning keeps no second copy of the weights");
   r.at_least("trainer.test_freq", t.test_freq, 0);
   if (rc.data.train_batch_size % t.ppo_mini_batch_size != 0)
     r.fail("trainer.ppo_mini_batch_size", "must divide data.train_batch_size ({}, {}), got {}", rc.data.train_batch_size,

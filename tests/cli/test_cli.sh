@@ -67,14 +67,15 @@ expect 2 'expected an integer'   -- check "$tiny" rollout.n=x
 expect 2 ''                      -- train
 expect 2 'algorithm.tis_cap'     -- train bad-cap.yaml trainer.output_dir=runs
 
-# train validates, prepares the run directory and saves the resolved recipe, then stops with
-# a runtime failure (exit 1) until the RL loop lands.
-expect 1 'RL training loop is not part of this build' -- train "$tiny" trainer.output_dir=runs
-[ -f runs/quickstart-tiny/resolved_recipe.yaml ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: no resolved_recipe.yaml in the run dir"; }
-# Finished work is protected unless resuming.
-echo '{}' >runs/quickstart-tiny/metrics.jsonl
-expect 2 'already holds a run'   -- train "$tiny" trainer.output_dir=runs
-expect 1 'RL training loop'      -- train "$tiny" trainer.output_dir=runs --resume auto
+# train runs the quickstart (shortened): warm-up, RL steps, checkpoint, exit 0.
+short=(sft.steps=3 sft.batch_size=4 trainer.total_training_steps=2 data.synthetic_num_prompts=8 data.train_batch_size=4
+       trainer.ppo_mini_batch_size=4 rollout.n=2 rollout.max_response_length=4)
+expect 0 'finished 2 steps' -- train "$tiny" trainer.output_dir=runs "${short[@]}"
+[ -f runs/quickstart-tiny/resolved_recipe.yaml ] && [ -d runs/quickstart-tiny/checkpoints/step_00000002 ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: no resolved_recipe.yaml or checkpoint in the run dir"; }
+# Finished work is protected unless resuming; --resume auto continues from the last checkpoint.
+expect 2 'already holds a run'   -- train "$tiny" trainer.output_dir=runs "${short[@]}"
+expect 0 'resumed from'          -- train "$tiny" trainer.output_dir=runs "${short[@]}" trainer.total_training_steps=3 --resume auto
+[ "$(wc -l <runs/quickstart-tiny/metrics.jsonl)" -eq 3 ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: metrics.jsonl should hold 3 steps after the resume"; }
 
 expect 0 'TFLOP/s'               -- bench gemm --help
 expect 2 ''                      -- bench

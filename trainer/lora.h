@@ -1,0 +1,64 @@
+// LoRA adapters (Hu et al. 2021) on any projection of the decoder, dense or FP8:
+//
+//   y = base(x) + (alpha / r) * B(A(dropout(x)))      A [r, K] fp32, B [N, r] fp32 (zero at init)
+//
+// The base Linear is the one the rollout engine runs (the FP8 copy with quantization_method fp8),
+// so adapters add to the shared weights instead of copying them. They sit on the HF modules
+// (q_proj, k_proj, ..., as PEFT names them): a fused projection (qkv_proj, gate_up_proj) carries
+// one adapter per part, so adapters export to PEFT unchanged, and target_modules may pick some
+// parts of a fused group only (the others add nothing).
+//
+// A and B stay FP32 (as does their optimizer state); the input is cast to FP32 for the adapter
+// path and the result cast back to the base output's dtype. Dropout is applied only while
+// autograd records (the update phase); rollouts and the old-log-prob recompute see the adapters
+// without it, as PEFT's eval mode does. Under PolicyMode::reference they add nothing (the
+// reference policy of the KL loss is the base).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "core/model/layers.h"
+#include "core/recipe/recipe.h"
+#include "trainer/policy_mode.h"
+
+namespace fp8rl::trainer {
+
+// Whether the HF module `name` ("model.layers.3.self_attn.q_proj") is a LoRA target of
+// lora.target_modules: "all-linear" (every decoder projection), or module suffixes (q_proj, ...).
+bool is_lora_target(const std::string& name, const std::vector<std::string>& target_modules);
+
+class LoraLinear final : public model::Linear {
+ public:
+  // One adapter per part of `spec` that is a target; A drawn as PEFT's kaiming_uniform(a=sqrt(5))
+  // (uniform in +-1/sqrt(K)) from a CPU generator seeded with `seed` and the part's name.
+  LoraLinear(std::unique_ptr<model::Linear> base, const model::ProjectionSpec& spec, const recipe::LoraConfig& lora,
+             uint64_t seed, at::Device device, std::shared_ptr<const PolicyMode> mode);
+  at::Tensor forward(const at::Tensor& x) override;
+  // The base's tensors, then `<part>.lora_A.weight` [r, K] and `<part>.lora_B.weight` [N_part, r]
+  // (trainable) for each adapted part, under the part's HF name.
+  void visit(const std::string& module, const model::TensorVisitor& fn) const override;
+  const model::Linear& base() const { return *base_; }
+
+ private:
+  struct Adapter {
+    std::string part;  // HF module name
+    int64_t offset = 0, out = 0;  // rows of the projection's output it adds to
+    at::Tensor a, b;   // [r, K], [out, r] fp32, requires_grad
+  };
+  std::unique_ptr<model::Linear> base_;
+  std::vector<Adapter> adapters_;
+  int64_t out_features_ = 0;
+  double scaling_ = 1.0, dropout_ = 0.0;
+  std::shared_ptr<const PolicyMode> mode_;
+};
+
+// Wraps `base`: projections with at least one targeted part become LoraLinear.
+model::LinearFactory lora_linear_factory(model::LinearFactory base, const recipe::LoraConfig& lora, uint64_t seed,
+                                         std::shared_ptr<const PolicyMode> mode);
+
+}  // namespace fp8rl::trainer

@@ -1,0 +1,90 @@
+// The phases of one GRPO/DAPO step (DESIGN.md "One training step"), each a function the loop in
+// train.cpp calls in order:
+//
+//   collect_rollouts   prompts -> engine (same process, same weights) -> rewards -> DAPO filter
+//   sample_logprobs    the trainer's recompute of the old log-probs (and the reference's)
+//   ppo_update         advantages -> PPO mini-batches with truncated importance sampling ->
+//                      optimizer steps -> weight sync
+//
+// Samples stay grouped: the n samples of one prompt are contiguous and share a group id, so the
+// advantage's group statistics and the DAPO filter see whole groups.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "core/hf/tokenizer.h"
+#include "core/recipe/recipe.h"
+#include "rollout/engine.h"
+#include "trainer/data.h"
+#include "trainer/optimizer.h"
+#include "trainer/policy.h"
+#include "trainer/rewards.h"
+
+namespace fp8rl::trainer {
+
+using Metrics = std::map<std::string, double>;
+
+// Scores a batch of responses (built-in reward functions sample by sample; an external command
+// in one exchange).
+using BatchReward = std::function<std::vector<double>(const std::vector<RewardInput>&)>;
+
+struct Sample {
+  int64_t example = 0;               // index into the examples
+  int64_t group = 0;                 // GRPO group: one per prompt of the step
+  std::vector<int64_t> response;     // generated ids, a final stop token included
+  std::vector<float> rollout_logp;   // the engine's log-prob of each (fp32)
+  bool truncated = false;            // stopped by max_response_length
+  double score = 0;                  // the reward function's
+  double reward = 0;                 // score + DAPO overlong shaping
+};
+
+struct RolloutBatch {
+  std::vector<Sample> samples;  // grouped
+  int64_t num_groups = 0;
+  Metrics metrics;              // response lengths, scores, filter counts, engine stats
+};
+
+struct StepInputs {
+  const recipe::Recipe& recipe;
+  const std::vector<Example>& examples;
+  const hf::Tokenizer& tokenizer;
+  const std::vector<int32_t>& stop_ids;
+  int64_t step = 0;  // 0-based RL step: seeds every sample of it
+};
+
+// Draws data.train_batch_size prompts from `order`, generates rollout.n samples each and scores
+// them. With algorithm.filter_groups (DAPO dynamic sampling), groups whose rewards are all equal
+// are dropped and further batches drawn, up to algorithm.max_num_gen_batches, until
+// train_batch_size groups are kept (fewer if the limit is reached; zero is possible).
+RolloutBatch collect_rollouts(Policy& policy, rollout::Engine& engine, DataOrder& order, const BatchReward& reward,
+                              const StepInputs& in);
+
+// Log-probs [S, T] (fp32, T = longest response, zero past each) of the samples' responses under
+// the trainer's forward, without autograd, in micro-batches of trainer.ppo_micro_batch_size_per_gpu.
+struct SampleTensors {
+  at::Tensor logp;  // [S, T]
+  at::Tensor mask;  // [S, T]
+};
+SampleTensors sample_logprobs(const Policy& policy, const std::vector<Sample>& samples, const StepInputs& in);
+
+// The engine's log-probs in the same [S, T] layout.
+at::Tensor rollout_logprobs(const std::vector<Sample>& samples, int64_t T, at::Device device);
+
+// Advantages, then trainer.ppo_epochs passes of PPO mini-batches (trainer.ppo_mini_batch_size
+// groups each) in micro-batches with gradient accumulation; after each mini-batch: clip, AdamW
+// step at the scheduled lr, weight sync. Returns the actor metrics (averaged over micro-batches).
+Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, const SampleTensors& old,
+                   const at::Tensor& rollout_logp, const at::Tensor& ref_logp, const StepInputs& in);
+
+// The rollout-correction metrics of the whole batch under verl's names (rollout_corr/...), plus
+// NVIDIA's token-multiplicative probability error mean(exp|old - rollout|) - 1.
+Metrics mismatch_metrics(const at::Tensor& old_logp, const at::Tensor& rollout_logp, const at::Tensor& mask,
+                         const recipe::AlgorithmConfig& algorithm);
+
+}  // namespace fp8rl::trainer

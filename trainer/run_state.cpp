@@ -1,0 +1,85 @@
+#include "trainer/run_state.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/recipe/run_dir.h"
+#include "core/util/atomic_file.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
+#include "trainer/tensor_file.h"
+
+namespace fp8rl::trainer {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kTrainable = "trainable.safetensors";
+constexpr const char* kOptimizer = "optimizer.safetensors";
+constexpr const char* kState = "trainer_state.json";
+
+}  // namespace
+
+fs::path save_run_checkpoint(const CheckpointStore& store, int64_t step, const Policy& policy, const AdamW& optimizer,
+                             const DataOrder& order, const fs::path& run_dir) {
+  const fs::path staging = store.begin(step);
+  std::map<std::string, at::Tensor> trainable;
+  for (const model::ModelTensor& t : policy.trainable()) trainable[t.name] = t.tensor;
+  save_tensors((staging / kTrainable).string(), trainable);
+  save_tensors((staging / kOptimizer).string(), optimizer.state_tensors());
+  const json state = {{"step", step},
+                      {"data_epoch", order.epoch()},
+                      {"data_cursor", order.cursor()},
+                      {"lora", policy.lora()},
+                      {"optimizer_steps", optimizer.steps()}};
+  write_file_atomic(staging / kState, state.dump(2) + "\n");
+  for (const char* f : {recipe::kResolvedRecipeFile, recipe::kMetricsFile}) {
+    std::error_code ec;
+    if (fs::exists(run_dir / f)) fs::copy_file(run_dir / f, staging / f, fs::copy_options::overwrite_existing, ec);
+    if (ec) throw RuntimeFailure(cat("checkpoint: cannot copy ", (run_dir / f).string(), ": ", ec.message()));
+  }
+  return store.commit(staging, step);
+}
+
+int64_t load_run_checkpoint(const fs::path& dir, Policy& policy, AdamW& optimizer, DataOrder& order) {
+  const int64_t step = verify_checkpoint(dir);
+  std::ifstream in(dir / kState);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  json state;
+  try {
+    state = json::parse(buf.str());
+  } catch (const json::exception& e) {
+    throw ConfigError(cat((dir / kState).string(), ": not valid JSON (", e.what(), ")"));
+  }
+  if (state.value("lora", false) != policy.lora())
+    throw ConfigError(cat(dir.string(), ": the checkpoint was made with ", state.value("lora", false) ? "LoRA" : "full fine-tuning",
+                          ", the recipe asks for ", policy.lora() ? "LoRA" : "full fine-tuning"));
+  const std::string tpath = (dir / kTrainable).string();
+  const std::map<std::string, at::Tensor> saved = load_tensors(tpath);
+  {
+    at::NoGradGuard no_grad;
+    for (const model::ModelTensor& t : policy.trainable()) {
+      const auto it = saved.find(t.name);
+      if (it == saved.end()) throw ConfigError(cat(tpath, ": tensor '", t.name, "' is missing; the checkpoint belongs to another model or recipe"));
+      if (it->second.sizes() != t.tensor.sizes())
+        throw ConfigError(cat(tpath, ": tensor '", t.name, "' has shape ", it->second.sizes(), ", the model has ", t.tensor.sizes()));
+      t.tensor.detach().copy_(it->second);
+    }
+  }
+  std::map<std::string, at::Tensor> opt = load_tensors((dir / kOptimizer).string());
+  for (auto& [k, v] : opt) v = v.to(policy.model().device());
+  optimizer.load_state(opt, (dir / kOptimizer).string());
+  order.restore(state.at("data_epoch").get<int64_t>(), state.at("data_cursor").get<int64_t>());
+  policy.sync_weights();
+  return step;
+}
+
+}  // namespace fp8rl::trainer
