@@ -102,7 +102,7 @@ pytools=$deps/pytools
 test_python=python3
 if [ ! -f "$pytools/.complete" ]; then
   rm -rf "$pytools"
-  if python3 -m venv "$pytools" >/dev/null 2>&1 && "$pytools/bin/pip" install -q --disable-pip-version-check tensorboard >/dev/null 2>&1; then
+  if python3 -m venv "$pytools" >/dev/null 2>&1 && "$pytools/bin/pip" install -q --disable-pip-version-check --retries 0 --timeout 10 tensorboard >/dev/null 2>&1; then
     touch "$pytools/.complete"
   else
     say "warning: could not install tensorboard into $pytools; the TensorBoard read-back test will be skipped"
