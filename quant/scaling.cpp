@@ -296,9 +296,21 @@ Fp8Activation quantize_activation(const at::Tensor& x_in, ActScaling scaling, Fp
 Fp8Weight transpose_weight(const Fp8Weight& w) {
   FP8RL_CHECK(w.scaling != WeightScaling::channel,
               "transpose_weight: per-output-channel scales do not transpose exactly; use block or tensor scaling");
-  // Transposed through a byte view: the copy kernels move bytes, whatever the float8 flavour.
-  at::Tensor data = w.data.view(at::kByte).t().contiguous().view(w.data.scalar_type());
-  at::Tensor scale = w.scaling == WeightScaling::block ? w.scale.t().contiguous() : w.scale;
+  // W^T in the layout of a fresh [K, N] weight: rows round_up(K, 128), columns padded_k(N) --
+  // for block scaling N rounds up to 512, which the transposed [Kp, Np] bytes lack when N is not
+  // a multiple of 512 (then the padding holds zeros, and their block scales 1). Transposed
+  // through a byte view: the copy kernels move bytes, whatever the float8 flavour.
+  const bool block = w.scaling == WeightScaling::block;
+  const int64_t rows = round_up(w.in_features, kFp8Block), cols = padded_k(w.out_features, block);
+  at::Tensor bytes = w.data.view(at::kByte).t().narrow(0, 0, rows);
+  if (bytes.size(1) < cols) bytes = at::constant_pad_nd(bytes, {0, cols - bytes.size(1)}, 0);
+  at::Tensor data = bytes.contiguous().view(w.data.scalar_type());
+  at::Tensor scale = w.scale;
+  if (block) {
+    scale = w.scale.t().narrow(0, 0, rows / kFp8Block);
+    if (scale.size(1) < cols / kFp8Block) scale = at::constant_pad_nd(scale, {0, cols / kFp8Block - scale.size(1)}, 1.0);
+    scale = scale.contiguous();
+  }
   return Fp8Weight{data, scale, w.in_features, w.out_features, w.fmt, w.scaling, w.pow2};
 }
 

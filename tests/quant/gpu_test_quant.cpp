@@ -244,6 +244,28 @@ TEST_CASE("Fp8Linear on CUDA: forward and the FP8 dX path against dequantized re
   }
 }
 
+// Tiny-model shapes, where N is not a multiple of 512: the transposed weight is padded to the
+// layout of a fresh [K, N] weight (found by the quickstart on the H100: a K mismatch at N = 64).
+TEST_CASE("Fp8Linear on CUDA: the FP8 dX path on small and awkward N, K", "[gpu][quant]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(29);
+  for (const auto& [N, K] : std::vector<std::pair<int64_t, int64_t>>{{64, 64}, {128, 64}, {384, 64}, {64, 192}, {640, 1000}}) {
+    for (const WeightScaling ws : {WeightScaling::block, WeightScaling::tensor}) {
+      const ActScaling as = ws == WeightScaling::block ? ActScaling::group : ActScaling::tensor;
+      const at::Tensor w = (at::randn({N, K}, at::kCUDA) * 0.05).to(at::kFloat);
+      Fp8Linear layer(quantize_weight(w, ws, Fp8Format::e4m3, false), {}, as, false);
+      const at::Tensor x = at::randn({17, K}, at::kCUDA).set_requires_grad(true);
+      const at::Tensor g = at::randn({17, N}, at::kCUDA);
+      layer.forward(x).backward(g);
+      const at::Tensor wd = dequantize(layer.weight()).to(at::kDouble);
+      const double d = gemm_diff(x.grad(), at::matmul(g.to(at::kDouble), wd));
+      INFO("N=" << N << " K=" << K << " scaling " << to_string(ws) << " dX diff " << d);
+      CHECK(x.grad().sizes() == x.sizes());
+      CHECK(d < 5e-2);
+    }
+  }
+}
+
 namespace {
 int64_t allocated_peak_since_reset() {
   return static_cast<int64_t>(c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device())

@@ -189,6 +189,10 @@ TEST_CASE("transpose_weight is exact for block and tensor scaling", "[quant][sca
     CHECK(t.out_features == 257);
     CHECK(t.in_features == 130);
     CHECK(at::equal(dequantize(t), dequantize(q).t()));
+    // The layout of a fresh [257, 130] weight: what an FP8 GEMM pairs with activations of K = 130.
+    const Fp8Weight fresh = quantize_weight(w.t().contiguous(), sc, Fp8Format::e4m3, false);
+    CHECK(t.data.sizes() == fresh.data.sizes());
+    CHECK(t.scale.sizes() == fresh.scale.sizes());
   }
   CHECK_THROWS_AS(transpose_weight(quantize_weight(w, WeightScaling::channel, Fp8Format::e4m3, false)),
                   std::logic_error);
