@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # On the GPU machine, after scripts/gpu-test.sh built build-gpu: the quickstart recipe on the GPU
 # in FP8 with LoRA, and with full fine-tuning in both trainer forward precisions, plus its BF16
-# baseline. Each run's log and metrics.jsonl go to $OUT/train-<name>/.
+# baseline. Each run's log and metrics.jsonl go to $OUT/train-<name>/, a summary to
+# $OUT/train-summary.txt.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${OUT:-$root/gpu-logs}
 bin=${FP8RL_BUILD_DIR:-$root/build-gpu}/apps/fp8rl
 steps=${STEPS:-40}
+runs=${RUNS_DIR:-/tmp/fp8rl-gpu-runs}  # run directories (init/sft models, checkpoints) stay off $OUT
 run() {
   local name=$1
   shift
   mkdir -p "$out/train-$name"
-  "$bin" train "$root/recipes/quickstart-tiny.yaml" trainer.device=cuda trainer.output_dir="$out/runs" \
+  "$bin" train "$root/recipes/quickstart-tiny.yaml" trainer.device=cuda trainer.output_dir="$runs" \
     trainer.experiment_name="$name" trainer.total_training_steps="$steps" checkpoint.save_freq=0 "$@" \
     >"$out/train-$name/log.txt" 2>&1
   echo "$name: exit $?" | tee -a "$out/train-summary.txt"
-  cp "$out/runs/$name/metrics.jsonl" "$out/train-$name/" 2>/dev/null
+  cp "$runs/$name/metrics.jsonl" "$out/train-$name/" 2>/dev/null
   python3 - "$out/train-$name/metrics.jsonl" <<'PY' | tee -a "$out/train-summary.txt"
 import json, sys
 try:
@@ -28,7 +30,6 @@ print(f"  accuracy first {k}: {sum(a[:k]) / k:.3f}  last {k}: {sum(a[-k:]) / k:.
       f"mismatch kl {sum(x['rollout_corr/kl'] for x in m) / len(m):.2e}; "
       f"step {sum(x['timing_s/step'] for x in m) / len(m):.2f} s")
 PY
-  rm -rf "$out/runs/$name/checkpoints" "$out/runs/$name/init_model" "$out/runs/$name/sft_model"
 }
 run fp8-lora
 run fp8-full-bf16fwd lora.rank=0 trainer.lr=1e-4 trainer.forward_precision=bf16
