@@ -20,6 +20,7 @@
 #include "apps/bench_gemm.h"
 #include "quant/fp8_model.h"
 #include "quant/precision_plan.h"
+#include "trainer/export.h"
 #include "trainer/sft.h"
 #include "trainer/tasks.h"
 #include "trainer/train.h"
@@ -98,6 +99,12 @@ int run_data(const DataArgs& args) {
   if (!trainer::is_task(args.task))
     throw ConfigError("data: unknown task '" + args.task + "' (one of: " + join(trainer::task_names(), ", ") + ")");
   trainer::write_task_jsonl(args.task, args.count, args.seed, args.output);
+  return kExitOk;
+}
+
+int run_export(const std::string& source, const std::string& out) {
+  const std::string ckpt = trainer::export_run(source, out);
+  std::cout << "exported " << ckpt << " to " << out << "\n";
   return kExitOk;
 }
 

@@ -39,6 +39,8 @@ struct DataArgs {
 };
 int run_data(const DataArgs& args);
 
+int run_export(const std::string& source, const std::string& out);
+
 struct InitArgs {
   std::string arch = "qwen3";  // qwen3 | qwen2 | llama
   std::string preset = "tiny"; // core/recipe/model_presets.h

@@ -26,6 +26,8 @@
 #include "quant/fp8_model.h"
 #include "quant/hf_fp8.h"
 #include "rollout/engine.h"
+#include "trainer/data.h"
+#include "trainer/policy.h"
 #include "trainer/prompts.h"
 #include "trainer/stop_tokens.h"
 
@@ -121,24 +123,6 @@ Settings resolve(const GenerateArgs& a) {
   return s;
 }
 
-at::Device pick_device(const std::string& setting) {
-  if (setting == "cpu") return at::kCPU;
-  if (setting == "cuda") {
-    if (!at::hasCUDA())
-      throw ConfigError("generate: --device cuda, but this build of fp8rl has no CUDA or no GPU is visible");
-    return at::Device(at::kCUDA, 0);
-  }
-  if (setting == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-  throw ConfigError("generate: device '" + setting + "': expected auto, cpu or cuda");
-}
-
-at::ScalarType pick_dtype(const std::string& name) {
-  if (name == "bfloat16") return at::kBFloat16;
-  if (name == "float32") return at::kFloat;
-  if (name == "float16") return at::kHalf;
-  throw ConfigError("generate: dtype '" + name + "': expected bfloat16 or float32");
-}
-
 // Shortest text that reads back as the same float; null for a non-finite value (JSON has none).
 void append_float(std::string& out, float v) {
   if (!std::isfinite(v)) {
@@ -159,12 +143,6 @@ double seconds(std::chrono::steady_clock::time_point since) {
   return round2(std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count());
 }
 
-uint64_t mix_seed(uint64_t seed, uint64_t index) {
-  uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (index + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 }  // namespace
 
@@ -193,8 +171,8 @@ CLI::App* add_generate_command(CLI::App& app, GenerateArgs& a) {
 int run_generate(const GenerateArgs& args) {
   const auto t_start = std::chrono::steady_clock::now();
   const Settings s = resolve(args);
-  const at::Device device = pick_device(s.device);
-  const at::ScalarType dtype = pick_dtype(s.dtype);
+  const at::Device device = trainer::resolve_device(s.device, "generate: --device");
+  const at::ScalarType dtype = trainer::resolve_dtype(s.dtype, "generate: --dtype");
   if (!args.output.empty()) {  // fail now, not after the whole run
     const fs::path parent = fs::absolute(args.output).parent_path();
     std::error_code ec;
@@ -277,7 +255,7 @@ int run_generate(const GenerateArgs& args) {
     r.sampling.temperature = s.temperature;
     r.sampling.top_k = s.top_k > 0 ? s.top_k : 0;
     r.sampling.top_p = s.top_p;
-    r.sampling.seed = mix_seed(s.seed, i);  // per prompt, so chunking changes nothing
+    r.sampling.seed = trainer::mix_seed(s.seed, i);  // per prompt, so chunking changes nothing
   }
 
   // Chunks of prompts, so progress shows and the CPU pool stays bounded; each is one rollout.

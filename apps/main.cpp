@@ -76,6 +76,11 @@ int main(int argc, char** argv) {
   data->add_option("--count", data_args.count, "examples")->check(CLI::Range(1, 100000000))->capture_default_str();
   data->add_option("--seed", data_args.seed, "seed")->capture_default_str();
 
+  std::string export_source, export_out;
+  CLI::App* exp = app.add_subcommand("export", "Write a run's checkpoint as an HF model (LoRA merged) and PEFT adapters");
+  exp->add_option("source", export_source, "a run directory (its newest good checkpoint) or a checkpoint directory")->required();
+  exp->add_option("-o,--output", export_out, "output directory")->required();
+
   InitArgs init_args;
   CLI::App* init = app.add_subcommand("init", "Write a randomly initialised HF checkpoint (config.json + safetensors)");
   init->add_option("--arch", init_args.arch, "model family")
@@ -163,6 +168,7 @@ int main(int argc, char** argv) {
     if (*check) return finish(run_check(check_args));
     if (*train) return finish(run_train_command(train_args));
     if (*sft) return finish(run_sft_command(sft_args));
+    if (*exp) return finish(run_export(export_source, export_out));
     if (*data) return finish(run_data(data_args));
     if (*gemm) return finish(run_bench_gemm(gemm_args));
     if (*fwd) return finish(run_bench_forward(fwd_args));

@@ -10,8 +10,9 @@ namespace fp8rl::loss {
 TisLevel parse_tis_level(std::string_view name) {
   if (name == "token") return TisLevel::token;
   if (name == "sequence") return TisLevel::sequence;
+  if (name == "geometric") return TisLevel::geometric;
   if (name == "none") return TisLevel::none;
-  throw ConfigError(cat("algorithm.tis_level: unknown value '", name, "' (valid: token, sequence, none)"));
+  throw ConfigError(cat("algorithm.tis_level: unknown value '", name, "' (valid: token, sequence, geometric, none)"));
 }
 
 TisMode parse_tis_mode(std::string_view name) {
@@ -24,6 +25,7 @@ const char* to_string(TisLevel level) {
   switch (level) {
     case TisLevel::token: return "token";
     case TisLevel::sequence: return "sequence";
+    case TisLevel::geometric: return "geometric";
     case TisLevel::none: return "none";
   }
   return "?";
@@ -66,12 +68,15 @@ RolloutCorrection rollout_correction(const at::Tensor& old_logp, const at::Tenso
 
   // A "unit" is what one weight belongs to: a token, or a whole sequence.
   at::Tensor unit_log_ratio, unit_valid;  // [B, T] or [B]
-  if (level == TisLevel::sequence) {
+  const bool per_sequence = level == TisLevel::sequence || level == TisLevel::geometric;
+  if (per_sequence) {
     // The sequence weight is the product of the TRUE token ratios, exp(sum of log-ratios), so
     // the token log-ratios are summed unclamped and only the sum is clamped (verl's
     // SAFETY_BOUND): clamping each token first would turn [+25, -24] (product e^1) into
     // e^(20 - 20) = 1. The sum runs in double: finite float32 log-ratios cannot overflow it.
-    const at::Tensor seq_sum = diff.to(at::kDouble).sum(1);  // [B]
+    at::Tensor seq_sum = diff.to(at::kDouble).sum(1);  // [B]
+    // Geometric: the mean log-ratio over the sequence's tokens (empty sequences: 0 / 1).
+    if (level == TisLevel::geometric) seq_sum = seq_sum / valid_tok.sum(1).clamp_min(1).to(at::kDouble);
     // A sequence holding both a +inf and a -inf log-ratio (each side found impossible a token
     // the other sampled) has no defined product: the NaN becomes -clamp, i.e. no weight in
     // truncate mode and dropped in mask mode, rather than poisoning the loss.
@@ -85,7 +90,7 @@ RolloutCorrection rollout_correction(const at::Tensor& old_logp, const at::Tenso
   }
   const at::Tensor unit_ratio = unit_log_ratio.exp();
   auto to_tokens = [&](const at::Tensor& u) {  // [B] or [B, T] -> [B, T]
-    return level == TisLevel::sequence ? u.unsqueeze(1).expand_as(m) : u;
+    return per_sequence ? u.unsqueeze(1).expand_as(m) : u;
   };
 
   RolloutCorrection out;

@@ -15,10 +15,14 @@
 
 namespace fp8rl::loss {
 
-enum class TisLevel { token, sequence, none };
+// token: one weight per token. sequence: the product of a sequence's token ratios. geometric:
+// their geometric mean exp(mean log-ratio), one per sequence -- length-independent, which is
+// what NeMo-RL's seq-mask-tis masks on (tis_mode: mask) and what stays usable for long
+// responses where the product collapses to 0 or overflows the cap.
+enum class TisLevel { token, sequence, geometric, none };
 enum class TisMode { truncate, mask };
 
-// "token" | "sequence" | "none" (algorithm.tis_level); ConfigError listing valid values otherwise.
+// "token" | "sequence" | "geometric" | "none" (algorithm.tis_level); ConfigError listing valid values otherwise.
 // For the trainer, once, when it reads the recipe: rollout_correction() takes the enums.
 TisLevel parse_tis_level(std::string_view name);
 // "truncate" | "mask" (algorithm.tis_mode); ConfigError listing valid values otherwise.

@@ -4,24 +4,31 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 
+#include <nlohmann/json.hpp>
+
+#include "core/hf/safetensors.h"
+#include "core/model/architecture.h"
+#include "core/model/weight_reader.h"
+#include "core/recipe/load.h"
+#include "core/util/atomic_file.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "trainer/checkpoint_store.h"
+#include "trainer/policy.h"
 #include "trainer/tensor_file.h"
 
 namespace fp8rl::trainer {
 
 namespace fs = std::filesystem;
 
-void save_dense_model(const model::CausalLM& model, const std::string& source_dir, const std::string& out_dir) {
-  std::map<std::string, at::Tensor> tensors;
-  model.visit([&](const model::ModelTensor& t) {
-    if (t.role == model::TensorRole::buffer) return;
-    FP8RL_CHECK(t.role == model::TensorRole::trainable || t.role == model::TensorRole::frozen,
-                cat("save_dense_model: ", t.name, " is not a dense tensor"));
-    FP8RL_CHECK(t.name.find("lora_") == std::string::npos, cat("save_dense_model: adapters are not merged: ", t.name));
-    model::for_each_hf_tensor(t, [&](const std::string& name, const at::Tensor& x) { tensors[name] = x; });
-  });
+namespace {
+
+// config.json + tokenizer files of `source_dir` and `tensors` as model.safetensors, into `out_dir`
+// through a temporary directory and a rename.
+void write_hf_dir(const std::map<std::string, at::Tensor>& tensors, const std::string& source_dir,
+                  const std::string& out_dir) {
   const fs::path out = fs::absolute(out_dir);
   const fs::path tmp = out.parent_path() / cat(".", out.filename().string(), ".tmp.", ::getpid());
   std::error_code ec;
@@ -36,6 +43,107 @@ void save_dense_model(const model::CausalLM& model, const std::string& source_di
   if (fs::exists(out)) fs::rename(out, old);
   fs::rename(tmp, out);
   fs::remove_all(old, ec);
+}
+
+}  // namespace
+
+void save_dense_model(const model::CausalLM& model, const std::string& source_dir, const std::string& out_dir) {
+  std::map<std::string, at::Tensor> tensors;
+  model.visit([&](const model::ModelTensor& t) {
+    if (t.role == model::TensorRole::buffer) return;
+    FP8RL_CHECK(t.role == model::TensorRole::trainable || t.role == model::TensorRole::frozen,
+                cat("save_dense_model: ", t.name, " is not a dense tensor"));
+    FP8RL_CHECK(t.name.find("lora_") == std::string::npos, cat("save_dense_model: adapters are not merged: ", t.name));
+    model::for_each_hf_tensor(t, [&](const std::string& name, const at::Tensor& x) { tensors[name] = x; });
+  });
+  write_hf_dir(tensors, source_dir, out_dir);
+}
+
+std::string export_run(const std::string& source, const std::string& out_dir) {
+  std::error_code ec;
+  fs::path ckpt = source;
+  if (!fs::exists(ckpt / kManifestFile)) {
+    if (!fs::is_directory(ckpt / "checkpoints", ec))
+      throw ConfigError(cat("export: '", source, "' is neither a checkpoint (no ", kManifestFile, ") nor a run directory (no checkpoints/)"));
+    std::vector<std::string> skipped;
+    const std::optional<fs::path> good = CheckpointStore(source, 0).latest_good(&skipped);
+    for (const std::string& s : skipped) log::warn("export: skipping " + s);
+    if (!good) throw ConfigError(cat("export: no complete checkpoint in ", (ckpt / "checkpoints").string()));
+    ckpt = *good;
+  }
+  verify_checkpoint(ckpt);
+  const fs::path run_dir = ckpt.parent_path().parent_path();
+  const recipe::LoadedRecipe loaded = recipe::load_recipe((ckpt / "resolved_recipe.yaml").string());
+  const recipe::Recipe& r = loaded.recipe;
+  // The model the run started from: its warm-up, its random init, or model.path.
+  std::string model_dir = r.model.path;
+  if (r.sft.steps > 0) model_dir = (run_dir / "sft_model").string();
+  else if (!r.model.init_preset.empty()) model_dir = (run_dir / "init_model").string();
+  if (!fs::exists(fs::path(model_dir) / "config.json"))
+    throw ConfigError(cat("export: the run's starting model ", model_dir, " is gone; it is needed to merge into"));
+  Policy policy(r, model_dir, at::kCPU);
+  const std::string tpath = (ckpt / "trainable.safetensors").string();
+  const std::map<std::string, at::Tensor> trained = load_tensors(tpath);
+  const at::ScalarType dtype = resolve_dtype(r.model.dtype);
+
+  // Every HF tensor of the starting checkpoint, in the model dtype...
+  const safetensors::Checkpoint base(model_dir);
+  std::map<std::string, at::Tensor> out;
+  for (const std::string& name : base.names()) out[name] = model::to_host_tensor(base.get(name)).to(dtype);
+  // ...with the trained values put in.
+  const double scaling = r.lora.rank > 0 ? r.lora.alpha / static_cast<double>(r.lora.rank) : 0.0;
+  std::map<std::string, at::Tensor> adapter;
+  for (const model::ModelTensor& t : policy.trainable()) {
+    const auto it = trained.find(t.name);
+    if (it == trained.end()) throw ConfigError(cat(tpath, ": tensor '", t.name, "' is missing"));
+    const at::Tensor value = it->second.to(at::kFloat);
+    if (r.lora.rank > 0) {  // `<part>.lora_A.weight` / `.lora_B.weight`: merged once both are seen
+      adapter["base_model.model." + t.name] = value;
+      continue;
+    }
+    const std::string master = ".master_weight";
+    if (t.name.size() > master.size() && t.name.compare(t.name.size() - master.size(), master.size(), master) == 0) {
+      FP8RL_CHECK(t.projection != nullptr, "export: a master weight without its projection spec");
+      int64_t row = 0;  // a fused master holds its parts along dim 0
+      for (size_t i = 0; i < t.projection->parts.size(); ++i) {
+        out[t.projection->parts[i] + ".weight"] = value.narrow(0, row, t.projection->part_out[i]).to(dtype);
+        row += t.projection->part_out[i];
+      }
+      continue;
+    }
+    model::ModelTensor v = t;
+    v.tensor = value;
+    model::for_each_hf_tensor(v, [&](const std::string& name, const at::Tensor& x) { out[name] = x.to(dtype); });
+  }
+  if (r.lora.rank > 0) {
+    for (const auto& [name, a] : adapter) {
+      const std::string suffix = ".lora_A.weight";
+      if (name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+      const std::string stem = name.substr(0, name.size() - suffix.size());     // base_model.model.<part>
+      const std::string part = stem.substr(std::string("base_model.model.").size());
+      const at::Tensor& b = adapter.at(stem + ".lora_B.weight");
+      at::Tensor& w = out.at(part + ".weight");
+      w = (w.to(at::kFloat) + scaling * at::matmul(b, a)).to(dtype);
+    }
+  }
+  write_hf_dir(out, model_dir, out_dir);
+  if (r.lora.rank > 0) {
+    const fs::path adir = fs::path(out_dir) / "adapter";
+    fs::create_directories(adir);
+    save_tensors((adir / "adapter_model.safetensors").string(), adapter, {{"format", "pt"}});
+    const nlohmann::json config = {{"peft_type", "LORA"},
+                                   {"task_type", "CAUSAL_LM"},
+                                   {"r", r.lora.rank},
+                                   {"lora_alpha", r.lora.alpha},
+                                   {"lora_dropout", r.lora.dropout},
+                                   {"bias", "none"},
+                                   {"target_modules", r.lora.target_modules == std::vector<std::string>{"all-linear"}
+                                                          ? nlohmann::json("all-linear")
+                                                          : nlohmann::json(r.lora.target_modules)},
+                                   {"base_model_name_or_path", fs::absolute(model_dir).string()}};
+    write_file_atomic(adir / "adapter_config.json", config.dump(2) + "\n");
+  }
+  return ckpt.string();
 }
 
 }  // namespace fp8rl::trainer

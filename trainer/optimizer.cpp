@@ -18,6 +18,16 @@ double scheduled_lr(double base, int64_t step, int64_t warmup, int64_t total, co
   return base * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
 }
 
+AdamWOptions adamw_options(const recipe::TrainerConfig& t, double lr) {
+  AdamWOptions o;
+  o.lr = lr;
+  o.beta1 = t.adam_beta1;
+  o.beta2 = t.adam_beta2;
+  o.eps = t.adam_eps;
+  o.weight_decay = t.weight_decay;
+  return o;
+}
+
 AdamW::AdamW(std::vector<model::ModelTensor> params, AdamWOptions options) : options_(options) {
   at::NoGradGuard no_grad;
   for (model::ModelTensor& p : params) {

@@ -32,6 +32,9 @@ struct AdamWOptions {
 // or cosine from base to 0 over the remaining steps of `total`.
 double scheduled_lr(double base, int64_t step, int64_t warmup, int64_t total, const std::string& scheduler);
 
+// trainer.adam_beta1/2, adam_eps, weight_decay with learning rate `lr`.
+AdamWOptions adamw_options(const recipe::TrainerConfig& trainer, double lr);
+
 class AdamW {
  public:
   // `params`: the trainable tensors (requires_grad leaves), by name.

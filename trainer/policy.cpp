@@ -21,21 +21,21 @@ namespace fp8rl::trainer {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-at::Device resolve_device(const std::string& setting) {
+at::Device resolve_device(const std::string& setting, const std::string& what) {
   if (setting == "cpu") return at::kCPU;
   if (setting == "cuda") {
-    if (!at::hasCUDA()) throw ConfigError("trainer.device: cuda, but this build of fp8rl has no CUDA or no GPU is visible");
+    if (!at::hasCUDA()) throw ConfigError(what + " cuda, but this build of fp8rl has no CUDA or no GPU is visible");
     return at::Device(at::kCUDA, 0);
   }
   if (setting == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-  throw ConfigError("trainer.device: '" + setting + "': expected auto, cpu or cuda");
+  throw ConfigError(what + " '" + setting + "': expected auto, cpu or cuda");
 }
 
-at::ScalarType resolve_dtype(const std::string& name) {
+at::ScalarType resolve_dtype(const std::string& name, const std::string& what) {
   if (name == "bfloat16") return at::kBFloat16;
   if (name == "float32") return at::kFloat;
   if (name == "float16") return at::kHalf;
-  throw ConfigError("model.dtype: '" + name + "': expected bfloat16, float32 or float16");
+  throw ConfigError(what + " '" + name + "': expected bfloat16, float32 or float16");
 }
 
 int64_t SequenceBatch::max_response() const {

@@ -27,10 +27,10 @@
 
 namespace fp8rl::trainer {
 
-// "auto" | "cpu" | "cuda" -> a device (ConfigError naming trainer.device when CUDA is asked for
-// and absent); "bfloat16" | "float32" | "float16" -> a dtype.
-at::Device resolve_device(const std::string& setting);
-at::ScalarType resolve_dtype(const std::string& name);
+// "auto" | "cpu" | "cuda" -> a device (ConfigError naming `what` when CUDA is asked for and
+// absent); "bfloat16" | "float32" | "float16" -> a dtype.
+at::Device resolve_device(const std::string& setting, const std::string& what = "trainer.device");
+at::ScalarType resolve_dtype(const std::string& name, const std::string& what = "model.dtype");
 
 // Sequences for the trainer's forward: prompt + response tokens of each sample.
 struct SequenceBatch {

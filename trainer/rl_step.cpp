@@ -175,6 +175,44 @@ at::Tensor take_rows(const at::Tensor& x, const at::Tensor& rows, int64_t T) {
 
 }  // namespace
 
+Metrics validate(Policy& policy, rollout::Engine& engine, const std::vector<Example>& examples,
+                 const BatchReward& reward, const StepInputs& in) {
+  std::vector<rollout::GenerateRequest> requests(examples.size());
+  for (size_t i = 0; i < examples.size(); ++i) {
+    requests[i].prompt = examples[i].prompt_ids;
+    requests[i].params.max_new_tokens = static_cast<int32_t>(in.recipe.rollout.max_response_length);
+    requests[i].params.stop_token_ids = in.stop_ids;
+    requests[i].sampling.temperature = 0;  // greedy
+  }
+  std::vector<rollout::GenerateOutput> outs;
+  {
+    Policy::RolloutScope rollout_mode(policy);
+    at::NoGradGuard no_grad;
+    outs = engine.generate(requests);
+  }
+  std::vector<Sample> samples(examples.size());
+  std::vector<std::string> texts;
+  std::vector<RewardInput> inputs;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const rollout::RequestOutput& o = outs[i].output;
+    if (o.finish_reason == rollout::FinishReason::kError)
+      throw ConfigError(cat(examples[i].where, ": the rollout engine refused the prompt: ", o.error));
+    samples[i].response.assign(o.samples.at(0).tokens.begin(), o.samples.at(0).tokens.end());
+    samples[i].truncated = o.samples.at(0).finish_reason == rollout::FinishReason::kLength;
+    texts.push_back(response_text(samples[i], in.tokenizer));
+  }
+  for (size_t i = 0; i < examples.size(); ++i) inputs.push_back({examples[i].prompt, texts[i], examples[i].answer});
+  const std::vector<double> scores = reward(inputs);
+  double correct = 0, score = 0, len = 0;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    correct += scores[i] >= 1.0 ? 1 : 0;
+    score += scores[i];
+    len += static_cast<double>(samples[i].response.size());
+  }
+  const double n = static_cast<double>(std::max<size_t>(1, scores.size()));
+  return {{"val/accuracy", correct / n}, {"val/score", score / n}, {"val/response_length", len / n}};
+}
+
 SampleTensors sample_logprobs(const Policy& policy, const std::vector<Sample>& samples, const StepInputs& in) {
   at::NoGradGuard no_grad;
   const int64_t S = static_cast<int64_t>(samples.size());
@@ -245,7 +283,6 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
                              .to(at::kFloat)
                              .to(dev);  // [S]
   const loss::PolicyObjectiveOptions objective = policy_objective_options(r.algorithm);
-  const int64_t T = old.logp.size(1);
   const int64_t per_mini = r.trainer.ppo_mini_batch_size * r.rollout.n;  // samples per optimizer step
   const int64_t micro = r.trainer.ppo_micro_batch_size_per_gpu;
   int64_t micro_count = 0;
@@ -296,7 +333,6 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
   for (auto& [k, v] : m)
     if (k != "actor/lr" && k != "actor/skipped_updates") v /= static_cast<double>(std::max<int64_t>(1, micro_count));
   m["actor/grad_norm"] = grad_norm_sum / static_cast<double>(std::max<int64_t>(1, updates));
-  (void)T;
   return m;
 }
 

@@ -82,6 +82,12 @@ at::Tensor rollout_logprobs(const std::vector<Sample>& samples, int64_t T, at::D
 Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, const SampleTensors& old,
                    const at::Tensor& rollout_logp, const at::Tensor& ref_logp, const StepInputs& in);
 
+// Validation (trainer.test_freq): one greedy sample per example of `examples` (pass@1 with
+// greedy decoding), scored by `reward`. Returns val/accuracy (score >= 1), val/score and
+// val/response_length.
+Metrics validate(Policy& policy, rollout::Engine& engine, const std::vector<Example>& examples,
+                 const BatchReward& reward, const StepInputs& in);
+
 // The rollout-correction metrics of the whole batch under verl's names (rollout_corr/...), plus
 // NVIDIA's token-multiplicative probability error mean(exp|old - rollout|) - 1.
 Metrics mismatch_metrics(const at::Tensor& old_logp, const at::Tensor& rollout_logp, const at::Tensor& mask,

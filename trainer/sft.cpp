@@ -77,13 +77,7 @@ void supervised_warmup(const recipe::Recipe& recipe, const TaskSetup& task, at::
   for (const Example& e : task.examples)
     if (e.answer.empty()) throw ConfigError(e.where + ": no reference answer (reward.answer_key) to fine-tune on");
   Policy policy(r, task.model_dir, device);
-  AdamWOptions ao;
-  ao.lr = r.sft.lr;
-  ao.beta1 = r.trainer.adam_beta1;
-  ao.beta2 = r.trainer.adam_beta2;
-  ao.eps = r.trainer.adam_eps;
-  ao.weight_decay = r.trainer.weight_decay;
-  AdamW optimizer(policy.trainable(), ao);
+  AdamW optimizer(policy.trainable(), adamw_options(r.trainer, r.sft.lr));
   // Its own order (seeded apart from the RL run's), so the warm-up does not move the RL data order.
   DataOrder order(static_cast<int64_t>(task.examples.size()), mix_seed(static_cast<uint64_t>(r.data.seed), 0x5f7),
                   r.data.shuffle);

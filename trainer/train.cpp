@@ -129,18 +129,12 @@ int run_train(const recipe::LoadedRecipe& loaded) {
   log::info(cat("model ", task.model_dir, " (", shape.num_hidden_layers, " layers, hidden ", shape.hidden_size, ") on ",
                 device.str(), " in ", seconds_since(t_load), " s; ",
                 r.quantization.quant_method == "fp8" ? policy.plan().summary() : std::string("dense (quant_method: none)")));
-  AdamWOptions ao;
-  ao.lr = r.trainer.lr;
-  ao.beta1 = r.trainer.adam_beta1;
-  ao.beta2 = r.trainer.adam_beta2;
-  ao.eps = r.trainer.adam_eps;
-  ao.weight_decay = r.trainer.weight_decay;
   std::vector<model::ModelTensor> params = policy.trainable();
   int64_t trainable_params = 0;
   for (const model::ModelTensor& t : params) trainable_params += t.tensor.numel();
   log::info(cat(policy.lora() ? "LoRA" : "full fine-tuning", ": ", params.size(), " trainable tensors, ", trainable_params,
                 " parameters"));
-  AdamW optimizer(std::move(params), ao);
+  AdamW optimizer(std::move(params), adamw_options(r.trainer, r.trainer.lr));
   DataOrder order(static_cast<int64_t>(task.examples.size()), static_cast<uint64_t>(r.data.seed), r.data.shuffle);
   int64_t start = 0;
   if (resume_from) {
@@ -151,8 +145,16 @@ int run_train(const recipe::LoadedRecipe& loaded) {
   MetricsLog metrics_log(dir, r.logging.logger, resume_from ? start : -1);
   const BatchReward reward = make_batch_reward(r);
   rollout::Engine engine(policy.model(), engine_config(r));
+  std::vector<Example> val_examples;
+  if (r.trainer.test_freq > 0)
+    val_examples = load_examples(r, r.data.val_files, *task.tokenizer, task.chat_template, task.config.shape.vocab_size);
   const StepInputs in{r, task.examples, *task.tokenizer, task.stop_ids, 0};
 
+  if (r.trainer.test_freq > 0 && start == 0) {  // the starting point, logged as step 0 (verl's val_before_train)
+    const Metrics vm = validate(policy, engine, val_examples, reward, in);
+    metrics_log.log(0, std::vector<std::pair<std::string, double>>(vm.begin(), vm.end()));
+    log::info(cat("validation before training: accuracy ", vm.at("val/accuracy"), " on ", val_examples.size(), " prompts"));
+  }
   InterruptHandler interrupts;
   const auto t_run = std::chrono::steady_clock::now();
   int64_t step = start;
@@ -189,6 +191,12 @@ int run_train(const recipe::LoadedRecipe& loaded) {
     }
     ++step;
     m["data/epoch"] = static_cast<double>(order.epoch());
+    if (r.trainer.test_freq > 0 && (step % r.trainer.test_freq == 0 || step == r.trainer.total_training_steps)) {
+      const auto t_val = std::chrono::steady_clock::now();
+      const Metrics vm = validate(policy, engine, val_examples, reward, si);
+      m.insert(vm.begin(), vm.end());
+      m["timing_s/validation"] = seconds_since(t_val);
+    }
     const bool last = step == r.trainer.total_training_steps || interrupts.requested();
     m["timing_s/step"] = seconds_since(t_step);
     // Metrics first, then the checkpoint (which copies metrics.jsonl): a checkpoint of step s

@@ -61,7 +61,7 @@ void AlgorithmConfig::visit(FieldVisitor& v) {
   v.choice("loss_agg_mode", loss_agg_mode,
            {"token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"},
            "how per-token losses become one number");
-  v.choice("tis_level", tis_level, {"token", "sequence", "none"},
+  v.choice("tis_level", tis_level, {"token", "sequence", "geometric", "none"},
            "importance correction of the FP8-rollout / trainer mismatch");
   v.choice("tis_mode", tis_mode, {"truncate", "mask"},
            "truncate: weight min(ratio, tis_cap); mask: drop ratios outside [tis_mask_lower, tis_cap]");

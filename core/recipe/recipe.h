@@ -86,7 +86,7 @@ struct AlgorithmConfig {
   double clip_ratio_high = 0.2;        // PPO clip: ratio <= 1 + clip_ratio_high (DAPO clip-higher: 0.28)
   std::optional<double> clip_ratio_c;  // dual clip for negative advantages (> 1); null = off
   std::string loss_agg_mode = "token-mean";  // token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm
-  std::string tis_level = "token";     // rollout correction: token | sequence | none
+  std::string tis_level = "token";     // rollout correction: token | sequence | geometric (mean log-ratio per sequence; + mask = NeMo-RL's seq-mask-tis) | none
   std::string tis_mode = "truncate";   // truncate: weight min(ratio, tis_cap) | mask: drop outside [tis_mask_lower, tis_cap]
   double tis_cap = 2.0;                // C in min(exp(old_logp - rollout_logp), C); must be > 1
   double tis_mask_lower = 0.5;         // lower bound of the kept ratio in mask mode

@@ -76,6 +76,26 @@ expect 0 'finished 2 steps' -- train "$tiny" trainer.output_dir=runs "${short[@]
 expect 2 'already holds a run'   -- train "$tiny" trainer.output_dir=runs "${short[@]}"
 expect 0 'resumed from'          -- train "$tiny" trainer.output_dir=runs "${short[@]}" trainer.total_training_steps=3 --resume auto
 [ "$(wc -l <runs/quickstart-tiny/metrics.jsonl)" -eq 3 ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: metrics.jsonl should hold 3 steps after the resume"; }
+# Validation on a JSONL file written by `fp8rl data`: a step-0 line, then every test_freq steps.
+expect 0 ''                      -- data addition -o val.jsonl --count 6 --seed 9
+expect 0 'validation before training' -- train "$tiny" trainer.output_dir=runs-val "${short[@]}" trainer.test_freq=1 data.val_files=[val.jsonl]
+python3 -c "
+import json
+m = [json.loads(l) for l in open('runs-val/quickstart-tiny/metrics.jsonl')]
+assert [x['step'] for x in m] == [0, 1, 2] and all('val/accuracy' in x for x in m), m
+" && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: validation metrics missing"; }
+# Ctrl-C: the first stops after the current step, saves a checkpoint and exits 130.
+"$bin" train "$tiny" trainer.output_dir=runs-int "${short[@]}" trainer.total_training_steps=100000 checkpoint.save_freq=0 >int.out 2>int.err &
+pid=$!
+for _ in $(seq 1 600); do [ -s runs-int/quickstart-tiny/metrics.jsonl ] && break; sleep 0.1; done
+kill -INT $pid
+wait $pid
+got=$?
+if [ $got -eq 130 ] && grep -q 'stopped by a signal' int.err && ls runs-int/quickstart-tiny/checkpoints/step_* >/dev/null 2>&1; then
+  passes=$((passes + 1))
+else
+  fails=$((fails + 1)); echo "FAIL: Ctrl-C: exit $got, want 130 with a checkpoint"; tail -3 int.err
+fi
 
 expect 0 'TFLOP/s'               -- bench gemm --help
 expect 2 ''                      -- bench

@@ -294,3 +294,23 @@ TEST_CASE("rollout correction: huge mismatches stay finite, bad knobs are config
   o.mask_lower = 3.0;
   REQUIRE_THROWS_CONTAINING(rollout_correction(old, roll, mask, o), ConfigError, "tis_mask_lower");
 }
+
+TEST_CASE("geometric TIS: one weight per sequence, exp of the mean token log-ratio (seq-mask-tis)", "[loss][tis]") {
+  // Sequence 0: log-ratios +1, -0.2, +0.5 (mean 0.4333); sequence 1: -1.5 and a pad (mean -1.5).
+  const at::Tensor roll = at::zeros({2, 3}, at::kDouble);
+  const at::Tensor old = from_vec({1.0, -0.2, 0.5, -1.5, 7.0, 0.0}, {2, 3});
+  const at::Tensor mask = from_vec({1, 1, 1, 1, 0, 0}, {2, 3});
+  RolloutCorrectionOptions o;
+  o.level = TisLevel::geometric;
+  o.cap = 2.0;
+  auto rc = rollout_correction(old, roll, mask, o);
+  const double g0 = std::exp(1.3 / 3), g1 = std::exp(-1.5);
+  check_close(to_vec(rc.weight), {g0, g0, g0, g1, g1, g1}, 0, 1e-12, "geometric weight");
+  CHECK(rc.metrics.num_units == 2);
+  // Mask mode, kept range [0.5, 2]: sequence 1 (e^-1.5 = 0.22) is dropped whole.
+  o.mode = TisMode::mask;
+  o.mask_lower = 0.5;
+  rc = rollout_correction(old, roll, mask, o);
+  check_close(to_vec(rc.mask), {1, 1, 1, 0, 0, 0}, 0, 0, "seq-mask-tis");
+  CHECK(parse_tis_level("geometric") == TisLevel::geometric);
+}

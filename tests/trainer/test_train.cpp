@@ -2,6 +2,7 @@
 // N/2 steps, a resume, and N/2 more (identical metrics stream, weights within float rounding),
 // with the resume point in the middle of an epoch -- and damaged checkpoints are refused.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <fstream>
 #include <sstream>
@@ -12,6 +13,8 @@
 #include "tests/catch.h"
 #include "tests/trainer/trainer_test_util.h"
 #include "trainer/checkpoint_store.h"
+#include "trainer/export.h"
+#include "trainer/policy.h"
 #include "trainer/tensor_file.h"
 #include "trainer/train.h"
 
@@ -99,4 +102,42 @@ TEST_CASE("a damaged checkpoint is refused by name and resume auto falls back to
   r.push_back("checkpoint.resume_mode=resume_path");
   r.push_back("checkpoint.resume_from_path=" + last.string());
   REQUIRE_THROWS_AS(trainer::run_train(test::quickstart(dir, r)), ConfigError);
+}
+
+TEST_CASE("export: the merged HF model computes what the trained LoRA policy computes", "[trainer][export]") {
+  test::TempDir dir;
+  std::vector<std::string> o = short_run(2);
+  o.push_back("trainer.experiment_name=run");
+  o.push_back("quantization.quant_method=none");
+  o.push_back("trainer.lr=0.05");  // adapters far from zero, so the merge matters
+  const recipe::LoadedRecipe loaded = test::quickstart(dir, o);
+  REQUIRE(trainer::run_train(loaded) == 0);
+  const fs::path run = dir.path() / "runs" / "run";
+  const fs::path out = dir.path() / "exported";
+  const std::string ckpt = trainer::export_run(run.string(), out.string());
+  CHECK(fs::path(ckpt).filename() == trainer::checkpoint_dir_name(2));
+  CHECK(fs::exists(out / "config.json"));
+  CHECK(fs::exists(out / "tokenizer.json"));
+  CHECK(fs::exists(out / "adapter" / "adapter_model.safetensors"));
+  CHECK(json::parse(test::read_file(out / "adapter" / "adapter_config.json"))["r"] == 8);
+  const auto adapter = trainer::load_tensors((out / "adapter" / "adapter_model.safetensors").string());
+  CHECK(adapter.count("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight") == 1);
+
+  // The trained policy: the warm-up model plus the checkpoint's adapters.
+  trainer::Policy trained(loaded.recipe, (run / "sft_model").string(), at::kCPU);
+  const auto saved = trainer::load_tensors((fs::path(ckpt) / "trainable.safetensors").string());
+  {
+    at::NoGradGuard g;
+    for (const model::ModelTensor& t : trained.trainable()) t.tensor.detach().copy_(saved.at(t.name));
+  }
+  std::vector<std::string> dense = o;
+  dense.push_back("lora.rank=0");
+  const trainer::Policy merged(test::quickstart(dir, dense).recipe, out.string(), at::kCPU);
+  trainer::SequenceBatch b;
+  b.prompts = {{51, 43, 52, 61}, {57, 57, 43, 49, 61}};
+  b.responses = {{54, 257}, {49, 48, 54, 257}};
+  at::NoGradGuard g;
+  const at::Tensor lt = trained.response_logprobs(b, 1.0).logp, lm = merged.response_logprobs(b, 1.0).logp;
+  CHECK(at::allclose(lt, lm, 1e-4, 1e-4));
+  CHECK(lt.abs().sum().item<double>() > 0);
 }
