@@ -282,7 +282,7 @@ TEST_CASE("rollout correction: huge mismatches stay finite, bad knobs are config
     check_close(to_vec(rc.mask), {0, 0, 0, 0, 0, 0}, 0, 0, "inf mask");
   }
   // Recipe names are mapped once by the trainer (parse_*); rollout_correction takes the enums.
-  REQUIRE_THROWS_CONTAINING(parse_tis_level("tok"), ConfigError, "token, sequence, none");
+  REQUIRE_THROWS_CONTAINING(parse_tis_level("tok"), ConfigError, "token, sequence, geometric, none");
   REQUIRE_THROWS_CONTAINING(parse_tis_mode("clip"), ConfigError, "truncate, mask");
   for (const TisLevel l : {TisLevel::token, TisLevel::sequence, TisLevel::none}) CHECK(parse_tis_level(to_string(l)) == l);
   for (const TisMode m : {TisMode::truncate, TisMode::mask}) CHECK(parse_tis_mode(to_string(m)) == m);
