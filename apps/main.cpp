@@ -16,6 +16,7 @@
 #include "apps/cli_errors.h"
 #include "apps/commands.h"
 #include "apps/generate.h"
+#include "trainer/compare.h"
 #include "core/util/error.h"
 #include "core/util/strings.h"
 
@@ -75,6 +76,12 @@ int main(int argc, char** argv) {
   data->add_option("-o,--output", data_args.output, "output JSONL file")->required();
   data->add_option("--count", data_args.count, "examples")->check(CLI::Range(1, 100000000))->capture_default_str();
   data->add_option("--seed", data_args.seed, "seed")->capture_default_str();
+
+  std::vector<std::string> compare_runs;
+  int64_t compare_window = 10;
+  CLI::App* cmp = app.add_subcommand("compare", "Compare runs: recipe differences and final metrics side by side");
+  cmp->add_option("runs", compare_runs, "run directories (the first is the reference of the ratios)")->required();
+  cmp->add_option("--window", compare_window, "last steps averaged")->check(CLI::Range(1, 1000000))->capture_default_str();
 
   std::string export_source, export_out;
   CLI::App* exp = app.add_subcommand("export", "Write a run's checkpoint as an HF model (LoRA merged) and PEFT adapters");
@@ -169,6 +176,10 @@ int main(int argc, char** argv) {
     if (*train) return finish(run_train_command(train_args));
     if (*sft) return finish(run_sft_command(sft_args));
     if (*exp) return finish(run_export(export_source, export_out));
+    if (*cmp) {
+      std::cout << trainer::compare_runs({compare_runs, compare_window});
+      return finish(kExitOk);
+    }
     if (*data) return finish(run_data(data_args));
     if (*gemm) return finish(run_bench_gemm(gemm_args));
     if (*fwd) return finish(run_bench_forward(fwd_args));

@@ -84,6 +84,12 @@ import json
 m = [json.loads(l) for l in open('runs-val/quickstart-tiny/metrics.jsonl')]
 assert [x['step'] for x in m] == [0, 1, 2] and all('val/accuracy' in x for x in m), m
 " && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: validation metrics missing"; }
+# compare: the keys that differ, the metrics side by side; a torn metrics line is skipped with its location.
+expect 0 'trainer.test_freq' -- compare runs/quickstart-tiny runs-val/quickstart-tiny
+expect 0 'score/accuracy'    -- compare runs/quickstart-tiny runs-val/quickstart-tiny
+cp -r runs-val/quickstart-tiny torn && printf '{"step": 3, "reward/me' >>torn/metrics.jsonl
+expect 0 'metrics.jsonl:4: not a metrics line' -- compare runs/quickstart-tiny torn
+expect 2 'is not a run directory' -- compare runs/quickstart-tiny plain-file-dir
 # Ctrl-C: the first stops after the current step, saves a checkpoint and exits 130.
 "$bin" train "$tiny" trainer.output_dir=runs-int "${short[@]}" trainer.total_training_steps=100000 checkpoint.save_freq=0 >int.out 2>int.err &
 pid=$!
