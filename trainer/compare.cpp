@@ -21,38 +21,6 @@ using json = nlohmann::json;
 
 namespace {
 
-// Every recipe key as "section.key" -> its value as text.
-class Flatten final : public recipe::RecipeVisitor {
- public:
-  std::map<std::string, std::string> values;
-  void section(const char* name, const char*) override { section_ = name; }
-  void field(const char* key, bool& v, const char*) override { put(key, v ? "true" : "false"); }
-  void field(const char* key, int64_t& v, const char*) override { put(key, std::to_string(v)); }
-  void field(const char* key, double& v, const char*) override { put(key, num(v)); }
-  void field(const char* key, std::optional<double>& v, const char*) override { put(key, v ? num(*v) : "null"); }
-  void field(const char* key, std::string& v, const char*) override { put(key, v); }
-  void field(const char* key, std::vector<int64_t>& v, const char*) override {
-    std::string s;
-    for (int64_t x : v) s += (s.empty() ? "" : ", ") + std::to_string(x);
-    put(key, "[" + s + "]");
-  }
-  void field(const char* key, std::vector<std::string>& v, const char*) override {
-    std::string s;
-    for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
-    put(key, "[" + s + "]");
-  }
-  void choice(const char* key, std::string& v, const std::vector<std::string>&, const char*) override { put(key, v); }
-
- private:
-  static std::string num(double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", v);
-    return buf;
-  }
-  void put(const char* key, std::string v) { values[section_ + "." + key] = std::move(v); }
-  std::string section_;
-};
-
 struct Run {
   std::string dir;
   std::map<std::string, std::string> recipe;
@@ -67,10 +35,8 @@ Run read_run(const std::string& dir) {
   const fs::path recipe_path = fs::path(dir) / recipe::kResolvedRecipeFile;
   if (!fs::is_regular_file(recipe_path))
     throw ConfigError(cat("compare: '", dir, "' is not a run directory (no ", recipe::kResolvedRecipeFile, ")"));
-  recipe::LoadedRecipe loaded = recipe::load_recipe(recipe_path.string());
-  Flatten flat;
-  loaded.recipe.visit(flat);
-  run.recipe = std::move(flat.values);
+  const recipe::LoadedRecipe loaded = recipe::load_recipe(recipe_path.string());
+  run.recipe = recipe::key_values(loaded.recipe);
   run.total_steps = loaded.recipe.trainer.total_training_steps;
   const fs::path metrics = fs::path(dir) / recipe::kMetricsFile;
   std::ifstream in(metrics);

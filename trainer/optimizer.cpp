@@ -43,11 +43,13 @@ AdamW::AdamW(std::vector<model::ModelTensor> params, AdamWOptions options) : opt
 }
 
 double AdamW::clip_grad_norm(double max_norm) {
-  std::vector<at::Tensor> sq;
+  // Per-tensor norms in FP64 on the device, then one host sync for all of them.
+  std::vector<at::Tensor> norms;
   for (const Slot& s : slots_)
-    if (s.param.grad().defined()) sq.push_back(s.param.grad().to(at::kDouble).pow(2).sum().reshape({1}).cpu());
-  if (sq.empty()) return 0.0;
-  const double norm = std::sqrt(at::cat(sq).sum().item<double>());
+    if (s.param.grad().defined())
+      norms.push_back(at::linalg_vector_norm(s.param.grad(), 2, std::nullopt, false, at::kDouble));
+  if (norms.empty()) return 0.0;
+  const double norm = at::stack(norms).square().sum().sqrt().item<double>();
   if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
     const double coef = max_norm / (norm + 1e-6);
     at::NoGradGuard no_grad;

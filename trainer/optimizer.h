@@ -40,8 +40,8 @@ class AdamW {
   // `params`: the trainable tensors (requires_grad leaves), by name.
   AdamW(std::vector<model::ModelTensor> params, AdamWOptions options);
 
-  // sqrt(sum of squared gradients) over all tensors (a missing gradient counts as zero), in FP64
-  // on the host (one sync). If max_norm > 0 and the norm exceeds it, gradients are scaled by
+  // sqrt(sum of squared gradients) over all tensors (a missing gradient counts as zero), in FP64,
+  // read back with one host sync. If max_norm > 0 and the norm exceeds it, gradients are scaled by
   // max_norm / (norm + 1e-6) (torch.nn.utils.clip_grad_norm_).
   double clip_grad_norm(double max_norm);
   // One update at learning rate `lr`, then the gradients are cleared. Tensors without a gradient

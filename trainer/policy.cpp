@@ -118,7 +118,11 @@ Policy::Policy(const recipe::Recipe& recipe, const std::string& model_dir, at::D
     : mode_(std::make_shared<PolicyMode>()),
       model_(load_policy_model(recipe, model_dir, device, mode_, plan_)),
       lora_(recipe.lora.rank > 0),
-      checkpointing_(recipe.model.enable_gradient_checkpointing) {}
+      checkpointing_(recipe.model.enable_gradient_checkpointing) {
+  for_each_linear(model_, [&](model::Linear* l) {
+    if (auto* m = dynamic_cast<MasterWeightLinear*>(l)) masters_.push_back(m);
+  });
+}
 
 std::vector<model::ModelTensor> Policy::trainable() const {
   std::vector<model::ModelTensor> out;
@@ -178,13 +182,9 @@ ResponseLogprobs Policy::response_logprobs(const SequenceBatch& batch, double te
 }
 
 void Policy::sync_weights() {
-  std::vector<MasterWeightLinear*> masters;
-  for_each_linear(model_, [&](model::Linear* l) {
-    if (auto* m = dynamic_cast<MasterWeightLinear*>(l)) masters.push_back(m);
-  });
-  if (!masters.empty()) {
+  if (!masters_.empty()) {
     const at::Tensor nonfinite = at::zeros({1}, at::TensorOptions().dtype(at::kInt).device(model_.device()));
-    for (MasterWeightLinear* m : masters) m->requantize(nonfinite);
+    for (MasterWeightLinear* m : masters_) m->requantize(nonfinite);
     quant::throw_if_nonfinite(nonfinite, "a master weight after the optimizer step");
   }
   model_.bump_weight_version();

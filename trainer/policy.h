@@ -96,6 +96,7 @@ class Policy {
   model::CausalLM model_;
   bool lora_ = false;
   bool checkpointing_ = true;
+  std::vector<MasterWeightLinear*> masters_;  // full fine-tuning's FP8 projections (owned by model_)
 };
 
 }  // namespace fp8rl::trainer

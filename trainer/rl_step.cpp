@@ -12,6 +12,7 @@
 #include "loss/dapo.h"
 #include "loss/policy_objective.h"
 #include "loss/rollout_correction.h"
+#include "trainer/reward_command.h"
 #include "trainer/loss_options.h"
 
 namespace fp8rl::trainer {
@@ -31,6 +32,28 @@ std::string response_text(const Sample& s, const hf::Tokenizer& tok) {
   return tok.decode(ids);
 }
 
+// The request of one prompt under rollout.* (n samples, sampling knobs, stop tokens); seed 0.
+rollout::GenerateRequest rollout_request(const Example& e, const StepInputs& in) {
+  const recipe::RolloutConfig& ro = in.recipe.rollout;
+  rollout::GenerateRequest q;
+  q.prompt = e.prompt_ids;
+  q.params.n = static_cast<int32_t>(ro.n);
+  q.params.max_new_tokens = static_cast<int32_t>(ro.max_response_length);
+  q.params.stop_token_ids = in.stop_ids;
+  q.sampling.temperature = ro.temperature;
+  q.sampling.top_k = ro.top_k > 0 ? ro.top_k : 0;
+  q.sampling.top_p = ro.top_p;
+  return q;
+}
+
+// The engine over the policy in rollout mode (FP8 GEMMs, no autograd).
+std::vector<rollout::GenerateOutput> run_engine(Policy& policy, rollout::Engine& engine,
+                                                const std::vector<rollout::GenerateRequest>& requests) {
+  Policy::RolloutScope rollout_mode(policy);
+  at::NoGradGuard no_grad;
+  return engine.generate(requests);
+}
+
 // One generation batch: `count` prompts from `order`, their samples scored. Groups numbered from
 // `first_group`; `gen_index` separates the seeds of a step's successive batches.
 std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, DataOrder& order, const BatchReward& reward,
@@ -42,23 +65,11 @@ std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, Data
   const uint64_t step_seed = mix_seed(mix_seed(static_cast<uint64_t>(r.trainer.seed), static_cast<uint64_t>(in.step)),
                                       static_cast<uint64_t>(gen_index));
   for (size_t i = 0; i < picked.size(); ++i) {
-    rollout::GenerateRequest& q = requests[i];
-    q.prompt = in.examples[static_cast<size_t>(picked[i])].prompt_ids;
-    q.params.n = static_cast<int32_t>(r.rollout.n);
-    q.params.max_new_tokens = static_cast<int32_t>(r.rollout.max_response_length);
-    q.params.stop_token_ids = in.stop_ids;
-    q.sampling.temperature = r.rollout.temperature;
-    q.sampling.top_k = r.rollout.top_k > 0 ? r.rollout.top_k : 0;
-    q.sampling.top_p = r.rollout.top_p;
-    q.sampling.seed = mix_seed(step_seed, i);
+    requests[i] = rollout_request(in.examples[static_cast<size_t>(picked[i])], in);
+    requests[i].sampling.seed = mix_seed(step_seed, i);
   }
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<rollout::GenerateOutput> outs;
-  {
-    Policy::RolloutScope rollout_mode(policy);
-    at::NoGradGuard no_grad;
-    outs = engine.generate(requests);
-  }
+  const std::vector<rollout::GenerateOutput> outs = run_engine(policy, engine, requests);
   m["timing_s/rollout"] += seconds_since(t0);
   m["rollout/generated_tokens"] += static_cast<double>(engine.last_stats().generated_tokens);
   m["rollout/preemptions"] += static_cast<double>(engine.last_stats().preemptions);
@@ -101,6 +112,28 @@ std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, Data
 }
 
 }  // namespace
+
+BatchReward make_batch_reward(const recipe::Recipe& r) {
+  if (r.reward.type == "command") {
+    auto cmd = std::make_shared<RewardCommand>(r.reward.command);
+    return [cmd](const std::vector<RewardInput>& batch) { return cmd->score(batch); };
+  }
+  RewardFunction fn = make_reward_function(r.reward, r.data.synthetic_task);
+  return [fn](const std::vector<RewardInput>& batch) {
+    std::vector<double> out;
+    out.reserve(batch.size());
+    for (const RewardInput& in : batch) out.push_back(fn(in));
+    return out;
+  };
+}
+
+rollout::EngineConfig engine_config(const recipe::Recipe& r) {
+  rollout::EngineConfig ec;
+  ec.max_num_seqs = static_cast<int32_t>(r.rollout.max_num_seqs);
+  ec.enable_prefix_caching = r.rollout.enable_prefix_caching;
+  ec.gpu_memory_utilization = r.rollout.gpu_memory_utilization;
+  return ec;
+}
 
 RolloutBatch collect_rollouts(Policy& policy, rollout::Engine& engine, DataOrder& order, const BatchReward& reward,
                               const StepInputs& in) {
@@ -179,17 +212,11 @@ Metrics validate(Policy& policy, rollout::Engine& engine, const std::vector<Exam
                  const BatchReward& reward, const StepInputs& in) {
   std::vector<rollout::GenerateRequest> requests(examples.size());
   for (size_t i = 0; i < examples.size(); ++i) {
-    requests[i].prompt = examples[i].prompt_ids;
-    requests[i].params.max_new_tokens = static_cast<int32_t>(in.recipe.rollout.max_response_length);
-    requests[i].params.stop_token_ids = in.stop_ids;
+    requests[i] = rollout_request(examples[i], in);
+    requests[i].params.n = 1;
     requests[i].sampling.temperature = 0;  // greedy
   }
-  std::vector<rollout::GenerateOutput> outs;
-  {
-    Policy::RolloutScope rollout_mode(policy);
-    at::NoGradGuard no_grad;
-    outs = engine.generate(requests);
-  }
+  const std::vector<rollout::GenerateOutput> outs = run_engine(policy, engine, requests);
   std::vector<Sample> samples(examples.size());
   std::vector<std::string> texts;
   std::vector<RewardInput> inputs;
@@ -246,9 +273,14 @@ Metrics mismatch_metrics(const at::Tensor& old_logp, const at::Tensor& rollout_l
   Metrics m;
   const loss::RolloutCorrection c =
       loss::rollout_correction(old_logp, rollout_logp, mask, policy_objective_options(algorithm).correction);
-  const double tokens = std::max(1.0, mask.sum().item<double>());
-  const double old_mean = (old_logp * mask).sum().item<double>() / tokens;
-  const double roll_mean = (rollout_logp * mask).sum().item<double>() / tokens;
+  // The sums below in one device-to-host copy.
+  const at::Tensor sums = at::stack({mask.sum(), (old_logp * mask).sum(), (rollout_logp * mask).sum(),
+                                     ((old_logp - rollout_logp).abs().exp() * mask).sum()})
+                              .to(at::kCPU, at::kDouble);
+  const double* s = sums.data_ptr<double>();
+  const double tokens = std::max(1.0, s[0]);
+  const double old_mean = s[1] / tokens;
+  const double roll_mean = s[2] / tokens;
   m["rollout_corr/kl"] = c.metrics.kl_k1;
   m["rollout_corr/k3_kl"] = c.metrics.kl_k3;
   m["rollout_corr/training_ppl"] = std::exp(-old_mean);
@@ -260,8 +292,7 @@ Metrics mismatch_metrics(const at::Tensor& old_logp, const at::Tensor& rollout_l
   m["rollout_corr/rollout_is_eff_sample_size"] = c.metrics.ess;
   m["rollout_corr/frac_corrected"] = c.metrics.frac_corrected;
   m["rollout_corr/abs_logp_diff_max"] = c.metrics.abs_diff_max;
-  m["rollout_corr/token_mult_prob_error"] =
-      ((old_logp - rollout_logp).abs().exp() * mask).sum().item<double>() / tokens - 1.0;
+  m["rollout_corr/token_mult_prob_error"] = s[3] / tokens - 1.0;
   return m;
 }
 

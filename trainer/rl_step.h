@@ -34,6 +34,12 @@ using Metrics = std::map<std::string, double>;
 // in one exchange).
 using BatchReward = std::function<std::vector<double>(const std::vector<RewardInput>&)>;
 
+// The recipe's reward (reward.type; `command` starts its process now) as a batch function.
+BatchReward make_batch_reward(const recipe::Recipe& recipe);
+
+// The engine settings of rollout.* (max_num_seqs, prefix caching, gpu_memory_utilization).
+rollout::EngineConfig engine_config(const recipe::Recipe& recipe);
+
 struct Sample {
   int64_t example = 0;               // index into the examples
   int64_t group = 0;                 // GRPO group: one per prompt of the step

@@ -14,46 +14,12 @@
 #include "trainer/export.h"
 #include "trainer/optimizer.h"
 #include "trainer/policy.h"
-#include "trainer/rewards.h"
+#include "trainer/rl_step.h"
 #include "trainer/setup.h"
 
 namespace fp8rl::trainer {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-// Greedy accuracy of the model on (at most) the first `limit` examples, scored by the recipe's
-// reward function (1 = correct).
-double greedy_accuracy(const model::CausalLM& model, const TaskSetup& task, const recipe::Recipe& r, size_t limit) {
-  rollout::EngineConfig ec;
-  ec.gpu_memory_utilization = r.rollout.gpu_memory_utilization;
-  rollout::Engine engine(model, ec);
-  std::vector<rollout::GenerateRequest> requests;
-  const size_t n = std::min(limit, task.examples.size());
-  for (size_t i = 0; i < n; ++i) {
-    rollout::GenerateRequest q;
-    q.prompt = task.examples[i].prompt_ids;
-    q.params.max_new_tokens = static_cast<int32_t>(r.rollout.max_response_length);
-    q.params.stop_token_ids = task.stop_ids;
-    q.sampling.temperature = 0;
-    requests.push_back(std::move(q));
-  }
-  at::NoGradGuard no_grad;
-  const std::vector<rollout::GenerateOutput> outs = engine.generate(requests);
-  const RewardFunction reward = make_reward_function(r.reward, r.data.synthetic_task);
-  double correct = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const rollout::SampleOutput& s = outs[i].output.samples.at(0);
-    std::vector<int32_t> ids(s.tokens.begin(), s.tokens.end());
-    if (s.finish_reason == rollout::FinishReason::kStop && !ids.empty()) ids.pop_back();
-    const std::string text = task.tokenizer->decode(ids);
-    correct += reward({task.examples[i].prompt, text, task.examples[i].answer}) >= 1.0 ? 1 : 0;
-  }
-  return correct / static_cast<double>(std::max<size_t>(1, n));
-}
-
-}  // namespace
 
 int run_sft(const recipe::LoadedRecipe& loaded) {
   log::set_level(log::parse_level(loaded.recipe.logging.level));
@@ -114,8 +80,12 @@ void supervised_warmup(const recipe::Recipe& recipe, const TaskSetup& task, at::
       loss_count = 0;
     }
   }
-  const double acc = greedy_accuracy(policy.model(), task, r, 256);
-  log::info(cat("sft: greedy accuracy on the first ", std::min<size_t>(256, task.examples.size()), " prompts: ", acc));
+  // The starting skill RL will see: greedy pass@1 on the first 256 prompts, as validation measures it.
+  const std::vector<Example> head(task.examples.begin(),
+                                  task.examples.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(256, task.examples.size())));
+  rollout::Engine engine(policy.model(), engine_config(r));
+  const Metrics vm = validate(policy, engine, head, make_batch_reward(r), StepInputs{r, head, *task.tokenizer, task.stop_ids, 0});
+  log::info(cat("sft: greedy accuracy on the first ", head.size(), " prompts: ", vm.at("val/accuracy")));
   save_dense_model(policy.model(), task.model_dir, out.string());
   log::info("sft: wrote " + out.string());
 }

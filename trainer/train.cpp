@@ -21,7 +21,6 @@
 #include "trainer/metrics_log.h"
 #include "trainer/optimizer.h"
 #include "trainer/policy.h"
-#include "trainer/reward_command.h"
 #include "trainer/rewards.h"
 #include "trainer/rl_step.h"
 #include "trainer/run_state.h"
@@ -65,28 +64,6 @@ class InterruptHandler {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-BatchReward make_batch_reward(const recipe::Recipe& r) {
-  if (r.reward.type == "command") {
-    auto cmd = std::make_shared<RewardCommand>(r.reward.command);
-    return [cmd](const std::vector<RewardInput>& batch) { return cmd->score(batch); };
-  }
-  RewardFunction fn = make_reward_function(r.reward, r.data.synthetic_task);
-  return [fn](const std::vector<RewardInput>& batch) {
-    std::vector<double> out;
-    out.reserve(batch.size());
-    for (const RewardInput& in : batch) out.push_back(fn(in));
-    return out;
-  };
-}
-
-rollout::EngineConfig engine_config(const recipe::Recipe& r) {
-  rollout::EngineConfig ec;
-  ec.max_num_seqs = static_cast<int32_t>(r.rollout.max_num_seqs);
-  ec.enable_prefix_caching = r.rollout.enable_prefix_caching;
-  ec.gpu_memory_utilization = r.rollout.gpu_memory_utilization;
-  return ec;
 }
 
 }  // namespace

@@ -430,6 +430,27 @@ LoadedRecipe resolve(Layer layer, const std::vector<std::string>& overrides, Loa
 }
 
 // Prints the recipe as YAML, one section at a time.
+// Each field's value as emit_flow(to_node(...)) renders it, under "section.key".
+class ValueCollector : public RecipeVisitor {
+ public:
+  std::map<std::string, std::string> values;
+  void section(const char* name, const char*) override { section_ = name; }
+  void field(const char* k, bool& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, int64_t& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, double& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, std::optional<double>& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, std::string& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, std::vector<int64_t>& v, const char*) override { put(k, to_node(v)); }
+  void field(const char* k, std::vector<std::string>& v, const char*) override { put(k, to_node(v)); }
+  void choice(const char* k, std::string& v, const std::vector<std::string>&, const char*) override {
+    put(k, to_node(v));
+  }
+
+ private:
+  void put(const char* k, const YAML::Node& n) { values[section_ + "." + k] = emit_flow(n); }
+  std::string section_;
+};
+
 class YamlPrinter : public RecipeVisitor {
  public:
   YamlPrinter(const LoadedRecipe& loaded, bool annotate) : loaded_(loaded), annotate_(annotate) {}
@@ -483,6 +504,13 @@ std::string to_yaml(const LoadedRecipe& loaded, bool annotate) {
   Recipe copy = loaded.recipe;  // visit() takes fields by reference
   copy.visit(printer);
   return printer.os.str();
+}
+
+std::map<std::string, std::string> key_values(const Recipe& recipe) {
+  ValueCollector collector;
+  Recipe copy = recipe;  // visit() takes fields by reference
+  copy.visit(collector);
+  return std::move(collector.values);
 }
 
 std::string describe_keys() {

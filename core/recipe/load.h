@@ -51,6 +51,9 @@ LoadedRecipe load_defaults(const std::vector<std::string>& overrides = {});
 // saying where it was set.
 std::string to_yaml(const LoadedRecipe& loaded, bool annotate);
 
+// Every key ("section.key") with its value as to_yaml writes it ("fp8", "[128, 128]", "1.0e-06").
+std::map<std::string, std::string> key_values(const Recipe& recipe);
+
 // Every key with its type, default and doc, one per line (`fp8rl check --keys`).
 std::string describe_keys();
 

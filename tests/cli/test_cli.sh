@@ -172,6 +172,9 @@ expect_alone 2 "unknown key 'rollout.n\\nx'" -- check "$tiny" "$(printf 'rollout
 expect_alone 2 'expected an integer' -- check "$tiny" "$(printf 'rollout.n=[1,\n2]')"
 # Bad paths are exit 2.
 expect_alone 2 'trainer.output_dir' -- train "$tiny" trainer.output_dir=plain-file
+expect_alone 2 'neither a checkpoint' -- export plain-file -o exported-x
+expect_alone 2 "unknown task 'nosuch'" -- data nosuch -o x.jsonl
+expect_alone 2 'sft.steps: 0 steps' -- sft "$tiny" trainer.output_dir=runs-sft0 sft.steps=0
 mkdir -p ro && chmod 555 ro
 if [ "$(id -u)" -ne 0 ]; then
   expect_alone 2 'trainer.output_dir' -- train "$tiny" trainer.output_dir=ro/runs
