@@ -8,13 +8,15 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${OUT:-$root/gpu-logs}
 bin=${FP8RL_BUILD_DIR:-$root/build-gpu}/apps/fp8rl
 steps=${STEPS:-40}
+extra=()
+[ -n "${SFT_STEPS:-}" ] && extra+=(sft.steps="$SFT_STEPS")  # a shorter warm-up for a quick check
 runs=${RUNS_DIR:-/tmp/fp8rl-gpu-runs}  # run directories (init/sft models, checkpoints) stay off $OUT
 run() {
   local name=$1
   shift
   mkdir -p "$out/train-$name"
   "$bin" train "$root/recipes/quickstart-tiny.yaml" trainer.device=cuda trainer.output_dir="$runs" \
-    trainer.experiment_name="$name" trainer.total_training_steps="$steps" checkpoint.save_freq=0 "$@" \
+    trainer.experiment_name="$name" trainer.total_training_steps="$steps" checkpoint.save_freq=0 "${extra[@]}" "$@" \
     >"$out/train-$name/log.txt" 2>&1
   echo "$name: exit $?" | tee -a "$out/train-summary.txt"
   cp "$runs/$name/metrics.jsonl" "$out/train-$name/" 2>/dev/null
