@@ -125,7 +125,9 @@ TEST_CASE("reward command: a command that exits says so with its status, and sta
 
 TEST_CASE("reward command: a command that exits without reading a large batch", "[trainer][reward_command]") {
   test::TempDir dir;
-  RewardCommand cmd(sh(dir, "quit.sh", "exit 4\n"), 30);
+  // It reads one byte first, so it exits while the batch is being written (exiting at once would
+  // race the first write and be reported as "between batches" instead).
+  RewardCommand cmd(sh(dir, "quit.sh", "head -c 1 >/dev/null\nexit 4\n"), 30);
   const std::string big(100000, 'z');
   REQUIRE_THROWS_CONTAINING(cmd.score(std::vector<RewardInput>(20, RewardInput{"p", big, "a"})), RuntimeFailure,
                             "exited with status 4 (it answered 0 of 20 samples");
