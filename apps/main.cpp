@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
   init->add_option("--arch", init_args.arch, "model family")
       ->check(CLI::IsMember({"qwen3", "qwen2", "llama"}))
       ->capture_default_str();
-  init->add_option("--preset", init_args.preset, "shape: tiny, 0.6b, 1.7b, 4b, 8b, 14b, 32b (Qwen3 sizes)")
+  init->add_option("--preset", init_args.preset, "shape: tiny, 76m, 0.6b, 1.7b, 4b, 8b, 14b, 32b (Qwen3 sizes)")
       ->capture_default_str();
   init->add_option("--out", init_args.out, "output directory")->required();
   init->add_option("--seed", init_args.seed, "initialisation seed (>= 0)")

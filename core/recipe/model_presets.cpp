@@ -13,6 +13,9 @@ struct Preset {
 // (GQA 2:1, explicit head_dim) at CPU-test size.
 constexpr Preset kPresets[] = {
     {"tiny", 64, 192, 4, 4, 2, 16, 512, true},
+    // ~76M parameters on the byte tokenizer: the FP8-vs-BF16 experiment's model (docs/EXPERIMENT.md);
+    // every projection dimension a multiple of 128, so FP8 block scaling needs no padding.
+    {"76m", 768, 2048, 12, 12, 4, 64, 512, true},
     {"0.6b", 1024, 3072, 28, 16, 8, 128, 151936, true},
     {"1.7b", 2048, 6144, 28, 16, 8, 128, 151936, true},
     {"4b", 2560, 9728, 36, 32, 8, 128, 151936, true},

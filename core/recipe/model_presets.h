@@ -9,7 +9,8 @@
 
 namespace fp8rl::recipe {
 
-// "tiny" (a few hundred K parameters, CPU-friendly) and the released Qwen3 dense sizes:
+// "tiny" (a few hundred K parameters, CPU-friendly), "76m" (a small GPU experiment model, byte
+// tokenizer) and the released Qwen3 dense sizes:
 // "0.6b", "1.7b", "4b", "8b", "14b", "32b" (shapes from their config.json files).
 std::optional<hf::ModelShape> qwen3_preset(const std::string& name);
 std::vector<std::string> qwen3_preset_names();

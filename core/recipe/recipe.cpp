@@ -4,7 +4,7 @@ namespace fp8rl::recipe {
 
 void ModelConfig::visit(FieldVisitor& v) {
   v.field("path", path, "HF checkpoint directory (config.json, *.safetensors, tokenizer.json)");
-  v.choice("init_preset", init_preset, {"", "tiny", "0.6b", "1.7b", "4b", "8b", "14b", "32b"},
+  v.choice("init_preset", init_preset, {"", "tiny", "76m", "0.6b", "1.7b", "4b", "8b", "14b", "32b"},
            "instead of path: a randomly initialised Qwen3 model of this preset (no downloads)");
   v.field("tokenizer_path", tokenizer_path, "tokenizer directory; empty = model.path");
   v.choice("chat_template", chat_template, {"auto", "chatml", "llama3", "raw"},

@@ -34,7 +34,7 @@ class FieldVisitor {
 
 struct ModelConfig {
   std::string path;                   // HF checkpoint directory (config.json, *.safetensors, tokenizer.json)
-  std::string init_preset;            // instead of path: a randomly initialised model of this preset (tiny, 0.6b, ...)
+  std::string init_preset;            // instead of path: a randomly initialised model of this preset (tiny, 76m, 0.6b, ...)
   std::string tokenizer_path;         // tokenizer directory; empty = model.path
   std::string chat_template = "auto"; // auto (from tokenizer_config.json) | chatml | llama3 | raw
   std::string dtype = "bfloat16";     // compute/master dtype of the non-FP8 parts
