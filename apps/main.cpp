@@ -77,11 +77,14 @@ int main(int argc, char** argv) {
   data->add_option("--count", data_args.count, "examples")->check(CLI::Range(1, 100000000))->capture_default_str();
   data->add_option("--seed", data_args.seed, "seed")->capture_default_str();
 
-  std::vector<std::string> compare_runs;
-  int64_t compare_window = 10;
-  CLI::App* cmp = app.add_subcommand("compare", "Compare runs: recipe differences and final metrics side by side");
-  cmp->add_option("runs", compare_runs, "run directories (the first is the reference of the ratios)")->required();
-  cmp->add_option("--window", compare_window, "last steps averaged")->check(CLI::Range(1, 1000000))->capture_default_str();
+  trainer::CompareOptions compare_args;
+  CLI::App* cmp = app.add_subcommand("compare", "Compare runs: recipe differences and final metrics side by side, and an HTML report");
+  cmp->add_option("runs", compare_args.runs, "run directories (the first is the reference of the ratios)")->required();
+  cmp->add_option("--window", compare_args.window, "last steps averaged")->check(CLI::Range(1, 1000000))->capture_default_str();
+  cmp->add_option("-o,--output", compare_args.html_output, "also write a self-contained HTML report with plots to this file");
+  cmp->add_option("--smooth", compare_args.smooth, "moving average (steps) of the report's per-step curves")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
 
   std::string export_source, export_out;
   CLI::App* exp = app.add_subcommand("export", "Write a run's checkpoint as an HF model (LoRA merged) and PEFT adapters");
@@ -177,7 +180,7 @@ int main(int argc, char** argv) {
     if (*sft) return finish(run_sft_command(sft_args));
     if (*exp) return finish(run_export(export_source, export_out));
     if (*cmp) {
-      std::cout << trainer::compare_runs({compare_runs, compare_window});
+      std::cout << trainer::compare_runs(compare_args);
       return finish(kExitOk);
     }
     if (*data) return finish(run_data(data_args));

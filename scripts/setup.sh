@@ -5,6 +5,7 @@
 #   2. LibTorch 2.11.0: the python3 torch if it is 2.11 (the GPU machine), else the PyPI wheel's
 #      C++ part (headers + libs) unpacked into $FP8RL_DEPS_DIR (default ~/.cache/fp8rl)
 #   2b. a Python venv with tensorboard for one test (optional: skipped without it)
+#   2c. Debian's chromium for the HTML report test (optional: skipped without it)
 #   3. configure (CMake + Ninja) and build into $FP8RL_BUILD_DIR (default ./build)
 #
 # Environment: FP8RL_CUDA=auto|ON|OFF (auto: ON where nvidia-smi sees a GPU and nvcc exists),
@@ -110,6 +111,23 @@ if [ ! -f "$pytools/.complete" ]; then
 fi
 [ -f "$pytools/.complete" ] && test_python=$pytools/bin/python3
 
+# ---- 2c. a browser (test tool) --------------------------------------------------------------
+# Debian's chromium renders `fp8rl compare`'s HTML report in one test (tests/cli/
+# test_compare_report.sh). Not needed to build or run fp8rl: where apt cannot install it (no
+# registry, not root), that test reports itself skipped. FP8RL_NO_BROWSER=1 skips the install.
+chromium_bin=$(command -v chromium || true)
+if [ -z "$chromium_bin" ] && [ "${FP8RL_NO_BROWSER:-0}" != 1 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  say "installing chromium (for the HTML report test)"
+  apt_opts=(-o Acquire::Retries=0 -o Acquire::http::Timeout=20)
+  if DEBIAN_FRONTEND=noninteractive $sudo apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1 \
+    && DEBIAN_FRONTEND=noninteractive $sudo apt-get "${apt_opts[@]}" install -y -qq chromium >/dev/null 2>&1; then
+    chromium_bin=$(command -v chromium || true)
+  fi
+  [ -n "$chromium_bin" ] || say "warning: could not install chromium; the HTML report test will be skipped"
+fi
+
 # ---- 3. configure and build ---------------------------------------------------------------
 cuda=${FP8RL_CUDA:-auto}
 if [ "$cuda" = auto ]; then
@@ -122,7 +140,7 @@ if [ "$cuda" = ON ] && ! command -v nvcc >/dev/null 2>&1; then export PATH=/usr/
 mkdir -p "$build"
 say "configuring $build (FP8RL_CUDA=$cuda)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DFP8RL_TORCH_DIR="$torch_dir" -DFP8RL_CUDA="$cuda" -DFP8RL_TEST_PYTHON="$test_python" >"$build/configure.log" 2>&1 \
+  -DFP8RL_TORCH_DIR="$torch_dir" -DFP8RL_CUDA="$cuda" -DFP8RL_TEST_PYTHON="$test_python" -DFP8RL_TEST_CHROMIUM="$chromium_bin" >"$build/configure.log" 2>&1 \
   || { cat "$build/configure.log" >&2; die "cmake configure failed (log above)"; }
 say "building with $jobs jobs"
 cmake --build "$build" -j "$jobs"

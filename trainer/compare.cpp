@@ -4,72 +4,18 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <map>
 
-#include <nlohmann/json.hpp>
-
-#include "core/recipe/load.h"
-#include "core/recipe/run_dir.h"
+#include "core/util/atomic_file.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "trainer/compare_report.h"
+#include "trainer/run_history.h"
 
 namespace fp8rl::trainer {
 
 namespace fs = std::filesystem;
-using json = nlohmann::json;
 
 namespace {
-
-struct Run {
-  std::string dir;
-  std::map<std::string, std::string> recipe;
-  std::vector<json> steps;  // metrics lines with a step > 0 (step 0: validation before training)
-  bool finished = false;
-  int64_t total_steps = 0;
-};
-
-Run read_run(const std::string& dir) {
-  Run run;
-  run.dir = dir;
-  const fs::path recipe_path = fs::path(dir) / recipe::kResolvedRecipeFile;
-  if (!fs::is_regular_file(recipe_path))
-    throw ConfigError(cat("compare: '", dir, "' is not a run directory (no ", recipe::kResolvedRecipeFile, ")"));
-  const recipe::LoadedRecipe loaded = recipe::load_recipe(recipe_path.string());
-  run.recipe = recipe::key_values(loaded.recipe);
-  run.total_steps = loaded.recipe.trainer.total_training_steps;
-  const fs::path metrics = fs::path(dir) / recipe::kMetricsFile;
-  std::ifstream in(metrics);
-  if (!in) {
-    log::warn(cat("compare: ", metrics.string(), ": no metrics yet"));
-    return run;
-  }
-  int64_t line_no = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++line_no;
-    if (line.empty()) continue;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) {
-      log::warn(cat("compare: ", metrics.string(), ":", line_no, ": not a metrics line (a run still writing?); skipped"));
-      continue;
-    }
-    if (j["step"].get<int64_t>() > 0) run.steps.push_back(std::move(j));
-  }
-  run.finished = !run.steps.empty() && run.steps.back()["step"].get<int64_t>() >= run.total_steps;
-  return run;
-}
-
-// Mean of `key` over the last `window` steps that have it; NaN when none does.
-double tail_mean(const Run& run, const std::string& key, int64_t window) {
-  double sum = 0;
-  int64_t n = 0;
-  for (auto it = run.steps.rbegin(); it != run.steps.rend() && n < window; ++it)
-    if (it->contains(key) && (*it)[key].is_number()) {
-      sum += (*it)[key].get<double>();
-      ++n;
-    }
-  return n ? sum / static_cast<double>(n) : std::nan("");
-}
 
 std::string fmt_value(double v) {
   if (std::isnan(v)) return "-";
@@ -78,50 +24,113 @@ std::string fmt_value(double v) {
   return buf;
 }
 
-std::string pad(const std::string& s, size_t w) { return s.size() >= w ? s : s + std::string(w - s.size(), ' '); }
+std::string pad(const std::string& s, size_t w) { return s.size() >= w ? s + " " : s + std::string(w - s.size(), ' '); }
+
+std::string recipe_value(const RunHistory& r, const std::string& key) {
+  const auto it = r.recipe.find(key);
+  return it == r.recipe.end() ? "-" : it->second;
+}
 
 }  // namespace
 
-std::string compare_runs(const CompareOptions& o) {
-  if (o.runs.empty()) throw ConfigError("compare: give at least one run directory");
-  std::vector<Run> runs;
-  for (const std::string& d : o.runs) runs.push_back(read_run(d));
-  std::string out;
-  for (size_t i = 0; i < runs.size(); ++i) {
-    const Run& r = runs[i];
-    out += cat(static_cast<char>('A' + i % 26), " = ", r.dir, ": ", r.steps.size(), " steps",
-               r.finished ? "" : cat(" of ", r.total_steps, " (in progress or stopped)"), "\n");
-  }
-  // Recipe keys that differ (the run directory itself always does: left out).
-  std::string diffs;
-  for (const auto& [key, value] : runs.front().recipe) {
-    if (key == "trainer.output_dir" || key == "trainer.experiment_name") continue;
-    bool differ = false;
-    for (const Run& r : runs) differ = differ || (r.recipe.count(key) ? r.recipe.at(key) : "") != value;
-    if (!differ) continue;
-    diffs += "  " + pad(key, 36);
-    for (size_t i = 0; i < runs.size(); ++i) diffs += cat(i ? " | " : "", runs[i].recipe.count(key) ? runs[i].recipe.at(key) : "-");
-    diffs += "\n";
-  }
-  out += diffs.empty() ? "recipes: identical\n" : "recipe differences:\n" + diffs;
+const std::vector<std::string>& summary_metrics() {
   static const std::vector<std::string> keys = {
       "score/accuracy", "val/accuracy", "reward/mean", "response_length/mean", "actor/entropy",
       "rollout_corr/kl", "rollout_corr/k3_kl", "rollout_corr/rollout_is_mean", "rollout_corr/rollout_is_eff_sample_size",
       "rollout_corr/token_mult_prob_error", "timing_s/step", "timing_s/rollout", "timing_s/old_log_prob",
       "timing_s/update", "perf/rollout_tokens_per_s", "memory/rollout_peak_gib", "memory/update_peak_gib"};
+  return keys;
+}
+
+std::string run_label(size_t index) {
+  std::string s;  // bijective base 26, built least significant letter first
+  for (size_t i = index + 1; i > 0; i = (i - 1) / 26) s.push_back(static_cast<char>('A' + (i - 1) % 26));
+  return std::string(s.rbegin(), s.rend());
+}
+
+std::string group_label(const std::vector<size_t>& indices) {
+  std::string s;
+  for (size_t i : indices) {
+    if (!s.empty()) s += '+';
+    s += run_label(i);
+  }
+  return s;
+}
+
+std::string compare_runs(const CompareOptions& o) {
+  if (o.runs.empty()) throw ConfigError("compare: give at least one run directory");
+  if (!o.html_output.empty()) {  // a bad output path is the user's, found before any reading
+    const fs::path out(o.html_output);
+    const fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+    std::error_code ec;
+    if (fs::is_directory(out, ec))
+      throw ConfigError(cat("compare: -o ", o.html_output, ": is a directory; expected a file name such as report.html"));
+    if (!fs::is_directory(parent, ec))
+      throw ConfigError(cat("compare: -o ", o.html_output, ": the directory ", parent.string(), " does not exist"));
+  }
+  std::vector<RunHistory> runs;
+  for (const std::string& d : o.runs) runs.push_back(read_run_history(d));
+  std::string out;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const RunHistory& r = runs[i];
+    out += cat(run_label(i), " = ", r.dir, ": ", r.last_step, " steps",
+               r.finished() ? "" : cat(" of ", r.total_steps, " (in progress or stopped)"), "\n");
+  }
+  const std::vector<std::string> diff = differing_recipe_keys(runs);
+  if (diff.empty()) out += "recipes: identical\n";
+  else out += "recipe differences:\n";
+  for (const std::string& key : diff) {
+    out += "  " + pad(key, 36);
+    for (size_t i = 0; i < runs.size(); ++i) out += cat(i ? " | " : "", recipe_value(runs[i], key));
+    out += "\n";
+  }
+
   out += cat("\n", pad(cat("mean of the last ", o.window, " steps"), 42));
-  for (size_t i = 0; i < runs.size(); ++i) out += pad(std::string(1, static_cast<char>('A' + i % 26)), 12);
-  for (size_t i = 1; i < runs.size(); ++i) out += pad(cat(static_cast<char>('A' + i % 26), "/A"), 9);
+  for (size_t i = 0; i < runs.size(); ++i) out += pad(run_label(i), 11);
+  for (size_t i = 1; i < runs.size(); ++i) out += pad(run_label(i) + "/A", 10);
   out += "\n";
-  for (const std::string& k : keys) {
+  for (const std::string& k : summary_metrics()) {
     std::vector<double> v;
-    for (const Run& r : runs) v.push_back(tail_mean(r, k, o.window));
+    for (const RunHistory& r : runs) v.push_back(tail_mean(r, k, o.window));
     if (std::all_of(v.begin(), v.end(), [](double x) { return std::isnan(x); })) continue;
     out += pad(k, 42);
-    for (double x : v) out += pad(fmt_value(x), 12);
+    for (double x : v) out += pad(fmt_value(x), 11);
     for (size_t i = 1; i < v.size(); ++i)
-      out += pad(std::isnan(v[i]) || std::isnan(v[0]) || v[0] == 0 ? "-" : fmt_value(v[i] / v[0]) + "x", 9);
+      out += pad(std::isnan(v[i]) || std::isnan(v[0]) || v[0] == 0 ? "-" : fmt_value(v[i] / v[0]) + "x", 10);
     out += "\n";
+  }
+
+  // Configurations run with several seeds: mean +- sample standard deviation of the run means.
+  const std::vector<std::vector<size_t>> groups = group_by_configuration(runs);
+  if (std::any_of(groups.begin(), groups.end(), [](const auto& g) { return g.size() > 1; })) {
+    out += cat("\nacross seeds (last ", o.window, " steps; mean +- std over runs)\n", pad("", 42));
+    std::vector<std::string> names;
+    for (const auto& g : groups) {
+      const std::string name = group_label(g);
+      names.push_back(name);
+      out += pad(name, 22);
+    }
+    out += "\n";
+    for (const std::string& k : summary_metrics()) {
+      std::string row;
+      bool any = false;
+      for (const auto& g : groups) {
+        std::vector<double> v;
+        for (size_t i : g) v.push_back(tail_mean(runs[i], k, o.window));
+        const MeanSpread m = mean_spread(v);
+        any = any || m.n > 0;
+        row += pad(m.n == 0 ? "-" : m.n == 1 ? fmt_value(m.mean) : fmt_value(m.mean) + " +- " + fmt_value(m.spread), 22);
+      }
+      if (any) out += pad(k, 42) + row + "\n";
+    }
+  }
+
+  if (!o.html_output.empty()) {
+    ReportOptions ro;
+    ro.window = o.window;
+    ro.smooth = o.smooth;
+    write_file_atomic(o.html_output, render_compare_report(runs, ro));
+    out += cat("\nreport: ", o.html_output, "\n");
   }
   return out;
 }

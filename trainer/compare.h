@@ -1,28 +1,40 @@
-// `fp8rl compare RUN_DIR...`: several runs of one recipe family side by side (the FP8 recipe and
-// its BF16 baseline, seeds, TIS on/off), from what each run directory holds: metrics.jsonl and
-// resolved_recipe.yaml. This is the terminal summary; the HTML report with plots is still to
-// come (issue 12).
+// `fp8rl compare RUN_DIR... [--window N] [-o report.html]`: several runs of one recipe family side
+// by side (the FP8 recipe and its BF16 baseline, seeds, TIS on/off), from what each run directory
+// holds (run_history.h).
 //
-// What it prints: each run with its step count (and "in progress" when it has no final
-// checkpoint yet), the recipe keys whose values differ between the runs (only those), and a table
-// of metrics -- the mean over each run's last `window` steps (accuracy, reward, response length,
-// mismatch KL, IS weights and ESS, step/phase times, tokens/s, peak memory) -- with each run's
-// ratio to the first. Runs of different lengths are compared over their own last steps.
-// A malformed metrics line (a torn last line of a run in progress) is skipped with a warning
-// naming file:line; a run without metrics is listed as such; neither stops the comparison.
+// The terminal summary: each run with its step count (and "in progress or stopped" when it has
+// not reached trainer.total_training_steps), the recipe keys whose values differ (only those), a
+// table of metrics -- the mean over each run's last `window` steps -- with each run's ratio to the
+// first, and, where several runs share a configuration (recipes equal but for the seeds), their
+// mean +- spread across seeds. With `html_output` it also writes the HTML report
+// (compare_report.h). Runs of different lengths are compared over their own last steps; a torn
+// metrics line or a run without metrics is a warning line, never a stop.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 namespace fp8rl::trainer {
 
 struct CompareOptions {
-  std::vector<std::string> runs;  // run directories
+  std::vector<std::string> runs;  // run directories; the first is the reference of the ratios
   int64_t window = 10;            // last steps averaged
+  std::string html_output;        // write the HTML report here ("" = none)
+  int64_t smooth = 1;             // moving-average window of the report's per-step curves
 };
 
-// The summary as text. ConfigError when a path is not a run directory (no resolved_recipe.yaml).
+// The summary as text; writes the report when asked. ConfigError when a path is not a run
+// directory (no resolved_recipe.yaml); RuntimeFailure when the report cannot be written.
 std::string compare_runs(const CompareOptions& options);
+
+// The metrics of the summary tables, in order.
+const std::vector<std::string>& summary_metrics();
+
+// A run's short name in tables and plots: A, B, ..., Z, AA, AB, ...
+std::string run_label(size_t index);
+
+// Runs of one configuration named together: "A+C+E".
+std::string group_label(const std::vector<size_t>& indices);
 
 }  // namespace fp8rl::trainer

@@ -90,6 +90,8 @@ expect 0 'score/accuracy'    -- compare runs/quickstart-tiny runs-val/quickstart
 cp -r runs-val/quickstart-tiny torn && printf '{"step": 3, "reward/me' >>torn/metrics.jsonl
 expect 0 'metrics.jsonl:4: not a metrics line' -- compare runs/quickstart-tiny torn
 expect 2 'is not a run directory' -- compare runs/quickstart-tiny plain-file-dir
+expect 2 'does not exist' -- compare runs/quickstart-tiny -o no-such-dir/report.html
+expect 0 'report: r.html' -- compare runs/quickstart-tiny runs-val/quickstart-tiny -o r.html
 # Ctrl-C: the first stops after the current step, saves a checkpoint and exits 130.
 "$bin" train "$tiny" trainer.output_dir=runs-int "${short[@]}" trainer.total_training_steps=100000 checkpoint.save_freq=0 >int.out 2>int.err &
 pid=$!
@@ -129,10 +131,11 @@ PY
 expect 2 "model.safetensors" -- check "$tiny" model.init_preset= model.path=broken-ckpt
 expect 2 'arch'                  -- init --arch gpt2 --out x
 
-# Every shipped recipe parses; the real-model ones stop only at their (absent) local model.
+# Every shipped recipe parses; the real-model ones stop only at their (absent) local model
+# (the quickstart and the experiment's recipes make their model: model.init_preset).
 for r in "$root"/recipes/*.yaml; do
   case $r in
-    *quickstart*) expect 0 '' -- check "$r" ;;
+    *quickstart* | *addition-76m*) expect 0 'is valid' -- check "$r" ;;
     *) expect 2 "model.path: no such file or directory" -- check "$r" ;;
   esac
 done
