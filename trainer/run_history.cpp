@@ -80,9 +80,10 @@ std::vector<std::pair<double, double>> metric_series(const RunHistory& run, cons
 double tail_mean(const RunHistory& run, const std::string& key, int64_t window) {
   double sum = 0;
   int64_t n = 0;
-  for (auto it = run.records.rbegin(); it != run.records.rend() && n < window; ++it) {
-    const auto v = it->values.find(key);
-    if (it->step <= 0 || v == it->values.end()) continue;
+  for (const StepRecord& r : run.records) {
+    if (r.step <= 0 || r.step <= run.last_step - window) continue;
+    const auto v = r.values.find(key);
+    if (v == r.values.end()) continue;
     sum += v->second;
     ++n;
   }
@@ -90,7 +91,7 @@ double tail_mean(const RunHistory& run, const std::string& key, int64_t window) 
 }
 
 double run_mean(const RunHistory& run, const std::string& key) {
-  return tail_mean(run, key, static_cast<int64_t>(run.records.size()) + 1);
+  return tail_mean(run, key, run.last_step);
 }
 
 std::vector<std::string> differing_recipe_keys(const std::vector<RunHistory>& runs) {

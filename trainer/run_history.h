@@ -39,7 +39,9 @@ RunHistory read_run_history(const std::string& dir);
 // that step (the running sum of timing_s/step).
 std::vector<std::pair<double, double>> metric_series(const RunHistory& run, const std::string& key, bool wall_clock = false);
 
-// Mean of `key` over the last `window` steps > 0 that have it; NaN when none does.
+// Mean of `key` over the run's last `window` steps (last_step - window < step, step > 0) that
+// have it -- a validation metric logged every 10 steps has one value in a window of 10; NaN when
+// none does.
 double tail_mean(const RunHistory& run, const std::string& key, int64_t window);
 
 // Mean of `key` over all steps > 0 that have it; NaN when none does.

@@ -55,6 +55,9 @@ TEST_CASE("compare: a run's history, its series on step and wall-clock, tail mea
   for (size_t i = 50; i < 60; ++i) last10 += acc[i].second;
   CHECK(std::fabs(tail_mean(r, "score/accuracy", 10) - last10 / 10) < 1e-12);
   CHECK(std::isnan(tail_mean(r, "no/such_metric", 10)));
+  CHECK(tail_mean(r, "val/accuracy", 10) == val.back().second);  // one validation in the last 10 steps
+  CHECK(std::fabs(run_mean(r, "val/accuracy") - (val[1].second + val[2].second + val[3].second + val[4].second +
+                                                 val[5].second + val[6].second) / 6) < 1e-12);  // step 0 left out
 }
 
 TEST_CASE("compare: recipe differences and configurations across seeds", "[compare]") {
