@@ -21,11 +21,14 @@
 #include "quant/fp8_model.h"
 #include "quant/precision_plan.h"
 #include "trainer/export.h"
+#include "trainer/evaluate.h"
 #include "trainer/sft.h"
 #include "trainer/tasks.h"
 #include "trainer/train.h"
 
 namespace fp8rl {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -93,6 +96,17 @@ int run_sft_command(const SftArgs& args) {
   } catch (const ConfigError& e) {
     throw located(loaded, e);
   }
+}
+
+int run_eval(const EvalArgs& args) {
+  if (!args.output.empty()) {  // a bad output path is found before the model is loaded
+    const fs::path parent = fs::path(args.output).parent_path().empty() ? fs::path(".") : fs::path(args.output).parent_path();
+    if (!fs::is_directory(parent)) throw ConfigError("eval: -o " + args.output + ": the directory " + parent.string() + " does not exist");
+  }
+  const trainer::EvalResult r = trainer::evaluate_checkpoint(args.source, args.overrides);
+  std::cout << r.to_json() << "\n";
+  if (!args.output.empty()) write_file_atomic(args.output, r.to_json() + "\n");
+  return kExitOk;
 }
 
 int run_data(const DataArgs& args) {

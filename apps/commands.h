@@ -41,6 +41,13 @@ int run_data(const DataArgs& args);
 
 int run_export(const std::string& source, const std::string& out);
 
+struct EvalArgs {
+  std::string source;                  // a run directory or a checkpoint directory
+  std::vector<std::string> overrides;  // on top of the checkpoint's resolved recipe
+  std::string output;                  // also write the JSON result here ("" = stdout only)
+};
+int run_eval(const EvalArgs& args);
+
 struct InitArgs {
   std::string arch = "qwen3";  // qwen3 | qwen2 | llama
   std::string preset = "tiny"; // core/recipe/model_presets.h

@@ -29,6 +29,7 @@
 #include "trainer/data.h"
 #include "trainer/policy.h"
 #include "trainer/prompts.h"
+#include "rollout/stop_strings.h"
 #include "trainer/stop_tokens.h"
 
 namespace fp8rl {
@@ -47,6 +48,7 @@ struct Settings {
   double temperature = 1.0, top_p = 1.0, gpu_memory_utilization = 0.9;
   bool enable_prefix_caching = true;
   uint64_t seed = 0;
+  std::vector<std::string> stop;  // stop strings
 };
 
 // "--n" when the flag set it, "r.yaml:12: rollout.n" when the recipe did.
@@ -77,6 +79,7 @@ Settings resolve(const GenerateArgs& a) {
     s.max_num_seqs = r.rollout.max_num_seqs;
     s.enable_prefix_caching = r.rollout.enable_prefix_caching;
     s.seed = static_cast<uint64_t>(r.trainer.seed);
+    s.stop = r.rollout.stop;
   }
   if (!a.model.empty()) s.model_dir = a.model;
   if (s.model_dir.empty()) {
@@ -103,6 +106,9 @@ Settings resolve(const GenerateArgs& a) {
   if (a.top_k) s.top_k = *a.top_k;
   if (a.max_new_tokens) s.max_new_tokens = *a.max_new_tokens;
   if (a.seed) s.seed = *a.seed;
+  if (!a.stop.empty()) s.stop = a.stop;
+  for (const std::string& st : s.stop)
+    if (st.empty()) throw ConfigError(origin(!a.stop.empty(), "--stop", loaded, "rollout.stop") + ": an empty stop string would end every sample at once");
 
   auto need = [&](bool ok, bool flag_set, const char* flag, const char* key, const std::string& what) {
     if (!ok) throw ConfigError(origin(flag_set, flag, loaded, key) + ": " + what);
@@ -161,6 +167,7 @@ CLI::App* add_generate_command(CLI::App& app, GenerateArgs& a) {
   g->add_option("--n", a.n, "samples per prompt (default 1; rollout.n)");
   g->add_option("--temperature", a.temperature, "sampling temperature, 0 = greedy (default 1; rollout.temperature)");
   g->add_option("--top-p", a.top_p, "nucleus sampling mass in (0, 1] (default 1 = off; rollout.top_p)");
+  g->add_option("--stop", a.stop, "stop string (repeatable): a sample ends once its text holds one; cut from the text (rollout.stop)");
   g->add_option("--top-k", a.top_k, "keep the k most likely tokens, -1 = off (default; rollout.top_k)");
   g->add_option("--max-new-tokens", a.max_new_tokens, "generated tokens per sample at most (default 256; rollout.max_response_length)");
   g->add_option("--seed", a.seed, "sampling seed (default 0; trainer.seed)");
@@ -243,6 +250,11 @@ int run_generate(const GenerateArgs& args) {
   ec.max_num_seqs = static_cast<int32_t>(s.max_num_seqs);
   ec.enable_prefix_caching = s.enable_prefix_caching;
   ec.gpu_memory_utilization = s.gpu_memory_utilization;
+  if (!s.stop.empty()) {
+    auto bytes = std::make_shared<std::vector<std::string>>();
+    for (int32_t id = 0; id < tok.vocab_size(); ++id) bytes->push_back(tok.id_to_bytes(id));
+    ec.token_bytes = std::move(bytes);
+  }
   rollout::Engine engine(model, ec);
 
   std::vector<rollout::GenerateRequest> requests(prompts.size());
@@ -252,6 +264,7 @@ int run_generate(const GenerateArgs& args) {
     r.params.n = static_cast<int32_t>(s.n);
     r.params.max_new_tokens = static_cast<int32_t>(s.max_new_tokens);
     r.params.stop_token_ids = stop.ids;
+    r.params.stop_strings = s.stop;
     r.sampling.temperature = s.temperature;
     r.sampling.top_k = s.top_k > 0 ? s.top_k : 0;
     r.sampling.top_p = s.top_p;
@@ -292,13 +305,17 @@ int run_generate(const GenerateArgs& args) {
       for (size_t j = 0; j < o.samples.size(); ++j) {
         const rollout::SampleOutput& so = o.samples[j];
         size_t text_len = so.tokens.size();
-        if (so.finish_reason == rollout::FinishReason::kStop && text_len > 0) --text_len;  // the stop token is not text
+        if (so.finish_reason == rollout::FinishReason::kStop && text_len > 0 &&
+            std::find(stop.ids.begin(), stop.ids.end(), so.tokens.back()) != stop.ids.end())
+          --text_len;  // the stop token is not text
         // Ids past the tokenizer's vocabulary (the model's embedding is often padded: Qwen3 151936
         // rows, 151669 tokens) have no text; HF's decode skips them too.
         std::vector<int32_t> text_ids;
         for (size_t t = 0; t < text_len; ++t)
           if (so.tokens[t] >= 0 && so.tokens[t] < tok_vocab) text_ids.push_back(so.tokens[t]);
-        std::string line = cat(head, ",\"sample_index\":", j, ",\"text\":", json_string(tok.decode(text_ids)),
+        std::string text = tok.decode(text_ids);
+        text.resize(rollout::stop_string_position(text, s.stop));  // a stop string and what follows are not text
+        std::string line = cat(head, ",\"sample_index\":", j, ",\"text\":", json_string(text),
                                ",\"token_ids\":[");
         for (size_t t = 0; t < so.tokens.size(); ++t) line += cat(t ? "," : "", so.tokens[t]);
         line += "],\"logprobs\":[";

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -30,6 +31,7 @@ struct GenerateArgs {
   std::optional<int64_t> top_k;           // default -1 (off)
   std::optional<int64_t> max_new_tokens;  // default 256 (rollout.max_response_length with a recipe)
   std::optional<uint64_t> seed;           // default 0 (trainer.seed with a recipe)
+  std::vector<std::string> stop;          // --stop STR ... (rollout.stop with a recipe)
   std::string output;        // -o OUT.jsonl; "": standard output
 };
 

@@ -91,6 +91,12 @@ int main(int argc, char** argv) {
   exp->add_option("source", export_source, "a run directory (its newest good checkpoint) or a checkpoint directory")->required();
   exp->add_option("-o,--output", export_out, "output directory")->required();
 
+  EvalArgs eval_args;
+  CLI::App* ev = app.add_subcommand("eval", "Score a run's checkpoint with one fixed evaluator (dense, greedy, data.val_files)");
+  ev->add_option("source", eval_args.source, "a run directory (its newest good checkpoint) or a checkpoint dir")->required();
+  ev->add_option("overrides", eval_args.overrides, "dotted overrides on the checkpoint's recipe, e.g. data.val_files=[val.jsonl]");
+  ev->add_option("-o,--output", eval_args.output, "also write the JSON result to this file");
+
   InitArgs init_args;
   CLI::App* init = app.add_subcommand("init", "Write a randomly initialised HF checkpoint (config.json + safetensors)");
   init->add_option("--arch", init_args.arch, "model family")
@@ -179,6 +185,7 @@ int main(int argc, char** argv) {
     if (*train) return finish(run_train_command(train_args));
     if (*sft) return finish(run_sft_command(sft_args));
     if (*exp) return finish(run_export(export_source, export_out));
+    if (*ev) return finish(run_eval(eval_args));
     if (*cmp) {
       std::cout << trainer::compare_runs(compare_args);
       return finish(kExitOk);

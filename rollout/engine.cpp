@@ -83,6 +83,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   sc.max_model_len = config_.max_model_len;
   sc.enable_chunked_prefill = config_.enable_chunked_prefill;
   sc.enable_prefix_caching = config_.enable_prefix_caching;
+  sc.token_bytes = config_.token_bytes;
   Scheduler sched(sc);
   std::unordered_map<RequestId, size_t> index_of;  // request id -> position in `requests`
   for (size_t i = 0; i < requests.size(); ++i) index_of[sched.add_request(requests[i].prompt, requests[i].params)] = i;

@@ -32,6 +32,7 @@ struct EngineConfig {
   bool enable_prefix_caching = true;      // rollout.enable_prefix_caching
   double gpu_memory_utilization = 0.9;    // CUDA: fraction of device memory the process may reach
   int64_t num_blocks = 0;                 // > 0: exactly this many blocks (tests: force preemption)
+  std::shared_ptr<const std::vector<std::string>> token_bytes;  // for stop strings (scheduler.h)
 };
 
 struct GenerateRequest {

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "core/util/error.h"
+#include "rollout/stop_strings.h"
 
 namespace fp8rl::rollout {
 
@@ -57,6 +58,10 @@ RequestId Scheduler::add_request(std::vector<TokenId> prompt, const RequestParam
   const std::string at = "request " + std::to_string(id) + ": ";
   if (prompt.empty()) return fail(id, at + "empty prompt (nothing to condition on)");
   if (params.n < 1) return fail(id, at + "n must be >= 1, got " + std::to_string(params.n));
+  if (!params.stop_strings.empty() && !config_.token_bytes)
+    return fail(id, at + "stop strings need the tokenizer's token bytes (SchedulerConfig::token_bytes)");
+  for (const std::string& s : params.stop_strings)
+    if (s.empty()) return fail(id, at + "an empty stop string (it would stop every sample at once)");
   if (params.max_new_tokens < 1)
     return fail(id, at + "max_new_tokens must be >= 1, got " + std::to_string(params.max_new_tokens));
   if (total > config_.max_model_len)
@@ -296,7 +301,14 @@ void Scheduler::update(std::span<const SampledToken> sampled) {
     if (s.steps.first_token < 0) s.steps.first_token = step_;
     const RequestParams& p = requests_.at(s.request_id).params;
     const auto generated = static_cast<int32_t>(s.tokens.size()) - s.num_prompt_tokens;
-    if (std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), t.token) != p.stop_token_ids.end())
+    const bool stop_string =
+        !p.stop_strings.empty() &&
+        append_and_match_stop(s.stop_window,
+                              t.token >= 0 && static_cast<size_t>(t.token) < config_.token_bytes->size()
+                                  ? std::string_view((*config_.token_bytes)[static_cast<size_t>(t.token)])
+                                  : std::string_view(),
+                              p.stop_strings);
+    if (stop_string || std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), t.token) != p.stop_token_ids.end())
       finish(s, FinishReason::kStop);
     else if (generated >= p.max_new_tokens || static_cast<int32_t>(s.tokens.size()) >= config_.max_model_len)
       finish(s, FinishReason::kLength);

@@ -12,7 +12,8 @@
 #      (e) LoRA r32 on the FP8 base and on the BF16 base;
 #      a run still going after $DEADLINE seconds gets SIGINT (it checkpoints and stops; compare
 #      marks it in progress);
-#   3. `fp8rl compare` of the runs (summary and $OUT/experiment-report.html); metrics.jsonl, resolved_recipe.yaml and the log of each run
+#   3. `fp8rl eval` of every final checkpoint through one dense BF16 evaluator (eval.json per run);
+#   4. `fp8rl compare` of the runs (summary and $OUT/experiment-report.html); metrics.jsonl, resolved_recipe.yaml and the log of each run
 #      packed into $OUT/experiment-runs.tar.gz, the summary into $OUT/experiment-summary.txt.
 # A CPU dry run of the plumbing: DEVICE=cpu PRESET=tiny DTYPE=float32 STEPS=3 SEEDS=1 bash scripts/gpu-experiment.sh
 set -uo pipefail
@@ -69,10 +70,17 @@ launch "e-lora-bf16-s$first" "$bf16" trainer.seed="$first" data.seed="$first" "$
 wait
 for n in "${names[@]}"; do echo "$n: $(tail -1 "$runs/$n.log")"; done >>"$out/experiment-summary.txt"
 
-# 3. compare and pack
+# 3. every final checkpoint scored by one evaluator (dense BF16, greedy, the same prompts), so the
+#    precision a run validated in does not move its score
+for n in "${names[@]}"; do
+  "$bin" eval "$runs/$n" trainer.device="$device" -o "$runs/$n/eval.json" >/dev/null 2>"$runs/$n.eval.log" \
+    && echo "eval $n: $(cat "$runs/$n/eval.json")" || echo "eval $n: failed ($(tail -1 "$runs/$n.eval.log"))"
+done >>"$out/experiment-summary.txt"
+
+# 4. compare and pack
 dirs=()
 for n in "${names[@]}"; do dirs+=("$runs/$n"); done
 "$bin" compare "${dirs[@]}" --window 10 --smooth 5 -o "$out/experiment-report.html" >>"$out/experiment-summary.txt" 2>&1
 (cd "$runs" && tar -czf "$out/experiment-runs.tar.gz" val.jsonl ./*.log \
-  $(for n in "${names[@]}"; do echo "$n/metrics.jsonl $n/resolved_recipe.yaml"; done) 2>/dev/null)
+  $(for n in "${names[@]}"; do echo "$n/metrics.jsonl $n/resolved_recipe.yaml $n/eval.json"; done) 2>/dev/null)
 cat "$out/experiment-summary.txt"

@@ -12,6 +12,7 @@
 #include "loss/dapo.h"
 #include "loss/policy_objective.h"
 #include "loss/rollout_correction.h"
+#include "rollout/stop_strings.h"
 #include "trainer/reward_command.h"
 #include "trainer/loss_options.h"
 
@@ -23,13 +24,20 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// The text a reward sees: the response without its stop token, ids the tokenizer lacks skipped.
-std::string response_text(const Sample& s, const hf::Tokenizer& tok) {
+// The text a reward sees: the response without its stop token, ids the tokenizer lacks skipped,
+// cut where a stop string (rollout.stop) starts.
+std::string response_text(const Sample& s, const StepInputs& in) {
+  const hf::Tokenizer& tok = in.tokenizer;
+  size_t len = s.response.size();
+  if (!s.truncated && len > 0 &&
+      std::find(in.stop_ids.begin(), in.stop_ids.end(), static_cast<int32_t>(s.response.back())) != in.stop_ids.end())
+    --len;
   std::vector<int32_t> ids;
-  const size_t len = s.truncated || s.response.empty() ? s.response.size() : s.response.size() - 1;
   for (size_t i = 0; i < len; ++i)
     if (s.response[i] >= 0 && s.response[i] < tok.vocab_size()) ids.push_back(static_cast<int32_t>(s.response[i]));
-  return tok.decode(ids);
+  std::string text = tok.decode(ids);
+  text.resize(rollout::stop_string_position(text, in.recipe.rollout.stop));
+  return text;
 }
 
 // The request of one prompt under rollout.* (n samples, sampling knobs, stop tokens); seed 0.
@@ -40,6 +48,7 @@ rollout::GenerateRequest rollout_request(const Example& e, const StepInputs& in)
   q.params.n = static_cast<int32_t>(ro.n);
   q.params.max_new_tokens = static_cast<int32_t>(ro.max_response_length);
   q.params.stop_token_ids = in.stop_ids;
+  q.params.stop_strings = ro.stop;
   q.sampling.temperature = ro.temperature;
   q.sampling.top_k = ro.top_k > 0 ? ro.top_k : 0;
   q.sampling.top_p = ro.top_p;
@@ -93,7 +102,7 @@ std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, Data
   const auto t1 = std::chrono::steady_clock::now();
   std::vector<std::string> texts;
   texts.reserve(samples.size());
-  for (const Sample& s : samples) texts.push_back(response_text(s, in.tokenizer));
+  for (const Sample& s : samples) texts.push_back(response_text(s, in));
   std::vector<RewardInput> inputs;
   for (size_t k = 0; k < samples.size(); ++k) {
     const Example& e = in.examples[static_cast<size_t>(samples[k].example)];
@@ -127,8 +136,13 @@ BatchReward make_batch_reward(const recipe::Recipe& r) {
   };
 }
 
-rollout::EngineConfig engine_config(const recipe::Recipe& r) {
+rollout::EngineConfig engine_config(const recipe::Recipe& r, const hf::Tokenizer& tokenizer) {
   rollout::EngineConfig ec;
+  if (!r.rollout.stop.empty()) {  // stop strings are matched on the tokens' bytes
+    auto bytes = std::make_shared<std::vector<std::string>>();
+    for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) bytes->push_back(tokenizer.id_to_bytes(id));
+    ec.token_bytes = std::move(bytes);
+  }
   ec.max_num_seqs = static_cast<int32_t>(r.rollout.max_num_seqs);
   ec.enable_prefix_caching = r.rollout.enable_prefix_caching;
   ec.gpu_memory_utilization = r.rollout.gpu_memory_utilization;
@@ -226,7 +240,7 @@ Metrics validate(Policy& policy, rollout::Engine& engine, const std::vector<Exam
       throw ConfigError(cat(examples[i].where, ": the rollout engine refused the prompt: ", o.error));
     samples[i].response.assign(o.samples.at(0).tokens.begin(), o.samples.at(0).tokens.end());
     samples[i].truncated = o.samples.at(0).finish_reason == rollout::FinishReason::kLength;
-    texts.push_back(response_text(samples[i], in.tokenizer));
+    texts.push_back(response_text(samples[i], in));
   }
   for (size_t i = 0; i < examples.size(); ++i) inputs.push_back({examples[i].prompt, texts[i], examples[i].answer});
   const std::vector<double> scores = reward(inputs);

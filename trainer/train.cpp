@@ -121,7 +121,7 @@ int run_train(const recipe::LoadedRecipe& loaded) {
   }
   MetricsLog metrics_log(dir, r.logging.logger, resume_from ? start : -1);
   const BatchReward reward = make_batch_reward(r);
-  rollout::Engine engine(policy.model(), engine_config(r));
+  rollout::Engine engine(policy.model(), engine_config(r, *task.tokenizer));
   std::vector<Example> val_examples;
   if (r.trainer.test_freq > 0)
     val_examples = load_examples(r, r.data.val_files, *task.tokenizer, task.chat_template, task.config.shape.vocab_size);

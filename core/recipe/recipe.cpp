@@ -44,6 +44,7 @@ void RolloutConfig::visit(FieldVisitor& v) {
   v.field("top_p", top_p, "nucleus sampling mass in (0, 1]");
   v.field("top_k", top_k, "top-k sampling; -1 = off");
   v.field("max_response_length", max_response_length, "generated tokens per sample");
+  v.field("stop", stop, "stop strings: a sample ends once its generated text holds one; rewards see the text before it");
   v.field("gpu_memory_utilization", gpu_memory_utilization, "fraction of GPU memory the KV block pool may fill up to");
   v.field("max_num_seqs", max_num_seqs, "sequences decoded together");
   v.choice("kv_cache_dtype", kv_cache_dtype, {"auto", "fp8"}, "auto = model dtype");

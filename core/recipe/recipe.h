@@ -71,6 +71,7 @@ struct RolloutConfig {
   double top_p = 1.0;
   int64_t top_k = -1;                  // -1 = off
   int64_t max_response_length = 1024;  // generated tokens per sample
+  std::vector<std::string> stop;       // stop strings: a sample ends once its text holds one (cut from the text rewards see)
   double gpu_memory_utilization = 0.6; // fraction of GPU memory the KV pool may fill up to while rolling out
   int64_t max_num_seqs = 256;          // sequences decoded together
   std::string kv_cache_dtype = "auto"; // auto (model dtype) | fp8

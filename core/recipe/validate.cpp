@@ -195,6 +195,8 @@ void check_rollout(const Rules& r, const RolloutConfig& ro) {
   r.non_negative("rollout.temperature", ro.temperature);
   r.in_open_closed("rollout.top_p", ro.top_p, 0, 1);
   if (ro.top_k != -1 && ro.top_k < 1) r.fail("rollout.top_k", "must be -1 (off) or >= 1, got {}", ro.top_k);
+  for (const std::string& s : ro.stop)
+    if (s.empty()) r.fail("rollout.stop", "an empty stop string would end every sample at once; remove it");
   r.at_least("rollout.max_response_length", ro.max_response_length, 1);
   r.in_open_closed("rollout.gpu_memory_utilization", ro.gpu_memory_utilization, 0, 1);
   r.at_least("rollout.max_num_seqs", ro.max_num_seqs, 1);

@@ -92,6 +92,11 @@ expect 0 'metrics.jsonl:4: not a metrics line' -- compare runs/quickstart-tiny t
 expect 2 'is not a run directory' -- compare runs/quickstart-tiny plain-file-dir
 expect 2 'does not exist' -- compare runs/quickstart-tiny -o no-such-dir/report.html
 expect 0 'report: r.html' -- compare runs/quickstart-tiny runs-val/quickstart-tiny -o r.html
+# eval: a checkpoint scored by the dense evaluator; bad sources and paths are exit 2.
+expect 0 '"val/accuracy"'        -- eval runs-val/quickstart-tiny trainer.device=cpu
+expect 2 'neither a checkpoint'  -- eval plain-file-dir
+expect 2 'does not exist'        -- eval runs-val/quickstart-tiny -o no-such-dir/e.json
+expect 2 'no data.val_files'     -- eval runs/quickstart-tiny trainer.device=cpu
 # Ctrl-C: the first stops after the current step, saves a checkpoint and exits 130.
 "$bin" train "$tiny" trainer.output_dir=runs-int "${short[@]}" trainer.total_training_steps=100000 checkpoint.save_freq=0 >int.out 2>int.err &
 pid=$!

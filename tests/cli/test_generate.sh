@@ -110,6 +110,21 @@ printf 'base: r.yaml\nrollout:\n  temperature: -1\n' >r2.yaml
 expect 2 'r2.yaml:3: rollout.temperature' -- generate --recipe r2.yaml --prompts text.jsonl -o x.jsonl
 expect 0 '' -- generate --recipe r2.yaml --prompts text.jsonl --temperature 0 -o x.jsonl
 expect 2 '--top-p' -- generate --recipe r.yaml --prompts text.jsonl --top-p 0 -o x.jsonl
+# Stop strings: every printable ASCII character is one, so a random model's samples end at the
+# first such byte (finish_reason stop) and their text holds none of them.
+stops=()
+for c in a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N O P Q R S T U V W X Y Z 0 1 2 3 4 5 6 7 8 9 ' ' . , ';' : '!' '?' '<' '>' '|' '{' '}' '(' ')' '[' ']' '/' '=' '+' '-' '*' '&' '%' '$' '#' '@' '^' '_' '~' '`' '"' "'"; do
+  stops+=(--stop "$c")
+done
+expect 0 '' -- generate --model tiny --prompts text.jsonl --n 4 --max-new-tokens 64 "${stops[@]}" -o st.jsonl
+python3 - <<'PY' && ok || bad "stop strings: a sample kept a stop string or none stopped on one"
+import json, string
+rows = [json.loads(l) for l in open("st.jsonl")]
+printable = set(string.ascii_letters + string.digits + " .,;:!?<>|{}()[]/=+-*&%$#@^_~`\"'")
+assert all(not (set(r["text"]) & printable) for r in rows), [r["text"] for r in rows]
+assert any(r["finish_reason"] == "stop" and len(r["token_ids"]) < 64 for r in rows)
+PY
+expect 2 '--stop: an empty stop string' -- generate --model tiny --prompts text.jsonl --stop '' -o x.jsonl
 expect 2 'model.init_preset has no tokenizer' -- generate --recipe "$root/recipes/quickstart-tiny.yaml" --prompts prompts.jsonl
 
 # Malformed prompts: file:line and what is expected, exit 2.

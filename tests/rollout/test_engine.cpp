@@ -15,6 +15,7 @@
 #include "core/model/random_checkpoint.h"
 #include "quant/fp8_model.h"
 #include "rollout/engine.h"
+#include "rollout/stop_strings.h"
 #include "tests/rollout/engine_test_util.h"
 #include "tests/catch.h"
 #include "tests/core/model/model_test_util.h"
@@ -208,6 +209,53 @@ TEST_CASE("engine: a request that cannot fit fails alone, stop tokens end a samp
   CHECK(s.finish_reason == FinishReason::kStop);
   const size_t first = static_cast<size_t>(std::find(tokens.begin(), tokens.end(), tokens[2]) - tokens.begin());
   CHECK(s.tokens == std::vector<TokenId>(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(first) + 1));
+}
+
+TEST_CASE("engine: a stop string ends a sample at the token that completes it, across and inside tokens", "[rollout][engine][stop]") {
+  const model::CausalLM m = load_fixture("qwen3");
+  const int64_t V = m.config().shape.vocab_size;
+  // Token bytes of our own: id 17 -> "<17>", so every token is several bytes.
+  auto bytes = std::make_shared<std::vector<std::string>>();
+  for (int64_t id = 0; id < V; ++id) bytes->push_back("<" + std::to_string(id) + ">");
+  EngineConfig c;
+  c.token_bytes = bytes;
+  Engine engine(m, c);
+  const GenerateRequest free_run = greedy(random_prompt(7, V, 11), 2, 12);
+  const std::vector<TokenId> tokens = engine.generate({free_run})[0].output.samples[0].tokens;
+  REQUIRE(tokens.size() == 12);
+  // A stop string from the end of token 3 into the middle of token 4 (">" + "<" + first digit).
+  const std::string b3 = (*bytes)[static_cast<size_t>(tokens[3])], b4 = (*bytes)[static_cast<size_t>(tokens[4])];
+  const std::string stop = b3.substr(b3.size() - 2) + b4.substr(0, 2);
+  size_t expect_len = 0;  // the first prefix of tokens whose bytes hold the stop string
+  for (std::string text; expect_len < tokens.size();) {
+    text += (*bytes)[static_cast<size_t>(tokens[expect_len++])];
+    if (stop_string_position(text, {stop}) < text.size()) break;
+  }
+  REQUIRE(expect_len <= 5);
+  GenerateRequest stopping = free_run;
+  stopping.params.stop_strings = {"never-generated", stop};
+  const GenerateOutput out = engine.generate({stopping})[0];
+  REQUIRE(out.output.samples.size() == 2);
+  for (const SampleOutput& s : out.output.samples) {  // greedy: both samples alike
+    CHECK(s.finish_reason == FinishReason::kStop);
+    CHECK(s.tokens == std::vector<TokenId>(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(expect_len)));
+    CHECK(s.logprobs.size() == s.tokens.size());
+  }
+  // The prompt's bytes never count: a stop string straddling the prompt's last token and the
+  // first generated one does not match (unless the generated text holds it by itself).
+  const std::string straddle = (*bytes)[static_cast<size_t>(free_run.prompt.back())] + (*bytes)[static_cast<size_t>(tokens[0])];
+  std::string generated;
+  for (TokenId t : tokens) generated += (*bytes)[static_cast<size_t>(t)];
+  if (generated.find(straddle) == std::string::npos) {
+    GenerateRequest prompt_stop = free_run;
+    prompt_stop.params.stop_strings = {straddle};
+    CHECK(engine.generate({prompt_stop})[0].output.samples[0].tokens == tokens);
+  }
+  // Without the token bytes a request with stop strings fails alone, with the reason.
+  Engine bare(m, EngineConfig{});
+  const GenerateOutput failed = bare.generate({stopping})[0];
+  CHECK(failed.output.finish_reason == FinishReason::kError);
+  CHECK(failed.output.error.find("token bytes") != std::string::npos);
 }
 
 TEST_CASE("engine: an FP8 model's rollout log-probs stay close to the dense model's (the mismatch TIS corrects)", "[rollout][engine]") {

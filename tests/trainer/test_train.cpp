@@ -13,8 +13,10 @@
 #include "tests/catch.h"
 #include "tests/trainer/trainer_test_util.h"
 #include "trainer/checkpoint_store.h"
+#include "trainer/evaluate.h"
 #include "trainer/export.h"
 #include "trainer/policy.h"
+#include "trainer/tasks.h"
 #include "trainer/tensor_file.h"
 #include "trainer/train.h"
 
@@ -140,4 +142,32 @@ TEST_CASE("export: the merged HF model computes what the trained LoRA policy com
   const at::Tensor lt = trained.response_logprobs(b, 1.0).logp, lm = merged.response_logprobs(b, 1.0).logp;
   CHECK(at::allclose(lt, lm, 1e-4, 1e-4));
   CHECK(lt.abs().sum().item<double>() > 0);
+}
+
+TEST_CASE("eval: a dense run's final checkpoint scores what the run's own last validation scored", "[trainer][eval]") {
+  test::TempDir dir;
+  const std::string val = (dir.path() / "val.jsonl").string();
+  trainer::write_task_jsonl("addition", 6, 1, val);  // the 6 training prompts (data.seed 1): partly memorized: the score is neither 0 nor 1
+  std::vector<std::string> o = short_run(2);
+  for (const std::string& s : {"trainer.experiment_name=run", "quantization.quant_method=none", "lora.rank=0",
+                               "trainer.lr=1e-3", "trainer.test_freq=2", "sft.steps=30"})
+    o.push_back(s);
+  o.push_back("data.val_files=[" + val + "]");
+  REQUIRE(trainer::run_train(test::quickstart(dir, o)) == 0);
+  const fs::path run = dir.path() / "runs" / "run";
+  const std::vector<json> m = metrics(run);
+  REQUIRE(m.back()["step"] == 2);
+  const double logged = m.back()["val/accuracy"].get<double>();
+
+  const trainer::EvalResult r = trainer::evaluate_checkpoint(run.string(), {"trainer.device=cpu"});
+  CHECK(r.step == 2);
+  CHECK(r.prompts == 6);
+  CHECK(logged > 0);
+  CHECK(r.quant_method == "none");
+  CHECK(r.accuracy == logged);  // same weights, same greedy engine, same prompts
+  CHECK(json::parse(r.to_json())["val/accuracy"].get<double>() == logged);
+  // An FP8 evaluator on request; no validation prompts is a clear error.
+  CHECK(trainer::evaluate_checkpoint(run.string(), {"trainer.device=cpu", "quantization.quant_method=fp8"}).quant_method == "fp8");
+  REQUIRE_THROWS_CONTAINING(trainer::evaluate_checkpoint(run.string(), {"trainer.device=cpu", "data.val_files=[]", "trainer.test_freq=0"}),
+                            ConfigError, "no data.val_files");
 }
