@@ -115,9 +115,7 @@ std::string compare_runs(const CompareOptions& o) {
       std::string row;
       bool any = false;
       for (const auto& g : groups) {
-        std::vector<double> v;
-        for (size_t i : g) v.push_back(tail_mean(runs[i], k, o.window));
-        const MeanSpread m = mean_spread(v);
+        const MeanSpread m = seed_mean_spread(runs, g, k, o.window);
         any = any || m.n > 0;
         row += pad(m.n == 0 ? "-" : m.n == 1 ? fmt_value(m.mean) : fmt_value(m.mean) + " +- " + fmt_value(m.spread), 22);
       }

@@ -141,9 +141,7 @@ std::string render_compare_report(const std::vector<RunHistory>& runs, const Rep
       std::string row;
       bool any = false;
       for (const auto& g : groups) {
-        std::vector<double> v;
-        for (size_t i : g) v.push_back(tail_mean(runs[i], k, o.window));
-        const MeanSpread m = mean_spread(v);
+        const MeanSpread m = seed_mean_spread(runs, g, k, o.window);
         any = any || m.n > 0;
         row += cat("<td>", m.n == 0 ? "-" : m.n == 1 ? short_number(m.mean) : short_number(m.mean) + " &plusmn; " + short_number(m.spread),
                    "</td>");

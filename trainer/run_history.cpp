@@ -150,4 +150,11 @@ MeanSpread mean_spread(const std::vector<double>& values) {
   return m;
 }
 
+MeanSpread seed_mean_spread(const std::vector<RunHistory>& runs, const std::vector<size_t>& group, const std::string& key,
+                            int64_t window) {
+  std::vector<double> v;
+  for (size_t i : group) v.push_back(tail_mean(runs.at(i), key, window));
+  return mean_spread(v);
+}
+
 }  // namespace fp8rl::trainer

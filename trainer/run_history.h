@@ -61,4 +61,8 @@ struct MeanSpread {
 };
 MeanSpread mean_spread(const std::vector<double>& values);  // NaNs left out
 
+// mean_spread of the runs' tail_mean of `key`: a configuration across its seeds.
+MeanSpread seed_mean_spread(const std::vector<RunHistory>& runs, const std::vector<size_t>& group, const std::string& key,
+                            int64_t window);
+
 }  // namespace fp8rl::trainer
