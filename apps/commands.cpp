@@ -116,9 +116,9 @@ int run_data(const DataArgs& args) {
   return kExitOk;
 }
 
-int run_export(const std::string& source, const std::string& out) {
-  const std::string ckpt = trainer::export_run(source, out);
-  std::cout << "exported " << ckpt << " to " << out << "\n";
+int run_export(const std::string& source, const std::string& out, bool fp8) {
+  const std::string ckpt = trainer::export_run(source, out, fp8);
+  std::cout << "exported " << ckpt << " to " << out << (fp8 ? " (FP8 projections in HF's FP8 format)" : "") << "\n";
   return kExitOk;
 }
 

@@ -39,7 +39,7 @@ struct DataArgs {
 };
 int run_data(const DataArgs& args);
 
-int run_export(const std::string& source, const std::string& out);
+int run_export(const std::string& source, const std::string& out, bool fp8);
 
 struct EvalArgs {
   std::string source;                  // a run directory or a checkpoint directory

@@ -90,6 +90,8 @@ int main(int argc, char** argv) {
   CLI::App* exp = app.add_subcommand("export", "Write a run's checkpoint as an HF model (LoRA merged) and PEFT adapters");
   exp->add_option("source", export_source, "a run directory (its newest good checkpoint) or a checkpoint directory")->required();
   exp->add_option("-o,--output", export_out, "output directory")->required();
+  bool export_fp8 = false;
+  exp->add_flag("--fp8", export_fp8, "write the run's FP8 projections in HF's FP8 format (E4M3, 128x128 block scales, quantization_config)");
 
   EvalArgs eval_args;
   CLI::App* ev = app.add_subcommand("eval", "Score a run's checkpoint with one fixed evaluator (dense, greedy, data.val_files)");
@@ -184,7 +186,7 @@ int main(int argc, char** argv) {
     if (*check) return finish(run_check(check_args));
     if (*train) return finish(run_train_command(train_args));
     if (*sft) return finish(run_sft_command(sft_args));
-    if (*exp) return finish(run_export(export_source, export_out));
+    if (*exp) return finish(run_export(export_source, export_out, export_fp8));
     if (*ev) return finish(run_eval(eval_args));
     if (*cmp) {
       std::cout << trainer::compare_runs(compare_args);

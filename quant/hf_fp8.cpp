@@ -96,14 +96,20 @@ Fp8Weight load_hf_fp8_weight(const safetensors::Checkpoint& ckpt, const std::str
                    WeightScaling::block};
 }
 
-std::vector<safetensors::TensorToWrite> hf_fp8_tensors(const std::string& module, const Fp8Weight& w,
-                                                       std::vector<at::Tensor>& storage) {
+std::pair<at::Tensor, at::Tensor> hf_fp8_pair(const Fp8Weight& w) {
   FP8RL_CHECK(w.scaling == WeightScaling::block && w.fmt == Fp8Format::e4m3,
               "hf_fp8_tensors: HF's FP8 layout is E4M3 with 128x128 block scales");
   const int64_t N = w.out_features, K = w.in_features;
   const int64_t nb = (N + kFp8Block - 1) / kFp8Block, kb = (K + kFp8Block - 1) / kFp8Block;
-  at::Tensor q = w.data.view(at::kByte).narrow(0, 0, N).narrow(1, 0, K).to(at::kCPU).contiguous();
-  at::Tensor s = w.scale.narrow(0, 0, nb).narrow(1, 0, kb).to(at::kCPU).contiguous();
+  return {w.data.narrow(0, 0, N).narrow(1, 0, K).to(at::kCPU).contiguous(),
+          w.scale.narrow(0, 0, nb).narrow(1, 0, kb).to(at::kCPU).contiguous()};
+}
+
+std::vector<safetensors::TensorToWrite> hf_fp8_tensors(const std::string& module, const Fp8Weight& w,
+                                                       std::vector<at::Tensor>& storage) {
+  auto [data, s] = hf_fp8_pair(w);
+  const at::Tensor q = data.view(at::kByte);
+  const int64_t N = q.size(0), K = q.size(1), nb = s.size(0), kb = s.size(1);
   storage.push_back(q);
   storage.push_back(s);
   return {{module + ".weight", safetensors::Dtype::F8_E4M3, {N, K}, q.data_ptr(), static_cast<size_t>(q.numel())},

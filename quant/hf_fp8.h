@@ -13,6 +13,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/hf/safetensors.h"
@@ -36,6 +37,10 @@ std::optional<HfFp8Config> read_hf_fp8_config(const std::string& model_dir);
 // Throws ConfigError naming the file and tensor on a missing tensor, a wrong dtype or a scale
 // whose shape does not fit the weight.
 Fp8Weight load_hf_fp8_weight(const safetensors::Checkpoint& ckpt, const std::string& module, at::Device device);
+
+// `w` in HF's layout, unpadded, on the CPU: the weight (float8_e4m3fn [N, K]) and its
+// weight_scale_inv (float32 [ceil(N/128), ceil(K/128)]). `w` must be E4M3 with 128x128 blocks.
+std::pair<at::Tensor, at::Tensor> hf_fp8_pair(const Fp8Weight& w);
 
 // The two tensors of `w` in HF's layout (unpadded, on the CPU), for safetensors::write_file.
 // `storage` keeps the host copies alive until the write.

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 
@@ -15,6 +16,9 @@
 #include "core/util/atomic_file.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "quant/hf_fp8.h"
+#include "quant/precision_plan.h"
+#include "quant/scaling.h"
 #include "trainer/checkpoint_store.h"
 #include "trainer/policy.h"
 #include "trainer/tensor_file.h"
@@ -26,9 +30,10 @@ namespace fs = std::filesystem;
 namespace {
 
 // config.json + tokenizer files of `source_dir` and `tensors` as model.safetensors, into `out_dir`
-// through a temporary directory and a rename.
+// through a temporary directory and a rename. A non-null `quantization_config` is set in the
+// written config.json.
 void write_hf_dir(const std::map<std::string, at::Tensor>& tensors, const std::string& source_dir,
-                  const std::string& out_dir) {
+                  const std::string& out_dir, const nlohmann::json& quantization_config = nullptr) {
   const fs::path out = fs::absolute(out_dir);
   const fs::path tmp = out.parent_path() / cat(".", out.filename().string(), ".tmp.", ::getpid());
   std::error_code ec;
@@ -37,6 +42,12 @@ void write_hf_dir(const std::map<std::string, at::Tensor>& tensors, const std::s
   for (const char* f : {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"}) {
     const fs::path src = fs::path(source_dir) / f;
     if (fs::exists(src)) fs::copy_file(src, tmp / f);
+  }
+  if (!quantization_config.is_null()) {
+    std::ifstream in(tmp / "config.json");
+    nlohmann::json config = nlohmann::json::parse(in);  // the run's own config.json: read by the loader already
+    config["quantization_config"] = quantization_config;
+    write_file_atomic(tmp / "config.json", config.dump(2) + "\n");
   }
   save_tensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
   const fs::path old = out.parent_path() / cat(".", out.filename().string(), ".old.", ::getpid());
@@ -59,7 +70,30 @@ void save_dense_model(const model::CausalLM& model, const std::string& source_di
   write_hf_dir(tensors, source_dir, out_dir);
 }
 
-std::string export_run(const std::string& source, const std::string& out_dir) {
+// The projections `plan` marks FP8, quantized in `tensors` to HF's FP8 layout (E4M3, 128x128
+// block scales as weight_scale_inv); returns the quantization_config naming what stays dense.
+nlohmann::json quantize_for_hf(std::map<std::string, at::Tensor>& tensors, const quant::PrecisionPlan& plan, bool pow2) {
+  std::vector<std::string> dense = {"lm_head"};
+  for (const quant::ModulePlan& m : plan.linears) {
+    if (m.precision != quant::Precision::fp8) {
+      dense.push_back(m.name);
+      continue;
+    }
+    at::Tensor& w = tensors.at(m.name + ".weight");
+    const quant::Fp8Weight q =
+        quant::quantize_weight(w.to(at::kFloat), quant::WeightScaling::block, quant::Fp8Format::e4m3, pow2, m.name + ".weight");
+    auto [data, scale_inv] = quant::hf_fp8_pair(q);
+    w = data;
+    tensors[m.name + ".weight_scale_inv"] = scale_inv;
+  }
+  return {{"quant_method", "fp8"},
+          {"fmt", "e4m3"},
+          {"activation_scheme", "dynamic"},
+          {"weight_block_size", {quant::kFp8Block, quant::kFp8Block}},
+          {"modules_to_not_convert", dense}};
+}
+
+std::string export_run(const std::string& source, const std::string& out_dir, bool fp8) {
   std::error_code ec;
   fs::path ckpt = source;
   if (!fs::exists(ckpt / kManifestFile)) {
@@ -126,7 +160,18 @@ std::string export_run(const std::string& source, const std::string& out_dir) {
       w = (w.to(at::kFloat) + scaling * at::matmul(b, a)).to(dtype);
     }
   }
-  write_hf_dir(out, model_dir, out_dir);
+  nlohmann::json quantization_config = nullptr;
+  if (fp8) {  // the run's precision plan (its BF16 layers and modules stay dense), HF's block format
+    recipe::QuantizationConfig q = r.quantization;
+    q.quant_method = "fp8";
+    const quant::PrecisionPlan plan = quant::make_precision_plan(policy.model().config().shape, q, r.model.dtype);
+    if (q.weight_scaling != "block" || q.fmt != "e4m3")
+      log::info(cat("export: the run used ", q.fmt, " with ", q.weight_scaling, " scales; HF's FP8 format is e4m3 with "
+                    "128x128 blocks, so the weights are quantized that way"));
+    quantization_config = quantize_for_hf(out, plan, q.use_weight_pow2_scale);
+    log::info("export: " + plan.summary());
+  }
+  write_hf_dir(out, model_dir, out_dir, quantization_config);
   if (r.lora.rank > 0) {
     const fs::path adir = fs::path(out_dir) / "adapter";
     fs::create_directories(adir);

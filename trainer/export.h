@@ -10,7 +10,7 @@
 //                        trained dense tensors and FP32 masters of the FP8 projections
 //   DIR/adapter/         (LoRA) PEFT's adapter_model.safetensors + adapter_config.json
 // The checkpoint is verified first; a run directory exports its newest good checkpoint.
-// Not yet: an FP8 export with HF's quantization_config.
+// `--fp8` writes the FP8 projections in HF's FP8 format instead (see export_run).
 #pragma once
 
 #include <string>
@@ -24,6 +24,10 @@ namespace fp8rl::trainer {
 void save_dense_model(const model::CausalLM& model, const std::string& source_dir, const std::string& out_dir);
 
 // Returns the checkpoint directory exported. ConfigError for a missing, damaged or foreign source.
-std::string export_run(const std::string& source, const std::string& out_dir);
+// With `fp8`: the projections the run's precision plan puts in FP8 are written in HF's FP8
+// format (quant/hf_fp8.h: E4M3 weight + 128x128 weight_scale_inv, quantization_config in
+// config.json with the dense modules in modules_to_not_convert), which fp8rl, HF transformers
+// and vLLM load as stored.
+std::string export_run(const std::string& source, const std::string& out_dir, bool fp8 = false);
 
 }  // namespace fp8rl::trainer

@@ -92,6 +92,11 @@ expect 0 'metrics.jsonl:4: not a metrics line' -- compare runs/quickstart-tiny t
 expect 2 'is not a run directory' -- compare runs/quickstart-tiny plain-file-dir
 expect 2 'does not exist' -- compare runs/quickstart-tiny -o no-such-dir/report.html
 expect 0 'report: r.html' -- compare runs/quickstart-tiny runs-val/quickstart-tiny -o r.html
+# export --fp8: HF's FP8 format, which generate recognises as an FP8 checkpoint by itself.
+expect 0 'FP8 projections in HF' -- export runs/quickstart-tiny -o exported-fp8 --fp8
+grep -q '"quant_method": "fp8"' exported-fp8/config.json && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: no quantization_config in the FP8 export"; }
+printf '{"prompt": "12+34="}\n' >one.jsonl
+expect 0 'FP8' -- generate --model exported-fp8 --prompts one.jsonl --max-new-tokens 4 --device cpu --dtype float32 -o one.out.jsonl
 # eval: a checkpoint scored by the dense evaluator; bad sources and paths are exit 2.
 expect 0 '"val/accuracy"'        -- eval runs-val/quickstart-tiny trainer.device=cpu
 expect 2 'neither a checkpoint'  -- eval plain-file-dir

@@ -4,12 +4,15 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "core/hf/safetensors.h"
 #include "core/util/error.h"
+#include "quant/fp8_model.h"
 #include "tests/catch.h"
 #include "tests/trainer/trainer_test_util.h"
 #include "trainer/checkpoint_store.h"
@@ -149,7 +152,7 @@ TEST_CASE("eval: a dense run's final checkpoint scores what the run's own last v
   const std::string val = (dir.path() / "val.jsonl").string();
   trainer::write_task_jsonl("addition", 6, 1, val);  // the 6 training prompts (data.seed 1): partly memorized: the score is neither 0 nor 1
   std::vector<std::string> o = short_run(2);
-  for (const std::string& s : {"trainer.experiment_name=run", "quantization.quant_method=none", "lora.rank=0",
+  for (const char* s : {"trainer.experiment_name=run", "quantization.quant_method=none", "lora.rank=0",
                                "trainer.lr=1e-3", "trainer.test_freq=2", "sft.steps=30"})
     o.push_back(s);
   o.push_back("data.val_files=[" + val + "]");
@@ -170,4 +173,44 @@ TEST_CASE("eval: a dense run's final checkpoint scores what the run's own last v
   CHECK(trainer::evaluate_checkpoint(run.string(), {"trainer.device=cpu", "quantization.quant_method=fp8"}).quant_method == "fp8");
   REQUIRE_THROWS_CONTAINING(trainer::evaluate_checkpoint(run.string(), {"trainer.device=cpu", "data.val_files=[]", "trainer.test_freq=0"}),
                             ConfigError, "no data.val_files");
+}
+
+TEST_CASE("export --fp8: HF's FP8 layout, loaded as stored, computes what the dense export quantized at load computes", "[trainer][export]") {
+  test::TempDir dir;
+  std::vector<std::string> o = short_run(2);
+  o.push_back("trainer.experiment_name=run");
+  o.push_back("trainer.lr=0.05");  // adapters far from zero: the merged weights are what gets quantized
+  const recipe::LoadedRecipe loaded = test::quickstart(dir, o);  // FP8, first and last layer in BF16
+  REQUIRE(trainer::run_train(loaded) == 0);
+  const fs::path run = dir.path() / "runs" / "run";
+  const fs::path dense = dir.path() / "dense", fp8 = dir.path() / "fp8";
+  trainer::export_run(run.string(), dense.string());
+  trainer::export_run(run.string(), fp8.string(), /*fp8=*/true);
+
+  const json qc = json::parse(test::read_file(fp8 / "config.json"))["quantization_config"];
+  CHECK(qc["quant_method"] == "fp8");
+  CHECK(qc["weight_block_size"] == json::array({128, 128}));
+  const std::vector<std::string> dense_modules = qc["modules_to_not_convert"].get<std::vector<std::string>>();
+  CHECK(std::count(dense_modules.begin(), dense_modules.end(), "lm_head") == 1);
+  CHECK(std::count(dense_modules.begin(), dense_modules.end(), "model.layers.0.self_attn.q_proj") == 1);  // a BF16 layer
+  CHECK(std::count(dense_modules.begin(), dense_modules.end(), "model.layers.1.self_attn.q_proj") == 0);
+  const safetensors::Checkpoint ck(fp8.string());
+  CHECK(ck.get("model.layers.1.self_attn.q_proj.weight").dtype == safetensors::Dtype::F8_E4M3);
+  CHECK(ck.get("model.layers.1.self_attn.q_proj.weight_scale_inv").dtype == safetensors::Dtype::F32);
+  CHECK(ck.get("model.layers.0.self_attn.q_proj.weight").dtype == safetensors::Dtype::F32);  // model.dtype float32
+  CHECK(!ck.contains("model.layers.0.self_attn.q_proj.weight_scale_inv"));
+
+  // Both loaded with the run's FP8 quantization: the stored FP8 bytes are used as they are, the
+  // dense export is quantized at load by the same quantizer -- the same model, bit for bit.
+  model::LoadOptions base;
+  base.dtype = at::kFloat;
+  const model::CausalLM a = quant::load_causal_lm(fp8.string(), loaded.recipe.quantization, base);
+  const model::CausalLM b = quant::load_causal_lm(dense.string(), loaded.recipe.quantization, base);
+  const at::Tensor ids = at::tensor(std::vector<int64_t>{51, 43, 52, 61, 54, 57}).unsqueeze(0);
+  at::NoGradGuard g;
+  CHECK(at::equal(a.logits(ids), b.logits(ids)));
+  // And under quant_method none the FP8 checkpoint is refused by name, never silently dequantized.
+  recipe::QuantizationConfig none = loaded.recipe.quantization;
+  none.quant_method = "none";
+  REQUIRE_THROWS_AS(quant::check_model_dir(fp8.string(), none), ConfigError);
 }
