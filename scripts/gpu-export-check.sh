@@ -17,3 +17,32 @@ python3 -c "import transformers, torch; print('transformers', transformers.__ver
 python3 -c "import peft; print('peft', peft.__version__)" 2>/dev/null || echo "peft: not installed"
 python3 "$root/scripts/check_export_with_hf.py" --export exported --generated generated.jsonl --prompts prompts.jsonl \
   --base runs/run/sft_model
+
+# The FP8 export (HF's FP8 format) through transformers' own FP8 loader on the GPU: its greedy
+# tokens and log-probs against fp8rl's engine on the same FP8 checkpoint (loaded as stored).
+"$bin" export runs/run -o exported-fp8 --fp8 || exit 1
+"$bin" generate --model exported-fp8 --dtype bfloat16 --device cuda --temperature 0 --max-new-tokens 6 \
+  --prompts prompts.jsonl -o generated-fp8.jsonl 2>gen-fp8.log || { tail -3 gen-fp8.log; exit 1; }
+python3 - exported-fp8 generated-fp8.jsonl prompts.jsonl <<'PY'
+# Not yet run on the GPU machine (written after the session's device time was spent).
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model_dir, gen, prompts = sys.argv[1:]
+tok = AutoTokenizer.from_pretrained(model_dir)
+m = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16, device_map="cuda").eval()
+print("transformers loads layer 1 q_proj as", type(m.model.layers[1].self_attn.q_proj).__name__)
+texts = [json.loads(l)["prompt"] for l in open(prompts)]
+worst, agree, total = 0.0, 0, 0
+for row in map(json.loads, open(gen)):
+    prompt = tok(texts[row["prompt_index"]], add_special_tokens=False)["input_ids"]
+    out = row["token_ids"]
+    ids = torch.tensor([prompt + out], device="cuda")
+    with torch.no_grad():
+        logp = torch.log_softmax(m(ids).logits[0].float(), -1)  # [T, V]
+    for j, t in enumerate(out):
+        pos = len(prompt) - 1 + j
+        worst = max(worst, abs(logp[pos, t].item() - row["logprobs"][j]))
+        agree += int(logp[pos].argmax().item() == t)
+        total += 1
+print(f"FP8 export: transformers vs fp8rl log-probs max |diff| {worst:.3e}; greedy tokens agree {agree}/{total}")
+PY
