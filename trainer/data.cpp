@@ -68,16 +68,22 @@ std::vector<Example> load_examples(const recipe::Recipe& r, const std::vector<st
     return out;
   }
   for (const std::string& file : files) {
-    for (Prompt& p : read_prompts_jsonl(file, d.prompt_key, r.reward.answer_key)) {
+    std::vector<std::string> skipped;
+    for (Prompt& p : read_prompts_jsonl(file, d.prompt_key, r.reward.answer_key, d.skip_malformed ? &skipped : nullptr)) {
       const std::string where = cat(file, ":", p.line);
       std::string text;
       try {
         text = p.is_chat() ? render(p.messages, where) : render_text(p.text, where);
       } catch (const ConfigError& e) {
-        throw ConfigError(where + ": " + e.what());
+        if (!d.skip_malformed) throw ConfigError(where + ": " + e.what());
+        skipped.push_back(where + ": " + e.what());
+        continue;
       }
       out.push_back(tokenize(std::move(text), std::move(p.answer), where, d, tok, vocab_size));
     }
+    if (!skipped.empty())
+      log::warn(cat(file, ": skipped ", skipped.size(), " malformed line", skipped.size() == 1 ? "" : "s",
+                    " (data.skip_malformed); the first: ", skipped.front()));
   }
   return out;
 }

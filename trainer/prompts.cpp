@@ -102,7 +102,7 @@ Prompt parse_line(std::string_view line, const std::string& where, const std::st
 }  // namespace
 
 std::vector<Prompt> parse_prompts_jsonl(std::string_view text, const std::string& file, const std::string& prompt_key,
-                                        const std::string& answer_key) {
+                                        const std::string& answer_key, std::vector<std::string>* skipped) {
   std::vector<Prompt> out;
   int64_t line_no = 0;
   size_t start = 0;
@@ -114,16 +114,26 @@ std::vector<Prompt> parse_prompts_jsonl(std::string_view text, const std::string
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;  // blank
-    Prompt p = parse_line(line, file + ":" + std::to_string(line_no) + ": ", prompt_key, answer_key);
+    Prompt p;
+    try {
+      p = parse_line(line, file + ":" + std::to_string(line_no) + ": ", prompt_key, answer_key);
+    } catch (const ConfigError& e) {
+      if (!skipped) throw;
+      skipped->push_back(e.what());
+      continue;
+    }
     p.line = line_no;
     out.push_back(std::move(p));
   }
+  if (out.empty() && skipped && !skipped->empty())
+    throw ConfigError(file + ": every line is malformed (" + std::to_string(skipped->size()) + " skipped); the first: " +
+                      skipped->front());
   if (out.empty()) throw ConfigError(file + ": no prompts (the file is empty); " + kExpected);
   return out;
 }
 
 std::vector<Prompt> read_prompts_jsonl(const std::string& path, const std::string& prompt_key,
-                                       const std::string& answer_key) {
+                                       const std::string& answer_key, std::vector<std::string>* skipped) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
     throw ConfigError("prompts file '" + path + "': " + std::strerror(errno));
@@ -133,7 +143,7 @@ std::vector<Prompt> read_prompts_jsonl(const std::string& path, const std::strin
   std::ostringstream buf;
   buf << in.rdbuf();
   if (in.bad()) throw RuntimeFailure("prompts file '" + path + "': read failed");
-  return parse_prompts_jsonl(buf.str(), path, prompt_key, answer_key);
+  return parse_prompts_jsonl(buf.str(), path, prompt_key, answer_key, skipped);
 }
 
 }  // namespace fp8rl::trainer

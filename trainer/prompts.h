@@ -34,12 +34,14 @@ struct Prompt {
 };
 
 // Reads `path` (a regular file; a missing file, a directory or a FIFO is a ConfigError). At least
-// one prompt is required.
+// one prompt is required. With `skipped`, a malformed line is not an error: its message
+// (`<file>:<line>: ...`) is appended there and the line left out (data.skip_malformed).
 std::vector<Prompt> read_prompts_jsonl(const std::string& path, const std::string& prompt_key = "prompt",
-                                       const std::string& answer_key = "answer");
+                                       const std::string& answer_key = "answer", std::vector<std::string>* skipped = nullptr);
 
 // Same, from the file's text; `file` is only used in messages.
 std::vector<Prompt> parse_prompts_jsonl(std::string_view text, const std::string& file,
-                                        const std::string& prompt_key = "prompt", const std::string& answer_key = "answer");
+                                        const std::string& prompt_key = "prompt", const std::string& answer_key = "answer",
+                                        std::vector<std::string>* skipped = nullptr);
 
 }  // namespace fp8rl::trainer

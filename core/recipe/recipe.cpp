@@ -79,6 +79,7 @@ void AlgorithmConfig::visit(FieldVisitor& v) {
 void DataConfig::visit(FieldVisitor& v) {
   v.field("train_files", train_files, "JSONL prompt files (relative to the working directory)");
   v.field("val_files", val_files, "JSONL files evaluated every trainer.test_freq steps");
+  v.field("skip_malformed", skip_malformed, "malformed JSONL lines: false = stop at file:line; true = skip them, counted in one warning per file");
   v.field("prompt_key", prompt_key, "JSONL field with the prompt text (a `messages` list is used if present)");
   v.choice("synthetic_task", synthetic_task, {"", "copy", "addition", "countdown"}, "a built-in task instead of files");
   v.field("synthetic_num_prompts", synthetic_num_prompts, "prompts the synthetic task generates");

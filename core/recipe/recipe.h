@@ -108,6 +108,7 @@ struct DataConfig {
   int64_t synthetic_num_prompts = 256;   // prompts the synthetic task generates
   int64_t max_prompt_length = 512;       // prompt tokens after the chat template
   std::string truncation = "error";      // longer prompts: error | left | right
+  bool skip_malformed = false;           // malformed JSONL lines: false = stop at file:line; true = skip, counted in a warning
   int64_t train_batch_size = 32;         // prompts per step (each gives rollout.n samples)
   bool shuffle = true;
   int64_t seed = 1;                      // data order

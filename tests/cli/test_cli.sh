@@ -92,6 +92,11 @@ expect 0 'metrics.jsonl:4: not a metrics line' -- compare runs/quickstart-tiny t
 expect 2 'is not a run directory' -- compare runs/quickstart-tiny plain-file-dir
 expect 2 'does not exist' -- compare runs/quickstart-tiny -o no-such-dir/report.html
 expect 0 'report: r.html' -- compare runs/quickstart-tiny runs-val/quickstart-tiny -o r.html
+# A malformed training line stops at file:line, or with data.skip_malformed is skipped and counted.
+printf '{"prompt": "1+2=", "answer": "3"}\nnot json\n{"prompt": "2+2=", "answer": "4"}\n' >mixed.jsonl
+jsonl=(data.synthetic_task= data.train_files=[mixed.jsonl] reward.type=exact_match)
+expect 2 'mixed.jsonl:2: not valid JSON' -- train "$tiny" trainer.output_dir=runs-mixed "${short[@]}" "${jsonl[@]}"
+expect 0 'skipped 1 malformed line' -- train "$tiny" trainer.output_dir=runs-mixed "${short[@]}" "${jsonl[@]}" data.skip_malformed=true
 # export --fp8: HF's FP8 format, which generate recognises as an FP8 checkpoint by itself.
 expect 0 'FP8 projections in HF' -- export runs/quickstart-tiny -o exported-fp8 --fp8
 grep -q '"quant_method": "fp8"' exported-fp8/config.json && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: no quantization_config in the FP8 export"; }

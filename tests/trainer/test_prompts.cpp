@@ -95,3 +95,23 @@ TEST_CASE("prompts: a control character in a line stays on one error line", "[tr
     CHECK(what.rfind("p.jsonl:1: ", 0) == 0);
   }
 }
+
+TEST_CASE("prompts: with a skip list, malformed lines are left out and reported (data.skip_malformed)", "[trainer][prompts]") {
+  const std::string text = "{\"prompt\": \"a\"}\nnot json\n{\"prompt\": 3}\n\n{\"prompt\": \"b\"}\n{\"x\": 1}\n";
+  std::vector<std::string> skipped;
+  const std::vector<Prompt> p = parse_prompts_jsonl(text, "d.jsonl", "prompt", "answer", &skipped);
+  REQUIRE(p.size() == 2);
+  CHECK(p[0].text == "a");
+  CHECK(p[1].text == "b");
+  CHECK(p[1].line == 5);  // line numbers still the file's
+  REQUIRE(skipped.size() == 3);
+  CHECK(skipped[0].rfind("d.jsonl:2: not valid JSON", 0) == 0);
+  CHECK(skipped[1].rfind("d.jsonl:3: ", 0) == 0);
+  CHECK(skipped[2].rfind("d.jsonl:6: no \"prompt\"", 0) == 0);
+  // Without the list the first one stops the read, as before.
+  REQUIRE_THROWS_CONTAINING(parse_prompts_jsonl(text, "d.jsonl"), ConfigError, "d.jsonl:2: not valid JSON");
+  // Nothing usable left: an error that says so, with the first reason.
+  std::vector<std::string> all_bad;
+  REQUIRE_THROWS_CONTAINING(parse_prompts_jsonl("x\ny\n", "e.jsonl", "prompt", "answer", &all_bad), ConfigError,
+                            "e.jsonl: every line is malformed (2 skipped); the first: e.jsonl:1: not valid JSON");
+}
