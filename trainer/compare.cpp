@@ -38,7 +38,8 @@ const std::vector<std::string>& summary_metrics() {
       "score/accuracy", "val/accuracy", "reward/mean", "response_length/mean", "actor/entropy",
       "rollout_corr/kl", "rollout_corr/k3_kl", "rollout_corr/rollout_is_mean", "rollout_corr/rollout_is_eff_sample_size",
       "rollout_corr/token_mult_prob_error", "timing_s/step", "timing_s/rollout", "timing_s/old_log_prob",
-      "timing_s/update", "perf/rollout_tokens_per_s", "memory/rollout_peak_gib", "memory/update_peak_gib"};
+      "timing_s/update", "perf/rollout_tokens_per_s", "memory/rollout_peak_gib", "memory/old_log_prob_peak_gib",
+      "memory/update_peak_gib"};
   return keys;
 }
 

@@ -222,7 +222,8 @@ std::string render_compare_report(const std::vector<RunHistory>& runs, const Rep
   m.x_label = "GiB";
   bool any_memory = false;
   for (size_t i = 0; i < runs.size(); ++i)
-    for (const auto& [phase, color] : std::vector<std::pair<std::string, std::string>>{{"rollout", "#4e79a7"}, {"update", "#e15759"}}) {
+    for (const auto& [phase, color] : std::vector<std::pair<std::string, std::string>>{
+             {"rollout", "#4e79a7"}, {"old_log_prob", "#f28e2b"}, {"update", "#e15759"}}) {
       const double v = run_mean(runs[i], "memory/" + phase + "_peak_gib");
       if (std::isnan(v)) continue;
       m.rows.push_back({cat(run_label(i), " ", phase), {{phase, color, v}}});

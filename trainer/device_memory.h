@@ -1,5 +1,8 @@
-// Peak device memory per phase of a step (CUDA's caching allocator statistics). CPU runs report
-// 0: the process's heap is not what a GPU user sizes a run by.
+// Peak memory per phase of a step, on the device the step runs on:
+//   CUDA  the caching allocator's peak of allocated bytes (what a GPU user sizes a run by);
+//   CPU   the process's peak resident set (Linux VmHWM), reset by writing 5 to
+//         /proc/self/clear_refs, so a phase's peak is the phase's own; where that reset is not
+//         allowed the peak is the process's since its start (cpu_peak_is_per_phase() says which).
 #pragma once
 
 #include <ATen/core/TensorBody.h>
@@ -7,6 +10,9 @@
 namespace fp8rl::trainer {
 
 void reset_peak_memory(at::Device device);
-double peak_memory_gib(at::Device device);  // since the last reset; 0 on CPU
+double peak_memory_gib(at::Device device);  // since the last reset
+
+// Whether the CPU peak can be reset (tried once per process).
+bool cpu_peak_is_per_phase();
 
 }  // namespace fp8rl::trainer

@@ -157,6 +157,8 @@ int run_train(const recipe::LoadedRecipe& loaded) {
         ref = sample_logprobs(policy, batch.samples, si).logp;
       }
       m["timing_s/old_log_prob"] = seconds_since(t_old);
+      m["memory/old_log_prob_peak_gib"] = peak_memory_gib(device);
+      reset_peak_memory(device);
       const Metrics mm = mismatch_metrics(old.logp, roll, old.mask, r.algorithm);
       m.insert(mm.begin(), mm.end());
       const auto t_update = std::chrono::steady_clock::now();

@@ -119,7 +119,7 @@ want_t = sorted((lab, p) for lab, r in zip(labels, runs) if data[r]
 got_t = sorted((b[0], b[1]) for b in seen["timing_s"]["bars"])
 if got_t != want_t:
     problems.append(f"timing bars {got_t} != {want_t}")
-want_m = sorted((f"{lab} {p}", p) for lab, r in zip(labels, runs) for p in ["rollout", "update"]
+want_m = sorted((f"{lab} {p}", p) for lab, r in zip(labels, runs) for p in ["rollout", "old_log_prob", "update"]
                 if any(f"memory/{p}_peak_gib" in j for j in data[r]))
 got_m = sorted((b[0], b[1]) for b in seen["memory"]["bars"])
 if got_m != want_m:
