@@ -74,10 +74,8 @@ std::vector<Example> load_examples(const recipe::Recipe& r, const std::vector<st
       std::string text;
       try {
         text = p.is_chat() ? render(p.messages, where) : render_text(p.text, where);
-      } catch (const ConfigError& e) {
-        if (!d.skip_malformed) throw ConfigError(where + ": " + e.what());
-        skipped.push_back(where + ": " + e.what());
-        continue;
+      } catch (const ConfigError& e) {  // the recipe's template, not the line: never skipped
+        throw ConfigError(where + ": " + e.what());
       }
       out.push_back(tokenize(std::move(text), std::move(p.answer), where, d, tok, vocab_size));
     }

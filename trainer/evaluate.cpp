@@ -52,21 +52,22 @@ std::string EvalResult::to_json() const {
 EvalResult evaluate_checkpoint(const std::string& source, const std::vector<std::string>& overrides) {
   ScratchDir scratch;
   const fs::path model_dir = scratch.path() / "model";
-  const fs::path ckpt = export_run(source, model_dir.string());  // verifies it first
+  const fs::path ckpt = export_run(source, model_dir.string());  // verifies it first; a full export in $TMPDIR
 
   // The checkpoint's recipe, the evaluator's defaults, the user's overrides, and what the
   // evaluator fixes: the exported model, dense load, no adapters, no warm-up.
   std::vector<std::string> o = {"quantization.quant_method=none"};
   o.insert(o.end(), overrides.begin(), overrides.end());
   for (const char* fixed : {"model.init_preset=", "lora.rank=0", "sft.steps=0"}) o.push_back(fixed);
-  o.push_back("model.path=" + model_dir.string());
-  o.push_back("model.tokenizer_path=");
-  const recipe::LoadedRecipe loaded = recipe::load_recipe((ckpt / "resolved_recipe.yaml").string(), o);
-  recipe::validate_recipe(loaded);
-  const recipe::Recipe& r = loaded.recipe;
-  if (r.data.val_files.empty())
+  o.push_back("model.path=" + model_dir.string());  // model.tokenizer_path stays the run's (the export copies the model dir's)
+  recipe::LoadedRecipe loaded = recipe::load_recipe((ckpt / "resolved_recipe.yaml").string(), o);
+  if (loaded.recipe.data.val_files.empty())
     throw ConfigError(cat("eval: ", ckpt.string(), ": the run has no data.val_files; give the prompts to score, e.g. "
                           "data.val_files=[val.jsonl]"));
+  // Only the validation prompts are read: the run's training files may be gone by now.
+  if (loaded.recipe.data.synthetic_task.empty()) loaded.recipe.data.train_files = loaded.recipe.data.val_files;
+  recipe::validate_recipe(loaded);
+  const recipe::Recipe& r = loaded.recipe;
 
   const TaskSetup task = prepare_task(loaded, scratch.path());
   const at::Device device = resolve_device(r.trainer.device);
@@ -74,6 +75,7 @@ EvalResult evaluate_checkpoint(const std::string& source, const std::vector<std:
   rollout::Engine engine(policy.model(), engine_config(r, *task.tokenizer));
   const std::vector<Example> val =
       load_examples(r, r.data.val_files, *task.tokenizer, task.chat_template, task.config.shape.vocab_size);
+  if (val.empty()) throw ConfigError(cat("eval: data.val_files: no prompts to score"));
   const Metrics m = validate(policy, engine, val, make_batch_reward(r), StepInputs{r, val, *task.tokenizer, task.stop_ids, 0});
 
   EvalResult res;

@@ -3,7 +3,7 @@
 // FP8-vs-BF16 experiment scores every final checkpoint the same way; docs/EXPERIMENT.md).
 //
 // The checkpoint (a run directory's newest good one, or a checkpoint directory) is exported to a
-// temporary HF directory (trainer/export.h: LoRA merged, full fine-tuning's masters), loaded
+// temporary HF directory (under $TMPDIR, removed afterwards; set TMPDIR where a full model fits) (trainer/export.h: LoRA merged, full fine-tuning's masters), loaded
 // dense -- `quantization.quant_method: none` unless an override says otherwise -- in the run's
 // model.dtype, and validated exactly as training validates (greedy, the run's reward, the
 // prompts of data.val_files, which an override may replace). The overrides apply on top of the

@@ -72,7 +72,10 @@ void save_dense_model(const model::CausalLM& model, const std::string& source_di
 
 // The projections `plan` marks FP8, quantized in `tensors` to HF's FP8 layout (E4M3, 128x128
 // block scales as weight_scale_inv); returns the quantization_config naming what stays dense.
-nlohmann::json quantize_for_hf(std::map<std::string, at::Tensor>& tensors, const quant::PrecisionPlan& plan, bool pow2) {
+// `exact` holds FP32 values of weights that `tensors` has in the model dtype: quantized from
+// those, so a weight is rounded once (to FP8), not twice.
+nlohmann::json quantize_for_hf(std::map<std::string, at::Tensor>& tensors, const std::map<std::string, at::Tensor>& exact,
+                               const quant::PrecisionPlan& plan, bool pow2) {
   std::vector<std::string> dense = {"lm_head"};
   for (const quant::ModulePlan& m : plan.linears) {
     if (m.precision != quant::Precision::fp8) {
@@ -80,8 +83,9 @@ nlohmann::json quantize_for_hf(std::map<std::string, at::Tensor>& tensors, const
       continue;
     }
     at::Tensor& w = tensors.at(m.name + ".weight");
-    const quant::Fp8Weight q =
-        quant::quantize_weight(w.to(at::kFloat), quant::WeightScaling::block, quant::Fp8Format::e4m3, pow2, m.name + ".weight");
+    const auto e = exact.find(m.name + ".weight");
+    const quant::Fp8Weight q = quant::quantize_weight(e != exact.end() ? e->second : w.to(at::kFloat), quant::WeightScaling::block,
+                                                      quant::Fp8Format::e4m3, pow2, m.name + ".weight");
     auto [data, scale_inv] = quant::hf_fp8_pair(q);
     w = data;
     tensors[m.name + ".weight_scale_inv"] = scale_inv;
@@ -95,12 +99,13 @@ nlohmann::json quantize_for_hf(std::map<std::string, at::Tensor>& tensors, const
 
 std::string export_run(const std::string& source, const std::string& out_dir, bool fp8) {
   std::error_code ec;
-  fs::path ckpt = source;
+  fs::path ckpt = fs::path(source).lexically_normal();
+  if (!ckpt.has_filename()) ckpt = ckpt.parent_path();  // "step_00000050/" as shells complete it
   if (!fs::exists(ckpt / kManifestFile)) {
     if (!fs::is_directory(ckpt / "checkpoints", ec))
       throw ConfigError(cat("export: '", source, "' is neither a checkpoint (no ", kManifestFile, ") nor a run directory (no checkpoints/)"));
     std::vector<std::string> skipped;
-    const std::optional<fs::path> good = CheckpointStore(source, 0).latest_good(&skipped);
+    const std::optional<fs::path> good = CheckpointStore(ckpt, 0).latest_good(&skipped);
     for (const std::string& s : skipped) log::warn("export: skipping " + s);
     if (!good) throw ConfigError(cat("export: no complete checkpoint in ", (ckpt / "checkpoints").string()));
     ckpt = *good;
@@ -120,10 +125,23 @@ std::string export_run(const std::string& source, const std::string& out_dir, bo
   const std::map<std::string, at::Tensor> trained = load_tensors(tpath);
   const at::ScalarType dtype = resolve_dtype(r.model.dtype);
 
-  // Every HF tensor of the starting checkpoint, in the model dtype...
+  // Every HF tensor of the starting checkpoint, in the model dtype (an HF FP8 checkpoint's
+  // weights dequantized with their block scales)...
   const safetensors::Checkpoint base(model_dir);
   std::map<std::string, at::Tensor> out;
-  for (const std::string& name : base.names()) out[name] = model::to_host_tensor(base.get(name)).to(dtype);
+  std::map<std::string, at::Tensor> exact;  // FP32 values of weights computed here (masters, merges, dequantized)
+  const std::string kScaleInv = ".weight_scale_inv";
+  for (const std::string& name : base.names()) {
+    if (name.size() > kScaleInv.size() && name.compare(name.size() - kScaleInv.size(), kScaleInv.size(), kScaleInv) == 0)
+      continue;  // read with its weight below
+    const std::string module = name.size() > 7 ? name.substr(0, name.size() - 7) : "";  // "<module>.weight"
+    if (base.get(name).dtype == safetensors::Dtype::F8_E4M3 && base.contains(module + kScaleInv)) {
+      exact[name] = quant::dequantize(quant::load_hf_fp8_weight(base, module, at::kCPU));
+      out[name] = exact[name].to(dtype);
+      continue;
+    }
+    out[name] = model::to_host_tensor(base.get(name)).to(dtype);
+  }
   // ...with the trained values put in.
   const double scaling = r.lora.rank > 0 ? r.lora.alpha / static_cast<double>(r.lora.rank) : 0.0;
   std::map<std::string, at::Tensor> adapter;
@@ -140,7 +158,9 @@ std::string export_run(const std::string& source, const std::string& out_dir, bo
       FP8RL_CHECK(t.projection != nullptr, "export: a master weight without its projection spec");
       int64_t row = 0;  // a fused master holds its parts along dim 0
       for (size_t i = 0; i < t.projection->parts.size(); ++i) {
-        out[t.projection->parts[i] + ".weight"] = value.narrow(0, row, t.projection->part_out[i]).to(dtype);
+        const std::string name = t.projection->parts[i] + ".weight";
+        exact[name] = value.narrow(0, row, t.projection->part_out[i]);
+        out[name] = exact[name].to(dtype);
         row += t.projection->part_out[i];
       }
       continue;
@@ -156,8 +176,10 @@ std::string export_run(const std::string& source, const std::string& out_dir, bo
       const std::string stem = name.substr(0, name.size() - suffix.size());     // base_model.model.<part>
       const std::string part = stem.substr(std::string("base_model.model.").size());
       const at::Tensor& b = adapter.at(stem + ".lora_B.weight");
-      at::Tensor& w = out.at(part + ".weight");
-      w = (w.to(at::kFloat) + scaling * at::matmul(b, a)).to(dtype);
+      const std::string wname = part + ".weight";
+      const at::Tensor w0 = exact.count(wname) ? exact.at(wname) : out.at(wname).to(at::kFloat);
+      exact[wname] = w0 + scaling * at::matmul(b, a);
+      out.at(wname) = exact[wname].to(dtype);
     }
   }
   nlohmann::json quantization_config = nullptr;
@@ -168,7 +190,7 @@ std::string export_run(const std::string& source, const std::string& out_dir, bo
     if (q.weight_scaling != "block" || q.fmt != "e4m3")
       log::info(cat("export: the run used ", q.fmt, " with ", q.weight_scaling, " scales; HF's FP8 format is e4m3 with "
                     "128x128 blocks, so the weights are quantized that way"));
-    quantization_config = quantize_for_hf(out, plan, q.use_weight_pow2_scale);
+    quantization_config = quantize_for_hf(out, exact, plan, q.use_weight_pow2_scale);
     log::info("export: " + plan.summary());
   }
   write_hf_dir(out, model_dir, out_dir, quantization_config);

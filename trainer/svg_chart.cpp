@@ -41,7 +41,13 @@ std::string figure_open(const std::string& metric, const std::string& title, con
 // A tick value with as many decimals as the tick spacing needs (0.9985 and 0.999 stay apart).
 std::string tick_label(double v, const std::vector<double>& ticks) {
   const double step = ticks.size() > 1 ? ticks[1] - ticks[0] : 0;
-  if (!(step > 0) || std::fabs(v) >= 1e6 || step < 1e-6) return short_number(v);
+  if (!(step > 0) || !std::isfinite(step)) return short_number(v);
+  if (std::fabs(v) >= 1e6 || step < 1e-6) {  // significant digits enough to tell neighbours apart
+    const int digits = std::clamp(static_cast<int>(std::ceil(std::log10(std::max(std::fabs(v), step) / step))) + 1, 3, 17);
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+    return buf;
+  }
   const int decimals = std::max(0, static_cast<int>(std::ceil(-std::log10(step) - 1e-9)));
   char buf[48];
   std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
@@ -75,7 +81,7 @@ std::string short_number(double v) {
 
 std::vector<double> nice_ticks(double lo, double hi, int target) {
   if (!(hi > lo) || !std::isfinite(lo) || !std::isfinite(hi)) return {lo};
-  const double raw = (hi - lo) / std::max(1, target);
+  const double raw = hi / std::max(1, target) - lo / std::max(1, target);  // halves first: no overflow
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   double step = mag;
   for (double m : {1.0, 2.0, 5.0, 10.0})
@@ -83,9 +89,15 @@ std::vector<double> nice_ticks(double lo, double hi, int target) {
       step = m * mag;
       break;
     }
+  // Ticks by index (k * step), never by repeated addition: a step below the values' resolution
+  // (a range of a few ulps) would otherwise never advance.
+  const double k0 = std::ceil(lo / step - 1e-9), k1 = std::floor(hi / step + 1e-9);
+  if (!(step > 0) || !std::isfinite(k0) || !std::isfinite(k1) || k1 - k0 > 1000 || !(lo + step > lo)) return {lo, hi};
   std::vector<double> ticks;
-  for (double t = std::ceil(lo / step - 1e-9) * step; t <= hi + step * 1e-9; t += step)
+  for (double k = k0; k <= k1; k += 1) {
+    const double t = k * step;
     ticks.push_back(std::fabs(t) < step * 1e-9 ? 0.0 : t);
+  }
   return ticks;
 }
 
@@ -97,22 +109,27 @@ std::string render_line_chart(const LineChart& c) {
       x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
       ++npoints;
     }
+  // Values are drawn within +-1e300 (the axis arithmetic stays finite); a range of a few ulps
+  // (a plateau through a moving average) is drawn as a constant.
+  const auto clamp = [](double v) { return std::clamp(v, -1e300, 1e300); };
+  x0 = clamp(x0), x1 = clamp(x1), y0 = clamp(y0), y1 = clamp(y1);
+  const auto flat = [](double lo, double hi) { return hi - lo <= 1e-12 * std::max(std::fabs(lo), std::fabs(hi)); };
   std::string svg = cat("<svg class=\"plot\" viewBox=\"0 0 ", kWidth, " ", kHeight, "\" role=\"img\" data-series=\"",
                         c.series.size(), "\">");
   const double pw = kWidth - kLeft - kRight, ph = kHeight - kTop - kBottom;
   if (npoints == 0) {
     svg += cat("<text class=\"empty\" x=\"", kWidth / 2, "\" y=\"", kHeight / 2, "\" text-anchor=\"middle\">no data</text>");
   } else {
-    if (x1 == x0) x0 -= 1, x1 += 1;
-    if (y1 == y0) {
+    if (flat(x0, x1)) x0 -= 1, x1 += 1;
+    if (flat(y0, y1)) {
       const double d = y0 == 0 ? 1 : std::fabs(y0) * 0.1;
       y0 -= d, y1 += d;
     } else {
       const double d = (y1 - y0) * 0.05;  // a little air above and below
       y0 -= d, y1 += d;
     }
-    const auto X = [&](double x) { return kLeft + (x - x0) / (x1 - x0) * pw; };
-    const auto Y = [&](double y) { return kTop + (1 - (y - y0) / (y1 - y0)) * ph; };
+    const auto X = [&](double x) { return kLeft + (clamp(x) - x0) / (x1 - x0) * pw; };
+    const auto Y = [&](double y) { return kTop + (1 - (clamp(y) - y0) / (y1 - y0)) * ph; };
     svg += cat("<rect class=\"frame\" x=\"", kLeft, "\" y=\"", kTop, "\" width=\"", pw, "\" height=\"", ph, "\"/>");
     const std::vector<double> yt = nice_ticks(y0, y1, 5), xt = nice_ticks(x0, x1, 6);
     for (double t : yt)

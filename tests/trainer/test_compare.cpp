@@ -89,6 +89,9 @@ TEST_CASE("compare: labels, ticks and escaping", "[compare]") {
   CHECK(fine.front() >= 0.99885);
   CHECK(fine.back() <= 1.00005 + 1e-12);
   CHECK(nice_ticks(3, 3, 5).size() == 1);
+  // A range of a few ulps (a plateau through a moving average) ends, with a few ticks.
+  CHECK(nice_ticks(0.1, 0.10000000000000002, 5).size() <= 1000);
+  CHECK(nice_ticks(-1e308, 1e308, 5).size() <= 1000);
   CHECK(html_escape("a<b & \"c\" 'd'>") == "a&lt;b &amp; &quot;c&quot; &#39;d&#39;&gt;");
 }
 
@@ -102,6 +105,17 @@ TEST_CASE("compare: a line chart draws every point, an empty one says so", "[com
   CHECK(count(svg, "data-n=\"0\"") == 1);
   CHECK(count(svg, "class=\"marker\"") == 3);
   CHECK(svg.find("run &lt;A&gt;") != std::string::npos);
+  for (const std::vector<std::pair<double, double>>& pts :
+       {std::vector<std::pair<double, double>>{{1, 0.3}, {2, 0.29999999999999993}},
+        std::vector<std::pair<double, double>>{{1, -1e308}, {2, 1e308}, {3, 0}}}) {
+    LineChart odd;
+    odd.metric = "odd";
+    odd.series.push_back({"A", "A", "#000", "", pts});
+    const std::string drawn = render_line_chart(odd);
+    CHECK(drawn.find("data-n=\"" + std::to_string(pts.size()) + "\"") != std::string::npos);
+    CHECK(drawn.find("nan") == std::string::npos);
+    CHECK(drawn.find("inf") == std::string::npos);
+  }
   LineChart empty;
   empty.metric = "e";
   CHECK(render_line_chart(empty).find("no data") != std::string::npos);

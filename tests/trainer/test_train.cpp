@@ -169,6 +169,9 @@ TEST_CASE("eval: a dense run's final checkpoint scores what the run's own last v
   CHECK(r.quant_method == "none");
   CHECK(r.accuracy == logged);  // same weights, same greedy engine, same prompts
   CHECK(json::parse(r.to_json())["val/accuracy"].get<double>() == logged);
+  // A checkpoint directory as a shell completes it (trailing slash) is the same checkpoint.
+  CHECK(trainer::evaluate_checkpoint((run / "checkpoints" / trainer::checkpoint_dir_name(2)).string() + "/",
+                                     {"trainer.device=cpu"}).step == 2);
   // An FP8 evaluator on request; no validation prompts is a clear error.
   CHECK(trainer::evaluate_checkpoint(run.string(), {"trainer.device=cpu", "quantization.quant_method=fp8"}).quant_method == "fp8");
   REQUIRE_THROWS_CONTAINING(trainer::evaluate_checkpoint(run.string(), {"trainer.device=cpu", "data.val_files=[]", "trainer.test_freq=0"}),
@@ -207,8 +210,23 @@ TEST_CASE("export --fp8: HF's FP8 layout, loaded as stored, computes what the de
   const model::CausalLM a = quant::load_causal_lm(fp8.string(), loaded.recipe.quantization, base);
   const model::CausalLM b = quant::load_causal_lm(dense.string(), loaded.recipe.quantization, base);
   const at::Tensor ids = at::tensor(std::vector<int64_t>{51, 43, 52, 61, 54, 57}).unsqueeze(0);
-  at::NoGradGuard g;
-  CHECK(at::equal(a.logits(ids), b.logits(ids)));
+  const auto logits = [&](const model::CausalLM& m) {
+    at::NoGradGuard g;  // only here: the training run below needs autograd
+    return m.logits(ids);
+  };
+  CHECK(at::equal(logits(a), logits(b)));
+  // A run that starts from that FP8 checkpoint exports it dequantized with its block scales: with
+  // lr 0 (LoRA B stays 0) the dense export, quantized at load, is the FP8 checkpoint again.
+  std::vector<std::string> o2 = short_run(1);
+  for (const std::string& kv : {std::string("trainer.experiment_name=from-fp8"), std::string("trainer.lr=1e-30"),
+                                std::string("sft.steps=0"), std::string("model.init_preset="), "model.path=" + fp8.string()})
+    o2.push_back(kv);
+  REQUIRE(trainer::run_train(test::quickstart(dir, o2)) == 0);
+  const fs::path again = dir.path() / "again";
+  trainer::export_run((dir.path() / "runs" / "from-fp8").string(), again.string());
+  CHECK(!safetensors::Checkpoint(again.string()).contains("model.layers.1.self_attn.q_proj.weight_scale_inv"));
+  const model::CausalLM c = quant::load_causal_lm(again.string(), loaded.recipe.quantization, base);
+  CHECK(at::equal(logits(a), logits(c)));
   // And under quant_method none the FP8 checkpoint is refused by name, never silently dequantized.
   recipe::QuantizationConfig none = loaded.recipe.quantization;
   none.quant_method = "none";
