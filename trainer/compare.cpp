@@ -35,7 +35,7 @@ std::string recipe_value(const RunHistory& r, const std::string& key) {
 
 const std::vector<std::string>& summary_metrics() {
   static const std::vector<std::string> keys = {
-      "score/accuracy", "val/accuracy", "reward/mean", "response_length/mean", "actor/entropy",
+      "score/accuracy", "val/accuracy", "eval:val/accuracy", "reward/mean", "response_length/mean", "actor/entropy",
       "rollout_corr/kl", "rollout_corr/k3_kl", "rollout_corr/rollout_is_mean", "rollout_corr/rollout_is_eff_sample_size",
       "rollout_corr/token_mult_prob_error", "timing_s/step", "timing_s/rollout", "timing_s/old_log_prob",
       "timing_s/update", "perf/rollout_tokens_per_s", "memory/rollout_peak_gib", "memory/old_log_prob_peak_gib",
@@ -92,7 +92,7 @@ std::string compare_runs(const CompareOptions& o) {
   out += "\n";
   for (const std::string& k : summary_metrics()) {
     std::vector<double> v;
-    for (const RunHistory& r : runs) v.push_back(tail_mean(r, k, o.window));
+    for (const RunHistory& r : runs) v.push_back(summary_value(r, k, o.window));
     if (std::all_of(v.begin(), v.end(), [](double x) { return std::isnan(x); })) continue;
     out += pad(k, 42);
     for (double x : v) out += pad(fmt_value(x), 11);

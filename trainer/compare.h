@@ -28,7 +28,8 @@ struct CompareOptions {
 // directory (no resolved_recipe.yaml); RuntimeFailure when the report cannot be written.
 std::string compare_runs(const CompareOptions& options);
 
-// The metrics of the summary tables, in order.
+// The metrics of the summary tables, in order ("eval:val/accuracy": the run's eval.json, its final
+// checkpoint scored by the one dense evaluator).
 const std::vector<std::string>& summary_metrics();
 
 // A run's short name in tables and plots: A, B, ..., Z, AA, AB, ...

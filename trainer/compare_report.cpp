@@ -119,7 +119,7 @@ std::string render_compare_report(const std::vector<RunHistory>& runs, const Rep
   h += "</tr>\n";
   for (const std::string& k : summary_metrics()) {
     std::vector<double> v;
-    for (const RunHistory& r : runs) v.push_back(tail_mean(r, k, o.window));
+    for (const RunHistory& r : runs) v.push_back(summary_value(r, k, o.window));
     if (std::all_of(v.begin(), v.end(), [](double x) { return std::isnan(x); })) continue;
     h += cat("<tr><td class=\"key\">", html_escape(k), "</td>");
     for (double x : v) h += cat("<td>", cell(x), "</td>");

@@ -37,6 +37,16 @@ RunHistory read_run_history(const std::string& dir) {
   const recipe::LoadedRecipe loaded = recipe::load_recipe(recipe_path.string());
   run.recipe = recipe::key_values(loaded.recipe);
   run.total_steps = loaded.recipe.trainer.total_training_steps;
+  if (std::ifstream ev(fs::path(dir) / "eval.json"); ev) {
+    std::string text((std::istreambuf_iterator<char>(ev)), std::istreambuf_iterator<char>());
+    const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object()) {
+      for (const auto& [key, value] : j.items())
+        if (value.is_number()) run.eval[key] = value.get<double>();
+    } else {
+      log::warn(cat("compare: ", (fs::path(dir) / "eval.json").string(), ": not a JSON object; ignored"));
+    }
+  }
   const fs::path metrics = fs::path(dir) / recipe::kMetricsFile;
   std::ifstream in(metrics);
   if (!in) {
@@ -88,6 +98,14 @@ double tail_mean(const RunHistory& run, const std::string& key, int64_t window) 
     ++n;
   }
   return n ? sum / static_cast<double>(n) : std::nan("");
+}
+
+double summary_value(const RunHistory& run, const std::string& key, int64_t window) {
+  if (key.rfind("eval:", 0) == 0) {
+    const auto it = run.eval.find(key.substr(5));
+    return it == run.eval.end() ? std::nan("") : it->second;
+  }
+  return tail_mean(run, key, window);
 }
 
 double run_mean(const RunHistory& run, const std::string& key) {
@@ -153,7 +171,7 @@ MeanSpread mean_spread(const std::vector<double>& values) {
 MeanSpread seed_mean_spread(const std::vector<RunHistory>& runs, const std::vector<size_t>& group, const std::string& key,
                             int64_t window) {
   std::vector<double> v;
-  for (size_t i : group) v.push_back(tail_mean(runs.at(i), key, window));
+  for (size_t i : group) v.push_back(summary_value(runs.at(i), key, window));
   return mean_spread(v);
 }
 

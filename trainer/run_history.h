@@ -1,6 +1,9 @@
 // What a finished or running run directory holds, read back for `fp8rl compare`: the resolved
 // recipe (as flat key -> value strings) and every metrics line of metrics.jsonl.
 //
+// A run directory may also hold eval.json, the one-evaluator score of its final checkpoint
+// (trainer/evaluate.h); its numeric values are read as they are.
+//
 // Reading never stops on a run that is still writing or was damaged: a malformed line (a torn
 // last line, a stray byte) is skipped with one warning naming file:line, and a run without a
 // metrics file is kept with no steps. Only a path that is not a run directory at all (no
@@ -29,6 +32,7 @@ struct RunHistory {
   std::vector<StepRecord> records;            // in file order
   int64_t total_steps = 0;                    // trainer.total_training_steps
   int64_t last_step = 0;                      // the highest step logged
+  std::map<std::string, double> eval;         // <dir>/eval.json (`fp8rl eval RUN -o RUN/eval.json`), if present
   bool finished() const { return last_step >= total_steps; }
 };
 
@@ -38,6 +42,9 @@ RunHistory read_run_history(const std::string& dir);
 // starting point). x is the step, or with `wall_clock` the training seconds up to and including
 // that step (the running sum of timing_s/step).
 std::vector<std::pair<double, double>> metric_series(const RunHistory& run, const std::string& key, bool wall_clock = false);
+
+// tail_mean, except that "eval:<key>" is the run's eval.json value of <key> (NaN when absent).
+double summary_value(const RunHistory& run, const std::string& key, int64_t window);
 
 // Mean of `key` over the run's last `window` steps (last_step - window < step, step > 0) that
 // have it -- a validation metric logged every 10 steps has one value in a window of 10; NaN when

@@ -142,3 +142,21 @@ TEST_CASE("compare: the HTML report and the bad -o paths", "[compare]") {
   o.html_output = dir.path().string();
   REQUIRE_THROWS_AS(compare_runs(o), ConfigError);
 }
+
+TEST_CASE("compare: a run's eval.json (its final checkpoint through the one evaluator) joins the summary", "[compare]") {
+  test::TempDir dir;
+  for (const char* name : {"a-bf16-s1", "b-fp8-bf16fwd-tis-s1"}) {
+    fs::create_directories(dir.path() / name);
+    for (const char* f : {"metrics.jsonl", "resolved_recipe.yaml"}) fs::copy_file(fs::path(run(name)) / f, dir.path() / name / f);
+  }
+  std::ofstream(dir.path() / "a-bf16-s1" / "eval.json") << R"({"checkpoint": "x", "step": 60, "val/accuracy": 0.875})" << "\n";
+  std::ofstream(dir.path() / "b-fp8-bf16fwd-tis-s1" / "eval.json") << "not json\n";  // ignored with a warning
+  const RunHistory a = read_run_history((dir.path() / "a-bf16-s1").string());
+  CHECK(a.eval.at("val/accuracy") == 0.875);
+  CHECK(a.eval.at("step") == 60);
+  CHECK(summary_value(a, "eval:val/accuracy", 10) == 0.875);
+  CHECK(std::isnan(summary_value(read_run_history((dir.path() / "b-fp8-bf16fwd-tis-s1").string()), "eval:val/accuracy", 10)));
+  CompareOptions o;
+  o.runs = {(dir.path() / "a-bf16-s1").string(), (dir.path() / "b-fp8-bf16fwd-tis-s1").string()};
+  CHECK(compare_runs(o).find("eval:val/accuracy") != std::string::npos);
+}
