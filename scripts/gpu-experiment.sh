@@ -43,8 +43,9 @@ for round in 1 2 3; do
 done
 "$bin" data addition -o "$runs/val.jsonl" --count 256 --seed 777 >/dev/null  # held-out prompts (a seed apart)
 
-# 2. the runs (END_AT, seconds since the epoch: stop them 20 s before it, whatever DEADLINE says)
-if [ -n "${END_AT:-}" ]; then deadline=$((END_AT - $(date +%s) - 20)); fi
+# 2. the runs (END_AT, seconds since the epoch: stop them 90 s before it, whatever DEADLINE says,
+#    leaving time to score and pack them)
+if [ -n "${END_AT:-}" ]; then deadline=$((END_AT - $(date +%s) - 90)); fi
 echo "runs: $steps steps, stopped after $deadline s at most" | tee -a "$out/experiment-summary.txt"
 common=("${base[@]}" "${model_args[@]}" sft.steps=0 data.val_files=["$runs/val.jsonl"] trainer.test_freq=10
         trainer.total_training_steps="$steps" rollout.gpu_memory_utilization="$mem" checkpoint.save_freq=0)
