@@ -37,14 +37,15 @@ std::vector<std::string> short_run(int64_t steps) {
           "trainer.total_training_steps=" + std::to_string(steps), "logging.logger=[jsonl]"};
 }
 
-// metrics.jsonl without the wall-clock entries.
+// metrics.jsonl without the wall-clock and peak-memory entries (neither repeats between runs).
 std::vector<json> metrics(const fs::path& run) {
   std::vector<json> out;
   std::ifstream in(run / "metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     json j = json::parse(line);
     for (auto it = j.begin(); it != j.end();)
-      if (it.key().rfind("timing_s/", 0) == 0 || it.key().rfind("perf/", 0) == 0) it = j.erase(it);
+      if (it.key().rfind("timing_s/", 0) == 0 || it.key().rfind("perf/", 0) == 0 || it.key().rfind("memory/", 0) == 0)
+        it = j.erase(it);
       else ++it;
     out.push_back(j);
   }
