@@ -15,7 +15,7 @@
 #   3. `fp8rl eval` of every final checkpoint through one dense BF16 evaluator (eval.json per run);
 #   4. `fp8rl compare` of the runs (summary and $OUT/experiment-report.html); metrics.jsonl, resolved_recipe.yaml and the log of each run
 #      packed into $OUT/experiment-runs.tar.gz, the summary into $OUT/experiment-summary.txt.
-# A CPU dry run of the plumbing: DEVICE=cpu PRESET=tiny DTYPE=float32 STEPS=3 SEEDS=1 bash scripts/gpu-experiment.sh
+# TIMING_STEPS=N adds step 2b (uncontended timing runs). A CPU dry run of the plumbing: DEVICE=cpu PRESET=tiny DTYPE=float32 STEPS=3 SEEDS=1 bash scripts/gpu-experiment.sh
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${FP8RL_BIN:-${FP8RL_BUILD_DIR:-$root/build-gpu}/apps/fp8rl}
@@ -70,6 +70,21 @@ launch "e-lora-fp8-s$first" "$fp8" trainer.seed="$first" data.seed="$first" "${l
 launch "e-lora-bf16-s$first" "$bf16" trainer.seed="$first" data.seed="$first" "${lora[@]}"
 wait
 for n in "${names[@]}"; do echo "$n: $(tail -1 "$runs/$n.log")"; done >>"$out/experiment-summary.txt"
+
+# 2b. TIMING_STEPS > 0: (a), (b) and (d) once more, one at a time with the GPU to themselves, for
+#     step-time and rollout tokens/s ratios the concurrent runs cannot give (compare t-* runs).
+if [ "${TIMING_STEPS:-0}" -gt 0 ]; then
+  for t in "t-a-bf16 $bf16" "t-b-fp8-bf16fwd $fp8" "t-d-fp8-fp8fwd $fp8 trainer.forward_precision=fp8"; do
+    set -- $t
+    name=$1 recipe=$2
+    shift 2
+    "$bin" train "$recipe" "${common[@]}" trainer.experiment_name="$name" trainer.total_training_steps="$TIMING_STEPS" \
+      rollout.gpu_memory_utilization=0.6 trainer.test_freq=0 "$@" >"$runs/$name.log" 2>&1
+    echo "$name: $(tail -1 "$runs/$name.log")" >>"$out/experiment-summary.txt"
+  done
+  "$bin" compare "$runs/t-a-bf16" "$runs/t-b-fp8-bf16fwd" "$runs/t-d-fp8-fp8fwd" --window "$TIMING_STEPS" \
+    >>"$out/experiment-summary.txt" 2>&1
+fi
 
 # 3. every final checkpoint scored by one evaluator (dense BF16, greedy, the same prompts), so the
 #    precision a run validated in does not move its score
