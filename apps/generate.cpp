@@ -250,11 +250,7 @@ int run_generate(const GenerateArgs& args) {
   ec.max_num_seqs = static_cast<int32_t>(s.max_num_seqs);
   ec.enable_prefix_caching = s.enable_prefix_caching;
   ec.gpu_memory_utilization = s.gpu_memory_utilization;
-  if (!s.stop.empty()) {
-    auto bytes = std::make_shared<std::vector<std::string>>();
-    for (int32_t id = 0; id < tok.vocab_size(); ++id) bytes->push_back(tok.id_to_bytes(id));
-    ec.token_bytes = std::move(bytes);
-  }
+  if (!s.stop.empty()) ec.token_bytes = trainer::token_byte_table(tok);
   rollout::Engine engine(model, ec);
 
   std::vector<rollout::GenerateRequest> requests(prompts.size());

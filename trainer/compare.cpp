@@ -58,6 +58,28 @@ std::string group_label(const std::vector<size_t>& indices) {
   return s;
 }
 
+SummaryTables summary_tables(const std::vector<RunHistory>& runs, int64_t window) {
+  SummaryTables t;
+  for (const std::string& k : summary_metrics()) {
+    SummaryTables::Row row{k, {}, {}};
+    for (const RunHistory& r : runs) row.values.push_back(summary_value(r, k, window));
+    if (std::all_of(row.values.begin(), row.values.end(), [](double x) { return std::isnan(x); })) continue;
+    const double a = row.values.front();
+    for (size_t i = 1; i < row.values.size(); ++i)
+      row.ratios.push_back(std::isnan(row.values[i]) || std::isnan(a) || a == 0 ? std::nan("") : row.values[i] / a);
+    t.means.push_back(std::move(row));
+  }
+  t.groups = group_by_configuration(runs);
+  if (std::none_of(t.groups.begin(), t.groups.end(), [](const auto& g) { return g.size() > 1; })) return t;
+  for (const std::string& k : summary_metrics()) {
+    SummaryTables::SeedRow row{k, {}};
+    for (const auto& g : t.groups) row.stats.push_back(seed_mean_spread(runs, g, k, window));
+    if (std::any_of(row.stats.begin(), row.stats.end(), [](const MeanSpread& m) { return m.n > 0; }))
+      t.across_seeds.push_back(std::move(row));
+  }
+  return t;
+}
+
 std::string compare_runs(const CompareOptions& o) {
   if (o.runs.empty()) throw ConfigError("compare: give at least one run directory");
   if (!o.html_output.empty()) {  // a bad output path is the user's, found before any reading
@@ -86,41 +108,27 @@ std::string compare_runs(const CompareOptions& o) {
     out += "\n";
   }
 
+  const SummaryTables t = summary_tables(runs, o.window);
   out += cat("\n", pad(cat("mean of the last ", o.window, " steps"), 42));
   for (size_t i = 0; i < runs.size(); ++i) out += pad(run_label(i), 11);
   for (size_t i = 1; i < runs.size(); ++i) out += pad(run_label(i) + "/A", 10);
   out += "\n";
-  for (const std::string& k : summary_metrics()) {
-    std::vector<double> v;
-    for (const RunHistory& r : runs) v.push_back(summary_value(r, k, o.window));
-    if (std::all_of(v.begin(), v.end(), [](double x) { return std::isnan(x); })) continue;
-    out += pad(k, 42);
-    for (double x : v) out += pad(fmt_value(x), 11);
-    for (size_t i = 1; i < v.size(); ++i)
-      out += pad(std::isnan(v[i]) || std::isnan(v[0]) || v[0] == 0 ? "-" : fmt_value(v[i] / v[0]) + "x", 10);
+  for (const SummaryTables::Row& row : t.means) {
+    out += pad(row.metric, 42);
+    for (double x : row.values) out += pad(fmt_value(x), 11);
+    for (double r : row.ratios) out += pad(std::isnan(r) ? "-" : fmt_value(r) + "x", 10);
     out += "\n";
   }
-
   // Configurations run with several seeds: mean +- sample standard deviation of the run means.
-  const std::vector<std::vector<size_t>> groups = group_by_configuration(runs);
-  if (std::any_of(groups.begin(), groups.end(), [](const auto& g) { return g.size() > 1; })) {
+  if (!t.across_seeds.empty()) {
     out += cat("\nacross seeds (last ", o.window, " steps; mean +- std over runs)\n", pad("", 42));
-    std::vector<std::string> names;
-    for (const auto& g : groups) {
-      const std::string name = group_label(g);
-      names.push_back(name);
-      out += pad(name, 22);
-    }
+    for (const auto& g : t.groups) out += pad(group_label(g), 22);
     out += "\n";
-    for (const std::string& k : summary_metrics()) {
-      std::string row;
-      bool any = false;
-      for (const auto& g : groups) {
-        const MeanSpread m = seed_mean_spread(runs, g, k, o.window);
-        any = any || m.n > 0;
-        row += pad(m.n == 0 ? "-" : m.n == 1 ? fmt_value(m.mean) : fmt_value(m.mean) + " +- " + fmt_value(m.spread), 22);
-      }
-      if (any) out += pad(k, 42) + row + "\n";
+    for (const SummaryTables::SeedRow& row : t.across_seeds) {
+      out += pad(row.metric, 42);
+      for (const MeanSpread& m : row.stats)
+        out += pad(m.n == 0 ? "-" : m.n == 1 ? fmt_value(m.mean) : fmt_value(m.mean) + " +- " + fmt_value(m.spread), 22);
+      out += "\n";
     }
   }
 
@@ -128,7 +136,7 @@ std::string compare_runs(const CompareOptions& o) {
     ReportOptions ro;
     ro.window = o.window;
     ro.smooth = o.smooth;
-    write_file_atomic(o.html_output, render_compare_report(runs, ro));
+    write_file_atomic(o.html_output, render_compare_report(runs, t, ro));
     out += cat("\nreport: ", o.html_output, "\n");
   }
   return out;

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "trainer/run_history.h"
+
 namespace fp8rl::trainer {
 
 struct CompareOptions {
@@ -31,6 +33,23 @@ std::string compare_runs(const CompareOptions& options);
 // The metrics of the summary tables, in order ("eval:val/accuracy": the run's eval.json, its final
 // checkpoint scored by the one dense evaluator).
 const std::vector<std::string>& summary_metrics();
+
+// The summary tables as numbers, computed once; the terminal and the HTML report render them.
+struct SummaryTables {
+  struct Row {
+    std::string metric;
+    std::vector<double> values;  // per run (summary_value); NaN where a run lacks it
+    std::vector<double> ratios;  // runs B, C, ... over run A; NaN where undefined
+  };
+  struct SeedRow {
+    std::string metric;
+    std::vector<MeanSpread> stats;  // per configuration (groups)
+  };
+  std::vector<Row> means;                   // the summary metrics some run has
+  std::vector<std::vector<size_t>> groups;  // group_by_configuration
+  std::vector<SeedRow> across_seeds;        // empty unless some configuration has several runs
+};
+SummaryTables summary_tables(const std::vector<RunHistory>& runs, int64_t window);
 
 // A run's short name in tables and plots: A, B, ..., Z, AA, AB, ...
 std::string run_label(size_t index);

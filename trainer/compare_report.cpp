@@ -70,8 +70,8 @@ svg.plot, svg.bars { width: 100%; height: auto; } .frame { fill: none; stroke: #
 
 }  // namespace
 
-std::string render_compare_report(const std::vector<RunHistory>& runs, const ReportOptions& o) {
-  const std::vector<std::vector<size_t>> groups = group_by_configuration(runs);
+std::string render_compare_report(const std::vector<RunHistory>& runs, const SummaryTables& tables, const ReportOptions& o) {
+  const std::vector<std::vector<size_t>>& groups = tables.groups;
   std::vector<Style> style(runs.size());
   std::vector<size_t> group_of(runs.size());
   for (size_t g = 0; g < groups.size(); ++g)
@@ -117,36 +117,27 @@ std::string render_compare_report(const std::vector<RunHistory>& runs, const Rep
   for (size_t i = 0; i < runs.size(); ++i) h += cat("<th>", run_label(i), "</th>");
   for (size_t i = 1; i < runs.size(); ++i) h += cat("<th>", run_label(i), "/A</th>");
   h += "</tr>\n";
-  for (const std::string& k : summary_metrics()) {
-    std::vector<double> v;
-    for (const RunHistory& r : runs) v.push_back(summary_value(r, k, o.window));
-    if (std::all_of(v.begin(), v.end(), [](double x) { return std::isnan(x); })) continue;
-    h += cat("<tr><td class=\"key\">", html_escape(k), "</td>");
-    for (double x : v) h += cat("<td>", cell(x), "</td>");
-    for (size_t i = 1; i < v.size(); ++i)
-      h += cat("<td>", std::isnan(v[i]) || std::isnan(v[0]) || v[0] == 0 ? "-" : short_number(v[i] / v[0]) + "x", "</td>");
+  for (const SummaryTables::Row& row : tables.means) {
+    h += cat("<tr><td class=\"key\">", html_escape(row.metric), "</td>");
+    for (double x : row.values) h += cat("<td>", cell(x), "</td>");
+    for (double r : row.ratios) h += cat("<td>", std::isnan(r) ? "-" : short_number(r) + "x", "</td>");
     h += "</tr>\n";
   }
   h += "</table>\n";
 
   // Across seeds.
-  if (std::any_of(groups.begin(), groups.end(), [](const auto& g) { return g.size() > 1; })) {
+  if (!tables.across_seeds.empty()) {
     h += cat("<h2 id=\"seeds\">Across seeds</h2><p class=\"note\">Mean &plusmn; sample standard deviation over the runs of each "
              "configuration of their last-", o.window, "-step means.</p><table class=\"seeds\"><tr><th class=\"key\">metric</th>");
-    for (size_t g = 0; g < groups.size(); ++g) {
+    for (size_t g = 0; g < groups.size(); ++g)
       h += cat("<th>", swatch({kPalette[g % std::size(kPalette)], ""}), " ", group_label(groups[g]), "</th>");
-    }
     h += "</tr>\n";
-    for (const std::string& k : summary_metrics()) {
-      std::string row;
-      bool any = false;
-      for (const auto& g : groups) {
-        const MeanSpread m = seed_mean_spread(runs, g, k, o.window);
-        any = any || m.n > 0;
-        row += cat("<td>", m.n == 0 ? "-" : m.n == 1 ? short_number(m.mean) : short_number(m.mean) + " &plusmn; " + short_number(m.spread),
-                   "</td>");
-      }
-      if (any) h += cat("<tr><td class=\"key\">", html_escape(k), "</td>", row, "</tr>\n");
+    for (const SummaryTables::SeedRow& row : tables.across_seeds) {
+      h += cat("<tr><td class=\"key\">", html_escape(row.metric), "</td>");
+      for (const MeanSpread& m : row.stats)
+        h += cat("<td>", m.n == 0 ? "-" : m.n == 1 ? short_number(m.mean) : short_number(m.mean) + " &plusmn; " + short_number(m.spread),
+                 "</td>");
+      h += "</tr>\n";
     }
     h += "</table>\n";
   }

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "trainer/compare.h"
 #include "trainer/run_history.h"
 
 namespace fp8rl::trainer {
@@ -25,6 +26,7 @@ struct ReportOptions {
   int64_t smooth = 1;   // trailing moving average of per-step training curves (1 = raw)
 };
 
-std::string render_compare_report(const std::vector<RunHistory>& runs, const ReportOptions& options);
+// `tables`: summary_tables(runs, options.window) (compare.h), computed once for both outputs.
+std::string render_compare_report(const std::vector<RunHistory>& runs, const SummaryTables& tables, const ReportOptions& options);
 
 }  // namespace fp8rl::trainer

@@ -14,6 +14,7 @@
 #include "loss/rollout_correction.h"
 #include "rollout/stop_strings.h"
 #include "trainer/reward_command.h"
+#include "trainer/stop_tokens.h"
 #include "trainer/loss_options.h"
 
 namespace fp8rl::trainer {
@@ -138,11 +139,7 @@ BatchReward make_batch_reward(const recipe::Recipe& r) {
 
 rollout::EngineConfig engine_config(const recipe::Recipe& r, const hf::Tokenizer& tokenizer) {
   rollout::EngineConfig ec;
-  if (!r.rollout.stop.empty()) {  // stop strings are matched on the tokens' bytes
-    auto bytes = std::make_shared<std::vector<std::string>>();
-    for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) bytes->push_back(tokenizer.id_to_bytes(id));
-    ec.token_bytes = std::move(bytes);
-  }
+  if (!r.rollout.stop.empty()) ec.token_bytes = token_byte_table(tokenizer);  // stop strings match on token bytes
   ec.max_num_seqs = static_cast<int32_t>(r.rollout.max_num_seqs);
   ec.enable_prefix_caching = r.rollout.enable_prefix_caching;
   ec.gpu_memory_utilization = r.rollout.gpu_memory_utilization;

@@ -93,4 +93,11 @@ StopTokens resolve_stop_tokens(const std::string& model_dir, const std::string& 
 }
 
 
+std::shared_ptr<const std::vector<std::string>> token_byte_table(const hf::Tokenizer& tok) {
+  auto bytes = std::make_shared<std::vector<std::string>>();
+  bytes->reserve(static_cast<size_t>(tok.vocab_size()));
+  for (int32_t id = 0; id < tok.vocab_size(); ++id) bytes->push_back(tok.id_to_bytes(id));
+  return bytes;
+}
+
 }  // namespace fp8rl::trainer

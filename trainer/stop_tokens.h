@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,5 +25,9 @@ struct StopTokens {
 // Throws ConfigError naming the file for a malformed config or an id outside the vocabulary.
 StopTokens resolve_stop_tokens(const std::string& model_dir, const std::string& tokenizer_dir, const hf::Tokenizer& tok,
                                const std::optional<hf::ChatTemplate>& tmpl, bool chat_in_use);
+
+// Each id's bytes (Tokenizer::id_to_bytes), the table the engine matches stop strings on
+// (rollout/stop_strings.h; EngineConfig::token_bytes).
+std::shared_ptr<const std::vector<std::string>> token_byte_table(const hf::Tokenizer& tok);
 
 }  // namespace fp8rl::trainer

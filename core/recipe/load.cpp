@@ -429,59 +429,59 @@ LoadedRecipe resolve(Layer layer, const std::vector<std::string>& overrides, Loa
   return out;
 }
 
-// Prints the recipe as YAML, one section at a time.
-// Each field's value as emit_flow(to_node(...)) renders it, under "section.key".
-class ValueCollector : public RecipeVisitor {
+// Every field's value as emit_flow(to_node(...)) renders it, in visit order, to value().
+class FlowValueVisitor : public RecipeVisitor {
  public:
-  std::map<std::string, std::string> values;
-  void section(const char* name, const char*) override { section_ = name; }
-  void field(const char* k, bool& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, int64_t& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, double& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, std::optional<double>& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, std::string& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, std::vector<int64_t>& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, std::vector<std::string>& v, const char*) override { put(k, to_node(v)); }
+  void section(const char* name, const char*) override {
+    section_ = name;
+    begin_section(name);
+  }
+  void field(const char* k, bool& v, const char*) override { value(k, to_node(v)); }
+  void field(const char* k, int64_t& v, const char*) override { value(k, to_node(v)); }
+  void field(const char* k, double& v, const char*) override { value(k, to_node(v)); }
+  void field(const char* k, std::optional<double>& v, const char*) override { value(k, to_node(v)); }
+  void field(const char* k, std::string& v, const char*) override { value(k, to_node(v)); }
+  void field(const char* k, std::vector<int64_t>& v, const char*) override { value(k, to_node(v)); }
+  void field(const char* k, std::vector<std::string>& v, const char*) override { value(k, to_node(v)); }
   void choice(const char* k, std::string& v, const std::vector<std::string>&, const char*) override {
-    put(k, to_node(v));
+    value(k, to_node(v));
   }
 
+ protected:
+  virtual void begin_section(const char*) {}
+  virtual void put(const std::string& section, const char* key, const std::string& flow) = 0;
+
  private:
-  void put(const char* k, const YAML::Node& n) { values[section_ + "." + k] = emit_flow(n); }
+  void value(const char* k, const YAML::Node& n) { put(section_, k, emit_flow(n)); }
   std::string section_;
 };
 
-class YamlPrinter : public RecipeVisitor {
+// "section.key" -> its value (key_values).
+class ValueCollector : public FlowValueVisitor {
+ public:
+  std::map<std::string, std::string> values;
+
+ private:
+  void put(const std::string& section, const char* k, const std::string& flow) override { values[section + "." + k] = flow; }
+};
+
+// Prints the recipe as YAML, one section at a time, each value optionally with where it came from.
+class YamlPrinter : public FlowValueVisitor {
  public:
   YamlPrinter(const LoadedRecipe& loaded, bool annotate) : loaded_(loaded), annotate_(annotate) {}
   std::ostringstream os;
 
-  void section(const char* name, const char*) override {
-    section_ = name;
-    os << (os.tellp() > 0 ? "\n" : "") << name << ":\n";
-  }
-  void field(const char* k, bool& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, int64_t& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, double& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, std::optional<double>& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, std::string& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, std::vector<int64_t>& v, const char*) override { put(k, to_node(v)); }
-  void field(const char* k, std::vector<std::string>& v, const char*) override { put(k, to_node(v)); }
-  void choice(const char* k, std::string& v, const std::vector<std::string>&, const char*) override {
-    put(k, to_node(v));
-  }
-
  private:
-  void put(const char* k, const YAML::Node& n) {
-    std::string line = fmt::format("  {}: {}", k, emit_flow(n));
-    auto it = loaded_.sources.find(section_ + "." + k);
+  void begin_section(const char* name) override { os << (os.tellp() > 0 ? "\n" : "") << name << ":\n"; }
+  void put(const std::string& section, const char* k, const std::string& flow) override {
+    std::string line = fmt::format("  {}: {}", k, flow);
+    auto it = loaded_.sources.find(section + "." + k);
     if (annotate_ && it != loaded_.sources.end())
       line = fmt::format("{:<48} # {}", line, it->second.describe());
     os << line << "\n";
   }
   const LoadedRecipe& loaded_;
   bool annotate_;
-  std::string section_;
 };
 
 }  // namespace
