@@ -1,37 +1,34 @@
 #include "rollout/sampler.h"
 
-#include <ATen/Context.h>
-
-#include <mutex>
+#include <limits>
 #include <vector>
 
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "rollout/race_noise.h"
+
+#ifdef FP8RL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+
+#include "rollout/cuda/rollout_kernels.h"
+#endif
 
 namespace fp8rl::rollout {
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-// A fresh generator of the logits' device type, seeded for one row. Cloned from the device's
-// default generator (so no CUDA header is needed here) and re-seeded, which also resets the
-// Philox offset on CUDA: the row's stream starts from the same place whatever ran before.
-at::Generator row_generator(at::Device device, uint64_t seed) {
-  at::Generator g = at::globalContext().defaultGenerator(device).clone();
-  std::lock_guard<std::mutex> lock(g.mutex());
-  g.set_current_seed(seed);
-  return g;
-}
 
 void check_params(const SamplingParams& p) {
   if (!(p.temperature >= 0.0))
     throw ConfigError(cat("sampling: temperature must be >= 0 (0 = greedy), got ", p.temperature));
   if (!(p.top_p > 0.0 && p.top_p <= 1.0)) throw ConfigError(cat("sampling: top_p must be in (0, 1], got ", p.top_p));
+}
+
+// 1 / temperature per row; greedy rows report log-probs at temperature 1.
+float inverse_temperature(const SamplingParams& p) {
+  return p.temperature > 0 ? static_cast<float>(1.0 / p.temperature) : 1.0f;
+}
+
+bool truncates(const SamplingParams& p, int64_t vocab) {
+  return p.temperature > 0 && ((p.top_k > 0 && p.top_k < vocab) || p.top_p < 1.0);
 }
 
 // logprob [V] float32 with the tokens outside top-k / top-p set to -inf. Ties at the k-th value
@@ -56,22 +53,73 @@ at::Tensor truncate(const at::Tensor& logprob, const SamplingParams& p) {
   return out;
 }
 
-}  // namespace
-
-uint64_t row_seed(uint64_t seed, const SampleKey& key) {
-  return splitmix64(splitmix64(splitmix64(seed) ^ key.sample) ^ static_cast<uint64_t>(key.position));
+// -log(-log U_v) for v < V: the race's noise for one row, on the host (rollout/race_noise.h).
+at::Tensor race_noise(uint64_t seed, int64_t V) {
+  at::Tensor g = at::empty({V}, at::TensorOptions().dtype(at::kFloat));
+  float* p = g.data_ptr<float>();
+  for (int64_t v = 0; v < V; ++v) p[v] = -std::log(-std::log(race_uniform(seed, static_cast<uint64_t>(v))));
+  return g;
 }
 
-SampleResult sample(const at::Tensor& logits, std::span<const SamplingParams> params, std::span<const SampleKey> keys) {
+#ifdef FP8RL_WITH_CUDA
+// One fused kernel for the whole batch (no row truncates). Two small host-to-device copies in,
+// two [S] outputs.
+SampleResult sample_fused(const at::Tensor& logits, std::span<const SamplingParams> params,
+                          std::span<const SampleKey> keys) {
+  const int64_t S = logits.size(0);
+  std::vector<float> inv_t(static_cast<size_t>(S));
+  std::vector<int64_t> seeds(static_cast<size_t>(S));  // uint64 bits in int64 (ATen has no uint64 tensor ops needed)
+  std::vector<uint8_t> greedy(static_cast<size_t>(S));
+  for (int64_t s = 0; s < S; ++s) {
+    inv_t[s] = inverse_temperature(params[s]);
+    seeds[s] = static_cast<int64_t>(row_seed(params[s].seed, keys[s]));
+    greedy[s] = params[s].temperature == 0 ? 1 : 0;
+  }
+  const at::Device dev = logits.device();
+  const at::Tensor inv_t_d = at::tensor(inv_t, at::TensorOptions().dtype(at::kFloat)).to(dev);
+  const at::Tensor seeds_d = at::tensor(seeds, at::TensorOptions().dtype(at::kLong)).to(dev);
+  const at::Tensor greedy_d = at::tensor(greedy, at::TensorOptions().dtype(at::kByte)).to(dev);
+  const at::Tensor x = logits.stride(1) == 1 ? logits : logits.contiguous();
+  SampleResult r;
+  r.tokens = at::empty({S}, logits.options().dtype(at::kLong));
+  r.logprobs = at::empty({S}, logits.options().dtype(at::kFloat));
+  cuda::SampleArgs a;
+  a.logits = x.data_ptr();
+  a.dtype = x.scalar_type() == at::kFloat ? 0 : (x.scalar_type() == at::kBFloat16 ? 1 : 2);
+  a.rows = S;
+  a.vocab = x.size(1);
+  a.row_stride = x.stride(0);
+  a.inv_t = inv_t_d.data_ptr<float>();
+  a.seeds = reinterpret_cast<const uint64_t*>(seeds_d.data_ptr<int64_t>());
+  a.greedy = greedy_d.data_ptr<uint8_t>();
+  a.tokens = r.tokens.data_ptr<int64_t>();
+  a.logprobs = r.logprobs.data_ptr<float>();
+  cuda::sample_rows(a, at::cuda::getCurrentCUDAStream(dev.index()).stream());
+  return r;
+}
+#endif
+
+void check_inputs(const at::Tensor& logits, std::span<const SamplingParams> params, std::span<const SampleKey> keys) {
   FP8RL_CHECK(logits.dim() == 2, "sample: logits must be [S, V]");
   const int64_t S = logits.size(0);
   FP8RL_CHECK(static_cast<int64_t>(params.size()) == S && static_cast<int64_t>(keys.size()) == S,
               "sample: one SamplingParams and one SampleKey per row");
   for (const SamplingParams& p : params) check_params(p);
+}
+
+}  // namespace
+
+uint64_t row_seed(uint64_t seed, const SampleKey& key) {
+  return mix64(mix64(mix64(seed) ^ key.sample) ^ static_cast<uint64_t>(key.position));
+}
+
+SampleResult sample_reference(const at::Tensor& logits, std::span<const SamplingParams> params,
+                              std::span<const SampleKey> keys) {
+  check_inputs(logits, params, keys);
+  const int64_t S = logits.size(0), V = logits.size(1);
   const auto f32 = logits.options().dtype(at::kFloat);
-  // Per-row temperature; greedy rows report log-probs at temperature 1.
   std::vector<float> inv_t(static_cast<size_t>(S));
-  for (int64_t s = 0; s < S; ++s) inv_t[s] = params[s].temperature > 0 ? static_cast<float>(1.0 / params[s].temperature) : 1.0f;
+  for (int64_t s = 0; s < S; ++s) inv_t[s] = inverse_temperature(params[s]);
   const at::Tensor scale = at::tensor(inv_t, at::TensorOptions().dtype(at::kFloat)).to(logits.device()).unsqueeze(1);
   const at::Tensor logprob = at::log_softmax(logits.to(at::kFloat) * scale, -1);  // [S, V] fp32, full vocabulary
 
@@ -83,16 +131,26 @@ SampleResult sample(const at::Tensor& logits, std::span<const SamplingParams> pa
       tokens[s] = row.argmax();
       continue;
     }
-    const at::Tensor allowed = truncate(row, p);
-    at::Generator gen = row_generator(logits.device(), row_seed(p.seed, keys[s]));
-    // Exponential race: argmax(logprob - log E), E ~ Exp(1), E = -log(U), U in (0, 1).
-    const at::Tensor u = at::rand({row.size(0)}, gen, f32).clamp_min(std::numeric_limits<float>::min());
-    tokens[s] = (allowed - at::log(-at::log(u))).argmax();
+    const at::Tensor allowed = truncates(p, V) ? truncate(row, p) : row;
+    tokens[s] = (allowed + race_noise(row_seed(p.seed, keys[s]), V).to(logits.device())).argmax();
   }
   SampleResult r;
   r.tokens = S == 0 ? at::empty({0}, logits.options().dtype(at::kLong)) : at::stack(tokens).to(at::kLong);
   r.logprobs = S == 0 ? at::empty({0}, f32) : logprob.gather(1, r.tokens.unsqueeze(1)).squeeze(1);
   return r;
+}
+
+SampleResult sample(const at::Tensor& logits, std::span<const SamplingParams> params, std::span<const SampleKey> keys) {
+  check_inputs(logits, params, keys);
+#ifdef FP8RL_WITH_CUDA
+  if (logits.is_cuda() && logits.size(0) > 0) {
+    bool any_truncates = false;
+    for (const SamplingParams& p : params) any_truncates = any_truncates || truncates(p, logits.size(1));
+    const at::ScalarType t = logits.scalar_type();
+    if (!any_truncates && (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf)) return sample_fused(logits, params, keys);
+  }
+#endif
+  return sample_reference(logits, params, keys);
 }
 
 }  // namespace fp8rl::rollout

@@ -7,15 +7,21 @@
 // exp(old_logp - rollout_logp) compares like with like. Greedy rows (temperature 0) report it
 // under softmax(logits), i.e. temperature 1.
 //
-// Determinism: each row's random draw is a pure function of (seed, sample index, position):
-// its own generator is seeded with a hash of the three, so a sample's tokens do not depend on
-// which other sequences share its batch, on the batch order, or on preemption and recompute.
-// Guaranteed on one device type with the same logits; CPU and CUDA generators differ.
+// Determinism: each row's random draw is a pure function of (seed, sample index, position) and
+// the row's logits: the race's noise for vocabulary entry v is race_uniform(row_seed, v), a
+// counter-based hash (rollout/race_noise.h), with no generator state. So a sample's tokens do
+// not depend on which other sequences share its batch, on the batch order, on preemption and
+// recompute, or on the device: CPU and CUDA draw the same noise (their float rounding of the
+// logits and logs may still differ in the last bit, which flips a draw only on a near-tie).
 //
 // Sampling: truncate (top-k, then top-p over what is left), then the exponential race
-// (argmax of logprob - log E, E ~ Exp(1), i.e. the Gumbel-max trick), which draws exactly from the
-// truncated, renormalised distribution without building it. Correctness first: one generator
-// call per row and a full sort for top-p; the speed issue replaces both with a fused kernel.
+// (argmax of logprob - log E, E = -log U ~ Exp(1), i.e. the Gumbel-max trick), which draws exactly
+// from the truncated, renormalised distribution without building it.
+//
+// On CUDA, rows without truncation (RL rollouts sample the full distribution) run one fused
+// kernel for the whole batch: one pass per row gives the log-sum-exp and the race
+// (rollout/cuda/sampler.cu). Rows with top-k / top-p, and the CPU, take sample_reference: ATen's
+// log_softmax, a sort for top-p, the same noise.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -47,7 +53,12 @@ struct SampleResult {
 // Throws ConfigError for invalid params (negative temperature, top_p outside (0, 1]).
 SampleResult sample(const at::Tensor& logits, std::span<const SamplingParams> params, std::span<const SampleKey> keys);
 
-// The seed of a row's generator: a 64-bit mix of (seed, sample, position) (splitmix64 steps).
+// The same draws without the fused kernel (any device): the CPU path, the top-k / top-p path on
+// CUDA, and the kernel's reference in tests.
+SampleResult sample_reference(const at::Tensor& logits, std::span<const SamplingParams> params,
+                              std::span<const SampleKey> keys);
+
+// The seed of a row's noise: a 64-bit mix of (seed, sample, position) (splitmix64 steps).
 uint64_t row_seed(uint64_t seed, const SampleKey& key);
 
 }  // namespace fp8rl::rollout

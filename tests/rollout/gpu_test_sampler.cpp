@@ -1,11 +1,12 @@
-// The sampler on CUDA: the per-row generators (cloned from the CUDA default generator and
-// re-seeded) give batch-independent draws, greedy is argmax, log-probs are the full-vocabulary
-// log softmax, and top-k holds, at a real vocabulary size.
+// The sampler on CUDA: the counter-based noise gives batch-independent draws, greedy is argmax,
+// log-probs are the full-vocabulary log softmax, and top-k holds, at a real vocabulary size.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 
+#include <cmath>
 #include <vector>
 
+#include "rollout/race_noise.h"
 #include "rollout/sampler.h"
 #include "tests/catch.h"
 
@@ -40,4 +41,56 @@ TEST_CASE("sampler on CUDA: batch-independent seeded draws, greedy, log-probs, t
   const at::Tensor scale = at::tensor(inv_t).to(at::kCUDA).unsqueeze(1);
   const at::Tensor want = at::log_softmax(logits.to(at::kFloat) * scale, 1).gather(1, r.tokens.unsqueeze(1)).squeeze(1);
   CHECK(at::allclose(r.logprobs, want, 0, 1e-5));
+}
+
+// The fused row kernel (rollout/cuda/sampler.cu) against sample_reference on the same device:
+// the same noise (race_uniform), so the drawn token is the reference's own race winner; the
+// two compute the race key x / T - log(-log U) with different float roundings (one fused pass
+// vs log_softmax then add), so a token may differ only where two keys tie to ~1e-5. Log-probs:
+// log softmax(logits / T) over the whole vocabulary to 1e-5. Vocabularies of 1, 17, 1025 and
+// 151936 entries, bf16 and fp32 logits, greedy and sampled rows.
+TEST_CASE("sampler on CUDA: the fused kernel draws the reference's tokens and log-probs", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(5);
+  int64_t rows_checked = 0, same = 0;
+  for (const int64_t V : {1, 17, 1025, 151936})
+    for (const at::ScalarType dtype : {at::kBFloat16, at::kFloat})
+      for (const int64_t S : {1, 7, 64}) {
+        const at::Tensor logits = at::randn({S, V}, at::TensorOptions().device(at::kCUDA).dtype(dtype)) * 4;
+        std::vector<SamplingParams> p;
+        std::vector<SampleKey> k;
+        for (int64_t i = 0; i < S; ++i) {
+          p.push_back({i % 5 == 0 ? 0.0 : (i % 2 ? 1.0 : 0.7), 0, 1.0, 1234});
+          k.push_back({static_cast<uint64_t>(i), 7 * i});
+        }
+        const SampleResult fused = sample(logits, p, k);
+        const SampleResult ref = sample_reference(logits, p, k);
+        for (int64_t i = 0; i < S; ++i) {
+          const int64_t a = fused.tokens[i].item<int64_t>(), b = ref.tokens[i].item<int64_t>();
+          ++rows_checked;
+          if (a == b) {
+            ++same;
+            continue;
+          }
+          // A near-tie: the two race keys of the reference must be within rounding.
+          const double t = p[i].temperature > 0 ? p[i].temperature : 1.0;
+          const at::Tensor row = at::log_softmax(logits[i].to(at::kFloat) / t, 0).cpu();
+          const uint64_t rs = row_seed(p[i].seed, k[i]);
+          auto key = [&](int64_t v) {
+            const double g = p[i].temperature > 0 ? -std::log(-std::log(static_cast<double>(race_uniform(rs, static_cast<uint64_t>(v))))) : 0.0;
+            return row[v].item<double>() + g;
+          };
+          INFO("V " << V << " row " << i << ": fused " << a << " reference " << b);
+          CHECK(std::abs(key(a) - key(b)) < 1e-4);
+        }
+        // Log-probs at each row's own temperature (greedy: T = 1).
+        std::vector<float> inv_t;
+        for (const auto& q : p) inv_t.push_back(q.temperature > 0 ? static_cast<float>(1.0 / q.temperature) : 1.0f);
+        const at::Tensor want = at::log_softmax(logits.to(at::kFloat) * at::tensor(inv_t).to(at::kCUDA).unsqueeze(1), 1)
+                                    .gather(1, fused.tokens.unsqueeze(1))
+                                    .squeeze(1);
+        CHECK(at::allclose(fused.logprobs, want, 0, 1e-5));
+      }
+  WARN("fused sampler: " << same << " of " << rows_checked << " rows drew exactly the reference's token");
+  CHECK(same >= rows_checked - 2);
 }

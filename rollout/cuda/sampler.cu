@@ -1,0 +1,120 @@
+// The sampler's fused row kernel: one pass over a row of logits gives both the full-vocabulary
+// log-sum-exp (for the fp32 log-prob the trainer recomputes) and the exponential race that draws
+// the token. Reference: sample_reference (rollout/sampler.cpp), which computes the same race keys
+// with ATen's log_softmax plus the same noise (rollout/race_noise.h); tests compare the two
+// (tests/rollout/gpu_test_sampler.cpp). Replaces, per step, a full-vocabulary fp32 copy, a
+// log_softmax, and per row a generator clone, a rand, two logs and an argmax.
+#include "rollout/cuda/rollout_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "rollout/race_noise.h"
+
+namespace fp8rl::cuda {
+namespace {
+
+constexpr int kThreads = 1024;
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+
+// (m, s): running max and sum of exp(x - m). Combines two partial log-sum-exps.
+__device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
+  if (m2 > m) {
+    s = (m == -INFINITY ? 0.0f : s * expf(m - m2)) + s2;
+    m = m2;
+  } else if (m2 != -INFINITY) {
+    s += s2 * expf(m2 - m);
+  }
+}
+
+// (key, index): larger key wins, the lower index on a tie; index -1 = nothing yet.
+__device__ __forceinline__ void best_merge(float& key, int64_t& idx, float key2, int64_t idx2) {
+  if (idx2 < 0) return;
+  if (idx < 0 || key2 > key || (key2 == key && idx2 < idx)) {
+    key = key2;
+    idx = idx2;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) sample_rows_kernel(const SampleArgs a) {
+  const int64_t row = blockIdx.x;
+  const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
+  const float inv_t = a.inv_t[row];
+  const bool greedy = a.greedy[row] != 0;
+  const uint64_t seed = a.seeds[row];
+  float m = -INFINITY, s = 0.0f, key = -INFINITY;
+  int64_t idx = -1;
+  for (int64_t v = threadIdx.x; v < a.vocab; v += kThreads) {
+    const float xv = to_float(x[v]) * inv_t;
+    if (xv > m) {
+      s = (m == -INFINITY ? 0.0f : s * expf(m - xv)) + 1.0f;
+      m = xv;
+    } else if (xv != -INFINITY) {
+      s += expf(xv - m);
+    }
+    // Exponential race: argmax(x - log E), E = -log U ~ Exp(1) (the Gumbel-max trick).
+    const float k = greedy ? xv : xv - logf(-logf(fp8rl::rollout::race_uniform(seed, static_cast<uint64_t>(v))));
+    if (idx < 0 || k > key) {  // within a thread v only grows: strict > keeps the lower index
+      if (k == k) {            // NaN never wins
+        key = k;
+        idx = v;
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    lse_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    best_merge(key, idx, __shfl_xor_sync(0xffffffffu, key, o), __shfl_xor_sync(0xffffffffu, idx, o));
+  }
+  __shared__ float m_s[32], s_s[32], key_s[32];
+  __shared__ int64_t idx_s[32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    m_s[warp] = m;
+    s_s[warp] = s;
+    key_s[warp] = key;
+    idx_s[warp] = idx;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    constexpr int kWarpCount = kThreads / 32;
+    m = lane < kWarpCount ? m_s[lane] : -INFINITY;
+    s = lane < kWarpCount ? s_s[lane] : 0.0f;
+    key = lane < kWarpCount ? key_s[lane] : -INFINITY;
+    idx = lane < kWarpCount ? idx_s[lane] : -1;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      lse_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+      best_merge(key, idx, __shfl_xor_sync(0xffffffffu, key, o), __shfl_xor_sync(0xffffffffu, idx, o));
+    }
+    if (lane == 0) {
+      const int64_t token = idx < 0 ? 0 : idx;
+      a.tokens[row] = token;
+      a.logprobs[row] = to_float(x[token]) * inv_t - (m + logf(s));
+    }
+  }
+}
+
+}  // namespace
+
+void sample_rows(const SampleArgs& a, cudaStream_t stream) {
+  if (a.rows == 0) return;
+  const unsigned grid = static_cast<unsigned>(a.rows);
+  switch (a.dtype) {
+    case 0: sample_rows_kernel<float><<<grid, kThreads, 0, stream>>>(a); break;
+    case 1: sample_rows_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(a); break;
+    case 2: sample_rows_kernel<__half><<<grid, kThreads, 0, stream>>>(a); break;
+    default: throw std::invalid_argument("sample_rows: unsupported logits dtype");
+  }
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string("sample_rows_kernel: ") + cudaGetErrorString(e));
+}
+
+}  // namespace fp8rl::cuda
