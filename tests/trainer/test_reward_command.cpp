@@ -136,9 +136,16 @@ TEST_CASE("reward command: a command that exits without reading a large batch", 
 TEST_CASE("reward command: a command that closes its stdin is EPIPE, not a SIGPIPE that kills fp8rl",
           "[trainer][reward_command]") {
   // `exec`: no shell is left holding the pipe, so once python closes fd 0 nothing reads it: EPIPE.
-  const std::string command = "exec python3 -c 'import os, time; os.close(0); time.sleep(30)'";
+  // It says so by creating a file: python can take seconds to start on a loaded machine, and a
+  // write before the close would only fill the pipe and wait for the timeout.
+  test::TempDir dir;
+  const std::string closed = (std::filesystem::path(dir.path()) / "closed").string();
+  const std::string command =
+      "exec python3 -c 'import os, time; os.close(0); open(\"" + closed + "\", \"w\").close(); time.sleep(30)'";
   RewardCommand cmd(command, 30);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let it close fd 0 first
+  for (int i = 0; i < 600 && !std::filesystem::exists(closed); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE(std::filesystem::exists(closed));
   const auto t0 = std::chrono::steady_clock::now();
   REQUIRE_THROWS_CONTAINING(cmd.score(batch_of(1)), RuntimeFailure, "closed its stdin (it answered 0 of 1");
   CHECK(seconds_since(t0) < RewardCommand::kExitGraceSeconds + 3);
