@@ -8,17 +8,65 @@
 #ifdef FP8RL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+
+#include "rollout/cuda/rollout_kernels.h"
 #endif
 
 namespace fp8rl::rollout {
 
+namespace {
+
+constexpr double kE4m3Max = 448.0;
+constexpr double kScaleHeadroom = 2.0;  // kv_cache.h: one binade above the first write's amax
+
+// x [N, Hkv, D] -> E4M3 bytes of x / scale, saturated (a plain cast makes NaN past 448).
+at::Tensor quantize_kv(const at::Tensor& x, const at::Tensor& scale) {
+  return (x.to(at::kFloat) / scale).clamp(-kE4m3Max, kE4m3Max).to(at::kFloat8_e4m3fn).view(at::kByte);
+}
+
+// The same write in one kernel on CUDA (rollout/cuda/kv_write.cu); false where it does not apply.
+bool write_fp8_fused(at::Tensor& cache, const at::Tensor& slots, const at::Tensor& x, const at::Tensor& scale) {
+#ifdef FP8RL_WITH_CUDA
+  const at::ScalarType t = x.scalar_type();
+  if (!x.is_cuda() || x.dim() != 3 || x.stride(2) != 1 || !(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) ||
+      slots.scalar_type() != at::kLong || !slots.is_contiguous() || !cache.is_contiguous())
+    return false;
+  cuda::KvWriteArgs a;
+  a.x = x.data_ptr();
+  a.dtype = t == at::kFloat ? 0 : (t == at::kBFloat16 ? 1 : 2);
+  a.tokens = x.size(0);
+  a.heads = x.size(1);
+  a.dim = x.size(2);
+  a.stride_t = x.stride(0);
+  a.stride_h = x.stride(1);
+  a.slots = slots.data_ptr<int64_t>();
+  a.scale = scale.data_ptr<float>();
+  a.cache = cache.data_ptr<uint8_t>();
+  cuda::kv_write_fp8(a, at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  return true;
+#else
+  return false;
+#endif
+}
+
+at::Tensor dequantize_kv(const at::Tensor& bytes, const at::Tensor& scale, at::ScalarType dtype) {
+  return (bytes.view(at::kFloat8_e4m3fn).to(at::kFloat) * scale).to(dtype);
+}
+
+}  // namespace
+
 int64_t KvCacheShape::bytes_per_block() const {
-  return 2 * num_layers * block_size * num_kv_heads * head_dim * static_cast<int64_t>(c10::elementSize(dtype));
+  const int64_t element = fp8 ? 1 : static_cast<int64_t>(c10::elementSize(dtype));
+  return 2 * num_layers * block_size * num_kv_heads * head_dim * element;
 }
 
 KvCache::KvCache(const KvCacheShape& shape, int64_t num_blocks) : shape_(shape), num_blocks_(num_blocks) {
   FP8RL_CHECK(num_blocks > 0 && shape.num_layers > 0 && shape.block_size > 0, "KvCache: empty shape");
-  const auto opts = at::TensorOptions().dtype(shape.dtype).device(shape.device);
+  const auto opts = at::TensorOptions().dtype(shape.fp8 ? at::kByte : shape.dtype).device(shape.device);
+  if (shape.fp8) {
+    scales_ = at::ones({shape.num_layers, 2}, at::TensorOptions().dtype(at::kFloat).device(shape.device));
+    calibrated_.assign(static_cast<size_t>(shape.num_layers), false);
+  }
   for (int64_t l = 0; l < shape.num_layers; ++l) {
     k_.push_back(at::zeros({num_blocks * shape.block_size, shape.num_kv_heads, shape.head_dim}, opts));
     v_.push_back(at::zeros({num_blocks * shape.block_size, shape.num_kv_heads, shape.head_dim}, opts));
@@ -48,17 +96,36 @@ int64_t KvCache::blocks_that_fit(const KvCacheShape& shape, double utilization, 
 }
 
 void KvCache::write(int64_t layer, const at::Tensor& slots, const at::Tensor& k, const at::Tensor& v) {
-  k_[static_cast<size_t>(layer)].index_copy_(0, slots, k.to(shape_.dtype));
-  v_[static_cast<size_t>(layer)].index_copy_(0, slots, v.to(shape_.dtype));
+  const size_t l = static_cast<size_t>(layer);
+  if (!shape_.fp8) {
+    k_[l].index_copy_(0, slots, k.to(shape_.dtype));
+    v_[l].index_copy_(0, slots, v.to(shape_.dtype));
+    return;
+  }
+  if (!calibrated_[l]) {  // device-side: scale = headroom * amax / 448 (amax 0 -> a tiny scale, never 0)
+    scales_[layer][0].copy_((k.abs().amax().to(at::kFloat) * (kScaleHeadroom / kE4m3Max)).clamp_min(1e-12));
+    scales_[layer][1].copy_((v.abs().amax().to(at::kFloat) * (kScaleHeadroom / kE4m3Max)).clamp_min(1e-12));
+    calibrated_[l] = true;
+  }
+  if (!write_fp8_fused(k_[l], slots, k, k_scale(layer))) k_[l].index_copy_(0, slots, quantize_kv(k, k_scale(layer)));
+  if (!write_fp8_fused(v_[l], slots, v, v_scale(layer))) v_[l].index_copy_(0, slots, quantize_kv(v, v_scale(layer)));
 }
 
 std::pair<at::Tensor, at::Tensor> KvCache::gather(int64_t layer, const at::Tensor& slots) const {
-  return {k_[static_cast<size_t>(layer)].index_select(0, slots), v_[static_cast<size_t>(layer)].index_select(0, slots)};
+  const size_t l = static_cast<size_t>(layer);
+  at::Tensor k = k_[l].index_select(0, slots), v = v_[l].index_select(0, slots);
+  if (!shape_.fp8) return {k, v};
+  return {dequantize_kv(k, k_scale(layer), shape_.dtype), dequantize_kv(v, v_scale(layer), shape_.dtype)};
 }
+
+at::Tensor KvCache::k_scale(int64_t layer) const { return shape_.fp8 ? scales_[layer].narrow(0, 0, 1) : at::Tensor(); }
+at::Tensor KvCache::v_scale(int64_t layer) const { return shape_.fp8 ? scales_[layer].narrow(0, 1, 1) : at::Tensor(); }
 
 void KvCache::release() {
   k_.clear();
   v_.clear();
+  scales_ = at::Tensor();
+  calibrated_.clear();
   num_blocks_ = 0;
 }
 

@@ -7,7 +7,20 @@
 // (rollout and training take turns on the GPU). On CUDA the number of blocks comes from
 // rollout.gpu_memory_utilization: the fraction of the device's total memory the process may
 // reach, minus what the allocator already holds (weights, optimizer state, activations kept).
-// KV dtype "auto" is the model dtype; an FP8 KV cache is the speed issue's work.
+//
+// KV dtype (rollout.kv_cache_dtype): "auto" stores the model dtype. "fp8" stores E4M3 bytes
+// (tensors of dtype uint8 holding E4M3 bit patterns: every op on them is a byte copy, and the
+// kernels decode them) with one float32 scale per layer for K and one for V:
+//   stored = e4m3(clamp(x / scale, -448, 448)),  x ~= float(stored) * scale.
+// The scales are set by the first write of each layer in a rollout (the first prompts'
+// prefill): scale = 2 * amax / 448, one binade of headroom above what the prompts showed;
+// later values beyond it saturate. Per tensor, not per head or per block: one scalar read per
+// attention call, the same for every block (a block is never rescaled, so prefix sharing and
+// the decode graphs need nothing more), and the practice of vLLM's k_scale / v_scale. E4M3's 3
+// mantissa bits give ~3% relative error per element whatever the scale; the scale only keeps
+// values out of saturation and the subnormals. The price: a sample's tokens then depend on the
+// rollout's first prefill chunk (through the scales), not only on its own seed. The mismatch it
+// adds is what TIS corrects; tests bound it and docs/BENCHMARKS.md reports it.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -22,8 +35,9 @@ struct KvCacheShape {
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
   int64_t block_size = 16;
-  at::ScalarType dtype = at::kBFloat16;
+  at::ScalarType dtype = at::kBFloat16;  // the model dtype: what writes take and gathers return
   at::Device device = at::kCPU;
+  bool fp8 = false;                      // store E4M3 bytes with per-layer scales (above)
   int64_t bytes_per_block() const;  // K and V of every layer for one block
 };
 
@@ -39,10 +53,20 @@ class KvCache {
   // Throws RuntimeFailure naming rollout.gpu_memory_utilization when not one block fits.
   static int64_t blocks_that_fit(const KvCacheShape& shape, double utilization, int64_t max_blocks);
 
-  // Writes this call's K/V: k, v [N, Hkv, D] into slots [N] of `layer`.
+  // Writes this call's K/V: k, v [N, Hkv, D] into slots [N] of `layer` (FP8: the first write of
+  // a layer sets its scales, on the device, without a host sync; on CUDA one fused kernel per
+  // tensor quantizes and scatters, bit-exact with the ATen ops used elsewhere).
   void write(int64_t layer, const at::Tensor& slots, const at::Tensor& k, const at::Tensor& v);
-  // K/V of the given slots of `layer`: [len(slots), Hkv, D] each.
+  // K/V of the given slots of `layer`: [len(slots), Hkv, D] each, in the model dtype (FP8:
+  // dequantized).
   std::pair<at::Tensor, at::Tensor> gather(int64_t layer, const at::Tensor& slots) const;
+
+  // The cache of one layer: [num_blocks * block_size, Hkv, D] (kernels that read block tables).
+  const at::Tensor& k(int64_t layer) const { return k_[static_cast<size_t>(layer)]; }
+  const at::Tensor& v(int64_t layer) const { return v_[static_cast<size_t>(layer)]; }
+  // FP8: the layer's scales, float32 [1] each on the device (undefined otherwise).
+  at::Tensor k_scale(int64_t layer) const;
+  at::Tensor v_scale(int64_t layer) const;
 
   // Frees the tensors (and on CUDA returns the blocks to the caching allocator's free pool, which
   // the trainer's update then reuses).
@@ -56,6 +80,8 @@ class KvCache {
   KvCacheShape shape_;
   int64_t num_blocks_ = 0;
   std::vector<at::Tensor> k_, v_;  // per layer: [num_blocks * block_size, Hkv, D]
+  at::Tensor scales_;              // FP8: [num_layers, 2] float32 (K, V)
+  std::vector<bool> calibrated_;   // FP8: the layer's scales are set
 };
 
 }  // namespace fp8rl::rollout

@@ -1,16 +1,109 @@
 #include "rollout/paged_attention.h"
 
+#include <cmath>
+
 #include "core/util/error.h"
 #include "core/util/log.h"
 
+#ifdef FP8RL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+
+#include "rollout/cuda/rollout_kernels.h"
+#endif
+
 namespace fp8rl::rollout {
+
+bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t num_q_heads, const at::Tensor& k_cache) {
+#ifdef FP8RL_WITH_CUDA
+  const bool cache_ok = k_cache.scalar_type() == q_dtype || k_cache.scalar_type() == at::kByte;  // kByte: E4M3
+  return device.is_cuda() && (q_dtype == at::kBFloat16 || q_dtype == at::kHalf) && cache_ok &&
+         k_cache.dim() == 3 && num_q_heads % k_cache.size(1) == 0 &&
+         cuda::paged_decode_supports(k_cache.size(2), num_q_heads / k_cache.size(1));
+#else
+  (void)q_dtype;
+  (void)device;
+  (void)num_q_heads;
+  (void)k_cache;
+  return false;
+#endif
+}
+
+at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                  const at::Tensor& block_tables, const at::Tensor& context_lens, int64_t block_size,
+                                  const at::Tensor& k_scale, const at::Tensor& v_scale) {
+  FP8RL_CHECK(q.dim() == 3 && paged_decode_supported(q.scalar_type(), q.device(), q.size(1), k_cache) &&
+                  q.size(2) == k_cache.size(2),
+              cat("paged_decode_attention: unsupported q ", q.sizes(), " ",
+                                                      q.scalar_type(), " / cache ", k_cache.sizes()));
+#ifdef FP8RL_WITH_CUDA
+  const int64_t B = q.size(0), Hq = q.size(1), D = q.size(2), Hkv = k_cache.size(1);
+  FP8RL_CHECK(block_tables.dim() == 2 && block_tables.size(0) == B && block_tables.scalar_type() == at::kInt &&
+                  context_lens.dim() == 1 && context_lens.size(0) == B && context_lens.scalar_type() == at::kInt,
+              "paged_decode_attention: block_tables [B, W] and context_lens [B] int32 expected");
+  const at::Tensor qc = q.contiguous();
+  const at::Tensor tables = block_tables.contiguous();
+  at::Tensor out = at::empty_like(qc);
+  static const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t splits = cuda::paged_decode_splits(B, Hkv, sm_count);
+  at::Tensor part_acc, part_ml;
+  if (splits > 1) {
+    const auto f32 = q.options().dtype(at::kFloat);
+    part_acc = at::empty({B, Hq, splits, D}, f32);
+    part_ml = at::empty({B, Hq, splits, 2}, f32);
+  }
+  cuda::PagedDecodeArgs a;
+  a.q = qc.data_ptr();
+  a.k_cache = k_cache.data_ptr();
+  a.v_cache = v_cache.data_ptr();
+  a.fp8_kv = k_cache.scalar_type() == at::kByte;
+  FP8RL_CHECK(!a.fp8_kv || (k_scale.defined() && v_scale.defined() && k_scale.scalar_type() == at::kFloat &&
+                            v_scale.scalar_type() == at::kFloat),
+              "paged_decode_attention: an FP8 cache needs its float32 k/v scales");
+  a.k_scale = a.fp8_kv ? k_scale.data_ptr<float>() : nullptr;
+  a.v_scale = a.fp8_kv ? v_scale.data_ptr<float>() : nullptr;
+  a.block_tables = tables.data_ptr<int32_t>();
+  a.table_stride = tables.size(1);
+  a.context_lens = context_lens.data_ptr<int32_t>();
+  a.out = out.data_ptr();
+  a.part_acc = splits > 1 ? part_acc.data_ptr<float>() : nullptr;
+  a.part_ml = splits > 1 ? part_ml.data_ptr<float>() : nullptr;
+  a.batch = B;
+  a.num_q_heads = Hq;
+  a.num_kv_heads = Hkv;
+  a.head_dim = D;
+  a.block_size = block_size;
+  a.splits = splits;
+  a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  a.bf16 = q.scalar_type() == at::kBFloat16;
+  cuda::paged_decode_attention(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
+  return out;
+#else
+  (void)v_cache;
+  (void)block_tables;
+  (void)context_lens;
+  (void)block_size;
+  return {};
+#endif
+}
+
+bool PagedAttention::decode_kernel_applies(at::ScalarType q_dtype, int64_t num_q_heads) const {
+  return use_decode_kernel_ && cache_.allocated() &&
+         paged_decode_supported(q_dtype, cache_.shape().device, num_q_heads, cache_.k(0));
+}
 
 at::Tensor PagedAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    const model::AttentionContext& ctx, int64_t layer) {
-  FP8RL_CHECK(ctx.slot_mapping.defined() && ctx.key_slots.defined(), "PagedAttention: context without KV slots");
+  FP8RL_CHECK(ctx.slot_mapping.defined(), "PagedAttention: context without KV slots");
   FP8RL_CHECK(ctx.slot_mapping.size(0) == q.size(0), "PagedAttention: one slot per new token");
   cache_.write(layer, ctx.slot_mapping, k, v);
-  auto [keys, values] = cache_.gather(layer, ctx.key_slots);  // [sum context_lens, Hkv, D]
+  // A decode step: one new token per sequence (each sequence has at least one, so N == S means
+  // exactly one each).
+  const bool decode = ctx.block_tables.defined() && q.size(0) == ctx.block_tables.size(0);
+  if (decode && use_decode_kernel_ && paged_decode_supported(q.scalar_type(), q.device(), q.size(1), cache_.k(layer)))
+    return paged_decode_attention(q, cache_.k(layer), cache_.v(layer), ctx.block_tables, ctx.context_lens,
+                                  cache_.shape().block_size, cache_.k_scale(layer), cache_.v_scale(layer));
+  FP8RL_CHECK(ctx.key_slots.defined(), "PagedAttention: the reference path needs the context's key_slots");
+  auto [keys, values] = cache_.gather(layer, ctx.key_slots);  // [sum context_lens, Hkv, D], model dtype
   return varlen_.forward(q, keys.to(q.scalar_type()), values.to(q.scalar_type()), ctx, layer);
 }
 

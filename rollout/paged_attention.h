@@ -4,11 +4,19 @@
 // reads the cache, layer by layer, so a prefix block filled and shared in the same step is read
 // correctly.
 //
-// Reference path (this file): the keys are gathered from the cache (ctx.key_slots) into a
-// packed [sum context_lens, Hkv, D] and handed to whole-sequence attention with queries aligned
-// bottom-right (core/model/attention.h): flash-attention varlen on CUDA, per-sequence SDPA on the
-// CPU. Correct on both, and the reference a block-table kernel (FlashInfer or our own; the speed
-// issue) is tested against. Inference only: the engine runs under at::InferenceMode.
+// Two paths:
+//   - decode kernel (CUDA, bf16/fp16 with a cache of that dtype or FP8, head_dim 16..256,
+//     Hq/Hkv <= 16; decode_kernel_applies):
+//     when every sequence of the call has exactly one new token (a decode step: N == S), the
+//     queries read the cache in place through ctx.block_tables and ctx.context_lens
+//     (rollout/cuda/paged_decode.cu). No host data, no gather, fixed launch shape per batch size:
+//     what a CUDA graph of a decode step needs (rollout/decode_graphs.h).
+//   - reference (everything else: prefill and mixed steps, the CPU, fp32): the keys are gathered
+//     from the cache (ctx.key_slots) into a packed [sum context_lens, Hkv, D] and handed to
+//     whole-sequence attention with queries aligned bottom-right (core/model/attention.h):
+//     flash-attention varlen on CUDA, per-sequence SDPA on the CPU. The decode kernel is tested
+//     against it.
+// Inference only: the engine runs under at::InferenceMode.
 #pragma once
 
 #include "core/model/attention.h"
@@ -18,13 +26,29 @@ namespace fp8rl::rollout {
 
 class PagedAttention final : public model::Attention {
  public:
-  explicit PagedAttention(KvCache& cache) : cache_(cache) {}
+  // `use_decode_kernel` = false keeps every call on the reference path (tests, comparisons).
+  explicit PagedAttention(KvCache& cache, bool use_decode_kernel = true)
+      : cache_(cache), use_decode_kernel_(use_decode_kernel) {}
   at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const model::AttentionContext& ctx,
                      int64_t layer) override;
 
+  // Whether decode steps of this model and cache run the kernel (then the engine needs no
+  // key_slots for them).
+  bool decode_kernel_applies(at::ScalarType q_dtype, int64_t num_q_heads) const;
+
  private:
   KvCache& cache_;
+  bool use_decode_kernel_;
   model::VarlenAttention varlen_;
 };
+
+// The decode kernel on its own: q [B, Hq, D] over the cached keys of `k_cache`/`v_cache`
+// [slots, Hkv, D] through block_tables [B, W] int32 and context_lens [B] int32 -> [B, Hq, D].
+// A kByte cache holds E4M3 bytes, dequantized with k_scale / v_scale (float32 [1] on the device;
+// rollout/kv_cache.h). CUDA only (throws elsewhere).
+at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                  const at::Tensor& block_tables, const at::Tensor& context_lens, int64_t block_size,
+                                  const at::Tensor& k_scale = {}, const at::Tensor& v_scale = {});
+bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t num_q_heads, const at::Tensor& k_cache);
 
 }  // namespace fp8rl::rollout

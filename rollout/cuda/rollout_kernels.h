@@ -1,0 +1,71 @@
+// Launchers of the engine's CUDA kernels. Plain pointers, no ATen (the ATen side and the
+// references they are tested against: rollout/paged_attention.h, rollout/sampler.h).
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace fp8rl::cuda {
+
+// ---- paged decode attention (paged_decode.cu) ---------------------------------------------------
+// One query per sequence (a decode step) attends over the sequence's context_lens[b] cached keys,
+// found through its block table: slot of key t = table[b][t / block_size] * block_size + t % block_size.
+// Split-K ("flash decoding"): grid (B, Hkv, splits); each block takes the g = Hq / Hkv query heads
+// of one KV head (GQA without repeating K/V) over one chunk of the context, with an online
+// softmax; a second kernel merges the chunks when splits > 1.
+struct PagedDecodeArgs {
+  const void* q;             // [B, Hq, D] contiguous, bf16 or fp16 (`bf16` says which)
+  const void* k_cache;       // [slots, Hkv, D] contiguous: q's dtype, or E4M3 bytes (fp8_kv)
+  const void* v_cache;       // [slots, Hkv, D]
+  bool fp8_kv;
+  const float* k_scale;      // fp8_kv: [1] dequantization scales (rollout/kv_cache.h); else null
+  const float* v_scale;
+  const int32_t* block_tables;  // [B, table_stride]
+  int64_t table_stride;
+  const int32_t* context_lens;  // [B], each >= 1 (the decode token's own key is cached already)
+  void* out;                 // [B, Hq, D], q's dtype
+  float* part_acc;           // [B, Hq, splits, D] scratch (splits > 1 only)
+  float* part_ml;            // [B, Hq, splits, 2] scratch: running max (log2 units), sum
+  int64_t batch, num_q_heads, num_kv_heads, head_dim, block_size, splits;
+  float scale;               // softmax scale (D^-0.5)
+  bool bf16;
+};
+
+// Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 16.
+bool paged_decode_supports(int64_t head_dim, int64_t group);
+// Splits for a batch: enough blocks to fill `sm_count` multiprocessors ~4 deep, 1..64. Depends
+// on the shape only (not on context lengths), so a captured CUDA graph stays valid.
+int64_t paged_decode_splits(int64_t batch, int64_t num_kv_heads, int sm_count);
+void paged_decode_attention(const PagedDecodeArgs& a, cudaStream_t stream);
+
+// ---- FP8 KV cache writes (kv_write.cu) ------------------------------------------------------------
+// cache[slots[t]][h][d] = e4m3(clamp(x[t][h][d] / *scale, -448, 448)) for the step's N tokens.
+struct KvWriteArgs {
+  const void* x;             // [N, Hkv, D], element (t, h, d) at t * stride_t + h * stride_h + d
+  int dtype;                 // 0 float32, 1 bfloat16, 2 float16
+  int64_t tokens, heads, dim, stride_t, stride_h;
+  const int64_t* slots;      // [N]
+  const float* scale;        // [1]
+  uint8_t* cache;            // [slots, Hkv, D] E4M3 bytes
+};
+void kv_write_fp8(const KvWriteArgs& a, cudaStream_t stream);
+
+// ---- sampling (sampler.cu) -------------------------------------------------------------------
+// One block per row: the full-vocabulary log-sum-exp of logits * inv_t and the exponential race
+// argmax(logits * inv_t - log(-log U)) with U = race_uniform(seed, v) (rollout/race_noise.h), or
+// plain argmax for greedy rows; ties go to the lower index. No truncation (top-k / top-p rows take
+// the reference path).
+struct SampleArgs {
+  const void* logits;        // [rows, row_stride], dtype per `dtype`: 0 float32, 1 bfloat16, 2 float16
+  int dtype;
+  int64_t rows, vocab, row_stride;
+  const float* inv_t;        // [rows] 1 / temperature (1 for greedy rows)
+  const uint64_t* seeds;     // [rows] row_seed(seed, key)
+  const uint8_t* greedy;     // [rows] 1 = argmax
+  int64_t* tokens;           // [rows]
+  float* logprobs;           // [rows] log softmax(logits * inv_t)[token], fp32
+};
+void sample_rows(const SampleArgs& a, cudaStream_t stream);
+
+}  // namespace fp8rl::cuda

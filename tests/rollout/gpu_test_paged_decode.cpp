@@ -1,0 +1,155 @@
+// The paged decode kernel (rollout/cuda/paged_decode.cu) against a float32 reference of the same
+// attention: each sequence's keys gathered through its block table, K/V heads repeated for GQA,
+// softmax(q k^T / sqrt(D)) v. Awkward shapes: head_dim 16..256, GQA ratios 1/3/4/8, contexts of
+// 1 key, within one block, on and across block boundaries, and long enough (4097) that batch 1
+// splits the context 64 ways; batch 1 (most splits), 3 and 64 (no split). Blocks are handed out in
+// a shuffled order, so a wrong table lookup reads another sequence's keys.
+//
+// FP8 KV: the cache holds E4M3 bytes of random values over a scale (kept below 448); the
+// reference reads the same bytes dequantized, so the comparison tests the kernel, not E4M3.
+//
+// Tolerance: inputs are bf16/fp16, the kernel accumulates in fp32 and rounds its output once to
+// the input dtype (relative 2^-9 for bf16), so the normalised error lands near 2e-3; 1e-2 leaves
+// room for that and still fails on a wrong key, mask, scale or merge (which are O(1) errors).
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "rollout/kv_cache.h"
+#include "rollout/paged_attention.h"
+#include "tests/catch.h"
+
+using namespace fp8rl::rollout;
+
+namespace {
+
+struct Case {
+  int64_t batch, head_dim, group, kv_heads;
+  at::ScalarType dtype;
+  bool fp8_kv = false;  // the cache holds E4M3 bytes with a scale (rollout/kv_cache.h)
+};
+
+double run_case(const Case& c, uint64_t seed) {
+  const int64_t bs = 16, Hkv = c.kv_heads, Hq = c.group * Hkv, D = c.head_dim, B = c.batch;
+  const std::vector<int64_t> lens_pool{1, 15, 16, 17, 33, 1025, 4097};
+  std::vector<int64_t> lens;
+  for (int64_t b = 0; b < B; ++b) lens.push_back(B == 1 ? 4097 : lens_pool[(b + seed) % (lens_pool.size() - 1)]);
+  int64_t blocks = 1;
+  for (int64_t l : lens) blocks += (l + bs - 1) / bs;
+  std::vector<int32_t> order(static_cast<size_t>(blocks));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(seed));
+  int64_t width = 0;
+  for (int64_t l : lens) width = std::max(width, (l + bs - 1) / bs);
+  std::vector<int32_t> table(static_cast<size_t>(B * width), 0);
+  size_t next = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < (lens[b] + bs - 1) / bs; ++j) table[static_cast<size_t>(b * width + j)] = order[next++];
+
+  at::manual_seed(seed);
+  const auto opts = at::TensorOptions().device(at::kCUDA).dtype(c.dtype);
+  at::Tensor kc = at::randn({blocks * bs, Hkv, D}, opts), vc = at::randn({blocks * bs, Hkv, D}, opts);
+  const at::Tensor q = at::randn({B, Hq, D}, opts);
+  at::Tensor k_scale, v_scale, kf, vf;  // kf, vf: what the cache holds, as float32
+  if (c.fp8_kv) {
+    k_scale = at::full({1}, 0.02, opts.dtype(at::kFloat));
+    v_scale = at::full({1}, 0.05, opts.dtype(at::kFloat));
+    kc = (kc.to(at::kFloat) / k_scale).to(at::kFloat8_e4m3fn).view(at::kByte);
+    vc = (vc.to(at::kFloat) / v_scale).to(at::kFloat8_e4m3fn).view(at::kByte);
+    kf = (kc.view(at::kFloat8_e4m3fn).to(at::kFloat) * k_scale).cpu();
+    vf = (vc.view(at::kFloat8_e4m3fn).to(at::kFloat) * v_scale).cpu();
+  } else {
+    kf = kc.to(at::kFloat).cpu();
+    vf = vc.to(at::kFloat).cpu();
+  }
+  const at::Tensor tables = at::tensor(table, at::TensorOptions().dtype(at::kInt)).view({B, width}).to(at::kCUDA);
+  std::vector<int32_t> lens32(lens.begin(), lens.end());
+  const at::Tensor ctx = at::tensor(lens32, at::TensorOptions().dtype(at::kInt)).to(at::kCUDA);
+  const at::Tensor out = paged_decode_attention(q, kc, vc, tables, ctx, bs, k_scale, v_scale).to(at::kFloat).cpu();
+
+  const at::Tensor qf = q.to(at::kFloat).cpu();
+  std::vector<at::Tensor> ref;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int64_t> slots;
+    for (int64_t t = 0; t < lens[b]; ++t) slots.push_back(int64_t{table[static_cast<size_t>(b * width + t / bs)]} * bs + t % bs);
+    const at::Tensor idx = at::tensor(slots);
+    const at::Tensor K = kf.index_select(0, idx).repeat_interleave(c.group, 1);  // [T, Hq, D]
+    const at::Tensor V = vf.index_select(0, idx).repeat_interleave(c.group, 1);
+    const at::Tensor p = at::softmax(at::einsum("hd,thd->ht", {qf[b], K}) / std::sqrt(static_cast<double>(D)), -1);
+    ref.push_back(at::einsum("ht,thd->hd", {p, V}));
+  }
+  const at::Tensor want = at::stack(ref);
+  REQUIRE(out.sizes() == want.sizes());
+  REQUIRE(at::isfinite(out).all().item<bool>());
+  return ((out - want).norm() / want.norm()).item<double>();
+}
+
+}  // namespace
+
+TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward shapes", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  double worst = 0;
+  uint64_t seed = 1;
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
+    for (const int64_t D : {16, 64, 128, 256})
+      for (const int64_t G : {1, 3, 4, 8})
+        for (const int64_t B : {1, 3, 64}) {
+          for (const bool fp8_kv : {false, true}) {
+            const Case c{B, D, G, G == 8 ? 1 : 2, dtype, fp8_kv};
+            const double err = run_case(c, seed++);
+            INFO("dtype " << c10::toString(dtype) << (fp8_kv ? " FP8 KV" : "") << " D " << D << " G " << G << " B " << B
+                          << ": normalised error " << err);
+            CHECK(err < 1e-2);
+            worst = std::max(worst, err);
+          }
+        }
+  WARN("paged decode vs float32 reference: worst normalised error " << worst);
+}
+
+TEST_CASE("paged decode kernel: unsupported shapes are refused, not miscomputed", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  const auto opts = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const at::Tensor kc = at::zeros({16, 1, 48}, opts);
+  CHECK_FALSE(paged_decode_supported(at::kBFloat16, kc.device(), 4, kc));                            // head_dim 48
+  CHECK_FALSE(paged_decode_supported(at::kFloat, kc.device(), 4, at::zeros({16, 1, 64}, opts.dtype(at::kFloat))));
+  CHECK_FALSE(paged_decode_supported(at::kBFloat16, kc.device(), 32, at::zeros({16, 1, 64}, opts)));  // group 32
+  CHECK(paged_decode_supported(at::kBFloat16, kc.device(), 4, at::zeros({16, 1, 64}, opts)));
+  CHECK(paged_decode_supported(at::kBFloat16, kc.device(), 4, at::zeros({16, 1, 64}, opts.dtype(at::kByte))));  // FP8
+}
+
+// The FP8 KV cache's CUDA write (one fused kernel per tensor) against the same writes on the CPU
+// (ATen ops: divide, clamp, cast, index_copy_): the same scales from the first write, the same
+// bytes, bit for bit, for a strided value view (as v of a fused q/k/v projection), values past the
+// saturation point, and slots in any order.
+TEST_CASE("FP8 KV cache writes on CUDA equal the CPU reference bytes", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(21);
+  const int64_t L = 2, Hkv = 3, D = 64, bs = 16, blocks = 9;
+  KvCacheShape shape{L, Hkv, D, bs, at::kBFloat16, at::kCPU, true};
+  KvCache cpu(shape, blocks);
+  shape.device = at::kCUDA;
+  KvCache gpu(shape, blocks);
+  for (int step = 0; step < 2; ++step) {
+    const int64_t N = step == 0 ? 37 : 5;
+    // Second step: values 8x the first's range, so some saturate at 448 * scale.
+    const at::Tensor packed = at::randn({N, 3 * Hkv * D}, at::TensorOptions().dtype(at::kBFloat16)) * (step == 0 ? 1 : 8);
+    const at::Tensor k = packed.narrow(1, 0, Hkv * D).view({N, Hkv, D});
+    const at::Tensor v = packed.narrow(1, 2 * Hkv * D, Hkv * D).view({N, Hkv, D});  // strided rows
+    const at::Tensor slots = at::randperm(blocks * bs, at::TensorOptions().dtype(at::kLong)).narrow(0, 0, N);
+    for (int64_t l = 0; l < L; ++l) {
+      cpu.write(l, slots, k, v);
+      gpu.write(l, slots.to(at::kCUDA), k.to(at::kCUDA), v.to(at::kCUDA));
+    }
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    CHECK(at::equal(gpu.k_scale(l).cpu(), cpu.k_scale(l)));
+    CHECK(at::equal(gpu.v_scale(l).cpu(), cpu.v_scale(l)));
+    CHECK(at::equal(gpu.k(l).cpu(), cpu.k(l)));
+    CHECK(at::equal(gpu.v(l).cpu(), cpu.v(l)));
+  }
+}
