@@ -8,6 +8,7 @@
 
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "rollout/decode_graphs.h"
 #include "rollout/kv_cache.h"
 #include "rollout/paged_attention.h"
 
@@ -21,7 +22,11 @@ at::Tensor device_tensor(const std::vector<int64_t>& v, at::ScalarType dtype, at
 }
 
 // The plan as the model's per-call context (core/model/attention.h) for paged attention.
-model::AttentionContext context_of(const StepPlan& plan, int32_t block_size, at::Device device, model::Attention* attn) {
+// key_slots (every key's cache slot, for the gather path) only when the step needs them: a
+// decode step on the decode kernel reads block tables instead, and building them costs host time
+// in proportion to the total context.
+model::AttentionContext context_of(const StepPlan& plan, int32_t block_size, at::Device device, model::Attention* attn,
+                                   bool with_key_slots) {
   model::AttentionContext ctx;
   ctx.attention = attn;
   ctx.cu_seqlens_q_host = plan.cu_seqlens_q;
@@ -31,19 +36,21 @@ model::AttentionContext context_of(const StepPlan& plan, int32_t block_size, at:
   ctx.cu_seqlens_q = device_tensor(plan.cu_seqlens_q, at::kInt, device);
   ctx.cu_seqlens_k = device_tensor(plan.cu_seqlens_k, at::kInt, device);
   ctx.slot_mapping = device_tensor(plan.slot_mapping, at::kLong, device);
-  std::vector<int64_t> key_slots;
-  key_slots.reserve(static_cast<size_t>(plan.cu_seqlens_k.back()));
-  std::vector<int64_t> lens, tables;
-  for (size_t s = 0; s < plan.seqs.size(); ++s) {
-    const int32_t* row = plan.block_tables.data() + s * static_cast<size_t>(plan.max_blocks_per_seq);
-    for (int64_t p = 0; p < plan.context_lens[s]; ++p)
-      key_slots.push_back(static_cast<int64_t>(row[p / block_size]) * block_size + p % block_size);
-    lens.push_back(plan.context_lens[s]);
+  const int64_t S = static_cast<int64_t>(plan.seqs.size());
+  if (with_key_slots) {
+    std::vector<int64_t> key_slots;
+    key_slots.reserve(static_cast<size_t>(plan.cu_seqlens_k.back()));
+    for (size_t s = 0; s < plan.seqs.size(); ++s) {
+      const int32_t* row = plan.block_tables.data() + s * static_cast<size_t>(plan.max_blocks_per_seq);
+      for (int64_t p = 0; p < plan.context_lens[s]; ++p)
+        key_slots.push_back(static_cast<int64_t>(row[p / block_size]) * block_size + p % block_size);
+    }
+    ctx.key_slots = device_tensor(key_slots, at::kLong, device);
   }
-  for (int32_t b : plan.block_tables) tables.push_back(b);
-  ctx.key_slots = device_tensor(key_slots, at::kLong, device);
-  ctx.context_lens = device_tensor(lens, at::kInt, device);
-  ctx.block_tables = device_tensor(tables, at::kInt, device).view({static_cast<int64_t>(plan.seqs.size()), plan.max_blocks_per_seq});
+  const auto i32 = at::TensorOptions().dtype(at::kInt);
+  ctx.context_lens = at::from_blob(const_cast<int32_t*>(plan.context_lens.data()), {S}, i32).to(device);
+  ctx.block_tables =
+      at::from_blob(const_cast<int32_t*>(plan.block_tables.data()), {S, plan.max_blocks_per_seq}, i32).to(device);
   return ctx;
 }
 
@@ -61,17 +68,30 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   const hf::ModelShape& shape = model_.config().shape;
   const at::Device device = model_.device();
   KvCacheShape kv{shape.num_hidden_layers, shape.num_key_value_heads, shape.head_dim, config_.block_size, model_.dtype(),
-                  device};
+                  device, config_.fp8_kv_cache};
   // Blocks: as many as all requests need at once (no more is ever useful), capped by memory on
   // CUDA; exactly config_.num_blocks when set.
-  int64_t needed = 1;
-  for (const GenerateRequest& r : requests)
-    needed += static_cast<int64_t>(std::max(r.params.n, 1)) *
-              ceil_div(static_cast<int64_t>(r.prompt.size()) + std::max(r.params.max_new_tokens, 1), config_.block_size);
+  int64_t needed = 1, samples = 0, longest = 1;
+  for (const GenerateRequest& r : requests) {
+    const int64_t len = static_cast<int64_t>(r.prompt.size()) + std::max(r.params.max_new_tokens, 1);
+    needed += static_cast<int64_t>(std::max(r.params.n, 1)) * ceil_div(len, config_.block_size);
+    samples += std::max(r.params.n, 1);
+    longest = std::max(longest, std::min<int64_t>(len, config_.max_model_len));
+  }
   const int64_t blocks = config_.num_blocks > 0 ? config_.num_blocks
                                                 : KvCache::blocks_that_fit(kv, config_.gpu_memory_utilization, needed);
-  KvCache cache(kv, blocks);
-  PagedAttention paged(cache);
+  // Decode steps replay CUDA graphs where the decode kernel runs: one extra block, never handed
+  // to the scheduler, holds the graphs' padding rows.
+  const int64_t Hq = shape.num_attention_heads;
+  const bool graphs_on = device.is_cuda() && !config_.enforce_eager && config_.use_decode_kernel;
+  KvCache cache(kv, blocks + (graphs_on ? 1 : 0));
+  PagedAttention paged(cache, config_.use_decode_kernel);
+  const bool decode_kernel = paged.decode_kernel_applies(model_.dtype(), Hq);
+  std::unique_ptr<DecodeGraphs> graphs;
+  if (graphs_on && decode_kernel)
+    graphs = std::make_unique<DecodeGraphs>(model_, &paged, std::min<int64_t>(config_.max_num_seqs, samples),
+                                            ceil_div(longest, config_.block_size), config_.block_size,
+                                            blocks * config_.block_size);
   stats_.kv_blocks = blocks;
   stats_.kv_bytes = cache.nbytes();
 
@@ -100,14 +120,22 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   while (sched.has_unfinished()) {
     const StepPlan plan = sched.schedule();
     FP8RL_CHECK(!plan.empty(), "Engine: the scheduler made no progress with work left");
-    const model::AttentionContext ctx = context_of(plan, config_.block_size, device, &paged);
-    std::vector<int64_t> ids(plan.input_ids.begin(), plan.input_ids.end());
-    const at::Tensor hidden =
-        model_.forward(device_tensor(ids, at::kLong, device), device_tensor(plan.positions, at::kLong, device), ctx);
+    at::Tensor logits;  // [S', V]: the sampling sequences' last positions
+    if (graphs && graphs->takes(plan)) {
+      logits = graphs->run(plan);
+      ++stats_.graph_steps;
+    } else {
+      const bool decode_step = plan.num_tokens() == static_cast<int64_t>(plan.seqs.size());
+      const model::AttentionContext ctx =
+          context_of(plan, config_.block_size, device, &paged, !(decode_step && decode_kernel));
+      std::vector<int64_t> ids(plan.input_ids.begin(), plan.input_ids.end());
+      const at::Tensor hidden =
+          model_.forward(device_tensor(ids, at::kLong, device), device_tensor(plan.positions, at::kLong, device), ctx);
+      if (!plan.logits_indices.empty())
+        logits = model_.lm_head(hidden.index_select(0, device_tensor(plan.logits_indices, at::kLong, device)));
+    }
     sampled.clear();
     if (!plan.logits_indices.empty()) {
-      const at::Tensor rows = device_tensor(plan.logits_indices, at::kLong, device);
-      const at::Tensor logits = model_.lm_head(hidden.index_select(0, rows));  // [S', V]
       params.clear();
       keys.clear();
       for (const ScheduledSeq& s : plan.seqs) {
@@ -136,6 +164,8 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   stats_.steps = ss.steps;
   stats_.prefill_tokens_saved = ss.prefill_tokens_saved;
   stats_.preemptions = ss.preemptions;
+  stats_.graphs_captured = graphs ? graphs->graphs_captured() : 0;
+  graphs.reset();  // the graphs read the cache: gone before it
   cache.release();
   // Step s ends at step_end[s]; a milestone at step s happened during it.
   auto at_step = [&](int64_t s, bool end) {

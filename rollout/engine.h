@@ -10,8 +10,11 @@
 //
 // One step: schedule -> tensors of the plan (ids, positions, AttentionContext with slots, block
 // tables, key slots) -> model.forward (packed, paged attention) -> lm_head on the sampling rows ->
-// sample -> update. Host work and GPU work alternate (no overlap yet; the speed issue adds CUDA
-// graphs and prepares step t+1 while t runs).
+// sample -> update. Decode steps (one new token per sequence) on CUDA read the cache in place
+// through the paged decode kernel and, unless enforce_eager, replay a CUDA graph of the whole
+// forward (rollout/decode_graphs.h); prefill and mixed steps run eagerly on the reference path.
+// Host work and GPU work still alternate within a step (the host does not yet prepare step t+1
+// while the GPU runs step t).
 #pragma once
 
 #include <cstdint>
@@ -30,6 +33,9 @@ struct EngineConfig {
   int32_t max_model_len = 0;              // 0: the model's max_position_embeddings
   bool enable_chunked_prefill = true;
   bool enable_prefix_caching = true;      // rollout.enable_prefix_caching
+  bool enforce_eager = false;             // rollout.enforce_eager: no CUDA graphs for decode steps
+  bool use_decode_kernel = true;          // false: every step on the gather reference path (tests)
+  bool fp8_kv_cache = false;              // rollout.kv_cache_dtype fp8: E4M3 K/V with per-layer scales (kv_cache.h)
   double gpu_memory_utilization = 0.9;    // CUDA: fraction of device memory the process may reach
   int64_t num_blocks = 0;                 // > 0: exactly this many blocks (tests: force preemption)
   std::shared_ptr<const std::vector<std::string>> token_bytes;  // for stop strings (scheduler.h)
@@ -60,6 +66,8 @@ struct EngineStats {
   int64_t preemptions = 0;
   int64_t kv_blocks = 0;
   int64_t kv_bytes = 0;
+  int64_t graph_steps = 0;       // decode steps replayed from a CUDA graph
+  int64_t graphs_captured = 0;   // batch buckets captured in this rollout
   double seconds = 0;
 };
 

@@ -47,7 +47,7 @@ void RolloutConfig::visit(FieldVisitor& v) {
   v.field("stop", stop, "stop strings: a sample ends once its generated text holds one; rewards see the text before it");
   v.field("gpu_memory_utilization", gpu_memory_utilization, "fraction of GPU memory the KV block pool may fill up to");
   v.field("max_num_seqs", max_num_seqs, "sequences decoded together");
-  v.choice("kv_cache_dtype", kv_cache_dtype, {"auto", "fp8"}, "auto = model dtype");
+  v.choice("kv_cache_dtype", kv_cache_dtype, {"auto", "fp8"}, "auto = model dtype; fp8 = E4M3 K/V with one scale per layer for K and for V");
   v.field("enable_prefix_caching", enable_prefix_caching, "compute each prompt's KV once for its n samples");
   v.field("enforce_eager", enforce_eager, "true = decode without CUDA graphs");
 }

@@ -6,9 +6,12 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 
+#include <filesystem>
 #include <vector>
 
 #include "core/model/decoder.h"
+#include "core/model/random_checkpoint.h"
+#include "core/recipe/model_presets.h"
 #include "quant/fp8_model.h"
 #include "rollout/engine.h"
 #include "tests/rollout/engine_test_util.h"
@@ -105,8 +108,95 @@ TEST_CASE("engine on CUDA: an FP8 rollout runs from the FP8 weights and tracks t
   same /= static_cast<double>(count);
   vs_dense /= static_cast<double>(count);
   WARN("FP8 engine: mean |dlogp| vs FP8 trainer " << same << ", vs BF16 trainer " << vs_dense << " (" << count << " tokens)");
-  // Same FP8 weights: only GEMM blocking and the occasional FP8 rounding flip differ (see the CPU
-  // test); the BF16 model is further away (the mismatch TIS corrects).
-  CHECK(same < 0.05);
+  // Same FP8 weights, but not the same arithmetic: decode steps run the paged decode kernel, the
+  // trainer flash attention over whole sequences, and GEMMs block differently, so hidden states
+  // differ by ~1 bf16 ulp; the FP8 activation quantization turns some of those into a flip of
+  // one E4M3 step (~6% of an element) before the next GEMM. On this tiny fixture (hidden 96, near
+  // uniform logits) that averages ~0.05 (measured 0.055 on H200); the dense model is further away
+  // (~0.13: the mismatch TIS corrects). A wrong key, slot or scale gives O(1).
+  CHECK(same < 0.08);
+  CHECK(same < 0.6 * vs_dense);
   CHECK(vs_dense < 0.5);
+}
+
+// Decode steps three ways on a model the decode kernel takes (the 76m preset: head_dim 64, GQA
+// 3:1, random weights): CUDA graphs (the default), the same kernels launched eagerly
+// (enforce_eager), and the gather reference path (use_decode_kernel = false), each also with an
+// FP8 KV cache (reported: its mismatch against the trainer). Each mode's
+// log-probs must match the trainer's whole-sequence recompute (the bound of the BF16 test above),
+// BF16 and FP8; the graph mode must have replayed graphs, and hand its memory back.
+TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the reference path all match the trainer", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  const std::string dir = (std::filesystem::temp_directory_path() / "fp8rl-gpu-engine-76m").string();
+  std::filesystem::remove_all(dir);
+  model::write_random_checkpoint(dir, "qwen3", *recipe::qwen3_preset("76m"), 3);
+  model::LoadOptions o;
+  o.dtype = at::kBFloat16;
+  o.device = at::Device(at::kCUDA, 0);
+  for (const std::string quant : {"none", "fp8"}) {
+    recipe::QuantizationConfig q;
+    q.quant_method = quant;
+    const model::CausalLM m = quant::load_causal_lm(dir, q, o);
+    std::vector<GenerateRequest> reqs;
+    for (int i = 0; i < 6; ++i) {
+      GenerateRequest g;
+      g.prompt = random_prompt(5 + 37 * i, m.config().shape.vocab_size, 40 + i);
+      g.params.n = 1 + i % 4;
+      g.params.max_new_tokens = 40;
+      g.sampling = {i % 3 == 0 ? 0.0 : 1.0, 0, 1.0, 9};
+      reqs.push_back(g);
+    }
+    struct Mode {
+      const char* name;
+      bool eager, kernel, fp8_kv;
+    };
+    for (const Mode mode : {Mode{"graphs", false, true, false}, Mode{"eager", true, true, false},
+                            Mode{"reference", true, false, false}, Mode{"graphs, FP8 KV", false, true, true},
+                            Mode{"reference, FP8 KV", true, false, true}}) {
+      EngineConfig c;
+      c.gpu_memory_utilization = 0.5;
+      c.enforce_eager = mode.eager;
+      c.use_decode_kernel = mode.kernel;
+      c.fp8_kv_cache = mode.fp8_kv;
+      Engine engine(m, c);
+      engine.generate(reqs);  // first use: library workspaces
+      const int64_t before = allocated();
+      const std::vector<GenerateOutput> out = engine.generate(reqs);
+      const int64_t after = allocated();
+      const EngineStats& st = engine.last_stats();
+      double max_diff = 0, sum_diff = 0;
+      int64_t count = 0;
+      for (size_t i = 0; i < reqs.size(); ++i)
+        for (const SampleOutput& s : out[i].output.samples) {
+          REQUIRE(s.tokens.size() == 40);
+          const std::vector<float> lp = recompute_logprobs(m, reqs[i].prompt, s.tokens);
+          for (size_t t = 0; t < lp.size(); ++t) {
+            const double d = std::abs(s.logprobs[t] - lp[t]);
+            max_diff = std::max(max_diff, d);
+            sum_diff += d;
+            ++count;
+          }
+        }
+      const double mean_diff = sum_diff / static_cast<double>(count);
+      WARN(quant << " " << mode.name << ": |dlogp| vs trainer max " << max_diff << " mean " << mean_diff << ", "
+                 << st.graph_steps << " of " << st.steps << " steps from " << st.graphs_captured << " graphs");
+      // The reference path runs the trainer's own attention kernel (measured 5e-5 on H200); the
+      // decode kernel differs from it by bf16 rounding (BF16: max 0.03), which FP8 activation
+      // quantization amplifies into occasional one-step E4M3 flips (FP8: max 0.12). A wrong key,
+      // slot, position or merge moves whole distributions: mean and max of order 1.
+      // An FP8 KV cache adds its own mismatch (E4M3 keys and values: ~3% per element), which is
+      // the cost docs/BENCHMARKS.md reports; bounded loosely here, still far below a wrong cache.
+      if (mode.fp8_kv) {
+        CHECK(max_diff < 1.0);
+        CHECK(mean_diff < 0.1);
+      } else {
+        CHECK(max_diff < (quant == "fp8" ? 0.3 : 0.1));
+        CHECK(mean_diff < 0.03);
+      }
+      CHECK(after == before);
+      if (mode.eager) CHECK(st.graph_steps == 0);
+      else CHECK(st.graph_steps > st.steps / 2);
+    }
+  }
+  std::filesystem::remove_all(dir);
 }

@@ -1,0 +1,168 @@
+#include "rollout/decode_graphs.h"
+
+#include <algorithm>
+#include <map>
+
+#include "core/util/error.h"
+#include "core/util/log.h"
+
+#ifdef FP8RL_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace fp8rl::rollout {
+
+std::vector<int64_t> DecodeGraphs::buckets(int64_t max_batch) {
+  // Powers of two to 16, then steps of 16 to 128, of 32 to 256, of 64 beyond: padding wastes at
+  // most ~25% of a step's rows past 16 (decode GEMMs are weight-bound there, so it costs little).
+  std::vector<int64_t> b;
+  for (int64_t s = 1; s < max_batch;) {
+    b.push_back(s);
+    s = s < 16 ? 2 * s : (s < 128 ? s + 16 : (s < 256 ? s + 32 : s + 64));
+  }
+  b.push_back(max_batch);
+  return b;
+}
+
+#ifndef FP8RL_WITH_CUDA
+
+struct DecodeGraphs::Impl {};
+
+DecodeGraphs::DecodeGraphs(const model::CausalLM&, model::Attention*, int64_t, int64_t, int64_t, int64_t) {
+  throw RuntimeFailure("DecodeGraphs: CUDA graphs need a CUDA build");
+}
+DecodeGraphs::~DecodeGraphs() = default;
+bool DecodeGraphs::takes(const StepPlan&) const { return false; }
+at::Tensor DecodeGraphs::run(const StepPlan&) { return {}; }
+int64_t DecodeGraphs::graphs_captured() const { return 0; }
+
+#else
+
+struct DecodeGraphs::Impl {
+  const model::CausalLM& model;
+  model::Attention* attention;
+  int64_t max_batch, max_blocks, block_size, pad_slot;
+  std::vector<int64_t> sizes;
+  // Static inputs, [max_batch] (tables [max_batch, max_blocks]); a bucket of b uses rows [0, b).
+  at::Tensor ids, positions, slots, tables, lens;
+  at::cuda::MempoolId_t pool;  // one memory pool shared by every bucket's graph
+  struct Captured {
+    std::unique_ptr<at::cuda::CUDAGraph> graph;
+    at::Tensor logits;  // [b, V], written by each replay
+  };
+  std::map<int64_t, Captured> graphs;
+
+  Impl(const model::CausalLM& m, model::Attention* a, int64_t mb, int64_t mbl, int64_t bs, int64_t ps)
+      : model(m), attention(a), max_batch(mb), max_blocks(mbl), block_size(bs), pad_slot(ps), sizes(buckets(mb)) {
+    const auto l = at::TensorOptions().dtype(at::kLong).device(m.device());
+    const auto i = at::TensorOptions().dtype(at::kInt).device(m.device());
+    ids = at::zeros({max_batch}, l);
+    positions = at::zeros({max_batch}, l);
+    slots = at::full({max_batch}, pad_slot, l);
+    tables = at::full({max_batch, max_blocks}, pad_slot / block_size, i);
+    lens = at::ones({max_batch}, i);
+    pool = at::cuda::graph_pool_handle();
+  }
+
+  // The forward of rows [0, b) of the static inputs, on the current stream.
+  at::Tensor step(int64_t b) {
+    model::AttentionContext ctx;
+    ctx.attention = attention;
+    ctx.cu_seqlens_q_host.resize(static_cast<size_t>(b + 1));
+    for (int64_t s = 0; s <= b; ++s) ctx.cu_seqlens_q_host[static_cast<size_t>(s)] = s;
+    ctx.max_seqlen_q = 1;
+    ctx.slot_mapping = slots.narrow(0, 0, b);
+    ctx.block_tables = tables.narrow(0, 0, b);
+    ctx.context_lens = lens.narrow(0, 0, b);
+    const at::Tensor hidden = model.forward(ids.narrow(0, 0, b), positions.narrow(0, 0, b), ctx);  // [b, H]
+    return model.lm_head(hidden);                                                                   // [b, V]
+  }
+
+  // Rows [0, b) hold a padding sequence: one key, at pad_slot.
+  void fill_padding(int64_t from, int64_t b) {
+    if (from >= b) return;
+    ids.narrow(0, from, b - from).zero_();
+    positions.narrow(0, from, b - from).zero_();
+    slots.narrow(0, from, b - from).fill_(pad_slot);
+    lens.narrow(0, from, b - from).fill_(1);
+    tables.narrow(0, from, b - from).fill_(static_cast<int32_t>(pad_slot / block_size));
+  }
+
+  Captured& capture(int64_t b) {
+    fill_padding(0, b);
+    c10::cuda::device_synchronize();
+    // Capture on a side stream (the default stream cannot be captured), the same one for the
+    // whole process: cuBLAS and the FP8 GEMM keep a workspace per stream, made at the first GEMM
+    // there, and a new stream per rollout would leave one more each time. A first eager run
+    // there makes what libraries create lazily, which must not be allocated inside a capture.
+    static const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, model.device().index());
+    Captured c;
+    {
+      const c10::cuda::CUDAStreamGuard guard(stream);
+      step(b);
+      stream.synchronize();
+      c.graph = std::make_unique<at::cuda::CUDAGraph>();
+      c.graph->capture_begin(pool);
+      c.logits = step(b);
+      c.graph->capture_end();
+    }
+    c10::cuda::device_synchronize();
+    log::debug(cat("rollout: captured the decode graph of batch ", b));
+    return graphs.emplace(b, std::move(c)).first->second;
+  }
+};
+
+DecodeGraphs::DecodeGraphs(const model::CausalLM& model, model::Attention* attention, int64_t max_batch,
+                           int64_t max_blocks, int64_t block_size, int64_t pad_slot)
+    : impl_(std::make_unique<Impl>(model, attention, max_batch, max_blocks, block_size, pad_slot)) {
+  FP8RL_CHECK(model.device().is_cuda(), "DecodeGraphs: the model is not on a CUDA device");
+  FP8RL_CHECK(max_batch > 0 && max_blocks > 0 && block_size > 0, "DecodeGraphs: empty shape");
+}
+
+DecodeGraphs::~DecodeGraphs() = default;
+
+bool DecodeGraphs::takes(const StepPlan& plan) const {
+  const int64_t S = static_cast<int64_t>(plan.seqs.size());
+  if (S == 0 || S > impl_->max_batch || plan.num_tokens() != S || plan.max_blocks_per_seq > impl_->max_blocks)
+    return false;
+  return std::all_of(plan.seqs.begin(), plan.seqs.end(), [](const ScheduledSeq& s) { return s.samples; });
+}
+
+at::Tensor DecodeGraphs::run(const StepPlan& plan) {
+  FP8RL_CHECK(takes(plan), "DecodeGraphs::run: not a decode step it can take");
+  Impl& g = *impl_;
+  const int64_t S = static_cast<int64_t>(plan.seqs.size());
+  const int64_t b = *std::lower_bound(g.sizes.begin(), g.sizes.end(), S);
+  auto it = g.graphs.find(b);
+  Impl::Captured& c = it != g.graphs.end() ? it->second : g.capture(b);
+
+  // Inputs: one host buffer per dtype, one copy each (rows past S keep the padding sequence).
+  const int64_t W = plan.max_blocks_per_seq;
+  at::Tensor host_l = at::empty({3, S}, at::TensorOptions().dtype(at::kLong));
+  int64_t* hl = host_l.data_ptr<int64_t>();
+  for (int64_t s = 0; s < S; ++s) {
+    hl[s] = plan.input_ids[static_cast<size_t>(s)];
+    hl[S + s] = plan.positions[static_cast<size_t>(s)];
+    hl[2 * S + s] = plan.slot_mapping[static_cast<size_t>(s)];
+  }
+  at::Tensor host_t = at::from_blob(const_cast<int32_t*>(plan.block_tables.data()), {S, W}, at::kInt);
+  at::Tensor host_lens = at::from_blob(const_cast<int32_t*>(plan.context_lens.data()), {S}, at::kInt);
+  const at::Tensor dev_l = host_l.to(g.model.device());
+  g.ids.narrow(0, 0, S).copy_(dev_l[0]);
+  g.positions.narrow(0, 0, S).copy_(dev_l[1]);
+  g.slots.narrow(0, 0, S).copy_(dev_l[2]);
+  g.tables.narrow(0, 0, S).narrow(1, 0, W).copy_(host_t);
+  g.lens.narrow(0, 0, S).copy_(host_lens);
+  g.fill_padding(S, b);
+  c.graph->replay();
+  return c.logits.narrow(0, 0, S);
+}
+
+int64_t DecodeGraphs::graphs_captured() const { return static_cast<int64_t>(impl_->graphs.size()); }
+
+#endif
+
+}  // namespace fp8rl::rollout

@@ -1,0 +1,61 @@
+// CUDA graphs of the engine's decode steps. A decode step of a small model is hundreds of small
+// kernels (per layer: norms, RoPE, projections with their activation quantization, the KV write,
+// attention, the MLP); launched one by one from the host, the launches, not the GPU, set the step
+// time (docs/BENCHMARKS.md: ~22 ms per step at any batch before this). A graph replays the whole
+// forward + lm_head with one launch.
+//
+// What a graph captures is fixed: tensor addresses and launch shapes. So:
+//   - inputs live in static buffers (ids, positions, KV slots, block tables, context lengths),
+//     filled before each replay; a step of S sequences replays the graph of the smallest batch
+//     bucket >= S, its extra rows padded with a harmless sequence (one key, in a slot of its own
+//     that no real sequence uses: `pad_slot`);
+//   - attention is the paged decode kernel (rollout/paged_attention.h), whose launch shape
+//     depends on the batch size only and which reads context lengths and block tables from
+//     device memory;
+//   - the weights are read where they are: LoRA adapters and re-quantized FP8 weights are updated
+//     in place, never reallocated, during a training step.
+// Graphs are made per rollout, lazily per bucket (Engine::generate owns this object): the KV
+// cache is allocated when a rollout starts and freed when it ends (the update phase needs the
+// memory), so a graph must not outlive it. Capturing costs about two eager steps per bucket used.
+//
+// CUDA builds only: elsewhere the constructor throws (the engine never makes one on the CPU).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/model/decoder.h"
+#include "rollout/scheduler.h"
+
+namespace fp8rl::rollout {
+
+class DecodeGraphs {
+ public:
+  // `attention` runs the decode kernel for these shapes (PagedAttention::decode_kernel_applies).
+  // max_batch: most sequences in one step; max_blocks: block-table width (blocks of the longest
+  // sequence); pad_slot: a cache slot reserved for padding rows, in block pad_slot / block_size.
+  DecodeGraphs(const model::CausalLM& model, model::Attention* attention, int64_t max_batch, int64_t max_blocks,
+               int64_t block_size, int64_t pad_slot);
+  ~DecodeGraphs();
+  DecodeGraphs(const DecodeGraphs&) = delete;
+  DecodeGraphs& operator=(const DecodeGraphs&) = delete;
+
+  // Whether run() takes this plan: a decode step (one new token per sequence, all sampling) of at
+  // most max_batch sequences whose block tables fit.
+  bool takes(const StepPlan& plan) const;
+  // Logits [S, V] of a decode step (S = plan.seqs.size()), in the model dtype: a view of the
+  // graph's output, valid until the next run().
+  at::Tensor run(const StepPlan& plan);
+
+  int64_t graphs_captured() const;
+  static std::vector<int64_t> buckets(int64_t max_batch);  // batch sizes graphs are made for
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fp8rl::rollout
