@@ -3,10 +3,39 @@
 #include <cmath>
 #include <numbers>
 
+#include <c10/core/InferenceMode.h>
+
 #include "core/util/error.h"
 #include "core/util/log.h"
 
+#ifdef FP8RL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+
+#include "core/model/cuda/fused_inference.h"
+#endif
+
 namespace fp8rl::model {
+namespace {
+
+#ifdef FP8RL_WITH_CUDA
+// The fused kernels serve inference only (the rollout engine runs under InferenceMode): the
+// trainer's forwards, with autograd or in its no-grad old log-prob recompute, keep the ATen ops,
+// so old and new log-probs of a PPO step come from the same arithmetic.
+// x [N, D] or [N, heads, D] with unit stride along D.
+bool fused_applies(const at::Tensor& x, const at::Tensor& other) {
+  const at::ScalarType t = x.scalar_type();
+  return x.is_cuda() && c10::InferenceMode::is_enabled() && (t == at::kBFloat16 || t == at::kHalf) &&
+         other.scalar_type() == t && (x.dim() == 2 || x.dim() == 3) && x.stride(-1) == 1;
+}
+
+cuda::RowsView rows_of(const at::Tensor& x) {
+  const bool heads = x.dim() == 3;
+  return {x.data_ptr(), x.size(0), heads ? x.size(1) : 1, x.size(-1), x.stride(0), heads ? x.stride(1) : 0,
+          x.scalar_type() == at::kBFloat16};
+}
+#endif
+
+}  // namespace
 
 const char* to_string(TensorRole role) {
   switch (role) {
@@ -134,6 +163,14 @@ MlpFactory gated_mlp_factory() {
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+#ifdef FP8RL_WITH_CUDA
+  if (fused_applies(x, weight) && weight.is_contiguous() && weight.numel() == x.size(-1)) {
+    at::Tensor out = at::empty(x.sizes(), x.options());
+    cuda::rms_norm_rows(rows_of(x), weight.data_ptr(), static_cast<float>(eps), out.data_ptr(),
+                        at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    return out;
+  }
+#endif
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor var = xf.pow(2).mean({-1}, /*keepdim=*/true);
   return weight * (xf * at::rsqrt(var + eps)).to(x.scalar_type());
@@ -175,6 +212,15 @@ std::pair<at::Tensor, at::Tensor> rope_cos_sin(const at::Tensor& inv_freq, const
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+#ifdef FP8RL_WITH_CUDA
+  if (fused_applies(x, cos) && x.dim() == 3 && cos.is_contiguous() && sin.is_contiguous() && sin.scalar_type() == cos.scalar_type() &&
+      cos.dim() == 2 && cos.size(0) == x.size(0) && cos.size(1) == x.size(2) && x.size(2) % 2 == 0) {
+    at::Tensor out = at::empty(x.sizes(), x.options());
+    cuda::rope_rows(rows_of(x), cos.data_ptr(), sin.data_ptr(), out.data_ptr(),
+                    at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    return out;
+  }
+#endif
   const int64_t half = x.size(-1) / 2;
   const at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   const at::Tensor rotated = at::cat({-x2, x1}, -1);

@@ -107,7 +107,8 @@ using MlpFactory = std::function<std::unique_ptr<MlpBlock>(const LayerProjection
 MlpFactory gated_mlp_factory();
 
 // HF's RMSNorm: in float32, x * rsqrt(mean(x^2) + eps), cast back to x's dtype, times weight.
-// x [..., N], weight [N].
+// x [..., N], weight [N]. Under InferenceMode on CUDA (bf16/fp16) one fused kernel
+// (core/model/cuda/fused_inference.h; same math, the mean summed in another order), else ATen ops.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
 // inv_freq [head_dim / 2] float32 on `device`: 1 / theta^(2i / head_dim), computed in float32 as
@@ -120,7 +121,8 @@ std::pair<at::Tensor, at::Tensor> rope_cos_sin(const at::Tensor& inv_freq, const
                                                at::ScalarType dtype);
 
 // x [N, heads, D] rotated with HF's rotate_half convention: x * cos + rotate_half(x) * sin,
-// cos/sin [N, D] (broadcast over heads).
+// cos/sin [N, D] (broadcast over heads). Under InferenceMode on CUDA one fused kernel,
+// bit-exact with the ATen ops it replaces.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 }  // namespace fp8rl::model

@@ -1,0 +1,29 @@
+// Launchers of the decoder's fused inference kernels (the ATen side and the reference they are
+// tested against: rms_norm and apply_rope in core/model/layers.h). Plain pointers, no ATen.
+//
+// Rows: `n` tokens x `heads` rows of `dim` elements each, row (i, h) at element offset
+// i * stride_n + h * stride_h (a head view of a fused projection's output is not contiguous);
+// outputs are contiguous [n, heads, dim]. bf16 selects bfloat16, else float16.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace fp8rl::cuda {
+
+struct RowsView {
+  const void* x;
+  int64_t n, heads, dim, stride_n, stride_h;
+  bool bf16;
+};
+
+// out = weight * dtype(x * rsqrt(mean(x^2) + eps)), in float32 inside (HF's RMSNorm, one pass
+// per row instead of eight elementwise kernels). weight [dim] in x's dtype.
+void rms_norm_rows(const RowsView& x, const void* weight, float eps, void* out, cudaStream_t stream);
+
+// out = dtype(x * cos) + dtype(rotate_half(x) * sin), rounded as ATen rounds the three separate
+// ops (bit-exact with apply_rope). cos, sin [n, dim] contiguous in x's dtype.
+void rope_rows(const RowsView& x, const void* cos, const void* sin, void* out, cudaStream_t stream);
+
+}  // namespace fp8rl::cuda

@@ -1,0 +1,53 @@
+// The decoder's fused inference kernels (core/model/cuda/fused_inference.cu) against the ATen ops
+// they replace under InferenceMode (the same rms_norm / apply_rope outside it). Awkward shapes:
+// 1, 17 and 1025 tokens, 1 to 16 heads, head and hidden sizes 16 to 5120, and the strided head
+// views a fused q/k/v projection hands to the q/k norms.
+//
+// Tolerances: apply_rope rounds its three products and sum exactly as ATen does -> bit-exact.
+// rms_norm sums the squares in another order, so rsqrt(mean + eps) can differ in its last float
+// bits; the normalised x, rounded to bf16 before the weight multiplies it (as HF does), then
+// differs by one ulp where it sits on a rounding boundary, and the product, rounded again, by up
+// to two ulps of the output (seen on 5120-wide rows on H200): at most two ulps anywhere, and
+// >= 99% of elements bit-exact.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/core/InferenceMode.h>
+
+#include "core/model/layers.h"
+#include "tests/catch.h"
+
+using namespace fp8rl::model;
+
+TEST_CASE("fused RMSNorm and RoPE under InferenceMode equal the ATen ops", "[model][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(11);
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
+    for (const int64_t n : {1, 17, 1025})
+      for (const auto& [heads, dim] : std::vector<std::pair<int64_t, int64_t>>{{1, 5120}, {16, 128}, {3, 64}, {8, 16}}) {
+        const auto opts = at::TensorOptions().device(at::kCUDA).dtype(dtype);
+        // A fused projection's output, of which x is a strided head view (as q of qkv).
+        const at::Tensor packed = at::randn({n, heads * dim + 32}, opts) * 3;
+        const at::Tensor x = packed.narrow(1, 0, heads * dim).view({n, heads, dim});
+        const at::Tensor w = at::randn({dim}, opts);
+        const at::Tensor cos = at::randn({n, dim}, opts), sin = at::randn({n, dim}, opts);
+        const at::Tensor ref_norm = rms_norm(x, w, 1e-6), ref_rope = apply_rope(x, cos, sin);
+        const at::Tensor ref_norm2d = rms_norm(x.reshape({n * heads, dim}), w, 1e-6);
+        at::Tensor got_norm, got_rope, got_norm2d;
+        {
+          c10::InferenceMode inference;
+          got_norm = rms_norm(x, w, 1e-6);
+          got_rope = apply_rope(x, cos, sin);
+          got_norm2d = rms_norm(x.reshape({n * heads, dim}), w, 1e-6);
+        }
+        INFO(c10::toString(dtype) << " n " << n << " heads " << heads << " dim " << dim);
+        CHECK(at::equal(got_rope, ref_rope));
+        for (const auto& [got, ref] : {std::pair{got_norm, ref_norm}, std::pair{got_norm2d, ref_norm2d}}) {
+          REQUIRE(got.sizes() == ref.sizes());
+          const at::Tensor g = got.to(at::kFloat), r = ref.to(at::kFloat);
+          const double ulp = dtype == at::kBFloat16 ? 1.0 / 128 : 1.0 / 1024;  // at the bottom of a binade
+          // Two ulps of each element's magnitude (plus the subnormal floor).
+          CHECK(((g - r).abs() <= r.abs() * 2 * ulp * 1.01 + 1e-6).all().item<bool>());
+          CHECK((g == r).to(at::kFloat).mean().item<double>() >= 0.99);
+        }
+      }
+}
