@@ -6,6 +6,8 @@
 #include <chrono>
 #include <filesystem>
 #include <iomanip>
+#include <iterator>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <unistd.h>
@@ -17,6 +19,7 @@
 #include "core/util/log.h"
 #include "quant/fp8_model.h"
 #include "rollout/engine.h"
+#include "rollout/kv_cache.h"
 
 #ifdef FP8RL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -38,9 +41,10 @@ namespace {
 
 struct Cell {
   std::string weights;
+  bool eager = false;
   int64_t batch = 0;
   double tokens_per_s = 0, ms_per_step = 0, seconds = 0, peak_gib = 0, weight_gib = 0, bw_frac = 0;
-  int64_t steps = 0, kv_blocks = 0;
+  int64_t steps = 0, kv_blocks = 0, graph_steps = 0;
 };
 
 // Device-to-device copy bandwidth (bytes read + written per second) of a 1 GiB copy, median of 5.
@@ -102,62 +106,116 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   model::LoadOptions lo;
   lo.dtype = at::kBFloat16;
   lo.device = at::Device(at::kCUDA, 0);
+  struct Config {
+    const char* name;
+    bool fp8_weights, fp8_kv;
+  };
+  const Config configs[] = {{"bf16", false, false}, {"fp8", true, false}, {"fp8 + fp8 KV", true, true}};
+  std::vector<bool> modes{false};
+  if (o.compare_eager) modes.push_back(true);
   std::vector<Cell> cells;
-  for (const char* weights : {"bf16", "fp8"}) {
-    recipe::QuantizationConfig q;
-    if (std::string(weights) == "bf16") q.quant_method = "none";
-    c10::cuda::CUDACachingAllocator::emptyCache();
-    const model::CausalLM m = quant::load_causal_lm(dir.string(), q, lo);
-    const int64_t wbytes = weight_bytes(m);
-    rollout::EngineConfig ec;
-    ec.max_num_seqs = 512;
-    rollout::Engine engine(m, ec);
-    engine.generate(make_requests(2, o, shape->vocab_size, 8));  // warm-up: kernels, plans, allocator
-    for (const int64_t batch : o.batches) {
+  std::vector<int64_t> kv_tokens;  // per config: KV slots that fit at gpu_memory_utilization 0.9
+  std::unique_ptr<model::CausalLM> m;
+  bool loaded_fp8 = false;
+  for (const Config& cfg : configs) {
+    if (!m || loaded_fp8 != cfg.fp8_weights) {
+      m.reset();
+      c10::cuda::CUDACachingAllocator::emptyCache();
+      recipe::QuantizationConfig q;
+      if (!cfg.fp8_weights) q.quant_method = "none";
+      m = std::make_unique<model::CausalLM>(quant::load_causal_lm(dir.string(), q, lo));
+      loaded_fp8 = cfg.fp8_weights;
+    }
+    const int64_t wbytes = weight_bytes(*m);
+    {
       c10::cuda::device_synchronize();
-      c10::cuda::CUDACachingAllocator::resetPeakStats(0);
-      const auto reqs = make_requests(batch, o, shape->vocab_size, o.gen_len);
-      engine.generate(reqs);
-      const rollout::EngineStats& st = engine.last_stats();
-      Cell c;
-      c.weights = weights;
-      c.batch = batch;
-      c.seconds = st.seconds;
-      c.steps = st.steps;
-      c.kv_blocks = st.kv_blocks;
-      c.tokens_per_s = static_cast<double>(st.generated_tokens) / st.seconds;
-      c.ms_per_step = 1000.0 * st.seconds / static_cast<double>(std::max<int64_t>(st.steps, 1));
-      c.peak_gib = static_cast<double>(c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak) /
-                   (1 << 30);
-      c.weight_gib = static_cast<double>(wbytes) / (1 << 30);
-      // Bytes a decode step must read, at the mean context, over the mean step time.
-      const int64_t seqs = static_cast<int64_t>(reqs.size()) * reqs[0].params.n;
-      const double kv_per_token = 2.0 * shape->num_hidden_layers * shape->num_key_value_heads * shape->head_dim * 2;
-      const double kv_read = static_cast<double>(seqs) * (static_cast<double>(o.prompt_len) + o.gen_len / 2.0) * kv_per_token;
-      c.bw_frac = (static_cast<double>(wbytes) + kv_read) / (c.ms_per_step / 1000.0) / copy_bw;
-      cells.push_back(c);
-      log::info(cat("bench rollout: ", weights, " batch ", batch, ": ", static_cast<int64_t>(c.tokens_per_s),
-                    " tokens/s, ", c.ms_per_step, " ms/step"));
+      const rollout::KvCacheShape kv{shape->num_hidden_layers, shape->num_key_value_heads, shape->head_dim, 16,
+                                     at::kBFloat16, lo.device, cfg.fp8_kv};
+      kv_tokens.push_back(rollout::KvCache::blocks_that_fit(kv, 0.9, 0) * 16);
+    }
+    for (const bool eager : modes) {
+      for (const int64_t batch : o.batches) {
+        rollout::EngineConfig ec;
+        ec.max_num_seqs = 512;
+        ec.enforce_eager = eager;
+        ec.fp8_kv_cache = cfg.fp8_kv;
+        rollout::Engine engine(*m, ec);
+        engine.generate(make_requests(std::min<int64_t>(batch, 2), o, shape->vocab_size, 8));  // warm-up: kernels, plans, allocator
+        const auto reqs = make_requests(batch, o, shape->vocab_size, o.gen_len);
+        std::vector<double> seconds;
+        rollout::EngineStats st;
+        double peak = 0;
+        for (int64_t rep = 0; rep < o.reps; ++rep) {
+          c10::cuda::device_synchronize();
+          c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+          engine.generate(reqs);
+          st = engine.last_stats();
+          seconds.push_back(st.seconds);
+          peak = std::max(peak, static_cast<double>(c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak));
+        }
+        std::sort(seconds.begin(), seconds.end());
+        Cell c;
+        c.weights = cfg.name;
+        c.eager = eager;
+        c.batch = batch;
+        c.graph_steps = st.graph_steps;
+        c.seconds = seconds[seconds.size() / 2];  // median rollout
+        c.steps = st.steps;
+        c.kv_blocks = st.kv_blocks;
+        c.tokens_per_s = static_cast<double>(st.generated_tokens) / c.seconds;
+        c.ms_per_step = 1000.0 * c.seconds / static_cast<double>(std::max<int64_t>(st.steps, 1));
+        c.peak_gib = peak / (1 << 30);
+        c.weight_gib = static_cast<double>(wbytes) / (1 << 30);
+        // Bytes a decode step must read, at the mean context, over the mean step time.
+        const int64_t seqs = static_cast<int64_t>(reqs.size()) * reqs[0].params.n;
+        const double kv_per_token =
+            2.0 * shape->num_hidden_layers * shape->num_key_value_heads * shape->head_dim * (cfg.fp8_kv ? 1 : 2);
+        const double kv_read = static_cast<double>(seqs) * (static_cast<double>(o.prompt_len) + o.gen_len / 2.0) * kv_per_token;
+        c.bw_frac = (static_cast<double>(wbytes) + kv_read) / (c.ms_per_step / 1000.0) / copy_bw;
+        cells.push_back(c);
+        log::info(cat("bench rollout: ", cfg.name, eager ? " eager" : "", " batch ", batch, ": ",
+                      static_cast<int64_t>(c.tokens_per_s), " tokens/s, ", c.ms_per_step, " ms/step"));
+      }
     }
   }
+  m.reset();
   std::filesystem::remove_all(dir);
 
   std::ostringstream r;
   r << std::fixed;
   r << "### rollout, Qwen3-" << o.preset << " shape, random weights\n\nDevice: " << at::cuda::getCurrentDeviceProperties()->name
     << ". Prompts of " << o.prompt_len << " tokens, n = " << o.n << " samples per prompt (batch 1: n = 1), "
-    << o.gen_len << " generated tokens per sample, temperature 1; one rollout per cell after a warm-up. "
+    << o.gen_len << " generated tokens per sample, temperature 1; median of " << o.reps
+    << " rollout(s) per cell after a warm-up (a rollout's time includes capturing its decode graphs). "
     << "Copy bandwidth measured in this run: " << std::setprecision(0) << copy_bw / 1e9 << " GB/s.\n\n"
-    << "| weights | batch | generated tokens/s | ms/step | steps | weights GiB | peak GiB | step bytes / copy bandwidth |\n"
-    << "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    << "| weights / KV | decode | batch | generated tokens/s | ms/step | steps (graph) | weights GiB | peak GiB | step bytes / copy bandwidth |\n"
+    << "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const Cell& c : cells)
-    r << "| " << c.weights << " | " << c.batch << " | " << std::setprecision(0) << c.tokens_per_s << " | "
-      << std::setprecision(1) << c.ms_per_step << " | " << c.steps << " | " << std::setprecision(2) << c.weight_gib << " | "
-      << c.peak_gib << " | " << std::setprecision(0) << 100.0 * c.bw_frac << "% |\n";
-  const size_t nb = o.batches.size();
-  r << "\nFP8 / BF16 tokens/s (same run):";
-  for (size_t i = 0; i < nb && nb + i < cells.size(); ++i)
-    r << " batch " << cells[i].batch << " " << std::setprecision(2) << cells[nb + i].tokens_per_s / cells[i].tokens_per_s << "x;";
+    r << "| " << c.weights << " | " << (c.eager ? "eager" : "graphs") << " | " << c.batch << " | " << std::setprecision(0)
+      << c.tokens_per_s << " | " << std::setprecision(1) << c.ms_per_step << " | " << c.steps << " (" << c.graph_steps
+      << ") | " << std::setprecision(2) << c.weight_gib << " | " << c.peak_gib << " | " << std::setprecision(0)
+      << 100.0 * c.bw_frac << "% |\n";
+  // Cells are ordered config x mode x batch.
+  const size_t nb = o.batches.size(), per_config = nb * modes.size();
+  auto ratios = [&](const char* title, size_t num, size_t den, size_t mode) {
+    r << "\n" << title << " tokens/s (same run" << (mode ? ", eager" : ", CUDA graphs") << "):";
+    for (size_t i = 0; i < nb; ++i)
+      r << " batch " << cells[i].batch << " " << std::setprecision(2)
+        << cells[num * per_config + mode * nb + i].tokens_per_s / cells[den * per_config + mode * nb + i].tokens_per_s << "x;";
+  };
+  ratios("FP8 / BF16", 1, 0, 0);
+  ratios("FP8 + FP8 KV / BF16", 2, 0, 0);
+  if (o.compare_eager) {
+    r << "\nCUDA graphs / eager tokens/s (same run):";
+    for (size_t k = 0; k < std::size(configs); ++k)
+      for (size_t i = 0; i < nb; ++i) {
+        const Cell& g = cells[k * per_config + i];
+        const Cell& e = cells[k * per_config + nb + i];
+        r << " " << g.weights << " batch " << g.batch << " " << std::setprecision(2) << g.tokens_per_s / e.tokens_per_s << "x;";
+      }
+  }
+  r << "\n\nKV capacity at gpu_memory_utilization 0.9 (tokens that fit beside the weights, 16-token blocks):";
+  for (size_t k = 0; k < std::size(configs); ++k) r << " " << configs[k].name << " " << kv_tokens[k] << ";";
   r << "\n";
   return r.str();
 }

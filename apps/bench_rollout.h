@@ -1,13 +1,15 @@
-// `fp8rl bench rollout`: the engine's generation speed on random weights at a Qwen3 preset shape,
-// BF16 weights vs FP8 weights (128x128 blocks), in one run, on RL-shaped work: `prompts` prompts
-// of `prompt_len` tokens, `n` samples each sharing the prompt's KV, `gen_len` generated tokens
+// `fp8rl bench rollout`: the engine's generation speed on random weights at a Qwen3 preset shape:
+// BF16 weights, FP8 weights (128x128 blocks), and FP8 weights with an FP8 KV cache, in one run,
+// on RL-shaped work: `prompts` prompts of `prompt_len` tokens, `n` samples each sharing the prompt's KV, `gen_len` generated tokens
 // per sample (no early stop: EOS is not a stop token here). Per cell (weights x batch = prompts *
 // n sequences): generated tokens/s over the whole rollout, ms per step, steps, peak memory, and
 // the bytes each decode step must read (weights + KV) against the step time, as a fraction of the
-// device-to-device copy bandwidth measured in the same run.
+// device-to-device copy bandwidth measured in the same run; and the KV tokens that fit at
+// gpu_memory_utilization 0.9 beside each configuration's weights.
 //
-// A first, correctness-first engine (gathered-KV attention, no CUDA graphs, host and GPU not
-// overlapped): these numbers are the baseline the speed issue improves on.
+// Decode steps run as the engine runs them (CUDA graphs of the paged decode kernel); with
+// compare_eager every cell is also run with rollout.enforce_eager (the same kernels launched one by
+// one), in the same run, so the graphs' share of the speed is a same-run ratio.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +25,8 @@ struct RolloutBenchOptions {
   int64_t prompt_len = 512;
   int64_t gen_len = 256;
   uint64_t seed = 0;
+  bool compare_eager = false;  // also run every cell without CUDA graphs
+  int64_t reps = 1;            // timed rollouts per cell (median reported)
 };
 
 std::string run_rollout_bench(const RolloutBenchOptions& options);

@@ -147,6 +147,8 @@ int main(int argc, char** argv) {
   roll->add_option("--prompt-len", roll_args.options.prompt_len, "prompt tokens")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   roll->add_option("--gen-len", roll_args.options.gen_len, "generated tokens per sample")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   roll->add_option("--seed", roll_args.options.seed, "seed of weights, prompts and sampling")->capture_default_str();
+  roll->add_option("--reps", roll_args.options.reps, "timed rollouts per cell (median)")->check(CLI::Range(1, 100))->capture_default_str();
+  roll->add_flag("--compare-eager", roll_args.options.compare_eager, "also run every cell without CUDA graphs (rollout.enforce_eager)");
   roll->add_option("-o,--output", roll_args.output, "also write the Markdown report to this file");
 
   GenerateArgs gen_args;

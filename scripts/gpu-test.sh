@@ -2,18 +2,13 @@
 # On the GPU machine: configure with CUDA, build, run every test (gpu-labelled ones included).
 # Logs go to $OUT when it is set (the device tool brings that folder back), else ./gpu-logs.
 #   bash scripts/gpu-test.sh
+#   FP8RL_CTEST_ARGS='-L gpu' bash scripts/gpu-test.sh   # a subset (any ctest arguments)
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${OUT:-$root/gpu-logs}
 mkdir -p "$out"
-# The GPU machine reaches no package registry: headers it lacks come as .deb files fetched
-# beforehand by scripts/gpu-deps.sh into .deps/debs (carried along with the working tree).
-if { [ ! -f /usr/include/pcre2.h ] || [ ! -f /usr/include/utf8proc.h ]; } && ls "$root"/.deps/debs/*.deb >/dev/null 2>&1; then
-  mkdir -p "$root/.deps/root"
-  for d in "$root"/.deps/debs/*.deb; do dpkg -x "$d" "$root/.deps/root"; done
-  export FP8RL_DEB_ROOT="$root/.deps/root"
-fi
-export FP8RL_CUDA=ON FP8RL_BUILD_DIR=${FP8RL_BUILD_DIR:-$root/build-gpu}
+source "$root/scripts/gpu-env.sh"
+export FP8RL_BUILD_DIR=${FP8RL_BUILD_DIR:-$root/build-gpu}
 {
   nvidia-smi -L; nvcc --version | tail -1
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
@@ -23,5 +18,5 @@ bash "$root/scripts/setup.sh" >"$out/build.log" 2>&1
 status=$?
 echo "clean build: $(( $(date +%s) - start )) s, status $status" | tee -a "$out/env.txt"
 if [ $status -ne 0 ]; then tail -60 "$out/build.log"; exit $status; fi
-ctest --test-dir "$FP8RL_BUILD_DIR" --output-on-failure -j 8 2>&1 | tee "$out/ctest.log"
+ctest --test-dir "$FP8RL_BUILD_DIR" --output-on-failure -j 8 ${FP8RL_CTEST_ARGS:-} 2>&1 | tee "$out/ctest.log"
 exit "${PIPESTATUS[0]}"
