@@ -10,6 +10,7 @@
 #include <yaml-cpp/exceptions.h>
 
 #include "core/util/error.h"
+#include "core/util/strings.h"
 
 namespace fp8rl {
 namespace {
@@ -37,9 +38,12 @@ CliError describe_exception(std::exception_ptr e) {
   } catch (const YAML::Exception& x) {  // the loader wraps its own; anything left came from a user's YAML
     return {kExitUsage, "YAML: " + x.msg};
   } catch (const nlohmann::json::exception& x) {  // a user's JSON file (config.json, tokenizer.json, ...)
-    return {kExitUsage, std::string("JSON: ") + x.what()};
+    return {kExitUsage, "JSON: " + std::string(without_library_tag(x.what()))};
   } catch (const std::filesystem::filesystem_error& x) {  // a bad path: a loop, a permission, a missing dir
-    return {kExitUsage, x.what()};
+    // The path and the system's reason, not libstdc++'s "filesystem error: status: ... [p] [q]".
+    std::string what = x.path1().empty() ? std::string("a path") : "'" + x.path1().string() + "'";
+    if (!x.path2().empty()) what += " -> '" + x.path2().string() + "'";
+    return {kExitUsage, what + ": " + x.code().message()};
   } catch (const std::bad_alloc&) {
     return {kExitRuntime, "out of memory (host)"};
   } catch (const std::ios_base::failure& x) {

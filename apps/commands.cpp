@@ -99,10 +99,7 @@ int run_sft_command(const SftArgs& args) {
 }
 
 int run_eval(const EvalArgs& args) {
-  if (!args.output.empty()) {  // a bad output path is found before the model is loaded
-    const fs::path parent = fs::path(args.output).parent_path().empty() ? fs::path(".") : fs::path(args.output).parent_path();
-    if (!fs::is_directory(parent)) throw ConfigError("eval: -o " + args.output + ": the directory " + parent.string() + " does not exist");
-  }
+  if (!args.output.empty()) check_output_file(args.output, "eval: -o");  // before the model is loaded
   const trainer::EvalResult r = trainer::evaluate_checkpoint(args.source, args.overrides);
   std::cout << r.to_json() << "\n";
   if (!args.output.empty()) write_file_atomic(args.output, r.to_json() + "\n");
@@ -112,11 +109,21 @@ int run_eval(const EvalArgs& args) {
 int run_data(const DataArgs& args) {
   if (!trainer::is_task(args.task))
     throw ConfigError("data: unknown task '" + args.task + "' (one of: " + join(trainer::task_names(), ", ") + ")");
+  check_output_file(args.output, "data: -o");
   trainer::write_task_jsonl(args.task, args.count, args.seed, args.output);
   return kExitOk;
 }
 
 int run_export(const std::string& source, const std::string& out, bool fp8) {
+  {  // the export directory replaces an earlier export there, never a file or a special file
+    std::error_code ec;
+    const fs::file_status st = fs::status(out, ec);
+    if (fs::exists(st) && !fs::is_directory(st))
+      throw ConfigError("export: -o '" + out + "' exists and is not a directory; refusing to replace it");
+    const fs::path parent = fs::absolute(out).parent_path();
+    if (!fs::is_directory(parent, ec))
+      throw ConfigError("export: -o '" + out + "': the directory '" + parent.string() + "' does not exist");
+  }
   const std::string ckpt = trainer::export_run(source, out, fp8);
   std::cout << "exported " << ckpt << " to " << out << (fp8 ? " (FP8 projections in HF's FP8 format)" : "") << "\n";
   return kExitOk;
@@ -147,6 +154,7 @@ int run_init(const InitArgs& args) {
 }
 
 int run_bench_gemm(const BenchGemmArgs& args) {
+  if (!args.output.empty()) check_output_file(args.output, "bench gemm: -o");
   GemmBenchOptions o;
   o.models = args.models;
   o.ms = args.ms;
@@ -159,6 +167,7 @@ int run_bench_gemm(const BenchGemmArgs& args) {
 }
 
 int run_bench_forward(const BenchForwardArgs& args) {
+  if (!args.output.empty()) check_output_file(args.output, "bench forward: -o");
   const std::string report = run_forward_bench(args.options);
   std::cout << report << std::flush;
   if (!args.output.empty()) write_file_atomic(args.output, report);
@@ -166,6 +175,7 @@ int run_bench_forward(const BenchForwardArgs& args) {
 }
 
 int run_bench_rollout(const BenchRolloutArgs& args) {
+  if (!args.output.empty()) check_output_file(args.output, "bench rollout: -o");
   const std::string report = run_rollout_bench(args.options);
   std::cout << report << std::flush;
   if (!args.output.empty()) write_file_atomic(args.output, report);

@@ -1,4 +1,5 @@
 #include "apps/generate.h"
+#include "apps/cli_seed.h"
 
 #include <ATen/ATen.h>
 #include <sys/stat.h>
@@ -179,7 +180,7 @@ CLI::App* add_generate_command(CLI::App& app, GenerateArgs& a) {
   g->add_option("--stop", a.stop, "stop string (repeatable): a sample ends once its text holds one; cut from the text (rollout.stop)");
   g->add_option("--top-k", a.top_k, "keep the k most likely tokens, -1 = off (default; rollout.top_k)");
   g->add_option("--max-new-tokens", a.max_new_tokens, "generated tokens per sample at most (default 256; rollout.max_response_length)");
-  g->add_option("--seed", a.seed, "sampling seed (default 0; trainer.seed)");
+  g->add_option("--seed", a.seed, "sampling seed (default 0; trainer.seed)")->check(seed_validator());
   g->add_option("-o,--output", a.output, "write the JSONL here (atomically, at the end) instead of standard output");
   return g;
 }
@@ -189,12 +190,7 @@ int run_generate(const GenerateArgs& args) {
   const Settings s = resolve(args);
   const at::Device device = trainer::resolve_device(s.device, "generate: --device");
   const at::ScalarType dtype = trainer::resolve_dtype(s.dtype, "generate: --dtype");
-  if (!args.output.empty()) {  // fail now, not after the whole run
-    const fs::path parent = fs::absolute(args.output).parent_path();
-    std::error_code ec;
-    if (!fs::is_directory(parent, ec)) throw ConfigError("generate: -o '" + args.output + "': directory '" + parent.string() + "' does not exist");
-    if (fs::is_directory(args.output, ec)) throw ConfigError("generate: -o '" + args.output + "' is a directory");
-  }
+  if (!args.output.empty()) check_output_file(args.output, "generate: -o");  // fail now, not after the whole run
 
   // Prompts, tokenizer, template: everything a user's file can get wrong, before the weights load.
   const std::vector<trainer::Prompt> prompts = trainer::read_prompts_jsonl(args.prompts, s.prompt_key);

@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/cli_errors.h"
+#include "apps/cli_seed.h"
 #include "apps/commands.h"
 #include "apps/generate.h"
 #include "trainer/compare.h"
@@ -75,7 +76,7 @@ int main(int argc, char** argv) {
   data->add_option("task", data_args.task, "addition | copy | countdown")->required();
   data->add_option("-o,--output", data_args.output, "output JSONL file")->required();
   data->add_option("--count", data_args.count, "examples")->check(CLI::Range(1, 100000000))->capture_default_str();
-  data->add_option("--seed", data_args.seed, "seed")->capture_default_str();
+  data->add_option("--seed", data_args.seed, "seed")->check(fp8rl::seed_validator())->capture_default_str();
 
   trainer::CompareOptions compare_args;
   CLI::App* cmp = app.add_subcommand("compare", "Compare runs: recipe differences and final metrics side by side, and an HTML report");
@@ -108,7 +109,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   init->add_option("--out", init_args.out, "output directory")->required();
   init->add_option("--seed", init_args.seed, "initialisation seed (>= 0)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(fp8rl::seed_validator())
       ->capture_default_str();
 
   BenchGemmArgs gemm_args;
@@ -134,7 +135,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   fwd->add_option("--reps", fwd_args.options.reps, "timed steps (median reported)")->check(CLI::Range(1, 1000))->capture_default_str();
-  fwd->add_option("--seed", fwd_args.options.seed, "seed of weights, lengths and tokens")->capture_default_str();
+  fwd->add_option("--seed", fwd_args.options.seed, "seed of weights, lengths and tokens")
+      ->check(fp8rl::seed_validator())
+      ->capture_default_str();
   fwd->add_option("-o,--output", fwd_args.output, "also write the Markdown report to this file");
   BenchRolloutArgs roll_args;
   CLI::App* roll = bench->add_subcommand("rollout", "Engine generation speed, BF16 vs FP8 weights, on RL-shaped work");
@@ -146,7 +149,9 @@ int main(int argc, char** argv) {
   roll->add_option("--n", roll_args.options.n, "samples per prompt")->check(CLI::Range(1, 4096))->capture_default_str();
   roll->add_option("--prompt-len", roll_args.options.prompt_len, "prompt tokens")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   roll->add_option("--gen-len", roll_args.options.gen_len, "generated tokens per sample")->check(CLI::Range(1, 1 << 20))->capture_default_str();
-  roll->add_option("--seed", roll_args.options.seed, "seed of weights, prompts and sampling")->capture_default_str();
+  roll->add_option("--seed", roll_args.options.seed, "seed of weights, prompts and sampling")
+      ->check(fp8rl::seed_validator())
+      ->capture_default_str();
   roll->add_option("--reps", roll_args.options.reps, "timed rollouts per cell (median)")->check(CLI::Range(1, 100))->capture_default_str();
   roll->add_flag("--compare-eager", roll_args.options.compare_eager, "also run every cell without CUDA graphs (rollout.enforce_eager)");
   roll->add_option("-o,--output", roll_args.output, "also write the Markdown report to this file");

@@ -82,15 +82,7 @@ SummaryTables summary_tables(const std::vector<RunHistory>& runs, int64_t window
 
 std::string compare_runs(const CompareOptions& o) {
   if (o.runs.empty()) throw ConfigError("compare: give at least one run directory");
-  if (!o.html_output.empty()) {  // a bad output path is the user's, found before any reading
-    const fs::path out(o.html_output);
-    const fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
-    std::error_code ec;
-    if (fs::is_directory(out, ec))
-      throw ConfigError(cat("compare: -o ", o.html_output, ": is a directory; expected a file name such as report.html"));
-    if (!fs::is_directory(parent, ec))
-      throw ConfigError(cat("compare: -o ", o.html_output, ": the directory ", parent.string(), " does not exist"));
-  }
+  if (!o.html_output.empty()) check_output_file(o.html_output, "compare: -o");  // before any reading
   std::vector<RunHistory> runs;
   for (const std::string& d : o.runs) runs.push_back(read_run_history(d));
   std::string out;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/util/error.h"
+#include "core/util/strings.h"
 #include "core/hf/unicode.h"
 
 namespace fp8rl::hf {
@@ -90,7 +91,7 @@ ChatTemplate detect_chat_template(const std::string& tokenizer_config) {
   try {
     j = json::parse(in);
   } catch (const json::exception& e) {
-    throw ConfigError(fmt::format("{}: not valid JSON: {}", file, e.what()));
+    throw ConfigError(fmt::format("{}: not valid JSON: {}", file, without_library_tag(e.what())));
   }
   std::string tmpl;
   if (auto t = j.is_object() ? j.find("chat_template") : j.end(); t != j.end()) {

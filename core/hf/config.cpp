@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/util/error.h"
+#include "core/util/strings.h"
 
 namespace fp8rl::hf {
 namespace {
@@ -62,7 +63,7 @@ ModelShape parse_hf_config(const std::string& json_text, const std::string& file
   try {
     j = nlohmann::json::parse(json_text);
   } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for numbers beyond double
-    throw ConfigError(fmt::format("{}: not valid JSON: {}", file, e.what()));
+    throw ConfigError(fmt::format("{}: not valid JSON: {}", file, without_library_tag(e.what())));
   }
   if (!j.is_object()) throw ConfigError(fmt::format("{}: expected a JSON object", file));
   ModelShape s;

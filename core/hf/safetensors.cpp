@@ -159,7 +159,7 @@ File::File(const std::string& path) : path_(path) {
     try {
       j = json::parse(header);
     } catch (const json::exception& e) {
-      throw ConfigError(fmt::format("{}: header is not valid JSON: {}", path, e.what()));
+      throw ConfigError(fmt::format("{}: header is not valid JSON: {}", path, without_library_tag(e.what())));
     }
     if (!j.is_object()) throw ConfigError(fmt::format("{}: header is not a JSON object", path));
 
@@ -302,7 +302,7 @@ Checkpoint::Checkpoint(const std::string& path) {
   try {
     j = json::parse(in);
   } catch (const json::exception& e) {
-    throw ConfigError(fmt::format("{}: not valid JSON: {}", source_, e.what()));
+    throw ConfigError(fmt::format("{}: not valid JSON: {}", source_, without_library_tag(e.what())));
   }
   auto wm = j.is_object() ? j.find("weight_map") : j.end();
   if (wm == j.end() || !wm->is_object())

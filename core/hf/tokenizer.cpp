@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/util/error.h"
+#include "core/util/strings.h"
 #include "core/hf/tokenizer_regex.h"
 #include "core/hf/unicode.h"
 
@@ -427,7 +428,7 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   try {
     j = json::parse(in);
   } catch (const json::exception& e) {
-    throw ConfigError(fmt::format("{}: not valid JSON: {}", impl->path, e.what()));
+    throw ConfigError(fmt::format("{}: not valid JSON: {}", impl->path, without_library_tag(e.what())));
   }
   if (!j.is_object() || !j.contains("model")) impl->fail("not a tokenizer.json (no 'model')");
   impl->check_supported(j);

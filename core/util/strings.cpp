@@ -42,4 +42,10 @@ std::string join(const std::vector<std::string>& parts, std::string_view sep) {
   return out;
 }
 
+std::string_view without_library_tag(std::string_view what) {
+  if (what.empty() || what.front() != '[') return what;
+  const size_t close = what.find("] ");
+  return close == std::string_view::npos ? what : what.substr(close + 2);
+}
+
 }  // namespace fp8rl

@@ -17,4 +17,8 @@ std::optional<std::string> closest_match(std::string_view word, const std::vecto
 
 std::string join(const std::vector<std::string>& parts, std::string_view sep);
 
+// A library's message without its leading tag: "[json.exception.parse_error.101] parse error at
+// line 1" -> "parse error at line 1" (users get the reason, not the library's error id).
+std::string_view without_library_tag(std::string_view what);
+
 }  // namespace fp8rl

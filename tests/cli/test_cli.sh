@@ -215,5 +215,19 @@ expect_alone 2 'num_hidden_layers must be <= 1024' -- check "$tiny" model.init_p
 mkdir -p bignum && cp ckpt/tokenizer.json bignum/ && sed "s/\"num_hidden_layers\": *[0-9]*/\"num_hidden_layers\": 1$(printf '%.0s0' $(seq 1 400))/" ckpt/config.json >bignum/config.json
 expect_alone 2 'not valid JSON' -- check "$tiny" model.init_preset= model.path=bignum
 
+# Seeds are checked as text (CLI11 would wrap -1 or clamp 2^64 into a uint64 without a word).
+expect_alone 2 'expected an integer from 0 to 9223372036854775807' -- data addition -o seeds.jsonl --seed -1
+expect_alone 2 'expected an integer from 0 to 9223372036854775807' -- init --preset tiny --out ckpt-big --seed 99999999999999999999
+[ ! -e seeds.jsonl ] && [ ! -e ckpt-big ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: a bad seed wrote output"; }
+# Output paths: a directory, a FIFO, a missing directory are the user's to fix (exit 2), and
+# nothing is replaced; export never replaces a file with its directory.
+mkfifo out.fifo && mkdir -p out.dir && echo keep >keep.txt
+expect_alone 2 "data: -o 'out.fifo': exists and is not a regular file" -- data addition -o out.fifo --count 3
+[ -p out.fifo ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: data -o FIFO replaced the FIFO"; }
+expect_alone 2 "data: -o 'out.dir': is a directory" -- data addition -o out.dir --count 3
+expect_alone 2 "does not exist" -- data addition -o no/such/dir/x.jsonl --count 3
+expect_alone 2 "export: -o 'keep.txt' exists and is not a directory" -- export runs -o keep.txt
+[ "$(cat keep.txt)" = keep ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: export -o FILE replaced the file"; }
+
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

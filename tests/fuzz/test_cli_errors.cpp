@@ -40,6 +40,7 @@ TEST_CASE("exception kinds map to exit codes and one line", "[cli][errors]") {
     throw std::filesystem::filesystem_error("status", "loop", std::make_error_code(std::errc::too_many_symbolic_link_levels));
   });
   CHECK(fs.code == 2);
+  CHECK(fs.message == "'loop': Too many levels of symbolic links");  // the path and the reason, no library prefix
   CHECK(classify([] { throw std::bad_alloc(); }).message == "out of memory (host)");
   CHECK(classify([] { throw std::logic_error("bug"); }).code == 1);
   CHECK(classify([] { throw 42; }).code == 1);
