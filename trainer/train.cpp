@@ -83,12 +83,8 @@ int run_train(const recipe::LoadedRecipe& loaded) {
   // Everything the user's files can get wrong, before the weights load.
   TaskSetup task = prepare_task(loaded, dir);
   const at::Device device = resolve_device(r.trainer.device);
-  if (r.sft.steps > 0) {  // the starting skill, made once per run (a resumed run reuses it)
-    const fs::path warm = dir / "sft_model";
-    if (!fs::exists(warm / "model.safetensors")) supervised_warmup(r, task, device, warm);
-    task.model_dir = warm.string();
-    log::info("starting from the supervised warm-up " + warm.string());
-  }
+  // The checkpoint to resume from, checked before the warm-up (minutes of work a bad --resume
+  // path would waste).
   CheckpointStore store(dir, r.checkpoint.max_ckpt_to_keep);
   std::optional<fs::path> resume_from;
   if (r.checkpoint.resume_mode == "auto") {
@@ -99,6 +95,12 @@ int run_train(const recipe::LoadedRecipe& loaded) {
   } else if (r.checkpoint.resume_mode == "resume_path") {
     resume_from = fs::path(r.checkpoint.resume_from_path);
     verify_checkpoint(*resume_from);  // refuse a damaged one before loading anything
+  }
+  if (r.sft.steps > 0) {  // the starting skill, made once per run (a resumed run reuses it)
+    const fs::path warm = dir / "sft_model";
+    if (!fs::exists(warm / "model.safetensors")) supervised_warmup(r, task, device, warm);
+    task.model_dir = warm.string();
+    log::info("starting from the supervised warm-up " + warm.string());
   }
 
   const auto t_load = std::chrono::steady_clock::now();
