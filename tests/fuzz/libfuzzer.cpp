@@ -6,6 +6,7 @@
 //   tokenizer    tokenizer.json, loaded, then one encode
 //   chat         tokenizer_config.json: chat template detection and one render
 //   safetensors  a .safetensors file (header checks, every span inside the file)
+//   prompts      a prompts JSONL file (trainer/prompts.h: text or chat messages per line)
 // A user's file may only be refused with ConfigError, on one line; anything else (another
 // exception, a crash, an ASan report, a timeout) is a finding.
 #include <unistd.h>
@@ -23,6 +24,7 @@
 #include "core/recipe/load.h"
 #include "core/recipe/validate.h"
 #include "core/util/error.h"
+#include "trainer/prompts.h"
 
 namespace {
 
@@ -64,6 +66,8 @@ void parse(const std::string& input) {
   const safetensors::File f(write("model.safetensors", input));
   for (const auto& t : f.tensors())
     if (t.nbytes != size_t(t.numel()) * safetensors::dtype_size(t.dtype)) std::abort();
+#elif FP8RL_FUZZ_TARGET_prompts
+  (void)trainer::read_prompts_jsonl(write("prompts.jsonl", input), "prompt");
 #else
 #error "define FP8RL_FUZZ_TARGET_<name>"
 #endif
