@@ -330,7 +330,7 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
   const int64_t per_mini = r.trainer.ppo_mini_batch_size * r.rollout.n;  // samples per optimizer step
   const int64_t micro = r.trainer.ppo_micro_batch_size_per_gpu;
   int64_t micro_count = 0;
-  double grad_norm_sum = 0;
+  double grad_norm_sum = 0, sync_seconds = 0;
   int64_t updates = 0;
   for (int64_t epoch = 0; epoch < r.trainer.ppo_epochs; ++epoch) {
     for (int64_t mb = 0; mb < S; mb += per_mini) {
@@ -364,7 +364,9 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
                                      r.trainer.lr_scheduler);
       if (std::isfinite(norm)) {
         optimizer.step(lr);
-        policy.sync_weights();
+        const auto t_sync = std::chrono::steady_clock::now();
+        policy.sync_weights();  // full fine-tuning: FP8 re-quantization in place (LoRA: a version bump)
+        sync_seconds += seconds_since(t_sync);
       } else {
         optimizer.zero_grad();  // verl's rule: a non-finite gradient norm skips the update
         m["actor/skipped_updates"] += 1;
@@ -377,6 +379,7 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
   for (auto& [k, v] : m)
     if (k != "actor/lr" && k != "actor/skipped_updates") v /= static_cast<double>(std::max<int64_t>(1, micro_count));
   m["actor/grad_norm"] = grad_norm_sum / static_cast<double>(std::max<int64_t>(1, updates));
+  m["timing_s/sync"] = sync_seconds;  // inside timing_s/update
   return m;
 }
 
