@@ -4,6 +4,7 @@
 // for bit (same IEEE division, same saturating conversion); tests/rollout/gpu_test_paged_decode.cpp
 // compares the two. Why: those are five kernels per tensor, twice per layer, in every decode step.
 #include "rollout/cuda/rollout_kernels.h"
+#include "core/model/cuda/convert.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -15,9 +16,6 @@
 namespace fp8rl::cuda {
 namespace {
 
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 
 template <typename T>
 __global__ void kv_write_fp8_kernel(const KvWriteArgs a) {

@@ -18,6 +18,7 @@
 // graph per batch size replays for any context; splits with no keys exit after marking
 // themselves empty.
 #include "rollout/cuda/rollout_kernels.h"
+#include "core/model/cuda/convert.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -35,19 +36,11 @@ constexpr int kTile = 64;      // keys per online-softmax step
 constexpr int kUnroll = 4;     // key rows a warp loads before its first dot product
 constexpr float kLog2e = 1.4426950408889634f;
 
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 // An FP8 KV cache holds E4M3 bit patterns in bytes (rollout/kv_cache.h); the scale is applied
 // outside the inner loops (to q for keys, to the output for values).
 __device__ __forceinline__ float to_float(uint8_t x) {
   return __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(x), __NV_E4M3)));
 }
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half(x); }
 
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Vec {

@@ -5,6 +5,7 @@
 // (tests/rollout/gpu_test_sampler.cpp). Replaces, per step, a full-vocabulary fp32 copy, a
 // log_softmax, and per row a generator clone, a rand, two logs and an argmax.
 #include "rollout/cuda/rollout_kernels.h"
+#include "core/model/cuda/convert.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -19,9 +20,6 @@ namespace {
 
 constexpr int kThreads = 1024;
 
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 
 // (m, s): running max and sum of exp(x - m). Combines two partial log-sum-exps.
 __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {

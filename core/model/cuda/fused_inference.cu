@@ -4,6 +4,7 @@
 // launch-bound, and RMSNorm alone was 8 elementwise kernels, 4 times per layer (input, post-
 // attention, q and k norms) -- over half of a decoder layer's kernels.
 #include "core/model/cuda/fused_inference.h"
+#include "core/model/cuda/convert.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -16,17 +17,6 @@ namespace {
 
 constexpr int kRowsPerBlock = 4;  // one warp per row
 
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half(x); }
-// Rounds to T and back: what storing an intermediate tensor in T does.
-template <typename T>
-__device__ __forceinline__ float round_to(float x) { return to_float(from_float<T>(x)); }
 
 template <typename T>
 __global__ void rms_norm_kernel(const RowsView v, const T* weight, float eps, T* out) {
