@@ -28,6 +28,15 @@
 #include <string>
 
 namespace fp8rl::cuda {
+
+// An FP8 KV cache holds E4M3 bit patterns in bytes (rollout/kv_cache.h); the scale is applied
+// outside the inner loops (to q for keys, to the output for values). Declared in the same
+// namespace as convert.cuh's overloads, not in the anonymous one below: there it would hide them
+// from the kernels' unqualified calls, and bf16 would convert to uint8_t silently.
+__device__ __forceinline__ float to_float(uint8_t x) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(x), __NV_E4M3)));
+}
+
 namespace {
 
 constexpr int kThreads = 128;
@@ -36,11 +45,6 @@ constexpr int kTile = 64;      // keys per online-softmax step
 constexpr int kUnroll = 4;     // key rows a warp loads before its first dot product
 constexpr float kLog2e = 1.4426950408889634f;
 
-// An FP8 KV cache holds E4M3 bit patterns in bytes (rollout/kv_cache.h); the scale is applied
-// outside the inner loops (to q for keys, to the output for values).
-__device__ __forceinline__ float to_float(uint8_t x) {
-  return __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(x), __NV_E4M3)));
-}
 
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Vec {
