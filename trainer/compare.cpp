@@ -61,13 +61,15 @@ std::string group_label(const std::vector<size_t>& indices) {
 SummaryTables summary_tables(const std::vector<RunHistory>& runs, int64_t window) {
   SummaryTables t;
   for (const std::string& k : summary_metrics()) {
-    SummaryTables::Row row{k, {}, {}};
-    for (const RunHistory& r : runs) row.values.push_back(summary_value(r, k, window));
-    if (std::all_of(row.values.begin(), row.values.end(), [](double x) { return std::isnan(x); })) continue;
-    const double a = row.values.front();
-    for (size_t i = 1; i < row.values.size(); ++i)
-      row.ratios.push_back(std::isnan(row.values[i]) || std::isnan(a) || a == 0 ? std::nan("") : row.values[i] / a);
-    t.means.push_back(std::move(row));
+    for (const bool last : {false, true}) {
+      SummaryTables::Row row{k, {}, {}};
+      for (const RunHistory& r : runs) row.values.push_back(last ? final_value(r, k) : summary_value(r, k, window));
+      if (std::all_of(row.values.begin(), row.values.end(), [](double x) { return std::isnan(x); })) continue;
+      const double a = row.values.front();
+      for (size_t i = 1; i < row.values.size(); ++i)
+        row.ratios.push_back(std::isnan(row.values[i]) || std::isnan(a) || a == 0 ? std::nan("") : row.values[i] / a);
+      (last ? t.finals : t.means).push_back(std::move(row));
+    }
   }
   t.groups = group_by_configuration(runs);
   if (std::none_of(t.groups.begin(), t.groups.end(), [](const auto& g) { return g.size() > 1; })) return t;
@@ -101,15 +103,17 @@ std::string compare_runs(const CompareOptions& o) {
   }
 
   const SummaryTables t = summary_tables(runs, o.window);
-  out += cat("\n", pad(cat("mean of the last ", o.window, " steps"), 42));
-  for (size_t i = 0; i < runs.size(); ++i) out += pad(run_label(i), 11);
-  for (size_t i = 1; i < runs.size(); ++i) out += pad(run_label(i) + "/A", 10);
-  out += "\n";
-  for (const SummaryTables::Row& row : t.means) {
-    out += pad(row.metric, 42);
-    for (double x : row.values) out += pad(fmt_value(x), 11);
-    for (double r : row.ratios) out += pad(std::isnan(r) ? "-" : fmt_value(r) + "x", 10);
+  for (const bool last : {false, true}) {
+    out += cat("\n", pad(last ? std::string("final (last logged value)") : cat("mean of the last ", o.window, " steps"), 42));
+    for (size_t i = 0; i < runs.size(); ++i) out += pad(run_label(i), 11);
+    for (size_t i = 1; i < runs.size(); ++i) out += pad(run_label(i) + "/A", 10);
     out += "\n";
+    for (const SummaryTables::Row& row : last ? t.finals : t.means) {
+      out += pad(row.metric, 42);
+      for (double x : row.values) out += pad(fmt_value(x), 11);
+      for (double r : row.ratios) out += pad(std::isnan(r) ? "-" : fmt_value(r) + "x", 10);
+      out += "\n";
+    }
   }
   // Configurations run with several seeds: mean +- sample standard deviation of the run means.
   if (!t.across_seeds.empty()) {

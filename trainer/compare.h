@@ -46,6 +46,7 @@ struct SummaryTables {
     std::vector<MeanSpread> stats;  // per configuration (groups)
   };
   std::vector<Row> means;                   // the summary metrics some run has
+  std::vector<Row> finals;                  // the same metrics' last logged values (final_value)
   std::vector<std::vector<size_t>> groups;  // group_by_configuration
   std::vector<SeedRow> across_seeds;        // empty unless some configuration has several runs
 };

@@ -112,18 +112,22 @@ std::string render_compare_report(const std::vector<RunHistory>& runs, const Sum
     h += "</table>\n";
   }
 
-  // Summary: last-window means and ratios to run A.
-  h += cat("<h2 id=\"summary\">Mean of the last ", o.window, " steps</h2><table class=\"summary\"><tr><th class=\"key\">metric</th>");
-  for (size_t i = 0; i < runs.size(); ++i) h += cat("<th>", run_label(i), "</th>");
-  for (size_t i = 1; i < runs.size(); ++i) h += cat("<th>", run_label(i), "/A</th>");
-  h += "</tr>\n";
-  for (const SummaryTables::Row& row : tables.means) {
-    h += cat("<tr><td class=\"key\">", html_escape(row.metric), "</td>");
-    for (double x : row.values) h += cat("<td>", cell(x), "</td>");
-    for (double r : row.ratios) h += cat("<td>", std::isnan(r) ? "-" : short_number(r) + "x", "</td>");
+  // Summary: last-window means, then final (last logged) values, with ratios to run A.
+  for (const bool last : {false, true}) {
+    h += last ? std::string("<h2 id=\"final\">Final values (last logged)</h2><table class=\"summary\">")
+              : cat("<h2 id=\"summary\">Mean of the last ", o.window, " steps</h2><table class=\"summary\">");
+    h += "<tr><th class=\"key\">metric</th>";
+    for (size_t i = 0; i < runs.size(); ++i) h += cat("<th>", run_label(i), "</th>");
+    for (size_t i = 1; i < runs.size(); ++i) h += cat("<th>", run_label(i), "/A</th>");
     h += "</tr>\n";
+    for (const SummaryTables::Row& row : last ? tables.finals : tables.means) {
+      h += cat("<tr><td class=\"key\">", html_escape(row.metric), "</td>");
+      for (double x : row.values) h += cat("<td>", cell(x), "</td>");
+      for (double r : row.ratios) h += cat("<td>", std::isnan(r) ? "-" : short_number(r) + "x", "</td>");
+      h += "</tr>\n";
+    }
+    h += "</table>\n";
   }
-  h += "</table>\n";
 
   // Across seeds.
   if (!tables.across_seeds.empty()) {
@@ -168,7 +172,9 @@ std::string render_compare_report(const std::vector<RunHistory>& runs, const Sum
   h += line("score/accuracy", "training accuracy (rollouts)", true);
   h += line("val/accuracy", "validation accuracy", false);
   h += line("score/accuracy", "training accuracy against wall-clock", true, true);
+  h += line("val/accuracy", "validation accuracy against wall-clock", false, true);
   h += line("reward/mean", "reward", true);
+  h += line("reward/mean", "reward against wall-clock", true, true);
   h += "</div>\n<h2 id=\"responses\">Responses</h2><div class=\"charts\">\n";
   h += line("response_length/mean", "response length (tokens)", true);
   h += line("actor/entropy", "entropy", true);

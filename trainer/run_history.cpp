@@ -108,6 +108,16 @@ double summary_value(const RunHistory& run, const std::string& key, int64_t wind
   return tail_mean(run, key, window);
 }
 
+double final_value(const RunHistory& run, const std::string& key) {
+  if (key.rfind("eval:", 0) == 0) return summary_value(run, key, 0);
+  for (auto it = run.records.rbegin(); it != run.records.rend(); ++it) {
+    if (it->step <= 0) continue;
+    const auto v = it->values.find(key);
+    if (v != it->values.end()) return v->second;
+  }
+  return std::nan("");
+}
+
 double run_mean(const RunHistory& run, const std::string& key) {
   return tail_mean(run, key, run.last_step);
 }

@@ -45,6 +45,8 @@ std::vector<std::pair<double, double>> metric_series(const RunHistory& run, cons
 
 // tail_mean, except that "eval:<key>" is the run's eval.json value of <key> (NaN when absent).
 double summary_value(const RunHistory& run, const std::string& key, int64_t window);
+// The last value logged for `key` (step > 0; eval: keys from eval.json); NaN when none.
+double final_value(const RunHistory& run, const std::string& key);
 
 // Mean of `key` over the run's last `window` steps (last_step - window < step, step > 0) that
 // have it -- a validation metric logged every 10 steps has one value in a window of 10; NaN when

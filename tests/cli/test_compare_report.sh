@@ -102,6 +102,8 @@ for key, per_step in [("score/accuracy", True), ("val/accuracy", False), ("rewar
                       ("perf/rollout_tokens_per_s", True)]:
     expect[key] = {lab: count(r, key, per_step) for lab, r in zip(labels, runs)}
 expect["score/accuracy@time"] = expect["score/accuracy"]
+expect["reward/mean@time"] = expect["reward/mean"]
+expect["val/accuracy@time"] = expect["val/accuracy"]
 problems = []
 for metric, want in expect.items():
     got = seen.get(metric)

@@ -58,6 +58,10 @@ TEST_CASE("compare: a run's history, its series on step and wall-clock, tail mea
   CHECK(tail_mean(r, "val/accuracy", 10) == val.back().second);  // one validation in the last 10 steps
   CHECK(std::fabs(run_mean(r, "val/accuracy") - (val[1].second + val[2].second + val[3].second + val[4].second +
                                                  val[5].second + val[6].second) / 6) < 1e-12);  // step 0 left out
+  // Final: the last value logged, however sparse the metric.
+  CHECK(final_value(r, "score/accuracy") == acc.back().second);
+  CHECK(final_value(r, "val/accuracy") == val.back().second);
+  CHECK(std::isnan(final_value(r, "no/such_metric")));
 }
 
 TEST_CASE("compare: recipe differences and configurations across seeds", "[compare]") {
@@ -135,7 +139,10 @@ TEST_CASE("compare: the HTML report and the bad -o paths", "[compare]") {
   CHECK(html.rfind("<!DOCTYPE html>", 0) == 0);
   CHECK(html.find("<script") == std::string::npos);
   CHECK(count(html, "data-metric=\"val/accuracy\"") == 1);
-  CHECK(count(html, "data-n=\"7\"") == 3);  // validation: 7 points per run
+  CHECK(count(html, "data-metric=\"val/accuracy@time\"") == 1);
+  CHECK(count(html, "data-n=\"7\"") == 6);  // validation on step and on wall-clock: 7 points per run each
+  CHECK(html.find("Final values (last logged)") != std::string::npos);
+  CHECK(summary.find("final (last logged value)") != std::string::npos);
   CHECK(html.find("&plusmn;") != std::string::npos);
   o.html_output = (dir.path() / "missing" / "report.html").string();
   REQUIRE_THROWS_AS(compare_runs(o), ConfigError);
