@@ -268,8 +268,10 @@ void read_file(const fs::path& file, std::vector<fs::path>& stack, Layer& layer,
     throw ConfigError(fmt::format("{}: base: chain is more than {} files deep{}", file.string(), kMaxBaseDepth, by));
   const fs::file_status st = fs::status(file, ec);
   if (!fs::exists(st)) {
-    const std::string why = ec && ec != std::errc::no_such_file_or_directory ? " (" + ec.message() + ")" : "";
-    throw ConfigError(fmt::format("{}: no such recipe file{}{}", file.string(), why, by));
+    // A path that exists but cannot be resolved (a symlink loop, a permission) says why, not "no such".
+    if (ec && ec != std::errc::no_such_file_or_directory)
+      throw ConfigError(fmt::format("{}: cannot read the recipe file: {}{}", file.string(), ec.message(), by));
+    throw ConfigError(fmt::format("{}: no such recipe file{}", file.string(), by));
   }
   if (!fs::is_regular_file(st))
     throw ConfigError(fmt::format("{}: not a regular file (a recipe is a YAML file){}", file.string(), by));

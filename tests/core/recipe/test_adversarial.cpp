@@ -68,6 +68,11 @@ TEST_CASE("base: chains are bounded and a missing base names who referred to it"
   std::filesystem::create_directories(dir.path() / "d.yaml");
   auto d = dir.write("d-ref.yaml", "base: d.yaml\n");
   REQUIRE_THROWS_CONTAINING(load_recipe(d), ConfigError, "not a regular file");
+  // A symlink loop exists but cannot be read: said as such, not as a missing file.
+  std::filesystem::create_symlink(dir.path() / "loop2.yaml", dir.path() / "loop1.yaml");
+  std::filesystem::create_symlink(dir.path() / "loop1.yaml", dir.path() / "loop2.yaml");
+  REQUIRE_THROWS_CONTAINING(load_recipe((dir.path() / "loop1.yaml").string()), ConfigError,
+                            "loop1.yaml: cannot read the recipe file: Too many levels of symbolic links");
 }
 
 TEST_CASE("integers near 2^63 cannot wrap the BF16 layer sum", "[validate][adversarial]") {
