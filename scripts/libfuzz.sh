@@ -21,6 +21,7 @@ seed_corpus() {
                printf 'reward.pattern=^\\d+$' >"$dir/c"; printf 'algorithm.clip_ratio_c=null' >"$dir/d" ;;
     config) for m in qwen3 qwen2 llama; do cp "$root/tests/data/models/$m/config.json" "$dir/$m"; done ;;
     tokenizer) for t in qwen2 llama3; do cp "$root/tests/data/tokenizers/$t/tokenizer.json" "$dir/$t"; done ;;
+    checkpoint) printf '%s' '{"step": 7, "files": {"policy.safetensors": {"bytes": 100, "crc32c": "00000000"}}, "complete": true}' >"$dir/m" ;;
     prompts) printf '%s\n' '{"prompt": "1+1=", "answer": "2"}' '{"messages": [{"role": "user", "content": "hi"}]}' >"$dir/p" ;;
     chat) printf '%s' '{"chat_template": "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}"}' >"$dir/c" ;;
     safetensors) python3 - "$dir/s" <<'PY'
@@ -35,7 +36,7 @@ PY
 }
 status=0
 per_job=$(( (runs + jobs - 1) / jobs ))
-for name in ${FUZZ_TARGETS:-config overrides recipe chat safetensors tokenizer prompts}; do
+for name in ${FUZZ_TARGETS:-config overrides recipe chat safetensors tokenizer prompts checkpoint}; do
   dir="$out/$name"
   mkdir -p "$dir/corpus" && seed_corpus "$name" "$dir/corpus"
   (cd "$dir" && "$bin/fp8rl_libfuzz_$name" -jobs="$jobs" -workers="$jobs" -runs="$per_job" -max_total_time=${FUZZ_MAX_SECONDS:-300} \

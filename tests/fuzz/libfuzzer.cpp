@@ -7,6 +7,7 @@
 //   chat         tokenizer_config.json: chat template detection and one render
 //   safetensors  a .safetensors file (header checks, every span inside the file)
 //   prompts      a prompts JSONL file (trainer/prompts.h: text or chat messages per line)
+//   checkpoint   a checkpoint's manifest.json over real files (trainer/checkpoint_store.h)
 // A user's file may only be refused with ConfigError, on one line; anything else (another
 // exception, a crash, an ASan report, a timeout) is a finding.
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -24,6 +26,7 @@
 #include "core/recipe/load.h"
 #include "core/recipe/validate.h"
 #include "core/util/error.h"
+#include "trainer/checkpoint_store.h"
 #include "trainer/prompts.h"
 
 namespace {
@@ -68,6 +71,15 @@ void parse(const std::string& input) {
     if (t.nbytes != size_t(t.numel()) * safetensors::dtype_size(t.dtype)) std::abort();
 #elif FP8RL_FUZZ_TARGET_prompts
   (void)trainer::read_prompts_jsonl(write("prompts.jsonl", input), "prompt");
+#elif FP8RL_FUZZ_TARGET_checkpoint
+  static const std::filesystem::path ckpt = [] {  // one real checkpoint; each input replaces its manifest
+    const trainer::CheckpointStore store(scratch("run"), 0);
+    const std::filesystem::path staging = store.begin(7);
+    std::ofstream(staging / "policy.safetensors") << std::string(100, 'w');
+    return store.commit(staging, 7);
+  }();
+  std::ofstream(ckpt / trainer::kManifestFile, std::ios::binary | std::ios::trunc) << input;
+  if (trainer::verify_checkpoint(ckpt) != 7) std::abort();  // accepted: it must still be this checkpoint
 #else
 #error "define FP8RL_FUZZ_TARGET_<name>"
 #endif
