@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/util/error.h"
+#include "core/util/strings.h"
 
 namespace fp8rl::trainer {
 
@@ -66,12 +67,9 @@ Prompt parse_line(std::string_view line, const std::string& where, const std::st
   json j;
   try {
     j = json::parse(line.begin(), line.end());
-  } catch (const json::parse_error& e) {
-    // nlohmann's message: "[json.exception.parse_error.101] parse error at line 1, column 5: ..."
-    std::string what = e.what();
-    const auto pos = what.find("] ");
-    if (pos != std::string::npos) what = what.substr(pos + 2);
-    throw ConfigError(where + "not valid JSON (" + what + "); " + kExpected);
+  } catch (const json::exception& e) {
+    // parse errors, and out_of_range for a number past double (found by libFuzzer: "1e555")
+    throw ConfigError(where + "not valid JSON (" + std::string(without_library_tag(e.what())) + "); " + kExpected);
   }
   if (!j.is_object()) throw ConfigError(where + "got " + std::string(type_name(j)) + "; " + kExpected);
   Prompt p;

@@ -51,6 +51,7 @@ TEST_CASE("prompts: malformed lines are reported as file:line with what is expec
       {"not json", "p.jsonl:2: not valid JSON"},
       {"{\"prompt\": \"unterminated}", "p.jsonl:2: not valid JSON"},
       {"{\"prompt\": \"a\"} trailing", "p.jsonl:2: not valid JSON"},
+      {"{\"prompt\": \"a\", \"n\": 1e555}", "p.jsonl:2: not valid JSON (number overflow"},  // libFuzzer finding
       {"{\"prompt\": \"\xff\xfe\"}", "p.jsonl:2: not valid JSON"},
       {"[1, 2]", "p.jsonl:2: got an array; expected one JSON object per line"},
       {"\"just a string\"", "p.jsonl:2: got a string"},
