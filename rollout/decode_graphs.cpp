@@ -81,7 +81,7 @@ struct DecodeGraphs::Impl {
     return model.lm_head(hidden);                                                                   // [b, V]
   }
 
-  // Rows [0, b) hold a padding sequence: one key, at pad_slot.
+  // Rows [from, b) hold a padding sequence: one key, at pad_slot.
   void fill_padding(int64_t from, int64_t b) {
     if (from >= b) return;
     ids.narrow(0, from, b - from).zero_();
@@ -139,7 +139,8 @@ at::Tensor DecodeGraphs::run(const StepPlan& plan) {
   auto it = g.graphs.find(b);
   Impl::Captured& c = it != g.graphs.end() ? it->second : g.capture(b);
 
-  // Inputs: one host buffer per dtype, one copy each (rows past S keep the padding sequence).
+  // Inputs: ids, positions and slots in one host buffer and one host-to-device copy, then copied
+  // into their static rows; tables and lengths straight from the plan (rows past S: padding).
   const int64_t W = plan.max_blocks_per_seq;
   at::Tensor host_l = at::empty({3, S}, at::TensorOptions().dtype(at::kLong));
   int64_t* hl = host_l.data_ptr<int64_t>();
