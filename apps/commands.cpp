@@ -1,4 +1,5 @@
 #include "apps/commands.h"
+#include "apps/launch_ranks.h"
 
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include "trainer/evaluate.h"
 #include "trainer/sft.h"
 #include "trainer/tasks.h"
+#include "trainer/world_env.h"
 #include "trainer/train.h"
 
 namespace fp8rl {
@@ -81,8 +83,15 @@ int run_train_command(const TrainArgs& args) {
     overrides.push_back("checkpoint.resume_mode=resume_path");
     overrides.push_back("checkpoint.resume_from_path=" + args.resume);
   }
+  if (args.gpus > 0) overrides.push_back("trainer.n_gpus_per_node=" + std::to_string(args.gpus));
   const recipe::LoadedRecipe loaded = recipe::load_recipe(args.recipe, overrides);
   try {
+    // Several ranks and no launcher around this process: become the launcher.
+    const int64_t ranks = loaded.recipe.trainer.n_gpus_per_node;
+    if (ranks > 1 && !trainer::world_env_from_environment()) {
+      trainer::check_local_ranks(loaded);
+      return launch_local_ranks(static_cast<int>(ranks), args.argv);
+    }
     return trainer::run_train(loaded);
   } catch (const ConfigError& e) {
     throw located(loaded, e);

@@ -23,6 +23,8 @@ struct TrainArgs {
   std::string recipe;
   std::vector<std::string> overrides;
   std::string resume;  // "" | auto | a checkpoint directory
+  int gpus = 0;        // --gpus: trainer.n_gpus_per_node when > 0
+  std::vector<std::string> argv;  // the whole command line, for the ranks of a data-parallel run
 };
 int run_train_command(const TrainArgs& args);
 

@@ -65,6 +65,9 @@ int main(int argc, char** argv) {
   train->add_option("recipe", train_args.recipe, "recipe YAML file")->required();
   train->add_option("overrides", train_args.overrides, "dotted overrides: section.key=value ...");
   train->add_option("--resume", train_args.resume, "auto: continue the run's latest checkpoint; or a checkpoint dir");
+  train->add_option("--gpus", train_args.gpus,
+                    "data-parallel ranks on this node (trainer.n_gpus_per_node): one process per GPU, or per CPU share")
+      ->check(CLI::Range(1, 1024));
 
   SftArgs sft_args;
   CLI::App* sft = app.add_subcommand("sft", "Supervised warm-up on the recipe's data: the starting skill of a small model");
@@ -189,6 +192,7 @@ int main(int argc, char** argv) {
     return fail(kExitUsage, what + " (see fp8rl --help)");
   }
 
+  train_args.argv.assign(argv, argv + argc);  // a data-parallel launch runs this command line again
   try {
     if (*check) return finish(run_check(check_args));
     if (*train) return finish(run_train_command(train_args));

@@ -6,11 +6,13 @@
 #   Debian/Ubuntu; Debian 12 and Ubuntu 24.04 both ship PCRE2 10.42).
 #   libutf8proc-dev: NFC normalization for the tokenizer; linked statically (libutf8proc.a), so
 #   the GPU machine needs no runtime package.
+#   libgloo-dev: gloo's headers, which LibTorch's ProcessGroupGloo.hpp includes (headers only:
+#   the gloo code itself is inside libtorch_cpu).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mkdir -p "$root/.deps/debs"
 cd "$root/.deps/debs"
-for pkg in libpcre2-dev libutf8proc-dev; do
+for pkg in libpcre2-dev libutf8proc-dev libgloo-dev; do
   ls "${pkg}"_*.deb >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 || true; apt-get download "$pkg"; }
 done
 ls -la "$root/.deps/debs"

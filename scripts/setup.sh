@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a machine for fp8rl and builds it. Idempotent: quick when everything is in place.
 #
-#   1. system packages (apt): compiler, CMake, Ninja, yaml-cpp, spdlog, fmt, Catch2, JSON, CLI11
+#   1. system packages (apt): compiler, CMake, Ninja, yaml-cpp, spdlog, fmt, Catch2, JSON, CLI11,
+#      PCRE2, utf8proc, gloo's headers (c10d's ProcessGroupGloo.hpp includes them; the wheel omits them)
 #   2. LibTorch 2.11.0: the python3 torch if it is 2.11 (the GPU machine), else the PyPI wheel's
 #      C++ part (headers + libs) unpacked into $FP8RL_DEPS_DIR (default ~/.cache/fp8rl)
 #   2b. a Python venv with tensorboard for one test (optional: skipped without it)
@@ -40,6 +41,7 @@ declare -A need=(
   [libcli11-dev]="test -f /usr/include/CLI/CLI.hpp"
   [libpcre2-dev]="test -f /usr/include/pcre2.h -o -f ${FP8RL_DEB_ROOT:-/nonexistent}/usr/include/pcre2.h"
   [libutf8proc-dev]="test -f /usr/include/utf8proc.h -o -f ${FP8RL_DEB_ROOT:-/nonexistent}/usr/include/utf8proc.h"
+  [libgloo-dev]="test -f /usr/include/gloo/algorithm.h -o -f ${FP8RL_DEB_ROOT:-/nonexistent}/usr/include/gloo/algorithm.h"
 )
 missing=()
 for p in "${!need[@]}"; do

@@ -79,6 +79,13 @@ void AdamW::step(double lr) {
   zero_grad();
 }
 
+std::vector<at::Tensor> AdamW::parameters() const {
+  std::vector<at::Tensor> out;
+  out.reserve(slots_.size());
+  for (const Slot& s : slots_) out.push_back(s.param);
+  return out;
+}
+
 void AdamW::zero_grad() {
   for (Slot& s : slots_) s.param.mutable_grad() = at::Tensor();
 }

@@ -49,6 +49,8 @@ class AdamW {
   void step(double lr);
   void zero_grad();
   int64_t steps() const { return step_; }
+  // The trainable tensors, in construction order (data parallelism sums their gradients).
+  std::vector<at::Tensor> parameters() const;
 
   // Moments (`<name>.exp_avg`, `<name>.exp_avg_sq`) and FP32 masters (`<name>.master`), on their
   // devices, plus "step" as an int64 [1] tensor.

@@ -3,6 +3,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 
@@ -64,35 +65,80 @@ std::vector<rollout::GenerateOutput> run_engine(Policy& policy, rollout::Engine&
   return engine.generate(requests);
 }
 
-// One generation batch: `count` prompts from `order`, their samples scored. Groups numbered from
-// `first_group`; `gen_index` separates the seeds of a step's successive batches.
+// Samples as int64 words for the gather between ranks: per sample example, group, truncated,
+// score and reward (IEEE bits), the response length, the tokens, the log-probs (float bits).
+std::vector<int64_t> pack_samples(const std::vector<Sample>& samples) {
+  std::vector<int64_t> w;
+  for (const Sample& s : samples) {
+    w.insert(w.end(), {s.example, s.group, s.truncated ? 1 : 0, std::bit_cast<int64_t>(s.score),
+                       std::bit_cast<int64_t>(s.reward), static_cast<int64_t>(s.response.size()),
+                       static_cast<int64_t>(s.rollout_logp.size())});
+    w.insert(w.end(), s.response.begin(), s.response.end());
+    for (const float x : s.rollout_logp) w.push_back(std::bit_cast<int32_t>(x));
+  }
+  return w;
+}
+
+void unpack_samples(const std::vector<int64_t>& w, std::vector<Sample>& out) {
+  for (size_t i = 0; i < w.size();) {
+    FP8RL_CHECK(i + 7 <= w.size(), "sample gather: truncated record");
+    Sample s;
+    s.example = w[i];
+    s.group = w[i + 1];
+    s.truncated = w[i + 2] != 0;
+    s.score = std::bit_cast<double>(w[i + 3]);
+    s.reward = std::bit_cast<double>(w[i + 4]);
+    const auto n = static_cast<size_t>(w[i + 5]), k = static_cast<size_t>(w[i + 6]);
+    i += 7;
+    FP8RL_CHECK(i + n + k <= w.size(), "sample gather: truncated record");
+    s.response.assign(w.begin() + static_cast<std::ptrdiff_t>(i), w.begin() + static_cast<std::ptrdiff_t>(i + n));
+    i += n;
+    for (size_t j = 0; j < k; ++j) s.rollout_logp.push_back(std::bit_cast<float>(static_cast<int32_t>(w[i + j])));
+    i += k;
+    out.push_back(std::move(s));
+  }
+}
+
+Collective& comm_of(const StepInputs& in) {
+  static Collective single;
+  return in.comm != nullptr ? *in.comm : single;
+}
+
+// One generation batch: `count` prompts from `order`, their samples scored, every rank's share
+// gathered. Groups numbered from `first_group`; `gen_index` separates the seeds of a step's
+// successive batches.
 std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, DataOrder& order, const BatchReward& reward,
                                    const StepInputs& in, int64_t count, int64_t first_group, int64_t gen_index,
                                    Metrics& m) {
   const recipe::Recipe& r = in.recipe;
-  const std::vector<int64_t> picked = order.next(count);
-  std::vector<rollout::GenerateRequest> requests(picked.size());
+  Collective& comm = comm_of(in);
+  const std::vector<int64_t> picked = order.next(count);  // the same on every rank
+  const RowRange mine = rank_rows(static_cast<int64_t>(picked.size()), comm.rank(), comm.world_size());
+  std::vector<rollout::GenerateRequest> requests;
   const uint64_t step_seed = mix_seed(mix_seed(static_cast<uint64_t>(r.trainer.seed), static_cast<uint64_t>(in.step)),
                                       static_cast<uint64_t>(gen_index));
-  for (size_t i = 0; i < picked.size(); ++i) {
-    requests[i] = rollout_request(in.examples[static_cast<size_t>(picked[i])], in);
-    requests[i].sampling.seed = mix_seed(step_seed, i);
+  for (int64_t i = mine.begin; i < mine.end; ++i) {
+    requests.push_back(rollout_request(in.examples[static_cast<size_t>(picked[static_cast<size_t>(i)])], in));
+    requests.back().sampling.seed = mix_seed(step_seed, static_cast<uint64_t>(i));
   }
   const auto t0 = std::chrono::steady_clock::now();
-  const std::vector<rollout::GenerateOutput> outs = run_engine(policy, engine, requests);
-  m["timing_s/rollout"] += seconds_since(t0);
-  m["rollout/generated_tokens"] += static_cast<double>(engine.last_stats().generated_tokens);
-  m["rollout/preemptions"] += static_cast<double>(engine.last_stats().preemptions);
+  const std::vector<rollout::GenerateOutput> outs =
+      requests.empty() ? std::vector<rollout::GenerateOutput>{} : run_engine(policy, engine, requests);
+  const double rollout_s = seconds_since(t0);
+  const double local_tokens = requests.empty() ? 0.0 : static_cast<double>(engine.last_stats().generated_tokens);
+  const double local_preemptions = requests.empty() ? 0.0 : static_cast<double>(engine.last_stats().preemptions);
 
   std::vector<Sample> samples;
   for (size_t i = 0; i < outs.size(); ++i) {
+    const int64_t global = mine.begin + static_cast<int64_t>(i);
+    const int64_t example = picked[static_cast<size_t>(global)];
     const rollout::RequestOutput& o = outs[i].output;
     if (o.finish_reason == rollout::FinishReason::kError)
-      throw ConfigError(cat(in.examples[static_cast<size_t>(picked[i])].where, ": the rollout engine refused the prompt: ", o.error));
+      throw ConfigError(cat(in.examples[static_cast<size_t>(example)].where, ": the rollout engine refused the prompt: ", o.error));
     for (const rollout::SampleOutput& so : o.samples) {
       Sample s;
-      s.example = picked[i];
-      s.group = first_group + static_cast<int64_t>(i);
+      s.example = example;
+      s.group = first_group + global;
       s.response.assign(so.tokens.begin(), so.tokens.end());
       s.rollout_logp = so.logprobs;
       s.truncated = so.finish_reason == rollout::FinishReason::kLength;
@@ -109,7 +155,7 @@ std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, Data
     const Example& e = in.examples[static_cast<size_t>(samples[k].example)];
     inputs.push_back({e.prompt, texts[k], e.answer});
   }
-  const std::vector<double> scores = reward(inputs);
+  const std::vector<double> scores = inputs.empty() ? std::vector<double>{} : reward(inputs);
   FP8RL_CHECK(scores.size() == samples.size(), "reward: one score per sample expected");
   for (size_t k = 0; k < samples.size(); ++k) {
     Sample& s = samples[k];
@@ -117,8 +163,16 @@ std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, Data
     s.reward = s.score + loss::overlong_penalty(static_cast<int64_t>(s.response.size()), r.rollout.max_response_length,
                                                 r.reward.overlong_buffer_len, r.reward.overlong_penalty_factor);
   }
-  m["timing_s/reward"] += seconds_since(t1);
-  return samples;
+  const double reward_s = seconds_since(t1);
+  // Phase times are the slowest rank's; counts are summed.
+  m["timing_s/rollout"] += comm.all_reduce_max(rollout_s);
+  m["timing_s/reward"] += comm.all_reduce_max(reward_s);
+  m["rollout/generated_tokens"] += comm.all_reduce_sum(local_tokens);
+  m["rollout/preemptions"] += comm.all_reduce_sum(local_preemptions);
+  if (comm.world_size() == 1) return samples;
+  std::vector<Sample> all;
+  for (const std::vector<int64_t>& words : comm.all_gather_words(pack_samples(samples))) unpack_samples(words, all);
+  return all;
 }
 
 }  // namespace
@@ -223,34 +277,72 @@ at::Tensor take_rows(const at::Tensor& x, const at::Tensor& rows, int64_t T) {
 
 Metrics validate(Policy& policy, rollout::Engine& engine, const std::vector<Example>& examples,
                  const BatchReward& reward, const StepInputs& in) {
-  std::vector<rollout::GenerateRequest> requests(examples.size());
-  for (size_t i = 0; i < examples.size(); ++i) {
-    requests[i] = rollout_request(examples[i], in);
+  Collective& comm = comm_of(in);
+  const RowRange mine = rank_rows(static_cast<int64_t>(examples.size()), comm.rank(), comm.world_size());
+  const auto n_mine = static_cast<size_t>(mine.end - mine.begin);
+  std::vector<rollout::GenerateRequest> requests(n_mine);
+  for (size_t i = 0; i < n_mine; ++i) {
+    requests[i] = rollout_request(examples[static_cast<size_t>(mine.begin) + i], in);
     requests[i].params.n = 1;
     requests[i].sampling.temperature = 0;  // greedy
   }
-  const std::vector<rollout::GenerateOutput> outs = run_engine(policy, engine, requests);
-  std::vector<Sample> samples(examples.size());
-  std::vector<std::string> texts;
+  const std::vector<rollout::GenerateOutput> outs =
+      requests.empty() ? std::vector<rollout::GenerateOutput>{} : run_engine(policy, engine, requests);
+  std::vector<Sample> samples(n_mine);
   std::vector<RewardInput> inputs;
   for (size_t i = 0; i < outs.size(); ++i) {
+    const Example& e = examples[static_cast<size_t>(mine.begin) + i];
     const rollout::RequestOutput& o = outs[i].output;
     if (o.finish_reason == rollout::FinishReason::kError)
-      throw ConfigError(cat(examples[i].where, ": the rollout engine refused the prompt: ", o.error));
+      throw ConfigError(cat(e.where, ": the rollout engine refused the prompt: ", o.error));
     samples[i].response.assign(o.samples.at(0).tokens.begin(), o.samples.at(0).tokens.end());
     samples[i].truncated = o.samples.at(0).finish_reason == rollout::FinishReason::kLength;
-    texts.push_back(response_text(samples[i], in));
+    inputs.push_back({e.prompt, response_text(samples[i], in), e.answer});
   }
-  for (size_t i = 0; i < examples.size(); ++i) inputs.push_back({examples[i].prompt, texts[i], examples[i].answer});
-  const std::vector<double> scores = reward(inputs);
-  double correct = 0, score = 0, len = 0;
+  const std::vector<double> scores = inputs.empty() ? std::vector<double>{} : reward(inputs);
+  Metrics sums{{"correct", 0.0}, {"score", 0.0}, {"length", 0.0}};
   for (size_t i = 0; i < scores.size(); ++i) {
-    correct += scores[i] >= 1.0 ? 1 : 0;
-    score += scores[i];
-    len += static_cast<double>(samples[i].response.size());
+    sums["correct"] += scores[i] >= 1.0 ? 1 : 0;
+    sums["score"] += scores[i];
+    sums["length"] += static_cast<double>(samples[i].response.size());
   }
-  const double n = static_cast<double>(std::max<size_t>(1, scores.size()));
-  return {{"val/accuracy", correct / n}, {"val/score", score / n}, {"val/response_length", len / n}};
+  sums = sum_over_ranks(sums, &comm);
+  const double n = static_cast<double>(std::max<size_t>(1, examples.size()));
+  return {{"val/accuracy", sums["correct"] / n}, {"val/score", sums["score"] / n}, {"val/response_length", sums["length"] / n}};
+}
+
+std::vector<int64_t> train_rows(int64_t S, int64_t per_mini, const Collective* comm) {
+  const int rank = comm != nullptr ? comm->rank() : 0, world = comm != nullptr ? comm->world_size() : 1;
+  std::vector<int64_t> rows;
+  for (int64_t mb = 0; mb < S; mb += per_mini) {
+    const RowRange r = rank_rows(std::min(S, mb + per_mini) - mb, rank, world);
+    for (int64_t i = r.begin; i < r.end; ++i) rows.push_back(mb + i);
+  }
+  return rows;
+}
+
+Metrics sum_over_ranks(const Metrics& local, Collective* comm) {
+  if (comm == nullptr || comm->world_size() == 1) return local;
+  // Each rank's map as words (key length, key bytes, value bits), gathered and added up, so
+  // ranks whose maps hold different keys (one that had no rows) still agree.
+  std::vector<int64_t> w;
+  for (const auto& [k, v] : local) {
+    w.push_back(static_cast<int64_t>(k.size()));
+    for (const char c : k) w.push_back(static_cast<unsigned char>(c));
+    w.push_back(std::bit_cast<int64_t>(v));
+  }
+  Metrics total;
+  for (const std::vector<int64_t>& words : comm->all_gather_words(w)) {
+    for (size_t i = 0; i < words.size();) {
+      const auto n = static_cast<size_t>(words[i++]);
+      FP8RL_CHECK(i + n + 1 <= words.size(), "metric gather: truncated record");
+      std::string key;
+      for (size_t j = 0; j < n; ++j) key.push_back(static_cast<char>(words[i + j]));
+      i += n;
+      total[key] += std::bit_cast<double>(words[i++]);
+    }
+  }
+  return total;
 }
 
 SampleTensors sample_logprobs(const Policy& policy, const std::vector<Sample>& samples, const StepInputs& in) {
@@ -260,15 +352,21 @@ SampleTensors sample_logprobs(const Policy& policy, const std::vector<Sample>& s
   for (const Sample& s : samples) T = std::max<int64_t>(T, static_cast<int64_t>(s.response.size()));
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(policy.model().device());
   SampleTensors out{at::zeros({S, T}, f32), at::zeros({S, T}, f32)};
-  const int64_t micro = in.recipe.trainer.ppo_micro_batch_size_per_gpu;
-  for (int64_t b = 0; b < S; b += micro) {
-    std::vector<int64_t> rows;
-    for (int64_t i = b; i < std::min(S, b + micro); ++i) rows.push_back(i);
+  const std::vector<int64_t> mine = train_rows(S, in.recipe.trainer.ppo_mini_batch_size * in.recipe.rollout.n, in.comm);
+  const auto micro = static_cast<size_t>(in.recipe.trainer.ppo_micro_batch_size_per_gpu);
+  for (size_t b = 0; b < mine.size(); b += micro) {
+    const std::vector<int64_t> rows(mine.begin() + static_cast<std::ptrdiff_t>(b),
+                                    mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), b + micro)));
     const ResponseLogprobs lp = policy.response_logprobs(sequences(samples, rows, in), in.recipe.rollout.temperature);
     const int64_t t = lp.logp.size(1);
-    out.logp.narrow(0, b, static_cast<int64_t>(rows.size())).narrow(1, 0, t).copy_(lp.logp);
-    out.mask.narrow(0, b, static_cast<int64_t>(rows.size())).narrow(1, 0, t).copy_(lp.mask);
+    const at::Tensor idx = at::tensor(rows, at::kLong).to(out.logp.device());
+    out.logp.narrow(1, 0, t).index_copy_(0, idx, lp.logp.to(at::kFloat));
+    out.mask.narrow(1, 0, t).index_copy_(0, idx, lp.mask.to(at::kFloat));
   }
+  // Rows of other ranks are zero here: the sum over ranks is the whole tensor.
+  Collective& comm = comm_of(in);
+  comm.all_reduce_sum(out.logp);
+  comm.all_reduce_sum(out.mask);
   return out;
 }
 
@@ -329,6 +427,7 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
   const loss::PolicyObjectiveOptions objective = policy_objective_options(r.algorithm);
   const int64_t per_mini = r.trainer.ppo_mini_batch_size * r.rollout.n;  // samples per optimizer step
   const int64_t micro = r.trainer.ppo_micro_batch_size_per_gpu;
+  Collective& comm = comm_of(in);
   int64_t micro_count = 0;
   double grad_norm_sum = 0, sync_seconds = 0;
   int64_t updates = 0;
@@ -337,9 +436,10 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
       const int64_t mb_end = std::min(S, mb + per_mini);
       const loss::AggregationScale scale =
           loss::count_scale(old.mask.narrow(0, mb, mb_end - mb), r.rollout.max_response_length);
-      for (int64_t b = mb; b < mb_end; b += micro) {
+      const RowRange mine = rank_rows(mb_end - mb, comm.rank(), comm.world_size());  // this rank's share
+      for (int64_t b = mb + mine.begin; b < mb + mine.end; b += micro) {
         std::vector<int64_t> rows;
-        for (int64_t i = b; i < std::min(mb_end, b + micro); ++i) rows.push_back(i);
+        for (int64_t i = b; i < std::min(mb + mine.end, b + micro); ++i) rows.push_back(i);
         const at::Tensor rows_t = at::tensor(rows, at::kLong).to(dev);
         const ResponseLogprobs cur = policy.response_logprobs(sequences(batch.samples, rows, in), r.rollout.temperature);
         const int64_t t = cur.logp.size(1);
@@ -357,6 +457,7 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
           if (k.rfind("mismatch/", 0) != 0) m["actor/" + k] += v;
         ++micro_count;
       }
+      comm.all_reduce_grads(optimizer.parameters());  // the whole mini-batch's gradient on every rank
       const double norm = optimizer.clip_grad_norm(r.trainer.grad_clip);
       const double lr = scheduled_lr(r.trainer.lr, optimizer.steps(), r.trainer.lr_warmup_steps,
                                      r.trainer.total_training_steps * r.trainer.ppo_epochs *
@@ -376,8 +477,16 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
       ++updates;
     }
   }
-  for (auto& [k, v] : m)
-    if (k != "actor/lr" && k != "actor/skipped_updates") v /= static_cast<double>(std::max<int64_t>(1, micro_count));
+  // Actor metrics: means over every rank's micro-batches (lr and skipped updates are the same on
+  // every rank and are not summed).
+  Metrics sums;
+  for (const auto& [k, v] : m)
+    if (k != "actor/lr" && k != "actor/skipped_updates") sums[k] = v;
+  sums["micro_batches"] = static_cast<double>(micro_count);
+  sums = sum_over_ranks(sums, in.comm);
+  const double micro_total = std::max(1.0, sums["micro_batches"]);
+  sums.erase("micro_batches");
+  for (const auto& [k, v] : sums) m[k] = v / micro_total;
   m["actor/grad_norm"] = grad_norm_sum / static_cast<double>(std::max<int64_t>(1, updates));
   m["timing_s/sync"] = sync_seconds;  // inside timing_s/update
   return m;

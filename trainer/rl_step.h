@@ -8,6 +8,15 @@
 //
 // Samples stay grouped: the n samples of one prompt are contiguous and share a group id, so the
 // advantage's group statistics and the DAPO filter see whole groups.
+//
+// Data parallelism (StepInputs::comm, trainer/collective.h): every rank draws the same prompts
+// and generates its contiguous share of them (whole groups, seeded by their index in the whole
+// batch, so a sample is the same whatever the world size); the samples are then gathered, so
+// every rank holds the whole batch and makes the same filter and advantage decisions. For the
+// update each rank takes its share of every mini-batch; its old log-probs are summed into the
+// whole [S, T] tensor, and gradients are summed over ranks before clipping and the optimizer
+// step, which every rank then takes identically. The token counts that normalise the loss are
+// those of the whole mini-batch, so the summed gradient is the single-process one.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +30,7 @@
 #include "core/hf/tokenizer.h"
 #include "core/recipe/recipe.h"
 #include "rollout/engine.h"
+#include "trainer/collective.h"
 #include "trainer/data.h"
 #include "trainer/optimizer.h"
 #include "trainer/policy.h"
@@ -63,6 +73,7 @@ struct StepInputs {
   const hf::Tokenizer& tokenizer;
   const std::vector<int32_t>& stop_ids;
   int64_t step = 0;  // 0-based RL step: seeds every sample of it
+  Collective* comm = nullptr;  // the ranks of a data-parallel run; nullptr: this process alone
 };
 
 // Draws data.train_batch_size prompts from `order`, generates rollout.n samples each and scores
@@ -74,11 +85,19 @@ RolloutBatch collect_rollouts(Policy& policy, rollout::Engine& engine, DataOrder
 
 // Log-probs [S, T] (fp32, T = longest response, zero past each) of the samples' responses under
 // the trainer's forward, without autograd, in micro-batches of trainer.ppo_micro_batch_size_per_gpu.
+// With several ranks each computes the rows it will train on (train_rows) and the result is
+// summed over ranks: every rank returns the whole tensor.
 struct SampleTensors {
   at::Tensor logp;  // [S, T]
   at::Tensor mask;  // [S, T]
 };
 SampleTensors sample_logprobs(const Policy& policy, const std::vector<Sample>& samples, const StepInputs& in);
+
+// The rows of S samples this rank trains on: its share of each mini-batch of `per_mini` samples.
+std::vector<int64_t> train_rows(int64_t S, int64_t per_mini, const Collective* comm);
+
+// Per-rank sums of `local` (keys may differ between ranks) added up over all ranks.
+Metrics sum_over_ranks(const Metrics& local, Collective* comm);
 
 // The engine's log-probs in the same [S, T] layout.
 at::Tensor rollout_logprobs(const std::vector<Sample>& samples, int64_t T, at::Device device);
@@ -90,7 +109,7 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
                    const at::Tensor& rollout_logp, const at::Tensor& ref_logp, const StepInputs& in);
 
 // Validation (trainer.test_freq): one greedy sample per example of `examples` (pass@1 with
-// greedy decoding), scored by `reward`. Returns val/accuracy (score >= 1), val/score and
+// greedy decoding), scored by `reward`; the examples are shared out over the ranks. Returns val/accuracy (score >= 1), val/score and
 // val/response_length.
 Metrics validate(Policy& policy, rollout::Engine& engine, const std::vector<Example>& examples,
                  const BatchReward& reward, const StepInputs& in);

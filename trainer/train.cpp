@@ -6,7 +6,11 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
+#include <thread>
+
+#include <ATen/Parallel.h>
 
 #include "core/recipe/run_dir.h"
 #include "core/recipe/validate.h"
@@ -17,6 +21,7 @@
 #include "quant/precision_plan.h"
 #include "rollout/engine.h"
 #include "trainer/checkpoint_store.h"
+#include "trainer/collective.h"
 #include "trainer/device_memory.h"
 #include "trainer/metrics_log.h"
 #include "trainer/optimizer.h"
@@ -62,11 +67,32 @@ class InterruptHandler {
   struct sigaction old_int_ {}, old_term_ {};
 };
 
+// How long a collective waits for the other ranks: longer than any one phase of a step on a
+// healthy rank (rank 0's checkpoint writes included), so only a dead or stuck rank trips it.
+constexpr std::chrono::minutes kCollectiveTimeout{30};
+
+// Ranks sharing this node's CPU cores split them (LOCAL_WORLD_SIZE ranks per node), so two CPU
+// ranks do not each start a thread per core.
+void share_cpu_threads(const at::Device& device) {
+  if (!device.is_cpu()) return;
+  const char* v = std::getenv("LOCAL_WORLD_SIZE");
+  const int local = v != nullptr ? std::max(1, std::atoi(v)) : 1;
+  at::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local));
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
+
+void check_local_ranks(const recipe::LoadedRecipe& loaded) {
+  recipe::validate_recipe(loaded);
+  const int64_t ranks = loaded.recipe.trainer.n_gpus_per_node;
+  if (resolve_device(loaded.recipe.trainer.device).is_cuda() && static_cast<int64_t>(at::getNumGPUs()) < ranks)
+    throw ConfigError(cat(loaded.where("trainer.n_gpus_per_node"), ": trainer.n_gpus_per_node ", ranks, " but ",
+                          at::getNumGPUs(), " GPU(s) are visible (one rank per GPU)"));
+}
 
 int run_train(const recipe::LoadedRecipe& loaded) {
   log::set_level(log::parse_level(loaded.recipe.logging.level));
@@ -75,33 +101,59 @@ int run_train(const recipe::LoadedRecipe& loaded) {
   // The precision plan's own checks (modules_in_bf16 patterns that match nothing, ...) before
   // anything is written or trained; the policy makes it again from the model it loads.
   if (r.quantization.quant_method == "fp8") quant::make_precision_plan(shape, r.quantization, r.model.dtype);
-  const fs::path dir = recipe::open_run_dir(loaded);
-  write_file_atomic(dir / recipe::kResolvedRecipeFile, recipe::to_yaml(loaded, /*annotate=*/true));
-  log::add_file_sink((dir / "fp8rl.log").string());
-  log::info(cat("run directory ", dir.string()));
 
-  // Everything the user's files can get wrong, before the weights load.
-  TaskSetup task = prepare_task(loaded, dir);
+  // Data parallelism: the ranks a launcher started (fp8rl train --gpus N, torchrun, SLURM) join
+  // one process group; without a launcher this process is the only rank.
+  const std::optional<WorldEnv> world = world_env_from_environment();
+  if (world) pin_local_gpu(*world);  // before anything touches CUDA
   const at::Device device = resolve_device(r.trainer.device);
-  // The checkpoint to resume from, checked before the warm-up (minutes of work a bad --resume
-  // path would waste).
-  CheckpointStore store(dir, r.checkpoint.max_ckpt_to_keep);
+  std::unique_ptr<Collective> comm = world ? std::make_unique<Collective>(*world, device, kCollectiveTimeout)
+                                           : std::make_unique<Collective>();
+  if (world) share_cpu_threads(device);
+  const bool main_rank = comm->is_main();
+  if (!main_rank && log::parse_level(r.logging.level) < log::Level::warn) log::set_level(log::Level::warn);
+
+  // One-time setup: rank 0 creates the run directory, the task's files and the warm-up model;
+  // the other ranks wait for it, then read what it made.
+  comm->wait_for_setup();
+  fs::path dir;
+  std::optional<TaskSetup> task_setup;
   std::optional<fs::path> resume_from;
-  if (r.checkpoint.resume_mode == "auto") {
-    std::vector<std::string> skipped;
-    resume_from = store.latest_good(&skipped);
-    for (const std::string& s : skipped) log::warn("resume: skipping " + s);
-    if (!resume_from) log::info("resume auto: no complete checkpoint in " + dir.string() + "; starting from step 0");
-  } else if (r.checkpoint.resume_mode == "resume_path") {
-    resume_from = fs::path(r.checkpoint.resume_from_path);
-    verify_checkpoint(*resume_from);  // refuse a damaged one before loading anything
+  CheckpointStore store(recipe::run_dir_path(loaded), r.checkpoint.max_ckpt_to_keep);
+  try {
+    if (main_rank) {
+      dir = recipe::open_run_dir(loaded);
+      write_file_atomic(dir / recipe::kResolvedRecipeFile, recipe::to_yaml(loaded, /*annotate=*/true));
+      log::add_file_sink((dir / "fp8rl.log").string());
+      log::info(cat("run directory ", dir.string()));
+    } else {
+      dir = recipe::run_dir_path(loaded);
+    }
+    // Everything the user's files can get wrong, before the weights load.
+    task_setup.emplace(prepare_task(loaded, dir));
+    // The checkpoint to resume from, checked before the warm-up (minutes of work a bad --resume
+    // path would waste).
+    if (r.checkpoint.resume_mode == "auto") {
+      std::vector<std::string> skipped;
+      resume_from = store.latest_good(&skipped);
+      for (const std::string& s : skipped) log::warn("resume: skipping " + s);
+      if (!resume_from) log::info("resume auto: no complete checkpoint in " + dir.string() + "; starting from step 0");
+    } else if (r.checkpoint.resume_mode == "resume_path") {
+      resume_from = fs::path(r.checkpoint.resume_from_path);
+      verify_checkpoint(*resume_from);  // refuse a damaged one before loading anything
+    }
+    if (r.sft.steps > 0) {  // the starting skill, made once per run (a resumed run reuses it)
+      const fs::path warm = dir / "sft_model";
+      if (main_rank && !fs::exists(warm / "model.safetensors")) supervised_warmup(r, *task_setup, device, warm);
+      task_setup->model_dir = warm.string();
+      log::info("starting from the supervised warm-up " + warm.string());
+    }
+  } catch (...) {
+    comm->announce_setup(false);
+    throw;
   }
-  if (r.sft.steps > 0) {  // the starting skill, made once per run (a resumed run reuses it)
-    const fs::path warm = dir / "sft_model";
-    if (!fs::exists(warm / "model.safetensors")) supervised_warmup(r, task, device, warm);
-    task.model_dir = warm.string();
-    log::info("starting from the supervised warm-up " + warm.string());
-  }
+  comm->announce_setup(true);
+  TaskSetup& task = *task_setup;
 
   const auto t_load = std::chrono::steady_clock::now();
   Policy policy(r, task.model_dir, device);
@@ -121,17 +173,18 @@ int run_train(const recipe::LoadedRecipe& loaded) {
     log::info(cat("resumed from ", resume_from->string(), " at step ", start, " (data epoch ", order.epoch(), ", position ",
                   order.cursor(), ")"));
   }
-  MetricsLog metrics_log(dir, r.logging.logger, resume_from ? start : -1);
+  std::optional<MetricsLog> metrics_log;  // rank 0 writes the run's files
+  if (main_rank) metrics_log.emplace(dir, r.logging.logger, resume_from ? start : -1);
   const BatchReward reward = make_batch_reward(r);
   rollout::Engine engine(policy.model(), engine_config(r, *task.tokenizer));
   std::vector<Example> val_examples;
   if (r.trainer.test_freq > 0)
     val_examples = load_examples(r, r.data.val_files, *task.tokenizer, task.chat_template, task.config.shape.vocab_size);
-  const StepInputs in{r, task.examples, *task.tokenizer, task.stop_ids, 0};
+  const StepInputs in{r, task.examples, *task.tokenizer, task.stop_ids, 0, comm.get()};
 
   if (r.trainer.test_freq > 0 && start == 0) {  // the starting point, logged as step 0 (verl's val_before_train)
     const Metrics vm = validate(policy, engine, val_examples, reward, in);
-    metrics_log.log(0, std::vector<std::pair<std::string, double>>(vm.begin(), vm.end()));
+    if (metrics_log) metrics_log->log(0, std::vector<std::pair<std::string, double>>(vm.begin(), vm.end()));
     log::info(cat("validation before training: accuracy ", vm.at("val/accuracy"), " on ", val_examples.size(), " prompts"));
   }
   InterruptHandler interrupts;
@@ -178,12 +231,14 @@ int run_train(const recipe::LoadedRecipe& loaded) {
       m.insert(vm.begin(), vm.end());
       m["timing_s/validation"] = seconds_since(t_val);
     }
-    const bool last = step == r.trainer.total_training_steps || interrupts.requested();
+    // Every rank stops after the same step, whichever of them the signal reached first.
+    const bool interrupted = comm->all_reduce_max(interrupts.requested() ? 1.0 : 0.0) > 0;
+    const bool last = step == r.trainer.total_training_steps || interrupted;
     m["timing_s/step"] = seconds_since(t_step);
     // Metrics first, then the checkpoint (which copies metrics.jsonl): a checkpoint of step s
     // always holds the line of step s.
-    metrics_log.log(step, std::vector<std::pair<std::string, double>>(m.begin(), m.end()));
-    if ((r.checkpoint.save_freq > 0 && step % r.checkpoint.save_freq == 0) || last) {
+    if (metrics_log) metrics_log->log(step, std::vector<std::pair<std::string, double>>(m.begin(), m.end()));
+    if (main_rank && ((r.checkpoint.save_freq > 0 && step % r.checkpoint.save_freq == 0) || last)) {
       const auto t_ckpt = std::chrono::steady_clock::now();
       const fs::path saved = save_run_checkpoint(store, step, policy, optimizer, order, dir);
       log::info(cat("checkpoint ", saved.string(), " (", seconds_since(t_ckpt), " s)"));
@@ -199,7 +254,7 @@ int run_train(const recipe::LoadedRecipe& loaded) {
       p.seconds_per_step = seconds_since(t_run) / static_cast<double>(step - start);
       log::info(progress_line(p));
     }
-    if (interrupts.requested()) {
+    if (interrupted) {
       log::warn(cat("stopped by a signal after step ", step, "; continue with --resume auto"));
       return 130;
     }
