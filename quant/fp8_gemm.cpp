@@ -9,6 +9,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <cublasLt.h>
 
+#include "quant/cuda/fp8_gemv.h"
+
 #include <list>
 #include <map>
 #include <mutex>
@@ -195,7 +197,37 @@ void* workspace_for(const at::Tensor& like, cudaStream_t stream) {
   return ws.data_ptr();
 }
 
+// Block x group E4M3 at M <= 4 with contiguous operands: the GEMV (quant/cuda/fp8_gemv.h).
+bool gemv_applies(const Fp8Activation& x, const Fp8Weight& w) {
+  return w.scaling == WeightScaling::block && x.scaling == ActScaling::group && w.fmt == Fp8Format::e4m3 &&
+         x.fmt == Fp8Format::e4m3 && x.rows >= 1 && x.rows <= cuda::kFp8GemvMaxRows && w.data.is_contiguous() &&
+         w.scale.is_contiguous() && x.data.is_contiguous() && x.scale.is_contiguous();
+}
+
+at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
+  at::Tensor out = at::empty({x.rows, w.out_features}, x.data.options().dtype(out_dtype));  // [M, N]
+  cuda::Fp8GemvArgs a;
+  a.w = static_cast<const uint8_t*>(w.data.data_ptr());
+  a.w_scale = w.scale.data_ptr<float>();
+  a.x = static_cast<const uint8_t*>(x.data.data_ptr());
+  a.x_scale = x.scale.data_ptr<float>();
+  a.y = out.data_ptr();
+  a.y_bf16 = out_dtype == at::kBFloat16;
+  a.M = x.rows;
+  a.N = w.out_features;
+  a.Np = w.data.size(0);
+  a.Kp = w.data.size(1);
+  a.Mp = x.data.size(0);
+  try {
+    cuda::fp8_gemv_block(a, at::cuda::getCurrentCUDAStream());
+  } catch (const std::runtime_error& e) {
+    throw RuntimeFailure(e.what());
+  }
+  return out;
+}
+
 at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
+  if (gemv_applies(x, w)) return gemv_cuda(x, w, out_dtype);
   // M is the padded row count (group scaling rounds it up to a multiple of 4).
   const int64_t M = x.data.size(0), Np = w.data.size(0), Kp = w.data.size(1);
   at::Tensor out = at::empty({M, Np}, x.data.options().dtype(out_dtype));  // [M, Np]

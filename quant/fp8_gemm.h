@@ -8,6 +8,8 @@
 //         A BLK128x128_32F / OUTER_VEC_32F / SCALAR_32F, B VEC128_32F / OUTER_VEC_32F /
 //         SCALAR_32F. One descriptor, layouts and heuristic algorithm cached per shape, in an
 //         LRU of kFp8GemmPlanCacheCapacity plans (fp8_gemm.cpp says why); thread-safe.
+//         Block x group E4M3 at M <= 4 (decode at batch 1-4) runs our own GEMV instead
+//         (quant/cuda/fp8_gemv.h): cuBLASLt reads the weight at ~30% of HBM bandwidth there.
 //   CPU:  dequantize both operands and multiply in float32 (the reference numerics).
 //
 // at::_scaled_mm is the independent reference in tests (fp8_gemm_scaled_mm below).

@@ -101,7 +101,8 @@ void RewardConfig::visit(FieldVisitor& v) {
 
 void TrainerConfig::visit(FieldVisitor& v) {
   v.choice("device", device, {"auto", "cuda", "cpu"}, "auto = cuda when a GPU is present");
-  v.field("n_gpus_per_node", n_gpus_per_node, "GPUs used on this node");
+  v.field("n_gpus_per_node", n_gpus_per_node,
+          "data-parallel ranks on this node, one process per GPU (trainer.device cpu: per share of the cores); train --gpus N sets it");
   v.field("total_training_steps", total_training_steps, "RL steps to run");
   v.field("lr", lr, "AdamW learning rate");
   v.field("weight_decay", weight_decay, "AdamW weight decay");

@@ -1,0 +1,143 @@
+// The small-M FP8 GEMM (quant/cuda/fp8_gemv.h says what and why).
+//
+// Layout of the work: warp w owns output rows [w R, w R + R) (R = 1 or 2; rows of one warp never
+// straddle a 128-row scale block, since 128 % R == 0) for all M <= 4 activation rows. Lane l reads
+// the 16 weight bytes at k = l * 16 + 512 j of each of its rows: a warp step covers 512 bytes of a
+// row, coalesced, and each lane's 16 bytes lie inside one 128-wide scale block (kb = k / 128), so
+// one pair of scales multiplies the 16-term partial dot product. Two steps are loaded before
+// either is used, so each lane has 2 R 16-byte weight loads in flight. Weight loads are
+// streaming (__ldcs: read once, not worth caching); activation loads go through the read-only
+// cache (__ldg: every warp reads them).
+#include "quant/cuda/fp8_gemv.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace fp8rl::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// 16 E4M3 bytes -> 16 floats, in memory order (the low byte of each pair is the first element).
+__device__ __forceinline__ void e4m3x16_to_float(const uint4& v, float (&f)[16]) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __half2 lo(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(words[i] & 0xFFFFu), __NV_E4M3));
+    const __half2 hi(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(words[i] >> 16), __NV_E4M3));
+    const float2 a = __half22float2(lo), b = __half22float2(hi);
+    f[4 * i] = a.x;
+    f[4 * i + 1] = a.y;
+    f[4 * i + 2] = b.x;
+    f[4 * i + 3] = b.y;
+  }
+}
+
+__device__ __forceinline__ void store(float* y, int64_t i, float v) { y[i] = v; }
+__device__ __forceinline__ void store(__nv_bfloat16* y, int64_t i, float v) { y[i] = __float2bfloat16(v); }
+
+template <int M, int R, typename OutT>
+__global__ void __launch_bounds__(kThreads) fp8_gemv_kernel(Fp8GemvArgs a) {
+  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5;
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  const int64_t n0 = warp * R;
+  if (n0 >= a.N) return;
+  const int64_t Kp = a.Kp, Mp = a.Mp;
+  const float* w_scale = a.w_scale + (n0 >> 7) * (Kp >> 7);  // this row block's K-block scales
+  const uint8_t* w = a.w + n0 * Kp;
+
+  float acc[R][M];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
+
+  for (int64_t k0 = static_cast<int64_t>(lane) * 16; k0 < Kp; k0 += 1024) {
+    const bool second = k0 + 512 < Kp;  // Kp % 512 == 0: either both steps or the last one
+    uint4 wv[2][R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) wv[0][r] = __ldcs(reinterpret_cast<const uint4*>(w + r * Kp + k0));
+    if (second) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) wv[1][r] = __ldcs(reinterpret_cast<const uint4*>(w + r * Kp + k0 + 512));
+    }
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      if (s == 1 && !second) break;
+      const int64_t k = k0 + 512 * s, kb = k >> 7;
+      const float ws = __ldg(w_scale + kb);
+      float wf[R][16];
+#pragma unroll
+      for (int r = 0; r < R; ++r) e4m3x16_to_float(wv[s][r], wf[r]);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float xf[16];
+        e4m3x16_to_float(__ldg(reinterpret_cast<const uint4*>(a.x + m * Kp + k)), xf);
+        const float scale = ws * __ldg(a.x_scale + kb * Mp + m);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float dot = 0.0f;
+#pragma unroll
+          for (int j = 0; j < 16; ++j) dot = fmaf(wf[r][j], xf[j], dot);
+          acc[r][m] = fmaf(dot, scale, acc[r][m]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) acc[r][m] += __shfl_xor_sync(0xFFFFFFFFu, acc[r][m], off);
+  if (lane != 0) return;
+  OutT* y = static_cast<OutT*>(a.y);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (n0 + r >= a.N) break;
+#pragma unroll
+    for (int m = 0; m < M; ++m) store(y, m * a.N + n0 + r, acc[r][m]);
+  }
+}
+
+template <int M, int R>
+void launch(const Fp8GemvArgs& a, cudaStream_t stream) {
+  const int64_t warps = (a.N + R - 1) / R;
+  const auto blocks = static_cast<unsigned>((warps * 32 + kThreads - 1) / kThreads);
+  if (a.y_bf16)
+    fp8_gemv_kernel<M, R, __nv_bfloat16><<<blocks, kThreads, 0, stream>>>(a);
+  else
+    fp8_gemv_kernel<M, R, float><<<blocks, kThreads, 0, stream>>>(a);
+}
+
+template <int M>
+void launch_rows(const Fp8GemvArgs& a, cudaStream_t stream) {
+  // Two rows per warp halve the activation reads where there are warps enough to fill the GPU
+  // twice over; one row per warp keeps small N spread over more warps.
+  if (a.N >= 2048)
+    launch<M, 2>(a, stream);
+  else
+    launch<M, 1>(a, stream);
+}
+
+}  // namespace
+
+void fp8_gemv_block(const Fp8GemvArgs& a, cudaStream_t stream) {
+  if (a.M < 1 || a.M > kFp8GemvMaxRows || a.Kp % 512 != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M)
+    throw std::runtime_error("fp8_gemv_block: unsupported shape M=" + std::to_string(a.M) + " N=" + std::to_string(a.N) +
+                             " Kp=" + std::to_string(a.Kp));
+  switch (a.M) {
+    case 1: launch_rows<1>(a, stream); break;
+    case 2: launch_rows<2>(a, stream); break;
+    case 3: launch_rows<3>(a, stream); break;
+    default: launch_rows<4>(a, stream); break;
+  }
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw std::runtime_error(std::string("fp8_gemv_block: ") + cudaGetErrorString(err));
+}
+
+}  // namespace fp8rl::cuda
