@@ -132,6 +132,11 @@ std::string run_gemm_bench(const GemmBenchOptions& o) {
   bwd << "| model | proj | M | dequant + BF16 (us) | FP8 transpose + quant + FP8 (us) | FP8 / dequant |\n"
       << "|---|---|---:|---:|---:|---:|\n";
   std::vector<double> big_ratio, small_ratio, bwd_ratio, graph_big, graph_small;
+  // Small M (decode): the weight bytes each kernel reads per second under CUDA graphs.
+  std::ostringstream small;
+  small << "| model | proj | M | N | K | BF16 GB/s | FP8 cuBLASLt GB/s | FP8 CUDA-core GEMV GB/s | FP8 tensor-core GEMV GB/s "
+           "| tensor-core GEMV / cuBLASLt | tensor-core GEMV / BF16 |\n"
+        << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
 
   for (const auto& model : o.models) {
     for (const Shape& s : linear_shapes(model)) {
@@ -184,6 +189,27 @@ std::string run_gemm_bench(const GemmBenchOptions& o) {
            << " | " << fmt_num(tflops(g_bf16)) << " | " << fmt_num(tflops(g_block_q)) << " | "
            << fmt_num(g_bf16 / g_block_q, 2) << " |\n";
 
+        if (m <= 8) {
+          const auto rotate = [&](int i) -> const Fp8Weight& { return wk[static_cast<size_t>(i % nf)]; };
+          const int calls = std::min(nf, 16);
+          const double g_lt = graph_median_ms(
+              [&](int i) { fp8_gemm_small_m(xk, rotate(i), at::kBFloat16, SmallMKernel::cublaslt); }, calls, o.reps);
+          const double g_tc = graph_median_ms(
+              [&](int i) { fp8_gemm_small_m(xk, rotate(i), at::kBFloat16, SmallMKernel::tensor_cores); }, calls, o.reps);
+          const double g_cc =
+              m <= 4 ? graph_median_ms(
+                           [&](int i) { fp8_gemm_small_m(xk, rotate(i), at::kBFloat16, SmallMKernel::cuda_cores); },
+                           calls, o.reps)
+                     : NAN;
+          const double fp8_bytes = static_cast<double>(s.n) * static_cast<double>(s.k);
+          auto gbs = [](double bytes, double ms) { return bytes / (ms * 1e-3) / 1e9; };
+          small << "| " << s.model << " | " << s.proj << " | " << m << " | " << s.n << " | " << s.k << " | "
+                << fmt_num(gbs(2 * fp8_bytes, g_bf16), 0) << " | " << fmt_num(gbs(fp8_bytes, g_lt), 0) << " | "
+                << (m <= 4 ? fmt_num(gbs(fp8_bytes, g_cc), 0) : std::string("-")) << " | "
+                << fmt_num(gbs(fp8_bytes, g_tc), 0) << " | " << fmt_num(g_lt / g_tc, 2) << " | "
+                << fmt_num(g_bf16 / g_tc, 2) << " |\n";
+        }
+
         if (o.backward && m >= 1024) {
           // dX [M, K] = dY [M, N] @ W [N, K] through the frozen FP8 weight, two ways:
           //   (a) dequantize W to bf16 for this layer, then a BF16 GEMM;
@@ -212,6 +238,9 @@ std::string run_gemm_bench(const GemmBenchOptions& o) {
       << fmt_num(geomean(big_ratio), 2) << "x, M <= 64: " << fmt_num(geomean(small_ratio), 2)
       << "x. Under CUDA graphs: M >= 1024: " << fmt_num(geomean(graph_big), 2)
       << "x, M <= 64: " << fmt_num(geomean(graph_small), 2) << "x.\n";
+  out << "\nSmall M (decode), CUDA graphs: weight bytes read per second (BF16 reads 2 bytes per weight, FP8 one); "
+         "the FP8 kernels get the same pre-quantized operands:\n\n"
+      << small.str();
   if (o.backward)
     out << "\nBackward through the frozen FP8 weight (dX = dY W), M >= 1024:\n\n"
         << bwd.str() << "\nGeometric mean dequant time / FP8 time: " << fmt_num(geomean(bwd_ratio), 2) << "x.\n";

@@ -197,14 +197,14 @@ void* workspace_for(const at::Tensor& like, cudaStream_t stream) {
   return ws.data_ptr();
 }
 
-// Block x group E4M3 at M <= 4 with contiguous operands: the GEMV (quant/cuda/fp8_gemv.h).
-bool gemv_applies(const Fp8Activation& x, const Fp8Weight& w) {
+// Block x group E4M3 with contiguous operands and 1 <= M <= max_rows: a GEMV can run it.
+bool gemv_applies(const Fp8Activation& x, const Fp8Weight& w, int64_t max_rows) {
   return w.scaling == WeightScaling::block && x.scaling == ActScaling::group && w.fmt == Fp8Format::e4m3 &&
-         x.fmt == Fp8Format::e4m3 && x.rows >= 1 && x.rows <= cuda::kFp8GemvMaxRows && w.data.is_contiguous() &&
+         x.fmt == Fp8Format::e4m3 && x.rows >= 1 && x.rows <= max_rows && w.data.is_contiguous() &&
          w.scale.is_contiguous() && x.data.is_contiguous() && x.scale.is_contiguous();
 }
 
-at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
+at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, bool tensor_cores) {
   at::Tensor out = at::empty({x.rows, w.out_features}, x.data.options().dtype(out_dtype));  // [M, N]
   cuda::Fp8GemvArgs a;
   a.w = static_cast<const uint8_t*>(w.data.data_ptr());
@@ -219,15 +219,18 @@ at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType 
   a.Kp = w.data.size(1);
   a.Mp = x.data.size(0);
   try {
-    cuda::fp8_gemv_block(a, at::cuda::getCurrentCUDAStream());
+    if (tensor_cores)
+      cuda::fp8_gemv_block_mma(a, at::cuda::getCurrentCUDAStream());
+    else
+      cuda::fp8_gemv_block(a, at::cuda::getCurrentCUDAStream());
   } catch (const std::runtime_error& e) {
     throw RuntimeFailure(e.what());
   }
   return out;
 }
 
-at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
-  if (gemv_applies(x, w)) return gemv_cuda(x, w, out_dtype);
+at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, bool small_m = true) {
+  if (small_m && gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows)) return gemv_cuda(x, w, out_dtype, /*tensor_cores=*/true);
   // M is the padded row count (group scaling rounds it up to a multiple of 4).
   const int64_t M = x.data.size(0), Np = w.data.size(0), Kp = w.data.size(1);
   at::Tensor out = at::empty({M, Np}, x.data.options().dtype(out_dtype));  // [M, Np]
@@ -266,6 +269,27 @@ at::Tensor fp8_gemm(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType o
   return gemm_cuda(x, w, out_dtype);
 #else
   throw RuntimeFailure(cat("fp8_gemm: tensors on ", x.data.device(), " but fp8rl was built without CUDA"));
+#endif
+}
+
+at::Tensor fp8_gemm_small_m(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, SmallMKernel kernel) {
+  check_pair(x, w, out_dtype);
+#ifdef FP8RL_WITH_CUDA
+  FP8RL_CHECK(x.data.is_cuda(), "fp8_gemm_small_m needs CUDA tensors");
+  switch (kernel) {
+    case SmallMKernel::cublaslt:
+      return gemm_cuda(x, w, out_dtype, /*small_m=*/false);
+    case SmallMKernel::cuda_cores:
+      FP8RL_CHECK(gemv_applies(x, w, cuda::kFp8GemvMaxRows), "fp8_gemm_small_m: the CUDA-core GEMV does not apply");
+      return gemv_cuda(x, w, out_dtype, false);
+    case SmallMKernel::tensor_cores:
+      FP8RL_CHECK(gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows), "fp8_gemm_small_m: the tensor-core GEMV does not apply");
+      return gemv_cuda(x, w, out_dtype, true);
+  }
+  return {};
+#else
+  (void)kernel;
+  throw RuntimeFailure("fp8_gemm_small_m: fp8rl was built without CUDA");
 #endif
 }
 

@@ -8,8 +8,9 @@
 //         A BLK128x128_32F / OUTER_VEC_32F / SCALAR_32F, B VEC128_32F / OUTER_VEC_32F /
 //         SCALAR_32F. One descriptor, layouts and heuristic algorithm cached per shape, in an
 //         LRU of kFp8GemmPlanCacheCapacity plans (fp8_gemm.cpp says why); thread-safe.
-//         Block x group E4M3 at M <= 4 (decode at batch 1-4) runs our own GEMV instead
-//         (quant/cuda/fp8_gemv.h): cuBLASLt reads the weight at ~30% of HBM bandwidth there.
+//         Block x group E4M3 at M <= 8 (decode at batch 1-8) runs our own tensor-core GEMV
+//         instead (quant/cuda/fp8_gemv.h): cuBLASLt reads the weight at ~30% of HBM bandwidth
+//         there.
 //   CPU:  dequantize both operands and multiply in float32 (the reference numerics).
 //
 // at::_scaled_mm is the independent reference in tests (fp8_gemm_scaled_mm below).
@@ -36,6 +37,12 @@ int64_t fp8_gemm_plan_cache_size();
 
 // The same product through at::_scaled_mm (CUDA only; tests and benchmarks).
 at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype = at::kBFloat16);
+
+// The small-M kernels, each callable on its own for tests and benchmarks (fp8_gemm chooses by
+// itself): cuBLASLt's block-scaled GEMM, the CUDA-core GEMV (M <= 4), the tensor-core GEMV
+// (M <= 8). Block x group E4M3 on CUDA only; FP8RL_CHECK otherwise.
+enum class SmallMKernel { cublaslt, cuda_cores, tensor_cores };
+at::Tensor fp8_gemm_small_m(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, SmallMKernel kernel);
 
 // Whether fp8_gemm would use cuBLASLt's fast (reduced-precision) accumulation for this pair:
 // on for tensor and channel scaling (as vLLM does for rollouts), unavailable for block scaling.

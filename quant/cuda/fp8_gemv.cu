@@ -104,6 +104,100 @@ __global__ void __launch_bounds__(kThreads) fp8_gemv_kernel(Fp8GemvArgs a) {
   }
 }
 
+// ---- Tensor-core GEMV: mma.sync m16n8k32 E4M3 -> f32 -------------------------------------
+//
+// The product is computed transposed, y^T [N, M] = W [N, K] x^T [K, M]: 16 weight rows are the
+// mma's M side (A, row-major) and up to 8 activation rows its N side (B), so the weight bytes go
+// into the tensor cores as loaded, with no conversion. Fragment layout of m16n8k32 for 8-bit A/B
+// (PTX ISA), for lane = 4 g + t (g: group 0-7, t: thread in group 0-3):
+//   a0 = A[g][4t .. 4t+3], a1 = A[g+8][4t ..], a2 = A[g][16+4t ..], a3 = A[g+8][16+4t ..]
+//   b0 = B[4t .. 4t+3][g], b1 = B[16+4t ..][g];  c0,c1 = C[g][2t, 2t+1], c2,c3 = C[g+8][2t, 2t+1]
+// A dot product does not care in which order its K terms come, as long as A and B agree. So lane
+// (g, t) loads 16 contiguous bytes of weight row g, of row g+8 and of activation row g at
+// k = base + 16 t: bytes 0-7 feed one mma (as a0/a2, a1/a3, b0/b1), bytes 8-15 a second; the 4
+// lanes of a group cover 64 contiguous K. Two such steps cover one 128-wide scale block, whose
+// partial sums are then scaled by w_scale[n/128, kb] * x_scale[kb, m] into float totals (as
+// DeepGEMM promotes per block). The 8 warps of a block split the K blocks of one 16-row tile
+// round-robin and add their totals in shared memory.
+constexpr int kMmaWarps = 8;
+
+__device__ __forceinline__ void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <typename OutT>
+__global__ void __launch_bounds__(kMmaWarps * 32) fp8_gemv_mma_kernel(Fp8GemvArgs a) {
+  const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * 16;  // this block's 16 weight rows
+  const int64_t Kp = a.Kp, Mp = a.Mp, kblocks = Kp >> 7;
+  const uint8_t* w_lo = a.w + (n0 + g) * Kp + 16 * t;   // row g
+  const uint8_t* w_hi = w_lo + 8 * Kp;                   // row g + 8
+  const bool x_row = g < Mp;                             // activation rows past Mp are zeros
+  const uint8_t* x = a.x + (x_row ? g : 0) * Kp + 16 * t;
+  const float* w_scale = a.w_scale + (n0 >> 7) * kblocks;
+  // Activation columns of this lane's accumulators: c0/c2 -> m = 2t, c1/c3 -> m = 2t + 1.
+  const int m0 = 2 * t, m1 = 2 * t + 1;
+  float total[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+
+  // Two K blocks per iteration, all 12 loads issued before the first mma: each lane keeps 192
+  // bytes in flight.
+  for (int64_t kb0 = warp; kb0 < kblocks; kb0 += 2 * kMmaWarps) {
+    const bool second = kb0 + kMmaWarps < kblocks;
+    uint4 lo[2][2], hi[2][2], xv[2][2];
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      if (b == 1 && !second) break;
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        const int64_t k = (kb0 + b * kMmaWarps) * 128 + 64 * s;
+        lo[b][s] = __ldcs(reinterpret_cast<const uint4*>(w_lo + k));
+        hi[b][s] = __ldcs(reinterpret_cast<const uint4*>(w_hi + k));
+        xv[b][s] = x_row ? __ldg(reinterpret_cast<const uint4*>(x + k)) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      if (b == 1 && !second) break;
+      const int64_t kb = kb0 + b * kMmaWarps;
+      float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        const uint32_t a01[4] = {lo[b][s].x, hi[b][s].x, lo[b][s].y, hi[b][s].y};
+        mma_e4m3(part, a01, xv[b][s].x, xv[b][s].y);
+        const uint32_t a23[4] = {lo[b][s].z, hi[b][s].z, lo[b][s].w, hi[b][s].w};
+        mma_e4m3(part, a23, xv[b][s].z, xv[b][s].w);
+      }
+      const float ws = __ldg(w_scale + kb);
+      const float s0 = m0 < Mp ? ws * __ldg(a.x_scale + kb * Mp + m0) : 0.0f;
+      const float s1 = m1 < Mp ? ws * __ldg(a.x_scale + kb * Mp + m1) : 0.0f;
+      total[0] = fmaf(part[0], s0, total[0]);
+      total[1] = fmaf(part[1], s1, total[1]);
+      total[2] = fmaf(part[2], s0, total[2]);
+      total[3] = fmaf(part[3], s1, total[3]);
+    }
+  }
+  // The warps' totals added in shared memory, then written by warp 0.
+  __shared__ float sums[kMmaWarps][32][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) sums[warp][lane][i] = total[i];
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kMmaWarps; ++w) v += sums[w][lane][i];
+    const int64_t n = n0 + g + (i >= 2 ? 8 : 0);
+    const int64_t m = (i & 1) ? m1 : m0;
+    if (n < a.N && m < a.M) store(static_cast<OutT*>(a.y), m * a.N + n, v);
+  }
+}
+
 template <int M, int R>
 void launch(const Fp8GemvArgs& a, cudaStream_t stream) {
   const int64_t warps = (a.N + R - 1) / R;
@@ -125,6 +219,19 @@ void launch_rows(const Fp8GemvArgs& a, cudaStream_t stream) {
 }
 
 }  // namespace
+
+void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream) {
+  if (a.M < 1 || a.M > kFp8GemvMmaMaxRows || a.Kp % 512 != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M)
+    throw std::runtime_error("fp8_gemv_block_mma: unsupported shape M=" + std::to_string(a.M) +
+                             " N=" + std::to_string(a.N) + " Kp=" + std::to_string(a.Kp));
+  const auto blocks = static_cast<unsigned>((a.N + 15) / 16);
+  if (a.y_bf16)
+    fp8_gemv_mma_kernel<__nv_bfloat16><<<blocks, kMmaWarps * 32, 0, stream>>>(a);
+  else
+    fp8_gemv_mma_kernel<float><<<blocks, kMmaWarps * 32, 0, stream>>>(a);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw std::runtime_error(std::string("fp8_gemv_block_mma: ") + cudaGetErrorString(err));
+}
 
 void fp8_gemv_block(const Fp8GemvArgs& a, cudaStream_t stream) {
   if (a.M < 1 || a.M > kFp8GemvMaxRows || a.Kp % 512 != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M)

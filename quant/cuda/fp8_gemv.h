@@ -7,10 +7,9 @@
 //
 // Why a kernel of our own: at M <= 4 the GEMM is a pass over the weight bytes, and cuBLASLt's
 // block-scaled FP8 kernels read them at ~30% of HBM bandwidth there (docs/BENCHMARKS.md, `bench
-// gemm` at M = 1), so FP8 weights were barely faster than BF16 ones at batch 1. Here one warp
-// owns one or two output rows and streams their bytes in 16-byte loads, 512 K-elements per warp
-// step, dequantizes in registers and keeps M x rows float accumulators; a warp reduction ends it.
-// The x operand (M rows of K bytes) is read by every warp and stays in L1/L2.
+// gemm` at M = 1), so FP8 weights were barely faster than BF16 ones at batch 1. Both kernels
+// below stream the weight bytes in 16-byte loads; the x operand (M rows of K bytes) is read by
+// every warp and stays in L1/L2. fp8_gemv.cu describes how each splits the work.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +18,8 @@
 
 namespace fp8rl::cuda {
 
-inline constexpr int64_t kFp8GemvMaxRows = 4;  // M above this goes to cuBLASLt
+inline constexpr int64_t kFp8GemvMaxRows = 4;     // fp8_gemv_block (CUDA cores)
+inline constexpr int64_t kFp8GemvMmaMaxRows = 8;  // fp8_gemv_block_mma (tensor cores)
 
 struct Fp8GemvArgs {
   const uint8_t* w;      // [Np, Kp] E4M3, Np % 128 == 0, Kp % 512 == 0 (quant/scaling.h padding)
@@ -31,8 +31,12 @@ struct Fp8GemvArgs {
   int64_t M, N, Np, Kp, Mp;
 };
 
-// Enqueues the GEMV on `stream`. Requires 1 <= M <= kFp8GemvMaxRows; throws std::runtime_error
-// on a launch error.
+// Enqueue the GEMV on `stream`; throw std::runtime_error on a launch error. Two kernels:
+//   fp8_gemv_block      CUDA cores: weights and activations dequantized to float in registers,
+//                       1 <= M <= kFp8GemvMaxRows (its ALU work grows with M: compute-bound by 4);
+//   fp8_gemv_block_mma  tensor cores (mma.sync m16n8k32 E4M3, sm_89+): the bytes go into the mma
+//                       as loaded; 1 <= M <= kFp8GemvMmaMaxRows.
 void fp8_gemv_block(const Fp8GemvArgs& a, cudaStream_t stream);
+void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream);
 
 }  // namespace fp8rl::cuda

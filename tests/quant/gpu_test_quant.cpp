@@ -126,32 +126,40 @@ TEST_CASE("cuBLASLt FP8 GEMM agrees with at::_scaled_mm and a float64 reference"
   }
 }
 
-TEST_CASE("small-M FP8 GEMV (block x group, M <= 4) equals cuBLASLt's block GEMM and the float64 product",
+TEST_CASE("small-M FP8 GEMVs (block x group; CUDA cores M <= 4, tensor cores M <= 8) equal cuBLASLt and the float64 product",
           "[gpu][quant]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   at::manual_seed(21);
-  // N: one row, a partial 128-row block, odd counts on both sides of the 2-rows-per-warp switch
-  // (N >= 2048), fused-projection sizes; K: below one 512 padding unit, odd, multi-unit.
+  // N: one row, partial 16- and 128-row tiles, odd counts on both sides of the CUDA-core kernel's
+  // 2-rows-per-warp switch (N >= 2048), fused-projection sizes; K: below one 512 padding unit,
+  // odd, and K blocks fewer than, equal to and more than twice the tensor-core kernel's 8 warps.
   for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{
            {1, 64}, {130, 100}, {300, 1024}, {2049, 700}, {2050, 4096}, {6144, 4096}, {1024, 12288}}) {
-    for (int64_t M : {1, 2, 3, 4, 5}) {
+    for (int64_t M : {1, 2, 3, 4, 5, 7, 8, 9}) {
       at::Tensor x = at::randn({M, K}, at::kCUDA).to(at::kBFloat16);
       at::Tensor w = (at::randn({N, K}, at::kCUDA) * 0.05).to(at::kBFloat16);
       Fp8Activation qx = quantize_activation(x, ActScaling::group, Fp8Format::e4m3, false);
       Fp8Weight qw = quantize_weight(w, WeightScaling::block, Fp8Format::e4m3, false);
-      INFO("M=" << M << " N=" << N << " K=" << K);
       const at::Tensor exact = at::matmul(dequantize(qx).to(at::kDouble), dequantize(qw).to(at::kDouble).t());
       for (at::ScalarType out : {at::kBFloat16, at::kFloat}) {
-        at::Tensor ours = fp8_gemm(qx, qw, out);  // M <= 4: the GEMV; M = 5: cuBLASLt
-        REQUIRE(ours.sizes() == at::IntArrayRef({M, N}));
-        REQUIRE(ours.scalar_type() == out);
-        REQUIRE(ours.is_contiguous());
-        const double vs_scaled_mm = gemm_diff(ours, fp8_gemm_scaled_mm(qx, qw, out));
-        const double vs_exact = gemm_diff(ours, exact);
-        INFO("out " << out << ": diff vs _scaled_mm " << vs_scaled_mm << ", vs exact " << vs_exact);
-        // float32 output: only the summation order differs from the exact product.
-        CHECK(vs_exact < (out == at::kFloat ? 1e-9 : 1e-5));
-        CHECK(vs_scaled_mm < 1e-5);
+        std::vector<std::pair<const char*, at::Tensor>> runs{
+            {"fp8_gemm", fp8_gemm(qx, qw, out)},
+            {"cuBLASLt", fp8_gemm_small_m(qx, qw, out, SmallMKernel::cublaslt)}};
+        if (M <= 4) runs.emplace_back("CUDA cores", fp8_gemm_small_m(qx, qw, out, SmallMKernel::cuda_cores));
+        if (M <= 8) runs.emplace_back("tensor cores", fp8_gemm_small_m(qx, qw, out, SmallMKernel::tensor_cores));
+        const at::Tensor ref_mm = fp8_gemm_scaled_mm(qx, qw, out);
+        for (const auto& [name, y] : runs) {
+          INFO(name << " M=" << M << " N=" << N << " K=" << K << " out " << out);
+          REQUIRE(y.sizes() == at::IntArrayRef({M, N}));
+          REQUIRE(y.scalar_type() == out);
+          REQUIRE(y.is_contiguous());
+          const double vs_scaled_mm = gemm_diff(y, ref_mm), vs_exact = gemm_diff(y, exact);
+          INFO("diff vs _scaled_mm " << vs_scaled_mm << ", vs exact " << vs_exact);
+          // float32 output: only the summation order differs from the exact product (~1e-8 seen
+          // for cuBLASLt); bf16 output adds its rounding (~1e-6).
+          CHECK(vs_exact < (out == at::kFloat ? 1e-7 : 1e-5));
+          CHECK(vs_scaled_mm < 1e-5);
+        }
       }
     }
   }
