@@ -234,10 +234,12 @@ std::string run_gemm_bench(const GemmBenchOptions& o) {
     }
   }
   std::ostringstream out;
-  out << md.str() << "\nSummary (geometric means of BF16 time / FP8 block+q time): M >= 1024: "
-      << fmt_num(geomean(big_ratio), 2) << "x, M <= 64: " << fmt_num(geomean(small_ratio), 2)
-      << "x. Under CUDA graphs: M >= 1024: " << fmt_num(geomean(graph_big), 2)
-      << "x, M <= 64: " << fmt_num(geomean(graph_small), 2) << "x.\n";
+  const auto ratio_of = [](const std::vector<double>& v) {
+    return v.empty() ? std::string("(no such M)") : fmt_num(geomean(v), 2) + "x";
+  };
+  out << md.str() << "\nSummary (geometric means of BF16 time / FP8 block+q time): M >= 1024: " << ratio_of(big_ratio)
+      << ", M <= 64: " << ratio_of(small_ratio) << ". Under CUDA graphs: M >= 1024: " << ratio_of(graph_big)
+      << ", M <= 64: " << ratio_of(graph_small) << ".\n";
   out << "\nSmall M (decode), CUDA graphs: weight bytes read per second (BF16 reads 2 bytes per weight, FP8 one); "
          "the FP8 kernels get the same pre-quantized operands:\n\n"
       << small.str();
