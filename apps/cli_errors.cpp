@@ -27,6 +27,8 @@ CliError describe_exception(std::exception_ptr e) {
     std::rethrow_exception(e);
   } catch (const ConfigError& x) {
     return {kExitUsage, x.what()};
+  } catch (const PeerFailure& x) {
+    return {kExitPeer, x.what()};
   } catch (const RuntimeFailure& x) {
     return {kExitRuntime, x.what()};
   } catch (const c10::OutOfMemoryError& x) {

@@ -4,6 +4,7 @@
 //
 //   ConfigError, YAML / JSON / filesystem errors (the user's files and paths)        -> 2
 //   RuntimeFailure, c10::Error (CUDA OOM with a hint), std::bad_alloc, bugs, others   -> 1
+//   PeerFailure (a data-parallel rank stopped because another one failed)             -> 3
 #pragma once
 
 #include <exception>

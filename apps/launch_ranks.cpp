@@ -101,36 +101,62 @@ int launch_local_ranks(int n, const std::vector<std::string>& argv) {
   int code = kExitOk;
   int running = n;
   bool stopping = false;
-  while (running > 0) {
+  std::vector<int> status_of(static_cast<size_t>(n), 0);
+  std::vector<int> exit_order;  // ranks in the order they ended
+  // Reaps one rank (blocking or not); its index, or -1 when none was reaped.
+  const auto reap = [&](bool block) {
     int status = 0;
-    const pid_t pid = ::waitpid(-1, &status, 0);
-    if (pid < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
+    const pid_t pid = ::waitpid(-1, &status, block ? 0 : WNOHANG);
+    if (pid <= 0) return -1;
     int rank = 0;
     while (rank < n && g_children[static_cast<size_t>(rank)] != pid) ++rank;
-    if (rank == n) continue;
+    if (rank == n) return -2;  // not a rank (cannot happen: the ranks are our only children)
     --running;
-    const int c = exit_code_of(status);
-    if (c != kExitOk && !stopping) {
+    exit_order.push_back(rank);
+    status_of[static_cast<size_t>(rank)] = status;
+    return rank;
+  };
+  while (running > 0) {
+    const int first = reap(true);
+    if (first == -2 || (first == -1 && errno == EINTR)) continue;
+    if (first < 0) break;
+    const int c = exit_code_of(status_of[static_cast<size_t>(first)]);
+    if (c == kExitOk || stopping) continue;
+    // An interrupt ends every rank with 130: that is the run stopping as asked, not a failure.
+    if (c == 130 && g_forwarded.load() > 0) {
       code = c;
-      // An interrupt ends every rank with 130: that is the run stopping as asked, not a failure.
-      if (!(c == 130 && g_forwarded.load() > 0)) {
-        std::cerr << "fp8rl: error: rank " << rank << " " << how_it_ended(status) << "; stopping the other "
-                  << running << " rank" << (running == 1 ? "" : "s") << "\n"
-                  << std::flush;
-        stopping = true;
-        // Twice: the first asks for a checkpoint after the step (which the ranks cannot finish
-        // without the failed one), the second makes them exit at once. Then a deadline.
-        ::kill(-group, SIGTERM);
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        ::kill(-group, SIGTERM);
-        std::thread([group] {
-          std::this_thread::sleep_for(std::chrono::seconds(10));
-          ::kill(-group, SIGKILL);
-        }).detach();
+      continue;
+    }
+    // A failure makes other ranks stop too, with exit code 3 (PeerFailure: "another rank
+    // failed"). Gather what ends within a moment, then blame the first rank that ended for a
+    // reason of its own.
+    for (int i = 0; i < 20 && running > 0; ++i) {
+      if (reap(false) < 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    int culprit = first;
+    for (const int r : exit_order) {
+      const int rc = exit_code_of(status_of[static_cast<size_t>(r)]);
+      if (rc != kExitOk && rc != kExitPeer) {
+        culprit = r;
+        break;
       }
+    }
+    const int status = status_of[static_cast<size_t>(culprit)];
+    code = exit_code_of(status);
+    std::cerr << "fp8rl: error: rank " << culprit << " " << how_it_ended(status);
+    if (running > 0) std::cerr << "; stopping the other " << running << " rank" << (running == 1 ? "" : "s");
+    std::cerr << "\n" << std::flush;
+    stopping = true;
+    if (running > 0) {
+      // Twice: the first asks for a checkpoint after the step (which the ranks cannot finish
+      // without the failed one), the second makes them exit at once. Then a deadline.
+      ::kill(-group, SIGTERM);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      ::kill(-group, SIGTERM);
+      std::thread([group] {
+        std::this_thread::sleep_for(std::chrono::seconds(10));
+        ::kill(-group, SIGKILL);
+      }).detach();
     }
   }
   ::sigaction(SIGINT, &old_int, nullptr);

@@ -4,7 +4,8 @@
 // MASTER_ADDR=127.0.0.1, MASTER_PORT = a free port), and waits for them.
 //
 // - A rank that fails takes the others down: the launcher says which rank stopped and with what
-//   code, stops the rest, and exits with that rank's code (a config error stays exit 2).
+//   code, stops the rest, and exits with that rank's code (a config error stays exit 2). Ranks
+//   that stopped because of it (exit 3, PeerFailure) are not blamed.
 // - Ctrl-C or SIGTERM to the launcher is passed to every rank (each finishes its step and rank 0
 //   saves a checkpoint; a second one stops them at once). The ranks run in a process group of
 //   their own, so a terminal's Ctrl-C reaches them once, through the launcher.

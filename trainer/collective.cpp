@@ -19,10 +19,23 @@ constexpr const char* kSetupKey = "fp8rl/setup";
 
 }  // namespace
 
+// Waits for a collective; a failure there means another rank is gone (or stuck past the
+// timeout), which this rank cannot repair: PeerFailure, so a launcher blames the other rank.
+void wait_or_peer_failure(const c10::intrusive_ptr<c10d::Work>& work, int rank) {
+  try {
+    work->wait();
+  } catch (const c10::Error& e) {
+    throw PeerFailure(cat("rank ", rank, ": lost the other ranks (", e.what_without_backtrace(), ")"));
+  } catch (const std::exception& e) {
+    throw PeerFailure(cat("rank ", rank, ": lost the other ranks (", e.what(), ")"));
+  }
+}
+
 struct Collective::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   at::Device device = at::kCPU;
+  int rank = 0;
 
   // `t` on the backend's device (a copy when it lives elsewhere).
   at::Tensor on_device(const at::Tensor& t) const { return t.device() == device ? t : t.to(device); }
@@ -31,7 +44,7 @@ struct Collective::Impl {
     std::vector<at::Tensor> v{on_device(t.contiguous())};
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp(op);
-    backend->allreduce(v, o)->wait();
+    wait_or_peer_failure(backend->allreduce(v, o), rank);
     if (!v[0].is_same(t)) t.copy_(v[0]);
   }
 };
@@ -54,6 +67,7 @@ Collective::Collective(const WorldEnv& env, at::Device device, std::chrono::mill
                            env.master_port, " (MASTER_ADDR, MASTER_PORT): ", e.what()));
   }
   impl_->device = device;
+  impl_->rank = env.rank;
   if (device.is_cuda()) {
     impl_->backend = make_nccl_backend(impl_->store, env.rank, env.world_size, timeout);
   } else {
@@ -99,7 +113,7 @@ void Collective::all_reduce_grads(const std::vector<at::Tensor>& params) {
     works.push_back(impl_->backend->allreduce(bufs.back()));
   }
   for (size_t i = 0; i < works.size(); ++i) {
-    works[i]->wait();
+    wait_or_peer_failure(works[i], rank_);
     at::Tensor& g = const_cast<at::Tensor&>(params[i]).mutable_grad();
     if (!bufs[i][0].is_same(g)) g.copy_(bufs[i][0]);
   }
@@ -112,7 +126,7 @@ std::vector<std::vector<int64_t>> Collective::all_gather_words(const std::vector
   std::vector<at::Tensor> len_in{at::full({1}, static_cast<int64_t>(mine.size()), i64)};
   std::vector<std::vector<at::Tensor>> len_out(1);
   for (int r = 0; r < world_; ++r) len_out[0].push_back(at::empty({1}, i64));
-  impl_->backend->allgather(len_out, len_in)->wait();
+  wait_or_peer_failure(impl_->backend->allgather(len_out, len_in), rank_);
   std::vector<int64_t> lens;
   int64_t longest = 1;
   for (const at::Tensor& t : len_out[0]) {
@@ -124,7 +138,7 @@ std::vector<std::vector<int64_t>> Collective::all_gather_words(const std::vector
   std::vector<at::Tensor> in{impl_->on_device(padded)};
   std::vector<std::vector<at::Tensor>> out(1);
   for (int r = 0; r < world_; ++r) out[0].push_back(at::empty({longest}, i64));
-  impl_->backend->allgather(out, in)->wait();
+  wait_or_peer_failure(impl_->backend->allgather(out, in), rank_);
   std::vector<std::vector<int64_t>> result;
   for (int r = 0; r < world_; ++r) {
     const at::Tensor host = out[0][static_cast<size_t>(r)].cpu();
@@ -138,11 +152,10 @@ void Collective::announce_setup(bool ok) {
   if (impl_ && is_main()) impl_->store->set(kSetupKey, std::vector<uint8_t>{static_cast<uint8_t>(ok ? 1 : 0)});
 }
 
-void Collective::wait_for_setup() {
-  if (!impl_ || is_main()) return;
+bool Collective::wait_for_setup() {
+  if (!impl_ || is_main()) return true;
   impl_->store->wait({kSetupKey}, std::chrono::hours(24 * 7));
-  if (impl_->store->get(kSetupKey) != std::vector<uint8_t>{1})
-    throw RuntimeFailure("rank 0 failed while setting up the run (its message says why); stopping");
+  return impl_->store->get(kSetupKey) == std::vector<uint8_t>{1};
 }
 
 }  // namespace fp8rl::trainer

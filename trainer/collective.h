@@ -53,9 +53,10 @@ class Collective {
 
   // Rank 0 finished (or failed) the run's one-time setup (run directory, task files, the
   // supervised warm-up): rank 0 announces it, the other ranks wait for it without a deadline
-  // (a warm-up can take hours). ConfigError on the waiting ranks when rank 0 reported a failure.
+  // (a warm-up can take hours). wait_for_setup is false when rank 0 reported a failure (rank 0
+  // has said why; the waiting rank just stops). Rank 0 and a single process: true at once.
   void announce_setup(bool ok);
-  void wait_for_setup();
+  bool wait_for_setup();
 
  private:
   struct Impl;

@@ -115,7 +115,10 @@ int run_train(const recipe::LoadedRecipe& loaded) {
 
   // One-time setup: rank 0 creates the run directory, the task's files and the warm-up model;
   // the other ranks wait for it, then read what it made.
-  comm->wait_for_setup();
+  if (!comm->wait_for_setup()) {
+    log::warn(cat("rank ", comm->rank(), ": rank 0 failed while setting up the run (its message says why); stopping"));
+    return kExitPeer;
+  }
   fs::path dir;
   std::optional<TaskSetup> task_setup;
   std::optional<fs::path> resume_from;

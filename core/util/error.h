@@ -6,6 +6,7 @@
 //   ConfigError     the user can fix it in a recipe, an override, a path, an argument  -> 2
 //   RuntimeFailure  the inputs were fine but the work failed (I/O, CUDA, NaN loss...)  -> 1
 //   FP8RL_CHECK     a broken precondition inside fp8rl (a bug): std::logic_error       -> 1
+//   PeerFailure     (data parallelism) this rank stops because another rank failed    -> 3
 #pragma once
 
 #include <cstddef>
@@ -15,7 +16,7 @@
 
 namespace fp8rl {
 
-enum ExitCode : int { kExitOk = 0, kExitRuntime = 1, kExitUsage = 2 };
+enum ExitCode : int { kExitOk = 0, kExitRuntime = 1, kExitUsage = 2, kExitPeer = 3 };
 
 // Both pass their message through one_line() (below) when they are made, so what() holds the
 // whole escaped message: an embedded NUL cannot cut it, a newline cannot split it.
@@ -29,6 +30,14 @@ class RuntimeFailure : public std::runtime_error {
  public:
   explicit RuntimeFailure(const std::string& what);
   explicit RuntimeFailure(const char* what) : RuntimeFailure(std::string(what)) {}
+};
+
+// A rank of a data-parallel run lost the others (a collective failed: a peer died) or was told
+// that rank 0 failed its setup. Its own exit code, so a launcher can tell the rank that failed
+// first from the ranks that stopped because of it (apps/launch_ranks.h).
+class PeerFailure : public RuntimeFailure {
+ public:
+  explicit PeerFailure(const std::string& what) : RuntimeFailure(what) {}
 };
 
 // The longest error line printed (a key, a value or a tensor name from a file can be anything).

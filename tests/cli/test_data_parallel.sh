@@ -9,7 +9,8 @@
 #      samples of every step are the same (rewards, lengths, token counts equal exactly), and the
 #      loss, gradient norm, entropy and the old log-probs' perplexity (gathered from both ranks)
 #      agree within 1e-4 relative (float sums in another order);
-#   3. a rank killed mid-run takes the other down: one line naming it, the launcher's exit status
+#   3. a bad prompt file found by rank 0 during setup: its one line, exit 2, the other rank quiet;
+#   4. a rank killed mid-run takes the other down: one line naming it, the launcher's exit status
 #      is the rank's (137), within seconds, not a hang.
 # Usage: test_data_parallel.sh <fp8rl binary> <project root> [cpu|cuda]
 set -euo pipefail
@@ -86,6 +87,18 @@ if [ "$ranks" -eq 1 ]; then  # one GPU: two ranks are refused before anything st
   exit 0
 fi
 
+# A bad input that rank 0 finds while setting up (a malformed prompt line): its one line, once,
+# the other rank stops without an error of its own, and the run's exit code is rank 0's (2).
+printf '%s\n' '{"prompt": "1+1=", "answer": "2"}' '{"prompt": 5}' >bad.jsonl
+set +e
+"$bin" train "$recipe" trainer.output_dir=bad "${common[@]}" sft.steps=0 data.synthetic_task= \
+  'data.train_files=[bad.jsonl]' reward.type=exact_match --gpus 2 >bad.txt 2>&1
+code=$?
+set -e
+[ "$code" -eq 2 ] || { echo "FAIL: a bad prompt file under 2 ranks gave exit $code, expected 2"; cat bad.txt; exit 1; }
+[ "$(grep -c 'bad.jsonl:2: "prompt": expected a string' bad.txt)" -eq 1 ] && grep -q "^fp8rl: error: rank 0 exited with code 2$" bad.txt \
+  && [ "$(grep -c '^fp8rl: error:' bad.txt)" -eq 2 ] || { echo "FAIL: messages of a setup error under 2 ranks"; cat bad.txt; exit 1; }
+
 # A rank that dies (SIGKILL, as the OOM killer would) in the middle of training: the launcher
 # names it, stops the other rank, and exits with its status, within seconds.
 "$bin" train "$recipe" trainer.output_dir=dies trainer.total_training_steps=1000 "${common[@]}" sft.steps=0 \
@@ -105,7 +118,9 @@ code=$?
 set -e
 took=$(( $(date +%s) - start ))
 [ "$code" -eq 137 ] || { echo "FAIL: a killed rank gave exit $code, expected 137"; tail -20 dies.txt; exit 1; }
-grep -Eq "^fp8rl: error: rank [01] was killed by signal 9 \(Killed\); stopping the other 1 rank$" dies.txt \
+# The victim is the younger child, rank 1; rank 0 then loses its peer and ends with exit 3
+# (PeerFailure), which the launcher does not blame.
+grep -Eq "^fp8rl: error: rank 1 was killed by signal 9 \(Killed\)(; stopping the other 1 rank)?$" dies.txt \
   || { echo "FAIL: no line naming the killed rank"; tail -20 dies.txt; exit 1; }
 [ "$took" -lt 30 ] || { echo "FAIL: the run took ${took}s to stop after a rank died"; exit 1; }
 [ -z "$(pgrep -P "$launcher" || true)" ] || { echo "FAIL: a rank outlived the launcher"; exit 1; }
