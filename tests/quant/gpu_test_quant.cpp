@@ -126,7 +126,7 @@ TEST_CASE("cuBLASLt FP8 GEMM agrees with at::_scaled_mm and a float64 reference"
   }
 }
 
-TEST_CASE("small-M FP8 GEMVs (block x group; CUDA cores M <= 4, tensor cores M <= 8) equal cuBLASLt and the float64 product",
+TEST_CASE("small-M FP8 GEMVs (block x group, CUDA cores M <= 4, tensor cores M <= 8) equal cuBLASLt and the float64 product",
           "[gpu][quant]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   at::manual_seed(21);
