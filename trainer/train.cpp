@@ -6,7 +6,6 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <memory>
 #include <thread>
 
@@ -71,13 +70,11 @@ class InterruptHandler {
 // healthy rank (rank 0's checkpoint writes included), so only a dead or stuck rank trips it.
 constexpr std::chrono::minutes kCollectiveTimeout{30};
 
-// Ranks sharing this node's CPU cores split them (LOCAL_WORLD_SIZE ranks per node), so two CPU
-// ranks do not each start a thread per core.
-void share_cpu_threads(const at::Device& device) {
+// Ranks sharing this node's CPU cores split them, so two CPU ranks do not each start a thread
+// per core.
+void share_cpu_threads(const WorldEnv& env, const at::Device& device) {
   if (!device.is_cpu()) return;
-  const char* v = std::getenv("LOCAL_WORLD_SIZE");
-  const int local = v != nullptr ? std::max(1, std::atoi(v)) : 1;
-  at::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local));
+  at::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / env.local_world_size));
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -109,7 +106,7 @@ int run_train(const recipe::LoadedRecipe& loaded) {
   const at::Device device = resolve_device(r.trainer.device);
   std::unique_ptr<Collective> comm = world ? std::make_unique<Collective>(*world, device, kCollectiveTimeout)
                                            : std::make_unique<Collective>();
-  if (world) share_cpu_threads(device);
+  if (world) share_cpu_threads(*world, device);
   const bool main_rank = comm->is_main();
   if (!main_rank && log::parse_level(r.logging.level) < log::Level::warn) log::set_level(log::Level::warn);
 

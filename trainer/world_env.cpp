@@ -35,6 +35,7 @@ std::optional<WorldEnv> world_env_from_environment() {
   if (!rank) throw ConfigError("environment WORLD_SIZE is set but RANK is not: a launcher sets both");
   e.rank = *rank;
   e.local_rank = env_int("LOCAL_RANK", 0, e.world_size - 1).value_or(e.rank);
+  e.local_world_size = env_int("LOCAL_WORLD_SIZE", 1, e.world_size).value_or(1);
   if (const char* a = std::getenv("MASTER_ADDR"); a != nullptr && *a != '\0') e.master_addr = a;
   e.master_port = env_int("MASTER_PORT", 1, 65535).value_or(e.master_port);
   const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");

@@ -9,12 +9,13 @@
 namespace fp8rl::trainer {
 
 // The launcher environment, as torchrun and SLURM wrappers set it (and `fp8rl train --gpus N`):
-// RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT. TORCHELASTIC_USE_AGENT_STORE=True means
+// RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT. TORCHELASTIC_USE_AGENT_STORE=True means
 // the launcher's agent already serves the store at MASTER_ADDR:MASTER_PORT.
 struct WorldEnv {
   int rank = 0;
   int world_size = 1;
   int local_rank = 0;
+  int local_world_size = 1;  // ranks on this node (LOCAL_WORLD_SIZE; unset: 1)
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   bool agent_store = false;

@@ -49,12 +49,15 @@ TEST_CASE("no WORLD_SIZE: a single process", "[trainer][world]") {
 TEST_CASE("torchrun's variables give rank, world, local rank and store", "[trainer][world]") {
   LauncherEnv env("3", "4", "1", "29611");
   ::setenv("MASTER_ADDR", "10.1.2.3", 1);
+  ::setenv("LOCAL_WORLD_SIZE", "2", 1);
   const auto w = world_env_from_environment();
   ::unsetenv("MASTER_ADDR");
+  ::unsetenv("LOCAL_WORLD_SIZE");
   REQUIRE(w.has_value());
   CHECK(w->rank == 3);
   CHECK(w->world_size == 4);
   CHECK(w->local_rank == 1);
+  CHECK(w->local_world_size == 2);
   CHECK(w->master_addr == "10.1.2.3");
   CHECK(w->master_port == 29611);
   CHECK_FALSE(w->agent_store);
