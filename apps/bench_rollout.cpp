@@ -12,6 +12,7 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "apps/kernel_profile.h"
 #include "core/model/decoder.h"
 #include "core/model/random_checkpoint.h"
 #include "core/recipe/model_presets.h"
@@ -44,6 +45,8 @@ struct Cell {
   bool eager = false;
   int64_t batch = 0;
   double tokens_per_s = 0, ms_per_step = 0, seconds = 0, peak_gib = 0, weight_gib = 0, bw_frac = 0;
+  double graph_gpu_ms = 0;  // GPU ms per replayed decode step (0: no graph steps)
+  std::string profile;      // Markdown section, with options.profile
   int64_t steps = 0, kv_blocks = 0, graph_steps = 0;
 };
 
@@ -164,6 +167,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         c.kv_blocks = st.kv_blocks;
         c.tokens_per_s = static_cast<double>(st.generated_tokens) / c.seconds;
         c.ms_per_step = 1000.0 * c.seconds / static_cast<double>(std::max<int64_t>(st.steps, 1));
+        if (st.graph_steps > 0) c.graph_gpu_ms = 1000.0 * st.graph_gpu_seconds / static_cast<double>(st.graph_steps);
         c.peak_gib = peak / (1 << 30);
         c.weight_gib = static_cast<double>(wbytes) / (1 << 30);
         // Bytes a decode step must read, at the mean context, over the mean step time.
@@ -172,6 +176,19 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
             2.0 * shape->num_hidden_layers * shape->num_key_value_heads * shape->head_dim * (cfg.fp8_kv ? 1 : 2);
         const double kv_read = static_cast<double>(seqs) * (static_cast<double>(o.prompt_len) + o.gen_len / 2.0) * kv_per_token;
         c.bw_frac = (static_cast<double>(wbytes) + kv_read) / (c.ms_per_step / 1000.0) / copy_bw;
+        if (o.profile && !eager) {
+          const KernelProfile p = profile_kernels([&] { engine.generate(reqs); }, st.steps);
+          const rollout::EngineStats& ps = engine.last_stats();
+          std::ostringstream t;
+          t << std::fixed << std::setprecision(2) << "\n#### GPU time by kernel: " << cfg.name << ", batch " << batch
+            << "\n\nOne more rollout under the profiler (" << ps.steps << " steps, " << ps.graph_steps
+            << " from graphs); per step: " << p.busy_ms / static_cast<double>(std::max<int64_t>(ps.steps, 1))
+            << " ms of GPU activity, " << 1000.0 * ps.seconds / static_cast<double>(std::max<int64_t>(ps.steps, 1))
+            << " ms wall (profiled; unprofiled " << c.ms_per_step << " ms, " << c.graph_gpu_ms
+            << " ms inside each graph replay).\n\n"
+            << p.table;
+          c.profile = t.str();
+        }
         cells.push_back(c);
         log::info(cat("bench rollout: ", cfg.name, eager ? " eager" : "", " batch ", batch, ": ",
                       static_cast<int64_t>(c.tokens_per_s), " tokens/s, ", c.ms_per_step, " ms/step"));
@@ -188,11 +205,12 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     << o.gen_len << " generated tokens per sample, temperature 1; median of " << o.reps
     << " rollout(s) per cell after a warm-up (a rollout's time includes capturing its decode graphs). "
     << "Copy bandwidth measured in this run: " << std::setprecision(0) << copy_bw / 1e9 << " GB/s.\n\n"
-    << "| weights / KV | decode | batch | generated tokens/s | ms/step | steps (graph) | weights GiB | peak GiB | step bytes / copy bandwidth |\n"
-    << "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    << "| weights / KV | decode | batch | generated tokens/s | ms/step | graph GPU ms/step | steps (graph) | weights GiB | peak GiB | step bytes / copy bandwidth |\n"
+    << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const Cell& c : cells)
     r << "| " << c.weights << " | " << (c.eager ? "eager" : "graphs") << " | " << c.batch << " | " << std::setprecision(0)
-      << c.tokens_per_s << " | " << std::setprecision(1) << c.ms_per_step << " | " << c.steps << " (" << c.graph_steps
+      << c.tokens_per_s << " | " << std::setprecision(1) << c.ms_per_step << " | " << std::setprecision(2)
+      << c.graph_gpu_ms << " | " << c.steps << " (" << c.graph_steps
       << ") | " << std::setprecision(2) << c.weight_gib << " | " << c.peak_gib << " | " << std::setprecision(0)
       << 100.0 * c.bw_frac << "% |\n";
   // Cells are ordered config x mode x batch.
@@ -217,6 +235,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   r << "\n\nKV capacity at gpu_memory_utilization 0.9 (tokens that fit beside the weights, 16-token blocks):";
   for (size_t k = 0; k < std::size(configs); ++k) r << " " << configs[k].name << " " << kv_tokens[k] << ";";
   r << "\n";
+  for (const Cell& c : cells) r << c.profile;
   return r.str();
 }
 

@@ -9,7 +9,10 @@
 //
 // Decode steps run as the engine runs them (CUDA graphs of the paged decode kernel); with
 // compare_eager every cell is also run with rollout.enforce_eager (the same kernels launched one by
-// one), in the same run, so the graphs' share of the speed is a same-run ratio.
+// one), in the same run, so the graphs' share of the speed is a same-run ratio. "graph GPU ms" is
+// the GPU time inside the decode graphs' replays (CUDA events): ms/step minus it is what a decode
+// step spends on the host and in prefill. With profile, each graphs cell runs one more rollout
+// under the kernel profiler (apps/kernel_profile.h) and the report tabulates its GPU time by kernel.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +30,7 @@ struct RolloutBenchOptions {
   uint64_t seed = 0;
   bool compare_eager = false;  // also run every cell without CUDA graphs
   int64_t reps = 1;            // timed rollouts per cell (median reported)
+  bool profile = false;        // per cell (graphs), one more rollout under the kernel profiler
 };
 
 std::string run_rollout_bench(const RolloutBenchOptions& options);

@@ -7,6 +7,7 @@
 #include "core/util/log.h"
 
 #ifdef FP8RL_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -38,6 +39,7 @@ DecodeGraphs::~DecodeGraphs() = default;
 bool DecodeGraphs::takes(const StepPlan&) const { return false; }
 at::Tensor DecodeGraphs::run(const StepPlan&) { return {}; }
 int64_t DecodeGraphs::graphs_captured() const { return 0; }
+double DecodeGraphs::replay_gpu_seconds() { return 0; }
 
 #else
 
@@ -47,23 +49,46 @@ struct DecodeGraphs::Impl {
   int64_t max_batch, max_blocks, block_size, pad_slot;
   std::vector<int64_t> sizes;
   // Static inputs, [max_batch] (tables [max_batch, max_blocks]); a bucket of b uses rows [0, b).
+  // Views of two device buffers, each with a pinned host mirror, so a step's inputs go over in
+  // two asynchronous copies: longs [3, max_batch] = ids, positions, slots; ints = lens
+  // [max_batch], then tables row by row (a bucket of b copies the lens and its b rows).
+  at::Tensor longs, ints, host_longs, host_ints;
   at::Tensor ids, positions, slots, tables, lens;
+  at::cuda::CUDAEvent inputs_copied;  // the host mirrors are rewritten only after it
+  bool inputs_pending = false;
   at::cuda::MempoolId_t pool;  // one memory pool shared by every bucket's graph
   struct Captured {
     std::unique_ptr<at::cuda::CUDAGraph> graph;
     at::Tensor logits;  // [b, V], written by each replay
   };
   std::map<int64_t, Captured> graphs;
+  // Around the last replay; its time is added to replay_ms at the next replay (by then the engine
+  // has copied that step's tokens to the host, so the events have completed) or when asked.
+  at::cuda::CUDAEvent replay_start{cudaEventDefault}, replay_end{cudaEventDefault};
+  bool replay_pending = false;
+  double replay_ms = 0;
+
+  void settle_replay_time() {
+    if (!replay_pending) return;
+    replay_end.synchronize();
+    replay_ms += replay_start.elapsed_time(replay_end);
+    replay_pending = false;
+  }
 
   Impl(const model::CausalLM& m, model::Attention* a, int64_t mb, int64_t mbl, int64_t bs, int64_t ps)
       : model(m), attention(a), max_batch(mb), max_blocks(mbl), block_size(bs), pad_slot(ps), sizes(buckets(mb)) {
-    const auto l = at::TensorOptions().dtype(at::kLong).device(m.device());
-    const auto i = at::TensorOptions().dtype(at::kInt).device(m.device());
-    ids = at::zeros({max_batch}, l);
-    positions = at::zeros({max_batch}, l);
-    slots = at::full({max_batch}, pad_slot, l);
-    tables = at::full({max_batch, max_blocks}, pad_slot / block_size, i);
-    lens = at::ones({max_batch}, i);
+    const auto l = at::TensorOptions().dtype(at::kLong);
+    const auto i = at::TensorOptions().dtype(at::kInt);
+    host_longs = at::empty({3, max_batch}, l.pinned_memory(true));
+    host_ints = at::empty({max_batch * (1 + max_blocks)}, i.pinned_memory(true));
+    longs = at::empty({3, max_batch}, l.device(m.device()));
+    ints = at::empty({max_batch * (1 + max_blocks)}, i.device(m.device()));
+    ids = longs[0];
+    positions = longs[1];
+    slots = longs[2];
+    lens = ints.narrow(0, 0, max_batch);
+    tables = ints.narrow(0, max_batch, max_batch * max_blocks).view({max_batch, max_blocks});
+    fill_padding(0, max_batch);
     pool = at::cuda::graph_pool_handle();
   }
 
@@ -81,7 +106,8 @@ struct DecodeGraphs::Impl {
     return model.lm_head(hidden);                                                                   // [b, V]
   }
 
-  // Rows [from, b) hold a padding sequence: one key, at pad_slot.
+  // Rows [from, b) of the device inputs hold a padding sequence: one key, at pad_slot (before a
+  // capture; replays fill padding rows on the host).
   void fill_padding(int64_t from, int64_t b) {
     if (from >= b) return;
     ids.narrow(0, from, b - from).zero_();
@@ -139,30 +165,46 @@ at::Tensor DecodeGraphs::run(const StepPlan& plan) {
   auto it = g.graphs.find(b);
   Impl::Captured& c = it != g.graphs.end() ? it->second : g.capture(b);
 
-  // Inputs: ids, positions and slots in one host buffer and one host-to-device copy, then copied
-  // into their static rows; tables and lengths straight from the plan (rows past S: padding).
-  const int64_t W = plan.max_blocks_per_seq;
-  at::Tensor host_l = at::empty({3, S}, at::TensorOptions().dtype(at::kLong));
-  int64_t* hl = host_l.data_ptr<int64_t>();
-  for (int64_t s = 0; s < S; ++s) {
-    hl[s] = plan.input_ids[static_cast<size_t>(s)];
-    hl[S + s] = plan.positions[static_cast<size_t>(s)];
-    hl[2 * S + s] = plan.slot_mapping[static_cast<size_t>(s)];
+  // Inputs: rows [0, S) from the plan, rows [S, b) padding, written into the pinned mirrors and
+  // sent in two asynchronous copies. A table row's columns past the plan's width keep older
+  // entries: the kernel reads only the blocks a sequence's length covers.
+  if (g.inputs_pending) g.inputs_copied.synchronize();  // the last step's copies have left the mirrors
+  const int64_t W = plan.max_blocks_per_seq, MB = g.max_batch, MBL = g.max_blocks;
+  int64_t* hl = g.host_longs.data_ptr<int64_t>();
+  int32_t* hi = g.host_ints.data_ptr<int32_t>();
+  const int32_t pad_block = static_cast<int32_t>(g.pad_slot / g.block_size);
+  for (int64_t s = 0; s < b; ++s) {
+    const bool real = s < S;
+    const size_t u = static_cast<size_t>(s);
+    hl[s] = real ? plan.input_ids[u] : 0;
+    hl[MB + s] = real ? plan.positions[u] : 0;
+    hl[2 * MB + s] = real ? plan.slot_mapping[u] : g.pad_slot;
+    hi[s] = real ? plan.context_lens[u] : 1;
+    int32_t* row = hi + MB + s * MBL;
+    if (real)
+      std::copy_n(plan.block_tables.data() + s * W, W, row);
+    else
+      row[0] = pad_block;
   }
-  at::Tensor host_t = at::from_blob(const_cast<int32_t*>(plan.block_tables.data()), {S, W}, at::kInt);
-  at::Tensor host_lens = at::from_blob(const_cast<int32_t*>(plan.context_lens.data()), {S}, at::kInt);
-  const at::Tensor dev_l = host_l.to(g.model.device());
-  g.ids.narrow(0, 0, S).copy_(dev_l[0]);
-  g.positions.narrow(0, 0, S).copy_(dev_l[1]);
-  g.slots.narrow(0, 0, S).copy_(dev_l[2]);
-  g.tables.narrow(0, 0, S).narrow(1, 0, W).copy_(host_t);
-  g.lens.narrow(0, 0, S).copy_(host_lens);
-  g.fill_padding(S, b);
+  g.longs.copy_(g.host_longs, /*non_blocking=*/true);
+  const int64_t n_ints = MB + b * MBL;
+  g.ints.narrow(0, 0, n_ints).copy_(g.host_ints.narrow(0, 0, n_ints), /*non_blocking=*/true);
+  g.inputs_copied.record();
+  g.inputs_pending = true;
+  g.settle_replay_time();
+  g.replay_start.record();
   c.graph->replay();
+  g.replay_end.record();
+  g.replay_pending = true;
   return c.logits.narrow(0, 0, S);
 }
 
 int64_t DecodeGraphs::graphs_captured() const { return static_cast<int64_t>(impl_->graphs.size()); }
+
+double DecodeGraphs::replay_gpu_seconds() {
+  impl_->settle_replay_time();
+  return impl_->replay_ms / 1e3;
+}
 
 #endif
 

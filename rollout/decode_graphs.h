@@ -51,6 +51,9 @@ class DecodeGraphs {
   at::Tensor run(const StepPlan& plan);
 
   int64_t graphs_captured() const;
+  // GPU time spent inside replays so far (CUDA events around each replay; waits for the last).
+  // Against the wall time of the steps it says how much of a decode step is host work.
+  double replay_gpu_seconds();
   static std::vector<int64_t> buckets(int64_t max_batch);  // batch sizes graphs are made for
 
  private:

@@ -165,6 +165,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   stats_.prefill_tokens_saved = ss.prefill_tokens_saved;
   stats_.preemptions = ss.preemptions;
   stats_.graphs_captured = graphs ? graphs->graphs_captured() : 0;
+  stats_.graph_gpu_seconds = graphs ? graphs->replay_gpu_seconds() : 0;
   graphs.reset();  // the graphs read the cache: gone before it
   cache.release();
   // Step s ends at step_end[s]; a milestone at step s happened during it.

@@ -68,6 +68,7 @@ struct EngineStats {
   int64_t kv_bytes = 0;
   int64_t graph_steps = 0;       // decode steps replayed from a CUDA graph
   int64_t graphs_captured = 0;   // batch buckets captured in this rollout
+  double graph_gpu_seconds = 0;  // GPU time inside the graph replays (the rest of their steps: host)
   double seconds = 0;
 };
 

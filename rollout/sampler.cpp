@@ -94,6 +94,13 @@ SampleResult sample_fused(const at::Tensor& logits, std::span<const SamplingPara
   a.greedy = greedy_d.data_ptr<uint8_t>();
   a.tokens = r.tokens.data_ptr<int64_t>();
   a.logprobs = r.logprobs.data_ptr<float>();
+  a.chunks = cuda::sample_chunks(a.vocab);
+  const at::Tensor part = at::empty({3, S, a.chunks}, logits.options().dtype(at::kFloat));  // m, s, key
+  const at::Tensor part_idx = at::empty({S, a.chunks}, logits.options().dtype(at::kLong));
+  a.part_m = part[0].data_ptr<float>();
+  a.part_s = part[1].data_ptr<float>();
+  a.part_key = part[2].data_ptr<float>();
+  a.part_idx = part_idx.data_ptr<int64_t>();
   cuda::sample_rows(a, at::cuda::getCurrentCUDAStream(dev.index()).stream());
   return r;
 }

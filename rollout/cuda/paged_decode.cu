@@ -42,7 +42,6 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 constexpr int kTile = 64;      // keys per online-softmax step
-constexpr int kUnroll = 4;     // key rows a warp loads before its first dot product
 constexpr float kLog2e = 1.4426950408889634f;
 
 
@@ -68,7 +67,13 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   constexpr int kLanes = D < 32 ? D : 32;               // lanes sharing one key row (scores)
   constexpr int kEpl = D / kLanes;                      // elements per lane
   constexpr int kRowsPerWarp = 32 / kLanes;             // key rows per warp per load
-  constexpr int kDpt = D > kThreads ? D / kThreads : 1; // value dims per thread
+  constexpr int kUnroll = kEpl >= 8 ? 4 : 8;            // key rows a warp loads before its first dot product
+  // Value pass: kDpt dims per thread. With few query heads per KV head, 8 (one 16-byte load of
+  // bf16, 8 bytes of E4M3) per thread and key: a row of V is read by D / 8 threads, and kGroups
+  // rows are in flight per block at once (one dim per thread, the first version, read 2 bytes per
+  // load and walked a tile's 64 keys in 16 dependent rounds). With many, the accumulators
+  // acc[GMAX][kDpt] must stay in registers, so fewer.
+  constexpr int kDpt = GMAX <= 4 ? (D < 8 ? D : 8) : (D > kThreads ? D / kThreads : 1);
   constexpr int kDimThreads = D / kDpt;                 // threads across the head dimension (<= 128)
   constexpr int kGroups = kThreads / kDimThreads;       // key groups in the value pass
 
@@ -76,7 +81,6 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   __shared__ float p_s[GMAX][kTile];    // scores, then probabilities, of the tile
   __shared__ int64_t slot_s[kTile];     // cache slot of each key of the tile
   __shared__ float alpha_s[GMAX], m_s[GMAX], l_s[GMAX];
-  __shared__ float red_s[kGroups > 1 ? kGroups : 1][GMAX][kGroups > 1 ? kDimThreads : 1];  // key-group sums
 
   const int b = blockIdx.x, h = blockIdx.y, z = blockIdx.z;
   const int splits = gridDim.z;
@@ -216,64 +220,97 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
     __syncthreads();  // the next tile overwrites slot_s and p_s
   }
 
+  // The key groups' partial outputs: summed in a fixed order (the same bits every run) into q_s,
+  // free once the last tile's scores are done. Groups in one warp (kDimThreads < 32) first add by
+  // shuffles; then each warp (or, for wider groups, each group) adds its part in turn.
   if constexpr (kGroups > 1) {
+    if constexpr (kDimThreads < 32) {
 #pragma unroll
-    for (int g = 0; g < GMAX; ++g)
-      if (g < G) red_s[grp][g][d0] = acc[g][0];
-    __syncthreads();
-    if (grp == 0) {
+      for (int o = kDimThreads; o < 32; o <<= 1)
 #pragma unroll
-      for (int g = 0; g < GMAX; ++g)
-        if (g < G)
-          for (int r = 1; r < kGroups; ++r) acc[g][0] += red_s[r][g][d0];
+        for (int g = 0; g < GMAX; ++g)
+#pragma unroll
+          for (int j = 0; j < kDpt; ++j) acc[g][j] += __shfl_xor_sync(0xffffffffu, acc[g][j], o);
+    }
+    constexpr int kParts = kDimThreads < 32 ? kWarps : kGroups;
+    const int part = kDimThreads < 32 ? warp : grp;
+    const bool holds = kDimThreads >= 32 || lane < kDimThreads;
+    for (int r = 0; r < kParts; ++r) {
+      if (part == r && holds) {
+#pragma unroll
+        for (int g = 0; g < GMAX; ++g)
+          if (g < G)
+#pragma unroll
+            for (int j = 0; j < kDpt; ++j) q_s[g][d0 + j] = r == 0 ? acc[g][j] : q_s[g][d0 + j] + acc[g][j];
+      }
+      __syncthreads();
     }
   }
-  if (grp != 0) return;
-  if (splits == 1) {
-    T* out = static_cast<T*>(a.out);
-#pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-      if (g < G) {
-        const float inv = vscale / l_s[g];
-#pragma unroll
-        for (int j = 0; j < kDpt; ++j) out[(head0 + g) * D + d0 + j] = from_float<T>(acc[g][j] * inv);
-      }
-    }
+  // Out: normalised, or (splits > 1) the unnormalised chunk with its (max, sum) for the merge.
+  auto emit = [&](int g, int d, float v) {
+    if (splits == 1)
+      static_cast<T*>(a.out)[(head0 + g) * D + d] = from_float<T>(v * (vscale / l_s[g]));
+    else
+      a.part_acc[((head0 + g) * splits + z) * D + d] = v * vscale;
+  };
+  if constexpr (kGroups > 1) {
+    for (int i = tid; i < G * D; i += kThreads) emit(i / D, i % D, q_s[i / D][i % D]);
   } else {
 #pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-      if (g < G) {
+    for (int g = 0; g < GMAX; ++g)
+      if (g < G)
 #pragma unroll
-        for (int j = 0; j < kDpt; ++j) a.part_acc[((head0 + g) * splits + z) * D + d0 + j] = acc[g][j] * vscale;
-      }
-    }
-    if (tid < G) {
-      float* ml = a.part_ml + ((head0 + tid) * splits + z) * 2;
-      ml[0] = m_s[tid];
-      ml[1] = l_s[tid];
-    }
+        for (int j = 0; j < kDpt; ++j) emit(g, d0 + j, acc[g][j]);
+  }
+  if (splits > 1 && tid < G) {
+    float* ml = a.part_ml + ((head0 + tid) * splits + z) * 2;
+    ml[0] = m_s[tid];
+    ml[1] = l_s[tid];
   }
 }
 
 // Merges the splits of one query head: out = sum_z 2^(m_z - M) acc_z / sum_z 2^(m_z - M) l_z.
+// The splits' weights are found once, in parallel, into shared memory (the first version walked
+// the splits serially per dimension: ~10 us per layer at batch 1, where most splits are empty).
 template <typename T>
 __global__ void paged_decode_merge_kernel(const PagedDecodeArgs a) {
+  constexpr int kMaxSplits = 64;  // paged_decode_splits' cap
+  __shared__ float w_s[kMaxSplits];
+  __shared__ float inv_s;
   const int64_t row = blockIdx.x;  // b * Hq + head
-  const int64_t splits = a.splits, D = a.head_dim;
+  const int splits = static_cast<int>(a.splits), D = static_cast<int>(a.head_dim);
   const float* ml = a.part_ml + row * splits * 2;
-  float M = -INFINITY;
-  for (int64_t z = 0; z < splits; ++z)
-    if (ml[2 * z + 1] > 0.0f) M = fmaxf(M, ml[2 * z]);
-  float L = 0.0f;
-  for (int64_t z = 0; z < splits; ++z)
-    if (ml[2 * z + 1] > 0.0f) L += exp2f(ml[2 * z] - M) * ml[2 * z + 1];
-  const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+  if (threadIdx.x < 32) {  // warp 0 (blockDim >= 32): the max over the non-empty splits, then each split's weight
+    const int lane = threadIdx.x;
+    float m[2], l[2], M = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int z = lane + 32 * k;
+      m[k] = z < splits ? ml[2 * z] : -INFINITY;
+      l[k] = z < splits ? ml[2 * z + 1] : 0.0f;
+      if (l[k] > 0.0f) M = fmaxf(M, m[k]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    float L = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int z = lane + 32 * k;
+      const float w = l[k] > 0.0f ? exp2f(m[k] - M) : 0.0f;
+      if (z < kMaxSplits) w_s[z] = w;
+      L += w * l[k];
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
+    if (lane == 0) inv_s = L > 0.0f ? 1.0f / L : 0.0f;
+  }
+  __syncthreads();
   T* out = static_cast<T*>(a.out);
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float s = 0.0f;
-    for (int64_t z = 0; z < splits; ++z)
-      if (ml[2 * z + 1] > 0.0f) s += exp2f(ml[2 * z] - M) * a.part_acc[(row * splits + z) * D + d];
-    out[row * D + d] = from_float<T>(s * inv);
+    for (int z = 0; z < splits; ++z)
+      if (w_s[z] != 0.0f) s += w_s[z] * a.part_acc[(row * splits + z) * D + d];
+    out[row * D + d] = from_float<T>(s * inv_s);
   }
 }
 
@@ -292,7 +329,9 @@ void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
     (small ? paged_decode_kernel<T, T, D, 4> : paged_decode_kernel<T, T, D, 16>)<<<grid, kThreads, 0, stream>>>(a);
   check_launch("paged_decode_kernel");
   if (a.splits > 1) {
-    paged_decode_merge_kernel<T><<<static_cast<unsigned>(a.batch * a.num_q_heads), D < 128 ? D : 128, 0, stream>>>(a);
+    // At least a whole warp: the merge's first step is a warp over the splits.
+    paged_decode_merge_kernel<T><<<static_cast<unsigned>(a.batch * a.num_q_heads), D < 32 ? 32 : (D < 128 ? D : 128), 0,
+                                   stream>>>(a);
     check_launch("paged_decode_merge_kernel");
   }
 }

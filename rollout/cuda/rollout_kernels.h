@@ -52,10 +52,13 @@ struct KvWriteArgs {
 void kv_write_fp8(const KvWriteArgs& a, cudaStream_t stream);
 
 // ---- sampling (sampler.cu) -------------------------------------------------------------------
-// One block per row: the full-vocabulary log-sum-exp of logits * inv_t and the exponential race
+// Per row, the full-vocabulary log-sum-exp of logits * inv_t and the exponential race
 // argmax(logits * inv_t - log(-log U)) with U = race_uniform(seed, v) (rollout/race_noise.h), or
 // plain argmax for greedy rows; ties go to the lower index. No truncation (top-k / top-p rows take
-// the reference path).
+// the reference path). A block per (row, vocabulary chunk), then a warp per row merges the chunks.
+constexpr int64_t kMaxSampleChunks = 32;      // one merging lane each
+constexpr int64_t kSampleChunkVocab = 8192;   // about this much vocabulary per chunk
+int64_t sample_chunks(int64_t vocab);         // chunks for a vocabulary size: 1..kMaxSampleChunks
 struct SampleArgs {
   const void* logits;        // [rows, row_stride], dtype per `dtype`: 0 float32, 1 bfloat16, 2 float16
   int dtype;
@@ -65,6 +68,11 @@ struct SampleArgs {
   const uint8_t* greedy;     // [rows] 1 = argmax
   int64_t* tokens;           // [rows]
   float* logprobs;           // [rows] log softmax(logits * inv_t)[token], fp32
+  int64_t chunks;            // sample_chunks(vocab)
+  float* part_m;             // [rows, chunks] scratch: running max, sum of exp, race key, winner
+  float* part_s;
+  float* part_key;
+  int64_t* part_idx;
 };
 void sample_rows(const SampleArgs& a, cudaStream_t stream);
 

@@ -1,6 +1,9 @@
-// The sampler's fused row kernel: one pass over a row of logits gives both the full-vocabulary
+// The sampler's fused kernels: one pass over a row of logits gives both the full-vocabulary
 // log-sum-exp (for the fp32 log-prob the trainer recomputes) and the exponential race that draws
-// the token. Reference: sample_reference (rollout/sampler.cpp), which computes the same race keys
+// the token. The pass is split over chunks of the vocabulary, a block each, then merged by a
+// warp per row: one 1024-thread block per row took ~130 us for a 152K vocabulary at any batch
+// (docs/BENCHMARKS.md), most of a small model's decode step. The chunk count depends on the
+// vocabulary only, so a row's log-prob has the same bits at any batch size. Reference: sample_reference (rollout/sampler.cpp), which computes the same race keys
 // with ATen's log_softmax plus the same noise (rollout/race_noise.h); tests compare the two
 // (tests/rollout/gpu_test_sampler.cpp). Replaces, per step, a full-vocabulary fp32 copy, a
 // log_softmax, and per row a generator clone, a rand, two logs and an argmax.
@@ -40,16 +43,20 @@ __device__ __forceinline__ void best_merge(float& key, int64_t& idx, float key2,
   }
 }
 
+// Block (row, chunk): the partial log-sum-exp (m, s) and race winner (key, idx) of one slice of
+// the row's vocabulary, into the scratch arrays at [row * chunks + chunk].
 template <typename T>
-__global__ void __launch_bounds__(kThreads) sample_rows_kernel(const SampleArgs a) {
-  const int64_t row = blockIdx.x;
+__global__ void __launch_bounds__(kThreads) sample_chunks_kernel(const SampleArgs a) {
+  const int64_t row = blockIdx.x, chunk = blockIdx.y;
+  const int64_t per = (a.vocab + a.chunks - 1) / a.chunks;
+  const int64_t v0 = chunk * per, v1 = min(a.vocab, v0 + per);
   const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
   const float inv_t = a.inv_t[row];
   const bool greedy = a.greedy[row] != 0;
   const uint64_t seed = a.seeds[row];
   float m = -INFINITY, s = 0.0f, key = -INFINITY;
   int64_t idx = -1;
-  for (int64_t v = threadIdx.x; v < a.vocab; v += kThreads) {
+  for (int64_t v = v0 + threadIdx.x; v < v1; v += kThreads) {
     const float xv = to_float(x[v]) * inv_t;
     if (xv > m) {
       s = (m == -INFINITY ? 0.0f : s * expf(m - xv)) + 1.0f;
@@ -93,26 +100,63 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const SampleArgs 
       best_merge(key, idx, __shfl_xor_sync(0xffffffffu, key, o), __shfl_xor_sync(0xffffffffu, idx, o));
     }
     if (lane == 0) {
-      const int64_t token = idx < 0 ? 0 : idx;
-      a.tokens[row] = token;
-      a.logprobs[row] = to_float(x[token]) * inv_t - (m + logf(s));
+      const int64_t at = row * a.chunks + chunk;
+      a.part_m[at] = m;
+      a.part_s[at] = s;
+      a.part_key[at] = key;
+      a.part_idx[at] = idx;
     }
   }
+}
+
+// One warp per row: merges the row's chunks (lane c holds chunk c; a fixed shuffle tree, so the
+// result does not depend on timing) and writes the token and its log-prob.
+template <typename T>
+__global__ void sample_merge_kernel(const SampleArgs a) {
+  const int64_t row = blockIdx.x;
+  const int lane = threadIdx.x;
+  const int64_t at = row * a.chunks + lane;
+  float m = lane < a.chunks ? a.part_m[at] : -INFINITY;
+  float s = lane < a.chunks ? a.part_s[at] : 0.0f;
+  float key = lane < a.chunks ? a.part_key[at] : -INFINITY;
+  int64_t idx = lane < a.chunks ? a.part_idx[at] : -1;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    lse_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    best_merge(key, idx, __shfl_xor_sync(0xffffffffu, key, o), __shfl_xor_sync(0xffffffffu, idx, o));
+  }
+  if (lane == 0) {
+    const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
+    const int64_t token = idx < 0 ? 0 : idx;
+    a.tokens[row] = token;
+    a.logprobs[row] = to_float(x[token]) * a.inv_t[row] - (m + logf(s));
+  }
+}
+
+template <typename T>
+void launch(const SampleArgs& a, cudaStream_t stream) {
+  sample_chunks_kernel<T><<<dim3(static_cast<unsigned>(a.rows), static_cast<unsigned>(a.chunks)), kThreads, 0, stream>>>(a);
+  sample_merge_kernel<T><<<static_cast<unsigned>(a.rows), 32, 0, stream>>>(a);
 }
 
 }  // namespace
 
 void sample_rows(const SampleArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return;
-  const unsigned grid = static_cast<unsigned>(a.rows);
+  if (a.chunks < 1 || a.chunks > kMaxSampleChunks) throw std::invalid_argument("sample_rows: chunks out of range");
   switch (a.dtype) {
-    case 0: sample_rows_kernel<float><<<grid, kThreads, 0, stream>>>(a); break;
-    case 1: sample_rows_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(a); break;
-    case 2: sample_rows_kernel<__half><<<grid, kThreads, 0, stream>>>(a); break;
+    case 0: launch<float>(a, stream); break;
+    case 1: launch<__nv_bfloat16>(a, stream); break;
+    case 2: launch<__half>(a, stream); break;
     default: throw std::invalid_argument("sample_rows: unsupported logits dtype");
   }
   const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) throw std::runtime_error(std::string("sample_rows_kernel: ") + cudaGetErrorString(e));
+  if (e != cudaSuccess) throw std::runtime_error(std::string("sample_rows: ") + cudaGetErrorString(e));
+}
+
+int64_t sample_chunks(int64_t vocab) {
+  const int64_t c = (vocab + kSampleChunkVocab - 1) / kSampleChunkVocab;
+  return c < 1 ? 1 : (c > kMaxSampleChunks ? kMaxSampleChunks : c);
 }
 
 }  // namespace fp8rl::cuda

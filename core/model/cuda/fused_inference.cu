@@ -9,31 +9,85 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
 namespace fp8rl::cuda {
 namespace {
 
-constexpr int kRowsPerBlock = 4;  // one warp per row
+// Sum over the THREADS threads that share a row: a warp (shuffles), or a whole block of
+// THREADS / 32 warps (shuffles, then the warps' sums through shared memory).
+template <int THREADS>
+__device__ __forceinline__ float row_sum(float s) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if constexpr (THREADS > 32) {
+    __shared__ float warp_sums[THREADS / 32];
+    if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = s;
+    __syncthreads();
+    s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < THREADS / 32; ++w) s += warp_sums[w];
+  }
+  return s;
+}
 
+// VEC consecutive elements, loaded or stored as one access (16 bytes for 8 bf16/fp16).
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) Pack {
+  T v[VEC];
+};
 
-template <typename T>
-__global__ void rms_norm_kernel(const RowsView v, const T* weight, float eps, T* out) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (row >= v.n * v.heads) return;
+// One row per THREADS threads: a warp for head-sized rows (q/k norms, several rows per block), a
+// block for hidden-sized ones; VEC = 8 where the rows are 16-byte aligned. The first version, a
+// warp of scalar loads per row, walked a 4096-wide row in 128 dependent steps: ~50 us per hidden
+// norm, 40% of a Qwen3-8B decode step (docs/BENCHMARKS.md).
+template <typename T, int THREADS, int VEC>
+__global__ void __launch_bounds__(THREADS < 128 ? 128 : THREADS) rms_norm_kernel(const RowsView v, const T* weight,
+                                                                                float eps, T* out) {
+  constexpr int kRows = THREADS < 128 ? 128 / THREADS : 1;  // rows per block
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + threadIdx.x / THREADS;
+  const int t = threadIdx.x % THREADS;
+  if (kRows > 1 && row >= v.n * v.heads) return;  // kRows == 1: the grid has one block per row
+  using P = Pack<T, VEC>;
   const T* x = static_cast<const T*>(v.x) + (row / v.heads) * v.stride_n + (row % v.heads) * v.stride_h;
   float ss = 0.0f;
-  for (int64_t d = lane; d < v.dim; d += 32) {
-    const float f = to_float(x[d]);
-    ss += f * f;
-  }
+  for (int64_t d = static_cast<int64_t>(t) * VEC; d < v.dim; d += THREADS * VEC) {
+    const P p = *reinterpret_cast<const P*>(x + d);
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  const float r = rsqrtf(ss / static_cast<float>(v.dim) + eps);
+    for (int i = 0; i < VEC; ++i) ss += to_float(p.v[i]) * to_float(p.v[i]);
+  }
+  const float r = rsqrtf(row_sum<THREADS>(ss) / static_cast<float>(v.dim) + eps);
   T* y = out + row * v.dim;
-  for (int64_t d = lane; d < v.dim; d += 32) y[d] = from_float<T>(to_float(weight[d]) * round_to<T>(to_float(x[d]) * r));
+  for (int64_t d = static_cast<int64_t>(t) * VEC; d < v.dim; d += THREADS * VEC) {
+    const P p = *reinterpret_cast<const P*>(x + d), w = *reinterpret_cast<const P*>(weight + d);
+    P o;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) o.v[i] = from_float<T>(to_float(w.v[i]) * round_to<T>(to_float(p.v[i]) * r));
+    *reinterpret_cast<P*>(y + d) = o;
+  }
+}
+
+template <typename T, int THREADS, int VEC>
+void launch_rms_norm(const RowsView& v, const void* weight, float eps, void* out, cudaStream_t stream) {
+  constexpr int kRows = THREADS < 128 ? 128 / THREADS : 1;
+  const int64_t rows = v.n * v.heads;
+  const unsigned grid = static_cast<unsigned>((rows + kRows - 1) / kRows);
+  rms_norm_kernel<T, THREADS, VEC><<<grid, THREADS * kRows, 0, stream>>>(v, static_cast<const T*>(weight), eps,
+                                                                         static_cast<T*>(out));
+}
+
+template <typename T>
+void launch_rms_norm(const RowsView& v, const void* weight, float eps, void* out, cudaStream_t stream) {
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool vec = v.dim % 8 == 0 && v.stride_n % 8 == 0 && v.stride_h % 8 == 0 && aligned(v.x) && aligned(weight) &&
+                   aligned(out);
+  const bool wide = v.dim > 1024;  // a block per row (hidden norms); else a warp (head norms)
+  if (vec)
+    wide ? launch_rms_norm<T, 256, 8>(v, weight, eps, out, stream) : launch_rms_norm<T, 32, 8>(v, weight, eps, out, stream);
+  else
+    wide ? launch_rms_norm<T, 256, 1>(v, weight, eps, out, stream) : launch_rms_norm<T, 32, 1>(v, weight, eps, out, stream);
 }
 
 template <typename T>
@@ -57,15 +111,11 @@ void check_launch(const char* what) {
 }  // namespace
 
 void rms_norm_rows(const RowsView& v, const void* weight, float eps, void* out, cudaStream_t stream) {
-  const int64_t rows = v.n * v.heads;
-  if (rows == 0) return;
-  const unsigned grid = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  if (v.n * v.heads == 0) return;
   if (v.bf16)
-    rms_norm_kernel<__nv_bfloat16><<<grid, 32 * kRowsPerBlock, 0, stream>>>(
-        v, static_cast<const __nv_bfloat16*>(weight), eps, static_cast<__nv_bfloat16*>(out));
+    launch_rms_norm<__nv_bfloat16>(v, weight, eps, out, stream);
   else
-    rms_norm_kernel<__half><<<grid, 32 * kRowsPerBlock, 0, stream>>>(v, static_cast<const __half*>(weight), eps,
-                                                                      static_cast<__half*>(out));
+    launch_rms_norm<__half>(v, weight, eps, out, stream);
   check_launch("rms_norm_kernel");
 }
 

@@ -1,7 +1,9 @@
 // The decoder's fused inference kernels (core/model/cuda/fused_inference.cu) against the ATen ops
 // they replace under InferenceMode (the same rms_norm / apply_rope outside it). Awkward shapes:
 // 1, 17 and 1025 tokens, 1 to 16 heads, head and hidden sizes 16 to 5120, and the strided head
-// views a fused q/k/v projection hands to the q/k norms.
+// views a fused q/k/v projection hands to the q/k norms. The RMSNorm kernel has four variants
+// (a warp or a block per row; 16-byte or scalar loads), all covered: 1100-wide rows at an odd
+// stride take the block-per-row scalar one.
 //
 // Tolerances: apply_rope rounds its three products and sum exactly as ATen does -> bit-exact.
 // rms_norm sums the squares in another order, so rsqrt(mean + eps) can differ in its last float
@@ -23,7 +25,7 @@ TEST_CASE("fused RMSNorm and RoPE under InferenceMode equal the ATen ops", "[mod
   at::manual_seed(11);
   for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
     for (const int64_t n : {1, 17, 1025})
-      for (const auto& [heads, dim] : std::vector<std::pair<int64_t, int64_t>>{{1, 5120}, {16, 128}, {3, 64}, {8, 16}}) {
+      for (const auto& [heads, dim] : std::vector<std::pair<int64_t, int64_t>>{{1, 5120}, {16, 128}, {3, 64}, {8, 16}, {2, 1100}, {5, 24}}) {
         const auto opts = at::TensorOptions().device(at::kCUDA).dtype(dtype);
         // A fused projection's output, of which x is a strided head view (as q of qkv).
         const at::Tensor packed = at::randn({n, heads * dim + 32}, opts) * 3;
