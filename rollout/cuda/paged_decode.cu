@@ -3,20 +3,27 @@
 // (rollout/paged_attention.cpp: gather the context's keys, then whole-sequence attention), which
 // tests/rollout/gpu_test_paged_decode.cpp compares this against on awkward shapes.
 //
-// Decode is memory-bound: per layer a step reads every cached key and value of every sequence
-// once, and the arithmetic is 2 * g FMAs per element. So the kernel is shaped for bytes in
-// flight, not for the matrix units:
-//   - one block = (sequence, KV head, split); it serves the g query heads of that KV head, so
-//     each K/V row is read once for all g heads (GQA without repeating K/V);
-//   - scores: each warp reads whole key rows (8-16 bytes per lane, coalesced), 4 rows per warp
-//     issued before the first dot product; a row's dot products are reduced by shuffles;
-//   - online softmax per tile of 64 keys (running max and sum, in log2 units: exp2f);
-//   - values: threads across the head dimension, keys split between thread groups when D < 128;
+// Decode attention should be bound by the bytes of K and V it reads. The first two versions of
+// this kernel did the dot products on CUDA cores (a warp per key row, shuffles to reduce, a
+// thread per 1-8 value dims) and were bound by instruction latency instead: ~1 TB/s at batch
+// 64 whatever the cache layout or the number of loads in flight (measured on an H200 with a
+// harness that also read the same bytes at 3.8 TB/s), and slower still with an FP8 cache. So:
+//   - one block = (sequence, KV head, split) serves the g query heads of that KV head, so each
+//     K/V row is read once for all g heads (GQA without repeating K/V);
+//   - tiles of 64 keys are copied into shared memory with cp.async, two stages deep: the next
+//     tile is in flight while this one is computed;
+//   - scores S[key, head] = K Q^T and the output O[head, d] += P V run on the tensor cores
+//     (mma.sync m16n8k16, fp32 accumulation; the heads are the MMA's narrow side, padded to
+//     8 or 16): each warp scores 16 keys of the tile, then owns D / 4 of the output dims;
+//   - an FP8 (E4M3) cache is widened to q's dtype when the MMA operands are loaded (exact:
+//     E4M3 fits bf16 and fp16); its scales multiply the scores and the output;
+//   - online softmax per tile (running max and sum per head, log2 units: exp2f); P enters the
+//     MMA in q's dtype, as in flash attention;
 //   - split-K over the context when the batch alone does not fill the GPU (batch 1: up to 64
 //     chunks), merged by a second kernel from each chunk's (max, sum, unnormalised output).
 // The number of splits depends on the batch shape only, never on context lengths, so one CUDA
 // graph per batch size replays for any context; splits with no keys exit after marking
-// themselves empty.
+// themselves empty. The result's bits do not depend on the batch's other sequences.
 #include "rollout/cuda/rollout_kernels.h"
 #include "core/model/cuda/convert.cuh"
 
@@ -25,6 +32,7 @@
 #include <cuda_fp8.h>
 
 #include <stdexcept>
+#include <type_traits>
 #include <string>
 
 namespace fp8rl::cuda {
@@ -41,46 +49,104 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
-constexpr int kTile = 64;      // keys per online-softmax step
+constexpr int kTileK = 16 * kWarps;  // keys per tile: one 16-row MMA tile per warp
+constexpr int kStages = 2;
 constexpr float kLog2e = 1.4426950408889634f;
 
+// ---- small PTX wrappers ----
+// cp.async: 16 bytes global -> shared without registers, L2 only (.cg: the cache is streamed once).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Vec {
-  T v[N];
-};
-
-// N consecutive elements at p (aligned to N * sizeof(T)) as floats, in one load.
-template <typename T, int N>
-__device__ __forceinline__ void load_floats(const T* p, float (&out)[N]) {
-  static_assert(sizeof(T) * N <= 16, "at most one 16-byte load");
-  const Vec<T, N> x = *reinterpret_cast<const Vec<T, N>*>(p);
-#pragma unroll
-  for (int i = 0; i < N; ++i) out[i] = to_float(x.v[i]);
+// Two 16-bit values of T packed in a register: the MMA operand element pair.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// T: the dtype of q and the output; C: the cache's element (T, or uint8_t holding E4M3).
-// GMAX: compile-time bound on the query heads per KV head (register arrays need constant sizes);
-// the actual count a.num_q_heads / a.num_kv_heads is <= GMAX.
-template <typename T, typename C, int D, int GMAX>
-__global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecodeArgs a) {
-  constexpr int kLanes = D < 32 ? D : 32;               // lanes sharing one key row (scores)
-  constexpr int kEpl = D / kLanes;                      // elements per lane
-  constexpr int kRowsPerWarp = 32 / kLanes;             // key rows per warp per load
-  constexpr int kUnroll = kEpl >= 8 ? 4 : 8;            // key rows a warp loads before its first dot product
-  // Value pass: kDpt dims per thread. With few query heads per KV head, 8 (one 16-byte load of
-  // bf16, 8 bytes of E4M3) per thread and key: a row of V is read by D / 8 threads, and kGroups
-  // rows are in flight per block at once (one dim per thread, the first version, read 2 bytes per
-  // load and walked a tile's 64 keys in 16 dependent rounds). With many, the accumulators
-  // acc[GMAX][kDpt] must stay in registers, so fewer.
-  constexpr int kDpt = GMAX <= 4 ? (D < 8 ? D : 8) : (D > kThreads ? D / kThreads : 1);
-  constexpr int kDimThreads = D / kDpt;                 // threads across the head dimension (<= 128)
-  constexpr int kGroups = kThreads / kDimThreads;       // key groups in the value pass
+// Two consecutive cache elements at p as an operand pair of T: a 32-bit load of T, or two E4M3
+// bytes widened (exactly) through half2.
+template <typename T, typename C>
+__device__ __forceinline__ uint32_t load_pair(const C* p) {
+  if constexpr (sizeof(C) == 2) {
+    return *reinterpret_cast<const uint32_t*>(p);
+  } else {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(*reinterpret_cast<const __nv_fp8x2_storage_t*>(p), __NV_E4M3);
+    if constexpr (sizeof(T) == 2 && std::is_same_v<T, __half>) {
+      return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+    } else {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
+      return pack2<T>(f.x, f.y);
+    }
+  }
+}
 
-  __shared__ float q_s[GMAX][D];        // queries * scale * log2(e)
-  __shared__ float p_s[GMAX][kTile];    // scores, then probabilities, of the tile
-  __shared__ int64_t slot_s[kTile];     // cache slot of each key of the tile
-  __shared__ float alpha_s[GMAX], m_s[GMAX], l_s[GMAX];
+// Two cache elements in different rows (a and b) as an operand pair of T.
+template <typename T, typename C>
+__device__ __forceinline__ uint32_t load_split_pair(const C* a, const C* b) {
+  return pack2<T>(to_float(*a), to_float(*b));
+}
+
+// D = A B + D for one m16n8k16 tile (A row-major 16x16, B "col" 16x8, fp32 accumulators).
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Two 8x8 matrices of 16-bit elements, transposed on the way (the B operand from row-major V).
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t& r0, uint32_t& r1, const void* row) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(s));
+}
+
+// Shared-memory layout of one block. Rows are padded by 16 bytes so that the 8 rows an MMA
+// fragment (or ldmatrix) touches at once fall in different banks.
+template <typename T, typename C, int D, int HP>
+struct Smem {
+  static constexpr int kRow = D + 16 / static_cast<int>(sizeof(C));  // cache row stride, elements
+  static constexpr int kPRow = kTileK + 4;                            // p row stride, floats
+  C k[kStages][kTileK][kRow];
+  C v[kStages][kTileK][kRow];
+  float p[HP][kPRow];      // scores, then probabilities (rows >= g zero: the PV MMA's padding)
+  float m[HP], l[HP], alpha[HP];
+};
+
+// T: the dtype of q and the output; C: the cache's element (T, or uint8_t holding E4M3).
+// HP: query heads per KV head, padded to the MMA's 8 (g <= 8) or 16 (g <= 16).
+template <typename T, typename C, int D, int HP>
+__global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecodeArgs a) {
+  using S = Smem<T, C, D, HP>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  S& sm = *reinterpret_cast<S*>(smem_raw);
+  constexpr int kRowChunks = D * static_cast<int>(sizeof(C)) / 16;  // 16-byte copies per cache row
+  constexpr int kNT = D / 8;                                        // output n-tiles (8 dims each)
+  constexpr int kNTW = kNT >= kWarps ? kNT / kWarps : 1;            // n-tiles per warp
+  static_assert(kRowChunks >= 1 && D % 16 == 0, "head_dim a multiple of 16");
 
   const int b = blockIdx.x, h = blockIdx.y, z = blockIdx.z;
   const int splits = gridDim.z;
@@ -88,8 +154,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int ctx = a.context_lens[b];
   // Chunks of whole tiles; a short context uses fewer splits (at least one tile each).
-  const int active = max(1, min(splits, (ctx + kTile - 1) / kTile));
-  const int chunk = ((ctx + active - 1) / active + kTile - 1) / kTile * kTile;
+  const int active = max(1, min(splits, (ctx + kTileK - 1) / kTileK));
+  const int chunk = ((ctx + active - 1) / active + kTileK - 1) / kTileK * kTileK;
   const int start = z * chunk, end = min(ctx, start + chunk);
   const int64_t head0 = static_cast<int64_t>(b) * a.num_q_heads + static_cast<int64_t>(h) * G;  // first query row
 
@@ -107,165 +173,187 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
     return;
   }
 
-  const T* q = static_cast<const T*>(a.q);
-  // FP8 keys are stored / k_scale: fold k_scale into q (scores = q . (stored * k_scale)).
-  const float qscale = a.scale * kLog2e * (a.k_scale != nullptr ? *a.k_scale : 1.0f);
-  const float vscale = a.v_scale != nullptr ? *a.v_scale : 1.0f;
-  for (int i = tid; i < GMAX * D; i += kThreads) {
-    const int g = i / D, d = i % D;
-    q_s[g][d] = g < G ? to_float(q[(head0 + g) * D + d]) * qscale : 0.0f;
-  }
-  if (tid < GMAX) {
-    m_s[tid] = -INFINITY;
-    l_s[tid] = 0.0f;
-  }
-  const int d0 = (tid % kDimThreads) * kDpt;  // value pass: this thread's dims
-  const int grp = tid / kDimThreads;          // and its key group
-  float acc[GMAX][kDpt];
-#pragma unroll
-  for (int g = 0; g < GMAX; ++g)
-#pragma unroll
-    for (int j = 0; j < kDpt; ++j) acc[g][j] = 0.0f;
-
   const C* kc = static_cast<const C*>(a.k_cache) + static_cast<int64_t>(h) * D;
   const C* vc = static_cast<const C*>(a.v_cache) + static_cast<int64_t>(h) * D;
   const int64_t row_stride = a.num_kv_heads * D;  // elements between consecutive slots
   const int32_t* table = a.block_tables + static_cast<int64_t>(b) * a.table_stride;
-  const int sub = lane / kLanes, sl = lane % kLanes;  // which row of the warp's rows, lane within it
-  __syncthreads();
-
-  for (int t0 = start; t0 < end; t0 += kTile) {
-    const int n = min(kTile, end - t0);
-    if (tid < n) {
-      const int t = t0 + tid;
-      slot_s[tid] = static_cast<int64_t>(table[t / a.block_size]) * a.block_size + t % a.block_size;
-    }
-    __syncthreads();
-
-    // Scores (log2 units). The loop bound is uniform per warp, so every lane reaches the shuffles.
-    for (int i0 = warp * kRowsPerWarp; i0 < n; i0 += kWarps * kRowsPerWarp * kUnroll) {
-      float kf[kUnroll][kEpl];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int i = i0 + u * kWarps * kRowsPerWarp + sub;
-        if (i < n) {
-          load_floats<C, kEpl>(kc + slot_s[i] * row_stride + sl * kEpl, kf[u]);
+  const int tiles = (end - start + kTileK - 1) / kTileK;
+  // Starts the copies of tile i into its stage (K and V rows, 16 bytes per copy) as one group.
+  // V rows past the context are zeroed: P is 0 there, but 0 * (stale NaN bits) is not.
+  auto issue = [&](int i) {
+    if (i < tiles) {
+      const int t0 = start + i * kTileK, n = min(kTileK, end - t0);
+      const int st = i % kStages;
+      for (int c = tid; c < kTileK * kRowChunks; c += kThreads) {
+        const int r = c / kRowChunks, e = (c % kRowChunks) * (16 / static_cast<int>(sizeof(C)));
+        if (r < n) {
+          const int t = t0 + r;
+          const int64_t off = (static_cast<int64_t>(table[t / a.block_size]) * a.block_size + t % a.block_size) * row_stride + e;
+          cp_async16(&sm.k[st][r][e], kc + off);
+          cp_async16(&sm.v[st][r][e], vc + off);
         } else {
-#pragma unroll
-          for (int e = 0; e < kEpl; ++e) kf[u][e] = 0.0f;
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int i = i0 + u * kWarps * kRowsPerWarp + sub;
-#pragma unroll
-        for (int g = 0; g < GMAX; ++g) {
-          if (g < G) {
-            float s = 0.0f;
-#pragma unroll
-            for (int e = 0; e < kEpl; ++e) s += q_s[g][sl * kEpl + e] * kf[u][e];
-#pragma unroll
-            for (int o = kLanes / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            if (sl == 0 && i < n) p_s[g][i] = s;
-          }
+          *reinterpret_cast<uint4*>(&sm.v[st][r][e]) = make_uint4(0, 0, 0, 0);
         }
       }
     }
+    cp_async_commit();  // possibly empty: the wait_group counts stay uniform
+  };
+  issue(0);
+
+  // Fragment coordinates (PTX ISA, mma.m16n8k16): rows lane / 4 and + 8, column pairs 2 * (lane % 4).
+  const int fr = lane / 4, fc = 2 * (lane % 4);
+  // The queries as the scores' B operand (B[k][n] = q[head n][dim k]), held in registers for the
+  // whole block; heads >= g are zero. They enter the MMA as stored; the softmax scale (and an FP8
+  // cache's k_scale: keys are stored / k_scale) multiplies the scores.
+  const T* q = static_cast<const T*>(a.q);
+  uint32_t qf[D / 16][HP / 8][2];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+    for (int nt = 0; nt < HP / 8; ++nt) {
+      const int g = nt * 8 + fr;
+      const T* row = q + (head0 + g) * D + kk * 16 + fc;
+      qf[kk][nt][0] = g < G ? *reinterpret_cast<const uint32_t*>(row) : 0u;
+      qf[kk][nt][1] = g < G ? *reinterpret_cast<const uint32_t*>(row + 8) : 0u;
+    }
+  const float qscale = a.scale * kLog2e * (a.k_scale != nullptr ? *a.k_scale : 1.0f);
+  const float vscale = a.v_scale != nullptr ? *a.v_scale : 1.0f;
+  for (int i = tid; i < HP * S::kPRow; i += kThreads) (&sm.p[0][0])[i] = 0.0f;
+  if (tid < HP) {
+    sm.m[tid] = -INFINITY;
+    sm.l[tid] = 0.0f;
+  }
+  float acc[kNTW][4];  // O[head][d]: heads fr, fr + 8; dims of this warp's n-tiles
+#pragma unroll
+  for (int j = 0; j < kNTW; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
+  const bool pv_warp = warp * kNTW < kNT;  // D = 16: two warps hold all the dims
+
+  for (int i = 0; i < tiles; ++i) {
+    issue(i + 1);               // its stage was last read in iteration i - 1 (barrier at the end)
+    cp_async_wait<1>();         // tile i's group has landed (this thread's copies)
+    __syncthreads();            // and everyone's; also q, p's padding, m and l on the first tile
+    const int st = i % kStages;
+    const int n = min(kTileK, end - (start + i * kTileK));
+
+    // Scores: warp w, keys 16w..16w+15 of the tile, all heads. S = K Q^T on the tensor cores.
+    if (16 * warp < n) {
+      float s[HP / 8][4];
+#pragma unroll
+      for (int nt = 0; nt < HP / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+      const C* k0 = &sm.k[st][16 * warp][0];
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const C* kr = k0 + kk * 16 + fc;
+        uint32_t af[4];
+        af[0] = load_pair<T, C>(kr + fr * S::kRow);
+        af[1] = load_pair<T, C>(kr + (fr + 8) * S::kRow);
+        af[2] = load_pair<T, C>(kr + fr * S::kRow + 8);
+        af[3] = load_pair<T, C>(kr + (fr + 8) * S::kRow + 8);
+#pragma unroll
+        for (int nt = 0; nt < HP / 8; ++nt) mma16816<T>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
+      }
+      // s[nt]: (key fr, heads nt*8 + fc, +1), (key fr + 8, same heads).
+#pragma unroll
+      for (int nt = 0; nt < HP / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = 16 * warp + fr + (e >= 2 ? 8 : 0), g = nt * 8 + fc + (e & 1);
+          if (g < G && key < n) sm.p[g][key] = s[nt][e] * qscale;
+        }
+    }
     __syncthreads();
 
-    // Online softmax: one warp per head.
+    // Online softmax: one warp per head; keys past n get probability 0.
     for (int g = warp; g < G; g += kWarps) {
       float mx = -INFINITY;
-      for (int i = lane; i < n; i += 32) mx = fmaxf(mx, p_s[g][i]);
+      for (int r = lane; r < n; r += 32) mx = fmaxf(mx, sm.p[g][r]);
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-      const float m_old = m_s[g], m_new = fmaxf(m_old, mx);
+      const float m_old = sm.m[g], m_new = fmaxf(m_old, mx);
       float sum = 0.0f;
-      for (int i = lane; i < n; i += 32) {
-        const float p = exp2f(p_s[g][i] - m_new);
-        p_s[g][i] = p;
+      for (int r = lane; r < kTileK; r += 32) {
+        const float p = r < n ? exp2f(sm.p[g][r] - m_new) : 0.0f;
+        sm.p[g][r] = p;
         sum += p;
       }
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
       if (lane == 0) {
-        const float alpha = exp2f(m_old - m_new);  // 0 on the first tile (m_old = -inf)
-        alpha_s[g] = alpha;
-        l_s[g] = l_s[g] * alpha + sum;
-        m_s[g] = m_new;
+        sm.alpha[g] = exp2f(m_old - m_new);  // 0 on the first tile (m_old = -inf)
+        sm.l[g] = sm.l[g] * sm.alpha[g] + sum;
+        sm.m[g] = m_new;
       }
     }
     __syncthreads();
 
-    // Values.
+    // O[head][d] = alpha O + P V: warp w owns n-tiles [w * kNTW, (w + 1) * kNTW) of the dims.
+    if (pv_warp) {
+      const float al0 = fr < G ? sm.alpha[fr] : 0.0f, al1 = HP > 8 && fr + 8 < G ? sm.alpha[HP > 8 ? fr + 8 : 0] : 0.0f;
 #pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-      const float alpha = g < G ? alpha_s[g] : 0.0f;
+      for (int j = 0; j < kNTW; ++j) {
+        acc[j][0] *= al0;
+        acc[j][1] *= al0;
+        acc[j][2] *= al1;
+        acc[j][3] *= al1;
+      }
 #pragma unroll
-      for (int j = 0; j < kDpt; ++j) acc[g][j] *= alpha;
-    }
-#pragma unroll 4
-    for (int i = grp; i < n; i += kGroups) {
-      float vf[kDpt];
-      load_floats<C, kDpt>(vc + slot_s[i] * row_stride + d0, vf);
+      for (int kk = 0; kk < kTileK; kk += 16) {
+        uint32_t pf[4];  // A = P[head][key]; rows 8..15 are zero padding when HP = 8
+        const float2 p00 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc]);
+        const float2 p01 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc + 8]);
+        pf[0] = pack2<T>(p00.x, p00.y);
+        pf[2] = pack2<T>(p01.x, p01.y);
+        if constexpr (HP > 8) {
+          const float2 p10 = *reinterpret_cast<const float2*>(&sm.p[HP > 8 ? fr + 8 : 0][kk + fc]);
+          const float2 p11 = *reinterpret_cast<const float2*>(&sm.p[HP > 8 ? fr + 8 : 0][kk + fc + 8]);
+          pf[1] = pack2<T>(p10.x, p10.y);
+          pf[3] = pack2<T>(p11.x, p11.y);
+        } else {
+          pf[1] = pf[3] = 0u;
+        }
 #pragma unroll
-      for (int g = 0; g < GMAX; ++g) {
-        if (g < G) {
-          const float p = p_s[g][i];
-#pragma unroll
-          for (int j = 0; j < kDpt; ++j) acc[g][j] += p * vf[j];
+        for (int j = 0; j < kNTW; ++j) {
+          const int d0 = (warp * kNTW + j) * 8;
+          uint32_t b0, b1;  // B = V[key][d]: keys kk + fc, +1 (b0) and + 8 (b1) of dim d0 + fr
+          if constexpr (sizeof(C) == 2) {
+            // lanes 0-7 address rows kk..kk+7, lanes 8-15 rows kk+8..kk+15 (dims d0..d0+7)
+            ldmatrix_x2_trans(b0, b1, &sm.v[st][kk + (lane & 15)][d0]);
+          } else {
+            const C* vcol = &sm.v[st][kk + fc][d0 + fr];
+            b0 = load_split_pair<T, C>(vcol, vcol + S::kRow);
+            b1 = load_split_pair<T, C>(vcol + 8 * S::kRow, vcol + 9 * S::kRow);
+          }
+          mma16816<T>(acc[j], pf, b0, b1);
         }
       }
     }
-    __syncthreads();  // the next tile overwrites slot_s and p_s
+    __syncthreads();  // the next iteration overwrites p and refills this tile's stage
   }
+  cp_async_wait<0>();  // no copy outlives the block (the trailing group is empty)
 
-  // The key groups' partial outputs: summed in a fixed order (the same bits every run) into q_s,
-  // free once the last tile's scores are done. Groups in one warp (kDimThreads < 32) first add by
-  // shuffles; then each warp (or, for wider groups, each group) adds its part in turn.
-  if constexpr (kGroups > 1) {
-    if constexpr (kDimThreads < 32) {
-#pragma unroll
-      for (int o = kDimThreads; o < 32; o <<= 1)
-#pragma unroll
-        for (int g = 0; g < GMAX; ++g)
-#pragma unroll
-          for (int j = 0; j < kDpt; ++j) acc[g][j] += __shfl_xor_sync(0xffffffffu, acc[g][j], o);
-    }
-    constexpr int kParts = kDimThreads < 32 ? kWarps : kGroups;
-    const int part = kDimThreads < 32 ? warp : grp;
-    const bool holds = kDimThreads >= 32 || lane < kDimThreads;
-    for (int r = 0; r < kParts; ++r) {
-      if (part == r && holds) {
-#pragma unroll
-        for (int g = 0; g < GMAX; ++g)
-          if (g < G)
-#pragma unroll
-            for (int j = 0; j < kDpt; ++j) q_s[g][d0 + j] = r == 0 ? acc[g][j] : q_s[g][d0 + j] + acc[g][j];
-      }
-      __syncthreads();
-    }
-  }
   // Out: normalised, or (splits > 1) the unnormalised chunk with its (max, sum) for the merge.
-  auto emit = [&](int g, int d, float v) {
-    if (splits == 1)
-      static_cast<T*>(a.out)[(head0 + g) * D + d] = from_float<T>(v * (vscale / l_s[g]));
-    else
-      a.part_acc[((head0 + g) * splits + z) * D + d] = v * vscale;
-  };
-  if constexpr (kGroups > 1) {
-    for (int i = tid; i < G * D; i += kThreads) emit(i / D, i % D, q_s[i / D][i % D]);
-  } else {
+  // acc[j]: (head fr, dims d0 + fc, +1), (head fr + 8, same dims).
+  if (pv_warp) {
 #pragma unroll
-    for (int g = 0; g < GMAX; ++g)
-      if (g < G)
+    for (int j = 0; j < kNTW; ++j)
 #pragma unroll
-        for (int j = 0; j < kDpt; ++j) emit(g, d0 + j, acc[g][j]);
+      for (int e = 0; e < 4; ++e) {
+        const int g = fr + (e >= 2 ? 8 : 0), d = (warp * kNTW + j) * 8 + fc + (e & 1);
+        if (g >= G || g >= HP) continue;
+        if (splits == 1)
+          static_cast<T*>(a.out)[(head0 + g) * D + d] = from_float<T>(acc[j][e] * (vscale / sm.l[g]));
+        else
+          a.part_acc[((head0 + g) * splits + z) * D + d] = acc[j][e] * vscale;
+      }
   }
   if (splits > 1 && tid < G) {
     float* ml = a.part_ml + ((head0 + tid) * splits + z) * 2;
-    ml[0] = m_s[tid];
-    ml[1] = l_s[tid];
+    ml[0] = sm.m[tid];
+    ml[1] = sm.l[tid];
   }
 }
 
@@ -319,14 +407,25 @@ void check_launch(const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
+template <typename T, typename C, int D, int HP>
+void launch_kernel(const PagedDecodeArgs& a, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(a.splits));
+  constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D, HP>));
+  // Above 48 KB a kernel must opt in (once per kernel; not a stream operation, so allowed while
+  // a CUDA graph is being captured).
+  static const cudaError_t opt_in =
+      cudaFuncSetAttribute(paged_decode_kernel<T, C, D, HP>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (opt_in != cudaSuccess) throw std::runtime_error(std::string("paged_decode_kernel: ") + cudaGetErrorString(opt_in));
+  paged_decode_kernel<T, C, D, HP><<<grid, kThreads, bytes, stream>>>(a);
+}
+
 template <typename T, int D>
 void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(a.splits));
-  const bool small = a.num_q_heads / a.num_kv_heads <= 4;
+  const bool narrow = a.num_q_heads / a.num_kv_heads <= 8;
   if (a.fp8_kv)
-    (small ? paged_decode_kernel<T, uint8_t, D, 4> : paged_decode_kernel<T, uint8_t, D, 16>)<<<grid, kThreads, 0, stream>>>(a);
+    (narrow ? launch_kernel<T, uint8_t, D, 8> : launch_kernel<T, uint8_t, D, 16>)(a, stream);
   else
-    (small ? paged_decode_kernel<T, T, D, 4> : paged_decode_kernel<T, T, D, 16>)<<<grid, kThreads, 0, stream>>>(a);
+    (narrow ? launch_kernel<T, T, D, 8> : launch_kernel<T, T, D, 16>)(a, stream);
   check_launch("paged_decode_kernel");
   if (a.splits > 1) {
     // At least a whole warp: the merge's first step is a warp over the splits.

@@ -1,0 +1,126 @@
+// The paged decode kernel alone: an older build ("old", from BASE) and this tree's ("new") on the
+// same caches, Qwen3-8B's attention shape (8 KV heads, 4 query heads each, head_dim 128, 16-token
+// blocks in shuffled order), bf16 and FP8 caches, several batch sizes and split counts. Median us
+// per launch (kernel + split merge), rotating over enough layers' caches that L2 never holds the
+// layer being read; "stream read" is a plain 16-byte-load kernel over the same buffers, the
+// bandwidth a perfect kernel would see. maxdiff: the largest |new - old| of the outputs (bf16).
+// Built by build.sh beside this file.
+#include "rollout/cuda/rollout_kernels.h"
+#include <cuda_bf16.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+#define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("CUDA %s at %d\n", cudaGetErrorString(e), __LINE__); exit(1); } } while (0)
+using Fn = void (*)(const void*, cudaStream_t);
+extern "C" void pd_old(const void*, cudaStream_t);
+extern "C" void pd_new(const void*, cudaStream_t);
+struct V { const char* name; Fn fn; };
+static V variants[] = {{"old", pd_old}, {"new", pd_new}};
+
+__global__ void fill(uint16_t* p, int64_t n, uint32_t seed, bool fp8) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    uint32_t h = (uint32_t)i * 2654435761u ^ seed; h ^= h >> 15; h *= 2246822519u; h ^= h >> 13;
+    if (fp8) { p[i] = (uint16_t)(h & 0x3737u); }  // two E4M3 bytes of modest size, never NaN
+    else { float f = ((h & 0xffff) / 65535.0f - 0.5f) * 4.0f; __nv_bfloat16 b = __float2bfloat16(f); p[i] = *(uint16_t*)&b; }
+  }
+}
+
+__global__ void stream_read(const uint4* p, int64_t n, uint4* sink) {
+  uint4 acc{0, 0, 0, 0};
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) { uint4 v = p[i]; acc.x ^= v.x; acc.y ^= v.y; acc.z ^= v.z; acc.w ^= v.w; }
+  if (acc.x == 0x12345678u) *sink = acc;
+}
+int main() {
+  cudaDeviceProp prop; CK(cudaGetDeviceProperties(&prop, 0));
+  printf("device %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  const int D = 128, bs = 16;
+  struct Case { int B; int ctx; bool jitter; bool fp8; std::vector<int> splits; bool perm = true; int hkv = 8; };
+  std::vector<Case> cases = {
+    {1, 768, false, false, {0, 16}}, {16, 640, false, false, {0, 4}}, {64, 640, true, false, {0, 1, 2, 4}},
+    {128, 640, true, false, {0, 1, 2}}, {256, 640, true, false, {0, 1}},
+    {1, 768, false, true, {0}}, {64, 640, true, true, {0, 1, 2, 4}}, {256, 640, true, true, {0, 1}},
+    {64, 2048, true, false, {0, 2}}, {8, 8192, false, false, {0}}, {1, 8192, false, false, {0}}, {1, 8192, false, true, {0}},
+  };
+  cudaStream_t st; CK(cudaStreamCreate(&st));
+  cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+  std::mt19937 rng(1);
+  for (const Case& c : cases) {
+    const int Hkv = c.hkv, Hq = 4 * c.hkv;
+    const int max_ctx = c.ctx + (c.jitter ? c.ctx / 5 : 0);
+    const int blocks_per_seq = (max_ctx + bs - 1) / bs;
+    const int64_t nblocks = (int64_t)c.B * blocks_per_seq;
+    const int64_t slots = nblocks * bs;
+    const int esz = c.fp8 ? 1 : 2;
+    const int64_t layer_bytes = slots * Hkv * D * esz;  // one of K, V
+    int layers = std::max<int64_t>(4, (int64_t)(400e6 / (2.0 * layer_bytes)) + 1);
+    layers = std::min(layers, 64);
+    std::vector<int> lens(c.B);
+    int64_t total_keys = 0;
+    for (int b = 0; b < c.B; ++b) { lens[b] = c.jitter ? c.ctx - c.ctx / 5 + (int)(rng() % (2 * (c.ctx / 5) + 1)) : c.ctx; lens[b] = std::min(lens[b], max_ctx); total_keys += lens[b]; }
+    std::vector<int> perm(nblocks); for (int64_t i = 0; i < nblocks; ++i) perm[i] = (int)i; if (c.perm) std::shuffle(perm.begin(), perm.end(), rng);
+    std::vector<int> table(perm);  // [B, blocks_per_seq]
+    int *d_table, *d_lens; CK(cudaMalloc(&d_table, table.size() * 4)); CK(cudaMalloc(&d_lens, c.B * 4));
+    CK(cudaMemcpy(d_table, table.data(), table.size() * 4, cudaMemcpyHostToDevice)); CK(cudaMemcpy(d_lens, lens.data(), c.B * 4, cudaMemcpyHostToDevice));
+    std::vector<void*> kc(layers), vc(layers);
+    for (int l = 0; l < layers; ++l) {
+      CK(cudaMalloc(&kc[l], layer_bytes)); CK(cudaMalloc(&vc[l], layer_bytes));
+      fill<<<1024, 256, 0, st>>>((uint16_t*)kc[l], layer_bytes / 2, 17 + l, c.fp8); fill<<<1024, 256, 0, st>>>((uint16_t*)vc[l], layer_bytes / 2, 91 + l, c.fp8);
+    }
+    void *q, *out, *ref; float *pacc, *pml, *ks;
+    CK(cudaMalloc(&q, (int64_t)c.B * Hq * D * 2)); fill<<<256, 256, 0, st>>>((uint16_t*)q, (int64_t)c.B * Hq * D, 5, false);
+    CK(cudaMalloc(&out, (int64_t)c.B * Hq * D * 2)); CK(cudaMalloc(&ref, (int64_t)c.B * Hq * D * 2));
+    CK(cudaMalloc(&pacc, (int64_t)c.B * Hq * 64 * D * 4)); CK(cudaMalloc(&pml, (int64_t)c.B * Hq * 64 * 2 * 4));
+    CK(cudaMalloc(&ks, 8)); float scales[2] = {0.05f, 0.07f}; CK(cudaMemcpy(ks, scales, 8, cudaMemcpyHostToDevice));
+    const double kv_bytes = 2.0 * total_keys * Hkv * D * esz;
+    {  // streaming read of whole layers: the bandwidth a perfect kernel would see
+      uint4* sink; CK(cudaMalloc(&sink, 16));
+      std::vector<float> t;
+      for (int rep = 0; rep < 5; ++rep) {
+        CK(cudaEventRecord(e0, st));
+        for (int l = 0; l < layers; ++l) { stream_read<<<132 * 8, 512, 0, st>>>((const uint4*)kc[l], layer_bytes / 16, sink); stream_read<<<132 * 8, 512, 0, st>>>((const uint4*)vc[l], layer_bytes / 16, sink); }
+        CK(cudaEventRecord(e1, st)); CK(cudaEventSynchronize(e1));
+        float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); t.push_back(ms);
+      }
+      std::sort(t.begin(), t.end());
+      printf("  [stream read: %.2f TB/s]\n", 2.0 * layer_bytes * layers / (t[2] * 1e-3) / 1e12);
+      cudaFree(sink);
+    }
+    for (int sp : c.splits) {
+      const int64_t splits = sp ? sp : std::min<int64_t>(64, std::max<int64_t>(1, (4 * prop.multiProcessorCount + c.B * Hkv - 1) / (c.B * Hkv)))  /* paged_decode_splits */;
+      fp8rl::cuda::PagedDecodeArgs a{};
+      a.q = q; a.fp8_kv = c.fp8; a.k_scale = c.fp8 ? ks : nullptr; a.v_scale = c.fp8 ? ks + 1 : nullptr;
+      a.block_tables = d_table; a.table_stride = blocks_per_seq; a.context_lens = d_lens; a.part_acc = pacc; a.part_ml = pml;
+      a.batch = c.B; a.num_q_heads = Hq; a.num_kv_heads = Hkv; a.head_dim = D; a.block_size = bs; a.splits = splits;
+      a.scale = 1.0f / std::sqrt((float)D); a.bf16 = true;
+      printf("B=%d Hkv=%d %s ctx~%d%s %s KV, splits %lld, %d layers, %.1f MB KV/launch:", c.B, Hkv, c.perm ? "shuffled" : "in order", c.ctx, c.jitter ? "+-20%" : "", c.fp8 ? "fp8" : "bf16", (long long)splits, layers, kv_bytes / 1e6);
+      for (const V& v : variants) {
+        // correctness against the old kernel on layer 0
+        a.k_cache = kc[0]; a.v_cache = vc[0]; a.out = ref; variants[0].fn(&a, st);
+        a.out = out; v.fn(&a, st); CK(cudaStreamSynchronize(st));
+        std::vector<__nv_bfloat16> h1((size_t)c.B * Hq * D), h2(h1.size());
+        CK(cudaMemcpy(h1.data(), ref, h1.size() * 2, cudaMemcpyDeviceToHost)); CK(cudaMemcpy(h2.data(), out, h2.size() * 2, cudaMemcpyDeviceToHost));
+        float md = 0; for (size_t i = 0; i < h1.size(); ++i) md = std::max(md, std::fabs(__bfloat162float(h1[i]) - __bfloat162float(h2[i])));
+        std::vector<float> t;
+        for (int rep = 0; rep < 7; ++rep) {
+          const int iters = std::max(layers, 64 / layers * layers);
+          CK(cudaEventRecord(e0, st));
+          for (int it = 0; it < iters; ++it) { a.k_cache = kc[it % layers]; a.v_cache = vc[it % layers]; v.fn(&a, st); }
+          CK(cudaEventRecord(e1, st)); CK(cudaEventSynchronize(e1));
+          float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); if (rep > 0) t.push_back(ms * 1000 / iters);
+        }
+        std::sort(t.begin(), t.end());
+        const float us = t[t.size() / 2];
+        printf("\n   %-20s %8.2f us  %6.2f TB/s  maxdiff %.2e", v.name, us, kv_bytes / (us * 1e-6) / 1e12, md);
+      }
+      printf("\n");
+      fflush(stdout);
+    }
+    for (int l = 0; l < layers; ++l) { cudaFree(kc[l]); cudaFree(vc[l]); }
+    cudaFree(q); cudaFree(out); cudaFree(ref); cudaFree(pacc); cudaFree(pml); cudaFree(ks); cudaFree(d_table); cudaFree(d_lens);
+  }
+  return 0;
+}
