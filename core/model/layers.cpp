@@ -142,10 +142,21 @@ GatedMlp::GatedMlp(Projection gate_up, Projection down) : gate_up_(std::move(gat
   FP8RL_CHECK(gate_up_.out_features() % 2 == 0, "GatedMlp: gate_up must hold gate and up of equal width");
 }
 
-at::Tensor GatedMlp::forward(const at::Tensor& x) {
-  const std::vector<at::Tensor> gu = gate_up_.forward(x).chunk(2, -1);  // [N, 2I] -> gate, up [N, I]
-  return down_.forward(at::silu(gu[0]) * gu[1]);
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+#ifdef FP8RL_WITH_CUDA
+  if (fused_applies(gate_up, gate_up) && gate_up.dim() == 2 && gate_up.size(1) % 2 == 0) {
+    const int64_t n = gate_up.size(0), inter = gate_up.size(1) / 2;
+    at::Tensor out = at::empty({n, inter}, gate_up.options());
+    cuda::silu_mul_rows(gate_up.data_ptr(), n, inter, gate_up.stride(0), gate_up.scalar_type() == at::kBFloat16,
+                        out.data_ptr(), at::cuda::getCurrentCUDAStream(gate_up.device().index()).stream());
+    return out;
+  }
+#endif
+  const std::vector<at::Tensor> gu = gate_up.chunk(2, -1);  // [..., 2I] -> gate, up [..., I]
+  return at::silu(gu[0]) * gu[1];
 }
+
+at::Tensor GatedMlp::forward(const at::Tensor& x) { return down_.forward(silu_mul(gate_up_.forward(x))); }
 
 void GatedMlp::visit(const TensorVisitor& fn) const {
   gate_up_.visit(fn);

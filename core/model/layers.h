@@ -111,6 +111,10 @@ MlpFactory gated_mlp_factory();
 // (core/model/cuda/fused_inference.h; same math, the mean summed in another order), else ATen ops.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
+// silu(gate) * up of a gate_up projection's output [..., 2I] (gate first) -> [..., I]. Under
+// InferenceMode on CUDA (bf16/fp16, 2-D) one fused kernel, bit-exact with the ATen ops.
+at::Tensor silu_mul(const at::Tensor& gate_up);
+
 // inv_freq [head_dim / 2] float32 on `device`: 1 / theta^(2i / head_dim), computed in float32 as
 // HF does, then rope_scaling applied (llama3: _compute_llama3_parameters).
 at::Tensor rope_inv_freq(const ModelConfig& config, at::Device device);

@@ -1,5 +1,5 @@
 // Launchers of the decoder's fused inference kernels (the ATen side and the reference they are
-// tested against: rms_norm and apply_rope in core/model/layers.h). Plain pointers, no ATen.
+// tested against: rms_norm, apply_rope and silu_mul in core/model/layers.h). Plain pointers, no ATen.
 //
 // Rows: `n` tokens x `heads` rows of `dim` elements each, row (i, h) at element offset
 // i * stride_n + h * stride_h (a head view of a fused projection's output is not contiguous);
@@ -25,5 +25,10 @@ void rms_norm_rows(const RowsView& x, const void* weight, float eps, void* out, 
 // out = dtype(x * cos) + dtype(rotate_half(x) * sin), rounded as ATen rounds the three separate
 // ops (bit-exact with apply_rope). cos, sin [n, dim] contiguous in x's dtype.
 void rope_rows(const RowsView& x, const void* cos, const void* sin, void* out, cudaStream_t stream);
+
+// out[i][j] = dtype(silu(g)) * u with g = x[i * stride_n + j], u = x[i * stride_n + inter + j]
+// (a gate_up projection's output, gate first), rounded as ATen rounds at::silu(gate) * up
+// (bit-exact). out [n, inter] contiguous.
+void silu_mul_rows(const void* x, int64_t n, int64_t inter, int64_t stride_n, bool bf16, void* out, cudaStream_t stream);
 
 }  // namespace fp8rl::cuda

@@ -1,5 +1,6 @@
-// The decoder's fused inference kernels (core/model/cuda/fused_inference.cu) against the ATen ops
-// they replace under InferenceMode (the same rms_norm / apply_rope outside it). Awkward shapes:
+// The decoder's fused inference kernels (core/model/cuda/fused_inference.cu: RMSNorm, RoPE,
+// SiLU-mul) against the ATen ops they replace under InferenceMode (the same rms_norm / apply_rope
+// / silu_mul outside it). Awkward shapes:
 // 1, 17 and 1025 tokens, 1 to 16 heads, head and hidden sizes 16 to 5120, and the strided head
 // views a fused q/k/v projection hands to the q/k norms. The RMSNorm kernel has four variants
 // (a warp or a block per row; 16-byte or scalar loads), all covered: 1100-wide rows at an odd
@@ -50,6 +51,31 @@ TEST_CASE("fused RMSNorm and RoPE under InferenceMode equal the ATen ops", "[mod
           // Two ulps of each element's magnitude (plus the subnormal floor).
           CHECK(((g - r).abs() <= r.abs() * 2 * ulp * 1.01 + 1e-6).all().item<bool>());
           CHECK((g == r).to(at::kFloat).mean().item<double>() >= 0.99);
+        }
+      }
+}
+
+TEST_CASE("fused SiLU-mul under InferenceMode equals at::silu(gate) * up bit for bit", "[model][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(12);
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
+    for (const int64_t n : {1, 17, 1025})
+      for (const int64_t inter : {8, 12288, 5, 1100}) {
+        const auto opts = at::TensorOptions().device(at::kCUDA).dtype(dtype);
+        // Contiguous, and a view with padded rows (8 extra: 16-byte loads; 3 extra: the scalar path).
+        const at::Tensor full = at::randn({n, 2 * inter}, opts) * 4;
+        const at::Tensor padded8 = (at::randn({n, 2 * inter + 8}, opts) * 4).narrow(1, 0, 2 * inter);
+        const at::Tensor padded3 = (at::randn({n, 2 * inter + 3}, opts) * 4).narrow(1, 0, 2 * inter);
+        for (const at::Tensor& gu : {full, padded8, padded3}) {
+          const at::Tensor ref = silu_mul(gu);
+          at::Tensor got;
+          {
+            c10::InferenceMode inference;
+            got = silu_mul(gu);
+          }
+          INFO(c10::toString(dtype) << " n " << n << " inter " << inter << " row stride " << gu.stride(0));
+          REQUIRE(got.sizes() == ref.sizes());
+          CHECK(at::equal(got, ref));
         }
       }
 }
