@@ -421,11 +421,12 @@ void launch_kernel(const PagedDecodeArgs& a, cudaStream_t stream) {
 
 template <typename T, int D>
 void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
-  const bool narrow = a.num_q_heads / a.num_kv_heads <= 8;
+  // HP = 16 (9-16 query heads per KV head) is written but not launched until its GPU test has
+  // run (paged_decode_supports refuses those groups; the engine takes its reference path).
   if (a.fp8_kv)
-    (narrow ? launch_kernel<T, uint8_t, D, 8> : launch_kernel<T, uint8_t, D, 16>)(a, stream);
+    launch_kernel<T, uint8_t, D, 8>(a, stream);
   else
-    (narrow ? launch_kernel<T, T, D, 8> : launch_kernel<T, T, D, 16>)(a, stream);
+    launch_kernel<T, T, D, 8>(a, stream);
   check_launch("paged_decode_kernel");
   if (a.splits > 1) {
     // At least a whole warp: the merge's first step is a warp over the splits.
@@ -451,7 +452,7 @@ void launch(const PagedDecodeArgs& a, cudaStream_t stream) {
 
 bool paged_decode_supports(int64_t head_dim, int64_t group) {
   const bool d = head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
-  return d && group >= 1 && group <= 16;
+  return d && group >= 1 && group <= 8;
 }
 
 int64_t paged_decode_splits(int64_t batch, int64_t num_kv_heads, int sm_count) {

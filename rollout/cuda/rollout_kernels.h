@@ -32,7 +32,7 @@ struct PagedDecodeArgs {
   bool bf16;
 };
 
-// Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 16.
+// Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 8.
 bool paged_decode_supports(int64_t head_dim, int64_t group);
 // Splits for a batch: enough blocks to fill `sm_count` multiprocessors ~4 deep, 1..64. Depends
 // on the shape only (not on context lengths), so a captured CUDA graph stays valid.

@@ -118,6 +118,7 @@ TEST_CASE("paged decode kernel: unsupported shapes are refused, not miscomputed"
   CHECK_FALSE(paged_decode_supported(at::kBFloat16, kc.device(), 4, kc));                            // head_dim 48
   CHECK_FALSE(paged_decode_supported(at::kFloat, kc.device(), 4, at::zeros({16, 1, 64}, opts.dtype(at::kFloat))));
   CHECK_FALSE(paged_decode_supported(at::kBFloat16, kc.device(), 32, at::zeros({16, 1, 64}, opts)));  // group 32
+  CHECK_FALSE(paged_decode_supported(at::kBFloat16, kc.device(), 12, at::zeros({16, 1, 64}, opts)));  // group 12 (> 8)
   CHECK(paged_decode_supported(at::kBFloat16, kc.device(), 4, at::zeros({16, 1, 64}, opts)));
   CHECK(paged_decode_supported(at::kBFloat16, kc.device(), 4, at::zeros({16, 1, 64}, opts.dtype(at::kByte))));  // FP8
 }
