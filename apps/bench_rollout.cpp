@@ -8,12 +8,14 @@
 #include <iomanip>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <unistd.h>
 
 #include "apps/kernel_profile.h"
 #include "core/model/decoder.h"
+#include "core/model/model_config.h"
 #include "core/model/random_checkpoint.h"
 #include "core/recipe/model_presets.h"
 #include "core/util/error.h"
@@ -100,12 +102,24 @@ std::vector<rollout::GenerateRequest> make_requests(int64_t batch, const Rollout
 
 std::string run_rollout_bench(const RolloutBenchOptions& o) {
   if (!at::cuda::is_available()) throw RuntimeFailure("bench rollout: no CUDA device");
-  auto shape = recipe::qwen3_preset(o.preset);
-  if (!shape) throw ConfigError("bench rollout: unknown --preset '" + o.preset + "'");
+  // --model: a checkpoint on disk (read, never written or removed); else a random one at the
+  // preset's shape in a temporary directory (writing 16 GB of Qwen3-8B takes over a minute, so
+  // before/after runs can share one through `fp8rl init` and --model).
+  const bool own_dir = o.model_dir.empty();
+  std::optional<hf::ModelShape> shape;
+  if (own_dir) {
+    shape = recipe::qwen3_preset(o.preset);
+    if (!shape) throw ConfigError("bench rollout: unknown --preset '" + o.preset + "'");
+  } else {
+    shape = model::read_model_config(o.model_dir).shape;
+  }
   const double copy_bw = copy_bandwidth();
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() / cat("fp8rl-bench-rollout-", getpid());
-  log::info(cat("bench rollout: writing a random Qwen3-", o.preset, " checkpoint to ", dir.string()));
-  model::write_random_checkpoint(dir.string(), "qwen3", *shape, o.seed);
+  const std::filesystem::path dir =
+      own_dir ? std::filesystem::temp_directory_path() / cat("fp8rl-bench-rollout-", getpid()) : std::filesystem::path(o.model_dir);
+  if (own_dir) {
+    log::info(cat("bench rollout: writing a random Qwen3-", o.preset, " checkpoint to ", dir.string()));
+    model::write_random_checkpoint(dir.string(), "qwen3", *shape, o.seed);
+  }
   model::LoadOptions lo;
   lo.dtype = at::kBFloat16;
   lo.device = at::Device(at::kCUDA, 0);
@@ -196,11 +210,15 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     }
   }
   m.reset();
-  std::filesystem::remove_all(dir);
+  if (own_dir) std::filesystem::remove_all(dir);
 
   std::ostringstream r;
   r << std::fixed;
-  r << "### rollout, Qwen3-" << o.preset << " shape, random weights\n\nDevice: " << at::cuda::getCurrentDeviceProperties()->name
+  if (own_dir)
+    r << "### rollout, Qwen3-" << o.preset << " shape, random weights\n\n";
+  else
+    r << "### rollout, " << o.model_dir << "\n\n";
+  r << "Device: " << at::cuda::getCurrentDeviceProperties()->name
     << ". Prompts of " << o.prompt_len << " tokens, n = " << o.n << " samples per prompt (batch 1: n = 1), "
     << o.gen_len << " generated tokens per sample, temperature 1; median of " << o.reps
     << " rollout(s) per cell after a warm-up (a rollout's time includes capturing its decode graphs). "

@@ -23,6 +23,7 @@ namespace fp8rl {
 
 struct RolloutBenchOptions {
   std::string preset = "0.6b";
+  std::string model_dir;  // set: benchmark this HF checkpoint instead of a random preset-shape one
   std::vector<int64_t> batches{1, 64};  // sequences in flight (prompts * n)
   int64_t n = 8;                        // samples per prompt (batch 1 uses n = 1)
   int64_t prompt_len = 512;

@@ -144,7 +144,12 @@ int main(int argc, char** argv) {
   fwd->add_option("-o,--output", fwd_args.output, "also write the Markdown report to this file");
   BenchRolloutArgs roll_args;
   CLI::App* roll = bench->add_subcommand("rollout", "Engine generation speed, BF16 vs FP8 weights, on RL-shaped work");
-  roll->add_option("--preset", roll_args.options.preset, "Qwen3 preset shape (random weights)")->capture_default_str();
+  CLI::Option* roll_preset =
+      roll->add_option("--preset", roll_args.options.preset, "Qwen3 preset shape (random weights)")->capture_default_str();
+  roll->add_option("--model", roll_args.options.model_dir,
+                   "benchmark this HF checkpoint directory instead (e.g. one written once by `fp8rl init`)")
+      ->check(CLI::ExistingDirectory)
+      ->excludes(roll_preset);
   roll->add_option("--batch", roll_args.options.batches, "sequences in flight (prompts x n), comma-separated")
       ->delimiter(',')
       ->check(CLI::Range(1, 4096))

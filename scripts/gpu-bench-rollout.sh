@@ -31,13 +31,20 @@ if [ "${GPU_TESTS:-0}" = 1 ]; then
   ctest --test-dir "$root/build-gpu" -L gpu -j 8 --output-on-failure >"$out/ctest-gpu.log" 2>&1
   grep -E "tests passed|\*\*\*Failed" "$out/ctest-gpu.log"
 fi
+# One random checkpoint per preset, written once (over a minute at 8B) and read by both trees'
+# benches through --model; a base older than --model writes its own.
+model_args() {  # $1 = fp8rl binary, $2 = preset
+  if "$1" bench rollout --help 2>/dev/null | grep -q -- "--model"; then echo "--model /tmp/fp8rl-bench-model-$2"; else echo "--preset $2"; fi
+}
 for p in $presets; do
+  [ -f "/tmp/fp8rl-bench-model-$p/config.json" ] ||
+    "$root/build-gpu/apps/fp8rl" init --preset "$p" --out "/tmp/fp8rl-bench-model-$p" --seed 0 >"$out/init-$p.log" 2>&1
   if [ -n "${BASE:-}" ]; then
-    "$base/build-gpu/apps/fp8rl" bench rollout --preset "$p" --batch "$batches" --gen-len "$gen_len" \
-      -o "$out/rollout-$p-base.md" >"$out/rollout-$p-base.log" 2>&1 || tail -20 "$out/rollout-$p-base.log"
+    "$base/build-gpu/apps/fp8rl" bench rollout $(model_args "$base/build-gpu/apps/fp8rl" "$p") --batch "$batches" \
+      --gen-len "$gen_len" -o "$out/rollout-$p-base.md" >"$out/rollout-$p-base.log" 2>&1 || tail -20 "$out/rollout-$p-base.log"
     echo "== base, $p"; cat "$out/rollout-$p-base.md"
   fi
-  "$root/build-gpu/apps/fp8rl" bench rollout --preset "$p" --batch "$batches" --gen-len "$gen_len" ${EXTRA:-} \
-    -o "$out/rollout-$p.md" >"$out/rollout-$p.log" 2>&1 || tail -20 "$out/rollout-$p.log"
+  "$root/build-gpu/apps/fp8rl" bench rollout $(model_args "$root/build-gpu/apps/fp8rl" "$p") --batch "$batches" \
+    --gen-len "$gen_len" ${EXTRA:-} -o "$out/rollout-$p.md" >"$out/rollout-$p.log" 2>&1 || tail -20 "$out/rollout-$p.log"
   echo "== this tree, $p"; cat "$out/rollout-$p.md"
 done
