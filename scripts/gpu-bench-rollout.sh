@@ -38,7 +38,8 @@ model_args() {  # $1 = fp8rl binary, $2 = preset
 }
 for p in $presets; do
   [ -f "/tmp/fp8rl-bench-model-$p/config.json" ] ||
-    "$root/build-gpu/apps/fp8rl" init --preset "$p" --out "/tmp/fp8rl-bench-model-$p" --seed 0 >"$out/init-$p.log" 2>&1
+    "$root/build-gpu/apps/fp8rl" init --preset "$p" --out "/tmp/fp8rl-bench-model-$p" --seed 0 >"$out/init-$p.log" 2>&1 ||
+    { echo "fp8rl init --preset $p failed:"; tail -3 "$out/init-$p.log"; exit 1; }
   if [ -n "${BASE:-}" ]; then
     "$base/build-gpu/apps/fp8rl" bench rollout $(model_args "$base/build-gpu/apps/fp8rl" "$p") --batch "$batches" \
       --gen-len "$gen_len" -o "$out/rollout-$p-base.md" >"$out/rollout-$p-base.log" 2>&1 || tail -20 "$out/rollout-$p-base.log"

@@ -13,8 +13,8 @@
 //   - tiles of 64 keys are copied into shared memory with cp.async, two stages deep: the next
 //     tile is in flight while this one is computed;
 //   - scores S[key, head] = K Q^T and the output O[head, d] += P V run on the tensor cores
-//     (mma.sync m16n8k16, fp32 accumulation; the heads are the MMA's narrow side, padded to
-//     8 or 16): each warp scores 16 keys of the tile, then owns D / 4 of the output dims;
+//     (mma.sync m16n8k16, fp32 accumulation; the g <= 8 query heads are the MMA's narrow
+//     side, padded to 8): each warp scores 16 keys of the tile, then owns D / 4 of the dims;
 //   - an FP8 (E4M3) cache is widened to q's dtype when the MMA operands are loaded (exact:
 //     E4M3 fits bf16 and fp16); its scales multiply the scores and the output;
 //   - online softmax per tile (running max and sum per head, log2 units: exp2f); P enters the
@@ -38,7 +38,7 @@
 namespace fp8rl::cuda {
 
 // An FP8 KV cache holds E4M3 bit patterns in bytes (rollout/kv_cache.h); the scale is applied
-// outside the inner loops (to q for keys, to the output for values). Declared in the same
+// outside the inner loops (to the scores for keys, to the output for values). Declared in the same
 // namespace as convert.cuh's overloads, not in the anonymous one below: there it would hide them
 // from the kernels' unqualified calls, and bf16 would convert to uint8_t silently.
 __device__ __forceinline__ float to_float(uint8_t x) {
@@ -51,6 +51,8 @@ constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 constexpr int kTileK = 16 * kWarps;  // keys per tile: one 16-row MMA tile per warp
 constexpr int kStages = 2;
+// Query heads per KV head the kernel serves: the MMA's narrow side (n = 8); rows g..7 are zero.
+constexpr int kHeads = 8;
 constexpr float kLog2e = 1.4426950408889634f;
 
 // ---- small PTX wrappers ----
@@ -126,21 +128,21 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t& r0, uint32_t& r1, co
 
 // Shared-memory layout of one block. Rows are padded by 16 bytes so that the 8 rows an MMA
 // fragment (or ldmatrix) touches at once fall in different banks.
-template <typename T, typename C, int D, int HP>
+template <typename T, typename C, int D>
 struct Smem {
   static constexpr int kRow = D + 16 / static_cast<int>(sizeof(C));  // cache row stride, elements
   static constexpr int kPRow = kTileK + 4;                            // p row stride, floats
   C k[kStages][kTileK][kRow];
   C v[kStages][kTileK][kRow];
-  float p[HP][kPRow];      // scores, then probabilities (rows >= g zero: the PV MMA's padding)
-  float m[HP], l[HP], alpha[HP];
+  float p[kHeads][kPRow];  // scores, then probabilities (rows >= g zero: the PV MMA's padding)
+  float m[kHeads], l[kHeads], alpha[kHeads];
 };
 
 // T: the dtype of q and the output; C: the cache's element (T, or uint8_t holding E4M3).
-// HP: query heads per KV head, padded to the MMA's 8 (g <= 8) or 16 (g <= 16).
-template <typename T, typename C, int D, int HP>
+// g = Hq / Hkv <= kHeads query heads per block.
+template <typename T, typename C, int D>
 __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecodeArgs a) {
-  using S = Smem<T, C, D, HP>;
+  using S = Smem<T, C, D>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   S& sm = *reinterpret_cast<S*>(smem_raw);
   constexpr int kRowChunks = D * static_cast<int>(sizeof(C)) / 16;  // 16-byte copies per cache row
@@ -206,20 +208,17 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   // whole block; heads >= g are zero. They enter the MMA as stored; the softmax scale (and an FP8
   // cache's k_scale: keys are stored / k_scale) multiplies the scores.
   const T* q = static_cast<const T*>(a.q);
-  uint32_t qf[D / 16][HP / 8][2];
+  uint32_t qf[D / 16][2];  // head fr, dims kk * 16 + fc, +1 and + 8, +9
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk)
-#pragma unroll
-    for (int nt = 0; nt < HP / 8; ++nt) {
-      const int g = nt * 8 + fr;
-      const T* row = q + (head0 + g) * D + kk * 16 + fc;
-      qf[kk][nt][0] = g < G ? *reinterpret_cast<const uint32_t*>(row) : 0u;
-      qf[kk][nt][1] = g < G ? *reinterpret_cast<const uint32_t*>(row + 8) : 0u;
-    }
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const T* row = q + (head0 + fr) * D + kk * 16 + fc;
+    qf[kk][0] = fr < G ? *reinterpret_cast<const uint32_t*>(row) : 0u;
+    qf[kk][1] = fr < G ? *reinterpret_cast<const uint32_t*>(row + 8) : 0u;
+  }
   const float qscale = a.scale * kLog2e * (a.k_scale != nullptr ? *a.k_scale : 1.0f);
   const float vscale = a.v_scale != nullptr ? *a.v_scale : 1.0f;
-  for (int i = tid; i < HP * S::kPRow; i += kThreads) (&sm.p[0][0])[i] = 0.0f;
-  if (tid < HP) {
+  for (int i = tid; i < kHeads * S::kPRow; i += kThreads) (&sm.p[0][0])[i] = 0.0f;
+  if (tid < kHeads) {
     sm.m[tid] = -INFINITY;
     sm.l[tid] = 0.0f;
   }
@@ -239,11 +238,7 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 
     // Scores: warp w, keys 16w..16w+15 of the tile, all heads. S = K Q^T on the tensor cores.
     if (16 * warp < n) {
-      float s[HP / 8][4];
-#pragma unroll
-      for (int nt = 0; nt < HP / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+      float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       const C* k0 = &sm.k[st][16 * warp][0];
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
@@ -253,17 +248,14 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
         af[1] = load_pair<T, C>(kr + (fr + 8) * S::kRow);
         af[2] = load_pair<T, C>(kr + fr * S::kRow + 8);
         af[3] = load_pair<T, C>(kr + (fr + 8) * S::kRow + 8);
-#pragma unroll
-        for (int nt = 0; nt < HP / 8; ++nt) mma16816<T>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
+        mma16816<T>(s, af, qf[kk][0], qf[kk][1]);
       }
-      // s[nt]: (key fr, heads nt*8 + fc, +1), (key fr + 8, same heads).
+      // s: (key fr, heads fc, +1), (key fr + 8, same heads).
 #pragma unroll
-      for (int nt = 0; nt < HP / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = 16 * warp + fr + (e >= 2 ? 8 : 0), g = nt * 8 + fc + (e & 1);
-          if (g < G && key < n) sm.p[g][key] = s[nt][e] * qscale;
-        }
+      for (int e = 0; e < 4; ++e) {
+        const int key = 16 * warp + fr + (e >= 2 ? 8 : 0), g = fc + (e & 1);
+        if (g < G && key < n) sm.p[g][key] = s[e] * qscale;
+      }
     }
     __syncthreads();
 
@@ -292,29 +284,22 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 
     // O[head][d] = alpha O + P V: warp w owns n-tiles [w * kNTW, (w + 1) * kNTW) of the dims.
     if (pv_warp) {
-      const float al0 = fr < G ? sm.alpha[fr] : 0.0f, al1 = HP > 8 && fr + 8 < G ? sm.alpha[HP > 8 ? fr + 8 : 0] : 0.0f;
+      const float alpha = fr < G ? sm.alpha[fr] : 0.0f;
 #pragma unroll
-      for (int j = 0; j < kNTW; ++j) {
-        acc[j][0] *= al0;
-        acc[j][1] *= al0;
-        acc[j][2] *= al1;
-        acc[j][3] *= al1;
+      for (int j = 0; j < kNTW; ++j) {  // rows fr + 8 (acc[j][2..3]) are padding, never emitted
+        acc[j][0] *= alpha;
+        acc[j][1] *= alpha;
+        acc[j][2] *= 0.0f;
+        acc[j][3] *= 0.0f;
       }
 #pragma unroll
       for (int kk = 0; kk < kTileK; kk += 16) {
-        uint32_t pf[4];  // A = P[head][key]; rows 8..15 are zero padding when HP = 8
+        uint32_t pf[4];  // A = P[head][key]; rows 8..15 (pf[1], pf[3]) are zero padding
         const float2 p00 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc]);
         const float2 p01 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc + 8]);
         pf[0] = pack2<T>(p00.x, p00.y);
         pf[2] = pack2<T>(p01.x, p01.y);
-        if constexpr (HP > 8) {
-          const float2 p10 = *reinterpret_cast<const float2*>(&sm.p[HP > 8 ? fr + 8 : 0][kk + fc]);
-          const float2 p11 = *reinterpret_cast<const float2*>(&sm.p[HP > 8 ? fr + 8 : 0][kk + fc + 8]);
-          pf[1] = pack2<T>(p10.x, p10.y);
-          pf[3] = pack2<T>(p11.x, p11.y);
-        } else {
-          pf[1] = pf[3] = 0u;
-        }
+        pf[1] = pf[3] = 0u;
 #pragma unroll
         for (int j = 0; j < kNTW; ++j) {
           const int d0 = (warp * kNTW + j) * 8;
@@ -336,14 +321,14 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   cp_async_wait<0>();  // no copy outlives the block (the trailing group is empty)
 
   // Out: normalised, or (splits > 1) the unnormalised chunk with its (max, sum) for the merge.
-  // acc[j]: (head fr, dims d0 + fc, +1), (head fr + 8, same dims).
+  // acc[j][0..1]: head fr, dims d0 + fc, +1 (acc[j][2..3]: padding rows).
   if (pv_warp) {
 #pragma unroll
     for (int j = 0; j < kNTW; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int g = fr + (e >= 2 ? 8 : 0), d = (warp * kNTW + j) * 8 + fc + (e & 1);
-        if (g >= G || g >= HP) continue;
+        if (g >= G || g >= kHeads) continue;
         if (splits == 1)
           static_cast<T*>(a.out)[(head0 + g) * D + d] = from_float<T>(acc[j][e] * (vscale / sm.l[g]));
         else
@@ -407,26 +392,24 @@ void check_launch(const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-template <typename T, typename C, int D, int HP>
+template <typename T, typename C, int D>
 void launch_kernel(const PagedDecodeArgs& a, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(a.splits));
-  constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D, HP>));
+  constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D>));
   // Above 48 KB a kernel must opt in (once per kernel; not a stream operation, so allowed while
   // a CUDA graph is being captured).
   static const cudaError_t opt_in =
-      cudaFuncSetAttribute(paged_decode_kernel<T, C, D, HP>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+      cudaFuncSetAttribute(paged_decode_kernel<T, C, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (opt_in != cudaSuccess) throw std::runtime_error(std::string("paged_decode_kernel: ") + cudaGetErrorString(opt_in));
-  paged_decode_kernel<T, C, D, HP><<<grid, kThreads, bytes, stream>>>(a);
+  paged_decode_kernel<T, C, D><<<grid, kThreads, bytes, stream>>>(a);
 }
 
 template <typename T, int D>
 void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
-  // HP = 16 (9-16 query heads per KV head) is written but not launched until its GPU test has
-  // run (paged_decode_supports refuses those groups; the engine takes its reference path).
   if (a.fp8_kv)
-    launch_kernel<T, uint8_t, D, 8>(a, stream);
+    launch_kernel<T, uint8_t, D>(a, stream);
   else
-    launch_kernel<T, T, D, 8>(a, stream);
+    launch_kernel<T, T, D>(a, stream);
   check_launch("paged_decode_kernel");
   if (a.splits > 1) {
     // At least a whole warp: the merge's first step is a warp over the splits.
@@ -452,7 +435,7 @@ void launch(const PagedDecodeArgs& a, cudaStream_t stream) {
 
 bool paged_decode_supports(int64_t head_dim, int64_t group) {
   const bool d = head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
-  return d && group >= 1 && group <= 8;
+  return d && group >= 1 && group <= kHeads;  // larger groups: the engine's reference path
 }
 
 int64_t paged_decode_splits(int64_t batch, int64_t num_kv_heads, int sm_count) {

@@ -18,6 +18,7 @@
 using Fn = void (*)(const void*, cudaStream_t);
 extern "C" void pd_old(const void*, cudaStream_t);
 extern "C" void pd_new(const void*, cudaStream_t);
+extern "C" int64_t pd_splits_new(int64_t batch, int64_t num_kv_heads, int sm_count);  // the engine's choice
 struct V { const char* name; Fn fn; };
 static V variants[] = {{"old", pd_old}, {"new", pd_new}};
 
@@ -90,7 +91,7 @@ int main() {
       cudaFree(sink);
     }
     for (int sp : c.splits) {
-      const int64_t splits = sp ? sp : std::min<int64_t>(64, std::max<int64_t>(1, (4 * prop.multiProcessorCount + c.B * Hkv - 1) / (c.B * Hkv)))  /* paged_decode_splits */;
+      const int64_t splits = sp ? sp : pd_splits_new(c.B, Hkv, prop.multiProcessorCount);
       fp8rl::cuda::PagedDecodeArgs a{};
       a.q = q; a.fp8_kv = c.fp8; a.k_scale = c.fp8 ? ks : nullptr; a.v_scale = c.fp8 ? ks + 1 : nullptr;
       a.block_tables = d_table; a.table_stride = blocks_per_seq; a.context_lens = d_lens; a.part_acc = pacc; a.part_ml = pml;
