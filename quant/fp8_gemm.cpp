@@ -204,10 +204,7 @@ bool gemv_applies(const Fp8Activation& x, const Fp8Weight& w, int64_t max_rows) 
          w.scale.is_contiguous() && x.data.is_contiguous() && x.scale.is_contiguous();
 }
 
-// Which of our small-M kernels runs a block x group E4M3 product.
-enum class SmallM { cuda_cores, gemv_mma, skinny };
-
-at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, SmallM kernel) {
+at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, bool tensor_cores) {
   at::Tensor out = at::empty({x.rows, w.out_features}, x.data.options().dtype(out_dtype));  // [M, N]
   cuda::Fp8GemvArgs a;
   a.w = static_cast<const uint8_t*>(w.data.data_ptr());
@@ -221,15 +218,11 @@ at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType 
   a.Np = w.data.size(0);
   a.Kp = w.data.size(1);
   a.Mp = x.data.size(0);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   try {
-    switch (kernel) {
-      case SmallM::cuda_cores: cuda::fp8_gemv_block(a, stream); break;
-      case SmallM::gemv_mma: cuda::fp8_gemv_block_mma(a, stream); break;
-      case SmallM::skinny:
-        cuda::fp8_skinny_mma(a, at::cuda::getCurrentDeviceProperties()->multiProcessorCount, stream);
-        break;
-    }
+    if (tensor_cores)
+      cuda::fp8_gemv_block_mma(a, at::cuda::getCurrentCUDAStream());
+    else
+      cuda::fp8_gemv_block(a, at::cuda::getCurrentCUDAStream());
   } catch (const std::runtime_error& e) {
     throw RuntimeFailure(e.what());
   }
@@ -237,7 +230,7 @@ at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType 
 }
 
 at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, bool small_m = true) {
-  if (small_m && gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows)) return gemv_cuda(x, w, out_dtype, SmallM::gemv_mma);
+  if (small_m && gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows)) return gemv_cuda(x, w, out_dtype, /*tensor_cores=*/true);
   // M is the padded row count (group scaling rounds it up to a multiple of 4).
   const int64_t M = x.data.size(0), Np = w.data.size(0), Kp = w.data.size(1);
   at::Tensor out = at::empty({M, Np}, x.data.options().dtype(out_dtype));  // [M, Np]
@@ -288,13 +281,10 @@ at::Tensor fp8_gemm_small_m(const Fp8Activation& x, const Fp8Weight& w, at::Scal
       return gemm_cuda(x, w, out_dtype, /*small_m=*/false);
     case SmallMKernel::cuda_cores:
       FP8RL_CHECK(gemv_applies(x, w, cuda::kFp8GemvMaxRows), "fp8_gemm_small_m: the CUDA-core GEMV does not apply");
-      return gemv_cuda(x, w, out_dtype, SmallM::cuda_cores);
+      return gemv_cuda(x, w, out_dtype, false);
     case SmallMKernel::tensor_cores:
       FP8RL_CHECK(gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows), "fp8_gemm_small_m: the tensor-core GEMV does not apply");
-      return gemv_cuda(x, w, out_dtype, SmallM::gemv_mma);
-    case SmallMKernel::skinny:
-      FP8RL_CHECK(gemv_applies(x, w, cuda::kFp8SkinnyMaxRows), "fp8_gemm_small_m: the skinny GEMM does not apply");
-      return gemv_cuda(x, w, out_dtype, SmallM::skinny);
+      return gemv_cuda(x, w, out_dtype, true);
   }
   return {};
 #else

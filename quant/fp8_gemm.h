@@ -10,8 +10,7 @@
 //         LRU of kFp8GemmPlanCacheCapacity plans (fp8_gemm.cpp says why); thread-safe.
 //         Block x group E4M3 at M <= 8 (decode at batch 1-8) runs our own tensor-core GEMV
 //         instead (quant/cuda/fp8_gemv.h): cuBLASLt reads the weight at ~30% of HBM bandwidth
-//         there. The skinny GEMM (M <= 64) is measured beside cuBLASLt but not dispatched: on
-//         Hopper it is slower from M = 16 (docs/BENCHMARKS.md).
+//         there.
 //   CPU:  dequantize both operands and multiply in float32 (the reference numerics).
 //
 // at::_scaled_mm is the independent reference in tests (fp8_gemm_scaled_mm below).
@@ -41,9 +40,8 @@ at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::Sc
 
 // The small-M kernels, each callable on its own for tests and benchmarks (fp8_gemm chooses by
 // itself): cuBLASLt's block-scaled GEMM, the CUDA-core GEMV (M <= 4), the tensor-core GEMV
-// (M <= 8), the skinny tensor-core GEMM (M <= 64). Block x group E4M3 on CUDA only; FP8RL_CHECK
-// otherwise.
-enum class SmallMKernel { cublaslt, cuda_cores, tensor_cores, skinny };
+// (M <= 8). Block x group E4M3 on CUDA only; FP8RL_CHECK otherwise.
+enum class SmallMKernel { cublaslt, cuda_cores, tensor_cores };
 at::Tensor fp8_gemm_small_m(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, SmallMKernel kernel);
 
 // Whether fp8_gemm would use cuBLASLt's fast (reduced-precision) accumulation for this pair:

@@ -20,14 +20,12 @@ namespace fp8rl::cuda {
 
 inline constexpr int64_t kFp8GemvMaxRows = 4;     // fp8_gemv_block (CUDA cores)
 inline constexpr int64_t kFp8GemvMmaMaxRows = 8;  // fp8_gemv_block_mma (tensor cores)
-inline constexpr int64_t kFp8SkinnyMaxRows = 64;  // fp8_skinny_mma (tensor cores, K split in a cluster)
 
 struct Fp8GemvArgs {
   const uint8_t* w;      // [Np, Kp] E4M3, Np % 128 == 0, Kp % 512 == 0 (quant/scaling.h padding)
   const float* w_scale;  // [Np / 128, Kp / 128]
   const uint8_t* x;      // [Mp, Kp] E4M3
   const float* x_scale;  // [Kp / 128, Mp] (K-block-major, cuBLASLt's layout)
-                         // (fp8_skinny_mma: Kp % 128 == 0 is enough)
   void* y;               // [M, N] row-major, bfloat16 or float32
   bool y_bf16;
   int64_t M, N, Np, Kp, Mp;
@@ -40,19 +38,5 @@ struct Fp8GemvArgs {
 //                       as loaded; 1 <= M <= kFp8GemvMmaMaxRows.
 void fp8_gemv_block(const Fp8GemvArgs& a, cudaStream_t stream);
 void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream);
-
-// The skinny GEMM, 1 <= M <= kFp8SkinnyMaxRows, sm_90 (thread-block clusters): CTAs of 128
-// weight rows, x staged once per CTA in shared memory, K split over up to 8 CTAs of a cluster
-// whose partial sums are added through distributed shared memory (fp8_gemv.cu says why).
-// Deterministic: no atomics. sm_count sizes the split.
-void fp8_skinny_mma(const Fp8GemvArgs& a, int sm_count, cudaStream_t stream);
-
-// How fp8_skinny_mma splits K for a [Np, Kp] weight: `splits` CTAs per 128-row tile (the cluster
-// size), each over `kb_per_split` 128-wide K blocks (the last over the rest). For tests and bench.
-struct Fp8SkinnySplit {
-  int splits;
-  int kb_per_split;
-};
-Fp8SkinnySplit fp8_skinny_split(int64_t Np, int64_t Kp, int sm_count);
 
 }  // namespace fp8rl::cuda

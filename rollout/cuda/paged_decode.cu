@@ -26,7 +26,6 @@
 // themselves empty. The result's bits do not depend on the batch's other sequences.
 #include "rollout/cuda/rollout_kernels.h"
 #include "core/model/cuda/convert.cuh"
-#include "core/model/cuda/cp_async.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -56,7 +55,16 @@ constexpr int kStages = 2;
 constexpr int kHeads = 8;
 constexpr float kLog2e = 1.4426950408889634f;
 
-// ---- small PTX wrappers (cp.async: core/model/cuda/cp_async.cuh) ----
+// ---- small PTX wrappers ----
+// cp.async: 16 bytes global -> shared without registers, L2 only (.cg: the cache is streamed once).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
 // Two 16-bit values of T packed in a register: the MMA operand element pair.
 template <typename T>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi);

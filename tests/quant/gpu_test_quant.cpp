@@ -126,20 +126,16 @@ TEST_CASE("cuBLASLt FP8 GEMM agrees with at::_scaled_mm and a float64 reference"
   }
 }
 
-TEST_CASE("small-M FP8 kernels (block x group: CUDA-core GEMV M <= 4, tensor-core GEMV M <= 8, skinny GEMM M <= 64) equal "
-          "cuBLASLt and the float64 product",
+TEST_CASE("small-M FP8 GEMVs (block x group, CUDA cores M <= 4, tensor cores M <= 8) equal cuBLASLt and the float64 product",
           "[gpu][quant]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   at::manual_seed(21);
   // N: one row, partial 16- and 128-row tiles, odd counts on both sides of the CUDA-core kernel's
   // 2-rows-per-warp switch (N >= 2048), fused-projection sizes; K: below one 512 padding unit,
   // odd, and K blocks fewer than, equal to and more than twice the tensor-core kernel's 8 warps.
-  // The skinny GEMM splits K over 8 CTAs with one K block each (N = 1, 300, 2049), over 8 with
-  // 12 each (1024 x 12288) and unevenly (6144 x 4096: 6 splits, the last with 2 blocks); M covers
-  // 1-8 x-rows tiles, partial ones included.
   for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{
            {1, 64}, {130, 100}, {300, 1024}, {2049, 700}, {2050, 4096}, {6144, 4096}, {1024, 12288}}) {
-    for (int64_t M : {1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33, 63, 64}) {
+    for (int64_t M : {1, 2, 3, 4, 5, 7, 8, 9}) {
       at::Tensor x = at::randn({M, K}, at::kCUDA).to(at::kBFloat16);
       at::Tensor w = (at::randn({N, K}, at::kCUDA) * 0.05).to(at::kBFloat16);
       Fp8Activation qx = quantize_activation(x, ActScaling::group, Fp8Format::e4m3, false);
@@ -151,7 +147,6 @@ TEST_CASE("small-M FP8 kernels (block x group: CUDA-core GEMV M <= 4, tensor-cor
             {"cuBLASLt", fp8_gemm_small_m(qx, qw, out, SmallMKernel::cublaslt)}};
         if (M <= 4) runs.emplace_back("CUDA cores", fp8_gemm_small_m(qx, qw, out, SmallMKernel::cuda_cores));
         if (M <= 8) runs.emplace_back("tensor cores", fp8_gemm_small_m(qx, qw, out, SmallMKernel::tensor_cores));
-        runs.emplace_back("skinny", fp8_gemm_small_m(qx, qw, out, SmallMKernel::skinny));
         const at::Tensor ref_mm = fp8_gemm_scaled_mm(qx, qw, out);
         for (const auto& [name, y] : runs) {
           INFO(name << " M=" << M << " N=" << N << " K=" << K << " out " << out);
