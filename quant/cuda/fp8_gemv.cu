@@ -108,7 +108,11 @@ __global__ void __launch_bounds__(kThreads) fp8_gemv_kernel(Fp8GemvArgs a) {
 //
 // The product is computed transposed, y^T [N, M] = W [N, K] x^T [K, M]: 16 weight rows are the
 // mma's M side (A, row-major) and up to 8 activation rows its N side (B), so the weight bytes go
-// into the tensor cores as loaded, with no conversion. Fragment layout of m16n8k32 for 8-bit A/B
+// into the mma as loaded, with no shuffles. (On Hopper, ptxas itself widens each E4M3 mma into
+// two fp16 HMMA.16816 with F2FP conversions before them: there is no FP8 mma.sync, only wgmma.
+// At M <= 8 that costs nothing measurable, the kernel is bound by the weight bytes; it is why a
+// version of this kernel for M up to 64 lost to cuBLASLt, docs/BENCHMARKS.md.) Fragment layout
+// of m16n8k32 for 8-bit A/B
 // (PTX ISA), for lane = 4 g + t (g: group 0-7, t: thread in group 0-3):
 //   a0 = A[g][4t .. 4t+3], a1 = A[g+8][4t ..], a2 = A[g][16+4t ..], a3 = A[g+8][16+4t ..]
 //   b0 = B[4t .. 4t+3][g], b1 = B[16+4t ..][g];  c0,c1 = C[g][2t, 2t+1], c2,c3 = C[g+8][2t, 2t+1]

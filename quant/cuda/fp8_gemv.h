@@ -35,7 +35,8 @@ struct Fp8GemvArgs {
 //   fp8_gemv_block      CUDA cores: weights and activations dequantized to float in registers,
 //                       1 <= M <= kFp8GemvMaxRows (its ALU work grows with M: compute-bound by 4);
 //   fp8_gemv_block_mma  tensor cores (mma.sync m16n8k32 E4M3, sm_89+): the bytes go into the mma
-//                       as loaded; 1 <= M <= kFp8GemvMmaMaxRows.
+//                       as loaded (on Hopper ptxas widens them to fp16 for HMMA; memory-bound
+//                       all the same at this M); 1 <= M <= kFp8GemvMmaMaxRows.
 void fp8_gemv_block(const Fp8GemvArgs& a, cudaStream_t stream);
 void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream);
 
