@@ -17,21 +17,21 @@
 #include <cstdlib>
 #include <vector>
 
-#define CK(x)                                                                             \
-  do {                                                                                    \
-    cudaError_t e = (x);                                                                  \
-    if (e != cudaSuccess) {                                                               \
-      std::printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e));               \
-      std::exit(1);                                                                       \
-    }                                                                                     \
+// Both error kinds end the run with file:line and the library's message.
+void fail_if(bool bad, const char* msg, const char* file, int line) {
+  if (!bad) return;
+  std::printf("%s:%d %s\n", file, line, msg);
+  std::exit(1);
+}
+#define CK(x)                                                       \
+  do {                                                              \
+    const cudaError_t e_ = (x);                                     \
+    fail_if(e_ != cudaSuccess, cudaGetErrorString(e_), __FILE__, __LINE__); \
   } while (0)
-#define LK(x)                                                                             \
-  do {                                                                                    \
-    cublasStatus_t st_ = (x);                                                               \
-    if (st_ != CUBLAS_STATUS_SUCCESS) {                                                   \
-      std::printf("%s:%d %s\n", __FILE__, __LINE__, cublasLtGetStatusString(st_));        \
-      std::exit(1);                                                                       \
-    }                                                                                     \
+#define LK(x)                                                                            \
+  do {                                                                                   \
+    const cublasStatus_t s_ = (x);                                                       \
+    fail_if(s_ != CUBLAS_STATUS_SUCCESS, cublasLtGetStatusString(s_), __FILE__, __LINE__); \
   } while (0)
 
 __global__ void fill_fp8(uint8_t* p, size_t n, uint32_t seed) {
