@@ -23,10 +23,12 @@
 
 namespace fp8rl::trainer {
 
+// Owns its text: a batch of inputs is built from temporaries (each response's decoded text), and
+// views into them once dangled (validation scored every example against freed memory).
 struct RewardInput {
-  std::string_view prompt;    // the prompt text (synthetic tasks rebuild their example from it)
-  std::string_view response;  // the generated text without the stop token
-  std::string_view answer;    // the reference: the JSONL answer_key field, or the task's answer
+  std::string prompt;    // the prompt text (synthetic tasks rebuild their example from it)
+  std::string response;  // the generated text without the stop token
+  std::string answer;    // the reference: the JSONL answer_key field, or the task's answer
 };
 
 // Safe to call from several threads at once (no mutable state).

@@ -147,13 +147,11 @@ std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, Data
   }
   // Rewards: the text of each response against its example's reference answer.
   const auto t1 = std::chrono::steady_clock::now();
-  std::vector<std::string> texts;
-  texts.reserve(samples.size());
-  for (const Sample& s : samples) texts.push_back(response_text(s, in));
   std::vector<RewardInput> inputs;
-  for (size_t k = 0; k < samples.size(); ++k) {
-    const Example& e = in.examples[static_cast<size_t>(samples[k].example)];
-    inputs.push_back({e.prompt, texts[k], e.answer});
+  inputs.reserve(samples.size());
+  for (const Sample& s : samples) {
+    const Example& e = in.examples[static_cast<size_t>(s.example)];
+    inputs.push_back({e.prompt, response_text(s, in), e.answer});
   }
   const std::vector<double> scores = inputs.empty() ? std::vector<double>{} : reward(inputs);
   FP8RL_CHECK(scores.size() == samples.size(), "reward: one score per sample expected");

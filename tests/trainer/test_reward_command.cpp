@@ -47,7 +47,7 @@ while True:
 )";
 
 std::vector<RewardInput> batch_of(size_t n, std::string_view response = "x") {
-  return std::vector<RewardInput>(n, RewardInput{"p", response, "x"});
+  return std::vector<RewardInput>(n, RewardInput{"p", std::string(response), "x"});
 }
 
 size_t open_fds() {

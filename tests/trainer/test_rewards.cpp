@@ -112,7 +112,7 @@ TEST_CASE("rewards: math_answers_equal: numbers, fractions, LaTeX", "[trainer][r
 
 TEST_CASE("rewards: math: extracted answer against the reference (also a full solution)", "[trainer][rewards]") {
   const RewardFunction f = make_reward_function(reward_of("math"), "");
-  auto score = [&](std::string_view response, std::string_view answer) { return f({"q", response, answer}); };
+  auto score = [&](std::string_view response, std::string_view answer) { return f({"q", std::string(response), std::string(answer)}); };
   CHECK(score("so \\boxed{\\frac{1}{2}}", "0.5") == 1.0);
   CHECK(score("so \\boxed{\\frac{1}{2}}", "1/3") == 0.0);
   CHECK(score("... #### 1,234", "1234") == 1.0);

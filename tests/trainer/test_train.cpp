@@ -19,6 +19,10 @@
 #include "trainer/evaluate.h"
 #include "trainer/export.h"
 #include "trainer/policy.h"
+#include "trainer/rewards.h"
+#include "trainer/rl_step.h"
+#include "trainer/setup.h"
+#include "rollout/engine.h"
 #include "trainer/tasks.h"
 #include "trainer/tensor_file.h"
 #include "trainer/train.h"
@@ -170,6 +174,42 @@ TEST_CASE("eval: a dense run's final checkpoint scores what the run's own last v
   CHECK(r.quant_method == "none");
   CHECK(r.accuracy == logged);  // same weights, same greedy engine, same prompts
   CHECK(json::parse(r.to_json())["val/accuracy"].get<double>() == logged);
+  {
+    // The same score without validate(): the exported model's greedy responses to the 6 prompts,
+    // decoded here and scored one by one. (validate() once scored every example against a
+    // dangling view of a response's text.)
+    const fs::path exported = dir.path() / "exported";
+    trainer::export_run(run.string(), exported.string());
+    std::vector<std::string> e = o;
+    e.push_back("model.init_preset=");
+    e.push_back("model.path=" + exported.string());
+    const recipe::LoadedRecipe el = test::quickstart(dir, e);
+    const trainer::TaskSetup task = trainer::prepare_task(el, dir.path() / "independent");
+    REQUIRE(task.examples.size() == 6);
+    trainer::Policy policy(el.recipe, task.model_dir, at::kCPU);
+    rollout::Engine engine(policy.model(), trainer::engine_config(el.recipe, *task.tokenizer));
+    std::vector<rollout::GenerateRequest> requests;
+    for (const trainer::Example& ex : task.examples) {
+      rollout::GenerateRequest q;
+      q.prompt.assign(ex.prompt_ids.begin(), ex.prompt_ids.end());
+      q.params.max_new_tokens = static_cast<int32_t>(el.recipe.rollout.max_response_length);
+      q.params.stop_token_ids.assign(task.stop_ids.begin(), task.stop_ids.end());
+      q.sampling.temperature = 0;
+      requests.push_back(q);
+    }
+    at::NoGradGuard no_grad;
+    const std::vector<rollout::GenerateOutput> outs = engine.generate(requests);
+    const trainer::RewardFunction score = trainer::make_reward_function(el.recipe.reward, el.recipe.data.synthetic_task);
+    int correct = 0;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const rollout::SampleOutput& so = outs[i].output.samples.at(0);
+      std::vector<int32_t> ids(so.tokens.begin(), so.tokens.end());
+      if (so.finish_reason != rollout::FinishReason::kLength && !ids.empty()) ids.pop_back();  // the stop token
+      const trainer::Example& ex = task.examples[i];
+      correct += score({ex.prompt, task.tokenizer->decode(ids), ex.answer}) >= 1.0 ? 1 : 0;
+    }
+    CHECK(static_cast<double>(correct) / 6.0 == r.accuracy);
+  }
   // A checkpoint directory as a shell completes it (trailing slash) is the same checkpoint.
   CHECK(trainer::evaluate_checkpoint((run / "checkpoints" / trainer::checkpoint_dir_name(2)).string() + "/",
                                      {"trainer.device=cpu"}).step == 2);
