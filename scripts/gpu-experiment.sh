@@ -9,7 +9,9 @@
 #      (c) as (b) without TIS         algorithm.tis_level=none
 #      (d) FP8 everywhere, token TIS  trainer.forward_precision=fp8
 #      for each seed in $SEEDS (trainer.seed and data.seed), and once
-#      (e) LoRA r32 on the FP8 base and on the BF16 base;
+#      (e) LoRA r32 on the FP8 base and on the BF16 base (LORA_RUNS=0 leaves them out);
+#      every process holds ~10 GiB of GPU memory whatever MEM_FRACTION says (H200, 76m model),
+#      so 12 processes at most fit a 141 GB card, 7 an 80 GB one;
 #      a run still going after $DEADLINE seconds gets SIGINT (it checkpoints and stops; compare
 #      marks it in progress);
 #   3. `fp8rl eval` of every final checkpoint through one dense BF16 evaluator (eval.json per run);
@@ -64,10 +66,12 @@ for s in $seeds; do
   launch "c-fp8-bf16fwd-notis-s$s" "$fp8" "${seed[@]}" algorithm.tis_level=none
   launch "d-fp8-fp8fwd-tis-s$s" "$fp8" "${seed[@]}" trainer.forward_precision=fp8
 done
-lora=(lora.rank=32 lora.alpha=64 trainer.lr=5e-4)
-first=${seeds%% *}
-launch "e-lora-fp8-s$first" "$fp8" trainer.seed="$first" data.seed="$first" "${lora[@]}"
-launch "e-lora-bf16-s$first" "$bf16" trainer.seed="$first" data.seed="$first" "${lora[@]}"
+if [ "${LORA_RUNS:-1}" = 1 ]; then
+  lora=(lora.rank=32 lora.alpha=64 trainer.lr=5e-4)
+  first=${seeds%% *}
+  launch "e-lora-fp8-s$first" "$fp8" trainer.seed="$first" data.seed="$first" "${lora[@]}"
+  launch "e-lora-bf16-s$first" "$bf16" trainer.seed="$first" data.seed="$first" "${lora[@]}"
+fi
 wait
 for n in "${names[@]}"; do echo "$n: $(tail -1 "$runs/$n.log")"; done >>"$out/experiment-summary.txt"
 
