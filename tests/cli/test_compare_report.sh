@@ -3,7 +3,7 @@
 # without a console error, and every plot holds exactly the data points it should -- counted by
 # the browser's own SVG parser (SVGPolylineElement.points) and compared with counts this script
 # takes from the runs' metrics.jsonl itself. The runs are the committed FP8-vs-BF16 experiment
-# (docs/experiment/runs), made awkward: one cut short (a run in progress), one with a torn line,
+# (docs/experiment/first-run/runs), made awkward: one cut short (a run in progress), one with a torn line,
 # one without metrics.
 # Usage: test_compare_report.sh <fp8rl binary> <project root> <chromium binary or "">
 set -euo pipefail
@@ -17,7 +17,7 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
-src=$root/docs/experiment/runs
+src=$root/docs/experiment/first-run/runs
 cp -r "$src/a-bf16-s1" "$src/b-fp8-bf16fwd-tis-s1" "$src/b-fp8-bf16fwd-tis-s2" "$src/e-lora-fp8-s1" .
 head -n 31 "$src/d-fp8-fp8fwd-tis-s1/metrics.jsonl" >short.jsonl  # step 0 + 30 steps: still running
 mkdir d-short && cp "$src/d-fp8-fp8fwd-tis-s1/resolved_recipe.yaml" d-short/ && mv short.jsonl d-short/metrics.jsonl

@@ -1,5 +1,5 @@
 // `fp8rl compare`'s host logic (trainer/run_history.h, compare.h, svg_chart.h, compare_report.h)
-// on the committed FP8-vs-BF16 experiment runs (docs/experiment/runs). The report as a browser
+// on the committed FP8-vs-BF16 experiment runs (docs/experiment/first-run/runs). The report as a browser
 // renders it is tested by tests/cli/test_compare_report.sh.
 #include <cmath>
 #include <filesystem>
@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string run(const std::string& name) { return std::string(FP8RL_SOURCE_DIR) + "/docs/experiment/runs/" + name; }
+std::string run(const std::string& name) { return std::string(FP8RL_SOURCE_DIR) + "/docs/experiment/first-run/runs/" + name; }
 
 size_t count(const std::string& text, const std::string& needle) {
   size_t n = 0;
