@@ -117,6 +117,20 @@ at::Tensor Fp8Linear::forward(const at::Tensor& x) const {
   return y.view(out_shape);
 }
 
+at::Tensor Fp8Linear::forward_quantized(const Fp8Activation& qx) const {
+  FP8RL_CHECK(qx.in_features == weight_.in_features && qx.scaling == act_scaling_ && qx.fmt == weight_.fmt,
+              cat(label(), ": a pre-quantized input of ", qx.in_features, " features, ", to_string(qx.scaling),
+                  " scaling does not fit this layer"));
+  at::Tensor y = fp8_gemm(qx, weight_, at::kBFloat16);  // [M, N]
+  if (bias_.defined()) y = y + bias_.to(y.scalar_type());
+  return y;
+}
+
+bool Fp8Linear::takes_fused_input(const at::Tensor& x) const {
+  return act_scaling_ == ActScaling::group && x.is_cuda() && x.scalar_type() == at::kBFloat16 &&
+         c10::InferenceMode::is_enabled();
+}
+
 void Fp8Linear::requantize_(const at::Tensor& w, const at::Tensor& nonfinite) {
   quantize_weight_into(w, weight_, nonfinite);
 }

@@ -42,6 +42,13 @@ class Fp8Linear {
   // x [..., K] float32 or bfloat16 -> [..., N] in x's dtype. Differentiable w.r.t. x and bias.
   at::Tensor forward(const at::Tensor& x) const;
 
+  // The forward from an input already quantized as this layer would (x's 1x128 groups, by a
+  // fused kernel: scaling.h rms_norm_quantize_activation): qx [M, K] -> [M, N] bfloat16. No
+  // autograd (inference). takes_fused_input says when the fused kernels make this layer's input:
+  // CUDA bfloat16 under InferenceMode, group-scaled activations.
+  at::Tensor forward_quantized(const Fp8Activation& qx) const;
+  bool takes_fused_input(const at::Tensor& x) const;
+
   // Full fine-tuning sync: quantize new values w [N, K] into the existing FP8 and scale storage
   // (same data pointers, so every holder of this weight sees the update), with the weight's own
   // scaling, format and pow2 setting (Fp8Weight::pow2). Through the quantization kernel, with

@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdlib>
 #include <optional>
+#include <string>
 
 #include "core/util/error.h"
 #include "core/util/log.h"
@@ -15,6 +17,43 @@ void Fp8ModelLinear::visit(const std::string& module, const model::TensorVisitor
   fn({module + ".weight", layer_.weight().data, model::TensorRole::fp8_data});
   fn({module + ".weight_scale_inv", layer_.weight().scale, model::TensorRole::fp8_scale});
   if (layer_.bias().defined()) fn({module + ".bias", layer_.bias(), model::dense_role(layer_.bias())});
+}
+
+namespace {
+
+// FP8RL_FUSED_ACT_QUANT=0 turns the fused input quantization off (read once): a benchmark runs
+// the engine with and without it from one binary, in one call, on the same card.
+bool fused_act_quant_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("FP8RL_FUSED_ACT_QUANT");
+    if (v == nullptr || *v == '\0') return true;
+    const std::string s(v);
+    FP8RL_CHECK(s == "0" || s == "1", cat("FP8RL_FUSED_ACT_QUANT: expected 0 or 1, got '", s, "'"));
+    return s == "1";
+  }();
+  return on;
+}
+
+}  // namespace
+
+at::Tensor Fp8ModelLinear::forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) {
+  if (fused_act_quant_enabled() && layer_.takes_fused_input(x)) {
+    const Fp8Weight& w = layer_.weight();
+    if (std::optional<Fp8Activation> qx =
+            rms_norm_quantize_activation(x, norm_weight, eps, w.fmt, layer_.act_pow2(), layer_.nonfinite_input_flag()))
+      return layer_.forward_quantized(*qx);
+  }
+  return Linear::forward_rms_normed(x, norm_weight, eps);
+}
+
+at::Tensor Fp8ModelLinear::forward_silu_mul(const at::Tensor& gate_up) {
+  if (fused_act_quant_enabled() && layer_.takes_fused_input(gate_up)) {
+    const Fp8Weight& w = layer_.weight();
+    if (std::optional<Fp8Activation> qx =
+            silu_mul_quantize_activation(gate_up, w.fmt, layer_.act_pow2(), layer_.nonfinite_input_flag()))
+      return layer_.forward_quantized(*qx);
+  }
+  return Linear::forward_silu_mul(gate_up);
 }
 
 namespace {

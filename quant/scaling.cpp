@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -290,6 +291,70 @@ Fp8Activation quantize_activation(const at::Tensor& x_in, ActScaling scaling, Fp
 #else
   (void)nonfinite;
   throw RuntimeFailure(cat("quantize_activation: tensor on ", x_in.device(), " but fp8rl was built without CUDA"));
+#endif
+}
+
+#ifdef FP8RL_WITH_CUDA
+namespace {
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// A 2-D bfloat16 CUDA tensor whose rows the fused kernels can read 8 elements at a time.
+bool fused_input_ok(const at::Tensor& x) {
+  return x.is_cuda() && x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.stride(1) == 1 && x.size(1) % 8 == 0 &&
+         x.stride(0) % 8 == 0 && aligned16(x.data_ptr());
+}
+
+// The group-scaled activation [Mp, Kp] the fused kernels fill, and their view of it.
+std::pair<Fp8Activation, cuda::GroupQuantOut> group_output(const at::Tensor& like, int64_t M, int64_t K, Fp8Format fmt,
+                                                           bool pow2, const at::Tensor& nonfinite) {
+  const int64_t Kp = padded_k(K, true), Mp = round_up(M, kGroupRowAlign);
+  const auto opts = like.options();
+  Fp8Activation out{at::empty({Mp, Kp}, opts.dtype(fp8_scalar_type(fmt))), at::empty({Kp / kFp8Block, Mp}, opts.dtype(at::kFloat)),
+                    M, K, fmt, ActScaling::group};
+  int* flag = nullptr;
+  if (nonfinite.defined()) {
+    FP8RL_CHECK(nonfinite.scalar_type() == at::kInt && nonfinite.device() == like.device(),
+                "nonfinite flag must be int32 on the activation's device");
+    flag = nonfinite.data_ptr<int>();
+  }
+  const cuda::GroupQuantOut o{static_cast<uint8_t*>(out.data.data_ptr()), out.scale.data_ptr<float>(), M, Mp, K, Kp,
+                              fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag};
+  return {std::move(out), o};
+}
+
+}  // namespace
+#endif
+
+std::optional<Fp8Activation> rms_norm_quantize_activation(const at::Tensor& x, const at::Tensor& weight, double eps,
+                                                          Fp8Format fmt, bool pow2, const at::Tensor& nonfinite) {
+#ifdef FP8RL_WITH_CUDA
+  // Rows above 1024 elements: where rms_norm's kernel uses a block per row, whose order of
+  // additions the fused kernel repeats (core/model/cuda/fused_rows.cuh).
+  if (!fused_input_ok(x) || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 || !weight.is_contiguous() ||
+      weight.numel() != x.size(1) || weight.device() != x.device() || !aligned16(weight.data_ptr()))
+    return std::nullopt;
+  auto [out, o] = group_output(x, x.size(0), x.size(1), fmt, pow2, nonfinite);
+  cuda::rms_norm_quantize_groups(x.data_ptr(), x.stride(0), weight.data_ptr(), static_cast<float>(eps), o,
+                                 at::cuda::getCurrentCUDAStream());
+  return std::move(out);
+#else
+  (void)x, (void)weight, (void)eps, (void)fmt, (void)pow2, (void)nonfinite;
+  return std::nullopt;
+#endif
+}
+
+std::optional<Fp8Activation> silu_mul_quantize_activation(const at::Tensor& gate_up, Fp8Format fmt, bool pow2,
+                                                          const at::Tensor& nonfinite) {
+#ifdef FP8RL_WITH_CUDA
+  if (!fused_input_ok(gate_up) || gate_up.size(1) % 16 != 0) return std::nullopt;  // halves of 8-element multiples
+  const int64_t inter = gate_up.size(1) / 2;
+  auto [out, o] = group_output(gate_up, gate_up.size(0), inter, fmt, pow2, nonfinite);
+  cuda::silu_mul_quantize_groups(gate_up.data_ptr(), gate_up.stride(0), o, at::cuda::getCurrentCUDAStream());
+  return std::move(out);
+#else
+  (void)gate_up, (void)fmt, (void)pow2, (void)nonfinite;
+  return std::nullopt;
 #endif
 }
 

@@ -101,7 +101,8 @@ at::Tensor CausalLM::self_attention(const DecoderLayer& l, int64_t index, const 
   const int64_t qd = s.num_attention_heads * D, kvd = s.num_key_value_heads * D;
   // [N, qd + 2 kvd] split into views; one split node (not three narrows), so backward writes
   // the three gradients into one [N, qd + 2 kvd] buffer instead of three zero-filled ones.
-  const std::vector<at::Tensor> qkv = l.qkv.forward(x).split_with_sizes({qd, kvd, kvd}, 1);
+  const std::vector<at::Tensor> qkv =
+      l.qkv.forward_rms_normed(x, l.input_layernorm, config_.rms_norm_eps).split_with_sizes({qd, kvd, kvd}, 1);
   at::Tensor q = qkv[0].view({N, s.num_attention_heads, D});   // [N, Hq, D]
   at::Tensor k = qkv[1].view({N, s.num_key_value_heads, D});   // [N, Hkv, D]
   const at::Tensor v = qkv[2].view({N, s.num_key_value_heads, D});
@@ -127,8 +128,10 @@ at::Tensor CausalLM::decoder_layer(int64_t index, const at::Tensor& x, const Rop
   FP8RL_CHECK(index >= 0 && index < static_cast<int64_t>(layers_.size()), "decoder_layer: index out of range");
   const DecoderLayer& l = layers_[static_cast<size_t>(index)];
   const double eps = config_.rms_norm_eps;
-  const at::Tensor h = x + self_attention(l, index, rms_norm(x, l.input_layernorm, eps), rope, ctx);
-  return h + l.mlp->forward(rms_norm(h, l.post_attention_layernorm, eps));
+  // The norms go in with the projections they feed (Linear::forward_rms_normed: an FP8 linear
+  // makes its quantized input in the norm's kernel).
+  const at::Tensor h = x + self_attention(l, index, x, rope, ctx);
+  return h + l.mlp->forward_rms_normed(h, l.post_attention_layernorm, eps);
 }
 
 at::Tensor CausalLM::final_norm(const at::Tensor& x) const { return rms_norm(x, norm_, config_.rms_norm_eps); }

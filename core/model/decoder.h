@@ -128,6 +128,7 @@ class CausalLM {
 
  private:
   CausalLM() = default;
+  // x: the layer's input [N, H], before input_layernorm (applied here, with q/k/v).
   at::Tensor self_attention(const DecoderLayer& layer, int64_t index, const at::Tensor& x, const Rope& rope,
                             const AttentionContext& ctx) const;
 

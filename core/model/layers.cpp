@@ -109,6 +109,17 @@ at::Tensor Projection::forward(const at::Tensor& x) const {
   return at::cat(outs, -1);
 }
 
+// Unfused parts share one normed input (or one SiLU-mul output): computed once, as before.
+at::Tensor Projection::forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) const {
+  if (linears.size() == 1) return linears[0]->forward_rms_normed(x, norm_weight, eps);
+  return forward(rms_norm(x, norm_weight, eps));
+}
+
+at::Tensor Projection::forward_silu_mul(const at::Tensor& gate_up) const {
+  if (linears.size() == 1) return linears[0]->forward_silu_mul(gate_up);
+  return forward(silu_mul(gate_up));
+}
+
 void Projection::visit(const TensorVisitor& fn) const {
   for (size_t i = 0; i < specs.size(); ++i)
     linears[i]->visit(specs[i].name, [&](const ModelTensor& t) {
@@ -156,7 +167,21 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
   return at::silu(gu[0]) * gu[1];
 }
 
-at::Tensor GatedMlp::forward(const at::Tensor& x) { return down_.forward(silu_mul(gate_up_.forward(x))); }
+at::Tensor GatedMlp::forward(const at::Tensor& x) { return down_.forward_silu_mul(gate_up_.forward(x)); }
+
+at::Tensor GatedMlp::forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) {
+  return down_.forward_silu_mul(gate_up_.forward_rms_normed(x, norm_weight, eps));
+}
+
+at::Tensor MlpBlock::forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) {
+  return forward(rms_norm(x, norm_weight, eps));
+}
+
+at::Tensor Linear::forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) {
+  return forward(rms_norm(x, norm_weight, eps));
+}
+
+at::Tensor Linear::forward_silu_mul(const at::Tensor& gate_up) { return forward(silu_mul(gate_up)); }
 
 void GatedMlp::visit(const TensorVisitor& fn) const {
   gate_up_.visit(fn);

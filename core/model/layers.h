@@ -28,6 +28,11 @@ class Linear {
  public:
   virtual ~Linear() = default;
   virtual at::Tensor forward(const at::Tensor& x) = 0;
+  // forward(rms_norm(x, norm_weight, eps)) and forward(silu_mul(gate_up)): the decoder asks for
+  // its projections' inputs this way so that a linear which quantizes its input may make it in
+  // one kernel with the op before (quant/fp8_model.h); by default the two run in turn.
+  virtual at::Tensor forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps);
+  virtual at::Tensor forward_silu_mul(const at::Tensor& gate_up);
   // Calls `fn` for each tensor, named `module` + "." + its local name ("weight", "bias",
   // "lora_A.weight", ...). The caller fills in ModelTensor::projection.
   virtual void visit(const std::string& module, const TensorVisitor& fn) const = 0;
@@ -68,6 +73,8 @@ struct Projection {
   std::vector<ProjectionSpec> specs;             // one (fused or single module) or several (unfused parts)
   std::vector<std::unique_ptr<Linear>> linears;  // one per spec
   at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) const;  // Linear's
+  at::Tensor forward_silu_mul(const at::Tensor& gate_up) const;
   void visit(const TensorVisitor& fn) const;      // each linear's tensors under its spec's name
   int64_t out_features() const;
 };
@@ -82,6 +89,8 @@ class MlpBlock {
  public:
   virtual ~MlpBlock() = default;
   virtual at::Tensor forward(const at::Tensor& x) = 0;
+  // forward(rms_norm(x, norm_weight, eps)), the norm possibly fused into the first projection.
+  virtual at::Tensor forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps);
   virtual void visit(const TensorVisitor& fn) const = 0;
 };
 
@@ -92,6 +101,7 @@ class GatedMlp final : public MlpBlock {
   const Projection& gate_up() const { return gate_up_; }
   const Projection& down() const { return down_; }
   at::Tensor forward(const at::Tensor& x) override;
+  at::Tensor forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) override;
   void visit(const TensorVisitor& fn) const override;
 
  private:

@@ -9,6 +9,7 @@
 // one pass: half a warp per group, 8 elements (one 16-byte bf16 load) per lane, amax by
 // shuffles within the half-warp.
 #include "quant/cuda/scaling_kernels.h"
+#include "quant/cuda/fp8_round.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
@@ -20,20 +21,6 @@ namespace fp8rl::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float scale_from_amax(float amax, float fp8_max, bool pow2) {
-  if (!(amax > 0.0f)) return 1.0f;
-  float s = amax / fp8_max;
-  if (!pow2) return s;
-  if (s < 1.17549435e-38f) return 1.17549435e-38f;
-  unsigned bits = __float_as_uint(s);
-  if (bits & 0x007FFFFFu) bits = (bits & 0x7F800000u) + 0x00800000u;
-  return __uint_as_float(bits);
-}
-
-__device__ __forceinline__ uint8_t to_fp8(float v, float inv_s, bool e5m2) {
-  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v * inv_s, __NV_SATFINITE, e5m2 ? __NV_E5M2 : __NV_E4M3));
-}
 
 __device__ __forceinline__ float load(const void* x, bool bf16, int64_t i) {
   return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(x)[i]) : static_cast<const float*>(x)[i];
@@ -114,24 +101,8 @@ __global__ void groups_kernel(QuantArgs a, int64_t n_groups, bool vec) {
     for (int j = 0; j < 8; ++j)
       v[j] = (valid && m < a.rows && c + j < a.cols) ? load(a.x, a.x_bf16, m * a.cols + c + j) : 0.0f;
   }
-  float amax = 0.0f;
-  bool bad = false;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    bad |= !isfinite(v[j]);
-    amax = fmaxf(amax, fabsf(v[j]));
-  }
-  if (bad && a.nonfinite) atomicExch(a.nonfinite, 1);
-  // xor offsets below 16 stay within each half-warp: one amax per group.
-  for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  if (!valid) return;
-  const float s = scale_from_amax(amax, a.fp8_max, a.pow2);
-  const float inv = 1.0f / s;
-  if (l16 == 0) a.scale[kb * a.rows_padded + m] = s;
-  alignas(8) uint8_t q[8];
-#pragma unroll
-  for (int j = 0; j < 8; ++j) q[j] = to_fp8(v[j], inv, a.e5m2);
-  *reinterpret_cast<uint2*>(a.out + m * a.cols_padded + c) = *reinterpret_cast<const uint2*>(q);  // 8-aligned
+  quantize_group_half_warp(v, valid, a.fp8_max, a.e5m2, a.pow2, a.scale + kb * a.rows_padded + m,
+                           a.out + m * a.cols_padded + c, a.nonfinite);
 }
 
 __global__ void amax_kernel(QuantArgs a, unsigned* amax_bits) {

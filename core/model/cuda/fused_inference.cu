@@ -5,6 +5,7 @@
 // attention, q and k norms) -- over half of a decoder layer's kernels.
 #include "core/model/cuda/fused_inference.h"
 #include "core/model/cuda/convert.cuh"
+#include "core/model/cuda/fused_rows.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -15,29 +16,6 @@
 
 namespace fp8rl::cuda {
 namespace {
-
-// Sum over the THREADS threads that share a row: a warp (shuffles), or a whole block of
-// THREADS / 32 warps (shuffles, then the warps' sums through shared memory).
-template <int THREADS>
-__device__ __forceinline__ float row_sum(float s) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  if constexpr (THREADS > 32) {
-    __shared__ float warp_sums[THREADS / 32];
-    if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = s;
-    __syncthreads();
-    s = 0.0f;
-#pragma unroll
-    for (int w = 0; w < THREADS / 32; ++w) s += warp_sums[w];
-  }
-  return s;
-}
-
-// VEC consecutive elements, loaded or stored as one access (16 bytes for 8 bf16/fp16).
-template <typename T, int VEC>
-struct alignas(sizeof(T) * VEC) Pack {
-  T v[VEC];
-};
 
 // One row per THREADS threads: a warp for head-sized rows (q/k norms, several rows per block), a
 // block for hidden-sized ones; VEC = 8 where the rows are 16-byte aligned. The first version, a
@@ -52,19 +30,13 @@ __global__ void __launch_bounds__(THREADS < 128 ? 128 : THREADS) rms_norm_kernel
   if (kRows > 1 && row >= v.n * v.heads) return;  // kRows == 1: the grid has one block per row
   using P = Pack<T, VEC>;
   const T* x = static_cast<const T*>(v.x) + (row / v.heads) * v.stride_n + (row % v.heads) * v.stride_h;
-  float ss = 0.0f;
-  for (int64_t d = static_cast<int64_t>(t) * VEC; d < v.dim; d += THREADS * VEC) {
-    const P p = *reinterpret_cast<const P*>(x + d);
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) ss += to_float(p.v[i]) * to_float(p.v[i]);
-  }
-  const float r = rsqrtf(row_sum<THREADS>(ss) / static_cast<float>(v.dim) + eps);
+  const float r = rsqrtf(row_sum<THREADS>(rms_partial_sum<T, THREADS, VEC>(x, v.dim, t)) / static_cast<float>(v.dim) + eps);
   T* y = out + row * v.dim;
   for (int64_t d = static_cast<int64_t>(t) * VEC; d < v.dim; d += THREADS * VEC) {
     const P p = *reinterpret_cast<const P*>(x + d), w = *reinterpret_cast<const P*>(weight + d);
     P o;
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) o.v[i] = from_float<T>(to_float(w.v[i]) * round_to<T>(to_float(p.v[i]) * r));
+    for (int i = 0; i < VEC; ++i) o.v[i] = rms_norm_element(p.v[i], w.v[i], r);
     *reinterpret_cast<P*>(y + d) = o;
   }
 }
@@ -116,11 +88,7 @@ __global__ void silu_mul_kernel(const T* x, int64_t n, int64_t inter, int64_t st
   const P u = *reinterpret_cast<const P*>(x + row * stride_n + inter + j);
   P o;
 #pragma unroll
-  for (int k = 0; k < VEC; ++k) {
-    const float a = to_float(g.v[k]);
-    // ATen's silu: x / (1 + exp(-x)) in float (expf, as c10::cuda::compat::exp), rounded to T.
-    o.v[k] = from_float<T>(round_to<T>(a / (1.0f + expf(-a))) * to_float(u.v[k]));
-  }
+  for (int k = 0; k < VEC; ++k) o.v[k] = silu_mul_element(g.v[k], u.v[k]);
   *reinterpret_cast<P*>(out + i) = o;
 }
 

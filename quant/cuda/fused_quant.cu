@@ -1,0 +1,87 @@
+// RMSNorm and SiLU-mul fused with the 1x128 FP8 quantization of their output (scaling_kernels.h
+// says what and how exactly). Why: in a decode step every FP8 projection's input was made by one
+// kernel (RMSNorm before q/k/v and gate/up, SiLU-mul before down), written to memory in BF16,
+// read back by quantize_groups_1x128 and written again in FP8: three of a layer's kernels exist
+// only for that round trip. References: the unfused pair (tests/quant/gpu_test_fused_quant.cpp).
+#include "quant/cuda/scaling_kernels.h"
+
+#include <cuda_bf16.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "core/model/cuda/fused_rows.cuh"
+#include "quant/cuda/fp8_round.cuh"
+
+namespace fp8rl::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int kThreads = 256;  // rms_norm_rows' block per row: its reduction order is kept
+constexpr int kVec = 8;        // one 16-byte load; a half-warp holds one 128-wide group
+constexpr int kSpan = kThreads * kVec;
+using P = Pack<bf16, kVec>;
+
+// Block m: padded row m. Rows past `rows` are all zeros (scale 1), as quantize_groups_1x128
+// writes them. Warps enter an iteration together (cols_padded % 256 == 0), as the group's
+// shuffles require.
+__global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x, int64_t stride_n, const bf16* weight,
+                                                                  float eps, GroupQuantOut o) {
+  const int64_t m = blockIdx.x;
+  const int t = threadIdx.x;
+  const bool real = m < o.rows;  // uniform over the block, so row_sum's barrier is safe
+  const bf16* xr = x + (real ? m : 0) * stride_n;
+  float r = 0.0f;
+  if (real) r = rsqrtf(row_sum<kThreads>(rms_partial_sum<bf16, kThreads, kVec>(xr, o.cols, t)) / static_cast<float>(o.cols) + eps);
+  for (int64_t d = static_cast<int64_t>(t) * kVec; d < o.cols_padded; d += kSpan) {
+    float v[kVec] = {};
+    if (real && d < o.cols) {
+      const P p = *reinterpret_cast<const P*>(xr + d), w = *reinterpret_cast<const P*>(weight + d);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) v[i] = to_float(rms_norm_element(p.v[i], w.v[i], r));
+    }
+    quantize_group_half_warp(v, true, o.fp8_max, o.e5m2, o.pow2, o.scale + (d / 128) * o.rows_padded + m,
+                             o.out + m * o.cols_padded + d, o.nonfinite);
+  }
+}
+
+// Block (c, m): columns [c * kSpan, (c + 1) * kSpan) of padded row m (no reduction along the
+// row, so a row spreads over several blocks: one 12288-wide row is 6 of them at batch 1).
+__global__ void __launch_bounds__(kThreads) silu_mul_quant_kernel(const bf16* gate_up, int64_t stride_n, GroupQuantOut o) {
+  const int64_t m = blockIdx.y;
+  const int64_t d = static_cast<int64_t>(blockIdx.x) * kSpan + static_cast<int64_t>(threadIdx.x) * kVec;
+  if (d >= o.cols_padded) return;  // whole warps (cols_padded % 256 == 0)
+  float v[kVec] = {};
+  if (m < o.rows && d < o.cols) {
+    const bf16* row = gate_up + m * stride_n;
+    const P g = *reinterpret_cast<const P*>(row + d), u = *reinterpret_cast<const P*>(row + o.cols + d);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) v[i] = to_float(silu_mul_element(g.v[i], u.v[i]));
+  }
+  quantize_group_half_warp(v, true, o.fp8_max, o.e5m2, o.pow2, o.scale + (d / 128) * o.rows_padded + m,
+                           o.out + m * o.cols_padded + d, o.nonfinite);
+}
+
+void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+}  // namespace
+
+void rms_norm_quantize_groups(const void* x, int64_t stride_n, const void* weight, float eps, const GroupQuantOut& o,
+                              cudaStream_t stream) {
+  if (o.rows_padded == 0) return;
+  rms_norm_quant_kernel<<<static_cast<unsigned>(o.rows_padded), kThreads, 0, stream>>>(
+      static_cast<const bf16*>(x), stride_n, static_cast<const bf16*>(weight), eps, o);
+  check_launch("rms_norm_quant_kernel");
+}
+
+void silu_mul_quantize_groups(const void* gate_up, int64_t stride_n, const GroupQuantOut& o, cudaStream_t stream) {
+  if (o.rows_padded == 0) return;
+  const dim3 grid(static_cast<unsigned>((o.cols_padded + kSpan - 1) / kSpan), static_cast<unsigned>(o.rows_padded));
+  silu_mul_quant_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const bf16*>(gate_up), stride_n, o);
+  check_launch("silu_mul_quant_kernel");
+}
+
+}  // namespace fp8rl::cuda
