@@ -21,8 +21,10 @@
 #include "apps/bench_gemm.h"
 #include "quant/fp8_model.h"
 #include "quant/precision_plan.h"
+#include "quant/random_fp8_checkpoint.h"
 #include "trainer/export.h"
 #include "trainer/evaluate.h"
+#include "trainer/policy.h"
 #include "trainer/sft.h"
 #include "trainer/tasks.h"
 #include "trainer/world_env.h"
@@ -142,6 +144,7 @@ int run_init(const InitArgs& args) {
   auto shape = recipe::qwen3_preset(args.preset);
   if (!shape)
     throw ConfigError("init: unknown --preset '" + args.preset + "' (one of: " + join(recipe::qwen3_preset_names(), ", ") + ")");
+  const at::Device device = trainer::resolve_device(args.device, "init: --device");  // before --out is created
   // A bad --out is the user's to fix (exit 2): a file in the way, or a model already there.
   std::error_code ec;
   const std::filesystem::file_status st = std::filesystem::status(args.out, ec);
@@ -157,8 +160,12 @@ int run_init(const InitArgs& args) {
   if (ec) throw ConfigError("init: cannot create --out '" + args.out + "': " + ec.message());
   if (::access(args.out.c_str(), W_OK | X_OK) != 0)
     throw ConfigError("init: --out '" + args.out + "' is not writable: " + std::strerror(errno));
-  model::write_random_checkpoint(args.out, args.arch, *shape, args.seed);
-  log::info(cat("wrote a random ", args.arch, " checkpoint (preset ", args.preset, ", seed ", args.seed, ") to ", args.out));
+  if (args.fp8)
+    quant::write_random_fp8_checkpoint(args.out, args.arch, *shape, args.seed, device);
+  else
+    model::write_random_checkpoint(args.out, args.arch, *shape, args.seed, device);
+  log::info(cat("wrote a random ", args.arch, args.fp8 ? " FP8" : "", " checkpoint (preset ", args.preset, ", seed ",
+                args.seed, ", drawn on ", args.device, ") to ", args.out));
   return kExitOk;
 }
 

@@ -55,6 +55,8 @@ struct InitArgs {
   std::string preset = "tiny"; // core/recipe/model_presets.h
   std::string out;
   uint64_t seed = 0;
+  bool fp8 = false;            // decoder projections in HF's FP8 format (quant/random_fp8_checkpoint.h)
+  std::string device = "cpu";  // cpu | cuda: where the weights are drawn (and quantized); the two draw differently
 };
 int run_init(const InitArgs& args);
 

@@ -114,6 +114,14 @@ int main(int argc, char** argv) {
   init->add_option("--seed", init_args.seed, "initialisation seed (>= 0)")
       ->check(fp8rl::seed_validator())
       ->capture_default_str();
+  init->add_flag("--fp8", init_args.fp8,
+                 "store the decoder projections in HF's FP8 format (E4M3, 128x128 block scales, quantization_config): "
+                 "about half the BF16 file, for quantization.quant_method: fp8");
+  init->add_option("--device", init_args.device,
+                   "draw (and with --fp8 quantize) the weights on this device; cuda is much faster for large presets "
+                   "but draws other numbers than cpu for the same seed")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
 
   BenchGemmArgs gemm_args;
   CLI::App* bench = app.add_subcommand("bench", "Measure speed and memory (CUDA builds)");

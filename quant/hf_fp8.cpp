@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/util/atomic_file.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/model/weight_reader.h"
@@ -56,6 +57,24 @@ std::optional<HfFp8Config> read_hf_fp8_config(const std::string& model_dir) {
     for (const auto& name : *m)
       if (name.is_string()) c.modules_to_not_convert.push_back(name.get<std::string>());
   return c;
+}
+
+void write_hf_fp8_config(const std::string& model_dir, const HfFp8Config& config) {
+  const std::filesystem::path file = std::filesystem::path(model_dir) / "config.json";
+  std::ifstream in(file);
+  if (!in) throw RuntimeFailure(cat(file.string(), ": cannot open"));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw RuntimeFailure(cat(file.string(), ": not valid JSON: ", e.what()));
+  }
+  j["quantization_config"] = {{"quant_method", "fp8"},
+                              {"fmt", config.fmt},
+                              {"activation_scheme", config.activation_scheme},
+                              {"weight_block_size", config.weight_block_size},
+                              {"modules_to_not_convert", config.modules_to_not_convert}};
+  write_file_atomic(file, j.dump(2) + "\n");
 }
 
 namespace {

@@ -33,6 +33,11 @@ struct HfFp8Config {
 // blocks other than [128, 128], static activations).
 std::optional<HfFp8Config> read_hf_fp8_config(const std::string& model_dir);
 
+// Sets `config` as the quantization_config of `<model_dir>/config.json` (which must exist; its
+// other keys are kept), rewritten atomically: what read_hf_fp8_config reads back. The writers of
+// FP8 checkpoints (export --fp8, init --fp8) share it, so the layout is spelled once.
+void write_hf_fp8_config(const std::string& model_dir, const HfFp8Config& config);
+
 // Loads `<module>.weight` and `<module>.weight_scale_inv` into our padded layout on `device`.
 // Throws ConfigError naming the file and tensor on a missing tensor, a wrong dtype or a scale
 // whose shape does not fit the weight.

@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 
@@ -30,10 +29,10 @@ namespace fs = std::filesystem;
 namespace {
 
 // config.json + tokenizer files of `source_dir` and `tensors` as model.safetensors, into `out_dir`
-// through a temporary directory and a rename. A non-null `quantization_config` is set in the
-// written config.json.
+// through a temporary directory and a rename. A `quantization_config` is set in the written
+// config.json.
 void write_hf_dir(const std::map<std::string, at::Tensor>& tensors, const std::string& source_dir,
-                  const std::string& out_dir, const nlohmann::json& quantization_config = nullptr) {
+                  const std::string& out_dir, const std::optional<quant::HfFp8Config>& quantization_config = std::nullopt) {
   const fs::path out = fs::absolute(out_dir);
   const fs::path tmp = out.parent_path() / cat(".", out.filename().string(), ".tmp.", ::getpid());
   std::error_code ec;
@@ -43,12 +42,7 @@ void write_hf_dir(const std::map<std::string, at::Tensor>& tensors, const std::s
     const fs::path src = fs::path(source_dir) / f;
     if (fs::exists(src)) fs::copy_file(src, tmp / f);
   }
-  if (!quantization_config.is_null()) {
-    std::ifstream in(tmp / "config.json");
-    nlohmann::json config = nlohmann::json::parse(in);  // the run's own config.json: read by the loader already
-    config["quantization_config"] = quantization_config;
-    write_file_atomic(tmp / "config.json", config.dump(2) + "\n");
-  }
+  if (quantization_config) quant::write_hf_fp8_config(tmp.string(), *quantization_config);
   save_tensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
   const fs::path old = out.parent_path() / cat(".", out.filename().string(), ".old.", ::getpid());
   if (fs::exists(out)) fs::rename(out, old);
@@ -74,8 +68,8 @@ void save_dense_model(const model::CausalLM& model, const std::string& source_di
 // block scales as weight_scale_inv); returns the quantization_config naming what stays dense.
 // `exact` holds FP32 values of weights that `tensors` has in the model dtype: quantized from
 // those, so a weight is rounded once (to FP8), not twice.
-nlohmann::json quantize_for_hf(std::map<std::string, at::Tensor>& tensors, const std::map<std::string, at::Tensor>& exact,
-                               const quant::PrecisionPlan& plan, bool pow2) {
+quant::HfFp8Config quantize_for_hf(std::map<std::string, at::Tensor>& tensors, const std::map<std::string, at::Tensor>& exact,
+                                   const quant::PrecisionPlan& plan, bool pow2) {
   std::vector<std::string> dense = {"lm_head"};
   for (const quant::ModulePlan& m : plan.linears) {
     if (m.precision != quant::Precision::fp8) {
@@ -90,11 +84,9 @@ nlohmann::json quantize_for_hf(std::map<std::string, at::Tensor>& tensors, const
     w = data;
     tensors[m.name + ".weight_scale_inv"] = scale_inv;
   }
-  return {{"quant_method", "fp8"},
-          {"fmt", "e4m3"},
-          {"activation_scheme", "dynamic"},
-          {"weight_block_size", {quant::kFp8Block, quant::kFp8Block}},
-          {"modules_to_not_convert", dense}};
+  quant::HfFp8Config config;  // E4M3, dynamic activations, 128x128 blocks: what was written above
+  config.modules_to_not_convert = std::move(dense);
+  return config;
 }
 
 std::string export_run(const std::string& source, const std::string& out_dir, bool fp8) {
@@ -182,7 +174,7 @@ std::string export_run(const std::string& source, const std::string& out_dir, bo
       out.at(wname) = exact[wname].to(dtype);
     }
   }
-  nlohmann::json quantization_config = nullptr;
+  std::optional<quant::HfFp8Config> quantization_config;
   if (fp8) {  // the run's precision plan (its BF16 layers and modules stay dense), HF's block format
     recipe::QuantizationConfig q = r.quantization;
     q.quant_method = "fp8";

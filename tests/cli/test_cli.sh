@@ -133,6 +133,12 @@ fi
 expect 0 'wrote a random qwen3'  -- init --preset tiny --out ckpt --seed 3
 [ -f ckpt/config.json ] && [ -f ckpt/model.safetensors ] && [ -f ckpt/tokenizer.json ] && [ -f ckpt/tokenizer_config.json ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: init wrote no checkpoint"; }
 expect 0 'model qwen3, 4 layers' -- check "$tiny" model.init_preset= model.path=ckpt
+# init --fp8 writes HF's FP8 format: check (quant_method: fp8, the tiny recipe's) takes its
+# projections as stored; quant_method: none refuses it by name.
+expect 0 'wrote a random qwen3 FP8 checkpoint' -- init --preset tiny --fp8 --out ckpt-fp8 --seed 3
+grep -q '"quantization_config"' ckpt-fp8/config.json && [ -f ckpt-fp8/tokenizer.json ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: init --fp8 wrote no quantization_config or tokenizer"; }
+expect 0 'is pre-quantized: 28 FP8 tensors' -- check "$tiny" model.init_preset= model.path=ckpt-fp8
+expect 2 'needs quantization.quant_method: fp8' -- check "$tiny" model.init_preset= model.path=ckpt-fp8 quantization.quant_method=none
 expect 2 "unknown --preset 'huge'" -- init --preset huge --out x
 # check reads the checkpoint's headers: a missing tensor is named with its file.
 mkdir -p broken-ckpt && cp ckpt/config.json ckpt/tokenizer.json broken-ckpt/
@@ -204,6 +210,12 @@ expect_alone 2 "already holds a model" -- init --preset tiny --out ckpt
 expect_alone 2 "init: cannot create --out 'plain-file/x'" -- init --preset tiny --out plain-file/x
 expect 2 '' -- init --preset tiny --out ckpt-neg --seed -1
 [ ! -e ckpt-neg ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: init --seed -1 wrote a checkpoint"; }
+expect_alone 2 "--device: tpu not in {cpu,cuda}" -- init --preset tiny --out ckpt-tpu --device tpu
+if ! command -v nvidia-smi >/dev/null 2>&1; then  # a CPU-only build or no GPU: --device cuda is the user's to fix
+  expect_alone 2 "init: --device cuda, but this build of fp8rl has no CUDA or no GPU is visible" -- init --preset tiny --fp8 --device cuda --out ckpt-cuda
+  expect_alone 2 "init: --device cuda, but this build of fp8rl has no CUDA or no GPU is visible" -- init --preset tiny --device cuda --out ckpt-cuda
+  [ ! -e ckpt-cuda ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: init --device cuda without CUDA created --out"; }
+fi
 expect_alone 2 "command line 'quantization.modules_in_bf16=[x]': quantization.modules_in_bf16: pattern 'x'" -- check "$tiny" 'quantization.modules_in_bf16=[x]'
 expect_alone 2 "command line 'quantization.modules_in_bf16=[x]': quantization.modules_in_bf16: pattern 'x'" -- train "$tiny" trainer.output_dir=runs3 'quantization.modules_in_bf16=[x]'
 expect 0 'in FP32 (' -- check "$tiny" model.dtype=float32
