@@ -1,38 +1,69 @@
 #!/usr/bin/env bash
-# On the GPU machine: RL step time and peak memory of a Qwen3-8B-shape model (random weights) with
-# FP8 LoRA against the same recipe with quant_method: none, in one call, on the same card.
+# On the GPU machine: RL step time and peak memory of a Qwen3-shape model (random weights) with
+# FP8 LoRA against the same recipe with BF16 weights, in one call, on the same card.
 # Random weights never emit EOS, so every response is max_response_length tokens: a fixed amount
-# of work per step. Prints a Markdown table (medians over the steps after the first) to stdout.
+# of work per step. Prints a Markdown table (medians over the steps after the first; with one
+# step, that step) to stdout.
 #   FP8RL_BUILD_DIR=... bash scripts/gpu-bench-train.sh [extra overrides...]
+# PRESET (8b), STEPS (4), RESPONSE (512 tokens), RUNS ("fp8 bf16": which of the two to run).
+# FP8_INIT=1 writes the random model with its projections already in FP8 (`fp8rl init --fp8
+# --device cuda`): half the disk of a BF16 checkpoint, which is what lets a Qwen3-32B shape
+# (61 GiB in BF16) be written at all on a 64 GiB disk. Its BF16 run then loads the same FP8 file
+# dequantized (quantization.modules_in_bf16: ['*'], every projection a dense BF16 linear), since
+# quant_method: none refuses FP8 tensors; without FP8_INIT the BF16 run is quant_method: none on
+# a BF16 checkpoint. Longer responses and fewer samples, e.g. for the 32B fit at 8K tokens:
+#   PRESET=32b FP8_INIT=1 STEPS=1 RESPONSE=8192 RUNS=fp8 bash scripts/gpu-bench-train.sh \
+#     rollout.n=2 data.train_batch_size=1 trainer.ppo_mini_batch_size=1 trainer.ppo_micro_batch_size_per_gpu=1
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${FP8RL_BUILD_DIR:-$root/build-gpu}/apps/fp8rl
 work=${WORK_DIR:-/tmp/fp8rl-bench-train}
 preset=${PRESET:-8b}
 steps=${STEPS:-4}
+runs=${RUNS:-"fp8 bf16"}
+device=${DEVICE:-cuda}  # DEVICE=cpu PRESET=tiny: a dry run of the plumbing on a CPU build
 mkdir -p "$work"
-[ -f "$work/model-$preset/model.safetensors" ] || "$bin" init --preset "$preset" --out "$work/model-$preset" --seed 1 >&2
-common=(model.init_preset= model.path="$work/model-$preset" model.dtype=bfloat16 trainer.device=cuda
+if [ "${FP8_INIT:-0}" = 1 ]; then
+  model=$work/model-$preset-fp8
+  [ -f "$model/model.safetensors" ] || "$bin" init --preset "$preset" --fp8 --device "$device" --out "$model" --seed 1 >&2
+  bf16=(quantization.quant_method=fp8 "quantization.modules_in_bf16=[\"*\"]")
+else
+  model=$work/model-$preset
+  [ -f "$model/model.safetensors" ] || "$bin" init --preset "$preset" --device "$device" --out "$model" --seed 1 >&2
+  bf16=(quantization.quant_method=none)
+fi
+common=(model.init_preset= model.path="$model" model.dtype=bfloat16 trainer.device="$device"
         lora.rank=32 lora.alpha=64 rollout.n=8 rollout.max_response_length=${RESPONSE:-512} data.train_batch_size=8
         data.synthetic_num_prompts=64 trainer.ppo_mini_batch_size=8 trainer.ppo_micro_batch_size_per_gpu=8
         trainer.total_training_steps=$steps checkpoint.save_freq=0 sft.steps=0 trainer.output_dir="$work/runs"
         logging.logger=[jsonl])
-for q in fp8 none; do
+for q in $runs; do
+  case $q in
+    fp8) precision=(quantization.quant_method=fp8) ;;
+    bf16) precision=("${bf16[@]}") ;;
+    *) echo "RUNS: '$q' is not fp8 or bf16" >&2; exit 2 ;;
+  esac
   rm -rf "$work/runs/$q"
-  "$bin" train "$root/recipes/quickstart-tiny.yaml" "${common[@]}" quantization.quant_method=$q \
-    trainer.experiment_name=$q "$@" >"$work/$q.log" 2>&1 || { tail -5 "$work/$q.log" >&2; exit 1; }
+  "$bin" train "$root/recipes/quickstart-tiny.yaml" "${common[@]}" "${precision[@]}" trainer.experiment_name=$q "$@" \
+    >"$work/$q.log" 2>&1 || { tail -5 "$work/$q.log" >&2; exit 1; }
 done
-python3 - "$work/runs" "$preset" <<'PY'
+python3 - "$work/runs" "$preset" $runs <<'PY'
 import json, statistics, sys
-runs, preset = sys.argv[1], sys.argv[2]
+runs, preset, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 keys = ["timing_s/step", "timing_s/rollout", "timing_s/old_log_prob", "timing_s/update", "perf/rollout_tokens_per_s",
-        "memory/rollout_peak_gib", "memory/update_peak_gib"]
-m = {q: [json.loads(l) for l in open(f"{runs}/{q}/metrics.jsonl")][1:] for q in ("fp8", "none")}
+        "memory/rollout_peak_gib", "memory/old_log_prob_peak_gib", "memory/update_peak_gib"]
+m = {}
+for q in names:
+    lines = [json.loads(l) for l in open(f"{runs}/{q}/metrics.jsonl")]
+    m[q] = lines[1:] or lines  # the first step warms allocators and cuBLASLt plans up
 med = {q: {k: statistics.median(x[k] for x in m[q]) for k in keys} for q in m}
-print(f"| Qwen3-{preset} shape, LoRA r32, 8 prompts x 8 samples x {m['fp8'][0]['response_length/mean']:.0f} tokens "
-      f"| FP8 (quant_method fp8) | BF16 (none) | BF16 / FP8 |")
-print("|---|---|---|---|")
+first = m[names[0]][0]
+pair = names == ["fp8", "bf16"]  # then a BF16 / FP8 column
+print(f"| Qwen3-{preset} shape, LoRA r32, {first['response_length/mean']:.0f} tokens per response | "
+      + " | ".join(n.upper() for n in names) + (" | BF16 / FP8 |" if pair else " |"))
+print("|---" * (len(names) + 1 + pair) + "|")
 for k in keys:
-    a, b = med["fp8"][k], med["none"][k]
-    print(f"| {k} | {a:.3f} | {b:.3f} | {b / a if a else float('nan'):.2f}x |")
+    vals = [med[q][k] for q in names]
+    ratio = f" | {vals[1] / vals[0] if vals[0] else float('nan'):.2f}x" if pair else ""
+    print(f"| {k} | " + " | ".join(f"{v:.3f}" for v in vals) + ratio + " |")
 PY
