@@ -73,7 +73,9 @@ struct Projection {
   std::vector<ProjectionSpec> specs;             // one (fused or single module) or several (unfused parts)
   std::vector<std::unique_ptr<Linear>> linears;  // one per spec
   at::Tensor forward(const at::Tensor& x) const;
-  at::Tensor forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) const;  // Linear's
+  // Linear's fused-input forwards for a single linear; unfused parts share one normed (or
+  // SiLU-gated) input, computed once.
+  at::Tensor forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) const;
   at::Tensor forward_silu_mul(const at::Tensor& gate_up) const;
   void visit(const TensorVisitor& fn) const;      // each linear's tensors under its spec's name
   int64_t out_features() const;
