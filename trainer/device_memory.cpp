@@ -57,4 +57,14 @@ double peak_memory_gib(at::Device device) {
   return device.is_cpu() ? cpu_peak_bytes() / kGiB : 0.0;
 }
 
+double reserved_memory_gib(at::Device device) {
+#ifdef FP8RL_WITH_CUDA
+  if (device.is_cuda())
+    return static_cast<double>(
+               c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).reserved_bytes[0].current) / kGiB;
+#endif
+  (void)device;
+  return -1.0;
+}
+
 }  // namespace fp8rl::trainer

@@ -12,6 +12,12 @@ namespace fp8rl::trainer {
 void reset_peak_memory(at::Device device);
 double peak_memory_gib(at::Device device);  // since the last reset
 
+// CUDA: what the caching allocator holds from the driver now, allocated or cached for reuse
+// (it never gives memory back on its own, so this is also the process's high-water mark of
+// allocator memory; the CUDA context and library workspaces outside the allocator are not in
+// it). -1 on other devices.
+double reserved_memory_gib(at::Device device);
+
 // Whether the CPU peak can be reset (tried once per process).
 bool cpu_peak_is_per_phase();
 

@@ -223,6 +223,7 @@ int run_train(const recipe::LoadedRecipe& loaded) {
       m["timing_s/update"] = seconds_since(t_update);
       m["memory/update_peak_gib"] = peak_memory_gib(device);
     }
+    if (const double reserved = reserved_memory_gib(device); reserved >= 0) m["memory/reserved_gib"] = reserved;
     ++step;
     m["data/epoch"] = static_cast<double>(order.epoch());
     if (r.trainer.test_freq > 0 && (step % r.trainer.test_freq == 0 || step == r.trainer.total_training_steps)) {
