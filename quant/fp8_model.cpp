@@ -28,7 +28,7 @@ bool fused_act_quant_enabled() {
     const char* v = std::getenv("FP8RL_FUSED_ACT_QUANT");
     if (v == nullptr || *v == '\0') return true;
     const std::string s(v);
-    FP8RL_CHECK(s == "0" || s == "1", cat("FP8RL_FUSED_ACT_QUANT: expected 0 or 1, got '", s, "'"));
+    if (s != "0" && s != "1") throw ConfigError(cat("FP8RL_FUSED_ACT_QUANT: expected 0 or 1, got '", s, "'"));
     return s == "1";
   }();
   return on;

@@ -245,6 +245,20 @@ Fp8Weight quantize_weight(const at::Tensor& w, WeightScaling scaling, Fp8Format 
 #endif
 }
 
+#ifdef FP8RL_WITH_CUDA
+namespace {
+
+// The kernels' pointer to an activation's optional non-finite flag (int32 [1] on its device).
+int* activation_flag(const at::Tensor& nonfinite, at::Device device) {
+  if (!nonfinite.defined()) return nullptr;
+  FP8RL_CHECK(nonfinite.scalar_type() == at::kInt && nonfinite.device() == device,
+              "nonfinite flag must be int32 on the activation's device");
+  return nonfinite.data_ptr<int>();
+}
+
+}  // namespace
+#endif
+
 Fp8Activation quantize_activation(const at::Tensor& x_in, ActScaling scaling, Fp8Format fmt, bool pow2,
                                   const at::Tensor& nonfinite, const std::string& what) {
   check_matrix(x_in, "activation");
@@ -259,12 +273,7 @@ Fp8Activation quantize_activation(const at::Tensor& x_in, ActScaling scaling, Fp
   const int64_t Mp = scaling == ActScaling::group ? round_up(M, kGroupRowAlign) : M;
   auto opts = x.options();
   Fp8Activation out{at::empty({Mp, Kp}, opts.dtype(fp8_scalar_type(fmt))), {}, M, K, fmt, scaling};
-  int* flag = nullptr;
-  if (nonfinite.defined()) {
-    FP8RL_CHECK(nonfinite.scalar_type() == at::kInt && nonfinite.device() == x.device(),
-                "nonfinite flag must be int32 on the activation's device");
-    flag = nonfinite.data_ptr<int>();
-  }
+  int* flag = activation_flag(nonfinite, x.device());
   cuda::QuantArgs a{x.data_ptr(), x.scalar_type() == at::kBFloat16, M, K, static_cast<uint8_t*>(out.data.data_ptr()),
                     Mp, Kp, nullptr, fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag};
   auto stream = at::cuda::getCurrentCUDAStream();
@@ -312,12 +321,7 @@ std::pair<Fp8Activation, cuda::GroupQuantOut> group_output(const at::Tensor& lik
   const auto opts = like.options();
   Fp8Activation out{at::empty({Mp, Kp}, opts.dtype(fp8_scalar_type(fmt))), at::empty({Kp / kFp8Block, Mp}, opts.dtype(at::kFloat)),
                     M, K, fmt, ActScaling::group};
-  int* flag = nullptr;
-  if (nonfinite.defined()) {
-    FP8RL_CHECK(nonfinite.scalar_type() == at::kInt && nonfinite.device() == like.device(),
-                "nonfinite flag must be int32 on the activation's device");
-    flag = nonfinite.data_ptr<int>();
-  }
+  int* flag = activation_flag(nonfinite, like.device());
   const cuda::GroupQuantOut o{static_cast<uint8_t*>(out.data.data_ptr()), out.scale.data_ptr<float>(), M, Mp, K, Kp,
                               fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag};
   return {std::move(out), o};

@@ -48,20 +48,27 @@ void reset_peak_memory(at::Device device) {
   if (device.is_cpu() && cpu_peak_is_per_phase()) reset_cpu_peak();
 }
 
+#ifdef FP8RL_WITH_CUDA
+namespace {
+
+// The caching allocator's statistics of `device`, aggregated over its pools ([0]).
+c10::CachingDeviceAllocator::DeviceStats cuda_stats(at::Device device) {
+  return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+}
+
+}  // namespace
+#endif
+
 double peak_memory_gib(at::Device device) {
 #ifdef FP8RL_WITH_CUDA
-  if (device.is_cuda())
-    return static_cast<double>(
-               c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).allocated_bytes[0].peak) / kGiB;
+  if (device.is_cuda()) return static_cast<double>(cuda_stats(device).allocated_bytes[0].peak) / kGiB;
 #endif
   return device.is_cpu() ? cpu_peak_bytes() / kGiB : 0.0;
 }
 
 double reserved_memory_gib(at::Device device) {
 #ifdef FP8RL_WITH_CUDA
-  if (device.is_cuda())
-    return static_cast<double>(
-               c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).reserved_bytes[0].current) / kGiB;
+  if (device.is_cuda()) return static_cast<double>(cuda_stats(device).reserved_bytes[0].current) / kGiB;
 #endif
   (void)device;
   return -1.0;
