@@ -48,6 +48,7 @@ struct Cell {
   int64_t batch = 0;
   double tokens_per_s = 0, ms_per_step = 0, seconds = 0, peak_gib = 0, weight_gib = 0, bw_frac = 0;
   double graph_gpu_ms = 0;  // GPU ms per replayed decode step (0: no graph steps)
+  double prefill_tokens_per_s = 0;  // prompt tokens through the forward per second (one new token each)
   std::string profile;      // Markdown section, with options.profile
   int64_t steps = 0, kv_blocks = 0, graph_steps = 0;
 };
@@ -81,11 +82,12 @@ int64_t weight_bytes(const model::CausalLM& m) {
   return bytes;
 }
 
+// `batch` samples: batch / n prompts of random tokens (drawn from `prompt_seed`), n samples each.
 std::vector<rollout::GenerateRequest> make_requests(int64_t batch, const RolloutBenchOptions& o, int64_t vocab,
-                                                   int64_t gen_len) {
+                                                   int64_t gen_len, uint64_t prompt_seed = 17) {
   const int64_t n = batch >= o.n ? o.n : 1;
   const int64_t prompts = std::max<int64_t>(1, batch / n);
-  std::mt19937_64 rng(o.seed + 17);
+  std::mt19937_64 rng(o.seed + prompt_seed);
   std::vector<rollout::GenerateRequest> r;
   for (int64_t p = 0; p < prompts; ++p) {
     rollout::GenerateRequest g;
@@ -171,7 +173,19 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
           peak = std::max(peak, static_cast<double>(c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak));
         }
         std::sort(seconds.begin(), seconds.end());
+        // Prefill alone: the same number of prompts, new ones each time (the prefix cache holds
+        // the timed rollouts' prompts), one sampled token each: one eager forward over all their
+        // tokens (chunked at the engine's max_num_batched_tokens).
+        std::vector<double> prefill_seconds;
+        for (int64_t rep = 0; rep < o.reps; ++rep) {
+          c10::cuda::device_synchronize();
+          engine.generate(make_requests(batch, o, shape->vocab_size, 1, 1000 + static_cast<uint64_t>(rep)));
+          prefill_seconds.push_back(engine.last_stats().seconds);
+        }
+        std::sort(prefill_seconds.begin(), prefill_seconds.end());
         Cell c;
+        c.prefill_tokens_per_s = static_cast<double>(reqs.size()) * static_cast<double>(o.prompt_len) /
+                                 prefill_seconds[prefill_seconds.size() / 2];
         c.weights = cfg.name;
         c.eager = eager;
         c.batch = batch;
@@ -221,16 +235,17 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   r << "Device: " << at::cuda::getCurrentDeviceProperties()->name
     << ". Prompts of " << o.prompt_len << " tokens, n = " << o.n << " samples per prompt (batch 1: n = 1), "
     << o.gen_len << " generated tokens per sample, temperature 1; median of " << o.reps
-    << " rollout(s) per cell after a warm-up (a rollout's time includes capturing its decode graphs). "
+    << " rollout(s) per cell after a warm-up (a rollout's time includes capturing its decode graphs); "
+    << "prefill tokens/s: as many one-token rollouts over new prompts. "
     << "Copy bandwidth measured in this run: " << std::setprecision(0) << copy_bw / 1e9 << " GB/s.\n\n"
-    << "| weights / KV | decode | batch | generated tokens/s | ms/step | graph GPU ms/step | steps (graph) | weights GiB | peak GiB | step bytes / copy bandwidth |\n"
-    << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    << "| weights / KV | decode | batch | generated tokens/s | ms/step | graph GPU ms/step | steps (graph) | weights GiB | peak GiB | step bytes / copy bandwidth | prefill tokens/s |\n"
+    << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const Cell& c : cells)
     r << "| " << c.weights << " | " << (c.eager ? "eager" : "graphs") << " | " << c.batch << " | " << std::setprecision(0)
       << c.tokens_per_s << " | " << std::setprecision(1) << c.ms_per_step << " | " << std::setprecision(2)
       << c.graph_gpu_ms << " | " << c.steps << " (" << c.graph_steps
       << ") | " << std::setprecision(2) << c.weight_gib << " | " << c.peak_gib << " | " << std::setprecision(0)
-      << 100.0 * c.bw_frac << "% |\n";
+      << 100.0 * c.bw_frac << "% | " << c.prefill_tokens_per_s << " |\n";
   // Cells are ordered config x mode x batch.
   const size_t nb = o.batches.size(), per_config = nb * modes.size();
   auto ratios = [&](const char* title, size_t num, size_t den, size_t mode) {
@@ -241,6 +256,10 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   };
   ratios("FP8 / BF16", 1, 0, 0);
   ratios("FP8 + FP8 KV / BF16", 2, 0, 0);
+  r << "\nFP8 / BF16 prefill tokens/s (same run, " << o.prompt_len << "-token prompts):";
+  for (size_t i = 0; i < nb; ++i)
+    r << " batch " << cells[i].batch << " " << std::setprecision(2)
+      << cells[per_config + i].prefill_tokens_per_s / cells[i].prefill_tokens_per_s << "x;";
   if (o.compare_eager) {
     r << "\nCUDA graphs / eager tokens/s (same run):";
     for (size_t k = 0; k < std::size(configs); ++k)

@@ -51,19 +51,22 @@ python3 - "$work/runs" "$preset" $runs <<'PY'
 import json, statistics, sys
 runs, preset, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 keys = ["timing_s/step", "timing_s/rollout", "timing_s/old_log_prob", "timing_s/update", "perf/rollout_tokens_per_s",
-        "memory/rollout_peak_gib", "memory/old_log_prob_peak_gib", "memory/update_peak_gib"]
+        "memory/rollout_peak_gib", "memory/old_log_prob_peak_gib", "memory/update_peak_gib",
+        "memory/reserved_gib"]  # the last: the caching allocator's held bytes (CUDA only)
 m = {}
 for q in names:
     lines = [json.loads(l) for l in open(f"{runs}/{q}/metrics.jsonl")]
     m[q] = lines[1:] or lines  # the first step warms allocators and cuBLASLt plans up
+keys = [k for k in keys if all(k in m[q][0] for q in names)]
 med = {q: {k: statistics.median(x[k] for x in m[q]) for k in keys} for q in m}
 first = m[names[0]][0]
-pair = names == ["fp8", "bf16"]  # then a BF16 / FP8 column
+pair = names == ["fp8", "bf16"]  # then a column of FP8's gain: BF16 / FP8 (for tokens/s, FP8 / BF16)
 print(f"| Qwen3-{preset} shape, LoRA r32, {first['response_length/mean']:.0f} tokens per response | "
-      + " | ".join(n.upper() for n in names) + (" | BF16 / FP8 |" if pair else " |"))
+      + " | ".join(n.upper() for n in names) + (" | FP8's gain |" if pair else " |"))
 print("|---" * (len(names) + 1 + pair) + "|")
 for k in keys:
     vals = [med[q][k] for q in names]
-    ratio = f" | {vals[1] / vals[0] if vals[0] else float('nan'):.2f}x" if pair else ""
+    num, den = (vals[0], vals[1]) if k.startswith("perf/") else (vals[1], vals[0])
+    ratio = f" | {num / den if den else float('nan'):.2f}x" if pair else ""
     print(f"| {k} | " + " | ".join(f"{v:.3f}" for v in vals) + ratio + " |")
 PY

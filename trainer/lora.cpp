@@ -1,6 +1,7 @@
 #include "trainer/lora.h"
 
 #include <ATen/core/grad_mode.h>
+#include <c10/core/InferenceMode.h>
 
 #include <cmath>
 
@@ -40,24 +41,43 @@ LoraLinear::LoraLinear(std::unique_ptr<model::Linear> base, const model::Project
       scaling_(lora.alpha / static_cast<double>(lora.rank)),
       dropout_(lora.dropout),
       mode_(std::move(mode)) {
+  std::vector<size_t> targeted;
+  for (size_t i = 0; i < spec.parts.size(); ++i)
+    if (is_lora_target(spec.parts[i], lora.target_modules)) targeted.push_back(i);
+  FP8RL_CHECK(!targeted.empty(), cat("LoraLinear: no part of ", spec.name, " is a target"));
+  const int64_t r = lora.rank, packed_rank = r * static_cast<int64_t>(targeted.size());
+  const at::TensorOptions fp32 = at::TensorOptions(at::kFloat).device(device);
+  a_packed_ = at::empty({packed_rank, spec.in_features}, fp32);
+  b_packed_ = at::zeros({out_features_, packed_rank}, fp32);
+  const at::NoGradGuard no_grad;
   int64_t offset = 0;
-  for (size_t i = 0; i < spec.parts.size(); ++i) {
+  for (size_t i = 0, block = 0; i < spec.parts.size(); ++i) {
     const int64_t out = spec.part_out[i];
-    if (is_lora_target(spec.parts[i], lora.target_modules)) {
+    if (block < targeted.size() && targeted[block] == i) {
       at::Generator gen = at::detail::createCPUGenerator(hash_name(spec.parts[i], seed));
       const double bound = 1.0 / std::sqrt(static_cast<double>(spec.in_features));
-      at::Tensor a = at::empty({lora.rank, spec.in_features}, at::kFloat).uniform_(-bound, bound, gen).to(device);
-      at::Tensor b = at::zeros({out, lora.rank}, at::TensorOptions(at::kFloat).device(device));
-      adapters_.push_back({spec.parts[i], offset, out, a.set_requires_grad(true), b.set_requires_grad(true)});
+      at::Tensor a = a_packed_.narrow(0, block * r, r);  // [r, K]
+      a.copy_(at::empty({r, spec.in_features}, at::kFloat).uniform_(-bound, bound, gen));
+      at::Tensor b = b_packed_.narrow(0, offset, out).narrow(1, block * r, r);  // [out, r], row stride P r
+      // detach(): leaves that share the packed storage (B starts at zero, as PEFT's does).
+      adapters_.push_back({spec.parts[i], offset, out, a.detach().set_requires_grad(true),
+                           b.detach().set_requires_grad(true)});
+      ++block;
     }
     offset += out;
   }
-  FP8RL_CHECK(!adapters_.empty(), cat("LoraLinear: no part of ", spec.name, " is a target"));
+}
+
+at::Tensor LoraLinear::forward_packed(const at::Tensor& x, at::Tensor y) const {
+  const at::Tensor h = at::matmul(x.to(at::kFloat), a_packed_.t());  // [..., P r]
+  const at::Tensor delta = at::matmul(h, b_packed_.t());             // [..., N]
+  return y.add_(delta, scaling_);  // in y's dtype, summed in fp32
 }
 
 at::Tensor LoraLinear::forward(const at::Tensor& x) {
   at::Tensor y = base_->forward(x);  // [..., N]
   if (mode_->reference) return y;
+  if (c10::InferenceMode::is_enabled()) return forward_packed(x, std::move(y));
   at::Tensor xa = x.to(at::kFloat);
   if (dropout_ > 0 && at::GradMode::is_enabled()) xa = at::dropout(xa, dropout_, /*train=*/true);
   // [..., N] fp32: each adapter's rows, zeros for parts without one.

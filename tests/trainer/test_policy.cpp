@@ -3,6 +3,7 @@
 // only on adapters), and full fine-tuning re-quantizing the FP8 copy in place.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <c10/core/InferenceMode.h>
 
 #include <set>
 
@@ -136,8 +137,11 @@ TEST_CASE("LoRA on the FP8 base: one copy of the weights, gradients only on the 
     if (t.role == model::TensorRole::fp8_data) fp8_after.push_back(t.tensor.data_ptr());
   });
   CHECK(fp8_before == fp8_after);
+  // The adapters' storage: the packed A and block-diagonal B of each projection (trainer/lora.h).
   int64_t adapter_bytes = 0;
-  for (const model::ModelTensor& t : trainable) adapter_bytes += t.tensor.numel() * 4;
+  std::set<const void*> adapter_storages;
+  for (const model::ModelTensor& t : trainable)
+    if (adapter_storages.insert(t.tensor.storage().data()).second) adapter_bytes += static_cast<int64_t>(t.tensor.storage().nbytes());
   int64_t fp8_bytes = 0;  // as stored: padded to whole 128 x 128 blocks
   policy.model().visit([&](const model::ModelTensor& t) {
     if (t.role == model::TensorRole::fp8_data || t.role == model::TensorRole::fp8_scale)
@@ -150,6 +154,39 @@ TEST_CASE("LoRA on the FP8 base: one copy of the weights, gradients only on the 
   int64_t with_grad = 0;
   for (const model::ModelTensor& t : trainable) with_grad += t.tensor.grad().defined() ? 1 : 0;
   CHECK(with_grad == static_cast<int64_t>(trainable.size()));
+}
+
+TEST_CASE("LoRA: the engine's packed adapter path equals the trainer's and follows in-place updates", "[trainer][policy][lora]") {
+  test::TempDir dir;
+  const std::string model_dir = test::tiny_model_dir(dir);
+  // Parts of the fused qkv and gate_up only: B's block rows start inside the fused output.
+  Policy policy(tiny_recipe(dir, {"quantization.quant_method=none", "lora.rank=4", "lora.target_modules=[k_proj, v_proj, o_proj, up_proj]"}),
+                model_dir, at::kCPU);
+  const at::Tensor ids = at::tensor(std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7}).unsqueeze(0);
+  auto trainer_logits = [&] {  // per-part adapters, as autograd sees them
+    at::NoGradGuard g;
+    return policy.model().logits(ids).to(at::kFloat);
+  };
+  auto engine_logits = [&] {  // the packed tensors, as the rollout engine runs them
+    c10::InferenceMode inference;
+    return policy.model().logits(ids).to(at::kFloat);
+  };
+  const at::Tensor base = trainer_logits();
+  for (const model::ModelTensor& t : policy.trainable()) {  // non-zero B so the adapters add something
+    at::NoGradGuard g;
+    t.tensor.detach().normal_(0, 0.05, at::detail::createCPUGenerator(5));
+  }
+  const at::Tensor adapted = trainer_logits();
+  CHECK((adapted - base).abs().max().item<double>() > 1e-3);
+  CHECK(at::allclose(engine_logits(), adapted, 1e-4, 1e-5));
+  // An optimizer-style in-place update of the per-part leaves reaches the packed tensors.
+  for (const model::ModelTensor& t : policy.trainable()) {
+    at::NoGradGuard g;
+    t.tensor.detach().mul_(-1.5);
+  }
+  const at::Tensor updated = trainer_logits();
+  CHECK((updated - adapted).abs().max().item<double>() > 1e-3);
+  CHECK(at::allclose(engine_logits(), updated, 1e-4, 1e-5));
 }
 
 TEST_CASE("full fine-tuning re-quantizes the FP8 copy in place after an update", "[trainer][policy][full]") {
