@@ -66,7 +66,9 @@ print(f"| Qwen3-{preset} shape, LoRA r32, {first['response_length/mean']:.0f} to
 print("|---" * (len(names) + 1 + pair) + "|")
 for k in keys:
     vals = [med[q][k] for q in names]
-    num, den = (vals[0], vals[1]) if k.startswith("perf/") else (vals[1], vals[0])
-    ratio = f" | {num / den if den else float('nan'):.2f}x" if pair else ""
+    ratio = ""
+    if pair:
+        num, den = (vals[0], vals[1]) if k.startswith("perf/") else (vals[1], vals[0])
+        ratio = f" | {num / den if den else float('nan'):.2f}x"
     print(f"| {k} | " + " | ".join(f"{v:.3f}" for v in vals) + ratio + " |")
 PY
