@@ -215,6 +215,14 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
             << " ms wall (profiled; unprofiled " << c.ms_per_step << " ms, " << c.graph_gpu_ms
             << " ms inside each graph replay).\n\n"
             << p.table;
+          // The prefill alone (one-token rollouts over new prompts): one eager forward per
+          // max_num_batched_tokens chunk of prompt tokens.
+          const KernelProfile pp =
+              profile_kernels([&] { engine.generate(make_requests(batch, o, shape->vocab_size, 1, 2000)); }, 1);
+          t << "\n#### GPU time by kernel, prefill only: " << cfg.name << ", batch " << batch << "\n\n"
+            << static_cast<int64_t>(reqs.size()) * o.prompt_len << " prompt tokens, one sampled token each: "
+            << pp.busy_ms << " ms of GPU activity in a " << pp.span_ms << " ms span.\n\n"
+            << pp.table;
           c.profile = t.str();
         }
         cells.push_back(c);

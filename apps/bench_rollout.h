@@ -11,8 +11,10 @@
 // compare_eager every cell is also run with rollout.enforce_eager (the same kernels launched one by
 // one), in the same run, so the graphs' share of the speed is a same-run ratio. "graph GPU ms" is
 // the GPU time inside the decode graphs' replays (CUDA events): ms/step minus it is what a decode
-// step spends on the host and in prefill. With profile, each graphs cell runs one more rollout
-// under the kernel profiler (apps/kernel_profile.h) and the report tabulates its GPU time by kernel.
+// step spends on the host and in prefill. "prefill tokens/s": as many one-token rollouts over new
+// prompts as timed rollouts, their prompt tokens over the median time (--prompt-len 8192 --batch 1:
+// one 8K-token forward). With profile, each graphs cell runs one more rollout and one more prefill
+// under the kernel profiler (apps/kernel_profile.h) and the report tabulates their GPU time by kernel.
 #pragma once
 
 #include <cstdint>

@@ -17,11 +17,16 @@
 // Storage: a projection's adapters live in two packed FP32 tensors, A [P r, K] (the P adapted
 // parts' A stacked) and B [N, P r] (block-diagonal: part i's B in its own output rows and columns
 // i r .. (i+1) r, zeros elsewhere). Each part's a and b are leaves that alias their block (detach()
-// shares the storage), so autograd, AdamW, checkpoints and export see per-part tensors as before,
-// while the rollout engine (InferenceMode) runs the whole adapter path in two GEMMs and one add
-// instead of ~3 kernels per part plus a concat, a scale and a cast: a decode step at the 8B shape
-// has ~250 adapted parts. The optimizer's in-place updates reach the packed tensors with no copy,
-// so captured CUDA graphs read the current adapters.
+// shares the storage), so autograd, AdamW, checkpoints and export see per-part tensors as before.
+//
+// The rollout engine (InferenceMode) runs the adapters as two GEMMs in the activations' dtype,
+// h = x A^T then y += scaling h B^T into the base output, instead of ~3 FP32 kernels per part plus
+// a cast, a concat, a scale and an add: a Qwen3-8B decode step has ~250 adapted parts. This is
+// what vLLM does with the LoRA weights verl hands it (BF16 adapters); the trainer's forward keeps
+// FP32. The BF16 copies of A and B are refreshed in place when the packed tensors' version
+// counter moved (any in-place update of a part's a or b, e.g. AdamW's or a checkpoint load, bumps
+// it): the engine's first forward of a rollout is an eager prefill, which refreshes them before
+// any CUDA graph replays the decode, and the copies keep their addresses for the graphs.
 #pragma once
 
 #include <cstdint>
@@ -59,12 +64,14 @@ class LoraLinear final : public model::Linear {
     int64_t offset = 0, out = 0;  // rows of the projection's output it adds to
     at::Tensor a, b;   // [r, K], [out, r] fp32, requires_grad
   };
-  // The engine's path: y += scaling * (x A^T) B^T over the packed tensors.
-  at::Tensor forward_packed(const at::Tensor& x, at::Tensor y) const;
+  // The engine's path: y += scaling * (x A^T) B^T over copies of the packed tensors in y's dtype.
+  at::Tensor forward_packed(const at::Tensor& x, at::Tensor y);
 
   std::unique_ptr<model::Linear> base_;
   std::vector<Adapter> adapters_;
   at::Tensor a_packed_, b_packed_;  // [P r, K], [N, P r] fp32; the adapters' a and b alias blocks of them
+  at::Tensor a_infer_, b_infer_;    // the same in the activations' dtype, made by forward_packed
+  int64_t a_seen_ = -1, b_seen_ = -1;  // the packed tensors' versions the copies were made at
   int64_t out_features_ = 0;
   double scaling_ = 1.0, dropout_ = 0.0;
   std::shared_ptr<const PolicyMode> mode_;
