@@ -159,34 +159,43 @@ TEST_CASE("LoRA on the FP8 base: one copy of the weights, gradients only on the 
 TEST_CASE("LoRA: the engine's packed adapter path equals the trainer's and follows in-place updates", "[trainer][policy][lora]") {
   test::TempDir dir;
   const std::string model_dir = test::tiny_model_dir(dir);
-  // Parts of the fused qkv and gate_up only: B's block rows start inside the fused output.
-  Policy policy(tiny_recipe(dir, {"quantization.quant_method=none", "lora.rank=4", "lora.target_modules=[k_proj, v_proj, o_proj, up_proj]"}),
-                model_dir, at::kCPU);
-  const at::Tensor ids = at::tensor(std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7}).unsqueeze(0);
-  auto trainer_logits = [&] {  // per-part adapters, as autograd sees them
-    at::NoGradGuard g;
-    return policy.model().logits(ids).to(at::kFloat);
-  };
-  auto engine_logits = [&] {  // the packed tensors, as the rollout engine runs them
-    c10::InferenceMode inference;
-    return policy.model().logits(ids).to(at::kFloat);
-  };
-  const at::Tensor base = trainer_logits();
-  for (const model::ModelTensor& t : policy.trainable()) {  // non-zero B so the adapters add something
-    at::NoGradGuard g;
-    t.tensor.detach().normal_(0, 0.05, at::detail::createCPUGenerator(5));
+  // float32: the engine reads the packed FP32 tensors; bfloat16: its BF16 copies of them, which
+  // must be refreshed after an update (a stale copy would give the pre-update logits).
+  for (const char* dtype : {"float32", "bfloat16"}) {
+    DYNAMIC_SECTION("model.dtype " << dtype) {
+      const bool bf16 = std::string(dtype) == "bfloat16";
+      const double atol = bf16 ? 0.03 : 1e-5, rtol = bf16 ? 0.03 : 1e-4;
+      // Parts of the fused qkv and gate_up only: B's block rows start inside the fused output.
+      Policy policy(tiny_recipe(dir, {"quantization.quant_method=none", "lora.rank=4", std::string("model.dtype=") + dtype,
+                                      "lora.target_modules=[k_proj, v_proj, o_proj, up_proj]"}),
+                    model_dir, at::kCPU);
+      const at::Tensor ids = at::tensor(std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7}).unsqueeze(0);
+      auto trainer_logits = [&] {  // per-part FP32 adapters, as autograd sees them
+        at::NoGradGuard g;
+        return policy.model().logits(ids).to(at::kFloat);
+      };
+      auto engine_logits = [&] {  // the packed tensors (or their copies), as the rollout engine runs them
+        c10::InferenceMode inference;
+        return policy.model().logits(ids).to(at::kFloat);
+      };
+      const at::Tensor base = trainer_logits();
+      for (const model::ModelTensor& t : policy.trainable()) {  // non-zero B so the adapters add something
+        at::NoGradGuard g;
+        t.tensor.detach().normal_(0, 0.2, at::detail::createCPUGenerator(5));
+      }
+      const at::Tensor adapted = trainer_logits();
+      CHECK((adapted - base).abs().max().item<double>() > 10 * atol);
+      CHECK(at::allclose(engine_logits(), adapted, rtol, atol));
+      // An optimizer-style in-place update of the per-part leaves reaches what the engine reads.
+      for (const model::ModelTensor& t : policy.trainable()) {
+        at::NoGradGuard g;
+        t.tensor.detach().normal_(0, 0.2, at::detail::createCPUGenerator(6));
+      }
+      const at::Tensor updated = trainer_logits();
+      CHECK((updated - adapted).abs().max().item<double>() > 10 * atol);
+      CHECK(at::allclose(engine_logits(), updated, rtol, atol));
+    }
   }
-  const at::Tensor adapted = trainer_logits();
-  CHECK((adapted - base).abs().max().item<double>() > 1e-3);
-  CHECK(at::allclose(engine_logits(), adapted, 1e-4, 1e-5));
-  // An optimizer-style in-place update of the per-part leaves reaches the packed tensors.
-  for (const model::ModelTensor& t : policy.trainable()) {
-    at::NoGradGuard g;
-    t.tensor.detach().mul_(-1.5);
-  }
-  const at::Tensor updated = trainer_logits();
-  CHECK((updated - adapted).abs().max().item<double>() > 1e-3);
-  CHECK(at::allclose(engine_logits(), updated, 1e-4, 1e-5));
 }
 
 TEST_CASE("full fine-tuning re-quantizes the FP8 copy in place after an update", "[trainer][policy][full]") {
