@@ -70,10 +70,7 @@ LoraLinear::LoraLinear(std::unique_ptr<model::Linear> base, const model::Project
 
 at::Tensor LoraLinear::forward_packed(const at::Tensor& x, at::Tensor y) {
   const at::ScalarType dtype = y.scalar_type();
-  if (dtype == at::kFloat) {  // an FP32 model: the packed tensors themselves
-    a_infer_ = a_packed_;
-    b_infer_ = b_packed_;
-  } else {
+  if (dtype != at::kFloat) {  // BF16/FP16 copies, refreshed after any in-place update
     if (!a_infer_.defined() || a_infer_.scalar_type() != dtype) {
       a_infer_ = at::empty(a_packed_.sizes(), a_packed_.options().dtype(dtype));
       b_infer_ = at::empty(b_packed_.sizes(), b_packed_.options().dtype(dtype));
@@ -88,9 +85,11 @@ at::Tensor LoraLinear::forward_packed(const at::Tensor& x, at::Tensor y) {
       b_seen_ = b_packed_._version();
     }
   }
+  const at::Tensor& a = dtype == at::kFloat ? a_packed_ : a_infer_;  // an FP32 model reads the packed tensors
+  const at::Tensor& b = dtype == at::kFloat ? b_packed_ : b_infer_;
   if (!y.is_contiguous()) y = y.contiguous();
-  const at::Tensor h = at::matmul(x.scalar_type() == dtype ? x : x.to(dtype), a_infer_.t());  // [..., P r]
-  y.view({-1, out_features_}).addmm_(h.reshape({-1, h.size(-1)}), b_infer_.t(), 1.0, scaling_);  // y += s h B^T
+  const at::Tensor h = at::matmul(x.scalar_type() == dtype ? x : x.to(dtype), a.t());  // [..., P r]
+  y.view({-1, out_features_}).addmm_(h.reshape({-1, h.size(-1)}), b.t(), 1.0, scaling_);  // y += s h B^T
   return y;
 }
 

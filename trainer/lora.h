@@ -70,7 +70,7 @@ class LoraLinear final : public model::Linear {
   std::unique_ptr<model::Linear> base_;
   std::vector<Adapter> adapters_;
   at::Tensor a_packed_, b_packed_;  // [P r, K], [N, P r] fp32; the adapters' a and b alias blocks of them
-  at::Tensor a_infer_, b_infer_;    // the same in the activations' dtype (the packed ones if FP32), made by forward_packed
+  at::Tensor a_infer_, b_infer_;    // the same in BF16/FP16 (unused for an FP32 model), made by forward_packed
   int64_t a_seen_ = -1, b_seen_ = -1;  // the packed tensors' versions the copies were made at
   int64_t out_features_ = 0;
   double scaling_ = 1.0, dropout_ = 0.0;
