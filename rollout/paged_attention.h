@@ -14,8 +14,8 @@
 //   - reference (everything else: prefill and mixed steps, the CPU, fp32): the keys are gathered
 //     from the cache (ctx.key_slots) into a packed [sum context_lens, Hkv, D] and handed to
 //     whole-sequence attention with queries aligned bottom-right (core/model/attention.h):
-//     flash-attention varlen on CUDA, per-sequence SDPA on the CPU. The decode kernel is tested
-//     against it.
+//     FlashInfer's sm90 prefill kernel on Hopper in bf16 (head_dim 128), flash-attention varlen
+//     on other CUDA inputs, per-sequence SDPA on the CPU. The decode kernel is tested against it.
 // Inference only: the engine runs under at::InferenceMode.
 #pragma once
 
@@ -39,7 +39,7 @@ class PagedAttention final : public model::Attention {
  private:
   KvCache& cache_;
   bool use_decode_kernel_;
-  model::VarlenAttention varlen_;
+  model::VarlenAttention varlen_{/*inference_kernel=*/true};  // Hopper prefill kernel where it applies
 };
 
 // The decode kernel on its own: q [B, Hq, D] over the cached keys of `k_cache`/`v_cache`

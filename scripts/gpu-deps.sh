@@ -8,6 +8,8 @@
 #   the GPU machine needs no runtime package.
 #   libgloo-dev: gloo's headers, which LibTorch's ProcessGroupGloo.hpp includes (headers only:
 #   the gloo code itself is inside libtorch_cpu).
+# Also FlashInfer's headers (scripts/fetch-flashinfer.sh) as one tarball, .deps/flashinfer-*-headers.tar.xz
+# (~3 MB; the wheel itself is 62 MB, too big to carry), which scripts/setup.sh unpacks there.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mkdir -p "$root/.deps/debs"
@@ -16,3 +18,12 @@ for pkg in libpcre2-dev libutf8proc-dev libgloo-dev; do
   ls "${pkg}"_*.deb >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 || true; apt-get download "$pkg"; }
 done
 ls -la "$root/.deps/debs"
+fi_version=$(sed -n 's/^version=//p' "$root/scripts/fetch-flashinfer.sh")
+fi_tar="$root/.deps/flashinfer-$fi_version-headers.tar.xz"
+if [ ! -f "$fi_tar" ]; then
+  fi_tmp=$(mktemp -d)
+  bash "$root/scripts/fetch-flashinfer.sh" "$fi_tmp"
+  tar -cJf "$fi_tar.partial" -C "$fi_tmp" flashinfer && mv "$fi_tar.partial" "$fi_tar"
+  rm -rf "$fi_tmp"
+fi
+ls -la "$fi_tar"

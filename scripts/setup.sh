@@ -7,6 +7,8 @@
 #      C++ part (headers + libs) unpacked into $FP8RL_DEPS_DIR (default ~/.cache/fp8rl)
 #   2b. a Python venv with tensorboard for one test (optional: skipped without it)
 #   2c. Debian's chromium for the HTML report test (optional: skipped without it)
+#   2d. CUDA builds: FlashInfer's headers from its PyPI wheel (scripts/fetch-flashinfer.sh), for
+#       the Hopper prefill attention (optional: flash-attention 2 without them)
 #   3. configure (CMake + Ninja) and build into $FP8RL_BUILD_DIR (default ./build)
 #
 # Environment: FP8RL_CUDA=auto|ON|OFF (auto: ON where nvidia-smi sees a GPU and nvcc exists),
@@ -139,9 +141,30 @@ if [ "$cuda" = auto ]; then
   fi
 fi
 if [ "$cuda" = ON ] && ! command -v nvcc >/dev/null 2>&1; then export PATH=/usr/local/cuda/bin:$PATH; fi
+# FlashInfer's headers (CUDA builds only): the engine's Hopper prefill attention compiles
+# against them. From the tarball scripts/gpu-deps.sh leaves in .deps (machines without a
+# registry), else from the PyPI wheel. Without them the build goes on with flash-attention 2.
+flashinfer_version=$(sed -n "s/^version=//p" "$root/scripts/fetch-flashinfer.sh")
+flashinfer_flag=()
+if [ "$cuda" = ON ]; then
+  fi_site="$deps/flashinfer-$flashinfer_version"
+  if [ ! -f "$fi_site/.complete" ]; then
+    rm -rf "$fi_site.partial"
+    fi_tar="$root/.deps/flashinfer-$flashinfer_version-headers.tar.xz"
+    if { [ -f "$fi_tar" ] && mkdir -p "$fi_site.partial" && tar -xJf "$fi_tar" -C "$fi_site.partial"; } \
+      || bash "$root/scripts/fetch-flashinfer.sh" "$fi_site.partial"; then
+      rm -rf "$fi_site"
+      mv "$fi_site.partial" "$fi_site"
+      touch "$fi_site/.complete"
+    else
+      say "warning: no FlashInfer headers (no $fi_tar, pip download failed); building without the Hopper prefill attention"
+    fi
+  fi
+  if [ -f "$fi_site/.complete" ]; then flashinfer_flag=(-DFP8RL_FLASHINFER_DIR="$fi_site/flashinfer/data"); fi
+fi
 mkdir -p "$build"
 say "configuring $build (FP8RL_CUDA=$cuda)"
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${flashinfer_flag[@]}" \
   -DFP8RL_TORCH_DIR="$torch_dir" -DFP8RL_CUDA="$cuda" -DFP8RL_TEST_PYTHON="$test_python" -DFP8RL_TEST_CHROMIUM="$chromium_bin" >"$build/configure.log" 2>&1 \
   || { cat "$build/configure.log" >&2; die "cmake configure failed (log above)"; }
 say "building with $jobs jobs"

@@ -1,10 +1,20 @@
 #include "core/model/attention.h"
 
+#include <ATen/core/grad_mode.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "core/util/error.h"
 #include "core/util/log.h"
+
+#ifdef FP8RL_WITH_HOPPER_PREFILL
+#include <ATen/cuda/CUDAContext.h>
+
+#include "core/model/cuda/hopper_prefill.h"
+#endif
 
 namespace fp8rl::model {
 namespace {
@@ -31,6 +41,15 @@ at::Tensor heads_first(const at::Tensor& x, int64_t repeat) {
 
 }  // namespace
 
+// What VarlenAttention keeps per forward call: the Hopper kernel's work plan over the call's
+// sequence boundaries (the same for every layer) and the device workspace holding it.
+struct AttentionScratch {
+  at::Tensor hopper_workspace;  // [bytes] uint8 on the device
+#ifdef FP8RL_WITH_HOPPER_PREFILL
+  cuda::HopperPrefillPlan hopper_plan;
+#endif
+};
+
 AttentionContext whole_sequences(std::span<const int64_t> lengths, at::Device device, Attention* attention) {
   AttentionContext ctx;
   ctx.attention = attention;
@@ -54,10 +73,76 @@ bool VarlenAttention::uses_flash(const at::Tensor& q) {
   return q.is_cuda() && (dt == at::kBFloat16 || dt == at::kHalf) && q.size(-1) % 8 == 0 && q.size(-1) <= 256;
 }
 
+bool VarlenAttention::hopper_kernel_built() {
+#ifdef FP8RL_WITH_HOPPER_PREFILL
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool VarlenAttention::uses_hopper(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const {
+#ifdef FP8RL_WITH_HOPPER_PREFILL
+  static const bool enabled = [] {
+    const char* e = std::getenv("FP8RL_HOPPER_PREFILL");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  const bool needs_grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  return enabled && inference_kernel_ && !needs_grad && q.is_cuda() && q.scalar_type() == at::kBFloat16 &&
+         k.scalar_type() == at::kBFloat16 && v.scalar_type() == at::kBFloat16 &&
+         cuda::hopper_prefill_supports(q.device().index(), q.size(-1));
+#else
+  (void)q;
+  (void)k;
+  (void)v;
+  return false;
+#endif
+}
+
 at::Tensor VarlenAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const AttentionContext& ctx, int64_t /*layer*/) {
   check_packed(q, k, v, ctx, "VarlenAttention");
   if (!uses_flash(q) || q.size(0) == 0) return reference_varlen_attention(q, k, v, ctx);
+#ifdef FP8RL_WITH_HOPPER_PREFILL
+  if (uses_hopper(q, k, v)) {
+    const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
+    if (!ctx.scratch) {  // first layer of this call: plan the work once for all layers
+      auto scratch = std::make_shared<AttentionScratch>();
+      const size_t bytes = cuda::hopper_prefill_workspace_bytes(ctx.num_sequences(), q.size(0), q.size(1));
+      scratch->hopper_workspace =
+          at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
+      scratch->hopper_plan = cuda::hopper_prefill_plan(
+          ctx.cu_seqlens_q_host.data(), ctx.cu_seqlens_k_host.data(), ctx.num_sequences(), q.size(1), k.size(1),
+          q.size(2), scratch->hopper_workspace.data_ptr(), bytes, stream);
+      ctx.scratch = std::move(scratch);
+    }
+    at::Tensor out = at::empty_like(qc);  // [N, Hq, D]
+    cuda::HopperPrefillArgs a{};
+    a.q = qc.data_ptr();
+    a.k = kc.data_ptr();
+    a.v = vc.data_ptr();
+    a.out = out.data_ptr();
+    a.q_stride_n = qc.stride(0);
+    a.q_stride_h = qc.stride(1);
+    a.k_stride_n = kc.stride(0);
+    a.k_stride_h = kc.stride(1);
+    a.v_stride_n = vc.stride(0);
+    a.v_stride_h = vc.stride(1);
+    a.o_stride_n = out.stride(0);
+    a.o_stride_h = out.stride(1);
+    a.num_q_tokens = qc.size(0);
+    a.num_kv_tokens = kc.size(0);
+    a.num_q_heads = qc.size(1);
+    a.num_kv_heads = kc.size(1);
+    a.head_dim = qc.size(2);
+    a.scale = static_cast<float>(softmax_scale(q));
+    a.workspace = ctx.scratch->hopper_workspace.data_ptr();
+    a.plan = ctx.scratch->hopper_plan;
+    cuda::hopper_prefill(a, stream);
+    return out;
+  }
+#endif
   // Flash-attention 2 (ATen's build): varlen causal, GQA natively, bottom-right alignment when a
   // sequence has more keys than queries. Differentiable (ATen's FlashAttentionBackward).
   auto out = at::_flash_attention_forward(q.contiguous(), k.contiguous(), v.contiguous(), ctx.cu_seqlens_q,

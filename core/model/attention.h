@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -18,6 +19,7 @@
 namespace fp8rl::model {
 
 class Attention;
+struct AttentionScratch;
 
 // One forward call's batch, as attention sees it. Sequence s owns queries
 // [cu_seqlens_q[s], cu_seqlens_q[s+1]) of the packed tokens and attends causally over its keys
@@ -39,6 +41,10 @@ struct AttentionContext {
   // sequence (cu_seqlens_k order). For attention that gathers its keys from the cache (the
   // engine's reference path) instead of reading block tables in the kernel.
   at::Tensor key_slots;
+  // Per-call state an Attention may build on the first layer and reuse on the others (a kernel's
+  // work plan over these sequence boundaries); it lives as long as the context. Not part of the
+  // batch's description, hence mutable.
+  mutable std::shared_ptr<AttentionScratch> scratch;
 
   int64_t num_sequences() const { return static_cast<int64_t>(cu_seqlens_q_host.size()) - 1; }
   int64_t num_tokens() const { return cu_seqlens_q_host.empty() ? 0 : cu_seqlens_q_host.back(); }
@@ -63,12 +69,26 @@ class Attention {
 //   CUDA, bf16/fp16, head_dim % 8 == 0 and <= 256: ATen's flash-attention varlen kernel on the
 //     sequence boundaries: no padding, no [T, T] mask, GQA without repeating K/V heads.
 //   otherwise (CPU, fp32): reference_varlen_attention, one SDPA call per sequence.
+// With `inference_kernel` (the rollout engine's prefill), calls that need no gradient on a
+// Hopper GPU, in bf16 with head_dim 128, run FlashInfer's sm90 prefill kernel instead
+// (core/model/cuda/hopper_prefill.h: TMA, warpgroup MMAs, warp specialization). The trainer keeps
+// flash-attention 2 for every forward, so its old-log-prob recompute and its update run the
+// same kernel. FP8RL_HOPPER_PREFILL=0 in the environment turns the Hopper kernel off (a
+// before/after from one binary).
 class VarlenAttention final : public Attention {
  public:
+  explicit VarlenAttention(bool inference_kernel = false) : inference_kernel_(inference_kernel) {}
   at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const AttentionContext& ctx, int64_t layer) override;
   // Whether the flash varlen kernel takes these inputs (else the reference runs).
   static bool uses_flash(const at::Tensor& q);
+  // Whether a call with these inputs runs the Hopper prefill kernel.
+  bool uses_hopper(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const;
+  // Whether this build has the Hopper prefill kernel (FlashInfer's headers at configure time).
+  static bool hopper_kernel_built();
+
+ private:
+  bool inference_kernel_;
 };
 
 // The same attention, one sequence at a time through at::scaled_dot_product_attention (math or

@@ -103,15 +103,11 @@ at::Tensor CausalLM::self_attention(const DecoderLayer& l, int64_t index, const 
   // the three gradients into one [N, qd + 2 kvd] buffer instead of three zero-filled ones.
   const std::vector<at::Tensor> qkv =
       l.qkv.forward_rms_normed(x, l.input_layernorm, config_.rms_norm_eps).split_with_sizes({qd, kvd, kvd}, 1);
-  at::Tensor q = qkv[0].view({N, s.num_attention_heads, D});   // [N, Hq, D]
-  at::Tensor k = qkv[1].view({N, s.num_key_value_heads, D});   // [N, Hkv, D]
-  const at::Tensor v = qkv[2].view({N, s.num_key_value_heads, D});
-  if (config_.qk_norm) {
-    q = rms_norm(q, l.q_norm, config_.rms_norm_eps);
-    k = rms_norm(k, l.k_norm, config_.rms_norm_eps);
-  }
-  q = apply_rope(q, rope.cos, rope.sin);
-  k = apply_rope(k, rope.cos, rope.sin);
+  const at::Tensor v = qkv[2].view({N, s.num_key_value_heads, D});  // [N, Hkv, D]
+  // q_norm / k_norm (Qwen3), then RoPE: one kernel for both under inference on CUDA.
+  const auto [q, k] = qk_norm_rope(qkv[0].view({N, s.num_attention_heads, D}), qkv[1].view({N, s.num_key_value_heads, D}),
+                                   config_.qk_norm ? l.q_norm : at::Tensor(), config_.qk_norm ? l.k_norm : at::Tensor(),
+                                   config_.rms_norm_eps, rope.cos, rope.sin);  // [N, Hq, D], [N, Hkv, D]
   const at::Tensor o = ctx.attention->forward(q, k, v, ctx, index);  // [N, Hq, D]
   return l.o.forward(o.reshape({N, qd}));
 }

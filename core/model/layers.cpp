@@ -263,4 +263,34 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   return x * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2);  // cos/sin [N, 1, D] over the heads
 }
 
+std::pair<at::Tensor, at::Tensor> qk_norm_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_weight,
+                                               const at::Tensor& k_weight, double eps, const at::Tensor& cos,
+                                               const at::Tensor& sin) {
+#ifdef FP8RL_WITH_CUDA
+  auto weight_ok = [&](const at::Tensor& w) {
+    return !w.defined() || (w.scalar_type() == q.scalar_type() && w.is_contiguous() && w.numel() == q.size(-1));
+  };
+  if (fused_applies(q, cos) && fused_applies(k, cos) && q.dim() == 3 && k.dim() == 3 && k.size(0) == q.size(0) &&
+      k.size(2) == q.size(2) && cos.is_contiguous() &&
+      sin.is_contiguous() && sin.scalar_type() == cos.scalar_type() && cos.dim() == 2 && cos.size(0) == q.size(0) &&
+      cos.size(1) == q.size(2) && weight_ok(q_weight) && weight_ok(k_weight)) {
+    at::Tensor q_out = at::empty(q.sizes(), q.options()), k_out = at::empty(k.sizes(), k.options());
+    cuda::QkNormRopeArgs a{rows_of(q),
+                           rows_of(k),
+                           q_weight.defined() ? q_weight.data_ptr() : nullptr,
+                           k_weight.defined() ? k_weight.data_ptr() : nullptr,
+                           static_cast<float>(eps),
+                           cos.data_ptr(),
+                           sin.data_ptr(),
+                           q_out.data_ptr(),
+                           k_out.data_ptr()};
+    // false: a layout the kernel does not take (unaligned rows, head_dim % 8 != 0 or > 256).
+    if (cuda::qk_norm_rope_rows(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream())) return {q_out, k_out};
+  }
+#endif
+  const at::Tensor qn = q_weight.defined() ? rms_norm(q, q_weight, eps) : q;
+  const at::Tensor kn = k_weight.defined() ? rms_norm(k, k_weight, eps) : k;
+  return {apply_rope(qn, cos, sin), apply_rope(kn, cos, sin)};
+}
+
 }  // namespace fp8rl::model

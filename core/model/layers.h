@@ -141,4 +141,13 @@ std::pair<at::Tensor, at::Tensor> rope_cos_sin(const at::Tensor& inv_freq, const
 // bit-exact with the ATen ops it replaces.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
+// A decoder layer's queries and keys made ready for attention: apply_rope(rms_norm(x, w, eps))
+// for q [N, Hq, D] with q_weight and k [N, Hkv, D] with k_weight (Qwen3's q_norm / k_norm; an
+// undefined weight skips that norm). Under InferenceMode on CUDA (bf16/fp16, D % 8 == 0 and
+// <= 256, 16-byte aligned rows) one kernel for both, bit-exact with the two fused kernels above:
+// 4 launches -> 1 per layer.
+std::pair<at::Tensor, at::Tensor> qk_norm_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_weight,
+                                               const at::Tensor& k_weight, double eps, const at::Tensor& cos,
+                                               const at::Tensor& sin);
+
 }  // namespace fp8rl::model

@@ -26,6 +26,26 @@ void rms_norm_rows(const RowsView& x, const void* weight, float eps, void* out, 
 // ops (bit-exact with apply_rope). cos, sin [n, dim] contiguous in x's dtype.
 void rope_rows(const RowsView& x, const void* cos, const void* sin, void* out, cudaStream_t stream);
 
+// One decoder layer's q and k made ready for attention in one kernel: RMSNorm per head (Qwen3's
+// q_norm / k_norm; skipped where the weight is null) then RoPE, each rounded as rms_norm_rows
+// and rope_rows round (bit-exact with the two of them). Four kernels and two round trips of
+// q/k through memory become one: 108 launches fewer per Qwen3-8B decode step.
+// Takes dim % 8 == 0, dim <= kMaxFusedHeadDim and 16-byte aligned rows (returns false and
+// launches nothing otherwise: the caller runs the two kernels). q_out [n, q.heads, dim],
+// k_out [n, k.heads, dim] contiguous.
+constexpr int64_t kMaxFusedHeadDim = 256;
+struct QkNormRopeArgs {
+  RowsView q, k;  // same n, dim and dtype
+  const void* q_weight;  // [dim] or null (no norm)
+  const void* k_weight;
+  float eps;
+  const void* cos;  // [n, dim] contiguous
+  const void* sin;
+  void* q_out;
+  void* k_out;
+};
+bool qk_norm_rope_rows(const QkNormRopeArgs& a, cudaStream_t stream);
+
 // out[i][j] = dtype(silu(g)) * u with g = x[i * stride_n + j], u = x[i * stride_n + inter + j]
 // (a gate_up projection's output, gate first), rounded as ATen rounds at::silu(gate) * up
 // (bit-exact). out [n, inter] contiguous.

@@ -9,8 +9,10 @@
 // max |diff| ~1e-2; a wrong boundary, alignment or GQA head mapping gives O(0.1-1) and a measure
 // above 1e-2. Gradients go through two more BF16 matmuls each: same measure, looser max.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/cuda/CUDAContext.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "core/model/attention.h"
@@ -93,4 +95,102 @@ TEST_CASE("flash varlen attention: queries over a cached prefix align bottom-rig
   const at::Tensor want = reference_varlen_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), ctx);
   CHECK(rel_error(got, want) < 1e-4);
   CHECK(max_abs_diff(got, want) < 3e-2);
+}
+
+namespace {
+
+// The context of sequences whose new queries are the last q_len[s] of their k_len[s] keys.
+AttentionContext prefix_context(const std::vector<int64_t>& q_len, const std::vector<int64_t>& k_len, at::Device dev,
+                                Attention* attention) {
+  AttentionContext ctx;
+  ctx.attention = attention;
+  ctx.cu_seqlens_q_host = {0};
+  ctx.cu_seqlens_k_host = {0};
+  for (size_t s = 0; s < q_len.size(); ++s) {
+    ctx.cu_seqlens_q_host.push_back(ctx.cu_seqlens_q_host.back() + q_len[s]);
+    ctx.cu_seqlens_k_host.push_back(ctx.cu_seqlens_k_host.back() + k_len[s]);
+    ctx.max_seqlen_q = std::max(ctx.max_seqlen_q, q_len[s]);
+    ctx.max_seqlen_k = std::max(ctx.max_seqlen_k, k_len[s]);
+  }
+  auto dev_int = [&](const std::vector<int64_t>& x) { return at::tensor(x).to(at::kInt).to(dev); };
+  ctx.cu_seqlens_q = dev_int(ctx.cu_seqlens_q_host);
+  ctx.cu_seqlens_k = dev_int(ctx.cu_seqlens_k_host);
+  return ctx;
+}
+
+bool hopper_device() {
+  return at::cuda::is_available() && at::cuda::getCurrentDeviceProperties()->major == 9;
+}
+
+}  // namespace
+
+// FlashInfer's sm90 prefill kernel (the engine's prefill on Hopper) against the float32
+// per-sequence reference and against flash-attention 2 on the same BF16 inputs: lengths around
+// its 128-query tiles (1, 17, 127, 128, 129, 1025), an empty sequence, queries over cached
+// prefixes (bottom-right), one query over a long prefix, GQA groups 1, 4 and 8; a batch of 4500
+// short sequences takes the plan's one-schedule-for-all-heads branch. Same tolerances as flash.
+TEST_CASE("Hopper prefill attention == fp32 reference and flash-attention 2", "[model][gpu]") {
+  if (!hopper_device()) SKIP_TEST("no Hopper GPU");
+  REQUIRE(VarlenAttention::hopper_kernel_built());  // a Hopper build without it would skip silently
+  const at::Device dev(at::kCUDA, 0);
+  const auto bf16 = at::TensorOptions().dtype(at::kBFloat16).device(dev);
+  struct Batch {
+    const char* name;
+    std::vector<int64_t> q_len, k_len;
+  };
+  std::vector<int64_t> many_q(4500), many_k(4500);
+  for (size_t s = 0; s < many_q.size(); ++s) many_q[s] = many_k[s] = 1 + static_cast<int64_t>(s % 3);
+  const std::vector<Batch> batches{
+      {"whole sequences", {1, 17, 0, 127, 128, 129, 1025}, {1, 17, 0, 127, 128, 129, 1025}},
+      {"cached prefixes", {45, 17, 1, 200, 129}, {300, 17, 2000, 713, 1000}},
+      {"4500 short sequences", many_q, many_k},
+  };
+  for (const Case c : {Case{8, 8, 128}, Case{32, 8, 128}, Case{16, 2, 128}}) {
+    for (const Batch& b : batches) {
+      INFO(b.name << ", hq " << c.hq << " hkv " << c.hkv);
+      VarlenAttention engine(/*inference_kernel=*/true), trainer;
+      const AttentionContext ctx = prefix_context(b.q_len, b.k_len, dev, &engine);
+      at::manual_seed(c.hq + static_cast<int64_t>(b.q_len.size()));
+      const at::Tensor q = at::randn({ctx.num_tokens(), c.hq, c.d}, bf16);
+      const at::Tensor k = at::randn({ctx.cu_seqlens_k_host.back(), c.hkv, c.d}, bf16);
+      const at::Tensor v = at::randn({ctx.cu_seqlens_k_host.back(), c.hkv, c.d}, bf16);
+      at::InferenceMode guard;
+      REQUIRE(engine.uses_hopper(q, k, v));
+      CHECK_FALSE(trainer.uses_hopper(q, k, v));
+      const at::Tensor got = engine.forward(q, k, v, ctx, 0);
+      REQUIRE(ctx.scratch);  // the plan, made on this first call
+      const at::Tensor again = engine.forward(q, k, v, ctx, 1);  // a second layer reuses it
+      const at::Tensor flash = trainer.forward(q, k, v, ctx, 0);
+      const at::Tensor want = reference_varlen_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), ctx);
+      REQUIRE(got.sizes() == want.sizes());
+      INFO("vs fp32: rel " << rel_error(got, want) << " max " << max_abs_diff(got, want) << "; vs flash: rel "
+                           << rel_error(got, flash) << " max " << max_abs_diff(got, flash));
+      CHECK(rel_error(got, want) < 1e-4);
+      CHECK(max_abs_diff(got, want) < 3e-2);
+      CHECK(rel_error(got, flash) < 1e-4);
+      CHECK(at::equal(got, again));  // deterministic: each output tile is one CTA's
+    }
+  }
+}
+
+TEST_CASE("Hopper prefill attention: calls that need gradients stay on flash-attention 2", "[model][gpu]") {
+  if (!hopper_device()) SKIP_TEST("no Hopper GPU");
+  const at::Device dev(at::kCUDA, 0);
+  const auto bf16 = at::TensorOptions().dtype(at::kBFloat16).device(dev);
+  VarlenAttention engine(/*inference_kernel=*/true);
+  const at::Tensor q = at::randn({64, 8, 128}, bf16).requires_grad_(), k = at::randn({64, 2, 128}, bf16),
+                   v = at::randn({64, 2, 128}, bf16);
+  CHECK_FALSE(engine.uses_hopper(q, k, v));
+  const AttentionContext ctx = whole_sequences(std::vector<int64_t>{64}, dev, &engine);
+  const at::Tensor out = engine.forward(q, k, v, ctx, 0);
+  CHECK(out.requires_grad());
+  CHECK_FALSE(ctx.scratch);
+  {
+    at::NoGradGuard no_grad;
+    CHECK(engine.uses_hopper(q, k, v) == VarlenAttention::hopper_kernel_built());
+  }
+  // fp16 and head_dim 64 are not compiled in.
+  at::InferenceMode guard;
+  CHECK_FALSE(engine.uses_hopper(q.detach().to(at::kHalf), k.to(at::kHalf), v.to(at::kHalf)));
+  CHECK_FALSE(engine.uses_hopper(q.detach().narrow(2, 0, 64), k.narrow(2, 0, 64), v.narrow(2, 0, 64)));
 }

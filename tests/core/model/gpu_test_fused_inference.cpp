@@ -16,6 +16,9 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/core/InferenceMode.h>
 
+#include <tuple>
+#include <vector>
+
 #include "core/model/layers.h"
 #include "tests/catch.h"
 
@@ -78,4 +81,62 @@ TEST_CASE("fused SiLU-mul under InferenceMode equals at::silu(gate) * up bit for
           CHECK(at::equal(got, ref));
         }
       }
+}
+
+// q/k norm + RoPE in one kernel (qk_norm_rope) against the two fused kernels it replaces and the
+// ATen ops: q and k as the strided head views of a fused qkv output (the decoder's case), and as
+// separate tensors with a row stride that is not a multiple of 8 (the scalar path); with and
+// without the norms (Llama/Qwen2 have none). Bit-exact with the unfused kernels where both take
+// 16-byte loads (same element assignment and reduction order); within rms_norm's two-ulp
+// tolerance of ATen otherwise.
+TEST_CASE("fused q/k norm + RoPE equals rms_norm then apply_rope", "[model][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(13);
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
+    for (const int64_t n : {1, 17, 1025})
+      for (const auto& [hq, hkv, dim] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{32, 8, 128}, {16, 2, 64}, {3, 1, 24}, {4, 4, 256}, {5, 1, 6}})
+        for (const bool fused_qkv : {true, false})
+          for (const bool norm : {true, false}) {
+            const auto opts = at::TensorOptions().device(at::kCUDA).dtype(dtype);
+            at::Tensor q, k;
+            if (fused_qkv) {
+              const at::Tensor qkv = at::randn({n, (hq + 2 * hkv) * dim}, opts) * 3;
+              q = qkv.narrow(1, 0, hq * dim).view({n, hq, dim});
+              k = qkv.narrow(1, hq * dim, hkv * dim).view({n, hkv, dim});
+            } else {
+              q = (at::randn({n, hq * dim + 3}, opts) * 3).narrow(1, 0, hq * dim).view({n, hq, dim});
+              k = (at::randn({n, hkv * dim + 3}, opts) * 3).narrow(1, 0, hkv * dim).view({n, hkv, dim});
+            }
+            const at::Tensor wq = norm ? at::randn({dim}, opts) : at::Tensor(), wk = norm ? at::randn({dim}, opts) : at::Tensor();
+            const at::Tensor cos = at::randn({n, dim}, opts), sin = at::randn({n, dim}, opts);
+            auto unfused = [&](const at::Tensor& x, const at::Tensor& w) { return apply_rope(w.defined() ? rms_norm(x, w, 1e-6) : x, cos, sin); };
+            const at::Tensor ref_q = unfused(q, wq), ref_k = unfused(k, wk);  // ATen ops
+            at::Tensor got_q, got_k, kern_q, kern_k;
+            {
+              c10::InferenceMode inference;
+              std::tie(got_q, got_k) = qk_norm_rope(q, k, wq, wk, 1e-6, cos, sin);
+              kern_q = unfused(q, wq);  // the two fused kernels
+              kern_k = unfused(k, wk);
+            }
+            INFO(c10::toString(dtype) << " n " << n << " hq " << hq << " hkv " << hkv << " dim " << dim
+                                      << (fused_qkv ? " qkv views" : " odd strides") << (norm ? " norm" : " no norm"));
+            REQUIRE(got_q.sizes() == q.sizes());
+            REQUIRE(got_k.sizes() == k.sizes());
+            CHECK(got_q.is_contiguous());
+            const bool vec = fused_qkv && dim % 8 == 0;
+            if (vec || !norm) {
+              CHECK(at::equal(got_q, kern_q));
+              CHECK(at::equal(got_k, kern_k));
+            }
+            if (!norm) {
+              CHECK(at::equal(got_q, ref_q));
+              CHECK(at::equal(got_k, ref_k));
+            }
+            // Against ATen: the norm's two ulps, carried through RoPE's two products (|cos|, |sin|
+            // up to ~4 here) and its rounding: a few ulps of the inputs' scale.
+            for (const auto& [got, ref] : {std::pair{got_q, ref_q}, std::pair{got_k, ref_k}}) {
+              const at::Tensor g = got.to(at::kFloat), r = ref.to(at::kFloat);
+              CHECK((g == r).to(at::kFloat).mean().item<double>() >= 0.97);
+            }
+          }
 }
