@@ -49,6 +49,45 @@ bool write_fp8_fused(at::Tensor& cache, const at::Tensor& slots, const at::Tenso
 #endif
 }
 
+// k_cache[slots] = k, v_cache[slots] = v in one kernel on CUDA (rollout/cuda/kv_write.cu) where
+// K/V already have the cache's dtype; false where it does not apply (index_copy_ then).
+bool write_copy_fused(at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& slots, const at::Tensor& k,
+                      const at::Tensor& v) {
+#ifdef FP8RL_WITH_CUDA
+  auto ok = [&](const at::Tensor& x, const at::Tensor& cache) {
+    return x.is_cuda() && x.dim() == 3 && x.stride(2) == 1 && x.scalar_type() == cache.scalar_type() &&
+           cache.is_contiguous() && x.size(1) == cache.size(1) && x.size(2) == cache.size(2);
+  };
+  const int64_t elem = k.element_size();
+  if (!ok(k, k_cache) || !ok(v, v_cache) || k.sizes() != v.sizes() || (elem != 2 && elem != 4) ||
+      slots.scalar_type() != at::kLong || !slots.is_contiguous() || slots.size(0) != k.size(0))
+    return false;
+  cuda::KvCopyArgs a;
+  a.k = k.data_ptr();
+  a.v = v.data_ptr();
+  a.tokens = k.size(0);
+  a.heads = k.size(1);
+  a.dim = k.size(2);
+  a.k_stride_t = k.stride(0);
+  a.k_stride_h = k.stride(1);
+  a.v_stride_t = v.stride(0);
+  a.v_stride_h = v.stride(1);
+  a.elem_bytes = static_cast<int>(elem);
+  a.slots = slots.data_ptr<int64_t>();
+  a.k_cache = k_cache.data_ptr();
+  a.v_cache = v_cache.data_ptr();
+  cuda::kv_write_copy(a, at::cuda::getCurrentCUDAStream(k.device().index()).stream());
+  return true;
+#else
+  (void)k_cache;
+  (void)v_cache;
+  (void)slots;
+  (void)k;
+  (void)v;
+  return false;
+#endif
+}
+
 at::Tensor dequantize_kv(const at::Tensor& bytes, const at::Tensor& scale, at::ScalarType dtype) {
   return (bytes.view(at::kFloat8_e4m3fn).to(at::kFloat) * scale).to(dtype);
 }
@@ -98,6 +137,7 @@ int64_t KvCache::blocks_that_fit(const KvCacheShape& shape, double utilization, 
 void KvCache::write(int64_t layer, const at::Tensor& slots, const at::Tensor& k, const at::Tensor& v) {
   const size_t l = static_cast<size_t>(layer);
   if (!shape_.fp8) {
+    if (write_copy_fused(k_[l], v_[l], slots, k, v)) return;
     k_[l].index_copy_(0, slots, k.to(shape_.dtype));
     v_[l].index_copy_(0, slots, v.to(shape_.dtype));
     return;

@@ -102,6 +102,12 @@ at::Tensor PagedAttention::forward(const at::Tensor& q, const at::Tensor& k, con
   if (decode && use_decode_kernel_ && paged_decode_supported(q.scalar_type(), q.device(), q.size(1), cache_.k(layer)))
     return paged_decode_attention(q, cache_.k(layer), cache_.v(layer), ctx.block_tables, ctx.context_lens,
                                   cache_.shape().block_size, cache_.k_scale(layer), cache_.v_scale(layer));
+  // No cached prefix (every sequence's keys are its new tokens) and a cache in the model's dtype:
+  // the gather would return the call's own k and v, bit for bit. (An FP8 cache keeps the gather:
+  // prefill then attends over the dequantized K/V that later steps read.)
+  if (!cache_.shape().fp8 && ctx.cu_seqlens_k_host == ctx.cu_seqlens_q_host && k.scalar_type() == q.scalar_type() &&
+      v.scalar_type() == q.scalar_type())
+    return varlen_.forward(q, k, v, ctx, layer);
   FP8RL_CHECK(ctx.key_slots.defined(), "PagedAttention: the reference path needs the context's key_slots");
   auto [keys, values] = cache_.gather(layer, ctx.key_slots);  // [sum context_lens, Hkv, D], model dtype
   return varlen_.forward(q, keys.to(q.scalar_type()), values.to(q.scalar_type()), ctx, layer);

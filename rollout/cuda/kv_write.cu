@@ -1,4 +1,5 @@
-// Writing a step's K/V into an FP8 cache in one kernel per tensor: quantize (x / scale, clamp to
+// Writing a step's K/V into the cache. In the model's dtype: a copy of K and V to their slots in
+// one kernel (reference: ATen's index_copy_, one kernel per tensor). Into an FP8 cache, one kernel per tensor: quantize (x / scale, clamp to
 // +-448, E4M3 round-to-nearest-even) and scatter to the cache slots. Reference: the ATen ops of
 // KvCache::write (rollout/kv_cache.cpp: float, divide, clamp, cast, index_copy_), matched bit
 // for bit (same IEEE division, same saturating conversion); tests/rollout/gpu_test_paged_decode.cpp
@@ -12,6 +13,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace fp8rl::cuda {
 namespace {
@@ -29,7 +31,52 @@ __global__ void kv_write_fp8_kernel(const KvWriteArgs a) {
   a.cache[a.slots[t] * row + rest] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
 }
 
+// One CHUNK-byte piece of a K or V row per thread: pieces [0, per_tensor) are K's, the rest V's.
+// CHUNK = 16 where every row start and the head size allow 16-byte accesses, else the element.
+// The K/V choice selects scalars, never a whole argument struct: a struct picked by a runtime
+// condition goes to local memory (ptxas: a 160-byte stack frame for the FP8 kernel written that
+// way, which made K and V in one launch slower on H200 than in two; 0 bytes here).
+template <int CHUNK>
+__global__ void kv_write_copy_kernel(const KvCopyArgs a) {
+  using U = std::conditional_t<CHUNK == 16, uint4, std::conditional_t<CHUNK == 4, uint32_t, uint16_t>>;
+  const int64_t per_head = a.dim * a.elem_bytes / CHUNK;
+  const int64_t per_tensor = a.tokens * a.heads * per_head;
+  int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= 2 * per_tensor) return;
+  const bool is_v = i >= per_tensor;
+  if (is_v) i -= per_tensor;
+  const int64_t c = i % per_head, h = (i / per_head) % a.heads, t = i / (per_head * a.heads);
+  const int64_t src = (t * (is_v ? a.v_stride_t : a.k_stride_t) + h * (is_v ? a.v_stride_h : a.k_stride_h)) * a.elem_bytes;
+  const int64_t dst = (a.slots[t] * a.heads + h) * a.dim * a.elem_bytes;
+  const char* x = static_cast<const char*>(is_v ? a.v : a.k);
+  char* cache = static_cast<char*>(is_v ? a.v_cache : a.k_cache);
+  reinterpret_cast<U*>(cache + dst)[c] = reinterpret_cast<const U*>(x + src)[c];
+}
+
 }  // namespace
+
+void kv_write_copy(const KvCopyArgs& a, cudaStream_t stream) {
+  if (a.tokens * a.heads * a.dim == 0) return;
+  if (a.elem_bytes != 2 && a.elem_bytes != 4) throw std::invalid_argument("kv_write_copy: 2- or 4-byte elements");
+  auto aligned16 = [&](const void* p, int64_t stride_t, int64_t stride_h) {
+    return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (stride_t * a.elem_bytes) % 16 == 0 &&
+           (stride_h * a.elem_bytes) % 16 == 0;
+  };
+  const bool vec = (a.dim * a.elem_bytes) % 16 == 0 && aligned16(a.k, a.k_stride_t, a.k_stride_h) &&
+                   aligned16(a.v, a.v_stride_t, a.v_stride_h) && reinterpret_cast<uintptr_t>(a.k_cache) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(a.v_cache) % 16 == 0;
+  const int chunk = vec ? 16 : a.elem_bytes;
+  const int64_t threads = 2 * a.tokens * a.heads * (a.dim * a.elem_bytes / chunk);
+  const unsigned grid = static_cast<unsigned>((threads + 255) / 256);
+  if (chunk == 16)
+    kv_write_copy_kernel<16><<<grid, 256, 0, stream>>>(a);
+  else if (chunk == 4)
+    kv_write_copy_kernel<4><<<grid, 256, 0, stream>>>(a);
+  else
+    kv_write_copy_kernel<2><<<grid, 256, 0, stream>>>(a);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string("kv_write_copy_kernel: ") + cudaGetErrorString(e));
+}
 
 void kv_write_fp8(const KvWriteArgs& a, cudaStream_t stream) {
   const int64_t total = a.tokens * a.heads * a.dim;

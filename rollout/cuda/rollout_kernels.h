@@ -51,6 +51,20 @@ struct KvWriteArgs {
 };
 void kv_write_fp8(const KvWriteArgs& a, cudaStream_t stream);
 
+// ---- KV cache writes in the model's dtype (kv_write.cu) -----------------------------------------
+// k_cache[slots[t]][h] = k[t][h] and v_cache[slots[t]][h] = v[t][h] for the step's N tokens, K and
+// V in one launch (ATen's index_copy_ took one each): a plain copy, elem_bytes per element.
+struct KvCopyArgs {
+  const void* k;             // [N, Hkv, D], element (t, h, d) at t * k_stride_t + h * k_stride_h + d
+  const void* v;
+  int64_t tokens, heads, dim, k_stride_t, k_stride_h, v_stride_t, v_stride_h;
+  int elem_bytes;            // 2 (bf16/fp16) or 4 (float32)
+  const int64_t* slots;      // [N]
+  void* k_cache;             // [slots, Hkv, D] contiguous, the same dtype
+  void* v_cache;
+};
+void kv_write_copy(const KvCopyArgs& a, cudaStream_t stream);
+
 // ---- sampling (sampler.cu) -------------------------------------------------------------------
 // Per row, the full-vocabulary log-sum-exp of logits * inv_t and the exponential race
 // argmax(logits * inv_t - log(-log U)) with U = race_uniform(seed, v) (rollout/race_noise.h), or

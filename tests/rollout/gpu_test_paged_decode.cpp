@@ -154,3 +154,35 @@ TEST_CASE("FP8 KV cache writes on CUDA equal the CPU reference bytes", "[rollout
     CHECK(at::equal(gpu.v(l).cpu(), cpu.v(l)));
   }
 }
+
+// K/V writes into a cache of the model's dtype (one copy kernel for K and V, kv_write.cu) against
+// the CPU cache's index_copy_: bf16, fp16 and fp32, a head size that takes 16-byte copies and one
+// that does not (6 bf16 = 12 bytes), v as a strided view of a fused projection's output made on
+// the GPU, slots in any order.
+TEST_CASE("KV cache writes in the model's dtype on CUDA equal the CPU reference", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(22);
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat})
+    for (const int64_t D : {64, 6}) {
+      INFO(c10::toString(dtype) << " head_dim " << D);
+      const int64_t L = 2, Hkv = 3, bs = 16, blocks = 9;
+      KvCacheShape shape{L, Hkv, D, bs, dtype, at::kCPU, false};
+      KvCache cpu(shape, blocks);
+      shape.device = at::kCUDA;
+      KvCache gpu(shape, blocks);
+      for (const int64_t N : {37, 1}) {
+        const at::Tensor packed = at::randn({N, 3 * Hkv * D}, at::TensorOptions().dtype(dtype).device(at::kCUDA));
+        const at::Tensor k = packed.narrow(1, 0, Hkv * D).view({N, Hkv, D});
+        const at::Tensor v = packed.narrow(1, 2 * Hkv * D, Hkv * D).view({N, Hkv, D});  // strided rows
+        const at::Tensor slots = at::randperm(blocks * bs, at::TensorOptions().dtype(at::kLong)).narrow(0, 0, N);
+        for (int64_t l = 0; l < L; ++l) {
+          cpu.write(l, slots, k.cpu(), v.cpu());
+          gpu.write(l, slots.to(at::kCUDA), k, v);
+        }
+      }
+      for (int64_t l = 0; l < L; ++l) {
+        CHECK(at::equal(gpu.k(l).cpu(), cpu.k(l)));
+        CHECK(at::equal(gpu.v(l).cpu(), cpu.v(l)));
+      }
+    }
+}
