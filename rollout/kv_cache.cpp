@@ -54,13 +54,17 @@ bool write_fp8_fused(at::Tensor& cache, const at::Tensor& slots, const at::Tenso
 bool write_copy_fused(at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& slots, const at::Tensor& k,
                       const at::Tensor& v) {
 #ifdef FP8RL_WITH_CUDA
+  // Everything on one device (the kernel dereferences slots there; index_copy_ would raise).
+  // Slots are the scheduler's, in range by construction; index_copy_ also checks their bounds.
   auto ok = [&](const at::Tensor& x, const at::Tensor& cache) {
-    return x.is_cuda() && x.dim() == 3 && x.stride(2) == 1 && x.scalar_type() == cache.scalar_type() &&
-           cache.is_contiguous() && x.size(1) == cache.size(1) && x.size(2) == cache.size(2);
+    return x.is_cuda() && x.device() == cache.device() && x.dim() == 3 && x.stride(2) == 1 &&
+           x.scalar_type() == cache.scalar_type() && cache.is_contiguous() && x.size(1) == cache.size(1) &&
+           x.size(2) == cache.size(2);
   };
   const int64_t elem = k.element_size();
   if (!ok(k, k_cache) || !ok(v, v_cache) || k.sizes() != v.sizes() || (elem != 2 && elem != 4) ||
-      slots.scalar_type() != at::kLong || !slots.is_contiguous() || slots.size(0) != k.size(0))
+      slots.device() != k.device() || slots.scalar_type() != at::kLong || !slots.is_contiguous() ||
+      slots.size(0) != k.size(0))
     return false;
   cuda::KvCopyArgs a;
   a.k = k.data_ptr();

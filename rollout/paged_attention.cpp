@@ -105,8 +105,9 @@ at::Tensor PagedAttention::forward(const at::Tensor& q, const at::Tensor& k, con
   // No cached prefix (every sequence's keys are its new tokens) and a cache in the model's dtype:
   // the gather would return the call's own k and v, bit for bit. (An FP8 cache keeps the gather:
   // prefill then attends over the dequantized K/V that later steps read.)
-  if (!cache_.shape().fp8 && ctx.cu_seqlens_k_host == ctx.cu_seqlens_q_host && k.scalar_type() == q.scalar_type() &&
-      v.scalar_type() == q.scalar_type())
+  const at::ScalarType cache_dtype = cache_.shape().dtype;
+  if (!cache_.shape().fp8 && ctx.cu_seqlens_k_host == ctx.cu_seqlens_q_host && k.scalar_type() == cache_dtype &&
+      v.scalar_type() == cache_dtype && q.scalar_type() == cache_dtype)
     return varlen_.forward(q, k, v, ctx, layer);
   FP8RL_CHECK(ctx.key_slots.defined(), "PagedAttention: the reference path needs the context's key_slots");
   auto [keys, values] = cache_.gather(layer, ctx.key_slots);  // [sum context_lens, Hkv, D], model dtype

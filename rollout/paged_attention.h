@@ -12,11 +12,12 @@
 //     (rollout/cuda/paged_decode.cu). No host data, no gather, fixed launch shape per batch size:
 //     what a CUDA graph of a decode step needs (rollout/decode_graphs.h).
 //   - reference (everything else: prefill and mixed steps, the CPU, fp32): the keys are gathered
-//     from the cache (ctx.key_slots; skipped when no sequence has a cached prefix and the cache
-//     is in the model's dtype: they are the call's own k/v) into a packed [sum context_lens, Hkv, D] and handed to
+//     from the cache (ctx.key_slots) into a packed [sum context_lens, Hkv, D] and handed to
 //     whole-sequence attention with queries aligned bottom-right (core/model/attention.h):
 //     FlashInfer's sm90 prefill kernel on Hopper in bf16 (head_dim 128), flash-attention varlen
 //     on other CUDA inputs, per-sequence SDPA on the CPU. The decode kernel is tested against it.
+//     When no sequence has a cached prefix and the cache holds the model's dtype, the gather
+//     would return the call's own k/v bit for bit, so they go to attention directly.
 // Inference only: the engine runs under at::InferenceMode.
 #pragma once
 

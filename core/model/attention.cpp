@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -12,6 +13,7 @@
 
 #ifdef FP8RL_WITH_HOPPER_PREFILL
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 
 #include "core/model/cuda/hopper_prefill.h"
 #endif
@@ -45,6 +47,7 @@ at::Tensor heads_first(const at::Tensor& x, int64_t repeat) {
 // sequence boundaries (the same for every layer) and the device workspace holding it.
 struct AttentionScratch {
   at::Tensor hopper_workspace;  // [bytes] uint8 on the device
+  int64_t num_q_heads = 0, num_kv_heads = 0;  // what the plan was made for (its work list names heads)
 #ifdef FP8RL_WITH_HOPPER_PREFILL
   cuda::HopperPrefillPlan hopper_plan;
 #endif
@@ -88,9 +91,11 @@ bool VarlenAttention::uses_hopper(const at::Tensor& q, const at::Tensor& k, cons
     return e == nullptr || std::string(e) != "0";
   }();
   const bool needs_grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  // Not while a CUDA graph is captured: the plan's host-to-device copy cannot be.
   return enabled && inference_kernel_ && !needs_grad && q.is_cuda() && q.scalar_type() == at::kBFloat16 &&
          k.scalar_type() == at::kBFloat16 && v.scalar_type() == at::kBFloat16 &&
-         cuda::hopper_prefill_supports(q.device().index(), q.size(-1));
+         cuda::hopper_prefill_supports(q.device().index(), q.size(-1)) &&
+         c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None;
 #else
   (void)q;
   (void)k;
@@ -104,19 +109,26 @@ at::Tensor VarlenAttention::forward(const at::Tensor& q, const at::Tensor& k, co
   check_packed(q, k, v, ctx, "VarlenAttention");
   if (!uses_flash(q) || q.size(0) == 0) return reference_varlen_attention(q, k, v, ctx);
 #ifdef FP8RL_WITH_HOPPER_PREFILL
-  if (uses_hopper(q, k, v)) {
-    const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  // The kernel's TMA loads need 16-byte aligned bases (a contiguous view may start anywhere).
+  auto aligned = [](const at::Tensor& x) { return reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0; };
+  if (uses_hopper(q, k, v) && aligned(qc) && aligned(kc) && aligned(vc)) {
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
     if (!ctx.scratch) {  // first layer of this call: plan the work once for all layers
       auto scratch = std::make_shared<AttentionScratch>();
       const size_t bytes = cuda::hopper_prefill_workspace_bytes(ctx.num_sequences(), q.size(0), q.size(1));
       scratch->hopper_workspace =
           at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
+      scratch->num_q_heads = q.size(1);
+      scratch->num_kv_heads = k.size(1);
       scratch->hopper_plan = cuda::hopper_prefill_plan(
           ctx.cu_seqlens_q_host.data(), ctx.cu_seqlens_k_host.data(), ctx.num_sequences(), q.size(1), k.size(1),
           q.size(2), scratch->hopper_workspace.data_ptr(), bytes, stream);
       ctx.scratch = std::move(scratch);
     }
+    FP8RL_CHECK(ctx.scratch->num_q_heads == q.size(1) && ctx.scratch->num_kv_heads == k.size(1) &&
+                    ctx.scratch->hopper_workspace.device() == q.device(),
+                "VarlenAttention: one context's layers differ in heads or device; its work plan fits only the first");
     at::Tensor out = at::empty_like(qc);  // [N, Hq, D]
     cuda::HopperPrefillArgs a{};
     a.q = qc.data_ptr();
@@ -145,7 +157,11 @@ at::Tensor VarlenAttention::forward(const at::Tensor& q, const at::Tensor& k, co
 #endif
   // Flash-attention 2 (ATen's build): varlen causal, GQA natively, bottom-right alignment when a
   // sequence has more keys than queries. Differentiable (ATen's FlashAttentionBackward).
+#ifdef FP8RL_WITH_HOPPER_PREFILL
+  auto out = at::_flash_attention_forward(qc, kc, vc, ctx.cu_seqlens_q,
+#else
   auto out = at::_flash_attention_forward(q.contiguous(), k.contiguous(), v.contiguous(), ctx.cu_seqlens_q,
+#endif
                                           ctx.cu_seqlens_k, ctx.max_seqlen_q, ctx.max_seqlen_k, /*dropout_p=*/0.0,
                                           /*is_causal=*/true, /*return_debug_mask=*/false, softmax_scale(q));
   return std::get<0>(out);  // [N, Hq, D]

@@ -70,7 +70,8 @@ class Attention {
 //     sequence boundaries: no padding, no [T, T] mask, GQA without repeating K/V heads.
 //   otherwise (CPU, fp32): reference_varlen_attention, one SDPA call per sequence.
 // With `inference_kernel` (the rollout engine's prefill), calls that need no gradient on a
-// Hopper GPU, in bf16 with head_dim 128, run FlashInfer's sm90 prefill kernel instead
+// Hopper GPU, in bf16 with head_dim 128 and 16-byte aligned q/k/v, outside CUDA-graph capture,
+// run FlashInfer's sm90 prefill kernel instead
 // (core/model/cuda/hopper_prefill.h: TMA, warpgroup MMAs, warp specialization). The trainer keeps
 // flash-attention 2 for every forward, so its old-log-prob recompute and its update run the
 // same kernel. FP8RL_HOPPER_PREFILL=0 in the environment turns the Hopper kernel off (a

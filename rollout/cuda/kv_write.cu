@@ -1,9 +1,12 @@
-// Writing a step's K/V into the cache. In the model's dtype: a copy of K and V to their slots in
-// one kernel (reference: ATen's index_copy_, one kernel per tensor). Into an FP8 cache, one kernel per tensor: quantize (x / scale, clamp to
-// +-448, E4M3 round-to-nearest-even) and scatter to the cache slots. Reference: the ATen ops of
-// KvCache::write (rollout/kv_cache.cpp: float, divide, clamp, cast, index_copy_), matched bit
-// for bit (same IEEE division, same saturating conversion); tests/rollout/gpu_test_paged_decode.cpp
-// compares the two. Why: those are five kernels per tensor, twice per layer, in every decode step.
+// Writing a step's K/V into the cache.
+// - In the model's dtype: K and V copied to their slots in one kernel (reference: ATen's
+//   index_copy_, one kernel per tensor).
+// - Into an FP8 cache, one kernel per tensor: quantize (x / scale, clamp to +-448, E4M3
+//   round-to-nearest-even) and scatter to the cache slots. Reference: the ATen ops of
+//   KvCache::write (rollout/kv_cache.cpp: float, divide, clamp, cast, index_copy_), matched bit
+//   for bit (same IEEE division, same saturating conversion). Why: those are five kernels per
+//   tensor, twice per layer, in every decode step.
+// tests/rollout/gpu_test_paged_decode.cpp compares each with its reference.
 #include "rollout/cuda/rollout_kernels.h"
 #include "core/model/cuda/convert.cuh"
 

@@ -20,6 +20,7 @@
 #include <random>
 #include <vector>
 
+#include "rollout/cuda/rollout_kernels.h"
 #include "rollout/kv_cache.h"
 #include "rollout/paged_attention.h"
 #include "tests/catch.h"
@@ -184,5 +185,31 @@ TEST_CASE("KV cache writes in the model's dtype on CUDA equal the CPU reference"
         CHECK(at::equal(gpu.k(l).cpu(), cpu.k(l)));
         CHECK(at::equal(gpu.v(l).cpu(), cpu.v(l)));
       }
+      // The kernel called directly (KvCache falls back to index_copy_ silently): same bytes.
+      const int64_t N = 29;
+      const auto opts = at::TensorOptions().dtype(dtype).device(at::kCUDA);
+      const at::Tensor packed = at::randn({N, 3 * Hkv * D}, opts);
+      const at::Tensor k = packed.narrow(1, 0, Hkv * D).view({N, Hkv, D});
+      const at::Tensor v = packed.narrow(1, 2 * Hkv * D, Hkv * D).view({N, Hkv, D});
+      const at::Tensor slots =
+          at::randperm(blocks * bs, at::TensorOptions().dtype(at::kLong)).narrow(0, 0, N).to(at::kCUDA);
+      at::Tensor kc = at::zeros({blocks * bs, Hkv, D}, opts), vc = at::zeros({blocks * bs, Hkv, D}, opts);
+      fp8rl::cuda::KvCopyArgs a;
+      a.k = k.data_ptr();
+      a.v = v.data_ptr();
+      a.tokens = N;
+      a.heads = Hkv;
+      a.dim = D;
+      a.k_stride_t = k.stride(0);
+      a.k_stride_h = k.stride(1);
+      a.v_stride_t = v.stride(0);
+      a.v_stride_h = v.stride(1);
+      a.elem_bytes = static_cast<int>(k.element_size());
+      a.slots = slots.data_ptr<int64_t>();
+      a.k_cache = kc.data_ptr();
+      a.v_cache = vc.data_ptr();
+      fp8rl::cuda::kv_write_copy(a, at::cuda::getCurrentCUDAStream().stream());
+      CHECK(at::equal(kc, at::zeros_like(kc).index_copy_(0, slots, k)));
+      CHECK(at::equal(vc, at::zeros_like(vc).index_copy_(0, slots, v)));
     }
 }

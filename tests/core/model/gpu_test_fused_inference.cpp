@@ -19,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include "core/model/cuda/fused_inference.h"
 #include "core/model/layers.h"
 #include "tests/catch.h"
 
@@ -84,11 +85,11 @@ TEST_CASE("fused SiLU-mul under InferenceMode equals at::silu(gate) * up bit for
 }
 
 // q/k norm + RoPE in one kernel (qk_norm_rope) against the two fused kernels it replaces and the
-// ATen ops: q and k as the strided head views of a fused qkv output (the decoder's case), and as
-// separate tensors with a row stride that is not a multiple of 8 (the scalar path); with and
-// without the norms (Llama/Qwen2 have none). Bit-exact with the unfused kernels where both take
-// 16-byte loads (same element assignment and reduction order); within rms_norm's two-ulp
-// tolerance of ATen otherwise.
+// ATen ops: q and k as the strided head views of a fused qkv output (the decoder's case; head
+// sizes 24-256), and as separate tensors with a row stride that is not a multiple of 8, or a
+// head size of 6 (the two-kernel fallback); with and without the norms (Llama/Qwen2 have none).
+// Bit-exact with the two kernels (same element assignment and reduction order); within
+// rms_norm's tolerance of ATen.
 TEST_CASE("fused q/k norm + RoPE equals rms_norm then apply_rope", "[model][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   at::manual_seed(13);
@@ -123,10 +124,26 @@ TEST_CASE("fused q/k norm + RoPE equals rms_norm then apply_rope", "[model][gpu]
             REQUIRE(got_q.sizes() == q.sizes());
             REQUIRE(got_k.sizes() == k.sizes());
             CHECK(got_q.is_contiguous());
-            const bool vec = fused_qkv && dim % 8 == 0;
-            if (vec || !norm) {
-              CHECK(at::equal(got_q, kern_q));
-              CHECK(at::equal(got_k, kern_k));
+            // Equal to the two kernels everywhere (where the fused kernel does not apply, they are
+            // what ran); where it applies, called directly so that a silent fallback cannot pass.
+            CHECK(at::equal(got_q, kern_q));
+            CHECK(at::equal(got_k, kern_k));
+            if (fused_qkv && dim % 8 == 0) {
+              c10::InferenceMode inference;
+              const bool bf16 = dtype == at::kBFloat16;
+              at::Tensor dq = at::empty(q.sizes(), q.options()), dk = at::empty(k.sizes(), k.options());
+              const fp8rl::cuda::QkNormRopeArgs a{{q.data_ptr(), n, hq, dim, q.stride(0), q.stride(1), bf16},
+                                                  {k.data_ptr(), n, hkv, dim, k.stride(0), k.stride(1), bf16},
+                                                  norm ? wq.data_ptr() : nullptr,
+                                                  norm ? wk.data_ptr() : nullptr,
+                                                  1e-6f,
+                                                  cos.data_ptr(),
+                                                  sin.data_ptr(),
+                                                  dq.data_ptr(),
+                                                  dk.data_ptr()};
+              REQUIRE(fp8rl::cuda::qk_norm_rope_rows(a, at::cuda::getCurrentCUDAStream().stream()));
+              CHECK(at::equal(dq, kern_q));
+              CHECK(at::equal(dk, kern_k));
             }
             if (!norm) {
               CHECK(at::equal(got_q, ref_q));
