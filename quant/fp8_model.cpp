@@ -2,10 +2,10 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdlib>
 #include <optional>
 #include <string>
 
+#include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/model/architecture.h"
@@ -24,13 +24,7 @@ namespace {
 // FP8RL_FUSED_ACT_QUANT=0 turns the fused input quantization off (read once): a benchmark runs
 // the engine with and without it from one binary, in one call, on the same card.
 bool fused_act_quant_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("FP8RL_FUSED_ACT_QUANT");
-    if (v == nullptr || *v == '\0') return true;
-    const std::string s(v);
-    if (s != "0" && s != "1") throw ConfigError(cat("FP8RL_FUSED_ACT_QUANT: expected 0 or 1, got '", s, "'"));
-    return s == "1";
-  }();
+  static const bool on = env_switch("FP8RL_FUSED_ACT_QUANT", true);
   return on;
 }
 

@@ -5,9 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
+#include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 
@@ -86,10 +85,7 @@ bool VarlenAttention::hopper_kernel_built() {
 
 bool VarlenAttention::uses_hopper(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const {
 #ifdef FP8RL_WITH_HOPPER_PREFILL
-  static const bool enabled = [] {
-    const char* e = std::getenv("FP8RL_HOPPER_PREFILL");
-    return e == nullptr || std::string(e) != "0";
-  }();
+  static const bool enabled = env_switch("FP8RL_HOPPER_PREFILL", true);
   const bool needs_grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   // Not while a CUDA graph is captured: the plan's host-to-device copy cannot be.
   return enabled && inference_kernel_ && !needs_grad && q.is_cuda() && q.scalar_type() == at::kBFloat16 &&
@@ -108,8 +104,8 @@ at::Tensor VarlenAttention::forward(const at::Tensor& q, const at::Tensor& k, co
                                     const AttentionContext& ctx, int64_t /*layer*/) {
   check_packed(q, k, v, ctx, "VarlenAttention");
   if (!uses_flash(q) || q.size(0) == 0) return reference_varlen_attention(q, k, v, ctx);
-#ifdef FP8RL_WITH_HOPPER_PREFILL
   const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+#ifdef FP8RL_WITH_HOPPER_PREFILL
   // The kernel's TMA loads need 16-byte aligned bases (a contiguous view may start anywhere).
   auto aligned = [](const at::Tensor& x) { return reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0; };
   if (uses_hopper(q, k, v) && aligned(qc) && aligned(kc) && aligned(vc)) {
@@ -157,11 +153,7 @@ at::Tensor VarlenAttention::forward(const at::Tensor& q, const at::Tensor& k, co
 #endif
   // Flash-attention 2 (ATen's build): varlen causal, GQA natively, bottom-right alignment when a
   // sequence has more keys than queries. Differentiable (ATen's FlashAttentionBackward).
-#ifdef FP8RL_WITH_HOPPER_PREFILL
   auto out = at::_flash_attention_forward(qc, kc, vc, ctx.cu_seqlens_q,
-#else
-  auto out = at::_flash_attention_forward(q.contiguous(), k.contiguous(), v.contiguous(), ctx.cu_seqlens_q,
-#endif
                                           ctx.cu_seqlens_k, ctx.max_seqlen_q, ctx.max_seqlen_k, /*dropout_p=*/0.0,
                                           /*is_causal=*/true, /*return_debug_mask=*/false, softmax_scale(q));
   return std::get<0>(out);  // [N, Hq, D]

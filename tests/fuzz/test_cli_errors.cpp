@@ -2,6 +2,7 @@
 // harness asserts through, checked kind by kind.
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <new>
 
@@ -9,6 +10,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "apps/cli_errors.h"
+#include "core/util/env.h"
 #include "core/util/error.h"
 #include "tests/catch.h"
 
@@ -58,4 +60,22 @@ TEST_CASE("ATen errors are one line without the C++ backtrace and out of memory 
   CHECK(oom.message.find("CUDA out of memory. Tried to allocate 2.00 GiB") == 0);
   CHECK(oom.message.find("lower rollout.gpu_memory_utilization") != std::string::npos);
   CHECK(oom.message.find('\n') == std::string::npos);
+}
+
+// Benchmark switches (FP8RL_FUSED_ACT_QUANT, FP8RL_HOPPER_PREFILL) read through env_switch: a
+// value other than 0/1 is a usage error naming the variable, not a silent default.
+TEST_CASE("environment switches take 0 or 1, else one line and exit code 2", "[cli][errors]") {
+  const char* name = "FP8RL_TEST_SWITCH";
+  ::unsetenv(name);
+  CHECK(env_switch(name, true));
+  CHECK_FALSE(env_switch(name, false));
+  ::setenv(name, "0", 1);
+  CHECK_FALSE(env_switch(name, true));
+  ::setenv(name, "1", 1);
+  CHECK(env_switch(name, false));
+  ::setenv(name, "off", 1);
+  const CliError e = classify([&] { env_switch(name, true); });
+  CHECK(e.code == 2);
+  CHECK(e.message == "FP8RL_TEST_SWITCH: expected 0 or 1, got 'off'");
+  ::unsetenv(name);
 }

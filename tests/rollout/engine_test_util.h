@@ -4,11 +4,15 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <vector>
 
 #include "core/model/decoder.h"
 #include "rollout/block_pool.h"
+#include "rollout/engine.h"
+#include "tests/catch.h"
 
 namespace fp8rl::test {
 
@@ -30,6 +34,31 @@ inline std::vector<float> recompute_logprobs(const model::CausalLM& m, const std
   std::vector<float> out;
   for (size_t i = 0; i < gen.size(); ++i) out.push_back(lp[static_cast<int64_t>(prompt.size() + i) - 1][gen[i]].item<float>());
   return out;
+}
+
+// |engine log-prob - trainer recompute| over every generated token of every sample of `out`
+// (the answers to `reqs`), each sample required to hold `tokens` tokens.
+struct LogprobGap {
+  double max = 0, mean = 0;
+};
+inline LogprobGap logprob_gap(const model::CausalLM& m, const std::vector<rollout::GenerateRequest>& reqs,
+                              const std::vector<rollout::GenerateOutput>& out, size_t tokens) {
+  LogprobGap g;
+  double sum = 0;
+  int64_t count = 0;
+  for (size_t i = 0; i < reqs.size(); ++i)
+    for (const rollout::SampleOutput& s : out[i].output.samples) {
+      REQUIRE(s.tokens.size() == tokens);
+      const std::vector<float> lp = recompute_logprobs(m, reqs[i].prompt, s.tokens);
+      for (size_t t = 0; t < lp.size(); ++t) {
+        const double d = std::abs(static_cast<double>(s.logprobs[t]) - lp[t]);
+        g.max = std::max(g.max, d);
+        sum += d;
+        ++count;
+      }
+    }
+  g.mean = count > 0 ? sum / static_cast<double>(count) : 0.0;
+  return g;
 }
 
 }  // namespace fp8rl::test

@@ -21,6 +21,7 @@
 using namespace fp8rl;
 using namespace fp8rl::rollout;
 using fp8rl::test::random_prompt;
+using fp8rl::test::logprob_gap;
 using fp8rl::test::recompute_logprobs;
 
 namespace {
@@ -71,13 +72,7 @@ TEST_CASE("engine on CUDA: BF16 rollout log-probs match the trainer, KV memory i
   // whole sequences), so GEMM blocking differs and hidden states differ by ~1 bf16 ulp (2^-8
   // relative); on this fixture's O(1)-O(10) logits that moves log-probs by ~1e-2. 0.1 catches a
   // wrong position, slot or alignment (which changes the distribution).
-  double max_diff = 0;
-  for (size_t i = 0; i < reqs.size(); ++i)
-    for (const SampleOutput& s : out[i].output.samples) {
-      REQUIRE(s.tokens.size() == 24);
-      const std::vector<float> lp = recompute_logprobs(m, reqs[i].prompt, s.tokens);
-      for (size_t t = 0; t < lp.size(); ++t) max_diff = std::max(max_diff, static_cast<double>(std::abs(s.logprobs[t] - lp[t])));
-    }
+  const double max_diff = logprob_gap(m, reqs, out, 24).max;
   WARN("BF16 engine vs trainer recompute: max |dlogp| " << max_diff);
   CHECK(max_diff < 0.1);
 }
@@ -165,20 +160,7 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
       const std::vector<GenerateOutput> out = engine.generate(reqs);
       const int64_t after = allocated();
       const EngineStats& st = engine.last_stats();
-      double max_diff = 0, sum_diff = 0;
-      int64_t count = 0;
-      for (size_t i = 0; i < reqs.size(); ++i)
-        for (const SampleOutput& s : out[i].output.samples) {
-          REQUIRE(s.tokens.size() == 40);
-          const std::vector<float> lp = recompute_logprobs(m, reqs[i].prompt, s.tokens);
-          for (size_t t = 0; t < lp.size(); ++t) {
-            const double d = std::abs(s.logprobs[t] - lp[t]);
-            max_diff = std::max(max_diff, d);
-            sum_diff += d;
-            ++count;
-          }
-        }
-      const double mean_diff = sum_diff / static_cast<double>(count);
+      const auto [max_diff, mean_diff] = logprob_gap(m, reqs, out, 40);
       WARN(quant << " " << mode.name << ": |dlogp| vs trainer max " << max_diff << " mean " << mean_diff << ", "
                  << st.graph_steps << " of " << st.steps << " steps from " << st.graphs_captured << " graphs");
       // The reference path runs the trainer's own attention kernel (measured 5e-5 on H200); the
@@ -235,21 +217,9 @@ TEST_CASE("engine on CUDA at head_dim 128: prefills on the Hopper kernel match t
   c.gpu_memory_utilization = 0.5;
   Engine engine(m, c);
   const std::vector<GenerateOutput> out = engine.generate(reqs);
-  double max_diff = 0, sum_diff = 0;
-  int64_t count = 0;
-  for (size_t i = 0; i < reqs.size(); ++i)
-    for (const SampleOutput& s : out[i].output.samples) {
-      REQUIRE(s.tokens.size() == 16);
-      const std::vector<float> lp = recompute_logprobs(m, reqs[i].prompt, s.tokens);
-      for (size_t t = 0; t < lp.size(); ++t) {
-        const double d = std::abs(s.logprobs[t] - lp[t]);
-        max_diff = std::max(max_diff, d);
-        sum_diff += d;
-        ++count;
-      }
-    }
-  WARN("head_dim 128, Hopper prefill: |dlogp| vs trainer max " << max_diff << " mean " << sum_diff / static_cast<double>(count));
+  const auto [max_diff, mean_diff] = logprob_gap(m, reqs, out, 16);
+  WARN("head_dim 128, Hopper prefill: |dlogp| vs trainer max " << max_diff << " mean " << mean_diff);
   CHECK(max_diff < 0.1);
-  CHECK(sum_diff / static_cast<double>(count) < 0.03);
+  CHECK(mean_diff < 0.03);
   std::filesystem::remove_all(dir);
 }

@@ -1,0 +1,19 @@
+#include "core/util/env.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "core/util/error.h"
+#include "core/util/log.h"
+
+namespace fp8rl {
+
+bool env_switch(const char* name, bool default_value) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return default_value;
+  const std::string s(v);
+  if (s != "0" && s != "1") throw ConfigError(cat(name, ": expected 0 or 1, got '", s, "'"));
+  return s == "1";
+}
+
+}  // namespace fp8rl
