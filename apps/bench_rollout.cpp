@@ -42,9 +42,16 @@ std::string run_rollout_bench(const RolloutBenchOptions&) {
 
 namespace {
 
+// How decode steps run: CUDA graphs or eager launches; the host waiting for each step's tokens or
+// one step in flight (rollout.async_scheduling).
+struct Mode {
+  bool eager = false, async = false;
+  const char* name() const { return eager ? (async ? "eager + async" : "eager") : (async ? "graphs + async" : "graphs"); }
+};
+
 struct Cell {
   std::string weights;
-  bool eager = false;
+  Mode mode;
   int64_t batch = 0;
   double tokens_per_s = 0, ms_per_step = 0, seconds = 0, peak_gib = 0, weight_gib = 0, bw_frac = 0;
   double graph_gpu_ms = 0;  // GPU ms per replayed decode step (0: no graph steps)
@@ -130,8 +137,9 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     bool fp8_weights, fp8_kv;
   };
   const Config configs[] = {{"bf16", false, false}, {"fp8", true, false}, {"fp8 + fp8 KV", true, true}};
-  std::vector<bool> modes{false};
-  if (o.compare_eager) modes.push_back(true);
+  std::vector<Mode> modes{Mode{}};
+  if (o.compare_eager) modes.push_back(Mode{true, false});
+  if (o.compare_async) modes.push_back(Mode{false, true});
   std::vector<Cell> cells;
   std::vector<int64_t> kv_tokens;  // per config: KV slots that fit at gpu_memory_utilization 0.9
   std::unique_ptr<model::CausalLM> m;
@@ -152,11 +160,12 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
                                      at::kBFloat16, lo.device, cfg.fp8_kv};
       kv_tokens.push_back(rollout::KvCache::blocks_that_fit(kv, 0.9, 0) * 16);
     }
-    for (const bool eager : modes) {
+    for (const Mode mode : modes) {
       for (const int64_t batch : o.batches) {
         rollout::EngineConfig ec;
         ec.max_num_seqs = 512;
-        ec.enforce_eager = eager;
+        ec.enforce_eager = mode.eager;
+        ec.async_scheduling = mode.async;
         ec.fp8_kv_cache = cfg.fp8_kv;
         rollout::Engine engine(*m, ec);
         engine.generate(make_requests(std::min<int64_t>(batch, 2), o, shape->vocab_size, 8));  // warm-up: kernels, plans, allocator
@@ -187,7 +196,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         c.prefill_tokens_per_s = static_cast<double>(reqs.size()) * static_cast<double>(o.prompt_len) /
                                  prefill_seconds[prefill_seconds.size() / 2];
         c.weights = cfg.name;
-        c.eager = eager;
+        c.mode = mode;
         c.batch = batch;
         c.graph_steps = st.graph_steps;
         c.seconds = seconds[seconds.size() / 2];  // median rollout
@@ -204,7 +213,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
             2.0 * shape->num_hidden_layers * shape->num_key_value_heads * shape->head_dim * (cfg.fp8_kv ? 1 : 2);
         const double kv_read = static_cast<double>(seqs) * (static_cast<double>(o.prompt_len) + o.gen_len / 2.0) * kv_per_token;
         c.bw_frac = (static_cast<double>(wbytes) + kv_read) / (c.ms_per_step / 1000.0) / copy_bw;
-        if (o.profile && !eager) {
+        if (o.profile && !mode.eager && !mode.async) {
           const KernelProfile p = profile_kernels([&] { engine.generate(reqs); }, st.steps);
           const rollout::EngineStats& ps = engine.last_stats();
           std::ostringstream t;
@@ -226,7 +235,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
           c.profile = t.str();
         }
         cells.push_back(c);
-        log::info(cat("bench rollout: ", cfg.name, eager ? " eager" : "", " batch ", batch, ": ",
+        log::info(cat("bench rollout: ", cfg.name, " ", mode.name(), " batch ", batch, ": ",
                       static_cast<int64_t>(c.tokens_per_s), " tokens/s, ", c.ms_per_step, " ms/step"));
       }
     }
@@ -249,7 +258,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     << "| weights / KV | decode | batch | generated tokens/s | ms/step | graph GPU ms/step | steps (graph) | weights GiB | peak GiB | step bytes / copy bandwidth | prefill tokens/s |\n"
     << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const Cell& c : cells)
-    r << "| " << c.weights << " | " << (c.eager ? "eager" : "graphs") << " | " << c.batch << " | " << std::setprecision(0)
+    r << "| " << c.weights << " | " << c.mode.name() << " | " << c.batch << " | " << std::setprecision(0)
       << c.tokens_per_s << " | " << std::setprecision(1) << c.ms_per_step << " | " << std::setprecision(2)
       << c.graph_gpu_ms << " | " << c.steps << " (" << c.graph_steps
       << ") | " << std::setprecision(2) << c.weight_gib << " | " << c.peak_gib << " | " << std::setprecision(0)
@@ -257,25 +266,33 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   // Cells are ordered config x mode x batch.
   const size_t nb = o.batches.size(), per_config = nb * modes.size();
   auto ratios = [&](const char* title, size_t num, size_t den, size_t mode) {
-    r << "\n" << title << " tokens/s (same run" << (mode ? ", eager" : ", CUDA graphs") << "):";
+    r << "\n" << title << " tokens/s (same run, " << modes[mode].name() << "):";
     for (size_t i = 0; i < nb; ++i)
       r << " batch " << cells[i].batch << " " << std::setprecision(2)
         << cells[num * per_config + mode * nb + i].tokens_per_s / cells[den * per_config + mode * nb + i].tokens_per_s << "x;";
   };
   ratios("FP8 / BF16", 1, 0, 0);
   ratios("FP8 + FP8 KV / BF16", 2, 0, 0);
+  for (size_t m = 1; m < modes.size(); ++m)
+    if (modes[m].async) ratios("FP8 + FP8 KV / BF16", 2, 0, m);
   r << "\nFP8 / BF16 prefill tokens/s (same run, " << o.prompt_len << "-token prompts):";
   for (size_t i = 0; i < nb; ++i)
     r << " batch " << cells[i].batch << " " << std::setprecision(2)
       << cells[per_config + i].prefill_tokens_per_s / cells[i].prefill_tokens_per_s << "x;";
-  if (o.compare_eager) {
-    r << "\nCUDA graphs / eager tokens/s (same run):";
+  // Mode m over the first mode (graphs, synchronous), per config and batch.
+  auto mode_ratios = [&](const char* title, size_t m, bool invert) {
+    r << "\n" << title << " tokens/s (same run):";
     for (size_t k = 0; k < std::size(configs); ++k)
       for (size_t i = 0; i < nb; ++i) {
         const Cell& g = cells[k * per_config + i];
-        const Cell& e = cells[k * per_config + nb + i];
-        r << " " << g.weights << " batch " << g.batch << " " << std::setprecision(2) << g.tokens_per_s / e.tokens_per_s << "x;";
+        const Cell& x = cells[k * per_config + m * nb + i];
+        const double ratio = invert ? g.tokens_per_s / x.tokens_per_s : x.tokens_per_s / g.tokens_per_s;
+        r << " " << g.weights << " batch " << g.batch << " " << std::setprecision(2) << ratio << "x;";
       }
+  };
+  for (size_t m = 1; m < modes.size(); ++m) {
+    if (modes[m].eager) mode_ratios("CUDA graphs / eager", m, true);
+    if (modes[m].async) mode_ratios("Async scheduling / synchronous (CUDA graphs)", m, false);
   }
   r << "\n\nKV capacity at gpu_memory_utilization 0.9 (tokens that fit beside the weights, 16-token blocks):";
   for (size_t k = 0; k < std::size(configs); ++k) r << " " << configs[k].name << " " << kv_tokens[k] << ";";

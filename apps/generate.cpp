@@ -49,6 +49,7 @@ struct Settings {
   double temperature = 1.0, top_p = 1.0, gpu_memory_utilization = 0.9;
   bool enable_prefix_caching = true;
   bool enforce_eager = false;
+  bool async_scheduling = false;
   std::string kv_cache_dtype = "auto";
   uint64_t seed = 0;
   std::vector<std::string> stop;  // stop strings
@@ -82,12 +83,14 @@ Settings resolve(const GenerateArgs& a) {
     s.max_num_seqs = r.rollout.max_num_seqs;
     s.enable_prefix_caching = r.rollout.enable_prefix_caching;
     s.enforce_eager = r.rollout.enforce_eager;
+    s.async_scheduling = r.rollout.async_scheduling;
     s.kv_cache_dtype = r.rollout.kv_cache_dtype;
     s.seed = static_cast<uint64_t>(r.trainer.seed);
     s.stop = r.rollout.stop;
   }
   if (!a.model.empty()) s.model_dir = a.model;
   if (a.enforce_eager) s.enforce_eager = true;
+  if (a.async_scheduling) s.async_scheduling = true;
   if (!a.kv_cache_dtype.empty()) s.kv_cache_dtype = a.kv_cache_dtype;
   if (s.model_dir.empty()) {
     if (!loaded) throw ConfigError("generate: --model DIR or --recipe R.yaml is required");
@@ -172,6 +175,8 @@ CLI::App* add_generate_command(CLI::App& app, GenerateArgs& a) {
   g->add_option("--prompts", a.prompts, "JSONL file: {\"prompt\": \"...\"} or {\"messages\": [...]} per line")->required();
   g->add_flag("--chat", a.chat, "render \"prompt\" strings as a user turn of the model's chat template");
   g->add_flag("--enforce-eager", a.enforce_eager, "decode without CUDA graphs (rollout.enforce_eager)");
+  g->add_flag("--async-scheduling", a.async_scheduling,
+              "schedule each step before reading the previous step's tokens (rollout.async_scheduling)");
   g->add_option("--kv-cache-dtype", a.kv_cache_dtype, "auto (the model dtype) | fp8 (E4M3, per-layer scales; rollout.kv_cache_dtype)")
       ->check(CLI::IsMember({"auto", "fp8"}));
   g->add_option("--n", a.n, "samples per prompt (default 1; rollout.n)");
@@ -255,6 +260,7 @@ int run_generate(const GenerateArgs& args) {
   ec.max_num_seqs = static_cast<int32_t>(s.max_num_seqs);
   ec.enable_prefix_caching = s.enable_prefix_caching;
   ec.enforce_eager = s.enforce_eager;
+  ec.async_scheduling = s.async_scheduling;
   ec.fp8_kv_cache = s.kv_cache_dtype == "fp8";
   ec.gpu_memory_utilization = s.gpu_memory_utilization;
   if (!s.stop.empty()) ec.token_bytes = trainer::token_byte_table(tok);

@@ -26,6 +26,7 @@ struct GenerateArgs {
   std::string prompts;       // --prompts FILE.jsonl
   bool chat = false;         // render "prompt" strings as one user turn of the chat template
   bool enforce_eager = false;  // decode without CUDA graphs (also rollout.enforce_eager)
+  bool async_scheduling = false;  // one step in flight (also rollout.async_scheduling)
   std::string kv_cache_dtype;  // auto | fp8; "": the recipe's rollout.kv_cache_dtype, else auto
   std::optional<int64_t> n;               // default 1 (rollout.n with a recipe)
   std::optional<double> temperature;      // default 1.0; 0 = greedy

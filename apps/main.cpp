@@ -170,6 +170,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   roll->add_option("--reps", roll_args.options.reps, "timed rollouts per cell (median)")->check(CLI::Range(1, 100))->capture_default_str();
   roll->add_flag("--compare-eager", roll_args.options.compare_eager, "also run every cell without CUDA graphs (rollout.enforce_eager)");
+  roll->add_flag("--compare-async", roll_args.options.compare_async,
+                 "also run every cell with one step in flight (rollout.async_scheduling)");
   roll->add_flag("--profile", roll_args.options.profile,
                  "also profile one more rollout and one prefill per cell (CUDA graphs) and tabulate their GPU time by kernel");
   roll->add_option("-o,--output", roll_args.output, "also write the Markdown report to this file");

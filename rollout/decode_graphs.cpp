@@ -37,7 +37,7 @@ DecodeGraphs::DecodeGraphs(const model::CausalLM&, model::Attention*, int64_t, i
 }
 DecodeGraphs::~DecodeGraphs() = default;
 bool DecodeGraphs::takes(const StepPlan&) const { return false; }
-at::Tensor DecodeGraphs::run(const StepPlan&) { return {}; }
+at::Tensor DecodeGraphs::run(const StepPlan&, const std::function<void(const at::Tensor&)>&) { return {}; }
 int64_t DecodeGraphs::graphs_captured() const { return 0; }
 double DecodeGraphs::replay_gpu_seconds() { return 0; }
 
@@ -62,17 +62,22 @@ struct DecodeGraphs::Impl {
     at::Tensor logits;  // [b, V], written by each replay
   };
   std::map<int64_t, Captured> graphs;
-  // Around the last replay; its time is added to replay_ms at the next replay (by then the engine
-  // has copied that step's tokens to the host, so the events have completed) or when asked.
-  at::cuda::CUDAEvent replay_start{cudaEventDefault}, replay_end{cudaEventDefault};
-  bool replay_pending = false;
+  // Events around each replay, two pairs used in turn: a pair's time is added to replay_ms when it
+  // is reused, two replays later (by then the engine has read that step's tokens, so the events
+  // have completed, also with one step in flight), or when asked.
+  struct ReplayEvents {
+    at::cuda::CUDAEvent start{cudaEventDefault}, end{cudaEventDefault};
+    bool pending = false;
+  };
+  ReplayEvents replay_events[2];
+  int next_events = 0;
   double replay_ms = 0;
 
-  void settle_replay_time() {
-    if (!replay_pending) return;
-    replay_end.synchronize();
-    replay_ms += replay_start.elapsed_time(replay_end);
-    replay_pending = false;
+  void settle(ReplayEvents& e) {
+    if (!e.pending) return;
+    e.end.synchronize();
+    replay_ms += e.start.elapsed_time(e.end);
+    e.pending = false;
   }
 
   Impl(const model::CausalLM& m, model::Attention* a, int64_t mb, int64_t mbl, int64_t bs, int64_t ps)
@@ -157,7 +162,7 @@ bool DecodeGraphs::takes(const StepPlan& plan) const {
   return std::all_of(plan.seqs.begin(), plan.seqs.end(), [](const ScheduledSeq& s) { return s.samples; });
 }
 
-at::Tensor DecodeGraphs::run(const StepPlan& plan) {
+at::Tensor DecodeGraphs::run(const StepPlan& plan, const std::function<void(const at::Tensor&)>& patch_ids) {
   FP8RL_CHECK(takes(plan), "DecodeGraphs::run: not a decode step it can take");
   Impl& g = *impl_;
   const int64_t S = static_cast<int64_t>(plan.seqs.size());
@@ -176,7 +181,7 @@ at::Tensor DecodeGraphs::run(const StepPlan& plan) {
   for (int64_t s = 0; s < b; ++s) {
     const bool real = s < S;
     const size_t u = static_cast<size_t>(s);
-    hl[s] = real ? plan.input_ids[u] : 0;
+    hl[s] = real && plan.input_ids[u] != kPendingToken ? plan.input_ids[u] : 0;
     hl[MB + s] = real ? plan.positions[u] : 0;
     hl[2 * MB + s] = real ? plan.slot_mapping[u] : g.pad_slot;
     hi[s] = real ? plan.context_lens[u] : 1;
@@ -191,18 +196,21 @@ at::Tensor DecodeGraphs::run(const StepPlan& plan) {
   g.ints.narrow(0, 0, n_ints).copy_(g.host_ints.narrow(0, 0, n_ints), /*non_blocking=*/true);
   g.inputs_copied.record();
   g.inputs_pending = true;
-  g.settle_replay_time();
-  g.replay_start.record();
+  if (patch_ids) patch_ids(g.ids.narrow(0, 0, S));
+  Impl::ReplayEvents& e = g.replay_events[g.next_events];
+  g.next_events ^= 1;
+  g.settle(e);
+  e.start.record();
   c.graph->replay();
-  g.replay_end.record();
-  g.replay_pending = true;
+  e.end.record();
+  e.pending = true;
   return c.logits.narrow(0, 0, S);
 }
 
 int64_t DecodeGraphs::graphs_captured() const { return static_cast<int64_t>(impl_->graphs.size()); }
 
 double DecodeGraphs::replay_gpu_seconds() {
-  impl_->settle_replay_time();
+  for (Impl::ReplayEvents& e : impl_->replay_events) impl_->settle(e);
   return impl_->replay_ms / 1e3;
 }
 

@@ -24,6 +24,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -47,11 +48,13 @@ class DecodeGraphs {
   // most max_batch sequences whose block tables fit.
   bool takes(const StepPlan& plan) const;
   // Logits [S, V] of a decode step (S = plan.seqs.size()), in the model dtype: a view of the
-  // graph's output, valid until the next run().
-  at::Tensor run(const StepPlan& plan);
+  // graph's output, valid until the next run(). `patch_ids`, if set, runs on the device input ids
+  // [S] (int64) after they are copied in and before the replay: async scheduling puts the
+  // tokens of the step in flight there (plan ids kPendingToken go over as 0).
+  at::Tensor run(const StepPlan& plan, const std::function<void(const at::Tensor&)>& patch_ids = {});
 
   int64_t graphs_captured() const;
-  // GPU time spent inside replays so far (CUDA events around each replay; waits for the last).
+  // GPU time spent inside replays so far (CUDA events around each replay; waits for the last two).
   // Against the wall time of the steps it says how much of a decode step is host work.
   double replay_gpu_seconds();
   static std::vector<int64_t> buckets(int64_t max_batch);  // batch sizes graphs are made for

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <unordered_map>
 
 #include "core/util/error.h"
@@ -11,6 +12,7 @@
 #include "rollout/decode_graphs.h"
 #include "rollout/kv_cache.h"
 #include "rollout/paged_attention.h"
+#include "rollout/transfer.h"
 
 namespace fp8rl::rollout {
 namespace {
@@ -18,7 +20,45 @@ namespace {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 at::Tensor device_tensor(const std::vector<int64_t>& v, at::ScalarType dtype, at::Device device) {
-  return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(dtype).to(device);
+  return upload(std::span<const int64_t>(v), dtype, device);
+}
+
+// The inputs of a step that are tokens of the step in flight (async scheduling): packed row
+// rows[i] takes that step's sampled token number from[i].
+struct PendingInputs {
+  std::vector<int64_t> rows, from;
+  bool empty() const { return rows.empty(); }
+};
+
+PendingInputs pending_inputs(const StepPlan& plan, std::span<const SeqId> in_flight_sampling) {
+  PendingInputs p;
+  std::unordered_map<SeqId, int64_t> index;
+  for (int64_t q = 0; q < plan.num_tokens(); ++q) {
+    if (plan.input_ids[static_cast<size_t>(q)] != kPendingToken) continue;
+    if (index.empty())
+      for (size_t i = 0; i < in_flight_sampling.size(); ++i) index[in_flight_sampling[i]] = static_cast<int64_t>(i);
+    // The sequence of row q: pending tokens are always a sequence's last new token.
+    const auto s = std::upper_bound(plan.cu_seqlens_q.begin(), plan.cu_seqlens_q.end(), q) - plan.cu_seqlens_q.begin() - 1;
+    const auto it = index.find(plan.seqs[static_cast<size_t>(s)].seq_id);
+    FP8RL_CHECK(it != index.end(), "Engine: a pending input token that the step in flight did not sample");
+    p.rows.push_back(q);
+    p.from.push_back(it->second);
+  }
+  return p;
+}
+
+// ids[rows] = sampled[from], on the device, stream-ordered after the step that sampled them.
+void patch_ids(const at::Tensor& ids, const PendingInputs& p, const at::Tensor& sampled) {
+  if (p.empty()) return;
+  const auto n = static_cast<int64_t>(p.rows.size());
+  bool identity = true;  // the common decode step: the same sequences, in the same order
+  for (int64_t i = 0; i < n && identity; ++i) identity = p.rows[size_t(i)] == i && p.from[size_t(i)] == i;
+  if (identity) {
+    ids.narrow(0, 0, n).copy_(sampled.narrow(0, 0, n));
+    return;
+  }
+  ids.index_copy_(0, device_tensor(p.rows, at::kLong, ids.device()),
+                  sampled.index_select(0, device_tensor(p.from, at::kLong, sampled.device())));
 }
 
 // The plan as the model's per-call context (core/model/attention.h) for paged attention.
@@ -47,10 +87,8 @@ model::AttentionContext context_of(const StepPlan& plan, int32_t block_size, at:
     }
     ctx.key_slots = device_tensor(key_slots, at::kLong, device);
   }
-  const auto i32 = at::TensorOptions().dtype(at::kInt);
-  ctx.context_lens = at::from_blob(const_cast<int32_t*>(plan.context_lens.data()), {S}, i32).to(device);
-  ctx.block_tables =
-      at::from_blob(const_cast<int32_t*>(plan.block_tables.data()), {S, plan.max_blocks_per_seq}, i32).to(device);
+  ctx.context_lens = upload(std::span<const int32_t>(plan.context_lens), at::kInt, device);
+  ctx.block_tables = upload(std::span<const int32_t>(plan.block_tables), at::kInt, device).view({S, plan.max_blocks_per_seq});
   return ctx;
 }
 
@@ -108,58 +146,105 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   std::unordered_map<RequestId, size_t> index_of;  // request id -> position in `requests`
   for (size_t i = 0; i < requests.size(); ++i) index_of[sched.add_request(requests[i].prompt, requests[i].params)] = i;
 
-  std::vector<double> step_end;  // seconds since t0 at the end of each step
+  std::vector<double> step_end;  // seconds since t0 when each step's tokens were read
   std::vector<GenerateOutput> out(requests.size());
   auto collect = [&] {
     for (RequestOutput& r : sched.take_finished()) out[index_of.at(r.request_id)].output = std::move(r);
   };
   collect();  // requests that failed at once
+
+  // One step's forward and sampling, launched; its tokens come back through `tokens`/`logprobs`.
+  struct Launched {
+    std::vector<SeqId> sampling;  // the plan's sampling sequences, in order
+    at::Tensor tokens;            // [S'] int64 on the device (the next step's pending inputs)
+    Readback host_tokens, host_logprobs;
+  };
   std::vector<SamplingParams> params;
   std::vector<SampleKey> keys;
-  std::vector<SampledToken> sampled;
-  while (sched.has_unfinished()) {
-    const StepPlan plan = sched.schedule();
-    FP8RL_CHECK(!plan.empty(), "Engine: the scheduler made no progress with work left");
+  const auto launch = [&](const StepPlan& plan, const Launched* in_flight) {
+    Launched l;
+    if (plan.empty()) return l;
+    const PendingInputs pending =
+        pending_inputs(plan, in_flight ? std::span<const SeqId>(in_flight->sampling) : std::span<const SeqId>());
+    FP8RL_CHECK(pending.empty() || in_flight, "Engine: a pending input token with no step in flight");
     at::Tensor logits;  // [S', V]: the sampling sequences' last positions
     if (graphs && graphs->takes(plan)) {
-      logits = graphs->run(plan);
+      if (pending.empty())
+        logits = graphs->run(plan);
+      else
+        logits = graphs->run(plan, [&](const at::Tensor& ids) { patch_ids(ids, pending, in_flight->tokens); });
       ++stats_.graph_steps;
     } else {
       const bool decode_step = plan.num_tokens() == static_cast<int64_t>(plan.seqs.size());
       const model::AttentionContext ctx =
           context_of(plan, config_.block_size, device, &paged, !(decode_step && decode_kernel));
       std::vector<int64_t> ids(plan.input_ids.begin(), plan.input_ids.end());
-      const at::Tensor hidden =
-          model_.forward(device_tensor(ids, at::kLong, device), device_tensor(plan.positions, at::kLong, device), ctx);
+      for (int64_t& id : ids) id = id == kPendingToken ? 0 : id;
+      const at::Tensor ids_d = device_tensor(ids, at::kLong, device);
+      if (!pending.empty()) patch_ids(ids_d, pending, in_flight->tokens);
+      const at::Tensor hidden = model_.forward(ids_d, device_tensor(plan.positions, at::kLong, device), ctx);
       if (!plan.logits_indices.empty())
         logits = model_.lm_head(hidden.index_select(0, device_tensor(plan.logits_indices, at::kLong, device)));
     }
-    sampled.clear();
-    if (!plan.logits_indices.empty()) {
-      params.clear();
-      keys.clear();
-      for (const ScheduledSeq& s : plan.seqs) {
-        if (!s.samples) continue;
-        params.push_back(requests[index_of.at(s.request_id)].sampling);
-        keys.push_back({static_cast<uint64_t>(s.sample_index), s.context_len});  // position of the new token
-      }
-      const SampleResult r = sample(logits, params, keys);
-      // One device-to-host copy each, then plain reads (not an item() sync per token).
-      const at::Tensor tok = r.tokens.cpu().contiguous(), lp = r.logprobs.cpu().contiguous();
-      const int64_t* tp = tok.data_ptr<int64_t>();
-      const float* lpp = lp.data_ptr<float>();
-      size_t j = 0;
-      for (const ScheduledSeq& s : plan.seqs) {
-        if (!s.samples) continue;
-        sampled.push_back({s.seq_id, static_cast<TokenId>(tp[j]), lpp[j]});
-        ++j;
-      }
+    if (plan.logits_indices.empty()) return l;
+    params.clear();
+    keys.clear();
+    for (const ScheduledSeq& s : plan.seqs) {
+      if (!s.samples) continue;
+      params.push_back(requests[index_of.at(s.request_id)].sampling);
+      keys.push_back({static_cast<uint64_t>(s.sample_index), s.context_len});  // position of the new token
+      l.sampling.push_back(s.seq_id);
     }
-    sched.update(sampled);
-    stats_.generated_tokens += static_cast<int64_t>(sampled.size());
+    const SampleResult r = sample(logits, params, keys);
+    // One asynchronous device-to-host copy each, read after the host has other work queued.
+    l.tokens = r.tokens;
+    l.host_tokens = Readback(r.tokens);
+    l.host_logprobs = Readback(r.logprobs);
+    return l;
+  };
+  // The tokens of a launched step, once they are on the host.
+  const auto sampled_of = [](Launched& l) {
+    std::vector<SampledToken> sampled;
+    if (l.sampling.empty()) return sampled;
+    const int64_t* tp = l.host_tokens.wait().data_ptr<int64_t>();
+    const float* lpp = l.host_logprobs.wait().data_ptr<float>();
+    for (size_t j = 0; j < l.sampling.size(); ++j)
+      sampled.push_back({l.sampling[j], static_cast<TokenId>(tp[j]), lpp[j]});
+    return sampled;
+  };
+  const auto step_done = [&] {
     step_end.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     collect();
+  };
+
+  // Synchronous: schedule, launch, read the tokens, update. Async (one step in flight): schedule
+  // and launch step t+1 before reading step t's tokens, so the host's scheduling, input copies
+  // and launches overlap the device's work on step t (scheduler.h says what changes).
+  std::optional<Launched> in_flight;
+  while (sched.has_unfinished()) {
+    const StepPlan plan = sched.schedule();
+    // An empty plan is progress only while the step in flight holds tokens that finish sequences.
+    FP8RL_CHECK(!plan.empty() || (in_flight && !in_flight->sampling.empty()),
+                "Engine: the scheduler made no progress with work left");
+    Launched l = launch(plan, in_flight ? &*in_flight : nullptr);
+    if (!config_.async_scheduling) {
+      sched.update(sampled_of(l));
+      step_done();
+      continue;
+    }
+    if (in_flight) {
+      sched.resolve(sampled_of(*in_flight));
+      step_done();
+    }
+    sched.advance();
+    in_flight = std::move(l);
   }
+  if (in_flight) {  // every sequence it sampled for had finished: its tokens are dropped
+    sched.resolve(sampled_of(*in_flight));
+    step_done();
+  }
+  for (const GenerateOutput& o : out)
+    for (const SampleOutput& s : o.output.samples) stats_.generated_tokens += static_cast<int64_t>(s.tokens.size());
   const SchedulerStats ss = sched.stats();
   stats_.steps = ss.steps;
   stats_.prefill_tokens_saved = ss.prefill_tokens_saved;

@@ -13,8 +13,13 @@
 // sample -> update. Decode steps (one new token per sequence) on CUDA read the cache in place
 // through the paged decode kernel and, unless enforce_eager, replay a CUDA graph of the whole
 // forward (rollout/decode_graphs.h); prefill and mixed steps run eagerly on the reference path.
-// Host work and GPU work still alternate within a step (the host does not yet prepare step t+1
-// while the GPU runs step t).
+//
+// Host and device. Inputs go over in asynchronous copies from pinned memory and the tokens come
+// back the same way (rollout/transfer.h), so the host waits for the device only when it reads a
+// step's tokens. With async_scheduling the host also schedules and launches step t+1 before it
+// reads step t's tokens: the tokens step t+1 needs from step t are patched into its inputs on the
+// device, and stop conditions are seen one step late (the scheduler drops the extra token;
+// rollout/scheduler.h). Outputs are the same either way.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +41,7 @@ struct EngineConfig {
   bool enforce_eager = false;             // rollout.enforce_eager: no CUDA graphs for decode steps
   bool use_decode_kernel = true;          // false: every step on the gather reference path (tests)
   bool fp8_kv_cache = false;              // rollout.kv_cache_dtype fp8: E4M3 K/V with per-layer scales (kv_cache.h)
+  bool async_scheduling = false;          // rollout.async_scheduling: schedule step t+1 while the device runs step t
   double gpu_memory_utilization = 0.9;    // CUDA: fraction of device memory the process may reach
   int64_t num_blocks = 0;                 // > 0: exactly this many blocks (tests: force preemption)
   std::shared_ptr<const std::vector<std::string>> token_bytes;  // for stop strings (scheduler.h)

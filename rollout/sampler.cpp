@@ -6,6 +6,7 @@
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "rollout/race_noise.h"
+#include "rollout/transfer.h"
 
 #ifdef FP8RL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -62,7 +63,7 @@ at::Tensor race_noise(uint64_t seed, int64_t V) {
 }
 
 #ifdef FP8RL_WITH_CUDA
-// One fused kernel for the whole batch (no row truncates). Two small host-to-device copies in,
+// One fused kernel for the whole batch (no row truncates). Three small host-to-device copies in,
 // two [S] outputs.
 SampleResult sample_fused(const at::Tensor& logits, std::span<const SamplingParams> params,
                           std::span<const SampleKey> keys) {
@@ -75,10 +76,11 @@ SampleResult sample_fused(const at::Tensor& logits, std::span<const SamplingPara
     seeds[s] = static_cast<int64_t>(row_seed(params[s].seed, keys[s]));
     greedy[s] = params[s].temperature == 0 ? 1 : 0;
   }
+  // Asynchronous copies: a synchronous one would hold the host until the forward before it ends.
   const at::Device dev = logits.device();
-  const at::Tensor inv_t_d = at::tensor(inv_t, at::TensorOptions().dtype(at::kFloat)).to(dev);
-  const at::Tensor seeds_d = at::tensor(seeds, at::TensorOptions().dtype(at::kLong)).to(dev);
-  const at::Tensor greedy_d = at::tensor(greedy, at::TensorOptions().dtype(at::kByte)).to(dev);
+  const at::Tensor inv_t_d = upload(std::span<const float>(inv_t), at::kFloat, dev);
+  const at::Tensor seeds_d = upload(std::span<const int64_t>(seeds), at::kLong, dev);
+  const at::Tensor greedy_d = upload(std::span<const uint8_t>(greedy), at::kByte, dev);
   const at::Tensor x = logits.stride(1) == 1 ? logits : logits.contiguous();
   SampleResult r;
   r.tokens = at::empty({S}, logits.options().dtype(at::kLong));
@@ -127,7 +129,7 @@ SampleResult sample_reference(const at::Tensor& logits, std::span<const Sampling
   const auto f32 = logits.options().dtype(at::kFloat);
   std::vector<float> inv_t(static_cast<size_t>(S));
   for (int64_t s = 0; s < S; ++s) inv_t[s] = inverse_temperature(params[s]);
-  const at::Tensor scale = at::tensor(inv_t, at::TensorOptions().dtype(at::kFloat)).to(logits.device()).unsqueeze(1);
+  const at::Tensor scale = upload(std::span<const float>(inv_t), at::kFloat, logits.device()).unsqueeze(1);
   const at::Tensor logprob = at::log_softmax(logits.to(at::kFloat) * scale, -1);  // [S, V] fp32, full vocabulary
 
   std::vector<at::Tensor> tokens(static_cast<size_t>(S));

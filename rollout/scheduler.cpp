@@ -108,12 +108,7 @@ void Scheduler::schedule_seq(Sequence& s, int32_t num_new, StepPlan& plan) {
     plan.slot_mapping.push_back(int64_t(s.block_table[size_t(pos / bs)]) * bs + pos % bs);
   }
   // Blocks this step fills up become findable now (the same-step rule in scheduler.h).
-  if (pool_.prefix_caching()) {
-    for (int32_t b = start / bs; b < end / bs; ++b) {
-      const auto tokens = std::span<const TokenId>(s.tokens).subspan(size_t(b * bs), size_t(bs));
-      pool_.register_full_block(s.block_table[size_t(b)], block_hash(s, b), tokens);
-    }
-  }
+  register_blocks(s, end);
   s.num_computed = end;
   s.scheduled_step = step_;
   if (s.steps.first_scheduled < 0) s.steps.first_scheduled = step_;
@@ -138,11 +133,26 @@ void Scheduler::schedule_seq(Sequence& s, int32_t num_new, StepPlan& plan) {
   computed_tokens_ += num_new;
 }
 
+// Registers the full blocks among the first `computed_end` tokens whose tokens are all known (a
+// pending token's block waits for resolve()).
+void Scheduler::register_blocks(Sequence& s, int32_t computed_end) {
+  if (!pool_.prefix_caching()) return;
+  const int32_t bs = config_.block_size;
+  const int32_t known = static_cast<int32_t>(s.tokens.size()) - (s.awaiting ? 1 : 0);
+  const int32_t full = std::min(computed_end, known) / bs;
+  for (int32_t b = s.num_registered; b < full; ++b) {
+    const auto tokens = std::span<const TokenId>(s.tokens).subspan(size_t(b * bs), size_t(bs));
+    pool_.register_full_block(s.block_table[size_t(b)], block_hash(s, b), tokens);
+  }
+  s.num_registered = std::max(s.num_registered, full);
+}
+
 void Scheduler::preempt(SeqId id, StepPlan& plan) {
   Sequence& s = seqs_.at(id);
   pool_.free_all(s.block_table);
   s.block_table.clear();
   s.num_computed = 0;
+  s.num_registered = 0;
   ++s.num_preemptions;
   ++preemptions_;
   s.running = false;
@@ -154,6 +164,7 @@ void Scheduler::preempt(SeqId id, StepPlan& plan) {
 bool Scheduler::try_admit(Sequence& s, int32_t& budget, StepPlan& plan) {
   const int32_t bs = config_.block_size;
   const auto num_tokens = static_cast<int32_t>(s.tokens.size());
+  FP8RL_CHECK(!s.awaiting, "admitting a sequence whose last token is still in flight");
   // Cached full blocks of its prefix. At most num_tokens - 1 tokens can come from the cache: the
   // last token must be computed so the model has its logits to sample from.
   std::vector<BlockId> hits;
@@ -180,6 +191,7 @@ bool Scheduler::try_admit(Sequence& s, int32_t& budget, StepPlan& plan) {
   s.block_table = std::move(hits);
   s.block_table.insert(s.block_table.end(), blocks->begin(), blocks->end());
   s.num_computed = cached;
+  s.num_registered = static_cast<int32_t>(hits.size());
   tokens_saved_ += cached;
   s.running = true;
   running_.push_back(s.id);
@@ -198,10 +210,13 @@ StepPlan Scheduler::schedule() {
   int32_t budget = config_.max_num_batched_tokens;
 
   // The youngest running sequence admitted after `self` and not scheduled in this step (-1: none).
-  // Only younger ones: a sequence never loses its blocks to a younger one.
+  // Only younger ones: a sequence never loses its blocks to a younger one. Not one awaiting its
+  // last token: resolve() frees its blocks anyway.
   const auto victim_for = [&](SeqId self) -> SeqId {
-    for (auto it = running_.rbegin(); it != running_.rend() && *it != self; ++it)
-      if (seqs_.at(*it).scheduled_step != step_) return *it;
+    for (auto it = running_.rbegin(); it != running_.rend() && *it != self; ++it) {
+      const Sequence& v = seqs_.at(*it);
+      if (v.scheduled_step != step_ && !v.awaiting_last) return *it;
+    }
     return -1;
   };
 
@@ -214,6 +229,7 @@ StepPlan Scheduler::schedule() {
       Sequence& s = seqs_.at(id);
       if (s.scheduled_step == step_) continue;
       if (!s.running) continue;  // preempted just now
+      if (s.awaiting_last) continue;
       const int32_t left = static_cast<int32_t>(s.tokens.size()) - s.num_computed;
       if ((left == 1) != (pass == 0)) continue;
       const int32_t num_new = std::min(left, budget);
@@ -258,13 +274,16 @@ StepPlan Scheduler::schedule() {
   return plan;
 }
 
-void Scheduler::finish(Sequence& s, FinishReason r) {
+void Scheduler::finish(Sequence& s, FinishReason r, int64_t step) {
   s.finish_reason = r;
-  s.steps.finished = step_;
+  s.steps.finished = step;
   pool_.free_all(s.block_table);
   s.block_table.clear();
+  if (s.running)
+    running_.erase(std::find(running_.begin(), running_.end(), s.id));
+  else  // preempted while its last sampled token was in flight
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), s.id));
   s.running = false;
-  running_.erase(std::find(running_.begin(), running_.end(), s.id));
   Request& req = requests_.at(s.request_id);
   if (++req.num_finished < static_cast<int32_t>(req.seqs.size())) return;
   RequestOutput out;
@@ -285,37 +304,82 @@ void Scheduler::finish(Sequence& s, FinishReason r) {
   ++finished_requests_;
 }
 
+void Scheduler::check_sampled(std::span<const SampledToken> sampled, std::span<const SeqId> expected,
+                              int64_t step) const {
+  FP8RL_CHECK(sampled.size() == expected.size(), "step " + std::to_string(step) + " expects " +
+                                                     std::to_string(expected.size()) + " sampled tokens, got " +
+                                                     std::to_string(sampled.size()));
+  for (size_t i = 0; i < sampled.size(); ++i)
+    FP8RL_CHECK(sampled[i].seq_id == expected[i],
+                "sampled token " + std::to_string(i) + " is for sequence " + std::to_string(sampled[i].seq_id) +
+                    ", the plan samples sequence " + std::to_string(expected[i]) + " there");
+}
+
 void Scheduler::update(std::span<const SampledToken> sampled) {
   FP8RL_CHECK(pending_, "update() without a scheduled step");
-  FP8RL_CHECK(sampled.size() == pending_sampling_.size(),
-              "step " + std::to_string(step_) + " expects " + std::to_string(pending_sampling_.size()) +
-                  " sampled tokens, got " + std::to_string(sampled.size()));
-  for (size_t i = 0; i < sampled.size(); ++i)
-    FP8RL_CHECK(sampled[i].seq_id == pending_sampling_[i],
-                "sampled token " + std::to_string(i) + " is for sequence " + std::to_string(sampled[i].seq_id) +
-                    ", the plan samples sequence " + std::to_string(pending_sampling_[i]) + " there");
-  for (const SampledToken& t : sampled) {
-    Sequence& s = seqs_.at(t.seq_id);
-    s.tokens.push_back(t.token);
-    s.logprobs.push_back(t.logprob);
-    if (s.steps.first_token < 0) s.steps.first_token = step_;
+  FP8RL_CHECK(!in_flight_, "update() with step " + std::to_string(step_ - 1) + " in flight: resolve() it");
+  check_sampled(sampled, pending_sampling_, step_);  // before any state changes
+  advance();
+  resolve(sampled);
+}
+
+void Scheduler::advance() {
+  FP8RL_CHECK(pending_, "advance() without a scheduled step");
+  FP8RL_CHECK(!in_flight_, "advance() with step " + std::to_string(in_flight_ ? in_flight_->step : 0) +
+                               " still in flight: resolve() it first");
+  InFlight f;
+  f.step = step_;
+  f.sampling = std::move(pending_sampling_);
+  f.placed.assign(f.sampling.size(), 0);
+  for (size_t i = 0; i < f.sampling.size(); ++i) {
+    const auto it = seqs_.find(f.sampling[i]);
+    // A sequence that finished since schedule() (resolve() of the step before) gets no token.
+    if (it == seqs_.end() || it->second.finish_reason != FinishReason::kNone) continue;
+    Sequence& s = it->second;
+    FP8RL_CHECK(!s.awaiting, "a sequence with two tokens in flight");
+    s.tokens.push_back(kPendingToken);
+    s.logprobs.push_back(0.0f);
+    s.awaiting = true;
     const RequestParams& p = requests_.at(s.request_id).params;
     const auto generated = static_cast<int32_t>(s.tokens.size()) - s.num_prompt_tokens;
+    s.awaiting_last = generated >= p.max_new_tokens || static_cast<int32_t>(s.tokens.size()) >= config_.max_model_len;
+    f.placed[i] = 1;
+  }
+  in_flight_ = std::move(f);
+  pending_sampling_.clear();
+  pending_ = false;
+  ++step_;
+}
+
+void Scheduler::resolve(std::span<const SampledToken> sampled) {
+  FP8RL_CHECK(in_flight_, "resolve() without a step in flight");
+  check_sampled(sampled, in_flight_->sampling, in_flight_->step);
+  const InFlight f = std::move(*in_flight_);
+  in_flight_.reset();
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    if (!f.placed[i]) continue;  // finished meanwhile: this token is past its end
+    const SampledToken& t = sampled[i];
+    Sequence& s = seqs_.at(t.seq_id);  // unfinished until now, so not erased
+    FP8RL_CHECK(s.awaiting && s.tokens.back() == kPendingToken, "resolving a sequence with no pending token");
+    FP8RL_CHECK(t.token >= 0, "a sampled token id must be >= 0, got " + std::to_string(t.token));
+    s.tokens.back() = t.token;
+    s.logprobs.back() = t.logprob;
+    s.awaiting = false;
+    if (s.steps.first_token < 0) s.steps.first_token = f.step;
+    if (s.running) register_blocks(s, s.num_computed);  // a block this token completed, if computed already
+    const RequestParams& p = requests_.at(s.request_id).params;
     const bool stop_string =
         !p.stop_strings.empty() &&
         append_and_match_stop(s.stop_window,
-                              t.token >= 0 && static_cast<size_t>(t.token) < config_.token_bytes->size()
+                              static_cast<size_t>(t.token) < config_.token_bytes->size()
                                   ? std::string_view((*config_.token_bytes)[static_cast<size_t>(t.token)])
                                   : std::string_view(),
                               p.stop_strings);
     if (stop_string || std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), t.token) != p.stop_token_ids.end())
-      finish(s, FinishReason::kStop);
-    else if (generated >= p.max_new_tokens || static_cast<int32_t>(s.tokens.size()) >= config_.max_model_len)
-      finish(s, FinishReason::kLength);
+      finish(s, FinishReason::kStop, f.step);
+    else if (s.awaiting_last)
+      finish(s, FinishReason::kLength, f.step);
   }
-  pending_sampling_.clear();
-  pending_ = false;
-  ++step_;
 }
 
 std::vector<RequestOutput> Scheduler::take_finished() { return std::exchange(finished_, {}); }

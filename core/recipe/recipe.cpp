@@ -50,6 +50,8 @@ void RolloutConfig::visit(FieldVisitor& v) {
   v.choice("kv_cache_dtype", kv_cache_dtype, {"auto", "fp8"}, "auto = model dtype; fp8 = E4M3 K/V with one scale per layer for K and for V");
   v.field("enable_prefix_caching", enable_prefix_caching, "compute each prompt's KV once for its n samples");
   v.field("enforce_eager", enforce_eager, "true = decode without CUDA graphs");
+  v.field("async_scheduling", async_scheduling,
+          "true = schedule and launch each step before reading the previous step's tokens (host work overlaps the GPU's; same outputs)");
 }
 
 void AlgorithmConfig::visit(FieldVisitor& v) {

@@ -77,6 +77,7 @@ struct RolloutConfig {
   std::string kv_cache_dtype = "auto"; // auto (model dtype) | fp8
   bool enable_prefix_caching = true;   // compute a prompt's KV once for its n samples
   bool enforce_eager = false;          // true = no CUDA graphs for decode
+  bool async_scheduling = false;       // true = schedule and launch step t+1 before reading step t's tokens
   void visit(FieldVisitor& v);
 };
 

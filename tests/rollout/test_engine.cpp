@@ -138,6 +138,15 @@ TEST_CASE("engine: sampled tokens carry the trainer's log softmax(logits / T), s
   }
   // Different samples of one request draw different streams.
   CHECK(both[0].output.samples[0].tokens != both[0].output.samples[1].tokens);
+  // One step in flight: the same draws and log-probs.
+  EngineConfig async;
+  async.async_scheduling = true;
+  const std::vector<GenerateOutput> overlapped = Engine(m, async).generate({a, b});
+  for (size_t r = 0; r < 2; ++r)
+    for (size_t s = 0; s < both[r].output.samples.size(); ++s) {
+      CHECK(overlapped[r].output.samples[s].tokens == both[r].output.samples[s].tokens);
+      CHECK(overlapped[r].output.samples[s].logprobs == both[r].output.samples[s].logprobs);
+    }
 }
 
 TEST_CASE("engine: preemption, prefix sharing, chunked prefill and batch composition leave greedy tokens unchanged", "[rollout][engine]") {
@@ -161,15 +170,20 @@ TEST_CASE("engine: preemption, prefix sharing, chunked prefill and batch composi
     const char* name;
     EngineConfig config;
   };
-  EngineConfig tiny_pool = roomy, no_prefix = roomy, chunked = roomy, unchunked = roomy;
+  EngineConfig tiny_pool = roomy, no_prefix = roomy, chunked = roomy, unchunked = roomy, async = roomy;
   tiny_pool.num_blocks = 16;  // 64 slots for ~40 requests of up to ~50 tokens: forces preemption
   tiny_pool.max_num_seqs = 64;
   no_prefix.enable_prefix_caching = false;
   chunked.max_num_batched_tokens = 7;  // prompts split over several steps
   unchunked.enable_chunked_prefill = false;
   unchunked.max_num_batched_tokens = 64;
+  async.async_scheduling = true;  // one step in flight: inputs patched from its sampled tokens
+  EngineConfig async_tiny = tiny_pool, async_chunked = chunked;
+  async_tiny.async_scheduling = async_chunked.async_scheduling = true;
   for (const Variant& v : {Variant{"small pool", tiny_pool}, Variant{"no prefix caching", no_prefix},
-                           Variant{"chunked prefill", chunked}, Variant{"no chunked prefill", unchunked}}) {
+                           Variant{"chunked prefill", chunked}, Variant{"no chunked prefill", unchunked},
+                           Variant{"async scheduling", async}, Variant{"async, small pool", async_tiny},
+                           Variant{"async, chunked prefill", async_chunked}}) {
     INFO(v.name);
     Engine engine(m, v.config);
     const std::vector<GenerateOutput> got = engine.generate(reqs);
@@ -178,7 +192,9 @@ TEST_CASE("engine: preemption, prefix sharing, chunked prefill and batch composi
         INFO("request " << i << " sample " << s);
         CHECK(got[i].output.samples[s].tokens == want[i].output.samples[s].tokens);
       }
-    if (std::string(v.name) == "small pool") CHECK(engine.last_stats().preemptions > 0);
+    if (v.config.num_blocks > 0) CHECK(engine.last_stats().preemptions > 0);
+    // Tokens past a stop are dropped, so the count is the outputs' either way.
+    CHECK(engine.last_stats().generated_tokens == reference.last_stats().generated_tokens);
   }
   // Batch of one: each request alone gives the same tokens.
   for (size_t i = 0; i < 5; ++i) {
@@ -204,11 +220,18 @@ TEST_CASE("engine: a request that cannot fit fails alone, stop tokens end a samp
   // The third generated token as a stop token: generation ends there, the stop token kept.
   GenerateRequest stopping = fine;
   stopping.params.stop_token_ids = {tokens[2]};
-  const std::vector<GenerateOutput> stopped = engine.generate({stopping});
-  const SampleOutput& s = stopped[0].output.samples[0];
-  CHECK(s.finish_reason == FinishReason::kStop);
   const size_t first = static_cast<size_t>(std::find(tokens.begin(), tokens.end(), tokens[2]) - tokens.begin());
-  CHECK(s.tokens == std::vector<TokenId>(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(first) + 1));
+  EngineConfig async = c;
+  async.async_scheduling = true;  // the stop is seen a step late; the token after it is dropped
+  for (const EngineConfig& config : {c, async}) {
+    INFO("async scheduling " << config.async_scheduling);
+    const std::vector<GenerateOutput> stopped = Engine(m, config).generate({stopping, fine});
+    const SampleOutput& s = stopped[0].output.samples[0];
+    CHECK(s.finish_reason == FinishReason::kStop);
+    CHECK(s.tokens == std::vector<TokenId>(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(first) + 1));
+    CHECK(s.logprobs.size() == s.tokens.size());
+    CHECK(stopped[1].output.samples[0].tokens == tokens);  // its batch mate runs on
+  }
 }
 
 TEST_CASE("engine: a stop string ends a sample at the token that completes it, across and inside tokens", "[rollout][engine][stop]") {
@@ -234,12 +257,17 @@ TEST_CASE("engine: a stop string ends a sample at the token that completes it, a
   REQUIRE(expect_len <= 5);
   GenerateRequest stopping = free_run;
   stopping.params.stop_strings = {"never-generated", stop};
-  const GenerateOutput out = engine.generate({stopping})[0];
-  REQUIRE(out.output.samples.size() == 2);
-  for (const SampleOutput& s : out.output.samples) {  // greedy: both samples alike
-    CHECK(s.finish_reason == FinishReason::kStop);
-    CHECK(s.tokens == std::vector<TokenId>(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(expect_len)));
-    CHECK(s.logprobs.size() == s.tokens.size());
+  EngineConfig async = c;
+  async.async_scheduling = true;
+  for (const EngineConfig& config : {c, async}) {
+    INFO("async scheduling " << config.async_scheduling);
+    const GenerateOutput out = Engine(m, config).generate({stopping})[0];
+    REQUIRE(out.output.samples.size() == 2);
+    for (const SampleOutput& s : out.output.samples) {  // greedy: both samples alike
+      CHECK(s.finish_reason == FinishReason::kStop);
+      CHECK(s.tokens == std::vector<TokenId>(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(expect_len)));
+      CHECK(s.logprobs.size() == s.tokens.size());
+    }
   }
   // The prompt's bytes never count: a stop string straddling the prompt's last token and the
   // first generated one does not match (unless the generated text holds it by itself).
