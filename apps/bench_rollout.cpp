@@ -46,7 +46,7 @@ namespace {
 // one step in flight (rollout.async_scheduling).
 struct Mode {
   bool eager = false, async = false;
-  const char* name() const { return eager ? (async ? "eager + async" : "eager") : (async ? "graphs + async" : "graphs"); }
+  const char* name() const { return eager ? "eager" : (async ? "graphs + async" : "graphs"); }
 };
 
 struct Cell {
@@ -274,7 +274,10 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   ratios("FP8 / BF16", 1, 0, 0);
   ratios("FP8 + FP8 KV / BF16", 2, 0, 0);
   for (size_t m = 1; m < modes.size(); ++m)
-    if (modes[m].async) ratios("FP8 + FP8 KV / BF16", 2, 0, m);
+    if (modes[m].async) {
+      ratios("FP8 / BF16", 1, 0, m);
+      ratios("FP8 + FP8 KV / BF16", 2, 0, m);
+    }
   r << "\nFP8 / BF16 prefill tokens/s (same run, " << o.prompt_len << "-token prompts):";
   for (size_t i = 0; i < nb; ++i)
     r << " batch " << cells[i].batch << " " << std::setprecision(2)

@@ -153,11 +153,11 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   };
   collect();  // requests that failed at once
 
-  // One step's forward and sampling, launched; its tokens come back through `tokens`/`logprobs`.
+  // One step's forward and sampling, launched; its tokens come back through `host`.
   struct Launched {
     std::vector<SeqId> sampling;  // the plan's sampling sequences, in order
     at::Tensor tokens;            // [S'] int64 on the device (the next step's pending inputs)
-    Readback host_tokens, host_logprobs;
+    Readback host;                // tokens [S'] int64, log-probs [S'] float32
   };
   std::vector<SamplingParams> params;
   std::vector<SampleKey> keys;
@@ -196,18 +196,18 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
       l.sampling.push_back(s.seq_id);
     }
     const SampleResult r = sample(logits, params, keys);
-    // One asynchronous device-to-host copy each, read after the host has other work queued.
+    // Asynchronous device-to-host copies, read once the host has queued other work.
     l.tokens = r.tokens;
-    l.host_tokens = Readback(r.tokens);
-    l.host_logprobs = Readback(r.logprobs);
+    l.host = Readback({r.tokens, r.logprobs});
     return l;
   };
   // The tokens of a launched step, once they are on the host.
   const auto sampled_of = [](Launched& l) {
     std::vector<SampledToken> sampled;
     if (l.sampling.empty()) return sampled;
-    const int64_t* tp = l.host_tokens.wait().data_ptr<int64_t>();
-    const float* lpp = l.host_logprobs.wait().data_ptr<float>();
+    const std::vector<at::Tensor>& host = l.host.wait();
+    const int64_t* tp = host[0].data_ptr<int64_t>();
+    const float* lpp = host[1].data_ptr<float>();
     for (size_t j = 0; j < l.sampling.size(); ++j)
       sampled.push_back({l.sampling[j], static_cast<TokenId>(tp[j]), lpp[j]});
     return sampled;

@@ -19,7 +19,7 @@
 // step's tokens. With async_scheduling the host also schedules and launches step t+1 before it
 // reads step t's tokens: the tokens step t+1 needs from step t are patched into its inputs on the
 // device, and stop conditions are seen one step late (the scheduler drops the extra token;
-// rollout/scheduler.h). Outputs are the same either way.
+// rollout/scheduler.h, which also says what may differ: the sampling streams do not).
 #pragma once
 
 #include <cstdint>

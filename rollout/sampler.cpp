@@ -54,12 +54,12 @@ at::Tensor truncate(const at::Tensor& logprob, const SamplingParams& p) {
   return out;
 }
 
-// -log(-log U_v) for v < V: the race's noise for one row, on the host (rollout/race_noise.h).
-at::Tensor race_noise(uint64_t seed, int64_t V) {
-  at::Tensor g = at::empty({V}, at::TensorOptions().dtype(at::kFloat));
-  float* p = g.data_ptr<float>();
-  for (int64_t v = 0; v < V; ++v) p[v] = -std::log(-std::log(race_uniform(seed, static_cast<uint64_t>(v))));
-  return g;
+// -log(-log U_v) for v < V: the race's noise for one row, made on the host (rollout/race_noise.h)
+// and uploaded without a stream sync.
+at::Tensor race_noise(uint64_t seed, int64_t V, at::Device device) {
+  std::vector<float> g(static_cast<size_t>(V));
+  for (int64_t v = 0; v < V; ++v) g[size_t(v)] = -std::log(-std::log(race_uniform(seed, static_cast<uint64_t>(v))));
+  return upload(std::span<const float>(g), at::kFloat, device);
 }
 
 #ifdef FP8RL_WITH_CUDA
@@ -141,7 +141,7 @@ SampleResult sample_reference(const at::Tensor& logits, std::span<const Sampling
       continue;
     }
     const at::Tensor allowed = truncates(p, V) ? truncate(row, p) : row;
-    tokens[s] = (allowed + race_noise(row_seed(p.seed, keys[s]), V).to(logits.device())).argmax();
+    tokens[s] = (allowed + race_noise(row_seed(p.seed, keys[s]), V, logits.device())).argmax();
   }
   SampleResult r;
   r.tokens = S == 0 ? at::empty({0}, logits.options().dtype(at::kLong)) : at::stack(tokens).to(at::kLong);

@@ -188,10 +188,10 @@ bool Scheduler::try_admit(Sequence& s, int32_t& budget, StepPlan& plan) {
   for (BlockId b : hits) pool_.acquire_cached(b);
   auto blocks = pool_.allocate(fresh);
   FP8RL_CHECK(blocks.has_value(), "block count checked above");
+  s.num_registered = static_cast<int32_t>(hits.size());  // in the cache already
   s.block_table = std::move(hits);
   s.block_table.insert(s.block_table.end(), blocks->begin(), blocks->end());
   s.num_computed = cached;
-  s.num_registered = static_cast<int32_t>(hits.size());
   tokens_saved_ += cached;
   s.running = true;
   running_.push_back(s.id);
@@ -309,10 +309,12 @@ void Scheduler::check_sampled(std::span<const SampledToken> sampled, std::span<c
   FP8RL_CHECK(sampled.size() == expected.size(), "step " + std::to_string(step) + " expects " +
                                                      std::to_string(expected.size()) + " sampled tokens, got " +
                                                      std::to_string(sampled.size()));
-  for (size_t i = 0; i < sampled.size(); ++i)
+  for (size_t i = 0; i < sampled.size(); ++i) {
     FP8RL_CHECK(sampled[i].seq_id == expected[i],
                 "sampled token " + std::to_string(i) + " is for sequence " + std::to_string(sampled[i].seq_id) +
                     ", the plan samples sequence " + std::to_string(expected[i]) + " there");
+    FP8RL_CHECK(sampled[i].token >= 0, "a sampled token id must be >= 0, got " + std::to_string(sampled[i].token));
+  }
 }
 
 void Scheduler::update(std::span<const SampledToken> sampled) {
@@ -361,7 +363,6 @@ void Scheduler::resolve(std::span<const SampledToken> sampled) {
     const SampledToken& t = sampled[i];
     Sequence& s = seqs_.at(t.seq_id);  // unfinished until now, so not erased
     FP8RL_CHECK(s.awaiting && s.tokens.back() == kPendingToken, "resolving a sequence with no pending token");
-    FP8RL_CHECK(t.token >= 0, "a sampled token id must be >= 0, got " + std::to_string(t.token));
     s.tokens.back() = t.token;
     s.logprobs.back() = t.logprob;
     s.awaiting = false;

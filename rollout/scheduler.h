@@ -57,7 +57,16 @@
 //   - a finished sequence frees its blocks while the device may still write the dropped step's
 //     K/V into them; a block handed out again is written only by later steps, which the device
 //     runs after that one (one stream), so the late write is harmless.
-// Outputs are identical to the synchronous protocol's (tests drive both).
+// What stays the same: every token comes from its (seed, sample, position) stream and carries the
+// model's log-prob of it, so where the arithmetic does not depend on the batch (the CPU) both
+// protocols give the same tokens, log-probs and finish reasons (tests drive both). What may not:
+// decisions that hinge on a stop not yet seen. A stopped sample holds its blocks one step longer,
+// so a block shortage can preempt a sequence the synchronous protocol would not, and a waiting
+// sequence can be admitted a step later (its milestones and preemption count differ); on the GPU
+// a different batch moves bf16 logits in the last bits, as any change of batch does. And a
+// sequence may preempt itself because the blocks it needs are held by sequences awaiting their
+// last token (never victims): the plan can then be empty, and the next resolve() frees those
+// blocks, so the run still makes progress.
 //
 // Limits. add_request() fails a request alone, with a reason, when it could never run: empty
 // prompt, n < 1, max_new_tokens < 1, prompt + max_new_tokens > max_model_len, more blocks for

@@ -1,7 +1,10 @@
 #include "rollout/transfer.h"
 
+#include "core/util/error.h"
+
 #ifdef FP8RL_WITH_CUDA
 #include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAGuard.h>
 #endif
 
 namespace fp8rl::rollout {
@@ -38,20 +41,26 @@ struct Readback::Event {
 struct Readback::Event {};
 #endif
 
-Readback::Readback(const at::Tensor& t) {
+Readback::Readback(const std::vector<at::Tensor>& tensors) {
+  if (tensors.empty()) return;
 #ifdef FP8RL_WITH_CUDA
-  if (t.is_cuda()) {
-    host_ = at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(true));
-    host_.copy_(t, /*non_blocking=*/true);
+  if (tensors[0].is_cuda()) {
+    // ATen copies on the source device's current stream; the event goes on that stream too.
+    const c10::cuda::CUDAGuard guard(tensors[0].device());
+    for (const at::Tensor& t : tensors) {
+      FP8RL_CHECK(t.device() == tensors[0].device(), "Readback: tensors on different devices");
+      host_.push_back(at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(true)));
+      host_.back().copy_(t, /*non_blocking=*/true);
+    }
     done_ = std::make_shared<Event>();
     done_->event.record();
     return;
   }
 #endif
-  host_ = t.cpu().contiguous();
+  for (const at::Tensor& t : tensors) host_.push_back(t.cpu().contiguous());
 }
 
-const at::Tensor& Readback::wait() {
+const std::vector<at::Tensor>& Readback::wait() {
 #ifdef FP8RL_WITH_CUDA
   if (done_) {
     done_->event.synchronize();

@@ -5,8 +5,8 @@
 //   - upload(): host values -> a new device tensor, staged in pinned memory and copied
 //     asynchronously on the current stream (ATen's caching host allocator keeps the staging
 //     buffer alive until that copy ran);
-//   - Readback: a device tensor -> pinned host memory, asynchronously, with an event; wait()
-//     blocks until the copy is done.
+//   - Readback: device tensors -> pinned host memory, asynchronously, behind one event; wait()
+//     blocks until the copies are done.
 // On the CPU both are plain copies.
 #pragma once
 
@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 namespace fp8rl::rollout {
 
@@ -27,14 +28,14 @@ at::Tensor upload(std::span<const uint8_t> values, at::ScalarType dtype, at::Dev
 class Readback {
  public:
   Readback() = default;
-  // Starts copying `device_tensor` to the host on the current stream.
-  explicit Readback(const at::Tensor& device_tensor);
-  // The host copy (contiguous, on the CPU), once the device has written it.
-  const at::Tensor& wait();
+  // Starts copying each tensor to the host on its device's current stream (all on one device).
+  explicit Readback(const std::vector<at::Tensor>& device_tensors);
+  // The host copies (contiguous, on the CPU), in order, once the device has written them.
+  const std::vector<at::Tensor>& wait();
 
  private:
   struct Event;
-  at::Tensor host_;
+  std::vector<at::Tensor> host_;
   std::shared_ptr<Event> done_;  // null on the CPU or once waited for
 };
 

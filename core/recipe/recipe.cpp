@@ -51,7 +51,8 @@ void RolloutConfig::visit(FieldVisitor& v) {
   v.field("enable_prefix_caching", enable_prefix_caching, "compute each prompt's KV once for its n samples");
   v.field("enforce_eager", enforce_eager, "true = decode without CUDA graphs");
   v.field("async_scheduling", async_scheduling,
-          "true = schedule and launch each step before reading the previous step's tokens (host work overlaps the GPU's; same outputs)");
+          "true = schedule and launch each step before reading the previous step's tokens (host work overlaps the GPU's; "
+          "the same sampling streams, stops seen one step later)");
 }
 
 void AlgorithmConfig::visit(FieldVisitor& v) {

@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <vector>
 
@@ -193,6 +194,67 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
             CHECK(out[i].output.samples[k].tokens == sync[i].output.samples[k].tokens);
       }
     }
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// Async scheduling on CUDA where its batches equal the synchronous ones: samples of uneven
+// lengths that end by length only (known when a step is launched, so both protocols schedule the
+// same steps), so the next step's sequences do not line up with the last step's samples and the
+// input patch takes its gather path, in graph replays and eager steps. Tokens and log-probs must
+// be bit for bit the synchronous ones (the same kernels on the same batches). Then a stop token:
+// the stopped sample ends at its first occurrence, with the tokens it had before.
+TEST_CASE("engine on CUDA: async scheduling gives the synchronous tokens and log-probs bit for bit", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  const std::string dir = (std::filesystem::temp_directory_path() / "fp8rl-gpu-engine-async").string();
+  std::filesystem::remove_all(dir);
+  model::write_random_checkpoint(dir, "qwen3", *recipe::qwen3_preset("76m"), 5);
+  model::LoadOptions o;
+  o.dtype = at::kBFloat16;
+  o.device = at::Device(at::kCUDA, 0);
+  recipe::QuantizationConfig q;
+  q.quant_method = "fp8";
+  const model::CausalLM m = quant::load_causal_lm(dir, q, o);
+  std::vector<GenerateRequest> reqs;
+  for (int i = 0; i < 7; ++i) {
+    GenerateRequest g;
+    g.prompt = random_prompt(9 + 13 * i, m.config().shape.vocab_size, 70 + i);
+    g.params.n = 1 + i % 3;
+    g.params.max_new_tokens = 5 + 6 * ((i * 5) % 7);  // 5 ... 41, finishing at different steps
+    g.sampling = {i % 4 == 0 ? 0.0 : 1.0, 0, 1.0, 11};
+    reqs.push_back(g);
+  }
+  for (const bool eager : {false, true}) {
+    INFO((eager ? "eager" : "graphs"));
+    EngineConfig c;
+    c.gpu_memory_utilization = 0.5;
+    c.enforce_eager = eager;
+    EngineConfig a = c;
+    a.async_scheduling = true;
+    Engine sync_engine(m, c), async_engine(m, a);
+    const std::vector<GenerateOutput> want = sync_engine.generate(reqs);
+    const std::vector<GenerateOutput> got = async_engine.generate(reqs);
+    if (!eager) CHECK(async_engine.last_stats().graph_steps > async_engine.last_stats().steps / 2);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      REQUIRE(got[i].output.samples.size() == want[i].output.samples.size());
+      for (size_t k = 0; k < want[i].output.samples.size(); ++k) {
+        const SampleOutput &x = got[i].output.samples[k], &y = want[i].output.samples[k];
+        CHECK(x.tokens.size() == static_cast<size_t>(reqs[i].params.max_new_tokens));
+        CHECK(x.tokens == y.tokens);
+        CHECK(x.logprobs == y.logprobs);
+        CHECK(x.finish_reason == y.finish_reason);
+      }
+    }
+    // Request 3's first sample stops at the first occurrence of its 6th token.
+    const std::vector<TokenId>& free_run = want[3].output.samples[0].tokens;
+    std::vector<GenerateRequest> stopping = reqs;
+    stopping[3].params.stop_token_ids = {free_run[5]};
+    const std::vector<GenerateOutput> stopped = async_engine.generate(stopping);
+    const size_t first = static_cast<size_t>(std::find(free_run.begin(), free_run.end(), free_run[5]) - free_run.begin());
+    const SampleOutput& s = stopped[3].output.samples[0];
+    CHECK(s.finish_reason == FinishReason::kStop);
+    CHECK(s.tokens == std::vector<TokenId>(free_run.begin(), free_run.begin() + static_cast<std::ptrdiff_t>(first) + 1));
+    CHECK(s.logprobs.size() == s.tokens.size());
   }
   std::filesystem::remove_all(dir);
 }

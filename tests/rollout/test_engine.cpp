@@ -191,6 +191,8 @@ TEST_CASE("engine: preemption, prefix sharing, chunked prefill and batch composi
       for (size_t s = 0; s < got[i].output.samples.size(); ++s) {
         INFO("request " << i << " sample " << s);
         CHECK(got[i].output.samples[s].tokens == want[i].output.samples[s].tokens);
+        for (size_t t = 0; t < got[i].output.samples[s].logprobs.size(); ++t)
+          CHECK(std::abs(got[i].output.samples[s].logprobs[t] - want[i].output.samples[s].logprobs[t]) < 1e-5);
       }
     if (v.config.num_blocks > 0) CHECK(engine.last_stats().preemptions > 0);
     // Tokens past a stop are dropped, so the count is the outputs' either way.

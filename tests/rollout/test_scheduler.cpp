@@ -208,6 +208,10 @@ RunResult drive(const SchedulerConfig& c, const std::vector<Job>& jobs, int32_t 
     if (arrive_per_step > 0) arrive(size_t(arrive_per_step));
     REQUIRE(++r.steps < 1000000);
   }
+  if (in_flight) {  // the last step: every token it sampled is past a finished sequence's end
+    sched.resolve(*in_flight);
+    REQUIRE_FALSE(sched.has_in_flight());
+  }
   for (auto& o : sched.take_finished()) r.outputs[o.request_id] = std::move(o);
   sched.block_pool().check_invariants();
   REQUIRE(sched.block_pool().num_free_blocks() == c.num_blocks);  // no leaks
@@ -714,4 +718,42 @@ TEST_CASE("scheduler: the async protocol's misuse is a checked programming error
   REQUIRE(plan.input_ids == std::vector<TokenId>{kPendingToken});
   REQUIRE_THROWS_AS(sched.advance(), std::logic_error);  // resolve the step in flight first
   REQUIRE_THROWS_AS(sched.update({}), std::logic_error);
+}
+
+TEST_CASE("scheduler: async, a stop not yet seen can preempt a sequence, and a sequence can wait out an empty plan",
+          "[rollout][scheduler]") {
+  // Three blocks of 4 slots, no prefix caching. A (4-token prompt) samples a stop token first;
+  // B (7-token prompt) runs beside it. Synchronously A finishes at once; with A's stop still in
+  // flight, A is scheduled once more, needs a second block and preempts B, which recomputes.
+  // Tokens stay each sample's own (the run-alone reference); only the schedule differs.
+  SchedulerConfig c;
+  c.num_blocks = 3;
+  c.block_size = 4;
+  c.max_num_seqs = 4;
+  c.max_num_batched_tokens = 64;
+  c.max_model_len = 32;
+  c.enable_prefix_caching = false;
+  std::vector<TokenId> a_prompt;
+  for (TokenId t = 1; a_prompt.size() < 4; ++t) {  // a prompt whose first sampled token is kStop
+    std::vector<TokenId> p{t, t, t, t};
+    if (reference(p, RequestParams{1, 1, {}}, 0)[0] == kStop) a_prompt = p;
+    REQUIRE(t < 5000);
+  }
+  std::mt19937 rng(3);
+  const std::vector<Job> jobs{{a_prompt, RequestParams{1, 8, {kStop}}}, {random_prompt(rng, 7), RequestParams{1, 4, {}}}};
+  const RunResult sync = drive(c, jobs);
+  const RunResult async = drive(c, jobs, 0, true);
+  require_matches_reference(jobs, sync);
+  require_matches_reference(jobs, async);
+  CHECK(sync.stats.preemptions == 0);
+  CHECK(async.stats.preemptions == 1);
+
+  // A sequence awaiting its last token (max_new_tokens 1) holds its blocks and is never a victim;
+  // the older one that needs a block preempts itself, the plan is empty, and the next resolve()
+  // frees the blocks.
+  const std::vector<Job> jobs2{{random_prompt(rng, 4), RequestParams{1, 6, {}}}, {random_prompt(rng, 7), RequestParams{1, 1, {}}}};
+  const RunResult async2 = drive(c, jobs2, 0, true);
+  require_matches_reference(jobs2, async2);
+  const RunResult sync2 = drive(c, jobs2);
+  require_matches_reference(jobs2, sync2);
 }

@@ -27,9 +27,12 @@ TEST_CASE("transfer: upload converts to the asked dtype and owns its copy, Readb
   CHECK(f[1].item<float>() == -2.0f);
   CHECK(upload(std::span<const int64_t>(), at::kLong, at::kCPU).numel() == 0);
 
-  Readback rb(f * 2);
-  const at::Tensor& host = rb.wait();
-  CHECK(host.is_contiguous());
-  CHECK(host[0].item<float>() == 1.0f);
-  CHECK(rb.wait().data_ptr() == host.data_ptr());  // waiting twice is harmless
+  Readback rb({f * 2, as_long});
+  const std::vector<at::Tensor>& host = rb.wait();
+  REQUIRE(host.size() == 2);
+  CHECK(host[0].is_contiguous());
+  CHECK(host[0][0].item<float>() == 1.0f);
+  CHECK(host[1][2].item<int64_t>() == (1LL << 40));
+  CHECK(rb.wait()[0].data_ptr() == host[0].data_ptr());  // waiting twice is harmless
+  CHECK(Readback().wait().empty());
 }
