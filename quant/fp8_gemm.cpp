@@ -9,7 +9,11 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <cublasLt.h>
 
+#include "core/util/env.h"
 #include "quant/cuda/fp8_gemv.h"
+#ifdef FP8RL_WITH_FP8_GEMM_SM90
+#include "quant/cuda/fp8_gemm_sm90.h"
+#endif
 
 #include <list>
 #include <map>
@@ -229,8 +233,49 @@ at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType 
   return out;
 }
 
+#ifdef FP8RL_WITH_FP8_GEMM_SM90
+// Block x group E4M3 with contiguous operands, bf16 out, at most 64 (padded) rows, on sm_90.
+bool sm90_applies(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
+  return gemv_applies(x, w, cuda::kFp8GemmSm90MaxRows) && x.data.size(0) <= cuda::kFp8GemmSm90MaxRows &&
+         out_dtype == at::kBFloat16 && at::cuda::getDeviceProperties(x.data.get_device())->major == 9;
+}
+
+// CUTLASS's kernel (quant/cuda/fp8_gemm_sm90.h); an undefined tensor when it cannot run the shapes.
+at::Tensor gemm_sm90(const Fp8Activation& x, const Fp8Weight& w) {
+  const int64_t Mp = x.data.size(0), Np = w.data.size(0);
+  at::Tensor out = at::empty({Mp, Np}, x.data.options().dtype(at::kBFloat16));  // [Mp, Np]
+  cuda::Fp8GemmSm90Args a;
+  a.w = w.data.data_ptr();
+  a.w_scale = w.scale.data_ptr<float>();
+  a.x = x.data.data_ptr();
+  a.x_scale = x.scale.data_ptr<float>();
+  a.y = out.data_ptr();
+  a.Mp = Mp;
+  a.Np = Np;
+  a.Kp = w.data.size(1);
+  a.num_sms = at::cuda::getDeviceProperties(x.data.get_device())->multiProcessorCount;
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (!cuda::fp8_gemm_sm90(a, workspace_for(x.data, stream), kWorkspaceBytes, stream)) return {};
+  out = out.narrow(0, 0, x.rows);
+  return Np == w.out_features ? out : out.narrow(1, 0, w.out_features).contiguous();
+}
+
+// FP8RL_CUTLASS_SMALL_M=1: fp8_gemm runs M = 9-64 on CUTLASS instead of cuBLASLt (off by
+// default until the engine's numbers say so; docs/BENCHMARKS.md).
+bool sm90_dispatch_on() {
+  static const bool on = env_switch("FP8RL_CUTLASS_SMALL_M", false);
+  return on;
+}
+#endif
+
 at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, bool small_m = true) {
   if (small_m && gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows)) return gemv_cuda(x, w, out_dtype, /*tensor_cores=*/true);
+#ifdef FP8RL_WITH_FP8_GEMM_SM90
+  if (small_m && sm90_dispatch_on() && sm90_applies(x, w, out_dtype)) {
+    at::Tensor y = gemm_sm90(x, w);
+    if (y.defined()) return y;
+  }
+#endif
   // M is the padded row count (group scaling rounds it up to a multiple of 4).
   const int64_t M = x.data.size(0), Np = w.data.size(0), Kp = w.data.size(1);
   at::Tensor out = at::empty({M, Np}, x.data.options().dtype(out_dtype));  // [M, Np]
@@ -285,11 +330,29 @@ at::Tensor fp8_gemm_small_m(const Fp8Activation& x, const Fp8Weight& w, at::Scal
     case SmallMKernel::tensor_cores:
       FP8RL_CHECK(gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows), "fp8_gemm_small_m: the tensor-core GEMV does not apply");
       return gemv_cuda(x, w, out_dtype, true);
+    case SmallMKernel::cutlass_sm90: {
+#ifdef FP8RL_WITH_FP8_GEMM_SM90
+      FP8RL_CHECK(sm90_applies(x, w, out_dtype), "fp8_gemm_small_m: CUTLASS's sm90 kernel does not apply");
+      at::Tensor y = gemm_sm90(x, w);
+      if (!y.defined()) throw RuntimeFailure("fp8_gemm_small_m: CUTLASS cannot run these shapes");
+      return y;
+#else
+      FP8RL_CHECK(false, "fp8_gemm_small_m: built without CUTLASS's sm90 kernel (FlashInfer's headers)");
+#endif
+    }
   }
   return {};
 #else
   (void)kernel;
   throw RuntimeFailure("fp8_gemm_small_m: fp8rl was built without CUDA");
+#endif
+}
+
+bool fp8_gemm_sm90_built() {
+#ifdef FP8RL_WITH_FP8_GEMM_SM90
+  return true;
+#else
+  return false;
 #endif
 }
 

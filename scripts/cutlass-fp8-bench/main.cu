@@ -8,10 +8,12 @@
 // side and the few tokens its N side (16-64 wide), against cuBLASLt on the same operands.
 //   bash scripts/cutlass-fp8-bench/build.sh && ./cutlass_fp8_bench
 //
-// Scales: 128x128 weight blocks and 1x128 activation groups, as the engine makes them. CUTLASS's
-// sm90 collective takes both scale tensors M/N-major, so the weight scales are given transposed
-// ([K/128, N/128], N fastest; the engine keeps [N/128, K/128] for cuBLASLt); the activation
-// scales are the engine's own layout ([K/128, M], M fastest). M is a multiple of 4 (the engine
+// Scales: 128x128 weight blocks and 1x128 activation groups, as the engine makes them. CUTLASS
+// documents its sm90 collective for M/N-major scale tensors, so most configurations get the
+// weight scales transposed ([K/128, N/128], N fastest); two read the engine's own layout
+// ([N/128, K/128], K fastest: no copy to keep in sync with requantization), which the
+// collective's layout logic also accepts when a tile holds one scale along M. The activation
+// scales are the engine's layout ([K/128, M], M fastest). M is a multiple of 4 (the engine
 // pads activation rows to 4), which TMA needs for the activation scales' row stride.
 //
 // Each configuration's output is checked against cuBLASLt's (same operands, max |difference| <=
@@ -75,11 +77,16 @@ __global__ void fill_fp8(uint8_t* p, size_t n, uint32_t seed) {
 // both scales, bf16 out.
 using namespace cute;
 
-template <int TileM, int TileN, class MainloopSchedule, class EpilogueSchedule, class TileScheduler>
+// kWeightScalesKMajor: the weight scales as the engine keeps them ([N/128, K/128], K fastest);
+// else transposed ([K/128, N/128]), the layout CUTLASS documents for sm90.
+template <int TileM, int TileN, class MainloopSchedule, class EpilogueSchedule, class TileScheduler,
+          bool kWeightScalesKMajor = false>
 struct SwapAbGemm {
+  static constexpr bool kScalesKMajor = kWeightScalesKMajor;
   using TileShape = Shape<Int<TileM>, Int<TileN>, _128>;
   using ClusterShape = Shape<_1, _1, _1>;
-  using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<128, 1, 128>;  // both M/N-major
+  using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<
+      128, 1, 128, kWeightScalesKMajor ? cute::GMMA::Major::K : cute::GMMA::Major::MN, cute::GMMA::Major::MN>;
   using LayoutSFA = decltype(ScaleConfig::deduce_layoutSFA());
   using LayoutSFB = decltype(ScaleConfig::deduce_layoutSFB());
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
@@ -110,6 +117,7 @@ using Persistent = cutlass::gemm::PersistentScheduler;
 struct Operands {
   const uint8_t* w;         // [Nw, K]
   const float* w_scale_mn;  // [K/128, Nw/128]
+  const float* w_scale_k;   // [Nw/128, K/128]
   const uint8_t* x;         // [M, K]
   const float* x_scale;     // [K/128, M]
   __nv_bfloat16* y;         // [M, Nw]
@@ -136,7 +144,7 @@ struct Runner {
         cutlass::gemm::GemmUniversalMode::kGemm,
         {o.nw, o.m, o.k, 1},
         {reinterpret_cast<const cutlass::float_e4m3_t*>(o.w), sa, reinterpret_cast<const cutlass::float_e4m3_t*>(o.x),
-         sb, o.w_scale_mn, lsfa, o.x_scale, lsfb},
+         sb, G::kScalesKMajor ? o.w_scale_k : o.w_scale_mn, lsfa, o.x_scale, lsfb},
         {{1.0f, 0.0f}, nullptr, sd, reinterpret_cast<cutlass::bfloat16_t*>(o.y), sd}};
     if constexpr (kStreamK) {
       using Mode = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90StreamKParams::DecompositionMode;
@@ -298,6 +306,7 @@ int main() {
   // The collective takes 128 or 256 weight rows per tile (its scale promotion splits M by 128).
   using P128x16 = SwapAbGemm<128, 16, Ping, PingEpi, Persistent>;
   using P128x32 = SwapAbGemm<128, 32, Ping, PingEpi, Persistent>;
+  using C128x32K = SwapAbGemm<128, 32, Coop, CoopEpi, StreamK, true>;
   std::vector<Config> configs;
   for (int tile_n : {16, 32, 64})
     for (int splits : {1, 2, 4, 8, 0}) {
@@ -310,6 +319,9 @@ int main() {
     }
   configs.push_back(make_config<P128x16, false>("pingpong 128x16", 1));
   configs.push_back(make_config<P128x32, false>("pingpong 128x32", 1));
+  // The engine's own weight-scale layout (no transposed copy), if CUTLASS reads it right.
+  configs.push_back(make_config<C128x32K, true>("coop 128x32, split-K 4, K-major weight scales", 4));
+  configs.push_back(make_config<C128x32K, true>("coop 128x32, data-parallel, K-major weight scales", 1));
 
   struct Shape { const char* name; int nw, k; };
   const Shape shapes[] = {{"qkv (fused)", 6144, 4096}, {"o", 4096, 4096}, {"gate_up (fused)", 24576, 4096},
@@ -364,7 +376,7 @@ int main() {
       std::string best = "-";
       int correct = 0;
       for (Config& cfg : configs) {
-        const Operands o0{w[0], wsc_mn[0], x, xsc, y, s.nw, M, s.k};
+        const Operands o0{w[0], wsc_mn[0], wsc[0], x, xsc, y, s.nw, M, s.k};
         if (!cfg.prepare(o0)) {
           detail += "| " + std::string(s.name) + " | " + std::to_string(M) + " | " + cfg.name + " | cannot run |\n";
           continue;
@@ -378,7 +390,7 @@ int main() {
         const double err = rel_diff(y, y_ref, static_cast<size_t>(M) * s.nw);
         const double us = time_graph(stream, calls, [&](int i) {
           const int c = i % copies;
-          return cfg.run(Operands{w[c], wsc_mn[c], x, xsc, y, s.nw, M, s.k}, stream);
+          return cfg.run(Operands{w[c], wsc_mn[c], wsc[c], x, xsc, y, s.nw, M, s.k}, stream);
         });
         char line[256];
         std::snprintf(line, sizeof line, "| %s | %d | %s | %.1f | %.0f | %.2e |\n", s.name, M, cfg.name.c_str(), us,

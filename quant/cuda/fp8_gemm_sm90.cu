@@ -1,0 +1,105 @@
+#include "quant/cuda/fp8_gemm_sm90.h"
+
+#include <algorithm>
+
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/detail/blockwise_scale_layout.hpp"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/dispatch_policy.hpp"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+#include "cutlass/gemm/kernel/tile_scheduler_params.h"
+#include "cutlass/util/packed_stride.hpp"
+
+namespace fp8rl::cuda {
+namespace {
+
+using namespace cute;
+
+// D [Np, Mp] column-major (= Y [Mp, Np] row-major) = W [Np, Kp] row-major x X as B [Kp, Mp]
+// column-major. Weight scales K-major (the engine's layout; with one scale per tile along M the
+// collective reads them with cp.async like any stride), activation scales M-major.
+template <int TileN>
+struct SwapAb {
+  using TileShape = Shape<_128, Int<TileN>, _128>;
+  using ClusterShape = Shape<_1, _1, _1>;
+  using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<128, 1, 128, cute::GMMA::Major::K, cute::GMMA::Major::MN>;
+  using LayoutSFA = decltype(ScaleConfig::deduce_layoutSFA());
+  using LayoutSFB = decltype(ScaleConfig::deduce_layoutSFB());
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::ColumnMajor, 8,
+      cutlass::bfloat16_t, cutlass::layout::ColumnMajor, 8, cutlass::epilogue::TmaWarpSpecializedCooperative>::CollectiveOp;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::float_e4m3_t,
+      cute::tuple<cutlass::layout::RowMajor, LayoutSFA>, 16, cutlass::float_e4m3_t,
+      cute::tuple<cutlass::layout::ColumnMajor, LayoutSFB>, 16, float, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8BlockScaledAccum>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue,
+                                                      cutlass::gemm::StreamKScheduler>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  static typename Gemm::Arguments arguments(const Fp8GemmSm90Args& a) {
+    const int n = static_cast<int>(a.Np), m = static_cast<int>(a.Mp), k = static_cast<int>(a.Kp);
+    using Params = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90StreamKParams;
+    typename Gemm::Arguments args{
+        cutlass::gemm::GemmUniversalMode::kGemm,
+        {n, m, k, 1},
+        {static_cast<const cutlass::float_e4m3_t*>(a.w),
+         cutlass::make_cute_packed_stride(typename Kernel::StrideA{}, make_shape(n, k, 1)),
+         static_cast<const cutlass::float_e4m3_t*>(a.x),
+         cutlass::make_cute_packed_stride(typename Kernel::StrideB{}, make_shape(m, k, 1)), a.w_scale,
+         ScaleConfig::tile_atom_to_shape_SFA(make_shape(n, m, k, 1)), a.x_scale,
+         ScaleConfig::tile_atom_to_shape_SFB(make_shape(n, m, k, 1))},
+        {{1.0f, 0.0f},
+         nullptr,
+         cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(n, m, 1)),
+         static_cast<cutlass::bfloat16_t*>(a.y),
+         cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(n, m, 1))}};
+    // Split K until the output tiles (with their splits) cover the multiprocessors once: a
+    // 4096-row weight is 32 tiles of 128 rows, a quarter of an H100/H200.
+    const int tiles = (n / 128) * ((m + TileN - 1) / TileN);
+    const int splits = std::clamp((a.num_sms + tiles - 1) / tiles, 1, std::min(8, k / 128));
+    args.scheduler.splits = splits;
+    args.scheduler.decomposition_mode = splits > 1 ? Params::DecompositionMode::SplitK : Params::DecompositionMode::DataParallel;
+    args.scheduler.reduction_mode = Params::ReductionMode::Deterministic;
+    return args;
+  }
+
+  static size_t workspace(const Fp8GemmSm90Args& a) { return Gemm::get_workspace_size(arguments(a)); }
+
+  static bool run(const Fp8GemmSm90Args& a, void* ws, size_t ws_bytes, cudaStream_t stream) {
+    Gemm gemm;
+    const auto args = arguments(a);
+    if (gemm.can_implement(args) != cutlass::Status::kSuccess) return false;
+    if (Gemm::get_workspace_size(args) > ws_bytes) return false;
+    if (gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess) return false;
+    return gemm.run(stream) == cutlass::Status::kSuccess;
+  }
+};
+
+bool shapes_ok(const Fp8GemmSm90Args& a) {
+  return a.Mp >= 1 && a.Mp <= kFp8GemmSm90MaxRows && a.Mp % 4 == 0 && a.Np % 128 == 0 && a.Kp % 128 == 0 && a.Np > 0 &&
+         a.Kp > 0;
+}
+
+}  // namespace
+
+size_t fp8_gemm_sm90_workspace(const Fp8GemmSm90Args& a) {
+  if (!shapes_ok(a)) return 0;
+  if (a.Mp <= 16) return SwapAb<16>::workspace(a);
+  if (a.Mp <= 32) return SwapAb<32>::workspace(a);
+  return SwapAb<64>::workspace(a);
+}
+
+bool fp8_gemm_sm90(const Fp8GemmSm90Args& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (!shapes_ok(a)) return false;
+  if (a.Mp <= 16) return SwapAb<16>::run(a, workspace, workspace_bytes, stream);
+  if (a.Mp <= 32) return SwapAb<32>::run(a, workspace, workspace_bytes, stream);
+  return SwapAb<64>::run(a, workspace, workspace_bytes, stream);
+}
+
+}  // namespace fp8rl::cuda
