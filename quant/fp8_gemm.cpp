@@ -274,6 +274,12 @@ at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType 
   if (small_m && sm90_dispatch_on() && sm90_applies(x, w, out_dtype)) {
     at::Tensor y = gemm_sm90(x, w);
     if (y.defined()) return y;
+    // Said once, so a benchmark never reports cuBLASLt's numbers as CUTLASS's unawares.
+    static std::once_flag said;
+    std::call_once(said, [&] {
+      log::warn(cat("fp8_gemm: FP8RL_CUTLASS_SMALL_M=1 but CUTLASS could not run M=", x.rows, " N=", w.out_features,
+                    " K=", w.in_features, "; such GEMMs use cuBLASLt"));
+    });
   }
 #endif
   // M is the padded row count (group scaling rounds it up to a multiple of 4).

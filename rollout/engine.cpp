@@ -163,7 +163,6 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   std::vector<SampleKey> keys;
   const auto launch = [&](const StepPlan& plan, const Launched* in_flight) {
     Launched l;
-    if (plan.empty()) return l;
     const PendingInputs pending =
         pending_inputs(plan, in_flight ? std::span<const SeqId>(in_flight->sampling) : std::span<const SeqId>());
     FP8RL_CHECK(pending.empty() || in_flight, "Engine: a pending input token with no step in flight");
@@ -223,9 +222,14 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   std::optional<Launched> in_flight;
   while (sched.has_unfinished()) {
     const StepPlan plan = sched.schedule();
-    // An empty plan is progress only while the step in flight holds tokens that finish sequences.
-    FP8RL_CHECK(!plan.empty() || (in_flight && !in_flight->sampling.empty()),
-                "Engine: the scheduler made no progress with work left");
+    if (plan.empty()) {
+      // Progress only while the step in flight holds tokens that finish sequences: resolve it.
+      FP8RL_CHECK(in_flight && !in_flight->sampling.empty(), "Engine: the scheduler made no progress with work left");
+      sched.resolve(sampled_of(*in_flight));
+      step_done();
+      in_flight.reset();
+      continue;
+    }
     Launched l = launch(plan, in_flight ? &*in_flight : nullptr);
     if (!config_.async_scheduling) {
       sched.update(sampled_of(l));

@@ -270,7 +270,8 @@ StepPlan Scheduler::schedule() {
     const auto& table = seqs_.at(plan.seqs[i].seq_id).block_table;
     std::copy(table.begin(), table.end(), plan.block_tables.begin() + std::ptrdiff_t(i * size_t(plan.max_blocks_per_seq)));
   }
-  pending_ = true;
+  // An empty plan is no step: nothing to launch or update, and the step number stays.
+  pending_ = !plan.empty();
   return plan;
 }
 

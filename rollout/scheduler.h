@@ -207,8 +207,9 @@ class Scheduler {
 
   // The next step's plan; empty when nothing can run (then nothing is waiting either, since a
   // waiting sequence always fits once the running ones finish; with a step in flight, also when
-  // every running sequence awaits its last token). Must be followed by update(), or by advance(),
-  // before the next schedule().
+  // every running sequence awaits its last token). A plan with sequences must be followed by
+  // update(), or by advance(), before the next schedule(); an empty one is no step (it takes no
+  // step number and nothing follows it).
   StepPlan schedule();
   // The sampled token of every sampling sequence of the pending plan, in its seqs order.
   // Appends them, finishes sequences (stop / length) and frees their blocks. advance() then

@@ -59,17 +59,19 @@ struct SwapAb {
          cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(n, m, 1)),
          static_cast<cutlass::bfloat16_t*>(a.y),
          cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(n, m, 1))}};
-    // Split K until the output tiles (with their splits) cover the multiprocessors once: a
-    // 4096-row weight is 32 tiles of 128 rows, a quarter of an H100/H200.
+    // Split K while the output tiles times their splits still fit the multiprocessors in one
+    // wave: a 4096-row weight is 32 tiles of 128 rows, a quarter of an H100/H200 (4 splits on
+    // 132). One wave matters twice: a second round would lengthen the critical path, and the
+    // deterministic reduction has later splits wait on earlier ones, which needs every CTA of the
+    // grid resident (one per multiprocessor at this kernel's shared memory).
     const int tiles = (n / 128) * ((m + TileN - 1) / TileN);
-    const int splits = std::clamp((a.num_sms + tiles - 1) / tiles, 1, std::min(8, k / 128));
+    const int splits = std::clamp(a.num_sms / tiles, 1, std::min(8, k / 128));
     args.scheduler.splits = splits;
     args.scheduler.decomposition_mode = splits > 1 ? Params::DecompositionMode::SplitK : Params::DecompositionMode::DataParallel;
     args.scheduler.reduction_mode = Params::ReductionMode::Deterministic;
+    args.hw_info.sm_count = a.num_sms;  // else CUTLASS queries the device on every call
     return args;
   }
-
-  static size_t workspace(const Fp8GemmSm90Args& a) { return Gemm::get_workspace_size(arguments(a)); }
 
   static bool run(const Fp8GemmSm90Args& a, void* ws, size_t ws_bytes, cudaStream_t stream) {
     Gemm gemm;
@@ -87,13 +89,6 @@ bool shapes_ok(const Fp8GemmSm90Args& a) {
 }
 
 }  // namespace
-
-size_t fp8_gemm_sm90_workspace(const Fp8GemmSm90Args& a) {
-  if (!shapes_ok(a)) return 0;
-  if (a.Mp <= 16) return SwapAb<16>::workspace(a);
-  if (a.Mp <= 32) return SwapAb<32>::workspace(a);
-  return SwapAb<64>::workspace(a);
-}
 
 bool fp8_gemm_sm90(const Fp8GemmSm90Args& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (!shapes_ok(a)) return false;

@@ -4,7 +4,7 @@
 // on E4M3 from shared memory, the fp32 partial sums promoted with both scales every 128-wide K
 // block (as cuBLASLt and DeepGEMM do). The operands are swapped, D^T [Np, Mp] = W X^T, so the
 // weight rows fill the MMA's 128-row side and the few tokens its 16/32/64-wide N side; K is split
-// (deterministically reduced) until the tiles cover the device.
+// (deterministically reduced) while the tiles and their splits fit the device in one wave.
 //
 // Layouts are the engine's own, no copies: W [Np, Kp] E4M3 with scales [Np/128, Kp/128] (K
 // fastest), X [Mp, Kp] E4M3 with 1x128 group scales [Kp/128, Mp] (M fastest), Y [Mp, Np] bf16.
@@ -34,9 +34,8 @@ struct Fp8GemmSm90Args {
   int num_sms = 132;               // multiprocessors to cover with tiles (K splits)
 };
 
-// Workspace bytes the call needs (K-split partial sums); 0 when it needs none.
-size_t fp8_gemm_sm90_workspace(const Fp8GemmSm90Args& a);
-// False (nothing launched) when CUTLASS cannot run these shapes or the workspace is too small.
+// False (nothing launched) when CUTLASS cannot run these shapes or the workspace (K-split
+// partial sums: at most ~4.3 MB for M <= 64) is too small.
 bool fp8_gemm_sm90(const Fp8GemmSm90Args& a, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace fp8rl::cuda

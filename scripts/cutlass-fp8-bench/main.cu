@@ -16,8 +16,9 @@
 // scales are the engine's layout ([K/128, M], M fastest). M is a multiple of 4 (the engine
 // pads activation rows to 4), which TMA needs for the activation scales' row stride.
 //
-// Each configuration's output is checked against cuBLASLt's (same operands, max |difference| <=
-// 1% of max |y|: both accumulate in fp32 and round to bf16). Timing: CUDA graphs of 20 calls
+// Each configuration's output is checked against cuBLASLt's, element by element (same operands,
+// both accumulate in fp32 and round to bf16: within 2% of each element, plus 0.1% of max |y| for
+// elements near 0). Timing: CUDA graphs of 20 calls
 // over rotated weight copies (>= 512 MB, so each call reads HBM, not L2), as the engine's decode
 // graphs would run them; median of 7 replays. Weight GB/s = weight bytes / time.
 #include <cublasLt.h>
@@ -128,6 +129,7 @@ template <class G, bool kStreamK>
 struct Runner {
   using Gemm = typename G::Gemm;
   int splits;
+  int sms = 132;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 
@@ -154,6 +156,7 @@ struct Runner {
       using Reduction = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90StreamKParams::ReductionMode;
       a.scheduler.reduction_mode = Reduction::Deterministic;
     }
+    a.hw_info.sm_count = sms;
     return a;
   }
 
@@ -189,7 +192,9 @@ struct Lt {
   cublasLtMatrixLayout_t la, lb, ld;
   cublasLtMatmulHeuristicResult_t algo;
 
-  Lt(cublasLtHandle_t handle, int nw, int m, int k) : h(handle) {
+  // The scale pointers go on the descriptor before the heuristic is asked: cuBLASLt 13 refuses
+  // block and vector scale modes without them (quant/fp8_gemm.cpp says so too).
+  Lt(cublasLtHandle_t handle, int nw, int m, int k, const float* w_scale, const float* x_scale) : h(handle) {
     CK(cudaMalloc(&ws, ws_bytes));
     LK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
@@ -198,6 +203,8 @@ struct Lt {
     const int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
     LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof(am)));
     LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof(bm)));
+    LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale, sizeof(w_scale)));
+    LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scale, sizeof(x_scale)));
     LK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, k, nw, k));
     LK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, k, m, k));
     LK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, nw, m, nw));
@@ -237,8 +244,13 @@ double time_graph(cudaStream_t stream, int calls, const std::function<bool(int)>
   CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   bool ok = true;
   for (int i = 0; i < calls; ++i) ok = ok && call(i);
-  CK(cudaStreamEndCapture(stream, &graph));
-  if (!ok) return -1;
+  // A failed launch can invalidate the capture: then no graph, and this configuration is skipped.
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  if (ended != cudaSuccess || !ok) {
+    if (ended == cudaSuccess) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    return -1;
+  }
   cudaGraphExec_t exec;
   CK(cudaGraphInstantiate(&exec, graph, 0));
   cudaEvent_t e0, e1;
@@ -263,18 +275,20 @@ double time_graph(cudaStream_t stream, int calls, const std::function<bool(int)>
   return per[per.size() / 2];
 }
 
-// max |a - b| / max |b| over bf16 outputs.
+// The worst element's |a - b| / (|b| + 1e-3 max|b|) over bf16 outputs: two fp32-accumulated
+// products rounded to bf16 differ by ~2^-8 of an element; one scale read from the wrong block
+// (neighbouring scales differ by >= 6% here) moves a whole row or column by more.
 double rel_diff(const __nv_bfloat16* a_d, const __nv_bfloat16* b_d, size_t n) {
   std::vector<__nv_bfloat16> a(n), b(n);
   CK(cudaMemcpy(a.data(), a_d, n * 2, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(b.data(), b_d, n * 2, cudaMemcpyDeviceToHost));
-  double num = 0, den = 0;
+  double top = 0, worst = 0;
+  for (size_t i = 0; i < n; ++i) top = std::max(top, std::fabs(static_cast<double>(__bfloat162float(b[i]))));
   for (size_t i = 0; i < n; ++i) {
     const double x = __bfloat162float(a[i]), y = __bfloat162float(b[i]);
-    num = std::max(num, std::fabs(x - y));
-    den = std::max(den, std::fabs(y));
+    worst = std::max(worst, std::fabs(x - y) / (std::fabs(y) + 1e-3 * top + 1e-30));
   }
-  return den > 0 ? num / den : num;
+  return worst;
 }
 
 struct Config {
@@ -287,6 +301,9 @@ template <class G, bool kStreamK>
 Config make_config(const std::string& name, int splits) {
   auto r = std::make_shared<Runner<G, kStreamK>>();
   r->splits = splits;
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  r->sms = prop.multiProcessorCount;
   return {name, [r](const Operands& o) { return r->prepare(o); },
           [r](const Operands& o, cudaStream_t s) { return r->run(o, s); }};
 }
@@ -328,7 +345,7 @@ int main() {
                           {"down", 4096, 12288}};
   const int ms[] = {4, 8, 16, 32, 64};
   const int calls = 20;
-  std::printf("| shape | M | cuBLASLt us | cuBLASLt GB/s | best CUTLASS | us | GB/s | CUTLASS / cuBLASLt speed | configs within 1%% of cuBLASLt's output |\n");
+  std::printf("| shape | M | cuBLASLt us | cuBLASLt GB/s | best CUTLASS | us | GB/s | CUTLASS / cuBLASLt speed | configs matching cuBLASLt's output |\n");
   std::printf("|---|---:|---:|---:|---|---:|---:|---:|---:|\n");
   std::string detail;
   for (const Shape& s : shapes) {
@@ -366,7 +383,7 @@ int main() {
       for (size_t i = 0; i < h_xsc.size(); ++i) h_xsc[i] = std::ldexp(1.0f + 0.0625f * (i % 11), -5 - static_cast<int>(i % 2));
       CK(cudaMemcpy(xsc, h_xsc.data(), h_xsc.size() * 4, cudaMemcpyHostToDevice));
 
-      Lt ref(lt, s.nw, M, s.k);
+      Lt ref(lt, s.nw, M, s.k, wsc[0], xsc);
       fail_if(!ref.run(w[0], wsc[0], x, xsc, y_ref, stream), "cuBLASLt failed", __FILE__, __LINE__);
       CK(cudaStreamSynchronize(stream));
       const double lt_us =
@@ -396,7 +413,7 @@ int main() {
         std::snprintf(line, sizeof line, "| %s | %d | %s | %.1f | %.0f | %.2e |\n", s.name, M, cfg.name.c_str(), us,
                       us > 0 ? gb / us : 0.0, err);
         detail += line;
-        if (err > 1e-2) continue;  // wrong: never "best"
+        if (err > 2e-2) continue;  // wrong: never "best"
         ++correct;
         if (us > 0 && us < best_us) best_us = us, best = cfg.name;
       }
@@ -407,7 +424,7 @@ int main() {
     }
     for (int c = 0; c < copies; ++c) cudaFree(w[c]), cudaFree(wsc[c]), cudaFree(wsc_mn[c]);
   }
-  std::printf("\nEvery configuration (us per call, weight GB/s, max |CUTLASS - cuBLASLt| / max |cuBLASLt|):\n\n");
+  std::printf("\nEvery configuration (us per call, weight GB/s, worst element's |CUTLASS - cuBLASLt| / (|cuBLASLt| + 0.1%% max)):\n\n");
   std::printf("| shape | M | configuration | us | GB/s | rel. diff |\n|---|---:|---|---:|---:|---:|\n%s", detail.c_str());
   return 0;
 }

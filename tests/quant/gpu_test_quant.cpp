@@ -168,8 +168,8 @@ TEST_CASE("small-M FP8 GEMVs (block x group, CUDA cores M <= 4, tensor cores M <
 // CUTLASS's sm90 kernel (quant/cuda/fp8_gemm_sm90.h) on the engine's layouts: weight block scales
 // read K-major, activation scales M-major, D^T = W X^T. N and K padded by quantization to 128
 // (a partial block of each, and the fused-projection sizes), M across the 16/32/64-wide tiles'
-// edges and the K-split heuristic's range (32 tiles of a 4096-row weight: 4 splits; 192 of
-// 24576 rows: none).
+// edges and the K-split heuristic's range (32 tiles of a 4096-row weight: 4 splits on 132
+// multiprocessors; 192 of 24576 rows: none).
 TEST_CASE("CUTLASS sm90 FP8 GEMM (swapped operands, M <= 64) equals cuBLASLt and the float64 product", "[gpu][quant]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   if (!fp8_gemm_sm90_built()) SKIP_TEST("built without FlashInfer's headers (CUTLASS)");

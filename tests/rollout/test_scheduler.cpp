@@ -195,7 +195,10 @@ RunResult drive(const SchedulerConfig& c, const std::vector<Job>& jobs, int32_t 
     if (sched.has_unfinished() && plan.empty()) REQUIRE((async && in_flight && !in_flight->empty()));
     if (r.problem.empty()) r.problem = plan_problem(plan, c);
     r.max_running = std::max(r.max_running, static_cast<int32_t>(sched.num_running()));
-    if (async) {
+    if (plan.empty()) {  // no step: wait for the one in flight (or for arrivals)
+      if (in_flight) sched.resolve(*in_flight);
+      in_flight.reset();
+    } else if (async) {
       r.patched += patch_pending(plan, in_flight ? &*in_flight : nullptr);
       std::vector<SampledToken> out = model.run(plan);
       if (in_flight) sched.resolve(*in_flight);
