@@ -170,18 +170,19 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         rollout::Engine engine(*m, ec);
         engine.generate(make_requests(std::min<int64_t>(batch, 2), o, shape->vocab_size, 8));  // warm-up: kernels, plans, allocator
         const auto reqs = make_requests(batch, o, shape->vocab_size, o.gen_len);
-        std::vector<double> seconds;
-        rollout::EngineStats st;
+        std::vector<rollout::EngineStats> runs;
         double peak = 0;
         for (int64_t rep = 0; rep < o.reps; ++rep) {
           c10::cuda::device_synchronize();
           c10::cuda::CUDACachingAllocator::resetPeakStats(0);
           engine.generate(reqs);
-          st = engine.last_stats();
-          seconds.push_back(st.seconds);
+          runs.push_back(engine.last_stats());
           peak = std::max(peak, static_cast<double>(c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak));
         }
-        std::sort(seconds.begin(), seconds.end());
+        // The median rollout by time, and every per-step figure from that same rollout.
+        std::sort(runs.begin(), runs.end(),
+                  [](const rollout::EngineStats& a, const rollout::EngineStats& b) { return a.seconds < b.seconds; });
+        const rollout::EngineStats st = runs[runs.size() / 2];
         // Prefill alone: the same number of prompts, new ones each time (the prefix cache holds
         // the timed rollouts' prompts), one sampled token each: one eager forward over all their
         // tokens (chunked at the engine's max_num_batched_tokens).
@@ -199,7 +200,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         c.mode = mode;
         c.batch = batch;
         c.graph_steps = st.graph_steps;
-        c.seconds = seconds[seconds.size() / 2];  // median rollout
+        c.seconds = st.seconds;  // median rollout
         c.steps = st.steps;
         c.kv_blocks = st.kv_blocks;
         c.tokens_per_s = static_cast<double>(st.generated_tokens) / c.seconds;
