@@ -6,6 +6,7 @@
 //   bash scripts/cublaslt-sweep/build.sh && ./cublaslt_sweep
 // Weights are rotated through >= 512 MB of copies so each call reads HBM, not L2; each candidate's
 // output is checked against the first's.
+#include "../harness_util.cuh"
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -17,32 +18,6 @@
 #include <cstdlib>
 #include <vector>
 
-// Both error kinds end the run with file:line and the library's message.
-void fail_if(bool bad, const char* msg, const char* file, int line) {
-  if (!bad) return;
-  std::printf("%s:%d %s\n", file, line, msg);
-  std::exit(1);
-}
-#define CK(x)                                                       \
-  do {                                                              \
-    const cudaError_t e_ = (x);                                     \
-    fail_if(e_ != cudaSuccess, cudaGetErrorString(e_), __FILE__, __LINE__); \
-  } while (0)
-#define LK(x)                                                                            \
-  do {                                                                                   \
-    const cublasStatus_t s_ = (x);                                                       \
-    fail_if(s_ != CUBLAS_STATUS_SUCCESS, cublasLtGetStatusString(s_), __FILE__, __LINE__); \
-  } while (0)
-
-__global__ void fill_fp8(uint8_t* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 13;
-    h *= 0x5bd1e995u;
-    h ^= h >> 15;
-    p[i] = static_cast<uint8_t>(h & 0xBF);  // E4M3 with |x| <= 2^(7-7) * 1.875: finite, no NaN
-  }
-}
 __global__ void fill_f32(float* p, size_t n, float v) {
   for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) p[i] = v;
 }

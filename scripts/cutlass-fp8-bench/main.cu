@@ -21,6 +21,7 @@
 // elements near 0). Timing: CUDA graphs of 20 calls
 // over rotated weight copies (>= 512 MB, so each call reads HBM, not L2), as the engine's decode
 // graphs would run them; median of 7 replays. Weight GB/s = weight bytes / time.
+#include "../harness_util.cuh"
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -45,32 +46,6 @@
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass/gemm/kernel/tile_scheduler_params.h"
 #include "cutlass/util/packed_stride.hpp"
-
-void fail_if(bool bad, const char* msg, const char* file, int line) {
-  if (!bad) return;
-  std::printf("%s:%d %s\n", file, line, msg);
-  std::exit(1);
-}
-#define CK(x)                                                                \
-  do {                                                                       \
-    const cudaError_t e_ = (x);                                              \
-    fail_if(e_ != cudaSuccess, cudaGetErrorString(e_), __FILE__, __LINE__); \
-  } while (0)
-#define LK(x)                                                                                \
-  do {                                                                                       \
-    const cublasStatus_t s_ = (x);                                                           \
-    fail_if(s_ != CUBLAS_STATUS_SUCCESS, cublasLtGetStatusString(s_), __FILE__, __LINE__); \
-  } while (0)
-
-__global__ void fill_fp8(uint8_t* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 13;
-    h *= 0x5bd1e995u;
-    h ^= h >> 15;
-    p[i] = static_cast<uint8_t>(h & 0xBF);  // E4M3 with exponent <= 7: finite, no NaN
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The CUTLASS kernels: D [Nw, M] (column-major = y [M, Nw] row-major) = W [Nw, K] (row-major)

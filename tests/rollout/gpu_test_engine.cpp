@@ -32,6 +32,24 @@ int64_t allocated() {
   return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current;
 }
 
+// A random Qwen3 checkpoint of `shape` in a fresh temporary folder `name`; returns its path.
+std::string random_checkpoint(const std::string& name, const hf::ModelShape& shape, uint64_t seed) {
+  const std::string dir = (std::filesystem::temp_directory_path() / name).string();
+  std::filesystem::remove_all(dir);
+  model::write_random_checkpoint(dir, "qwen3", shape, seed);
+  return dir;
+}
+
+// The checkpoint in bf16 on the first GPU, its projections FP8 when quant is "fp8".
+model::CausalLM load_on_cuda(const std::string& dir, const std::string& quant) {
+  model::LoadOptions o;
+  o.dtype = at::kBFloat16;
+  o.device = at::Device(at::kCUDA, 0);
+  recipe::QuantizationConfig q;
+  q.quant_method = quant;
+  return quant::load_causal_lm(dir, q, o);
+}
+
 std::vector<GenerateRequest> requests(int64_t vocab) {
   std::vector<GenerateRequest> r;
   for (int i = 0; i < 4; ++i) {
@@ -126,16 +144,9 @@ TEST_CASE("engine on CUDA: an FP8 rollout runs from the FP8 weights and tracks t
 // BF16 and FP8; the graph mode must have replayed graphs, and hand its memory back.
 TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the reference path all match the trainer", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  const std::string dir = (std::filesystem::temp_directory_path() / "fp8rl-gpu-engine-76m").string();
-  std::filesystem::remove_all(dir);
-  model::write_random_checkpoint(dir, "qwen3", *recipe::qwen3_preset("76m"), 3);
-  model::LoadOptions o;
-  o.dtype = at::kBFloat16;
-  o.device = at::Device(at::kCUDA, 0);
+  const std::string dir = random_checkpoint("fp8rl-gpu-engine-76m", *recipe::qwen3_preset("76m"), 3);
   for (const std::string quant : {"none", "fp8"}) {
-    recipe::QuantizationConfig q;
-    q.quant_method = quant;
-    const model::CausalLM m = quant::load_causal_lm(dir, q, o);
+    const model::CausalLM m = load_on_cuda(dir, quant);
     std::vector<GenerateRequest> reqs;
     for (int i = 0; i < 6; ++i) {
       GenerateRequest g;
@@ -206,15 +217,8 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
 // the stopped sample ends at its first occurrence, with the tokens it had before.
 TEST_CASE("engine on CUDA: async scheduling gives the synchronous tokens and log-probs bit for bit", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  const std::string dir = (std::filesystem::temp_directory_path() / "fp8rl-gpu-engine-async").string();
-  std::filesystem::remove_all(dir);
-  model::write_random_checkpoint(dir, "qwen3", *recipe::qwen3_preset("76m"), 5);
-  model::LoadOptions o;
-  o.dtype = at::kBFloat16;
-  o.device = at::Device(at::kCUDA, 0);
-  recipe::QuantizationConfig q;
-  q.quant_method = "fp8";
-  const model::CausalLM m = quant::load_causal_lm(dir, q, o);
+  const std::string dir = random_checkpoint("fp8rl-gpu-engine-async", *recipe::qwen3_preset("76m"), 5);
+  const model::CausalLM m = load_on_cuda(dir, "fp8");
   std::vector<GenerateRequest> reqs;
   for (int i = 0; i < 7; ++i) {
     GenerateRequest g;
@@ -272,13 +276,8 @@ TEST_CASE("engine on CUDA at head_dim 128: prefills on the Hopper kernel match t
   hf::ModelShape shape = *recipe::qwen3_preset("76m");
   shape.head_dim = 128;
   shape.num_hidden_layers = 4;
-  const std::string dir = (std::filesystem::temp_directory_path() / "fp8rl-gpu-engine-hd128").string();
-  std::filesystem::remove_all(dir);
-  model::write_random_checkpoint(dir, "qwen3", shape, 5);
-  model::LoadOptions o;
-  o.dtype = at::kBFloat16;
-  o.device = at::Device(at::kCUDA, 0);
-  const model::CausalLM m = model::CausalLM::load(dir, o);
+  const std::string dir = random_checkpoint("fp8rl-gpu-engine-hd128", shape, 5);
+  const model::CausalLM m = load_on_cuda(dir, "none");
   std::vector<GenerateRequest> reqs;
   for (int i = 0; i < 6; ++i) {
     GenerateRequest g;
