@@ -8,6 +8,12 @@
 // side and the few tokens its N side (16-64 wide), against cuBLASLt on the same operands.
 //   bash scripts/cutlass-fp8-bench/build.sh && ./cutlass_fp8_bench
 //
+// A second table asks the same of prefill and training sizes (M = 1024, 8192), where cuBLASLt's
+// block-scaled kernel runs at ~1.2 PFLOP/s and the FP8 GEMMs are 61% of an 8K-token FP8 prefill
+// (docs/BENCHMARKS.md): the same collective with the operands as they come (X as A with 1x128
+// scales along M, W as B with 128x128 blocks), 128x128 and 128x256 tiles, one or two CTAs per
+// cluster, persistent or stream-K, in TFLOP/s.
+//
 // Scales: 128x128 weight blocks and 1x128 activation groups, as the engine makes them. CUTLASS
 // documents its sm90 collective for M/N-major scale tensors, so most configurations get the
 // weight scales transposed ([K/128, N/128], N fastest); two read the engine's own layout
@@ -58,6 +64,7 @@ using namespace cute;
 template <int TileM, int TileN, class MainloopSchedule, class EpilogueSchedule, class TileScheduler,
           bool kWeightScalesKMajor = false>
 struct SwapAbGemm {
+  static constexpr bool kSwap = true;
   static constexpr bool kScalesKMajor = kWeightScalesKMajor;
   using TileShape = Shape<Int<TileM>, Int<TileN>, _128>;
   using ClusterShape = Shape<_1, _1, _1>;
@@ -69,6 +76,36 @@ struct SwapAbGemm {
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::ColumnMajor, 8,
       cutlass::bfloat16_t, cutlass::layout::ColumnMajor, 8, EpilogueSchedule>::CollectiveOp;
+  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::float_e4m3_t,
+      cute::tuple<cutlass::layout::RowMajor, LayoutSFA>, 16, cutlass::float_e4m3_t,
+      cute::tuple<cutlass::layout::ColumnMajor, LayoutSFB>, 16, float, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename CollectiveEpilogue::SharedStorage))>,
+      MainloopSchedule>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, CollectiveMainloop,
+                                                      CollectiveEpilogue, TileScheduler>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+};
+
+// Prefill and training sizes (M in the thousands), operands as they come: D [M, Nw] row-major =
+// X [M, K] (A, row-major) x W [Nw, K] (as B: K x Nw column-major); activation scales 1x128
+// along M ([K/128, M], M fastest), weight scales 128x128.
+template <int TileM, int TileN, class Cluster, class MainloopSchedule, class EpilogueSchedule, class TileScheduler,
+          bool kWeightScalesKMajor>
+struct PlainGemm {
+  static constexpr bool kSwap = false;
+  static constexpr bool kScalesKMajor = kWeightScalesKMajor;
+  using TileShape = Shape<Int<TileM>, Int<TileN>, _128>;
+  using ClusterShape = Cluster;
+  using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<
+      1, 128, 128, cute::GMMA::Major::MN, kWeightScalesKMajor ? cute::GMMA::Major::K : cute::GMMA::Major::MN>;
+  using LayoutSFA = decltype(ScaleConfig::deduce_layoutSFA());
+  using LayoutSFB = decltype(ScaleConfig::deduce_layoutSFB());
+  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::RowMajor, 8,
+      cutlass::bfloat16_t, cutlass::layout::RowMajor, 8, EpilogueSchedule>::CollectiveOp;
   using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::float_e4m3_t,
       cute::tuple<cutlass::layout::RowMajor, LayoutSFA>, 16, cutlass::float_e4m3_t,
@@ -112,16 +149,22 @@ struct Runner {
     using StrideA = typename Gemm::GemmKernel::StrideA;
     using StrideB = typename Gemm::GemmKernel::StrideB;
     using StrideD = typename Gemm::GemmKernel::StrideD;
-    const auto sa = cutlass::make_cute_packed_stride(StrideA{}, make_shape(o.nw, o.k, 1));
-    const auto sb = cutlass::make_cute_packed_stride(StrideB{}, make_shape(o.m, o.k, 1));
-    const auto sd = cutlass::make_cute_packed_stride(StrideD{}, make_shape(o.nw, o.m, 1));
-    const auto lsfa = G::ScaleConfig::tile_atom_to_shape_SFA(make_shape(o.nw, o.m, o.k, 1));
-    const auto lsfb = G::ScaleConfig::tile_atom_to_shape_SFB(make_shape(o.nw, o.m, o.k, 1));
+    // Swapped: A = W [Nw, K], B = X, D [Nw, M] column-major. Plain: A = X [M, K], B = W, D [M, Nw]
+    // row-major. The same memory either way.
+    const int rows = G::kSwap ? o.nw : o.m, cols = G::kSwap ? o.m : o.nw;
+    const auto sa = cutlass::make_cute_packed_stride(StrideA{}, make_shape(rows, o.k, 1));
+    const auto sb = cutlass::make_cute_packed_stride(StrideB{}, make_shape(cols, o.k, 1));
+    const auto sd = cutlass::make_cute_packed_stride(StrideD{}, make_shape(rows, cols, 1));
+    const auto lsfa = G::ScaleConfig::tile_atom_to_shape_SFA(make_shape(rows, cols, o.k, 1));
+    const auto lsfb = G::ScaleConfig::tile_atom_to_shape_SFB(make_shape(rows, cols, o.k, 1));
+    const auto* w = reinterpret_cast<const cutlass::float_e4m3_t*>(o.w);
+    const auto* x = reinterpret_cast<const cutlass::float_e4m3_t*>(o.x);
+    const float* w_scale = G::kScalesKMajor ? o.w_scale_k : o.w_scale_mn;
     typename Gemm::Arguments a{
         cutlass::gemm::GemmUniversalMode::kGemm,
-        {o.nw, o.m, o.k, 1},
-        {reinterpret_cast<const cutlass::float_e4m3_t*>(o.w), sa, reinterpret_cast<const cutlass::float_e4m3_t*>(o.x),
-         sb, G::kScalesKMajor ? o.w_scale_k : o.w_scale_mn, lsfa, o.x_scale, lsfb},
+        {rows, cols, o.k, 1},
+        {G::kSwap ? w : x, sa, G::kSwap ? x : w, sb, G::kSwap ? w_scale : o.x_scale, lsfa,
+         G::kSwap ? o.x_scale : w_scale, lsfb},
         {{1.0f, 0.0f}, nullptr, sd, reinterpret_cast<cutlass::bfloat16_t*>(o.y), sd}};
     if constexpr (kStreamK) {
       using Mode = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90StreamKParams::DecompositionMode;
@@ -283,46 +326,19 @@ Config make_config(const std::string& name, int splits) {
           [r](const Operands& o, cudaStream_t s) { return r->run(o, s); }};
 }
 
-int main() {
-  cudaDeviceProp prop{};
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device %s, %d SMs\n\n", prop.name, prop.multiProcessorCount);
-  cublasLtHandle_t lt;
-  LK(cublasLtCreate(&lt));
-  cudaStream_t stream;
-  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-
-  using C128x16 = SwapAbGemm<128, 16, Coop, CoopEpi, StreamK>;
-  using C128x32 = SwapAbGemm<128, 32, Coop, CoopEpi, StreamK>;
-  using C128x64 = SwapAbGemm<128, 64, Coop, CoopEpi, StreamK>;
-  // The collective takes 128 or 256 weight rows per tile (its scale promotion splits M by 128).
-  using P128x16 = SwapAbGemm<128, 16, Ping, PingEpi, Persistent>;
-  using P128x32 = SwapAbGemm<128, 32, Ping, PingEpi, Persistent>;
-  using C128x32K = SwapAbGemm<128, 32, Coop, CoopEpi, StreamK, true>;
-  std::vector<Config> configs;
-  for (int tile_n : {16, 32, 64})
-    for (int splits : {1, 2, 4, 8, 0}) {
-      const std::string name = "coop 128x" + std::to_string(tile_n) + ", " +
-                               (splits == 0 ? std::string("stream-K") : splits == 1 ? std::string("data-parallel")
-                                                                                    : "split-K " + std::to_string(splits));
-      if (tile_n == 16) configs.push_back(make_config<C128x16, true>(name, splits));
-      if (tile_n == 32) configs.push_back(make_config<C128x32, true>(name, splits));
-      if (tile_n == 64) configs.push_back(make_config<C128x64, true>(name, splits));
-    }
-  configs.push_back(make_config<P128x16, false>("pingpong 128x16", 1));
-  configs.push_back(make_config<P128x32, false>("pingpong 128x32", 1));
-  // The engine's own weight-scale layout (no transposed copy), if CUTLASS reads it right.
-  configs.push_back(make_config<C128x32K, true>("coop 128x32, split-K 4, K-major weight scales", 4));
-  configs.push_back(make_config<C128x32K, true>("coop 128x32, data-parallel, K-major weight scales", 1));
-
+// One table: each shape and M, cuBLASLt against the fastest configuration that matches its
+// output. `flops`: report TFLOP/s (compute-bound sizes) instead of weight GB/s. Every
+// configuration's line goes to `detail`.
+void bench(const std::vector<Config>& configs, const std::vector<int>& ms, bool flops, cublasLtHandle_t lt,
+           cudaStream_t stream, std::string& detail) {
   struct Shape { const char* name; int nw, k; };
   const Shape shapes[] = {{"qkv (fused)", 6144, 4096}, {"o", 4096, 4096}, {"gate_up (fused)", 24576, 4096},
                           {"down", 4096, 12288}};
-  const int ms[] = {4, 8, 16, 32, 64};
   const int calls = 20;
-  std::printf("| shape | M | cuBLASLt us | cuBLASLt GB/s | best CUTLASS | us | GB/s | CUTLASS / cuBLASLt speed | configs matching cuBLASLt's output |\n");
+  const char* unit = flops ? "TFLOP/s" : "GB/s";
+  std::printf("| shape | M | cuBLASLt us | cuBLASLt %s | best CUTLASS | us | %s | CUTLASS / cuBLASLt speed | configs matching cuBLASLt's output |\n",
+              unit, unit);
   std::printf("|---|---:|---:|---:|---|---:|---:|---:|---:|\n");
-  std::string detail;
   for (const Shape& s : shapes) {
     const size_t wbytes = static_cast<size_t>(s.nw) * s.k;
     const int copies = static_cast<int>(std::max<size_t>(2, (512u << 20) / wbytes));
@@ -363,11 +379,12 @@ int main() {
       CK(cudaStreamSynchronize(stream));
       const double lt_us =
           time_graph(stream, calls, [&](int i) { return ref.run(w[i % copies], wsc[i % copies], x, xsc, y, stream); });
-      const double gb = static_cast<double>(wbytes) / 1e3;
+      // Per microsecond: weight KB (= GB/s) or MFLOP (= TFLOP/s).
+      const double work = flops ? 2.0 * M * s.nw * s.k / 1e6 : static_cast<double>(wbytes) / 1e3;
       double best_us = 1e30;
       std::string best = "-";
       int correct = 0;
-      for (Config& cfg : configs) {
+      for (const Config& cfg : configs) {
         const Operands o0{w[0], wsc_mn[0], wsc[0], x, xsc, y, s.nw, M, s.k};
         if (!cfg.prepare(o0)) {
           detail += "| " + std::string(s.name) + " | " + std::to_string(M) + " | " + cfg.name + " | cannot run |\n";
@@ -385,21 +402,78 @@ int main() {
           return cfg.run(Operands{w[c], wsc_mn[c], wsc[c], x, xsc, y, s.nw, M, s.k}, stream);
         });
         char line[256];
-        std::snprintf(line, sizeof line, "| %s | %d | %s | %.1f | %.0f | %.2e |\n", s.name, M, cfg.name.c_str(), us,
-                      us > 0 ? gb / us : 0.0, err);
+        std::snprintf(line, sizeof line, "| %s | %d | %s | %.1f | %.0f %s | %.2e |\n", s.name, M, cfg.name.c_str(), us,
+                      us > 0 ? work / us : 0.0, unit, err);
         detail += line;
         if (err > 2e-2) continue;  // wrong: never "best"
         ++correct;
         if (us > 0 && us < best_us) best_us = us, best = cfg.name;
       }
-      std::printf("| %s | %d | %.1f | %.0f | %s | %.1f | %.0f | %.2fx | %d of %zu |\n", s.name, M, lt_us, gb / lt_us,
-                  best.c_str(), best_us, gb / best_us, lt_us / best_us, correct, configs.size());
+      std::printf("| %s | %d | %.1f | %.0f | %s | %.1f | %.0f | %.2fx | %d of %zu |\n", s.name, M, lt_us, work / lt_us,
+                  best.c_str(), best_us, work / best_us, lt_us / best_us, correct, configs.size());
       std::fflush(stdout);
       cudaFree(x), cudaFree(xsc), cudaFree(y_ref), cudaFree(y);
     }
     for (int c = 0; c < copies; ++c) cudaFree(w[c]), cudaFree(wsc[c]), cudaFree(wsc_mn[c]);
   }
-  std::printf("\nEvery configuration (us per call, weight GB/s, worst element's |CUTLASS - cuBLASLt| / (|cuBLASLt| + 0.1%% max)):\n\n");
-  std::printf("| shape | M | configuration | us | GB/s | rel. diff |\n|---|---:|---|---:|---:|---:|\n%s", detail.c_str());
+}
+
+int main() {
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device %s, %d SMs\n\n", prop.name, prop.multiProcessorCount);
+  cublasLtHandle_t lt;
+  LK(cublasLtCreate(&lt));
+  cudaStream_t stream;
+  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+
+  using C128x16 = SwapAbGemm<128, 16, Coop, CoopEpi, StreamK>;
+  using C128x32 = SwapAbGemm<128, 32, Coop, CoopEpi, StreamK>;
+  using C128x64 = SwapAbGemm<128, 64, Coop, CoopEpi, StreamK>;
+  // The collective takes 128 or 256 weight rows per tile (its scale promotion splits M by 128).
+  using P128x16 = SwapAbGemm<128, 16, Ping, PingEpi, Persistent>;
+  using P128x32 = SwapAbGemm<128, 32, Ping, PingEpi, Persistent>;
+  using C128x32K = SwapAbGemm<128, 32, Coop, CoopEpi, StreamK, true>;
+  std::vector<Config> configs;
+  for (int tile_n : {16, 32, 64})
+    for (int splits : {1, 2, 4, 8, 0}) {
+      const std::string name = "coop 128x" + std::to_string(tile_n) + ", " +
+                               (splits == 0 ? std::string("stream-K") : splits == 1 ? std::string("data-parallel")
+                                                                                    : "split-K " + std::to_string(splits));
+      if (tile_n == 16) configs.push_back(make_config<C128x16, true>(name, splits));
+      if (tile_n == 32) configs.push_back(make_config<C128x32, true>(name, splits));
+      if (tile_n == 64) configs.push_back(make_config<C128x64, true>(name, splits));
+    }
+  configs.push_back(make_config<P128x16, false>("pingpong 128x16", 1));
+  configs.push_back(make_config<P128x32, false>("pingpong 128x32", 1));
+  // The engine's own weight-scale layout (no transposed copy), if CUTLASS reads it right.
+  configs.push_back(make_config<C128x32K, true>("coop 128x32, split-K 4, K-major weight scales", 4));
+  configs.push_back(make_config<C128x32K, true>("coop 128x32, data-parallel, K-major weight scales", 1));
+
+  std::string detail;
+  std::printf("## Decode sizes (operands swapped), weight GB/s\n\n");
+  bench(configs, {4, 8, 16, 32, 64}, /*flops=*/false, lt, stream, detail);
+
+  // Prefill and training sizes: is cuBLASLt's ~1.2 PFLOP/s (docs/BENCHMARKS.md, 8K prefill) the
+  // ceiling? Operands as they come (no swap), weight scales in both layouts, one and two CTAs per
+  // cluster (the pair shares the weight tile's loads), 128x128 and 128x256 tiles, stream-K.
+  using Cluster1 = Shape<_1, _1, _1>;
+  using Cluster2 = Shape<_1, _2, _1>;
+  using L128x128 = PlainGemm<128, 128, Cluster1, Coop, CoopEpi, Persistent, false>;
+  using L128x128K = PlainGemm<128, 128, Cluster1, Coop, CoopEpi, Persistent, true>;
+  using L128x128KC2 = PlainGemm<128, 128, Cluster2, Coop, CoopEpi, Persistent, true>;
+  using L128x256K = PlainGemm<128, 256, Cluster1, Coop, CoopEpi, Persistent, true>;
+  using L128x128KS = PlainGemm<128, 128, Cluster1, Coop, CoopEpi, StreamK, true>;
+  std::vector<Config> large;
+  large.push_back(make_config<L128x128, false>("coop 128x128, persistent", 1));
+  large.push_back(make_config<L128x128K, false>("coop 128x128, persistent, K-major weight scales", 1));
+  large.push_back(make_config<L128x128KC2, false>("coop 128x128, cluster 1x2, persistent, K-major weight scales", 1));
+  large.push_back(make_config<L128x256K, false>("coop 128x256, persistent, K-major weight scales", 1));
+  large.push_back(make_config<L128x128KS, true>("coop 128x128, stream-K, K-major weight scales", 0));
+  std::printf("\n## Prefill / training sizes (operands as they come), TFLOP/s\n\n");
+  bench(large, {1024, 8192}, /*flops=*/true, lt, stream, detail);
+
+  std::printf("\nEvery configuration (us per call, weight GB/s or TFLOP/s, worst element's |CUTLASS - cuBLASLt| / (|cuBLASLt| + 0.1%% max)):\n\n");
+  std::printf("| shape | M | configuration | us | rate | rel. diff |\n|---|---:|---|---:|---:|---:|\n%s", detail.c_str());
   return 0;
 }
