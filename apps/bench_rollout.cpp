@@ -43,10 +43,13 @@ std::string run_rollout_bench(const RolloutBenchOptions&) {
 namespace {
 
 // How decode steps run: CUDA graphs or eager launches; the host waiting for each step's tokens or
-// one step in flight (rollout.async_scheduling).
+// one step in flight (rollout.async_scheduling); each sequence reading its own keys or a
+// prompt's samples reading its shared blocks together (rollout.shared_prefix_decode).
 struct Mode {
-  bool eager = false, async = false;
-  const char* name() const { return eager ? "eager" : (async ? "graphs + async" : "graphs"); }
+  bool eager = false, async = false, shared_prefix = false;
+  const char* name() const {
+    return eager ? "eager" : (async ? "graphs + async" : (shared_prefix ? "graphs + shared prefix" : "graphs"));
+  }
 };
 
 struct Cell {
@@ -140,6 +143,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   std::vector<Mode> modes{Mode{}};
   if (o.compare_eager) modes.push_back(Mode{true, false});
   if (o.compare_async) modes.push_back(Mode{false, true});
+  if (o.compare_shared_prefix) modes.push_back(Mode{false, false, true});
   std::vector<Cell> cells;
   std::vector<int64_t> kv_tokens;  // per config: KV slots that fit at gpu_memory_utilization 0.9
   std::unique_ptr<model::CausalLM> m;
@@ -166,6 +170,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         ec.max_num_seqs = 512;
         ec.enforce_eager = mode.eager;
         ec.async_scheduling = mode.async;
+        ec.shared_prefix_decode = mode.shared_prefix;
         ec.fp8_kv_cache = cfg.fp8_kv;
         rollout::Engine engine(*m, ec);
         engine.generate(make_requests(std::min<int64_t>(batch, 2), o, shape->vocab_size, 8));  // warm-up: kernels, plans, allocator
@@ -214,7 +219,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
             2.0 * shape->num_hidden_layers * shape->num_key_value_heads * shape->head_dim * (cfg.fp8_kv ? 1 : 2);
         const double kv_read = static_cast<double>(seqs) * (static_cast<double>(o.prompt_len) + o.gen_len / 2.0) * kv_per_token;
         c.bw_frac = (static_cast<double>(wbytes) + kv_read) / (c.ms_per_step / 1000.0) / copy_bw;
-        if (o.profile && !mode.eager && !mode.async) {
+        if (o.profile && !mode.eager && !mode.async && !mode.shared_prefix) {
           const KernelProfile p = profile_kernels([&] { engine.generate(reqs); }, st.steps);
           const rollout::EngineStats& ps = engine.last_stats();
           std::ostringstream t;
@@ -275,7 +280,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   ratios("FP8 / BF16", 1, 0, 0);
   ratios("FP8 + FP8 KV / BF16", 2, 0, 0);
   for (size_t m = 1; m < modes.size(); ++m)
-    if (modes[m].async) {
+    if (modes[m].async || modes[m].shared_prefix) {
       ratios("FP8 / BF16", 1, 0, m);
       ratios("FP8 + FP8 KV / BF16", 2, 0, m);
     }
@@ -297,6 +302,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   for (size_t m = 1; m < modes.size(); ++m) {
     if (modes[m].eager) mode_ratios("CUDA graphs / eager", m, true);
     if (modes[m].async) mode_ratios("Async scheduling / synchronous (CUDA graphs)", m, false);
+    if (modes[m].shared_prefix) mode_ratios("Shared-prefix decode / plain (CUDA graphs)", m, false);
   }
   r << "\n\nKV capacity at gpu_memory_utilization 0.9 (tokens that fit beside the weights, 16-token blocks):";
   for (size_t k = 0; k < std::size(configs); ++k) r << " " << configs[k].name << " " << kv_tokens[k] << ";";

@@ -11,7 +11,8 @@
 // compare_eager every cell is also run with rollout.enforce_eager (the same kernels launched one by
 // one), in the same run, so the graphs' share of the speed is a same-run ratio; compare_async
 // likewise runs every cell also with rollout.async_scheduling (step t+1 scheduled and launched
-// before step t's tokens are read). "graph GPU ms" is
+// before step t's tokens are read), and compare_shared_prefix with rollout.shared_prefix_decode
+// (a prompt's n samples read its KV blocks together in decode steps). "graph GPU ms" is
 // the GPU time inside the decode graphs' replays (CUDA events): ms/step minus it is what a decode
 // step spends on the host and in prefill. "prefill tokens/s": as many one-token rollouts over new
 // prompts as timed rollouts, their prompt tokens over the median time (--prompt-len 8192 --batch 1:
@@ -35,6 +36,7 @@ struct RolloutBenchOptions {
   uint64_t seed = 0;
   bool compare_eager = false;  // also run every cell without CUDA graphs
   bool compare_async = false;  // also run every cell with rollout.async_scheduling (one step in flight)
+  bool compare_shared_prefix = false;  // also run every cell with rollout.shared_prefix_decode
   int64_t reps = 1;            // timed rollouts per cell (median reported)
   bool profile = false;        // per cell (graphs), one more rollout under the kernel profiler
 };

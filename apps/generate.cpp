@@ -50,6 +50,7 @@ struct Settings {
   bool enable_prefix_caching = true;
   bool enforce_eager = false;
   bool async_scheduling = false;
+  bool shared_prefix_decode = false;  // rollout.shared_prefix_decode (recipe only)
   std::string kv_cache_dtype = "auto";
   uint64_t seed = 0;
   std::vector<std::string> stop;  // stop strings
@@ -84,6 +85,7 @@ Settings resolve(const GenerateArgs& a) {
     s.enable_prefix_caching = r.rollout.enable_prefix_caching;
     s.enforce_eager = r.rollout.enforce_eager;
     s.async_scheduling = r.rollout.async_scheduling;
+    s.shared_prefix_decode = r.rollout.shared_prefix_decode;
     s.kv_cache_dtype = r.rollout.kv_cache_dtype;
     s.seed = static_cast<uint64_t>(r.trainer.seed);
     s.stop = r.rollout.stop;
@@ -261,6 +263,7 @@ int run_generate(const GenerateArgs& args) {
   ec.enable_prefix_caching = s.enable_prefix_caching;
   ec.enforce_eager = s.enforce_eager;
   ec.async_scheduling = s.async_scheduling;
+  ec.shared_prefix_decode = s.shared_prefix_decode;
   ec.fp8_kv_cache = s.kv_cache_dtype == "fp8";
   ec.gpu_memory_utilization = s.gpu_memory_utilization;
   if (!s.stop.empty()) ec.token_bytes = trainer::token_byte_table(tok);

@@ -5,6 +5,8 @@
 
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "rollout/paged_attention.h"
+#include "rollout/shared_prefix.h"
 
 #ifdef FP8RL_WITH_CUDA
 #include <ATen/cuda/CUDAEvent.h>
@@ -32,13 +34,14 @@ std::vector<int64_t> DecodeGraphs::buckets(int64_t max_batch) {
 
 struct DecodeGraphs::Impl {};
 
-DecodeGraphs::DecodeGraphs(const model::CausalLM&, model::Attention*, int64_t, int64_t, int64_t, int64_t) {
+DecodeGraphs::DecodeGraphs(const model::CausalLM&, model::Attention*, int64_t, int64_t, int64_t, int64_t, int32_t) {
   throw RuntimeFailure("DecodeGraphs: CUDA graphs need a CUDA build");
 }
 DecodeGraphs::~DecodeGraphs() = default;
 bool DecodeGraphs::takes(const StepPlan&) const { return false; }
 at::Tensor DecodeGraphs::run(const StepPlan&, const std::function<void(const at::Tensor&)>&) { return {}; }
 int64_t DecodeGraphs::graphs_captured() const { return 0; }
+int64_t DecodeGraphs::shared_prefix_key_reads_saved() const { return 0; }
 double DecodeGraphs::replay_gpu_seconds() { return 0; }
 
 #else
@@ -47,19 +50,25 @@ struct DecodeGraphs::Impl {
   const model::CausalLM& model;
   model::Attention* attention;
   int64_t max_batch, max_blocks, block_size, pad_slot;
+  int32_t prefix_members;  // > 0: the chunk table of shared-prefix decode
+  int64_t prefix_width;    // its row width, prefix_members + 2 (0 without it)
+  int64_t prefix_saved = 0;  // shared_key_reads_saved over the replays
+  std::vector<int64_t> groups;  // per row of a replay: its request (padding: -1), for the chunk plan
   std::vector<int64_t> sizes;
   // Static inputs, [max_batch] (tables [max_batch, max_blocks]); a bucket of b uses rows [0, b).
   // Views of two device buffers, each with a pinned host mirror, so a step's inputs go over in
   // two asynchronous copies: longs [3, max_batch] = ids, positions, slots; ints = lens
-  // [max_batch], then tables row by row (a bucket of b copies the lens and its b rows).
+  // [max_batch], the shared-prefix chunk table [max_batch, prefix_width], then tables row by row
+  // (a bucket of b copies the lens, the chunk table and its b table rows).
   at::Tensor longs, ints, host_longs, host_ints;
-  at::Tensor ids, positions, slots, tables, lens;
+  at::Tensor ids, positions, slots, tables, lens, prefix;
   at::cuda::CUDAEvent inputs_copied;  // the host mirrors are rewritten only after it
   bool inputs_pending = false;
   at::cuda::MempoolId_t pool;  // one memory pool shared by every bucket's graph
   struct Captured {
     std::unique_ptr<at::cuda::CUDAGraph> graph;
     at::Tensor logits;  // [b, V], written by each replay
+    bool shared_prefix = false;  // its attention runs the shared-prefix pass (reads the chunk table)
   };
   std::map<int64_t, Captured> graphs;
   // Events around each replay, two pairs used in turn: a pair's time is added to replay_ms when it
@@ -80,21 +89,29 @@ struct DecodeGraphs::Impl {
     e.pending = false;
   }
 
-  Impl(const model::CausalLM& m, model::Attention* a, int64_t mb, int64_t mbl, int64_t bs, int64_t ps)
-      : model(m), attention(a), max_batch(mb), max_blocks(mbl), block_size(bs), pad_slot(ps), sizes(buckets(mb)) {
+  Impl(const model::CausalLM& m, model::Attention* a, int64_t mb, int64_t mbl, int64_t bs, int64_t ps, int32_t pm)
+      : model(m), attention(a), max_batch(mb), max_blocks(mbl), block_size(bs), pad_slot(ps), prefix_members(pm),
+        prefix_width(pm > 0 ? pm + 2 : 0), sizes(buckets(mb)) {
     const auto l = at::TensorOptions().dtype(at::kLong);
     const auto i = at::TensorOptions().dtype(at::kInt);
+    const int64_t n_ints = max_batch * (1 + prefix_width + max_blocks);
     host_longs = at::empty({3, max_batch}, l.pinned_memory(true));
-    host_ints = at::empty({max_batch * (1 + max_blocks)}, i.pinned_memory(true));
+    host_ints = at::empty({n_ints}, i.pinned_memory(true));
     longs = at::empty({3, max_batch}, l.device(m.device()));
-    ints = at::empty({max_batch * (1 + max_blocks)}, i.device(m.device()));
+    ints = at::empty({n_ints}, i.device(m.device()));
     ids = longs[0];
     positions = longs[1];
     slots = longs[2];
     lens = ints.narrow(0, 0, max_batch);
-    tables = ints.narrow(0, max_batch, max_batch * max_blocks).view({max_batch, max_blocks});
-    fill_padding(0, max_batch);
+    if (prefix_width > 0) prefix = ints.narrow(0, max_batch, max_batch * prefix_width).view({max_batch, prefix_width});
+    tables = ints.narrow(0, max_batch * (1 + prefix_width), max_batch * max_blocks).view({max_batch, max_blocks});
+    fill_padding(max_batch);
     pool = at::cuda::graph_pool_handle();
+  }
+
+  // Whether bucket b's attention takes the shared-prefix chunk table (paged_attention.h).
+  bool shared_prefix(int64_t b) const {
+    return prefix_width > 0 && shared_prefix_pass_runs(b, model.config().shape.num_key_value_heads, prefix_members);
   }
 
   // The forward of rows [0, b) of the static inputs, on the current stream.
@@ -107,23 +124,31 @@ struct DecodeGraphs::Impl {
     ctx.slot_mapping = slots.narrow(0, 0, b);
     ctx.block_tables = tables.narrow(0, 0, b);
     ctx.context_lens = lens.narrow(0, 0, b);
+    if (shared_prefix(b)) ctx.shared_prefix = prefix.narrow(0, 0, b);
     const at::Tensor hidden = model.forward(ids.narrow(0, 0, b), positions.narrow(0, 0, b), ctx);  // [b, H]
     return model.lm_head(hidden);                                                                   // [b, V]
   }
 
-  // Rows [from, b) of the device inputs hold a padding sequence: one key, at pad_slot (before a
+  // Rows [0, b) of the device inputs hold a padding sequence: one key, at pad_slot (before a
   // capture; replays fill padding rows on the host).
-  void fill_padding(int64_t from, int64_t b) {
-    if (from >= b) return;
-    ids.narrow(0, from, b - from).zero_();
-    positions.narrow(0, from, b - from).zero_();
-    slots.narrow(0, from, b - from).fill_(pad_slot);
-    lens.narrow(0, from, b - from).fill_(1);
-    tables.narrow(0, from, b - from).fill_(static_cast<int32_t>(pad_slot / block_size));
+  void fill_padding(int64_t b) {
+    ids.narrow(0, 0, b).zero_();
+    positions.narrow(0, 0, b).zero_();
+    slots.narrow(0, 0, b).fill_(pad_slot);
+    lens.narrow(0, 0, b).fill_(1);
+    tables.narrow(0, 0, b).fill_(static_cast<int32_t>(pad_slot / block_size));
+    if (prefix_width > 0) {  // the chunk table of b padding rows: each alone, nothing shared
+      const std::vector<int32_t> pad_tables(static_cast<size_t>(b), static_cast<int32_t>(pad_slot / block_size));
+      const std::vector<int32_t> pad_lens(static_cast<size_t>(b), 1);
+      const std::vector<int64_t> pad_groups(static_cast<size_t>(b), -1);
+      const SharedPrefixPlan p =
+          plan_shared_prefixes(pad_tables, 1, pad_lens, pad_groups, static_cast<int32_t>(block_size), prefix_members);
+      prefix.narrow(0, 0, b).copy_(at::tensor(p.table, at::TensorOptions().dtype(at::kInt)).view({b, prefix_width}));
+    }
   }
 
   Captured& capture(int64_t b) {
-    fill_padding(0, b);
+    fill_padding(b);
     c10::cuda::device_synchronize();
     // Capture on a side stream (the default stream cannot be captured), the same one for the
     // whole process: cuBLAS and the FP8 GEMM keep a workspace per stream, made at the first GEMM
@@ -131,6 +156,7 @@ struct DecodeGraphs::Impl {
     // there makes what libraries create lazily, which must not be allocated inside a capture.
     static const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, model.device().index());
     Captured c;
+    c.shared_prefix = shared_prefix(b);
     {
       const c10::cuda::CUDAStreamGuard guard(stream);
       step(b);
@@ -147,8 +173,8 @@ struct DecodeGraphs::Impl {
 };
 
 DecodeGraphs::DecodeGraphs(const model::CausalLM& model, model::Attention* attention, int64_t max_batch,
-                           int64_t max_blocks, int64_t block_size, int64_t pad_slot)
-    : impl_(std::make_unique<Impl>(model, attention, max_batch, max_blocks, block_size, pad_slot)) {
+                           int64_t max_blocks, int64_t block_size, int64_t pad_slot, int32_t prefix_members)
+    : impl_(std::make_unique<Impl>(model, attention, max_batch, max_blocks, block_size, pad_slot, prefix_members)) {
   FP8RL_CHECK(model.device().is_cuda(), "DecodeGraphs: the model is not on a CUDA device");
   FP8RL_CHECK(max_batch > 0 && max_blocks > 0 && block_size > 0, "DecodeGraphs: empty shape");
 }
@@ -174,9 +200,10 @@ at::Tensor DecodeGraphs::run(const StepPlan& plan, const std::function<void(cons
   // sent in two asynchronous copies. A table row's columns past the plan's width keep older
   // entries: the kernel reads only the blocks a sequence's length covers.
   if (g.inputs_pending) g.inputs_copied.synchronize();  // the last step's copies have left the mirrors
-  const int64_t W = plan.max_blocks_per_seq, MB = g.max_batch, MBL = g.max_blocks;
+  const int64_t W = plan.max_blocks_per_seq, MB = g.max_batch, MBL = g.max_blocks, PW = g.prefix_width;
   int64_t* hl = g.host_longs.data_ptr<int64_t>();
   int32_t* hi = g.host_ints.data_ptr<int32_t>();
+  int32_t* h_tables = hi + MB * (1 + PW);
   const int32_t pad_block = static_cast<int32_t>(g.pad_slot / g.block_size);
   for (int64_t s = 0; s < b; ++s) {
     const bool real = s < S;
@@ -185,14 +212,21 @@ at::Tensor DecodeGraphs::run(const StepPlan& plan, const std::function<void(cons
     hl[MB + s] = real ? plan.positions[u] : 0;
     hl[2 * MB + s] = real ? plan.slot_mapping[u] : g.pad_slot;
     hi[s] = real ? plan.context_lens[u] : 1;
-    int32_t* row = hi + MB + s * MBL;
+    int32_t* row = h_tables + s * MBL;
     if (real)
       std::copy_n(plan.block_tables.data() + s * W, W, row);
     else
       row[0] = pad_block;
   }
+  if (c.shared_prefix) {  // rows [0, b), padding included (alone), over the table rows just written
+    g.groups.assign(static_cast<size_t>(b), -1);
+    for (int64_t s = 0; s < S; ++s) g.groups[static_cast<size_t>(s)] = plan.seqs[static_cast<size_t>(s)].request_id;
+    g.prefix_saved += plan_shared_prefixes_into(
+        std::span<const int32_t>(h_tables, static_cast<size_t>(b * MBL)), MBL, std::span<const int32_t>(hi, static_cast<size_t>(b)),
+        g.groups, static_cast<int32_t>(g.block_size), g.prefix_members, std::span<int32_t>(hi + MB, static_cast<size_t>(b * PW)));
+  }
   g.longs.copy_(g.host_longs, /*non_blocking=*/true);
-  const int64_t n_ints = MB + b * MBL;
+  const int64_t n_ints = MB * (1 + PW) + b * MBL;
   g.ints.narrow(0, 0, n_ints).copy_(g.host_ints.narrow(0, 0, n_ints), /*non_blocking=*/true);
   g.inputs_copied.record();
   g.inputs_pending = true;
@@ -208,6 +242,7 @@ at::Tensor DecodeGraphs::run(const StepPlan& plan, const std::function<void(cons
 }
 
 int64_t DecodeGraphs::graphs_captured() const { return static_cast<int64_t>(impl_->graphs.size()); }
+int64_t DecodeGraphs::shared_prefix_key_reads_saved() const { return impl_->prefix_saved; }
 
 double DecodeGraphs::replay_gpu_seconds() {
   for (Impl::ReplayEvents& e : impl_->replay_events) impl_->settle(e);

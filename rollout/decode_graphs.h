@@ -5,8 +5,9 @@
 // forward + lm_head with one launch.
 //
 // What a graph captures is fixed: tensor addresses and launch shapes. So:
-//   - inputs live in static buffers (ids, positions, KV slots, block tables, context lengths),
-//     filled before each replay; a step of S sequences replays the graph of the smallest batch
+//   - inputs live in static buffers (ids, positions, KV slots, block tables, context lengths, and
+//     with shared-prefix decode the chunk table of rollout/shared_prefix.h), filled before each
+//     replay; a step of S sequences replays the graph of the smallest batch
 //     bucket >= S, its extra rows padded with a harmless sequence (one key, in a slot of its own
 //     that no real sequence uses: `pad_slot`);
 //   - attention is the paged decode kernel (rollout/paged_attention.h), whose launch shape
@@ -37,9 +38,11 @@ class DecodeGraphs {
  public:
   // `attention` runs the decode kernel for these shapes (PagedAttention::decode_kernel_applies).
   // max_batch: most sequences in one step; max_blocks: block-table width (blocks of the longest
-  // sequence); pad_slot: a cache slot reserved for padding rows, in block pad_slot / block_size.
+  // sequence); pad_slot: a cache slot reserved for padding rows, in block pad_slot / block_size;
+  // prefix_members > 0: decode steps read shared prefixes in chunks of that many sequences
+  // (rollout/shared_prefix.h; the attention must be the engine's PagedAttention).
   DecodeGraphs(const model::CausalLM& model, model::Attention* attention, int64_t max_batch, int64_t max_blocks,
-               int64_t block_size, int64_t pad_slot);
+               int64_t block_size, int64_t pad_slot, int32_t prefix_members = 0);
   ~DecodeGraphs();
   DecodeGraphs(const DecodeGraphs&) = delete;
   DecodeGraphs& operator=(const DecodeGraphs&) = delete;
@@ -54,6 +57,9 @@ class DecodeGraphs {
   at::Tensor run(const StepPlan& plan, const std::function<void(const at::Tensor&)>& patch_ids = {});
 
   int64_t graphs_captured() const;
+  // Shared-prefix decode: key positions read once per chunk instead of once per sequence, summed
+  // over the replays (rollout/shared_prefix.h); 0 without it.
+  int64_t shared_prefix_key_reads_saved() const;
   // GPU time spent inside replays so far (CUDA events around each replay; waits for the last two).
   // Against the wall time of the steps it says how much of a decode step is host work.
   double replay_gpu_seconds();

@@ -12,6 +12,7 @@
 #include "rollout/decode_graphs.h"
 #include "rollout/kv_cache.h"
 #include "rollout/paged_attention.h"
+#include "rollout/shared_prefix.h"
 #include "rollout/transfer.h"
 
 namespace fp8rl::rollout {
@@ -64,9 +65,10 @@ void patch_ids(const at::Tensor& ids, const PendingInputs& p, const at::Tensor& 
 // The plan as the model's per-call context (core/model/attention.h) for paged attention.
 // key_slots (every key's cache slot, for the gather path) only when the step needs them: a
 // decode step on the decode kernel reads block tables instead, and building them costs host time
-// in proportion to the total context.
+// in proportion to the total context. prefix_members > 0 (a decode step on the kernel, with
+// shared-prefix decode): the chunk table of rollout/shared_prefix.h, its saving added to *saved.
 model::AttentionContext context_of(const StepPlan& plan, int32_t block_size, at::Device device, model::Attention* attn,
-                                   bool with_key_slots) {
+                                   bool with_key_slots, int32_t prefix_members, int64_t* saved) {
   model::AttentionContext ctx;
   ctx.attention = attn;
   ctx.cu_seqlens_q_host = plan.cu_seqlens_q;
@@ -89,6 +91,14 @@ model::AttentionContext context_of(const StepPlan& plan, int32_t block_size, at:
   }
   ctx.context_lens = upload(std::span<const int32_t>(plan.context_lens), at::kInt, device);
   ctx.block_tables = upload(std::span<const int32_t>(plan.block_tables), at::kInt, device).view({S, plan.max_blocks_per_seq});
+  if (prefix_members > 0) {
+    std::vector<int64_t> groups;  // a request's samples share its prompt's blocks
+    for (const ScheduledSeq& s : plan.seqs) groups.push_back(s.request_id);
+    const SharedPrefixPlan p = plan_shared_prefixes(plan.block_tables, plan.max_blocks_per_seq, plan.context_lens, groups,
+                                                    block_size, prefix_members);
+    ctx.shared_prefix = upload(std::span<const int32_t>(p.table), at::kInt, device).view({S, p.width()});
+    *saved += p.shared_key_reads_saved;
+  }
   return ctx;
 }
 
@@ -125,11 +135,14 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   KvCache cache(kv, blocks + (graphs_on ? 1 : 0));
   PagedAttention paged(cache, config_.use_decode_kernel);
   const bool decode_kernel = paged.decode_kernel_applies(model_.dtype(), Hq);
+  // Sequences per shared-prefix chunk (0: decode steps read every sequence's keys alone).
+  const int32_t members = shared_prefix_members(Hq, shape.num_key_value_heads);
+  const int32_t prefix_members = config_.shared_prefix_decode && decode_kernel && members >= 2 ? members : 0;
   std::unique_ptr<DecodeGraphs> graphs;
   if (graphs_on && decode_kernel)
     graphs = std::make_unique<DecodeGraphs>(model_, &paged, std::min<int64_t>(config_.max_num_seqs, samples),
                                             ceil_div(longest, config_.block_size), config_.block_size,
-                                            blocks * config_.block_size);
+                                            blocks * config_.block_size, prefix_members);
   stats_.kv_blocks = blocks;
   stats_.kv_bytes = cache.nbytes();
 
@@ -175,8 +188,12 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
       ++stats_.graph_steps;
     } else {
       const bool decode_step = plan.num_tokens() == static_cast<int64_t>(plan.seqs.size());
-      const model::AttentionContext ctx =
-          context_of(plan, config_.block_size, device, &paged, !(decode_step && decode_kernel));
+      const bool on_kernel = decode_step && decode_kernel;
+      const bool shared =
+          on_kernel && prefix_members > 0 &&
+          shared_prefix_pass_runs(static_cast<int64_t>(plan.seqs.size()), shape.num_key_value_heads, prefix_members);
+      const model::AttentionContext ctx = context_of(plan, config_.block_size, device, &paged, !on_kernel,
+                                                     shared ? prefix_members : 0, &stats_.shared_prefix_key_reads_saved);
       std::vector<int64_t> ids(plan.input_ids.begin(), plan.input_ids.end());
       for (int64_t& id : ids) id = id == kPendingToken ? 0 : id;
       const at::Tensor ids_d = device_tensor(ids, at::kLong, device);
@@ -255,6 +272,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   stats_.preemptions = ss.preemptions;
   stats_.graphs_captured = graphs ? graphs->graphs_captured() : 0;
   stats_.graph_gpu_seconds = graphs ? graphs->replay_gpu_seconds() : 0;
+  if (graphs) stats_.shared_prefix_key_reads_saved += graphs->shared_prefix_key_reads_saved();
   graphs.reset();  // the graphs read the cache: gone before it
   cache.release();
   // Step s ends at step_end[s]; a milestone at step s happened during it.

@@ -13,6 +13,8 @@
 // sample -> update. Decode steps (one new token per sequence) on CUDA read the cache in place
 // through the paged decode kernel and, unless enforce_eager, replay a CUDA graph of the whole
 // forward (rollout/decode_graphs.h); prefill and mixed steps run eagerly on the reference path.
+// With shared_prefix_decode the kernel reads the prompt blocks a prompt's samples share once per
+// chunk of samples instead of once per sample (rollout/shared_prefix.h).
 //
 // Host and device. Inputs go over in asynchronous copies from pinned memory and the tokens come
 // back the same way (rollout/transfer.h), so the host waits for the device only when it reads a
@@ -42,6 +44,8 @@ struct EngineConfig {
   bool use_decode_kernel = true;          // false: every step on the gather reference path (tests)
   bool fp8_kv_cache = false;              // rollout.kv_cache_dtype fp8: E4M3 K/V with per-layer scales (kv_cache.h)
   bool async_scheduling = false;          // rollout.async_scheduling: schedule step t+1 while the device runs step t
+  bool shared_prefix_decode = false;      // rollout.shared_prefix_decode: a prompt's samples read its keys together
+                                          // in decode steps (rollout/shared_prefix.h; CUDA decode kernel only)
   double gpu_memory_utilization = 0.9;    // CUDA: fraction of device memory the process may reach
   int64_t num_blocks = 0;                 // > 0: exactly this many blocks (tests: force preemption)
   std::shared_ptr<const std::vector<std::string>> token_bytes;  // for stop strings (scheduler.h)
@@ -75,6 +79,9 @@ struct EngineStats {
   int64_t graph_steps = 0;       // decode steps replayed from a CUDA graph
   int64_t graphs_captured = 0;   // batch buckets captured in this rollout
   double graph_gpu_seconds = 0;  // GPU time inside the graph replays (the rest of their steps: host)
+  // Shared-prefix decode: key positions (per layer and KV head) read once for a chunk of
+  // sequences instead of once each, summed over decode steps; 0 when it is off.
+  int64_t shared_prefix_key_reads_saved = 0;
   double seconds = 0;
 };
 

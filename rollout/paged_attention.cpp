@@ -1,5 +1,6 @@
 #include "rollout/paged_attention.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/util/error.h"
@@ -12,6 +13,35 @@
 #endif
 
 namespace fp8rl::rollout {
+
+#ifdef FP8RL_WITH_CUDA
+namespace {
+int sm_count() {
+  static const int n = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  return n;
+}
+// The prefix pass's splits fill the device for the fewest chunks the batch can have (B / M:
+// every row shares), a shape-only choice like the first pass's; the partial slots of both passes
+// are at most 64 (the merge's width). 0: no prefix pass.
+int64_t prefix_splits_for(int64_t batch, int64_t num_kv_heads, int64_t members) {
+  if (members < 1) return 0;
+  const int64_t splits = cuda::paged_decode_splits(batch, num_kv_heads, sm_count());
+  return std::min<int64_t>(cuda::paged_decode_splits((batch + members - 1) / members, num_kv_heads, sm_count()),
+                           64 - splits);
+}
+}  // namespace
+#endif
+
+bool shared_prefix_pass_runs(int64_t batch, int64_t num_kv_heads, int32_t members) {
+#ifdef FP8RL_WITH_CUDA
+  return batch > 0 && members >= 2 && prefix_splits_for(batch, num_kv_heads, members) > 0;
+#else
+  (void)batch;
+  (void)num_kv_heads;
+  (void)members;
+  return false;
+#endif
+}
 
 bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t num_q_heads, const at::Tensor& k_cache) {
 #ifdef FP8RL_WITH_CUDA
@@ -30,7 +60,8 @@ bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t n
 
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                   const at::Tensor& block_tables, const at::Tensor& context_lens, int64_t block_size,
-                                  const at::Tensor& k_scale, const at::Tensor& v_scale) {
+                                  const at::Tensor& k_scale, const at::Tensor& v_scale,
+                                  const at::Tensor& shared_prefix) {
   FP8RL_CHECK(q.dim() == 3 && paged_decode_supported(q.scalar_type(), q.device(), q.size(1), k_cache) &&
                   q.size(2) == k_cache.size(2),
               cat("paged_decode_attention: unsupported q ", q.sizes(), " ",
@@ -43,13 +74,25 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   const at::Tensor qc = q.contiguous();
   const at::Tensor tables = block_tables.contiguous();
   at::Tensor out = at::empty_like(qc);
-  static const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const int64_t splits = cuda::paged_decode_splits(B, Hkv, sm_count);
+  const int64_t splits = cuda::paged_decode_splits(B, Hkv, sm_count());
+  // Shared prefixes (shared_prefix_pass_runs says when the pass runs).
+  int64_t members = 0, prefix_splits = 0;
+  if (shared_prefix.defined()) {
+    FP8RL_CHECK(shared_prefix.dim() == 2 && shared_prefix.size(0) == B && shared_prefix.size(1) >= 3 &&
+                    shared_prefix.scalar_type() == at::kInt && shared_prefix.is_contiguous() &&
+                    shared_prefix.device() == q.device(),
+                "paged_decode_attention: shared_prefix must be a contiguous [B, M + 2] int32 tensor on q's device");
+    members = shared_prefix.size(1) - 2;
+    FP8RL_CHECK(members * (Hq / Hkv) <= 16, "paged_decode_attention: shared-prefix chunks of more than 16 query rows");
+    prefix_splits = prefix_splits_for(B, Hkv, members);
+  }
+  const bool shared = prefix_splits > 0;
+  const int64_t slots = splits + prefix_splits;
   at::Tensor part_acc, part_ml;
-  if (splits > 1) {
+  if (slots > 1) {
     const auto f32 = q.options().dtype(at::kFloat);
-    part_acc = at::empty({B, Hq, splits, D}, f32);
-    part_ml = at::empty({B, Hq, splits, 2}, f32);
+    part_acc = at::empty({B, Hq, slots, D}, f32);
+    part_ml = at::empty({B, Hq, slots, 2}, f32);
   }
   cuda::PagedDecodeArgs a;
   a.q = qc.data_ptr();
@@ -65,8 +108,11 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.table_stride = tables.size(1);
   a.context_lens = context_lens.data_ptr<int32_t>();
   a.out = out.data_ptr();
-  a.part_acc = splits > 1 ? part_acc.data_ptr<float>() : nullptr;
-  a.part_ml = splits > 1 ? part_ml.data_ptr<float>() : nullptr;
+  a.part_acc = slots > 1 ? part_acc.data_ptr<float>() : nullptr;
+  a.part_ml = slots > 1 ? part_ml.data_ptr<float>() : nullptr;
+  a.chunks = shared ? shared_prefix.data_ptr<int32_t>() : nullptr;
+  a.chunk_members = shared ? members : 0;
+  a.prefix_splits = prefix_splits;
   a.batch = B;
   a.num_q_heads = Hq;
   a.num_kv_heads = Hkv;
@@ -82,6 +128,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   (void)block_tables;
   (void)context_lens;
   (void)block_size;
+  (void)shared_prefix;
   return {};
 #endif
 }
@@ -101,7 +148,8 @@ at::Tensor PagedAttention::forward(const at::Tensor& q, const at::Tensor& k, con
   const bool decode = ctx.block_tables.defined() && q.size(0) == ctx.block_tables.size(0);
   if (decode && use_decode_kernel_ && paged_decode_supported(q.scalar_type(), q.device(), q.size(1), cache_.k(layer)))
     return paged_decode_attention(q, cache_.k(layer), cache_.v(layer), ctx.block_tables, ctx.context_lens,
-                                  cache_.shape().block_size, cache_.k_scale(layer), cache_.v_scale(layer));
+                                  cache_.shape().block_size, cache_.k_scale(layer), cache_.v_scale(layer),
+                                  ctx.shared_prefix);
   // No cached prefix (every sequence's keys are its new tokens) and a cache in the model's dtype:
   // the gather would return the call's own k and v, bit for bit. (An FP8 cache keeps the gather:
   // prefill then attends over the dequantized K/V that later steps read.)

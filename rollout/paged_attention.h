@@ -6,11 +6,12 @@
 //
 // Two paths:
 //   - decode kernel (CUDA, bf16/fp16 with a cache of that dtype or FP8, head_dim 16..256,
-//     Hq/Hkv <= 16; decode_kernel_applies):
+//     Hq/Hkv <= 8; decode_kernel_applies):
 //     when every sequence of the call has exactly one new token (a decode step: N == S), the
 //     queries read the cache in place through ctx.block_tables and ctx.context_lens
 //     (rollout/cuda/paged_decode.cu). No host data, no gather, fixed launch shape per batch size:
-//     what a CUDA graph of a decode step needs (rollout/decode_graphs.h).
+//     what a CUDA graph of a decode step needs (rollout/decode_graphs.h). With ctx.shared_prefix
+//     (EngineConfig::shared_prefix_decode) the samples of a prompt read its keys together.
 //   - reference (everything else: prefill and mixed steps, the CPU, fp32): the keys are gathered
 //     from the cache (ctx.key_slots) into a packed [sum context_lens, Hkv, D] and handed to
 //     whole-sequence attention with queries aligned bottom-right (core/model/attention.h):
@@ -47,10 +48,18 @@ class PagedAttention final : public model::Attention {
 // The decode kernel on its own: q [B, Hq, D] over the cached keys of `k_cache`/`v_cache`
 // [slots, Hkv, D] through block_tables [B, W] int32 and context_lens [B] int32 -> [B, Hq, D].
 // A kByte cache holds E4M3 bytes, dequantized with k_scale / v_scale (float32 [1] on the device;
-// rollout/kv_cache.h). CUDA only (throws elsewhere).
+// rollout/kv_cache.h). `shared_prefix` ([B, M + 2] int32 on the device, rollout/shared_prefix.h,
+// M * Hq / Hkv <= 16) reads each chunk's shared keys once for all its members; the same attention
+// (up to the order of the additions). CUDA only (throws elsewhere).
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                   const at::Tensor& block_tables, const at::Tensor& context_lens, int64_t block_size,
-                                  const at::Tensor& k_scale = {}, const at::Tensor& v_scale = {});
+                                  const at::Tensor& k_scale = {}, const at::Tensor& v_scale = {},
+                                  const at::Tensor& shared_prefix = {});
 bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t num_q_heads, const at::Tensor& k_cache);
+// Whether paged_decode_attention runs the shared-prefix pass for a decode step of `batch`
+// sequences with chunks of `members`: not when the batch's own split-K already takes all 64
+// partial states the merge combines (the smallest batches, which also share least), and never
+// without CUDA. Callers build the chunk table only when it does.
+bool shared_prefix_pass_runs(int64_t batch, int64_t num_kv_heads, int32_t members);
 
 }  // namespace fp8rl::rollout

@@ -41,6 +41,9 @@ struct AttentionContext {
   // sequence (cu_seqlens_k order). For attention that gathers its keys from the cache (the
   // engine's reference path) instead of reading block tables in the kernel.
   at::Tensor key_slots;
+  // [S, M + 2] int32, or undefined: which sequences of a decode step read their first keys
+  // together (the engine's shared-prefix decode; rollout/shared_prefix.h has the layout).
+  at::Tensor shared_prefix;
   // Per-call state an Attention may build on the first layer and reuse on the others (a kernel's
   // work plan over these sequence boundaries); it lives as long as the context. Not part of the
   // batch's description, hence mutable.

@@ -53,6 +53,9 @@ void RolloutConfig::visit(FieldVisitor& v) {
   v.field("async_scheduling", async_scheduling,
           "true = schedule and launch each step before reading the previous step's tokens (host work overlaps the GPU's; "
           "the same sampling streams, stops seen one step later)");
+  v.field("shared_prefix_decode", shared_prefix_decode,
+          "true = decode steps read the prompt blocks a prompt's samples share once per chunk of samples "
+          "(CUDA decode kernel; the same attention, summed in another order)");
 }
 
 void AlgorithmConfig::visit(FieldVisitor& v) {

@@ -78,6 +78,7 @@ struct RolloutConfig {
   bool enable_prefix_caching = true;   // compute a prompt's KV once for its n samples
   bool enforce_eager = false;          // true = no CUDA graphs for decode
   bool async_scheduling = false;       // true = schedule and launch step t+1 before reading step t's tokens
+  bool shared_prefix_decode = false;   // true = a prompt's samples read its shared KV blocks together in decode steps
   void visit(FieldVisitor& v);
 };
 

@@ -20,10 +20,17 @@
 //   - online softmax per tile (running max and sum per head, log2 units: exp2f); P enters the
 //     MMA in q's dtype, as in flash attention;
 //   - split-K over the context when the batch alone does not fill the GPU (batch 1: up to 64
-//     chunks), merged by a second kernel from each chunk's (max, sum, unnormalised output).
+//     chunks), merged by a second kernel from each chunk's (max, sum, unnormalised output);
+//   - shared prefixes (rollout/shared_prefix.h, when the args carry a chunk table): a second
+//     launch of the same kernel, with 16 query rows per block instead of 8, serves the g heads of
+//     up to 16 / g sequences that share their first keys (a prompt's samples) and reads those
+//     keys once for all of them; the first launch then reads each sequence's keys after its
+//     prefix only, and the merge combines both launches' partial states like split-K chunks.
 // The number of splits depends on the batch shape only, never on context lengths, so one CUDA
 // graph per batch size replays for any context; splits with no keys exit after marking
-// themselves empty. The result's bits do not depend on the batch's other sequences.
+// themselves empty. Without shared prefixes a row's bits do not depend on the batch's other
+// sequences; with them they do (through the prefix length its chunk shares, which depends on
+// which samples share its chunk), within the rounding of the order of the additions.
 #include "rollout/cuda/rollout_kernels.h"
 #include "core/model/cuda/convert.cuh"
 
@@ -51,8 +58,10 @@ constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 constexpr int kTileK = 16 * kWarps;  // keys per tile: one 16-row MMA tile per warp
 constexpr int kStages = 2;
-// Query heads per KV head the kernel serves: the MMA's narrow side (n = 8); rows g..7 are zero.
-constexpr int kHeads = 8;
+// Query rows per block (template R): 8, one MMA n-tile (the g <= 8 heads of one sequence; rows
+// g..7 are zero), or 16, two n-tiles (a shared-prefix chunk: the g heads of up to 16 / g
+// sequences). The P V product has 16 rows either way (m16n8k16); with R = 8 rows 8..15 are zero.
+constexpr int kMaxRows = 16;
 constexpr float kLog2e = 1.4426950408889634f;
 
 // ---- small PTX wrappers ----
@@ -128,49 +137,81 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t& r0, uint32_t& r1, co
 
 // Shared-memory layout of one block. Rows are padded by 16 bytes so that the 8 rows an MMA
 // fragment (or ldmatrix) touches at once fall in different banks.
-template <typename T, typename C, int D>
+template <typename T, typename C, int D, int R>
 struct Smem {
   static constexpr int kRow = D + 16 / static_cast<int>(sizeof(C));  // cache row stride, elements
   static constexpr int kPRow = kTileK + 4;                            // p row stride, floats
   C k[kStages][kTileK][kRow];
   C v[kStages][kTileK][kRow];
-  float p[kHeads][kPRow];  // scores, then probabilities (rows >= g zero: the PV MMA's padding)
-  float m[kHeads], l[kHeads], alpha[kHeads];
+  float p[R][kPRow];  // scores, then probabilities (rows past the block's zero: the PV MMA's padding)
+  float m[R], l[R], alpha[R];
 };
 
-// T: the dtype of q and the output; C: the cache's element (T, or uint8_t holding E4M3).
-// g = Hq / Hkv <= kHeads query heads per block.
-template <typename T, typename C, int D>
+// T: the dtype of q and the output; C: the cache's element (T, or uint8_t holding E4M3); R: query
+// rows per block, which also says the pass. g = Hq / Hkv <= 8.
+//   R = 8: block (b, h, z) serves the g heads of KV head h for sequence b over split z of its keys
+//     [prefix_len(b), context_len(b)) (prefix_len 0 without a chunk table);
+//   R = 16, the prefix pass: block (c, h, z) serves the g heads of every member of chunk c over
+//     split z of the chunk's shared keys [0, chunk_len(c)), through its first member's block table.
+// Partial states go to slot z (first pass) or a.splits + z (prefix pass) of each row.
+template <typename T, typename C, int D, int R>
 __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecodeArgs a) {
-  using S = Smem<T, C, D>;
+  constexpr bool prefix_pass = R > 8;
+  using S = Smem<T, C, D, R>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   S& sm = *reinterpret_cast<S*>(smem_raw);
   constexpr int kRowChunks = D * static_cast<int>(sizeof(C)) / 16;  // 16-byte copies per cache row
   constexpr int kNT = D / 8;                                        // output n-tiles (8 dims each)
   constexpr int kNTW = kNT >= kWarps ? kNT / kWarps : 1;            // n-tiles per warp
+  constexpr int kNQ = R / 8;                                        // query-row n-tiles of the scores
   static_assert(kRowChunks >= 1 && D % 16 == 0, "head_dim a multiple of 16");
+  static_assert(R == 8 || R == 16, "8 or 16 query rows per block");
 
   const int b = blockIdx.x, h = blockIdx.y, z = blockIdx.z;
-  const int splits = gridDim.z;
+  const int splits = gridDim.z;                                     // of this pass
+  const int slots = static_cast<int>(a.splits + a.prefix_splits);   // partial states per row (1: none)
+  const int slot = prefix_pass ? static_cast<int>(a.splits) + z : z;
   const int G = static_cast<int>(a.num_q_heads / a.num_kv_heads);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int ctx = a.context_lens[b];
-  // Chunks of whole tiles; a short context uses fewer splits (at least one tile each).
-  const int active = max(1, min(splits, (ctx + kTileK - 1) / kTileK));
-  const int chunk = ((ctx + active - 1) / active + kTileK - 1) / kTileK * kTileK;
-  const int start = z * chunk, end = min(ctx, start + chunk);
-  const int64_t head0 = static_cast<int64_t>(b) * a.num_q_heads + static_cast<int64_t>(h) * G;  // first query row
+  const int64_t cw = a.chunk_members + 2;  // chunk table row width (rollout/shared_prefix.h)
+  const int32_t* crow = prefix_pass ? a.chunks + b * cw : nullptr;  // the chunk's row of the table
+  // The block's query rows: row r < nrows is head r % G of KV head h of sequence seq(r / G); the
+  // keys [begin, end_all) of sequence `lead`'s block table.
+  int nrows = G, lead = b, begin = 0, end_all;
+  if (prefix_pass) {
+    int members = 0;
+    while (members < a.chunk_members && crow[members] >= 0) ++members;
+    if (members == 0) return;  // a chunk past the count: no rows
+    nrows = members * G;
+    lead = crow[0];
+    end_all = crow[a.chunk_members];
+  } else {
+    begin = a.chunks != nullptr ? a.chunks[b * cw + a.chunk_members + 1] : 0;
+    end_all = a.context_lens[b];
+  }
+  const int64_t head0 = static_cast<int64_t>(b) * a.num_q_heads + static_cast<int64_t>(h) * G;  // first pass: row 0
+  const auto qrow = [&](int r) -> int64_t {  // the row's index in q and out, [B * Hq]
+    if constexpr (prefix_pass)
+      return static_cast<int64_t>(crow[r / G]) * a.num_q_heads + static_cast<int64_t>(h) * G + r % G;
+    else
+      return head0 + r;
+  };
+  // Chunks of whole tiles; a short range uses fewer splits (at least one tile each).
+  const int keys = end_all - begin;
+  const int active = max(1, min(splits, (keys + kTileK - 1) / kTileK));
+  const int chunk = ((keys + active - 1) / active + kTileK - 1) / kTileK * kTileK;
+  const int start = begin + z * chunk, end = min(end_all, start + chunk);
 
   if (start >= end) {
-    if (splits > 1) {
-      if (tid < G) {
-        float* ml = a.part_ml + ((head0 + tid) * splits + z) * 2;
+    if (slots > 1) {
+      if (tid < nrows) {
+        float* ml = a.part_ml + (qrow(tid) * slots + slot) * 2;
         ml[0] = -INFINITY;
         ml[1] = 0.0f;
       }
     } else {  // no keys at all (outside the contract): a defined output
       T* out = static_cast<T*>(a.out);
-      for (int i = tid; i < G * D; i += kThreads) out[head0 * D + i] = from_float<T>(0.0f);
+      for (int i = tid; i < G * D; i += kThreads) out[qrow(0) * D + i] = from_float<T>(0.0f);
     }
     return;
   }
@@ -178,10 +219,10 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   const C* kc = static_cast<const C*>(a.k_cache) + static_cast<int64_t>(h) * D;
   const C* vc = static_cast<const C*>(a.v_cache) + static_cast<int64_t>(h) * D;
   const int64_t row_stride = a.num_kv_heads * D;  // elements between consecutive slots
-  const int32_t* table = a.block_tables + static_cast<int64_t>(b) * a.table_stride;
+  const int32_t* table = a.block_tables + static_cast<int64_t>(lead) * a.table_stride;
   const int tiles = (end - start + kTileK - 1) / kTileK;
   // Starts the copies of tile i into its stage (K and V rows, 16 bytes per copy) as one group.
-  // V rows past the context are zeroed: P is 0 there, but 0 * (stale NaN bits) is not.
+  // V rows past the range are zeroed: P is 0 there, but 0 * (stale NaN bits) is not.
   auto issue = [&](int i) {
     if (i < tiles) {
       const int t0 = start + i * kTileK, n = min(kTileK, end - t0);
@@ -204,25 +245,29 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 
   // Fragment coordinates (PTX ISA, mma.m16n8k16): rows lane / 4 and + 8, column pairs 2 * (lane % 4).
   const int fr = lane / 4, fc = 2 * (lane % 4);
-  // The queries as the scores' B operand (B[k][n] = q[head n][dim k]), held in registers for the
-  // whole block; heads >= g are zero. They enter the MMA as stored; the softmax scale (and an FP8
-  // cache's k_scale: keys are stored / k_scale) multiplies the scores.
+  // The queries as the scores' B operand (B[k][n] = q[row n][dim k]), held in registers for the
+  // whole block; rows >= nrows are zero. They enter the MMA as stored; the softmax scale (and an
+  // FP8 cache's k_scale: keys are stored / k_scale) multiplies the scores.
   const T* q = static_cast<const T*>(a.q);
-  uint32_t qf[D / 16][2];  // head fr, dims kk * 16 + fc, +1 and + 8, +9
+  uint32_t qf[D / 16][kNQ][2];  // row nt * 8 + fr, dims kk * 16 + fc, +1 and + 8, +9
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const T* row = q + (head0 + fr) * D + kk * 16 + fc;
-    qf[kk][0] = fr < G ? *reinterpret_cast<const uint32_t*>(row) : 0u;
-    qf[kk][1] = fr < G ? *reinterpret_cast<const uint32_t*>(row + 8) : 0u;
+  for (int nt = 0; nt < kNQ; ++nt) {
+    const int r = nt * 8 + fr;
+    const T* row = r < nrows ? q + qrow(r) * D : nullptr;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      qf[kk][nt][0] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + kk * 16 + fc) : 0u;
+      qf[kk][nt][1] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + kk * 16 + fc + 8) : 0u;
+    }
   }
   const float qscale = a.scale * kLog2e * (a.k_scale != nullptr ? *a.k_scale : 1.0f);
   const float vscale = a.v_scale != nullptr ? *a.v_scale : 1.0f;
-  for (int i = tid; i < kHeads * S::kPRow; i += kThreads) (&sm.p[0][0])[i] = 0.0f;
-  if (tid < kHeads) {
+  for (int i = tid; i < R * S::kPRow; i += kThreads) (&sm.p[0][0])[i] = 0.0f;
+  if (tid < R) {
     sm.m[tid] = -INFINITY;
     sm.l[tid] = 0.0f;
   }
-  float acc[kNTW][4];  // O[head][d]: heads fr, fr + 8; dims of this warp's n-tiles
+  float acc[kNTW][4];  // O[row][d]: rows fr, fr + 8; dims of this warp's n-tiles
 #pragma unroll
   for (int j = 0; j < kNTW; ++j)
 #pragma unroll
@@ -236,9 +281,14 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
     const int st = i % kStages;
     const int n = min(kTileK, end - (start + i * kTileK));
 
-    // Scores: warp w, keys 16w..16w+15 of the tile, all heads. S = K Q^T on the tensor cores.
+    // Scores: warp w, keys 16w..16w+15 of the tile, all rows. S = K Q^T on the tensor cores; one
+    // K fragment serves the R / 8 query n-tiles.
     if (16 * warp < n) {
-      float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      float s[kNQ][4];
+#pragma unroll
+      for (int nt = 0; nt < kNQ; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
       const C* k0 = &sm.k[st][16 * warp][0];
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
@@ -248,19 +298,22 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
         af[1] = load_pair<T, C>(kr + (fr + 8) * S::kRow);
         af[2] = load_pair<T, C>(kr + fr * S::kRow + 8);
         af[3] = load_pair<T, C>(kr + (fr + 8) * S::kRow + 8);
-        mma16816<T>(s, af, qf[kk][0], qf[kk][1]);
-      }
-      // s: (key fr, heads fc, +1), (key fr + 8, same heads).
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = 16 * warp + fr + (e >= 2 ? 8 : 0), g = fc + (e & 1);
-        if (g < G && key < n) sm.p[g][key] = s[e] * qscale;
+        for (int nt = 0; nt < kNQ; ++nt) mma16816<T>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
       }
+      // s[nt]: (key fr, rows nt * 8 + fc, +1), (key fr + 8, same rows).
+#pragma unroll
+      for (int nt = 0; nt < kNQ; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = 16 * warp + fr + (e >= 2 ? 8 : 0), r = nt * 8 + fc + (e & 1);
+          if (r < nrows && key < n) sm.p[r][key] = s[nt][e] * qscale;
+        }
     }
     __syncthreads();
 
-    // Online softmax: one warp per head; keys past n get probability 0.
-    for (int g = warp; g < G; g += kWarps) {
+    // Online softmax: one warp per row; keys past n get probability 0.
+    for (int g = warp; g < nrows; g += kWarps) {
       float mx = -INFINITY;
       for (int r = lane; r < n; r += 32) mx = fmaxf(mx, sm.p[g][r]);
 #pragma unroll
@@ -282,24 +335,33 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
     }
     __syncthreads();
 
-    // O[head][d] = alpha O + P V: warp w owns n-tiles [w * kNTW, (w + 1) * kNTW) of the dims.
+    // O[row][d] = alpha O + P V: warp w owns n-tiles [w * kNTW, (w + 1) * kNTW) of the dims.
     if (pv_warp) {
-      const float alpha = fr < G ? sm.alpha[fr] : 0.0f;
+      const float alpha0 = fr < nrows ? sm.alpha[fr] : 0.0f;
+      float alpha1 = 0.0f;
+      if constexpr (R > 8) alpha1 = fr + 8 < nrows ? sm.alpha[fr + 8] : 0.0f;
 #pragma unroll
-      for (int j = 0; j < kNTW; ++j) {  // rows fr + 8 (acc[j][2..3]) are padding, never emitted
-        acc[j][0] *= alpha;
-        acc[j][1] *= alpha;
-        acc[j][2] *= 0.0f;
-        acc[j][3] *= 0.0f;
+      for (int j = 0; j < kNTW; ++j) {  // with R = 8, rows fr + 8 (acc[j][2..3]) are padding, never emitted
+        acc[j][0] *= alpha0;
+        acc[j][1] *= alpha0;
+        acc[j][2] *= alpha1;
+        acc[j][3] *= alpha1;
       }
 #pragma unroll
       for (int kk = 0; kk < kTileK; kk += 16) {
-        uint32_t pf[4];  // A = P[head][key]; rows 8..15 (pf[1], pf[3]) are zero padding
+        uint32_t pf[4];  // A = P[row][key]: rows fr (pf[0], pf[2]) and fr + 8 (pf[1], pf[3]; zero when R = 8)
         const float2 p00 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc]);
         const float2 p01 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc + 8]);
         pf[0] = pack2<T>(p00.x, p00.y);
         pf[2] = pack2<T>(p01.x, p01.y);
-        pf[1] = pf[3] = 0u;
+        if constexpr (R > 8) {
+          const float2 p10 = *reinterpret_cast<const float2*>(&sm.p[fr + 8][kk + fc]);
+          const float2 p11 = *reinterpret_cast<const float2*>(&sm.p[fr + 8][kk + fc + 8]);
+          pf[1] = pack2<T>(p10.x, p10.y);
+          pf[3] = pack2<T>(p11.x, p11.y);
+        } else {
+          pf[1] = pf[3] = 0u;
+        }
 #pragma unroll
         for (int j = 0; j < kNTW; ++j) {
           const int d0 = (warp * kNTW + j) * 8;
@@ -320,29 +382,31 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   }
   cp_async_wait<0>();  // no copy outlives the block (the trailing group is empty)
 
-  // Out: normalised, or (splits > 1) the unnormalised chunk with its (max, sum) for the merge.
-  // acc[j][0..1]: head fr, dims d0 + fc, +1 (acc[j][2..3]: padding rows).
+  // Out: normalised, or (slots > 1) the unnormalised chunk with its (max, sum) for the merge.
+  // acc[j][0..1]: row fr, dims d0 + fc, +1; acc[j][2..3]: row fr + 8.
   if (pv_warp) {
 #pragma unroll
     for (int j = 0; j < kNTW; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int g = fr + (e >= 2 ? 8 : 0), d = (warp * kNTW + j) * 8 + fc + (e & 1);
-        if (g >= G || g >= kHeads) continue;
-        if (splits == 1)
-          static_cast<T*>(a.out)[(head0 + g) * D + d] = from_float<T>(acc[j][e] * (vscale / sm.l[g]));
+        if (g >= nrows) continue;
+        const int64_t row = qrow(g);
+        if (slots == 1)
+          static_cast<T*>(a.out)[row * D + d] = from_float<T>(acc[j][e] * (vscale / sm.l[g]));
         else
-          a.part_acc[((head0 + g) * splits + z) * D + d] = acc[j][e] * vscale;
+          a.part_acc[(row * slots + slot) * D + d] = acc[j][e] * vscale;
       }
   }
-  if (splits > 1 && tid < G) {
-    float* ml = a.part_ml + ((head0 + tid) * splits + z) * 2;
+  if (slots > 1 && tid < nrows) {
+    float* ml = a.part_ml + (qrow(tid) * slots + slot) * 2;
     ml[0] = sm.m[tid];
     ml[1] = sm.l[tid];
   }
 }
 
-// Merges the splits of one query head: out = sum_z 2^(m_z - M) acc_z / sum_z 2^(m_z - M) l_z.
+// Merges the partial states of one query row (split-K chunks, and with shared prefixes the prefix
+// pass's chunks): out = sum_z 2^(m_z - M) acc_z / sum_z 2^(m_z - M) l_z.
 // The splits' weights are found once, in parallel, into shared memory (the first version walked
 // the splits serially per dimension: ~10 us per layer at batch 1, where most splits are empty).
 template <typename T>
@@ -351,7 +415,7 @@ __global__ void paged_decode_merge_kernel(const PagedDecodeArgs a) {
   __shared__ float w_s[kMaxSplits];
   __shared__ float inv_s;
   const int64_t row = blockIdx.x;  // b * Hq + head
-  const int splits = static_cast<int>(a.splits), D = static_cast<int>(a.head_dim);
+  const int splits = static_cast<int>(a.splits + a.prefix_splits), D = static_cast<int>(a.head_dim);
   const float* ml = a.part_ml + row * splits * 2;
   if (threadIdx.x < 32) {  // warp 0 (blockDim >= 32): the max over the non-empty splits, then each split's weight
     const int lane = threadIdx.x;
@@ -392,26 +456,36 @@ void check_launch(const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-template <typename T, typename C, int D>
+template <typename T, typename C, int D, int R>
 void launch_kernel(const PagedDecodeArgs& a, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(a.splits));
-  constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D>));
+  const int64_t splits = R > 8 ? a.prefix_splits : a.splits;
+  const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(splits));
+  constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D, R>));
   // Above 48 KB a kernel must opt in (once per kernel; not a stream operation, so allowed while
   // a CUDA graph is being captured).
   static const cudaError_t opt_in =
-      cudaFuncSetAttribute(paged_decode_kernel<T, C, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+      cudaFuncSetAttribute(paged_decode_kernel<T, C, D, R>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (opt_in != cudaSuccess) throw std::runtime_error(std::string("paged_decode_kernel: ") + cudaGetErrorString(opt_in));
-  paged_decode_kernel<T, C, D><<<grid, kThreads, bytes, stream>>>(a);
+  paged_decode_kernel<T, C, D, R><<<grid, kThreads, bytes, stream>>>(a);
+}
+
+template <typename T, typename C, int D>
+void launch_passes(const PagedDecodeArgs& a, cudaStream_t stream) {
+  launch_kernel<T, C, D, 8>(a, stream);
+  check_launch("paged_decode_kernel");
+  if (a.chunks != nullptr) {
+    launch_kernel<T, C, D, kMaxRows>(a, stream);
+    check_launch("paged_decode_kernel (shared prefixes)");
+  }
 }
 
 template <typename T, int D>
 void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
   if (a.fp8_kv)
-    launch_kernel<T, uint8_t, D>(a, stream);
+    launch_passes<T, uint8_t, D>(a, stream);
   else
-    launch_kernel<T, T, D>(a, stream);
-  check_launch("paged_decode_kernel");
-  if (a.splits > 1) {
+    launch_passes<T, T, D>(a, stream);
+  if (a.splits + a.prefix_splits > 1) {
     // At least a whole warp: the merge's first step is a warp over the splits.
     paged_decode_merge_kernel<T><<<static_cast<unsigned>(a.batch * a.num_q_heads), D < 32 ? 32 : (D < 128 ? D : 128), 0,
                                    stream>>>(a);
@@ -435,7 +509,7 @@ void launch(const PagedDecodeArgs& a, cudaStream_t stream) {
 
 bool paged_decode_supports(int64_t head_dim, int64_t group) {
   const bool d = head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
-  return d && group >= 1 && group <= kHeads;  // larger groups: the engine's reference path
+  return d && group >= 1 && group <= 8;  // larger groups: the engine's reference path
 }
 
 int64_t paged_decode_splits(int64_t batch, int64_t num_kv_heads, int sm_count) {
@@ -448,6 +522,12 @@ void paged_decode_attention(const PagedDecodeArgs& a, cudaStream_t stream) {
   if (a.batch == 0) return;
   if (!paged_decode_supports(a.head_dim, a.num_q_heads / a.num_kv_heads) || a.num_q_heads % a.num_kv_heads != 0)
     throw std::invalid_argument("paged_decode_attention: unsupported shape");
+  if (a.chunks != nullptr &&
+      (a.chunk_members < 1 || a.chunk_members * (a.num_q_heads / a.num_kv_heads) > kMaxRows || a.prefix_splits < 1))
+    throw std::invalid_argument("paged_decode_attention: a shared-prefix chunk has more query rows than a block serves");
+  if (a.splits < 1 || a.prefix_splits < 0 || (a.chunks == nullptr && a.prefix_splits != 0) ||
+      a.splits + a.prefix_splits > 64)
+    throw std::invalid_argument("paged_decode_attention: 1 to 64 partial states per row");
   if (a.bf16)
     launch<__nv_bfloat16>(a, stream);
   else

@@ -25,11 +25,18 @@ struct PagedDecodeArgs {
   int64_t table_stride;
   const int32_t* context_lens;  // [B], each >= 1 (the decode token's own key is cached already)
   void* out;                 // [B, Hq, D], q's dtype
-  float* part_acc;           // [B, Hq, splits, D] scratch (splits > 1 only)
-  float* part_ml;            // [B, Hq, splits, 2] scratch: running max (log2 units), sum
+  float* part_acc;           // [B, Hq, splits + prefix_splits, D] scratch (when that is > 1)
+  float* part_ml;            // [B, Hq, splits + prefix_splits, 2] scratch: running max (log2 units), sum
   int64_t batch, num_q_heads, num_kv_heads, head_dim, block_size, splits;
   float scale;               // softmax scale (D^-0.5)
   bool bf16;
+  // Shared prefixes (rollout/shared_prefix.h), or null: the chunk table [batch, chunk_members + 2]
+  // int32. Then each row's keys before its prefix_len are read by a second launch, a block per
+  // (chunk, KV head, prefix split) serving all the chunk's members, into partial slots
+  // [splits, splits + prefix_splits) of each row; chunk_members * (Hq / Hkv) <= 16.
+  const int32_t* chunks = nullptr;
+  int64_t chunk_members = 0;
+  int64_t prefix_splits = 0;  // 0 without chunks; splits + prefix_splits <= 64
 };
 
 // Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 8.

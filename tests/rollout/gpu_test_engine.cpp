@@ -139,7 +139,9 @@ TEST_CASE("engine on CUDA: an FP8 rollout runs from the FP8 weights and tracks t
 // (enforce_eager), and the gather reference path (use_decode_kernel = false), each also with an
 // FP8 KV cache (reported: its mismatch against the trainer), and graphs and eager kernels with
 // async scheduling (one step in flight, input ids patched on the device from its sampled tokens;
-// the same plans here, as no sample stops early, so the same tokens as without). Each mode's
+// the same plans here, as no sample stops early, so the same tokens as without), and graphs and
+// eager kernels with shared-prefix decode (a prompt's samples read its shared blocks together;
+// prompts of 42-190 tokens with 2-4 samples, so chunks share 2-11 blocks). Each mode's
 // log-probs must match the trainer's whole-sequence recompute (the bound of the BF16 test above),
 // BF16 and FP8; the graph mode must have replayed graphs, and hand its memory back.
 TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the reference path all match the trainer", "[rollout][gpu]") {
@@ -158,19 +160,23 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
     }
     struct Mode {
       const char* name;
-      bool eager, kernel, fp8_kv, async = false;
+      bool eager, kernel, fp8_kv, async = false, shared_prefix = false;
     };
     std::vector<GenerateOutput> graphs_out, eager_out;  // synchronous, for the async modes
     for (const Mode mode : {Mode{"graphs", false, true, false}, Mode{"eager", true, true, false},
                             Mode{"reference", true, false, false}, Mode{"graphs, FP8 KV", false, true, true},
                             Mode{"reference, FP8 KV", true, false, true}, Mode{"graphs, async", false, true, false, true},
-                            Mode{"eager, async", true, true, false, true}}) {
+                            Mode{"eager, async", true, true, false, true},
+                            Mode{"graphs, shared prefix", false, true, false, false, true},
+                            Mode{"eager, shared prefix", true, true, false, false, true},
+                            Mode{"graphs, FP8 KV, shared prefix", false, true, true, false, true}}) {
       EngineConfig c;
       c.gpu_memory_utilization = 0.5;
       c.enforce_eager = mode.eager;
       c.use_decode_kernel = mode.kernel;
       c.fp8_kv_cache = mode.fp8_kv;
       c.async_scheduling = mode.async;
+      c.shared_prefix_decode = mode.shared_prefix;
       Engine engine(m, c);
       engine.generate(reqs);  // first use: library workspaces
       const int64_t before = allocated();
@@ -194,9 +200,13 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
         CHECK(mean_diff < 0.03);
       }
       CHECK(after == before);
+      if (mode.shared_prefix)
+        CHECK(st.shared_prefix_key_reads_saved > 0);
+      else
+        CHECK(st.shared_prefix_key_reads_saved == 0);
       if (mode.eager) CHECK(st.graph_steps == 0);
       else CHECK(st.graph_steps > st.steps / 2);
-      if (mode.kernel && !mode.fp8_kv && !mode.async) (mode.eager ? eager_out : graphs_out) = out;
+      if (mode.kernel && !mode.fp8_kv && !mode.async && !mode.shared_prefix) (mode.eager ? eager_out : graphs_out) = out;
       if (mode.async) {
         const std::vector<GenerateOutput>& sync = mode.eager ? eager_out : graphs_out;
         REQUIRE(sync.size() == out.size());

@@ -5,6 +5,9 @@
 // splits the context 64 ways; batch 1 (most splits), 3 and 64 (no split). Blocks are handed out in
 // a shuffled order, so a wrong table lookup reads another sequence's keys.
 //
+// Shared-prefix decode: the same kernel reading a chunk's shared keys once for all its members
+// (rollout/shared_prefix.h), on batches of prompts x samples, against the same reference.
+//
 // FP8 KV: the cache holds E4M3 bytes of random values over a scale (kept below 448); the
 // reference reads the same bytes dequantized, so the comparison tests the kernel, not E4M3.
 //
@@ -23,6 +26,7 @@
 #include "rollout/cuda/rollout_kernels.h"
 #include "rollout/kv_cache.h"
 #include "rollout/paged_attention.h"
+#include "rollout/shared_prefix.h"
 #include "tests/catch.h"
 
 using namespace fp8rl::rollout;
@@ -34,6 +38,25 @@ struct Case {
   at::ScalarType dtype;
   bool fp8_kv = false;  // the cache holds E4M3 bytes with a scale (rollout/kv_cache.h)
 };
+
+// softmax(q k^T / sqrt(D)) v per sequence in float32 on the CPU, K/V gathered through the table
+// and repeated for GQA: q [B, Hq, D], kf/vf [slots, Hkv, D] -> [B, Hq, D].
+at::Tensor reference(const at::Tensor& qf, const at::Tensor& kf, const at::Tensor& vf, const std::vector<int32_t>& table,
+                     int64_t width, const std::vector<int64_t>& lens, int64_t bs, int64_t group) {
+  const int64_t B = qf.size(0), D = qf.size(2);
+  std::vector<at::Tensor> ref;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int64_t> slots;
+    for (int64_t t = 0; t < lens[static_cast<size_t>(b)]; ++t)
+      slots.push_back(int64_t{table[static_cast<size_t>(b * width + t / bs)]} * bs + t % bs);
+    const at::Tensor idx = at::tensor(slots);
+    const at::Tensor K = kf.index_select(0, idx).repeat_interleave(group, 1);  // [T, Hq, D]
+    const at::Tensor V = vf.index_select(0, idx).repeat_interleave(group, 1);
+    const at::Tensor p = at::softmax(at::einsum("hd,thd->ht", {qf[b], K}) / std::sqrt(static_cast<double>(D)), -1);
+    ref.push_back(at::einsum("ht,thd->hd", {p, V}));
+  }
+  return at::stack(ref);
+}
 
 double run_case(const Case& c, uint64_t seed) {
   const int64_t bs = 16, Hkv = c.kv_heads, Hq = c.group * Hkv, D = c.head_dim, B = c.batch;
@@ -73,24 +96,128 @@ double run_case(const Case& c, uint64_t seed) {
   const at::Tensor ctx = at::tensor(lens32, at::TensorOptions().dtype(at::kInt)).to(at::kCUDA);
   const at::Tensor out = paged_decode_attention(q, kc, vc, tables, ctx, bs, k_scale, v_scale).to(at::kFloat).cpu();
 
-  const at::Tensor qf = q.to(at::kFloat).cpu();
-  std::vector<at::Tensor> ref;
-  for (int64_t b = 0; b < B; ++b) {
-    std::vector<int64_t> slots;
-    for (int64_t t = 0; t < lens[b]; ++t) slots.push_back(int64_t{table[static_cast<size_t>(b * width + t / bs)]} * bs + t % bs);
-    const at::Tensor idx = at::tensor(slots);
-    const at::Tensor K = kf.index_select(0, idx).repeat_interleave(c.group, 1);  // [T, Hq, D]
-    const at::Tensor V = vf.index_select(0, idx).repeat_interleave(c.group, 1);
-    const at::Tensor p = at::softmax(at::einsum("hd,thd->ht", {qf[b], K}) / std::sqrt(static_cast<double>(D)), -1);
-    ref.push_back(at::einsum("ht,thd->hd", {p, V}));
-  }
-  const at::Tensor want = at::stack(ref);
+  const at::Tensor want = reference(q.to(at::kFloat).cpu(), kf, vf, table, width, lens, bs, c.group);
   REQUIRE(out.sizes() == want.sizes());
   REQUIRE(at::isfinite(out).all().item<bool>());
   return ((out - want).norm() / want.norm()).item<double>();
 }
 
+// Shared-prefix decode (rollout/shared_prefix.h): `prompts` prompts with n samples each; a
+// sample's block table starts with its prompt's full blocks (shared, as the prefix cache hands
+// them out), then blocks of its own (the prompt's partial last block and its generated keys); the
+// prompts' first `system_blocks` blocks are one set for all (a common system prompt). Rows are
+// shuffled, so a prompt's samples are not neighbours in the batch. The kernel runs with the chunk
+// table of plan_shared_prefixes (members per chunk: `members`, or the model's most when 0) and
+// without; both against the float32 reference. Returns the worse normalised error; *ran says
+// whether the prefix pass ran (shared_prefix_pass_runs).
+double run_shared_case(int64_t group, int64_t D, at::ScalarType dtype, bool fp8_kv, int64_t prompts, int64_t n,
+                       int32_t members, int64_t system_blocks, uint64_t seed, int64_t* saved, bool* ran) {
+  const int64_t bs = 16, Hkv = group == 8 ? 1 : 2, Hq = group * Hkv, B = prompts * n;
+  std::mt19937_64 rng(seed);
+  const std::vector<int64_t> prompt_pool{1, 15, 16, 17, 40, 100, 513, 1030};
+  const std::vector<int64_t> gen_pool{1, 2, 15, 16, 17, 64, 65, 300};
+  std::vector<int64_t> prompt_len, lens;  // per prompt; per row (prompt + generated)
+  for (int64_t p = 0; p < prompts; ++p) prompt_len.push_back(prompt_pool[(static_cast<size_t>(p) + seed) % prompt_pool.size()]);
+  std::vector<int64_t> rows(static_cast<size_t>(B));  // row -> prompt * n + sample
+  std::iota(rows.begin(), rows.end(), 0);
+  std::shuffle(rows.begin(), rows.end(), rng);
+  for (int64_t b = 0; b < B; ++b) lens.push_back(prompt_len[static_cast<size_t>(rows[b] / n)] + gen_pool[rng() % gen_pool.size()]);
+  int64_t width = 0, blocks = 1;
+  for (int64_t l : lens) {
+    width = std::max(width, (l + bs - 1) / bs);
+    blocks += (l + bs - 1) / bs;
+  }
+  std::vector<int32_t> order(static_cast<size_t>(blocks));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  size_t next = 0;
+  std::vector<int32_t> system;
+  for (int64_t j = 0; j < system_blocks; ++j) system.push_back(order[next++]);
+  std::vector<std::vector<int32_t>> prompt_blocks(static_cast<size_t>(prompts));
+  for (int64_t p = 0; p < prompts; ++p)
+    for (int64_t j = 0; j < prompt_len[static_cast<size_t>(p)] / bs; ++j)
+      prompt_blocks[static_cast<size_t>(p)].push_back(j < system_blocks ? system[static_cast<size_t>(j)] : order[next++]);
+  std::vector<int32_t> table(static_cast<size_t>(B * width), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<int32_t>& shared = prompt_blocks[static_cast<size_t>(rows[b] / n)];
+    for (int64_t j = 0; j < (lens[b] + bs - 1) / bs; ++j)
+      table[static_cast<size_t>(b * width + j)] = j < static_cast<int64_t>(shared.size()) ? shared[static_cast<size_t>(j)] : order[next++];
+  }
+
+  at::manual_seed(seed);
+  const auto opts = at::TensorOptions().device(at::kCUDA).dtype(dtype);
+  at::Tensor kc = at::randn({blocks * bs, Hkv, D}, opts), vc = at::randn({blocks * bs, Hkv, D}, opts);
+  const at::Tensor q = at::randn({B, Hq, D}, opts);
+  at::Tensor k_scale, v_scale, kf, vf;
+  if (fp8_kv) {
+    k_scale = at::full({1}, 0.02, opts.dtype(at::kFloat));
+    v_scale = at::full({1}, 0.05, opts.dtype(at::kFloat));
+    kc = (kc.to(at::kFloat) / k_scale).to(at::kFloat8_e4m3fn).view(at::kByte);
+    vc = (vc.to(at::kFloat) / v_scale).to(at::kFloat8_e4m3fn).view(at::kByte);
+    kf = (kc.view(at::kFloat8_e4m3fn).to(at::kFloat) * k_scale).cpu();
+    vf = (vc.view(at::kFloat8_e4m3fn).to(at::kFloat) * v_scale).cpu();
+  } else {
+    kf = kc.to(at::kFloat).cpu();
+    vf = vc.to(at::kFloat).cpu();
+  }
+  const at::Tensor tables = at::tensor(table, at::TensorOptions().dtype(at::kInt)).view({B, width}).to(at::kCUDA);
+  std::vector<int32_t> lens32(lens.begin(), lens.end());
+  const at::Tensor ctx = at::tensor(lens32, at::TensorOptions().dtype(at::kInt)).to(at::kCUDA);
+  const int32_t M = members > 0 ? members : shared_prefix_members(Hq, Hkv);
+  std::vector<int64_t> groups;  // a row's prompt
+  for (int64_t b = 0; b < B; ++b) groups.push_back(rows[static_cast<size_t>(b)] / n);
+  const SharedPrefixPlan plan = plan_shared_prefixes(table, width, lens32, groups, static_cast<int32_t>(bs), M);
+  *ran = shared_prefix_pass_runs(B, Hkv, M);
+  if (*ran) *saved += plan.shared_key_reads_saved;
+  const at::Tensor chunks = at::tensor(plan.table, at::TensorOptions().dtype(at::kInt)).view({B, plan.width()}).to(at::kCUDA);
+  const at::Tensor with = paged_decode_attention(q, kc, vc, tables, ctx, bs, k_scale, v_scale, chunks).to(at::kFloat).cpu();
+  const at::Tensor without = paged_decode_attention(q, kc, vc, tables, ctx, bs, k_scale, v_scale).to(at::kFloat).cpu();
+  const at::Tensor want = reference(q.to(at::kFloat).cpu(), kf, vf, table, width, lens, bs, group);
+  REQUIRE(at::isfinite(with).all().item<bool>());
+  const double e_with = ((with - want).norm() / want.norm()).item<double>();
+  const double e_without = ((without - want).norm() / want.norm()).item<double>();
+  INFO("with shared prefixes " << e_with << ", without " << e_without);
+  return std::max(e_with, e_without);
+}
+
 }  // namespace
+
+TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  double worst = 0;
+  int64_t saved = 0;
+  uint64_t seed = 100;
+  struct Shape {
+    int64_t prompts, n;
+  };
+  bool ran = false;
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
+    for (const int64_t D : {16, 64, 128, 256})
+      for (const int64_t G : {1, 3, 4, 8})
+        for (const Shape sh : {Shape{1, 2}, Shape{3, 5}, Shape{8, 8}})
+          for (const bool fp8_kv : {false, true}) {
+            if (dtype == at::kHalf && fp8_kv && D != 128) continue;  // keep the matrix's run time down
+            const double err = run_shared_case(G, D, dtype, fp8_kv, sh.prompts, sh.n, 0, 1, seed++, &saved, &ran);
+            INFO("dtype " << c10::toString(dtype) << (fp8_kv ? " FP8 KV" : "") << " D " << D << " G " << G << ": "
+                          << sh.prompts << " prompts x " << sh.n << " samples: normalised error " << err);
+            CHECK(err < 1e-2);
+            // Two rows split 64 ways already and go without the pass; 15 and 64 rows take it.
+            if (sh.prompts * sh.n >= 15) CHECK(ran);
+            worst = std::max(worst, err);
+          }
+  // Fewer members per chunk than the kernel can take (the last chunk of a group then differs in
+  // size), no common system prompt, and a batch of 256 (64 prompts x 4).
+  for (const int32_t members : {2, 3}) {
+    const double err = run_shared_case(4, 128, at::kBFloat16, false, 5, 7, members, 0, seed++, &saved, &ran);
+    INFO("members " << members << ": normalised error " << err);
+    CHECK(err < 1e-2);
+    CHECK(ran);
+  }
+  CHECK(run_shared_case(4, 128, at::kBFloat16, true, 64, 4, 0, 2, seed++, &saved, &ran) < 1e-2);
+  CHECK(ran);
+  CHECK(saved > 0);
+  WARN("paged decode with shared prefixes vs float32 reference: worst normalised error " << worst);
+}
 
 TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward shapes", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
