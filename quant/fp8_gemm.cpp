@@ -15,6 +15,7 @@
 #include "quant/cuda/fp8_gemm_sm90.h"
 #endif
 
+#include <limits>
 #include <list>
 #include <map>
 #include <mutex>
@@ -234,10 +235,10 @@ at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType 
 }
 
 #ifdef FP8RL_WITH_FP8_GEMM_SM90
-// Block x group E4M3 with contiguous operands, bf16 out, at most 64 (padded) rows, on sm_90.
+// Block x group E4M3 with contiguous operands, bf16 out, on sm_90.
 bool sm90_applies(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
-  return gemv_applies(x, w, cuda::kFp8GemmSm90MaxRows) && x.data.size(0) <= cuda::kFp8GemmSm90MaxRows &&
-         out_dtype == at::kBFloat16 && at::cuda::getDeviceProperties(x.data.get_device())->major == 9;
+  return gemv_applies(x, w, std::numeric_limits<int64_t>::max()) && out_dtype == at::kBFloat16 &&
+         at::cuda::getDeviceProperties(x.data.get_device())->major == 9;
 }
 
 // CUTLASS's kernel (quant/cuda/fp8_gemm_sm90.h); an undefined tensor when it cannot run the shapes.
@@ -260,24 +261,28 @@ at::Tensor gemm_sm90(const Fp8Activation& x, const Fp8Weight& w) {
   return Np == w.out_features ? out : out.narrow(1, 0, w.out_features).contiguous();
 }
 
-// FP8RL_CUTLASS_SMALL_M=1: fp8_gemm runs M = 9-64 on CUTLASS instead of cuBLASLt (off by
-// default until the engine's numbers say so; docs/BENCHMARKS.md).
-bool sm90_dispatch_on() {
-  static const bool on = env_switch("FP8RL_CUTLASS_SMALL_M", false);
-  return on;
+// FP8RL_CUTLASS_SMALL_M=1 / FP8RL_CUTLASS_LARGE_M=1: fp8_gemm runs M = 9-64 / M > 64 (padded
+// rows) on CUTLASS instead of cuBLASLt (off by default until the engine's numbers say so;
+// docs/BENCHMARKS.md). The switch that decides for `padded_rows`, or null when it is off.
+const char* sm90_switch_on(int64_t padded_rows) {
+  static const bool small = env_switch("FP8RL_CUTLASS_SMALL_M", false);
+  static const bool large = env_switch("FP8RL_CUTLASS_LARGE_M", false);
+  if (padded_rows <= cuda::kFp8GemmSm90MaxRows) return small ? "FP8RL_CUTLASS_SMALL_M" : nullptr;
+  return large ? "FP8RL_CUTLASS_LARGE_M" : nullptr;
 }
 #endif
 
 at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, bool small_m = true) {
   if (small_m && gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows)) return gemv_cuda(x, w, out_dtype, /*tensor_cores=*/true);
 #ifdef FP8RL_WITH_FP8_GEMM_SM90
-  if (small_m && sm90_dispatch_on() && sm90_applies(x, w, out_dtype)) {
+  const char* sm90_switch = small_m ? sm90_switch_on(x.data.size(0)) : nullptr;
+  if (sm90_switch != nullptr && sm90_applies(x, w, out_dtype)) {
     at::Tensor y = gemm_sm90(x, w);
     if (y.defined()) return y;
     // Said once, so a benchmark never reports cuBLASLt's numbers as CUTLASS's unawares.
     static std::once_flag said;
     std::call_once(said, [&] {
-      log::warn(cat("fp8_gemm: FP8RL_CUTLASS_SMALL_M=1 but CUTLASS could not run M=", x.rows, " N=", w.out_features,
+      log::warn(cat("fp8_gemm: ", sm90_switch, "=1 but CUTLASS could not run M=", x.rows, " N=", w.out_features,
                     " K=", w.in_features, "; such GEMMs use cuBLASLt"));
     });
   }

@@ -11,8 +11,10 @@
 //         Block x group E4M3 at M <= 8 (decode at batch 1-8) runs our own tensor-core GEMV
 //         instead (quant/cuda/fp8_gemv.h): cuBLASLt reads the weight at ~30% of HBM bandwidth
 //         there. With FP8RL_CUTLASS_SMALL_M=1, M = 9-64 (bf16 out, sm_90) runs CUTLASS's
-//         block-scaled kernel with swapped operands (quant/cuda/fp8_gemm_sm90.h; built with
-//         FlashInfer's headers; off by default until measured).
+//         block-scaled kernel with swapped operands, and with FP8RL_CUTLASS_LARGE_M=1 M > 64
+//         (prefill, the trainer's GEMMs) the same kernel with the operands as they come
+//         (quant/cuda/fp8_gemm_sm90.h; built with FlashInfer's headers; both off by default until
+//         measured).
 //   CPU:  dequantize both operands and multiply in float32 (the reference numerics).
 //
 // at::_scaled_mm is the independent reference in tests (fp8_gemm_scaled_mm below).
@@ -42,7 +44,7 @@ at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::Sc
 
 // The small-M kernels, each callable on its own for tests and benchmarks (fp8_gemm chooses by
 // itself): cuBLASLt's block-scaled GEMM, the CUDA-core GEMV (M <= 4), the tensor-core GEMV
-// (M <= 8), CUTLASS's sm90 kernel (M <= 64, bf16 out; when built: fp8_gemm_sm90_built()).
+// (M <= 8), CUTLASS's sm90 kernel (any M, bf16 out; when built: fp8_gemm_sm90_built()).
 // Block x group E4M3 on CUDA only; FP8RL_CHECK otherwise.
 enum class SmallMKernel { cublaslt, cuda_cores, tensor_cores, cutlass_sm90 };
 bool fp8_gemm_sm90_built();

@@ -1,6 +1,7 @@
 #include "quant/cuda/fp8_gemm_sm90.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
@@ -18,57 +19,70 @@ namespace {
 
 using namespace cute;
 
-// D [Np, Mp] column-major (= Y [Mp, Np] row-major) = W [Np, Kp] row-major x X as B [Kp, Mp]
-// column-major. Weight scales K-major (the engine's layout; with one scale per tile along M the
-// collective reads them with cp.async like any stride), activation scales M-major.
-template <int TileN>
-struct SwapAb {
+// Two orientations of one kernel (the collective, its scale promotion and epilogue are the same):
+//   kSwap (decode sizes, Mp <= 64): D [Np, Mp] column-major (= Y [Mp, Np] row-major) = W [Np, Kp]
+//     row-major x X as B [Kp, Mp] column-major, 128 x TileN tiles (the weight rows fill the MMA's
+//     128-row side), K split while the tiles do not cover the device (stream-K scheduler);
+//   plain (prefill and training sizes): D = Y [Mp, Np] row-major = X [Mp, Kp] as A x W as B
+//     [Kp, Np] column-major, 128 x TileN tiles, a persistent scheduler.
+// Weight scales K-major either way (the engine's layout; with one scale per tile along the weight
+// rows the collective reads them with cp.async like any stride), activation scales M-major.
+template <int TileN, bool kSwap>
+struct BlockScaled {
   using TileShape = Shape<_128, Int<TileN>, _128>;
   using ClusterShape = Shape<_1, _1, _1>;
-  using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<128, 1, 128, cute::GMMA::Major::K, cute::GMMA::Major::MN>;
+  using ScaleConfig =
+      std::conditional_t<kSwap,
+                         cutlass::detail::Sm90BlockwiseScaleConfig<128, 1, 128, cute::GMMA::Major::K, cute::GMMA::Major::MN>,
+                         cutlass::detail::Sm90BlockwiseScaleConfig<1, 128, 128, cute::GMMA::Major::MN, cute::GMMA::Major::K>>;
   using LayoutSFA = decltype(ScaleConfig::deduce_layoutSFA());
   using LayoutSFB = decltype(ScaleConfig::deduce_layoutSFB());
+  using LayoutD = std::conditional_t<kSwap, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
+  using Scheduler = std::conditional_t<kSwap, cutlass::gemm::StreamKScheduler, cutlass::gemm::PersistentScheduler>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::ColumnMajor, 8,
-      cutlass::bfloat16_t, cutlass::layout::ColumnMajor, 8, cutlass::epilogue::TmaWarpSpecializedCooperative>::CollectiveOp;
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, LayoutD, 8, cutlass::bfloat16_t, LayoutD, 8,
+      cutlass::epilogue::TmaWarpSpecializedCooperative>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::float_e4m3_t,
       cute::tuple<cutlass::layout::RowMajor, LayoutSFA>, 16, cutlass::float_e4m3_t,
       cute::tuple<cutlass::layout::ColumnMajor, LayoutSFB>, 16, float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8BlockScaledAccum>::CollectiveOp;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue,
-                                                      cutlass::gemm::StreamKScheduler>;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   static typename Gemm::Arguments arguments(const Fp8GemmSm90Args& a) {
     const int n = static_cast<int>(a.Np), m = static_cast<int>(a.Mp), k = static_cast<int>(a.Kp);
-    using Params = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90StreamKParams;
+    const int rows = kSwap ? n : m, cols = kSwap ? m : n;  // of D
+    const auto* w = static_cast<const cutlass::float_e4m3_t*>(a.w);
+    const auto* x = static_cast<const cutlass::float_e4m3_t*>(a.x);
     typename Gemm::Arguments args{
         cutlass::gemm::GemmUniversalMode::kGemm,
-        {n, m, k, 1},
-        {static_cast<const cutlass::float_e4m3_t*>(a.w),
-         cutlass::make_cute_packed_stride(typename Kernel::StrideA{}, make_shape(n, k, 1)),
-         static_cast<const cutlass::float_e4m3_t*>(a.x),
-         cutlass::make_cute_packed_stride(typename Kernel::StrideB{}, make_shape(m, k, 1)), a.w_scale,
-         ScaleConfig::tile_atom_to_shape_SFA(make_shape(n, m, k, 1)), a.x_scale,
-         ScaleConfig::tile_atom_to_shape_SFB(make_shape(n, m, k, 1))},
+        {rows, cols, k, 1},
+        {kSwap ? w : x, cutlass::make_cute_packed_stride(typename Kernel::StrideA{}, make_shape(rows, k, 1)),
+         kSwap ? x : w, cutlass::make_cute_packed_stride(typename Kernel::StrideB{}, make_shape(cols, k, 1)),
+         kSwap ? a.w_scale : a.x_scale, ScaleConfig::tile_atom_to_shape_SFA(make_shape(rows, cols, k, 1)),
+         kSwap ? a.x_scale : a.w_scale, ScaleConfig::tile_atom_to_shape_SFB(make_shape(rows, cols, k, 1))},
         {{1.0f, 0.0f},
          nullptr,
-         cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(n, m, 1)),
+         cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(rows, cols, 1)),
          static_cast<cutlass::bfloat16_t*>(a.y),
-         cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(n, m, 1))}};
-    // Split K while the output tiles times their splits still fit the multiprocessors in one
-    // wave: a 4096-row weight is 32 tiles of 128 rows, a quarter of an H100/H200 (4 splits on
-    // 132). One wave matters twice: a second round would lengthen the critical path, and the
-    // deterministic reduction has later splits wait on earlier ones, which needs every CTA of the
-    // grid resident (one per multiprocessor at this kernel's shared memory).
-    const int tiles = (n / 128) * ((m + TileN - 1) / TileN);
-    const int splits = std::clamp(a.num_sms / tiles, 1, std::min(8, k / 128));
-    args.scheduler.splits = splits;
-    args.scheduler.decomposition_mode = splits > 1 ? Params::DecompositionMode::SplitK : Params::DecompositionMode::DataParallel;
-    args.scheduler.reduction_mode = Params::ReductionMode::Deterministic;
+         cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(rows, cols, 1))}};
+    if constexpr (kSwap) {
+      using Params = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90StreamKParams;
+      // Split K while the output tiles times their splits still fit the multiprocessors in one
+      // wave: a 4096-row weight is 32 tiles of 128 rows, a quarter of an H100/H200 (4 splits on
+      // 132). One wave matters twice: a second round would lengthen the critical path, and the
+      // deterministic reduction has later splits wait on earlier ones, which needs every CTA of
+      // the grid resident (one per multiprocessor at this kernel's shared memory).
+      const int tiles = (n / 128) * ((m + TileN - 1) / TileN);
+      const int splits = std::clamp(a.num_sms / tiles, 1, std::min(8, k / 128));
+      args.scheduler.splits = splits;
+      args.scheduler.decomposition_mode =
+          splits > 1 ? Params::DecompositionMode::SplitK : Params::DecompositionMode::DataParallel;
+      args.scheduler.reduction_mode = Params::ReductionMode::Deterministic;
+    }
     args.hw_info.sm_count = a.num_sms;  // else CUTLASS queries the device on every call
     return args;
   }
@@ -84,17 +98,17 @@ struct SwapAb {
 };
 
 bool shapes_ok(const Fp8GemmSm90Args& a) {
-  return a.Mp >= 1 && a.Mp <= kFp8GemmSm90MaxRows && a.Mp % 4 == 0 && a.Np % 128 == 0 && a.Kp % 128 == 0 && a.Np > 0 &&
-         a.Kp > 0;
+  return a.Mp >= 1 && a.Mp % 4 == 0 && a.Np % 128 == 0 && a.Kp % 128 == 0 && a.Np > 0 && a.Kp > 0;
 }
 
 }  // namespace
 
 bool fp8_gemm_sm90(const Fp8GemmSm90Args& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (!shapes_ok(a)) return false;
-  if (a.Mp <= 16) return SwapAb<16>::run(a, workspace, workspace_bytes, stream);
-  if (a.Mp <= 32) return SwapAb<32>::run(a, workspace, workspace_bytes, stream);
-  return SwapAb<64>::run(a, workspace, workspace_bytes, stream);
+  if (a.Mp <= 16) return BlockScaled<16, true>::run(a, workspace, workspace_bytes, stream);
+  if (a.Mp <= 32) return BlockScaled<32, true>::run(a, workspace, workspace_bytes, stream);
+  if (a.Mp <= kFp8GemmSm90MaxRows) return BlockScaled<64, true>::run(a, workspace, workspace_bytes, stream);
+  return BlockScaled<128, false>::run(a, workspace, workspace_bytes, stream);
 }
 
 }  // namespace fp8rl::cuda

@@ -62,8 +62,9 @@ TEST_CASE("ATen errors are one line without the C++ backtrace and out of memory 
   CHECK(oom.message.find('\n') == std::string::npos);
 }
 
-// Benchmark switches (FP8RL_FUSED_ACT_QUANT, FP8RL_HOPPER_PREFILL, FP8RL_CUTLASS_SMALL_M) read through env_switch: a
-// value other than 0/1 is a usage error naming the variable, not a silent default.
+// Benchmark switches (FP8RL_FUSED_ACT_QUANT, FP8RL_HOPPER_PREFILL, FP8RL_CUTLASS_SMALL_M and
+// _LARGE_M) read through env_switch: a value other than 0/1 is a usage error naming the
+// variable, not a silent default.
 TEST_CASE("environment switches take 0 or 1, else one line and exit code 2", "[cli][errors]") {
   const char* name = "FP8RL_TEST_SWITCH";
   ::unsetenv(name);

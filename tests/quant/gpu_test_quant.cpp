@@ -166,18 +166,20 @@ TEST_CASE("small-M FP8 GEMVs (block x group, CUDA cores M <= 4, tensor cores M <
 }
 
 // CUTLASS's sm90 kernel (quant/cuda/fp8_gemm_sm90.h) on the engine's layouts: weight block scales
-// read K-major, activation scales M-major, D^T = W X^T. N and K padded by quantization to 128
-// (a partial block of each, and the fused-projection sizes), M across the 16/32/64-wide tiles'
-// edges and the K-split heuristic's range (32 tiles of a 4096-row weight: 4 splits on 132
-// multiprocessors; 192 of 24576 rows: none).
-TEST_CASE("CUTLASS sm90 FP8 GEMM (swapped operands, M <= 64) equals cuBLASLt and the float64 product", "[gpu][quant]") {
+// read K-major, activation scales M-major; D^T = W X^T up to M = 64, Y = X W^T above. N and K
+// padded by quantization to 128 (a partial block of each, and the fused-projection sizes), M
+// across the 16/32/64-wide tiles' edges and the K-split heuristic's range (32 tiles of a
+// 4096-row weight: 4 splits on 132 multiprocessors; 192 of 24576 rows: none), then across the
+// orientation change and the 128-row tiles' edges of the large-M path.
+TEST_CASE("CUTLASS sm90 FP8 GEMM (swapped operands to M = 64, then as they come) equals cuBLASLt and the float64 product",
+          "[gpu][quant]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   if (!fp8_gemm_sm90_built()) SKIP_TEST("built without FlashInfer's headers (CUTLASS)");
   if (at::cuda::getCurrentDeviceProperties()->major != 9) SKIP_TEST("no Hopper GPU");
   at::manual_seed(23);
   for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{
            {128, 128}, {130, 300}, {4096, 4096}, {6144, 4096}, {1024, 12288}, {24576, 512}}) {
-    for (int64_t M : {1, 4, 9, 16, 17, 31, 33, 48, 64}) {
+    for (int64_t M : {1, 4, 9, 16, 17, 31, 33, 48, 64, 65, 127, 128, 129, 1000, 4100}) {
       at::Tensor x = at::randn({M, K}, at::kCUDA).to(at::kBFloat16);
       at::Tensor w = (at::randn({N, K}, at::kCUDA) * 0.05).to(at::kBFloat16);
       Fp8Activation qx = quantize_activation(x, ActScaling::group, Fp8Format::e4m3, false);
@@ -192,7 +194,7 @@ TEST_CASE("CUTLASS sm90 FP8 GEMM (swapped operands, M <= 64) equals cuBLASLt and
       INFO("diff vs exact " << vs_exact << ", vs cuBLASLt " << vs_lt);
       CHECK(vs_exact < 1e-5);  // bf16 output rounding, as for the other kernels
       CHECK(vs_lt < 1e-5);
-      // Deterministic: the K splits are reduced in a fixed order.
+      // Deterministic: the K splits are reduced in a fixed order (and the large-M path has none).
       CHECK(at::equal(y, fp8_gemm_small_m(qx, qw, at::kBFloat16, SmallMKernel::cutlass_sm90)));
     }
   }
