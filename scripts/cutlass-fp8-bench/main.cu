@@ -40,6 +40,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cute/tensor.hpp"
@@ -54,58 +55,36 @@
 #include "cutlass/util/packed_stride.hpp"
 
 // ---------------------------------------------------------------------------------------------
-// The CUTLASS kernels: D [Nw, M] (column-major = y [M, Nw] row-major) = W [Nw, K] (row-major)
-// x X [M, K] (as B: K x M column-major), fp32 accumulation promoted per 128-wide K block with
-// both scales, bf16 out.
+// The CUTLASS kernels: y [M, Nw] row-major = X [M, K] W [Nw, K]^T, fp32 accumulation promoted
+// per 128-wide K block with both scales, bf16 out.
 using namespace cute;
 
-// kWeightScalesKMajor: the weight scales as the engine keeps them ([N/128, K/128], K fastest);
-// else transposed ([K/128, N/128]), the layout CUTLASS documents for sm90.
-template <int TileM, int TileN, class MainloopSchedule, class EpilogueSchedule, class TileScheduler,
-          bool kWeightScalesKMajor = false>
-struct SwapAbGemm {
-  static constexpr bool kSwap = true;
+// One kernel in two orientations:
+//   kSwapAB (decode sizes): D [Nw, M] column-major = W [Nw, K] as A x X as B; the weight's 128x128
+//     scales on A, the activations' 1x128 scales on B;
+//   plain (prefill and training sizes: M in the thousands): D [M, Nw] row-major = X [M, K] as A
+//     (row-major) x W as B (K x Nw column-major); the activations' scales on A, the weight's on B.
+// The same memory either way. kWeightScalesKMajor: the weight scales as the engine keeps them
+// ([N/128, K/128], K fastest); else transposed ([K/128, N/128]), the layout CUTLASS documents
+// for sm90. Activation scales are always [K/128, M], M fastest.
+template <bool kSwapAB, int TileM, int TileN, class Cluster, class MainloopSchedule, class EpilogueSchedule,
+          class TileScheduler, bool kWeightScalesKMajor>
+struct BlockScaledGemm {
+  static constexpr bool kSwap = kSwapAB;
   static constexpr bool kScalesKMajor = kWeightScalesKMajor;
-  using TileShape = Shape<Int<TileM>, Int<TileN>, _128>;
-  using ClusterShape = Shape<_1, _1, _1>;
-  using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<
-      128, 1, 128, kWeightScalesKMajor ? cute::GMMA::Major::K : cute::GMMA::Major::MN, cute::GMMA::Major::MN>;
-  using LayoutSFA = decltype(ScaleConfig::deduce_layoutSFA());
-  using LayoutSFB = decltype(ScaleConfig::deduce_layoutSFB());
-  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::ColumnMajor, 8,
-      cutlass::bfloat16_t, cutlass::layout::ColumnMajor, 8, EpilogueSchedule>::CollectiveOp;
-  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::float_e4m3_t,
-      cute::tuple<cutlass::layout::RowMajor, LayoutSFA>, 16, cutlass::float_e4m3_t,
-      cute::tuple<cutlass::layout::ColumnMajor, LayoutSFB>, 16, float, TileShape, ClusterShape,
-      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
-          sizeof(typename CollectiveEpilogue::SharedStorage))>,
-      MainloopSchedule>::CollectiveOp;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, CollectiveMainloop,
-                                                      CollectiveEpilogue, TileScheduler>;
-  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
-};
-
-// Prefill and training sizes (M in the thousands), operands as they come: D [M, Nw] row-major =
-// X [M, K] (A, row-major) x W [Nw, K] (as B: K x Nw column-major); activation scales 1x128
-// along M ([K/128, M], M fastest), weight scales 128x128.
-template <int TileM, int TileN, class Cluster, class MainloopSchedule, class EpilogueSchedule, class TileScheduler,
-          bool kWeightScalesKMajor>
-struct PlainGemm {
-  static constexpr bool kSwap = false;
-  static constexpr bool kScalesKMajor = kWeightScalesKMajor;
+  static constexpr auto kWeightMajor = kWeightScalesKMajor ? cute::GMMA::Major::K : cute::GMMA::Major::MN;
   using TileShape = Shape<Int<TileM>, Int<TileN>, _128>;
   using ClusterShape = Cluster;
-  using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<
-      1, 128, 128, cute::GMMA::Major::MN, kWeightScalesKMajor ? cute::GMMA::Major::K : cute::GMMA::Major::MN>;
+  using ScaleConfig = std::conditional_t<
+      kSwapAB, cutlass::detail::Sm90BlockwiseScaleConfig<128, 1, 128, kWeightMajor, cute::GMMA::Major::MN>,
+      cutlass::detail::Sm90BlockwiseScaleConfig<1, 128, 128, cute::GMMA::Major::MN, kWeightMajor>>;
   using LayoutSFA = decltype(ScaleConfig::deduce_layoutSFA());
   using LayoutSFB = decltype(ScaleConfig::deduce_layoutSFB());
+  using LayoutD = std::conditional_t<kSwapAB, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::RowMajor, 8,
-      cutlass::bfloat16_t, cutlass::layout::RowMajor, 8, EpilogueSchedule>::CollectiveOp;
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, LayoutD, 8, cutlass::bfloat16_t, LayoutD, 8,
+      EpilogueSchedule>::CollectiveOp;
   using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::float_e4m3_t,
       cute::tuple<cutlass::layout::RowMajor, LayoutSFA>, 16, cutlass::float_e4m3_t,
@@ -117,6 +96,14 @@ struct PlainGemm {
                                                       CollectiveEpilogue, TileScheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
+template <int TileM, int TileN, class MainloopSchedule, class EpilogueSchedule, class TileScheduler,
+          bool kWeightScalesKMajor = false>
+using SwapAbGemm = BlockScaledGemm<true, TileM, TileN, Shape<_1, _1, _1>, MainloopSchedule, EpilogueSchedule,
+                                   TileScheduler, kWeightScalesKMajor>;
+template <int TileM, int TileN, class Cluster, class MainloopSchedule, class EpilogueSchedule, class TileScheduler,
+          bool kWeightScalesKMajor>
+using PlainGemm =
+    BlockScaledGemm<false, TileM, TileN, Cluster, MainloopSchedule, EpilogueSchedule, TileScheduler, kWeightScalesKMajor>;
 
 using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8BlockScaledAccum;
 using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;

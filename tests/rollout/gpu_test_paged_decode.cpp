@@ -39,6 +39,29 @@ struct Case {
   bool fp8_kv = false;  // the cache holds E4M3 bytes with a scale (rollout/kv_cache.h)
 };
 
+// A random K/V cache of `slots` slots in opts' dtype, or (fp8_kv) E4M3 bytes over fixed scales;
+// kf, vf: what it holds, as float32 on the CPU.
+struct Cache {
+  at::Tensor k, v, k_scale, v_scale, kf, vf;
+};
+Cache random_cache(int64_t slots, int64_t Hkv, int64_t D, const at::TensorOptions& opts, bool fp8_kv) {
+  Cache c;
+  c.k = at::randn({slots, Hkv, D}, opts);
+  c.v = at::randn({slots, Hkv, D}, opts);
+  if (fp8_kv) {
+    c.k_scale = at::full({1}, 0.02, opts.dtype(at::kFloat));
+    c.v_scale = at::full({1}, 0.05, opts.dtype(at::kFloat));
+    c.k = (c.k.to(at::kFloat) / c.k_scale).to(at::kFloat8_e4m3fn).view(at::kByte);
+    c.v = (c.v.to(at::kFloat) / c.v_scale).to(at::kFloat8_e4m3fn).view(at::kByte);
+    c.kf = (c.k.view(at::kFloat8_e4m3fn).to(at::kFloat) * c.k_scale).cpu();
+    c.vf = (c.v.view(at::kFloat8_e4m3fn).to(at::kFloat) * c.v_scale).cpu();
+  } else {
+    c.kf = c.k.to(at::kFloat).cpu();
+    c.vf = c.v.to(at::kFloat).cpu();
+  }
+  return c;
+}
+
 // softmax(q k^T / sqrt(D)) v per sequence in float32 on the CPU, K/V gathered through the table
 // and repeated for GQA: q [B, Hq, D], kf/vf [slots, Hkv, D] -> [B, Hq, D].
 at::Tensor reference(const at::Tensor& qf, const at::Tensor& kf, const at::Tensor& vf, const std::vector<int32_t>& table,
@@ -77,26 +100,15 @@ double run_case(const Case& c, uint64_t seed) {
 
   at::manual_seed(seed);
   const auto opts = at::TensorOptions().device(at::kCUDA).dtype(c.dtype);
-  at::Tensor kc = at::randn({blocks * bs, Hkv, D}, opts), vc = at::randn({blocks * bs, Hkv, D}, opts);
+  const Cache kv = random_cache(blocks * bs, Hkv, D, opts, c.fp8_kv);
   const at::Tensor q = at::randn({B, Hq, D}, opts);
-  at::Tensor k_scale, v_scale, kf, vf;  // kf, vf: what the cache holds, as float32
-  if (c.fp8_kv) {
-    k_scale = at::full({1}, 0.02, opts.dtype(at::kFloat));
-    v_scale = at::full({1}, 0.05, opts.dtype(at::kFloat));
-    kc = (kc.to(at::kFloat) / k_scale).to(at::kFloat8_e4m3fn).view(at::kByte);
-    vc = (vc.to(at::kFloat) / v_scale).to(at::kFloat8_e4m3fn).view(at::kByte);
-    kf = (kc.view(at::kFloat8_e4m3fn).to(at::kFloat) * k_scale).cpu();
-    vf = (vc.view(at::kFloat8_e4m3fn).to(at::kFloat) * v_scale).cpu();
-  } else {
-    kf = kc.to(at::kFloat).cpu();
-    vf = vc.to(at::kFloat).cpu();
-  }
   const at::Tensor tables = at::tensor(table, at::TensorOptions().dtype(at::kInt)).view({B, width}).to(at::kCUDA);
   std::vector<int32_t> lens32(lens.begin(), lens.end());
   const at::Tensor ctx = at::tensor(lens32, at::TensorOptions().dtype(at::kInt)).to(at::kCUDA);
-  const at::Tensor out = paged_decode_attention(q, kc, vc, tables, ctx, bs, k_scale, v_scale).to(at::kFloat).cpu();
+  const at::Tensor out =
+      paged_decode_attention(q, kv.k, kv.v, tables, ctx, bs, kv.k_scale, kv.v_scale).to(at::kFloat).cpu();
 
-  const at::Tensor want = reference(q.to(at::kFloat).cpu(), kf, vf, table, width, lens, bs, c.group);
+  const at::Tensor want = reference(q.to(at::kFloat).cpu(), kv.kf, kv.vf, table, width, lens, bs, c.group);
   REQUIRE(out.sizes() == want.sizes());
   REQUIRE(at::isfinite(out).all().item<bool>());
   return ((out - want).norm() / want.norm()).item<double>();
@@ -146,20 +158,8 @@ double run_shared_case(int64_t group, int64_t D, at::ScalarType dtype, bool fp8_
 
   at::manual_seed(seed);
   const auto opts = at::TensorOptions().device(at::kCUDA).dtype(dtype);
-  at::Tensor kc = at::randn({blocks * bs, Hkv, D}, opts), vc = at::randn({blocks * bs, Hkv, D}, opts);
+  const Cache kv = random_cache(blocks * bs, Hkv, D, opts, fp8_kv);
   const at::Tensor q = at::randn({B, Hq, D}, opts);
-  at::Tensor k_scale, v_scale, kf, vf;
-  if (fp8_kv) {
-    k_scale = at::full({1}, 0.02, opts.dtype(at::kFloat));
-    v_scale = at::full({1}, 0.05, opts.dtype(at::kFloat));
-    kc = (kc.to(at::kFloat) / k_scale).to(at::kFloat8_e4m3fn).view(at::kByte);
-    vc = (vc.to(at::kFloat) / v_scale).to(at::kFloat8_e4m3fn).view(at::kByte);
-    kf = (kc.view(at::kFloat8_e4m3fn).to(at::kFloat) * k_scale).cpu();
-    vf = (vc.view(at::kFloat8_e4m3fn).to(at::kFloat) * v_scale).cpu();
-  } else {
-    kf = kc.to(at::kFloat).cpu();
-    vf = vc.to(at::kFloat).cpu();
-  }
   const at::Tensor tables = at::tensor(table, at::TensorOptions().dtype(at::kInt)).view({B, width}).to(at::kCUDA);
   std::vector<int32_t> lens32(lens.begin(), lens.end());
   const at::Tensor ctx = at::tensor(lens32, at::TensorOptions().dtype(at::kInt)).to(at::kCUDA);
@@ -170,9 +170,10 @@ double run_shared_case(int64_t group, int64_t D, at::ScalarType dtype, bool fp8_
   *ran = shared_prefix_pass_runs(B, Hkv, M);
   if (*ran) *saved += plan.shared_key_reads_saved;
   const at::Tensor chunks = at::tensor(plan.table, at::TensorOptions().dtype(at::kInt)).view({B, plan.width()}).to(at::kCUDA);
-  const at::Tensor with = paged_decode_attention(q, kc, vc, tables, ctx, bs, k_scale, v_scale, chunks).to(at::kFloat).cpu();
-  const at::Tensor without = paged_decode_attention(q, kc, vc, tables, ctx, bs, k_scale, v_scale).to(at::kFloat).cpu();
-  const at::Tensor want = reference(q.to(at::kFloat).cpu(), kf, vf, table, width, lens, bs, group);
+  const at::Tensor with =
+      paged_decode_attention(q, kv.k, kv.v, tables, ctx, bs, kv.k_scale, kv.v_scale, chunks).to(at::kFloat).cpu();
+  const at::Tensor without = paged_decode_attention(q, kv.k, kv.v, tables, ctx, bs, kv.k_scale, kv.v_scale).to(at::kFloat).cpu();
+  const at::Tensor want = reference(q.to(at::kFloat).cpu(), kv.kf, kv.vf, table, width, lens, bs, group);
   REQUIRE(at::isfinite(with).all().item<bool>());
   const double e_with = ((with - want).norm() / want.norm()).item<double>();
   const double e_without = ((without - want).norm() / want.norm()).item<double>();
