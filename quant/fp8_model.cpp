@@ -40,6 +40,17 @@ at::Tensor Fp8ModelLinear::forward_rms_normed(const at::Tensor& x, const at::Ten
   return Linear::forward_rms_normed(x, norm_weight, eps);
 }
 
+at::Tensor Fp8ModelLinear::forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual,
+                                                  const at::Tensor& norm_weight, double eps, at::Tensor& sum) {
+  if (fused_act_quant_enabled() && layer_.takes_fused_input(x)) {
+    const Fp8Weight& w = layer_.weight();
+    if (std::optional<Fp8Activation> qx = add_rms_norm_quantize_activation(
+            x, residual, norm_weight, eps, w.fmt, layer_.act_pow2(), sum, layer_.nonfinite_input_flag()))
+      return layer_.forward_quantized(*qx);
+  }
+  return Linear::forward_add_rms_normed(x, residual, norm_weight, eps, sum);
+}
+
 at::Tensor Fp8ModelLinear::forward_silu_mul(const at::Tensor& gate_up) {
   if (fused_act_quant_enabled() && layer_.takes_fused_input(gate_up)) {
     const Fp8Weight& w = layer_.weight();

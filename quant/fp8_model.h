@@ -26,9 +26,12 @@ class Fp8ModelLinear final : public model::Linear {
   explicit Fp8ModelLinear(Fp8Linear layer) : layer_(std::move(layer)) {}
   at::Tensor forward(const at::Tensor& x) override { return layer_.forward(x); }
   // Under InferenceMode on CUDA the input is made and quantized in one kernel (scaling.h
-  // rms_norm_quantize_activation / silu_mul_quantize_activation), bit for bit the unfused
-  // result; elsewhere, and with FP8RL_FUSED_ACT_QUANT=0 (for before/after benchmarks), as Linear.
+  // rms_norm_quantize_activation / silu_mul_quantize_activation; with the residual add before
+  // the norm, add_rms_norm_quantize_activation), bit for bit the unfused result; elsewhere, and
+  // with FP8RL_FUSED_ACT_QUANT=0 (for before/after benchmarks), as Linear.
   at::Tensor forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) override;
+  at::Tensor forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& norm_weight,
+                                    double eps, at::Tensor& sum) override;
   at::Tensor forward_silu_mul(const at::Tensor& gate_up) override;
   // `<module>.weight` (fp8_data, [Np, Kp]) and `<module>.weight_scale_inv` (fp8_scale; HF's name
   // for the scale a block is multiplied back by), then the bias. The FP8 weight is frozen (LoRA

@@ -348,6 +348,31 @@ std::optional<Fp8Activation> rms_norm_quantize_activation(const at::Tensor& x, c
 #endif
 }
 
+std::optional<Fp8Activation> add_rms_norm_quantize_activation(const at::Tensor& x, const at::Tensor& residual,
+                                                              const at::Tensor& weight, double eps, Fp8Format fmt,
+                                                              bool pow2, at::Tensor& sum, const at::Tensor& nonfinite) {
+#ifdef FP8RL_WITH_CUDA
+  if (!fused_input_ok(x) || !fused_input_ok(residual) || residual.sizes() != x.sizes() ||
+      residual.device() != x.device() || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 ||
+      !weight.is_contiguous() || weight.numel() != x.size(1) || weight.device() != x.device() ||
+      !aligned16(weight.data_ptr()))
+    return std::nullopt;
+  auto [out, o] = group_output(x, x.size(0), x.size(1), fmt, pow2, nonfinite);
+  at::Tensor s = at::empty(x.sizes(), x.options());  // [M, K]
+  cuda::ResidualAdd add;
+  add.residual = residual.data_ptr();
+  add.residual_stride = residual.stride(0);
+  add.sum = s.data_ptr();
+  cuda::rms_norm_quantize_groups(x.data_ptr(), x.stride(0), weight.data_ptr(), static_cast<float>(eps), o,
+                                 at::cuda::getCurrentCUDAStream(), add);
+  sum = std::move(s);
+  return std::move(out);
+#else
+  (void)x, (void)residual, (void)weight, (void)eps, (void)fmt, (void)pow2, (void)sum, (void)nonfinite;
+  return std::nullopt;
+#endif
+}
+
 std::optional<Fp8Activation> silu_mul_quantize_activation(const at::Tensor& gate_up, Fp8Format fmt, bool pow2,
                                                           const at::Tensor& nonfinite) {
 #ifdef FP8RL_WITH_CUDA

@@ -119,6 +119,14 @@ std::optional<Fp8Activation> rms_norm_quantize_activation(const at::Tensor& x, c
                                                           Fp8Format fmt, bool pow2, const at::Tensor& nonfinite = {});
 std::optional<Fp8Activation> silu_mul_quantize_activation(const at::Tensor& gate_up, Fp8Format fmt, bool pow2,
                                                           const at::Tensor& nonfinite = {});
+// The same for rms_norm(x + residual, weight, eps), with the sum (the residual stream's next
+// value, as ATen's add rounds it) written to `sum` ([M, K] contiguous) by the same kernel: the
+// bytes of quantize_activation(rms_norm(x + residual, ...)). residual as x: 2-D bfloat16, its
+// shape. `sum` is set only when the result is.
+std::optional<Fp8Activation> add_rms_norm_quantize_activation(const at::Tensor& x, const at::Tensor& residual,
+                                                              const at::Tensor& weight, double eps, Fp8Format fmt,
+                                                              bool pow2, at::Tensor& sum,
+                                                              const at::Tensor& nonfinite = {});
 
 // The CPU references, whatever the input's device (copies to CPU); the CUDA kernels must
 // match them bit for bit.

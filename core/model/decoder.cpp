@@ -1,5 +1,6 @@
 #include "core/model/decoder.h"
 
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -94,20 +95,27 @@ CausalLM CausalLM::load(const ModelConfig& config, const safetensors::Checkpoint
   return m;
 }
 
-at::Tensor CausalLM::self_attention(const DecoderLayer& l, int64_t index, const at::Tensor& x, const Rope& rope,
-                                    const AttentionContext& ctx) const {
+at::Tensor CausalLM::self_attention(const DecoderLayer& l, int64_t index, const at::Tensor& h, const at::Tensor& delta,
+                                    at::Tensor& x, const Rope& rope, const AttentionContext& ctx) const {
   const hf::ModelShape& s = config_.shape;
-  const int64_t N = x.size(0), D = s.head_dim;
+  const int64_t N = h.size(0), D = s.head_dim;
   const int64_t qd = s.num_attention_heads * D, kvd = s.num_key_value_heads * D;
-  // [N, qd + 2 kvd] split into views; one split node (not three narrows), so backward writes
-  // the three gradients into one [N, qd + 2 kvd] buffer instead of three zero-filled ones.
-  const std::vector<at::Tensor> qkv =
-      l.qkv.forward_rms_normed(x, l.input_layernorm, config_.rms_norm_eps).split_with_sizes({qd, kvd, kvd}, 1);
+  const double eps = config_.rms_norm_eps;
+  at::Tensor projected;  // [N, qd + 2 kvd]
+  if (delta.defined()) {
+    projected = l.qkv.forward_add_rms_normed(h, delta, l.input_layernorm, eps, x);
+  } else {
+    x = h;
+    projected = l.qkv.forward_rms_normed(x, l.input_layernorm, eps);
+  }
+  // Split into views; one split node (not three narrows), so backward writes the three
+  // gradients into one [N, qd + 2 kvd] buffer instead of three zero-filled ones.
+  const std::vector<at::Tensor> qkv = projected.split_with_sizes({qd, kvd, kvd}, 1);
   const at::Tensor v = qkv[2].view({N, s.num_key_value_heads, D});  // [N, Hkv, D]
   // q_norm / k_norm (Qwen3), then RoPE: one kernel for both under inference on CUDA.
   const auto [q, k] = qk_norm_rope(qkv[0].view({N, s.num_attention_heads, D}), qkv[1].view({N, s.num_key_value_heads, D}),
                                    config_.qk_norm ? l.q_norm : at::Tensor(), config_.qk_norm ? l.k_norm : at::Tensor(),
-                                   config_.rms_norm_eps, rope.cos, rope.sin);  // [N, Hq, D], [N, Hkv, D]
+                                   eps, rope.cos, rope.sin);  // [N, Hq, D], [N, Hkv, D]
   const at::Tensor o = ctx.attention->forward(q, k, v, ctx, index);  // [N, Hq, D]
   return l.o.forward(o.reshape({N, qd}));
 }
@@ -119,15 +127,26 @@ Rope CausalLM::rope(const at::Tensor& positions) const {
   return {std::move(cos), std::move(sin)};
 }
 
-at::Tensor CausalLM::decoder_layer(int64_t index, const at::Tensor& x, const Rope& rope,
-                                   const AttentionContext& ctx) const {
+std::pair<at::Tensor, at::Tensor> CausalLM::decoder_layer_unsummed(int64_t index, const at::Tensor& h,
+                                                                   const at::Tensor& delta, const Rope& rope,
+                                                                   const AttentionContext& ctx) const {
   FP8RL_CHECK(index >= 0 && index < static_cast<int64_t>(layers_.size()), "decoder_layer: index out of range");
   const DecoderLayer& l = layers_[static_cast<size_t>(index)];
-  const double eps = config_.rms_norm_eps;
   // The norms go in with the projections they feed (Linear::forward_rms_normed: an FP8 linear
-  // makes its quantized input in the norm's kernel).
-  const at::Tensor h = x + self_attention(l, index, x, rope, ctx);
-  return h + l.mlp->forward_rms_normed(h, l.post_attention_layernorm, eps);
+  // makes its quantized input in the norm's kernel), and so do the residual adds before them
+  // (forward_add_rms_normed): x = h + delta in input_layernorm's kernel, x + attention(x) in
+  // post_attention_layernorm's.
+  at::Tensor x, after_attention;
+  const at::Tensor attn = self_attention(l, index, h, delta, x, rope, ctx);
+  const at::Tensor mlp =
+      l.mlp->forward_add_rms_normed(x, attn, l.post_attention_layernorm, config_.rms_norm_eps, after_attention);
+  return {std::move(after_attention), mlp};
+}
+
+at::Tensor CausalLM::decoder_layer(int64_t index, const at::Tensor& x, const Rope& rope,
+                                   const AttentionContext& ctx) const {
+  const auto [h, mlp] = decoder_layer_unsummed(index, x, at::Tensor(), rope, ctx);
+  return h + mlp;
 }
 
 at::Tensor CausalLM::final_norm(const at::Tensor& x) const { return rms_norm(x, norm_, config_.rms_norm_eps); }
@@ -142,9 +161,12 @@ at::Tensor CausalLM::forward(const at::Tensor& ids, const at::Tensor& positions,
   FP8RL_CHECK(ids.size(0) == ctx.num_tokens(),
               cat("forward: ", ids.size(0), " tokens, the context's sequences hold ", ctx.num_tokens()));
   const Rope r = rope(positions);
-  at::Tensor x = embed(ids);  // [N, H]
-  for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) x = decoder_layer(i, x, r, ctx);
-  return final_norm(x);
+  // The residual stream as h + delta, summed in the next norm's kernel: decoder_layer's ops, with
+  // each layer's last add moved into the next layer's input_layernorm (or the final norm).
+  at::Tensor h = embed(ids), delta;  // [N, H]
+  for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i)
+    std::tie(h, delta) = decoder_layer_unsummed(i, h, delta, r, ctx);
+  return delta.defined() ? add_rms_norm(h, delta, norm_, config_.rms_norm_eps).second : final_norm(h);
 }
 
 at::Tensor CausalLM::hidden_states(const at::Tensor& input_ids, const ForwardOptions& options) const {

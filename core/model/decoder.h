@@ -25,6 +25,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -128,9 +129,15 @@ class CausalLM {
 
  private:
   CausalLM() = default;
-  // x: the layer's input [N, H], before input_layernorm (applied here, with q/k/v).
-  at::Tensor self_attention(const DecoderLayer& layer, int64_t index, const at::Tensor& x, const Rope& rope,
-                            const AttentionContext& ctx) const;
+  // The layer's input is x = h + delta (the previous layer's residual and MLP output, unsummed;
+  // delta undefined: x = h), formed in input_layernorm's kernel where it can be and handed back
+  // through x. Returns the attention's output [N, H] (o_proj applied).
+  at::Tensor self_attention(const DecoderLayer& layer, int64_t index, const at::Tensor& h, const at::Tensor& delta,
+                            at::Tensor& x, const Rope& rope, const AttentionContext& ctx) const;
+  // decoder_layer of x = h + delta, its output left unsummed: {residual after attention, MLP
+  // output}, so forward() can form the sum in the next norm's kernel (add_rms_norm).
+  std::pair<at::Tensor, at::Tensor> decoder_layer_unsummed(int64_t index, const at::Tensor& h, const at::Tensor& delta,
+                                                           const Rope& rope, const AttentionContext& ctx) const;
 
   ModelConfig config_;
   at::ScalarType dtype_ = at::kBFloat16;

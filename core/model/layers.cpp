@@ -115,6 +115,14 @@ at::Tensor Projection::forward_rms_normed(const at::Tensor& x, const at::Tensor&
   return forward(rms_norm(x, norm_weight, eps));
 }
 
+at::Tensor Projection::forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual,
+                                              const at::Tensor& norm_weight, double eps, at::Tensor& sum) const {
+  if (linears.size() == 1) return linears[0]->forward_add_rms_normed(x, residual, norm_weight, eps, sum);
+  auto [s, normed] = add_rms_norm(x, residual, norm_weight, eps);
+  sum = std::move(s);
+  return forward(normed);
+}
+
 at::Tensor Projection::forward_silu_mul(const at::Tensor& gate_up) const {
   if (linears.size() == 1) return linears[0]->forward_silu_mul(gate_up);
   return forward(silu_mul(gate_up));
@@ -173,6 +181,25 @@ at::Tensor GatedMlp::forward_rms_normed(const at::Tensor& x, const at::Tensor& n
   return down_.forward_silu_mul(gate_up_.forward_rms_normed(x, norm_weight, eps));
 }
 
+at::Tensor GatedMlp::forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual,
+                                            const at::Tensor& norm_weight, double eps, at::Tensor& sum) {
+  return down_.forward_silu_mul(gate_up_.forward_add_rms_normed(x, residual, norm_weight, eps, sum));
+}
+
+at::Tensor MlpBlock::forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual,
+                                            const at::Tensor& norm_weight, double eps, at::Tensor& sum) {
+  auto [s, normed] = add_rms_norm(x, residual, norm_weight, eps);
+  sum = std::move(s);
+  return forward(normed);
+}
+
+at::Tensor Linear::forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual,
+                                          const at::Tensor& norm_weight, double eps, at::Tensor& sum) {
+  auto [s, normed] = add_rms_norm(x, residual, norm_weight, eps);
+  sum = std::move(s);
+  return forward(normed);
+}
+
 at::Tensor MlpBlock::forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) {
   return forward(rms_norm(x, norm_weight, eps));
 }
@@ -210,6 +237,24 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor var = xf.pow(2).mean({-1}, /*keepdim=*/true);
   return weight * (xf * at::rsqrt(var + eps)).to(x.scalar_type());
+}
+
+std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
+                                               double eps) {
+#ifdef FP8RL_WITH_CUDA
+  if (fused_applies(x, weight) && x.dim() == 2 && y.sizes() == x.sizes() && y.scalar_type() == x.scalar_type() &&
+      y.device() == x.device() && y.stride(-1) == 1 && weight.is_contiguous() && weight.numel() == x.size(1)) {
+    at::Tensor sum = at::empty(x.sizes(), x.options()), out = at::empty(x.sizes(), x.options());
+    const cuda::AddRmsNormArgs a{x.data_ptr(), y.data_ptr(), x.size(0), x.size(1), x.stride(0), y.stride(0),
+                                 weight.data_ptr(), static_cast<float>(eps), sum.data_ptr(), out.data_ptr(),
+                                 x.scalar_type() == at::kBFloat16};
+    if (cuda::add_rms_norm_rows(a, at::cuda::getCurrentCUDAStream(x.device().index()).stream()))
+      return {std::move(sum), std::move(out)};
+  }
+#endif
+  at::Tensor sum = x + y;
+  at::Tensor normed = rms_norm(sum, weight, eps);
+  return {std::move(sum), std::move(normed)};
 }
 
 at::Tensor rope_inv_freq(const ModelConfig& config, at::Device device) {

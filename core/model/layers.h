@@ -33,6 +33,11 @@ class Linear {
   // one kernel with the op before (quant/fp8_model.h); by default the two run in turn.
   virtual at::Tensor forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps);
   virtual at::Tensor forward_silu_mul(const at::Tensor& gate_up);
+  // forward_rms_normed(x + residual, ...), with x + residual (the residual stream's next value)
+  // handed back through `sum`: the add may join the norm's kernel (add_rms_norm), and an FP8
+  // linear's quantization too. By default add_rms_norm, then forward.
+  virtual at::Tensor forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual,
+                                            const at::Tensor& norm_weight, double eps, at::Tensor& sum);
   // Calls `fn` for each tensor, named `module` + "." + its local name ("weight", "bias",
   // "lora_A.weight", ...). The caller fills in ModelTensor::projection.
   virtual void visit(const std::string& module, const TensorVisitor& fn) const = 0;
@@ -76,6 +81,8 @@ struct Projection {
   // Linear's fused-input forwards for a single linear; unfused parts share one normed (or
   // SiLU-gated) input, computed once.
   at::Tensor forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) const;
+  at::Tensor forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& norm_weight,
+                                    double eps, at::Tensor& sum) const;
   at::Tensor forward_silu_mul(const at::Tensor& gate_up) const;
   void visit(const TensorVisitor& fn) const;      // each linear's tensors under its spec's name
   int64_t out_features() const;
@@ -93,6 +100,9 @@ class MlpBlock {
   virtual at::Tensor forward(const at::Tensor& x) = 0;
   // forward(rms_norm(x, norm_weight, eps)), the norm possibly fused into the first projection.
   virtual at::Tensor forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps);
+  // forward(rms_norm(x + residual, ...)) with the sum handed back (Linear::forward_add_rms_normed).
+  virtual at::Tensor forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual,
+                                            const at::Tensor& norm_weight, double eps, at::Tensor& sum);
   virtual void visit(const TensorVisitor& fn) const = 0;
 };
 
@@ -104,6 +114,8 @@ class GatedMlp final : public MlpBlock {
   const Projection& down() const { return down_; }
   at::Tensor forward(const at::Tensor& x) override;
   at::Tensor forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) override;
+  at::Tensor forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& norm_weight,
+                                    double eps, at::Tensor& sum) override;
   void visit(const TensorVisitor& fn) const override;
 
  private:
@@ -122,6 +134,13 @@ MlpFactory gated_mlp_factory();
 // x [..., N], weight [N]. Under InferenceMode on CUDA (bf16/fp16) one fused kernel
 // (core/model/cuda/fused_inference.h; same math, the mean summed in another order), else ATen ops.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// {x + y, rms_norm(x + y, weight, eps)}: the residual stream's next value and its norm (a decoder
+// layer's attention residual and the MLP's input norm). Under InferenceMode on CUDA (bf16/fp16
+// rows of more than 1024 elements, 2-D) one kernel, bit for bit the add and then rms_norm's
+// kernel; else those two steps. x, y [N, H].
+std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
+                                               double eps);
 
 // silu(gate) * up of a gate_up projection's output [..., 2I] (gate first) -> [..., I]. Under
 // InferenceMode on CUDA (bf16/fp16, 2-D) one fused kernel, bit-exact with the ATen ops.

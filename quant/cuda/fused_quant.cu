@@ -24,15 +24,28 @@ using P = Pack<bf16, kVec>;
 
 // Block m: padded row m. Rows past `rows` are all zeros (scale 1), as quantize_groups_1x128
 // writes them. Warps enter an iteration together (cols_padded % 256 == 0), as the group's
-// shuffles require.
+// shuffles require. With a residual (a.residual set) the row normed is s = x + residual, stored
+// to a.sum first (each thread then reads back its own elements).
 __global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x, int64_t stride_n, const bf16* weight,
-                                                                  float eps, GroupQuantOut o) {
+                                                                  float eps, GroupQuantOut o, ResidualAdd a) {
   const int64_t m = blockIdx.x;
   const int t = threadIdx.x;
   const bool real = m < o.rows;  // uniform over the block, so row_sum's barrier is safe
+  const bool add = a.residual != nullptr;
   const bf16* xr = x + (real ? m : 0) * stride_n;
   float r = 0.0f;
-  if (real) r = rsqrtf(row_sum<kThreads>(rms_partial_sum<bf16, kThreads, kVec>(xr, o.cols, t)) / static_cast<float>(o.cols) + eps);
+  if (real) {
+    float ss;
+    if (add) {
+      bf16* sr = static_cast<bf16*>(a.sum) + m * o.cols;
+      ss = add_rms_partial_sum<bf16, kThreads, kVec>(xr, static_cast<const bf16*>(a.residual) + m * a.residual_stride,
+                                                     sr, o.cols, t);
+      xr = sr;
+    } else {
+      ss = rms_partial_sum<bf16, kThreads, kVec>(xr, o.cols, t);
+    }
+    r = rsqrtf(row_sum<kThreads>(ss) / static_cast<float>(o.cols) + eps);
+  }
   for (int64_t d = static_cast<int64_t>(t) * kVec; d < o.cols_padded; d += kSpan) {
     float v[kVec] = {};
     if (real && d < o.cols) {
@@ -70,10 +83,10 @@ void check_launch(const char* what) {
 }  // namespace
 
 void rms_norm_quantize_groups(const void* x, int64_t stride_n, const void* weight, float eps, const GroupQuantOut& o,
-                              cudaStream_t stream) {
+                              cudaStream_t stream, const ResidualAdd& add) {
   if (o.rows_padded == 0) return;
   rms_norm_quant_kernel<<<static_cast<unsigned>(o.rows_padded), kThreads, 0, stream>>>(
-      static_cast<const bf16*>(x), stride_n, static_cast<const bf16*>(weight), eps, o);
+      static_cast<const bf16*>(x), stride_n, static_cast<const bf16*>(weight), eps, o, add);
   check_launch("rms_norm_quant_kernel");
 }
 

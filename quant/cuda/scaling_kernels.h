@@ -48,10 +48,19 @@ struct GroupQuantOut {
   int* nonfinite;  // nullable
 };
 
+// The residual add an RMSNorm may take first (rms_norm_quantize_groups): the row normed is
+// s = x + residual (rounded as ATen's add), stored to sum [rows, cols] contiguous. residual
+// [rows, cols] with row stride residual_stride % 8 == 0, 16-byte aligned; null: no add.
+struct ResidualAdd {
+  const void* residual = nullptr;
+  int64_t residual_stride = 0;
+  void* sum = nullptr;
+};
+
 // rms_norm_rows (its one-block-per-row form: cols > 1024) of x [rows, cols] (row stride
-// stride_n % 8 == 0; x and weight 16-byte aligned), quantized.
+// stride_n % 8 == 0; x and weight 16-byte aligned), or of x + add.residual, quantized.
 void rms_norm_quantize_groups(const void* x, int64_t stride_n, const void* weight, float eps, const GroupQuantOut& o,
-                              cudaStream_t stream);
+                              cudaStream_t stream, const ResidualAdd& add = {});
 
 // silu_mul_rows of gate_up [rows, 2 cols] (gate first; row stride stride_n % 8 == 0, 16-byte
 // aligned), quantized.

@@ -69,6 +69,39 @@ TEST_CASE("fused RMSNorm + 1x128 quantization gives the unfused bytes and scales
   CHECK_FALSE(rms_norm_quantize_activation(odd, w2048, eps, Fp8Format::e4m3, false).has_value());
 }
 
+// With the residual add before the norm (a decoder layer's attention residual): the sum is x + r
+// as ATen's add rounds it, and the bytes and scales those of the unfused chain.
+TEST_CASE("fused residual add + RMSNorm + 1x128 quantization gives the unfused sum, bytes and scales", "[gpu][quant]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  c10::InferenceMode inference;
+  at::manual_seed(4);
+  const double eps = 1e-6;
+  for (int64_t K : {1032, 4096, 5120}) {
+    for (int64_t M : {1, 5, 64, 129}) {
+      for (bool strided : {false, true}) {
+        INFO("K=" << K << " M=" << M << " strided=" << strided);
+        at::Tensor wide = (at::randn({M, K + (strided ? 64 : 0)}, at::kCUDA) * 3).to(at::kBFloat16);
+        const at::Tensor x = wide.narrow(1, 0, K);
+        const at::Tensor r = (at::randn({M, K}, at::kCUDA) * 0.7).to(at::kBFloat16);
+        const at::Tensor w = (1 + 0.1 * at::randn({K}, at::kCUDA)).to(at::kBFloat16);
+        const at::Tensor want_sum = x + r;
+        for (auto [fmt, pow2] : std::vector<std::pair<Fp8Format, bool>>{{Fp8Format::e4m3, false}, {Fp8Format::e5m2, false}}) {
+          at::Tensor sum;
+          const std::optional<Fp8Activation> fused = add_rms_norm_quantize_activation(x, r, w, eps, fmt, pow2, sum);
+          check_same(fused, quantize_activation(model::rms_norm(want_sum, w, eps), ActScaling::group, fmt, pow2));
+          CHECK(bits_equal(sum, want_sum));
+        }
+      }
+    }
+  }
+  // Where it does not apply, nothing is written and the caller runs the steps.
+  at::Tensor sum;
+  const at::Tensor w1024 = at::ones({1024}, at::kCUDA).to(at::kBFloat16);
+  const at::Tensor x1024 = at::randn({4, 1024}, at::kCUDA).to(at::kBFloat16);
+  CHECK_FALSE(add_rms_norm_quantize_activation(x1024, x1024, w1024, eps, Fp8Format::e4m3, false, sum).has_value());
+  CHECK_FALSE(sum.defined());
+}
+
 TEST_CASE("fused SiLU-mul + 1x128 quantization gives the unfused bytes and scales", "[gpu][quant]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   c10::InferenceMode inference;
@@ -122,5 +155,9 @@ TEST_CASE("an FP8 linear's fused-input forwards equal its forward after the unfu
     CHECK(bits_equal(linear.forward_rms_normed(x, norm, 1e-6), linear.forward(model::rms_norm(x, norm, 1e-6))));
     const at::Tensor gate_up = at::randn({M, 2 * K}, at::kCUDA).to(at::kBFloat16);
     CHECK(bits_equal(linear.forward_silu_mul(gate_up), linear.forward(model::silu_mul(gate_up))));
+    const at::Tensor r = at::randn({M, K}, at::kCUDA).to(at::kBFloat16);
+    at::Tensor sum;
+    CHECK(bits_equal(linear.forward_add_rms_normed(x, r, norm, 1e-6, sum), linear.forward(model::rms_norm(x + r, norm, 1e-6))));
+    CHECK(bits_equal(sum, x + r));
   }
 }

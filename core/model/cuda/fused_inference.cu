@@ -41,6 +41,28 @@ __global__ void __launch_bounds__(THREADS < 128 ? 128 : THREADS) rms_norm_kernel
   }
 }
 
+// rms_norm_kernel<T, 256, 8> of s = x + y, with s stored: a block per hidden-size row.
+template <typename T>
+__global__ void __launch_bounds__(256) add_rms_norm_kernel(const AddRmsNormArgs a) {
+  using P = Pack<T, 8>;
+  const int64_t row = blockIdx.x;
+  const int t = threadIdx.x;
+  const T* x = static_cast<const T*>(a.x) + row * a.x_stride;
+  const T* y = static_cast<const T*>(a.y) + row * a.y_stride;
+  T* s = static_cast<T*>(a.sum) + row * a.dim;
+  const float ss = add_rms_partial_sum<T, 256, 8>(x, y, s, a.dim, t);
+  const float r = rsqrtf(row_sum<256>(ss) / static_cast<float>(a.dim) + a.eps);
+  const T* weight = static_cast<const T*>(a.weight);
+  T* out = static_cast<T*>(a.out) + row * a.dim;
+  for (int64_t d = static_cast<int64_t>(t) * 8; d < a.dim; d += 256 * 8) {  // this thread's own sums
+    const P p = *reinterpret_cast<const P*>(s + d), w = *reinterpret_cast<const P*>(weight + d);
+    P o;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o.v[i] = rms_norm_element(p.v[i], w.v[i], r);
+    *reinterpret_cast<P*>(out + d) = o;
+  }
+}
+
 template <typename T, int THREADS, int VEC>
 void launch_rms_norm(const RowsView& v, const void* weight, float eps, void* out, cudaStream_t stream) {
   constexpr int kRows = THREADS < 128 ? 128 / THREADS : 1;
@@ -183,6 +205,20 @@ void rms_norm_rows(const RowsView& v, const void* weight, float eps, void* out, 
   else
     launch_rms_norm<__half>(v, weight, eps, out, stream);
   check_launch("rms_norm_kernel");
+}
+
+bool add_rms_norm_rows(const AddRmsNormArgs& a, cudaStream_t stream) {
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (a.dim <= 1024 || a.dim % 8 != 0 || a.x_stride % 8 != 0 || a.y_stride % 8 != 0 || !aligned(a.x) || !aligned(a.y) ||
+      !aligned(a.weight) || !aligned(a.sum) || !aligned(a.out))
+    return false;
+  if (a.rows == 0) return true;
+  if (a.bf16)
+    add_rms_norm_kernel<__nv_bfloat16><<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(a);
+  else
+    add_rms_norm_kernel<__half><<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(a);
+  check_launch("add_rms_norm_kernel");
+  return true;
 }
 
 void rope_rows(const RowsView& v, const void* cos, const void* sin, void* out, cudaStream_t stream) {

@@ -22,6 +22,22 @@ struct RowsView {
 // per row instead of eight elementwise kernels). weight [dim] in x's dtype.
 void rms_norm_rows(const RowsView& x, const void* weight, float eps, void* out, cudaStream_t stream);
 
+// The residual add before a hidden-size RMSNorm, in the same kernel: sum = x + y (rounded as
+// ATen's add), out = rms_norm_rows(sum) bit for bit. Takes rows of more than 1024 elements (the
+// norm's block-per-row form), dim and strides multiples of 8 and 16-byte aligned pointers;
+// returns false and launches nothing otherwise. sum and out [rows, dim] contiguous.
+struct AddRmsNormArgs {
+  const void* x;
+  const void* y;
+  int64_t rows, dim, x_stride, y_stride;
+  const void* weight;  // [dim]
+  float eps;
+  void* sum;
+  void* out;
+  bool bf16;
+};
+bool add_rms_norm_rows(const AddRmsNormArgs& a, cudaStream_t stream);
+
 // out = dtype(x * cos) + dtype(rotate_half(x) * sin), rounded as ATen rounds the three separate
 // ops (bit-exact with apply_rope). cos, sin [n, dim] contiguous in x's dtype.
 void rope_rows(const RowsView& x, const void* cos, const void* sin, void* out, cudaStream_t stream);

@@ -47,6 +47,30 @@ __device__ __forceinline__ float rms_partial_sum(const T* x, int64_t dim, int t)
   return ss;
 }
 
+// The residual stream's next value x + y as ATen's bf16/fp16 add rounds it (in float, once).
+template <typename T>
+__device__ __forceinline__ T add_element(T x, T y) {
+  return from_float<T>(to_float(x) + to_float(y));
+}
+
+// rms_partial_sum of s = x + y (add_element), storing s: the same elements in the same order,
+// so the norm of the stored sum reduces exactly as an RMSNorm of it would.
+template <typename T, int THREADS, int VEC>
+__device__ __forceinline__ float add_rms_partial_sum(const T* x, const T* y, T* s, int64_t dim, int t) {
+  float ss = 0.0f;
+  for (int64_t d = static_cast<int64_t>(t) * VEC; d < dim; d += THREADS * VEC) {
+    const Pack<T, VEC> a = *reinterpret_cast<const Pack<T, VEC>*>(x + d), b = *reinterpret_cast<const Pack<T, VEC>*>(y + d);
+    Pack<T, VEC> o;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      o.v[i] = add_element(a.v[i], b.v[i]);
+      ss += to_float(o.v[i]) * to_float(o.v[i]);
+    }
+    *reinterpret_cast<Pack<T, VEC>*>(s + d) = o;
+  }
+  return ss;
+}
+
 // HF's RMSNorm element: weight * dtype(x * r), r = rsqrt(mean(x^2) + eps) in float32.
 template <typename T>
 __device__ __forceinline__ T rms_norm_element(T x, T weight, float r) {

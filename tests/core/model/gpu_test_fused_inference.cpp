@@ -157,3 +157,25 @@ TEST_CASE("fused q/k norm + RoPE equals rms_norm then apply_rope", "[model][gpu]
             }
           }
 }
+
+// The residual add joined to a hidden-size RMSNorm (add_rms_norm): the sum bit for bit ATen's
+// bf16/fp16 add, the norm bit for bit rms_norm's kernel on that sum (both under InferenceMode);
+// rows of 1024 or fewer, or odd strides, take the two steps (the same results by construction).
+TEST_CASE("fused residual add + RMSNorm equals the add, then rms_norm, bit for bit", "[model][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  c10::InferenceMode inference;
+  at::manual_seed(14);
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
+    for (const int64_t H : {1024, 1032, 4096, 5120})
+      for (const int64_t N : {1, 17, 1025}) {
+        INFO(c10::toString(dtype) << " H=" << H << " N=" << N);
+        const at::Tensor wide = at::randn({N, H + 8}, at::TensorOptions().device(at::kCUDA).dtype(dtype));
+        const at::Tensor x = wide.narrow(1, 0, H);  // strided rows, as a residual stream view may be
+        const at::Tensor y = (at::randn({N, H}, at::kCUDA) * 0.5).to(dtype);
+        const at::Tensor w = (1 + 0.1 * at::randn({H}, at::kCUDA)).to(dtype);
+        const auto [sum, normed] = add_rms_norm(x, y, w, 1e-6);
+        const at::Tensor want_sum = x + y;
+        CHECK(at::equal(sum, want_sum));
+        CHECK(at::equal(normed, rms_norm(want_sum, w, 1e-6)));
+      }
+}

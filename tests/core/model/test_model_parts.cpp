@@ -31,6 +31,18 @@ TEST_CASE("rms_norm matches a hand-computed row, in float32 and from bf16 input"
   CHECK(max_abs_diff(yb, want) < 2e-2);  // two bf16 roundings of values below 2.2: < 2 * 2^-8 * 2.2
 }
 
+TEST_CASE("add_rms_norm is the residual sum and rms_norm of it, and carries gradients to both inputs") {
+  const at::Tensor x = at::tensor(std::vector<float>{1, 2, 3, 4}).reshape({1, 4}).requires_grad_(true);
+  const at::Tensor y = at::tensor(std::vector<float>{0, 0, 0, 1}).reshape({1, 4}).requires_grad_(true);
+  const at::Tensor w = at::tensor(std::vector<float>{1, 1, 2, 0.5});
+  const auto [sum, normed] = add_rms_norm(x, y, w, 0.0);
+  CHECK(at::equal(sum, at::tensor(std::vector<float>{1, 2, 3, 5}).reshape({1, 4})));
+  CHECK(at::equal(normed, rms_norm(x + y, w, 0.0)));
+  (sum.sum() + normed.sum()).backward();  // the trainer's decoder differentiates through both
+  REQUIRE(x.grad().defined());
+  CHECK(at::equal(x.grad(), y.grad()));
+}
+
 TEST_CASE("rope inv_freq: default is 1/theta^(2i/d)") {
   ModelConfig c;
   c.shape.head_dim = 8;
