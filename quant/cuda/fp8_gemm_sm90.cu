@@ -98,7 +98,9 @@ struct BlockScaled {
 };
 
 bool shapes_ok(const Fp8GemmSm90Args& a) {
-  return a.Mp >= 1 && a.Mp % 4 == 0 && a.Np % 128 == 0 && a.Kp % 128 == 0 && a.Np > 0 && a.Kp > 0;
+  constexpr int64_t kMax = 1LL << 30;  // CUTLASS's problem shape is int
+  return a.Mp >= 1 && a.Mp % 4 == 0 && a.Np % 128 == 0 && a.Kp % 128 == 0 && a.Np > 0 && a.Kp > 0 && a.Mp <= kMax &&
+         a.Np <= kMax && a.Kp <= kMax;
 }
 
 }  // namespace

@@ -1,13 +1,17 @@
 // FP8 model on the GPU at Qwen3-0.6B shape: weight memory matches the precision plan (one FP8
 // copy, no BF16 shadow of quantized layers), and the FP8 forward's next-token distribution stays
-// close to the BF16 one (the rollout/trainer mismatch that TIS corrects).
+// close to the BF16 one (the rollout/trainer mismatch that TIS corrects). Then the engine's
+// forward (residual adds inside the norms) against the stages one by one.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 
 #include <filesystem>
+#include <vector>
 
 #include "core/hf/config.h"
+#include "core/model/attention.h"
 #include "core/model/decoder.h"
 #include "core/model/random_checkpoint.h"
 #include "core/recipe/model_presets.h"
@@ -77,4 +81,46 @@ TEST_CASE("FP8 Qwen3-0.6B: weight memory follows the plan, and BF16 vs FP8 next-
   // A random model's distributions are near uniform, so this only bounds gross errors: a wrong
   // scale or layout gives KL of order 1.
   CHECK(kl < 1e-2);
+}
+
+// The engine's forward carries the residual stream unsummed, so each residual add runs inside
+// the next RMSNorm's kernel (core/model/decoder.cpp). Those kernels are bit for bit the add and
+// then the norm, so under InferenceMode forward must equal the stages run one by one (embed,
+// decoder_layer after decoder_layer, final_norm) exactly, BF16 and FP8 (where the norm kernel
+// also quantizes). Hidden 2048: above the 1024 where the fused norms stand aside.
+TEST_CASE("the engine's forward with residual adds inside the norms equals the stages one by one, bit for bit",
+          "[gpu][fp8_model]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  fp8rl::test::TempDir dir;
+  const std::string path = (dir.path() / "qwen3-h2048").string();
+  ModelShape shape = *qwen3_preset("0.6b");
+  shape.hidden_size = 2048;
+  shape.num_hidden_layers = 3;
+  shape.vocab_size = 8192;
+  model::write_random_checkpoint(path, "qwen3", shape, 9);
+  QuantizationConfig q;
+  const PrecisionPlan plan = make_precision_plan(read_hf_config(path), q, "bfloat16");
+  for (const bool fp8 : {false, true}) {
+    INFO((fp8 ? "FP8" : "BF16"));
+    model::LoadOptions opts;
+    opts.dtype = at::kBFloat16;
+    opts.device = at::kCUDA;
+    if (fp8) opts = fp8_load_options(plan, q, opts);
+    const model::CausalLM m = model::CausalLM::load(path, opts);
+    c10::InferenceMode inference;
+    model::VarlenAttention attention(/*inference_kernel=*/true);
+    const std::vector<int64_t> lengths{20, 17};
+    const model::AttentionContext ctx = model::whole_sequences(lengths, at::kCUDA, &attention);
+    at::manual_seed(6);
+    const auto longs = at::TensorOptions().device(at::kCUDA).dtype(at::kLong);
+    const at::Tensor ids = at::randint(0, shape.vocab_size, {37}, longs);
+    const at::Tensor positions = at::cat({at::arange(20, longs), at::arange(17, longs)});
+    const at::Tensor fused = m.forward(ids, positions, ctx);  // [37, 2048]
+    const model::Rope r = m.rope(positions);
+    at::Tensor x = m.embed(ids);
+    for (int64_t i = 0; i < shape.num_hidden_layers; ++i) x = m.decoder_layer(i, x, r, ctx);
+    const at::Tensor stepwise = m.final_norm(x);
+    REQUIRE(at::isfinite(fused).all().item<bool>());
+    CHECK(at::equal(fused, stepwise));
+  }
 }
