@@ -12,7 +12,8 @@
 // one), in the same run, so the graphs' share of the speed is a same-run ratio; compare_async
 // likewise runs every cell also with rollout.async_scheduling (step t+1 scheduled and launched
 // before step t's tokens are read), and compare_shared_prefix with rollout.shared_prefix_decode
-// (a prompt's n samples read its KV blocks together in decode steps). "graph GPU ms" is
+// (a prompt's n samples read its KV blocks together in decode steps; the "step bytes" column
+// still counts every sequence's whole context, so there it is an effective bandwidth). "graph GPU ms" is
 // the GPU time inside the decode graphs' replays (CUDA events): ms/step minus it is what a decode
 // step spends on the host and in prefill. "prefill tokens/s": as many one-token rollouts over new
 // prompts as timed rollouts, their prompt tokens over the median time (--prompt-len 8192 --batch 1:
