@@ -82,7 +82,9 @@ TEST_CASE("fused residual add + RMSNorm + 1x128 quantization gives the unfused s
         INFO("K=" << K << " M=" << M << " strided=" << strided);
         at::Tensor wide = (at::randn({M, K + (strided ? 64 : 0)}, at::kCUDA) * 3).to(at::kBFloat16);
         const at::Tensor x = wide.narrow(1, 0, K);
-        const at::Tensor r = (at::randn({M, K}, at::kCUDA) * 0.7).to(at::kBFloat16);
+        // The residual strided too (the other way round), so both row strides are exercised.
+        const at::Tensor r =
+            (at::randn({M, K + (strided ? 0 : 128)}, at::kCUDA) * 0.7).to(at::kBFloat16).narrow(1, 0, K);
         const at::Tensor w = (1 + 0.1 * at::randn({K}, at::kCUDA)).to(at::kBFloat16);
         const at::Tensor want_sum = x + r;
         for (auto [fmt, pow2] : std::vector<std::pair<Fp8Format, bool>>{{Fp8Format::e4m3, false}, {Fp8Format::e5m2, false}}) {

@@ -167,15 +167,17 @@ TEST_CASE("fused residual add + RMSNorm equals the add, then rms_norm, bit for b
   at::manual_seed(14);
   for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
     for (const int64_t H : {1024, 1032, 4096, 5120})
-      for (const int64_t N : {1, 17, 1025}) {
-        INFO(c10::toString(dtype) << " H=" << H << " N=" << N);
-        const at::Tensor wide = at::randn({N, H + 8}, at::TensorOptions().device(at::kCUDA).dtype(dtype));
-        const at::Tensor x = wide.narrow(1, 0, H);  // strided rows, as a residual stream view may be
-        const at::Tensor y = (at::randn({N, H}, at::kCUDA) * 0.5).to(dtype);
-        const at::Tensor w = (1 + 0.1 * at::randn({H}, at::kCUDA)).to(dtype);
-        const auto [sum, normed] = add_rms_norm(x, y, w, 1e-6);
-        const at::Tensor want_sum = x + y;
-        CHECK(at::equal(sum, want_sum));
-        CHECK(at::equal(normed, rms_norm(want_sum, w, 1e-6)));
-      }
+      for (const int64_t N : {1, 17, 1025})
+        for (const bool x_strided : {true, false}) {
+          INFO(c10::toString(dtype) << " H=" << H << " N=" << N << " x strided " << x_strided);
+          // One operand's rows strided, the other's contiguous, each way round.
+          const auto opts = at::TensorOptions().device(at::kCUDA).dtype(dtype);
+          const at::Tensor x = at::randn({N, H + (x_strided ? 8 : 0)}, opts).narrow(1, 0, H);
+          const at::Tensor y = (at::randn({N, H + (x_strided ? 0 : 16)}, opts) * 0.5).narrow(1, 0, H);
+          const at::Tensor w = (1 + 0.1 * at::randn({H}, at::kCUDA)).to(dtype);
+          const auto [sum, normed] = add_rms_norm(x, y, w, 1e-6);
+          const at::Tensor want_sum = x + y;
+          CHECK(at::equal(sum, want_sum));
+          CHECK(at::equal(normed, rms_norm(want_sum, w, 1e-6)));
+        }
 }
