@@ -60,7 +60,7 @@ struct Cell {
   double graph_gpu_ms = 0;  // GPU ms per replayed decode step (0: no graph steps)
   double prefill_tokens_per_s = 0;  // prompt tokens through the forward per second (one new token each)
   std::string profile;      // Markdown section, with options.profile
-  int64_t steps = 0, kv_blocks = 0, graph_steps = 0;
+  int64_t steps = 0, kv_blocks = 0, graph_steps = 0, mixed_steps = 0;
 };
 
 // Device-to-device copy bandwidth (bytes read + written per second) of a 1 GiB copy, median of 5.
@@ -103,7 +103,11 @@ std::vector<rollout::GenerateRequest> make_requests(int64_t batch, const Rollout
     rollout::GenerateRequest g;
     for (int64_t t = 0; t < o.prompt_len; ++t) g.prompt.push_back(static_cast<rollout::TokenId>(rng() % vocab));
     g.params.n = static_cast<int32_t>(n);
-    g.params.max_new_tokens = static_cast<int32_t>(gen_len);
+    // --gen-len-min: lengths spread over [min, gen_len] by prompt (the warm-up and prefill-only
+    // rollouts ask for fewer tokens than gen_len and keep theirs).
+    const int64_t lo = o.gen_len_min > 0 && gen_len == o.gen_len ? std::min(o.gen_len_min, gen_len) : gen_len;
+    const int64_t len = prompts > 1 ? lo + (gen_len - lo) * p / (prompts - 1) : gen_len;
+    g.params.max_new_tokens = static_cast<int32_t>(len);
     g.sampling = {1.0, 0, 1.0, o.seed + static_cast<uint64_t>(p)};
     r.push_back(std::move(g));
   }
@@ -167,7 +171,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     for (const Mode mode : modes) {
       for (const int64_t batch : o.batches) {
         rollout::EngineConfig ec;
-        ec.max_num_seqs = 512;
+        ec.max_num_seqs = static_cast<int32_t>(o.max_num_seqs);
         ec.enforce_eager = mode.eager;
         ec.async_scheduling = mode.async;
         ec.shared_prefix_decode = mode.shared_prefix;
@@ -205,6 +209,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         c.mode = mode;
         c.batch = batch;
         c.graph_steps = st.graph_steps;
+        c.mixed_steps = st.mixed_steps;
         c.seconds = st.seconds;  // median rollout
         c.steps = st.steps;
         c.kv_blocks = st.kv_blocks;
@@ -213,11 +218,13 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         if (st.graph_steps > 0) c.graph_gpu_ms = 1000.0 * st.graph_gpu_seconds / static_cast<double>(st.graph_steps);
         c.peak_gib = peak / (1 << 30);
         c.weight_gib = static_cast<double>(wbytes) / (1 << 30);
-        // Bytes a decode step must read, at the mean context, over the mean step time.
-        const int64_t seqs = static_cast<int64_t>(reqs.size()) * reqs[0].params.n;
+        // Bytes a decode step must read, at the mean context (sequences in flight: at most
+        // max_num_seqs; halfway through the mean response), over the mean step time.
+        const int64_t seqs = std::min<int64_t>(static_cast<int64_t>(reqs.size()) * reqs[0].params.n, o.max_num_seqs);
         const double kv_per_token =
             2.0 * shape->num_hidden_layers * shape->num_key_value_heads * shape->head_dim * (cfg.fp8_kv ? 1 : 2);
-        const double kv_read = static_cast<double>(seqs) * (static_cast<double>(o.prompt_len) + o.gen_len / 2.0) * kv_per_token;
+        const double mean_gen = o.gen_len_min > 0 ? (std::min(o.gen_len_min, o.gen_len) + o.gen_len) / 2.0 : o.gen_len;
+        const double kv_read = static_cast<double>(seqs) * (static_cast<double>(o.prompt_len) + mean_gen / 2.0) * kv_per_token;
         c.bw_frac = (static_cast<double>(wbytes) + kv_read) / (c.ms_per_step / 1000.0) / copy_bw;
         if (o.profile && !mode.eager && !mode.async && !mode.shared_prefix) {
           const KernelProfile p = profile_kernels([&] { engine.generate(reqs); }, st.steps);
@@ -257,16 +264,20 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     r << "### rollout, " << o.model_dir << "\n\n";
   r << "Device: " << at::cuda::getCurrentDeviceProperties()->name
     << ". Prompts of " << o.prompt_len << " tokens, n = " << o.n << " samples per prompt (batch 1: n = 1), "
-    << o.gen_len << " generated tokens per sample, temperature 1; median of " << o.reps
+    << (o.gen_len_min > 0 ? cat(std::min(o.gen_len_min, o.gen_len), "-", o.gen_len, " (spread over the prompts)")
+                          : cat(o.gen_len))
+    << " generated tokens per sample, temperature 1, at most " << o.max_num_seqs
+    << " sequences in flight (mixed steps: decoding sequences beside prefilling ones, eager, gathering every context); median of "
+    << o.reps
     << " rollout(s) per cell after a warm-up (a rollout's time includes capturing its decode graphs); "
     << "prefill tokens/s: as many one-token rollouts over new prompts. "
     << "Copy bandwidth measured in this run: " << std::setprecision(0) << copy_bw / 1e9 << " GB/s.\n\n"
-    << "| weights / KV | decode | batch | generated tokens/s | ms/step | graph GPU ms/step | steps (graph) | weights GiB | peak GiB | step bytes / copy bandwidth | prefill tokens/s |\n"
+    << "| weights / KV | decode | batch | generated tokens/s | ms/step | graph GPU ms/step | steps (graph, mixed) | weights GiB | peak GiB | step bytes / copy bandwidth | prefill tokens/s |\n"
     << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const Cell& c : cells)
     r << "| " << c.weights << " | " << c.mode.name() << " | " << c.batch << " | " << std::setprecision(0)
       << c.tokens_per_s << " | " << std::setprecision(1) << c.ms_per_step << " | " << std::setprecision(2)
-      << c.graph_gpu_ms << " | " << c.steps << " (" << c.graph_steps
+      << c.graph_gpu_ms << " | " << c.steps << " (" << c.graph_steps << ", " << c.mixed_steps
       << ") | " << std::setprecision(2) << c.weight_gib << " | " << c.peak_gib << " | " << std::setprecision(0)
       << 100.0 * c.bw_frac << "% | " << c.prefill_tokens_per_s << " |\n";
   // Cells are ordered config x mode x batch.

@@ -34,6 +34,11 @@ struct RolloutBenchOptions {
   int64_t n = 8;                        // samples per prompt (batch 1 uses n = 1)
   int64_t prompt_len = 512;
   int64_t gen_len = 256;
+  // > 0: samples of prompt p generate a length spread evenly over [gen_len_min, gen_len] by p
+  // (RL responses differ in length); with more sequences than max_num_seqs, those that finish
+  // early free slots for waiting ones mid-rollout, as in a real rollout (mixed steps).
+  int64_t gen_len_min = 0;
+  int64_t max_num_seqs = 512;  // rollout.max_num_seqs of the engine
   uint64_t seed = 0;
   bool compare_eager = false;  // also run every cell without CUDA graphs
   bool compare_async = false;  // also run every cell with rollout.async_scheduling (one step in flight)

@@ -165,6 +165,14 @@ int main(int argc, char** argv) {
   roll->add_option("--n", roll_args.options.n, "samples per prompt")->check(CLI::Range(1, 4096))->capture_default_str();
   roll->add_option("--prompt-len", roll_args.options.prompt_len, "prompt tokens")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   roll->add_option("--gen-len", roll_args.options.gen_len, "generated tokens per sample")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  roll->add_option("--gen-len-min", roll_args.options.gen_len_min,
+                   "spread the prompts' response lengths evenly over [this, --gen-len] (0: all --gen-len)")
+      ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str();
+  roll->add_option("--max-num-seqs", roll_args.options.max_num_seqs,
+                   "sequences decoded together (rollout.max_num_seqs); below --batch, waiting ones are admitted mid-rollout")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
   roll->add_option("--seed", roll_args.options.seed, "seed of weights, prompts and sampling")
       ->check(fp8rl::seed_validator())
       ->capture_default_str();

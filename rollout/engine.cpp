@@ -188,6 +188,8 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
       ++stats_.graph_steps;
     } else {
       const bool decode_step = plan.num_tokens() == static_cast<int64_t>(plan.seqs.size());
+      const auto one_token = [](const ScheduledSeq& s) { return s.num_new_tokens == 1; };
+      if (!decode_step && std::any_of(plan.seqs.begin(), plan.seqs.end(), one_token)) ++stats_.mixed_steps;
       const bool on_kernel = decode_step && decode_kernel;
       const bool shared =
           on_kernel && prefix_members > 0 &&

@@ -77,6 +77,12 @@ struct EngineStats {
   int64_t kv_blocks = 0;
   int64_t kv_bytes = 0;
   int64_t graph_steps = 0;       // decode steps replayed from a CUDA graph
+  // Steps where sequences computing one new token (decodes; also a prompt cached but for its
+  // last token) ran beside sequences computing several (a prefill or its chunk, a recompute):
+  // eager, and on the gather path for every sequence of the step, decoding ones included (their
+  // whole context is gathered). They happen once sequences are admitted while others decode:
+  // more sequences than max_num_seqs, chunked prefill, or preemption.
+  int64_t mixed_steps = 0;
   int64_t graphs_captured = 0;   // batch buckets captured in this rollout
   double graph_gpu_seconds = 0;  // GPU time inside the graph replays (the rest of their steps: host)
   // Shared-prefix decode: key positions (per layer and KV head) read once for a chunk of

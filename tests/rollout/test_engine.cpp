@@ -165,6 +165,9 @@ TEST_CASE("engine: preemption, prefix sharing, chunked prefill and batch composi
   Engine reference(m, roomy);
   const std::vector<GenerateOutput> want = reference.generate(reqs);
   CHECK(reference.last_stats().preemptions == 0);
+  // One prefill step, then decodes only: at most that first step counts as mixed (a one-token
+  // prompt, or a sample whose prompt is cached but for its last token, beside longer prefills).
+  CHECK(reference.last_stats().mixed_steps <= 1);
 
   struct Variant {
     const char* name;
@@ -178,12 +181,14 @@ TEST_CASE("engine: preemption, prefix sharing, chunked prefill and batch composi
   unchunked.enable_chunked_prefill = false;
   unchunked.max_num_batched_tokens = 64;
   async.async_scheduling = true;  // one step in flight: inputs patched from its sampled tokens
+  EngineConfig few_slots = roomy;
+  few_slots.max_num_seqs = 8;  // sequences admitted while others decode: mixed steps
   EngineConfig async_tiny = tiny_pool, async_chunked = chunked;
   async_tiny.async_scheduling = async_chunked.async_scheduling = true;
   for (const Variant& v : {Variant{"small pool", tiny_pool}, Variant{"no prefix caching", no_prefix},
                            Variant{"chunked prefill", chunked}, Variant{"no chunked prefill", unchunked},
                            Variant{"async scheduling", async}, Variant{"async, small pool", async_tiny},
-                           Variant{"async, chunked prefill", async_chunked}}) {
+                           Variant{"async, chunked prefill", async_chunked}, Variant{"few slots", few_slots}}) {
     INFO(v.name);
     Engine engine(m, v.config);
     const std::vector<GenerateOutput> got = engine.generate(reqs);
@@ -195,6 +200,7 @@ TEST_CASE("engine: preemption, prefix sharing, chunked prefill and batch composi
           CHECK(std::abs(got[i].output.samples[s].logprobs[t] - want[i].output.samples[s].logprobs[t]) < 1e-5);
       }
     if (v.config.num_blocks > 0) CHECK(engine.last_stats().preemptions > 0);
+    if (v.config.max_num_seqs == 8) CHECK(engine.last_stats().mixed_steps > 5);
     // Tokens past a stop are dropped, so the count is the outputs' either way.
     CHECK(engine.last_stats().generated_tokens == reference.last_stats().generated_tokens);
   }
