@@ -261,11 +261,12 @@ at::Tensor gemm_sm90(const Fp8Activation& x, const Fp8Weight& w) {
   return Np == w.out_features ? out : out.narrow(1, 0, w.out_features).contiguous();
 }
 
-// FP8RL_CUTLASS_SMALL_M=1 / FP8RL_CUTLASS_LARGE_M=1: fp8_gemm runs M = 9-64 / M > 64 (padded
-// rows) on CUTLASS instead of cuBLASLt (off by default until the engine's numbers say so;
-// docs/BENCHMARKS.md). The switch that decides for `padded_rows`, or null when it is off.
+// fp8_gemm runs M = 9-64 (padded rows) on CUTLASS instead of cuBLASLt: 1.03-1.5x the GEMMs and
+// 1.03-1.09x FP8 decode at batch 16-64 on an H200 (docs/BENCHMARKS.md); FP8RL_CUTLASS_SMALL_M=0
+// turns it off. M > 64 only with FP8RL_CUTLASS_LARGE_M=1: there the harness measured it 0.95-1.18x
+// cuBLASLt. The switch that decides for `padded_rows`, or null when it is off.
 const char* sm90_switch_on(int64_t padded_rows) {
-  static const bool small = env_switch("FP8RL_CUTLASS_SMALL_M", false);
+  static const bool small = env_switch("FP8RL_CUTLASS_SMALL_M", true);
   static const bool large = env_switch("FP8RL_CUTLASS_LARGE_M", false);
   if (padded_rows <= cuda::kFp8GemmSm90MaxRows) return small ? "FP8RL_CUTLASS_SMALL_M" : nullptr;
   return large ? "FP8RL_CUTLASS_LARGE_M" : nullptr;

@@ -19,12 +19,14 @@ namespace {
 
 using namespace cute;
 
-// Two orientations of one kernel (the collective, its scale promotion and epilogue are the same):
+// Two orientations of one kernel (the collective's scale promotion is the same):
 //   kSwap (decode sizes, Mp <= 64): D [Np, Mp] column-major (= Y [Mp, Np] row-major) = W [Np, Kp]
 //     row-major x X as B [Kp, Mp] column-major, 128 x TileN tiles (the weight rows fill the MMA's
-//     128-row side), K split while the tiles do not cover the device (stream-K scheduler);
+//     128-row side), ping-pong warpgroups (one's MMAs overlap the other's epilogue), persistent
+//     CTAs, no K split: the fastest of 19 configurations in scripts/cutlass-fp8-bench on an H200
+//     (1.03-1.43x cuBLASLt at M = 4-64; split-K and stream-K were slower everywhere);
 //   plain (prefill and training sizes): D = Y [Mp, Np] row-major = X [Mp, Kp] as A x W as B
-//     [Kp, Np] column-major, 128 x TileN tiles, a persistent scheduler.
+//     [Kp, Np] column-major, 128 x TileN tiles, cooperative warpgroups, persistent CTAs.
 // Weight scales K-major either way (the engine's layout; with one scale per tile along the weight
 // rows the collective reads them with cp.async like any stride), activation scales M-major.
 template <int TileN, bool kSwap>
@@ -38,18 +40,22 @@ struct BlockScaled {
   using LayoutSFA = decltype(ScaleConfig::deduce_layoutSFA());
   using LayoutSFB = decltype(ScaleConfig::deduce_layoutSFB());
   using LayoutD = std::conditional_t<kSwap, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
-  using Scheduler = std::conditional_t<kSwap, cutlass::gemm::StreamKScheduler, cutlass::gemm::PersistentScheduler>;
+  using EpilogueSchedule = std::conditional_t<kSwap, cutlass::epilogue::TmaWarpSpecialized,
+                                              cutlass::epilogue::TmaWarpSpecializedCooperative>;
+  using MainloopSchedule = std::conditional_t<kSwap, cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8BlockScaledAccum,
+                                              cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8BlockScaledAccum>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, LayoutD, 8, cutlass::bfloat16_t, LayoutD, 8,
-      cutlass::epilogue::TmaWarpSpecializedCooperative>::CollectiveOp;
+      EpilogueSchedule>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::float_e4m3_t,
       cute::tuple<cutlass::layout::RowMajor, LayoutSFA>, 16, cutlass::float_e4m3_t,
       cute::tuple<cutlass::layout::ColumnMajor, LayoutSFB>, 16, float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-      cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8BlockScaledAccum>::CollectiveOp;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
+      MainloopSchedule>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue,
+                                                      cutlass::gemm::PersistentScheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   static typename Gemm::Arguments arguments(const Fp8GemmSm90Args& a) {
@@ -69,20 +75,6 @@ struct BlockScaled {
          cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(rows, cols, 1)),
          static_cast<cutlass::bfloat16_t*>(a.y),
          cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, make_shape(rows, cols, 1))}};
-    if constexpr (kSwap) {
-      using Params = cutlass::gemm::kernel::detail::PersistentTileSchedulerSm90StreamKParams;
-      // Split K while the output tiles times their splits still fit the multiprocessors in one
-      // wave: a 4096-row weight is 32 tiles of 128 rows, a quarter of an H100/H200 (4 splits on
-      // 132). One wave matters twice: a second round would lengthen the critical path, and the
-      // deterministic reduction has later splits wait on earlier ones, which needs every CTA of
-      // the grid resident (one per multiprocessor at this kernel's shared memory).
-      const int tiles = (n / 128) * ((m + TileN - 1) / TileN);
-      const int splits = std::clamp(a.num_sms / tiles, 1, std::min(8, k / 128));
-      args.scheduler.splits = splits;
-      args.scheduler.decomposition_mode =
-          splits > 1 ? Params::DecompositionMode::SplitK : Params::DecompositionMode::DataParallel;
-      args.scheduler.reduction_mode = Params::ReductionMode::Deterministic;
-    }
     args.hw_info.sm_count = a.num_sms;  // else CUTLASS queries the device on every call
     return args;
   }
@@ -107,9 +99,9 @@ bool shapes_ok(const Fp8GemmSm90Args& a) {
 
 bool fp8_gemm_sm90(const Fp8GemmSm90Args& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (!shapes_ok(a)) return false;
-  if (a.Mp <= 16) return BlockScaled<16, true>::run(a, workspace, workspace_bytes, stream);
-  if (a.Mp <= 32) return BlockScaled<32, true>::run(a, workspace, workspace_bytes, stream);
-  if (a.Mp <= kFp8GemmSm90MaxRows) return BlockScaled<64, true>::run(a, workspace, workspace_bytes, stream);
+  // 128x16 tiles to M = 32; at 64 128x32 (the harness: 128x16 lost on the q/k/v shape there).
+  if (a.Mp <= 32) return BlockScaled<16, true>::run(a, workspace, workspace_bytes, stream);
+  if (a.Mp <= kFp8GemmSm90MaxRows) return BlockScaled<32, true>::run(a, workspace, workspace_bytes, stream);
   return BlockScaled<128, false>::run(a, workspace, workspace_bytes, stream);
 }
 

@@ -2,9 +2,9 @@
 // two consumer warpgroups through mbarriers, warpgroup MMAs on E4M3 from shared memory, the fp32
 // partial sums promoted with both scales every 128-wide K block (as cuBLASLt and DeepGEMM do).
 //   - decode batch sizes (Mp <= 64), where cuBLASLt's block-scaled kernel reads the weights at
-//     ~1.1-2.8 TB/s (docs/BENCHMARKS.md): the operands are swapped, D^T [Np, Mp] = W X^T, so the
-//     weight rows fill the MMA's 128-row side and the few tokens its 16/32/64-wide N side; K is
-//     split (deterministically reduced) while the tiles and their splits fit the device in one wave;
+//     ~1.1-2.9 TB/s (docs/BENCHMARKS.md): the operands are swapped, D^T [Np, Mp] = W X^T, so the
+//     weight rows fill the MMA's 128-row side and the few tokens its 16/32-wide N side; ping-pong
+//     warpgroups, persistent CTAs, no K split (scripts/cutlass-fp8-bench measured that best);
 //   - prefill and training sizes (Mp > 64), where cuBLASLt runs at ~1.2 PFLOP/s: Y = X W^T as
 //     they come, 128x128 tiles, persistent CTAs.
 //
@@ -12,9 +12,9 @@
 // fastest), X [Mp, Kp] E4M3 with 1x128 group scales [Kp/128, Mp] (M fastest), Y [Mp, Np] bf16.
 // Np, Kp multiples of 128 and Mp of 4 (the padding fp8_gemm's operands carry).
 //
-// Off by default until measured: fp8_gemm dispatches here with FP8RL_CUTLASS_SMALL_M=1 (M <= 64)
-// and FP8RL_CUTLASS_LARGE_M=1 (M > 64) (see quant/fp8_gemm.h); scripts/cutlass-fp8-bench times
-// the same kernels in more configurations.
+// fp8_gemm dispatches M = 9-64 here (FP8RL_CUTLASS_SMALL_M=0: cuBLASLt), and M > 64 with
+// FP8RL_CUTLASS_LARGE_M=1 (see quant/fp8_gemm.h); scripts/cutlass-fp8-bench times the same
+// kernels in more configurations.
 // Built only with FlashInfer's wheel headers (they carry CUTLASS), for sm_90a.
 #pragma once
 
@@ -34,7 +34,7 @@ struct Fp8GemmSm90Args {
   const float* x_scale = nullptr;  // [Kp/128, Mp]
   void* y = nullptr;               // [Mp, Np] bf16
   int64_t Mp = 0, Np = 0, Kp = 0;
-  int num_sms = 132;               // multiprocessors to cover with tiles (K splits)
+  int num_sms = 132;               // multiprocessors the persistent CTAs cover
 };
 
 // False (nothing launched) when CUTLASS cannot run these shapes or the workspace (K-split

@@ -168,9 +168,8 @@ TEST_CASE("small-M FP8 GEMVs (block x group, CUDA cores M <= 4, tensor cores M <
 // CUTLASS's sm90 kernel (quant/cuda/fp8_gemm_sm90.h) on the engine's layouts: weight block scales
 // read K-major, activation scales M-major; D^T = W X^T up to M = 64, Y = X W^T above. N and K
 // padded by quantization to 128 (a partial block of each, and the fused-projection sizes), M
-// across the 16/32/64-wide tiles' edges and the K-split heuristic's range (32 tiles of a
-// 4096-row weight: 4 splits on 132 multiprocessors; 192 of 24576 rows: none), then across the
-// orientation change and the 128-row tiles' edges of the large-M path.
+// across the 16/32-wide tiles' edges, then across the orientation change and the 128-row tiles'
+// edges of the large-M path.
 TEST_CASE("CUTLASS sm90 FP8 GEMM (swapped operands to M = 64, then as they come) equals cuBLASLt and the float64 product",
           "[gpu][quant]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
@@ -194,7 +193,7 @@ TEST_CASE("CUTLASS sm90 FP8 GEMM (swapped operands to M = 64, then as they come)
       INFO("diff vs exact " << vs_exact << ", vs cuBLASLt " << vs_lt);
       CHECK(vs_exact < 1e-5);  // bf16 output rounding, as for the other kernels
       CHECK(vs_lt < 1e-5);
-      // Deterministic: the K splits are reduced in a fixed order (and the large-M path has none).
+      // Deterministic (no K split).
       CHECK(at::equal(y, fp8_gemm_small_m(qx, qw, at::kBFloat16, SmallMKernel::cutlass_sm90)));
     }
   }
