@@ -36,3 +36,19 @@ __global__ void fill_fp8(uint8_t* p, size_t n, uint32_t seed) {
     p[i] = static_cast<uint8_t>(h & 0xBF);
   }
 }
+
+// The descriptor fp8_gemm gives cuBLASLt for block-scaled FP8 (quant/fp8_gemm.cpp): fp32
+// compute, A = W transposed (the only FP8 layout Hopper runs), B = X, 128x128 block scales on A
+// and 1x128 vector scales on B. The caller sets the scale pointers (before asking the
+// heuristic: cuBLASLt 13 refuses these scale modes without them) and destroys the descriptor.
+inline cublasLtMatmulDesc_t block_scaled_fp8_desc() {
+  cublasLtMatmulDesc_t desc;
+  LK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
+  LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof(T)));
+  LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof(N)));
+  const int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+  LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof(am)));
+  LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof(bm)));
+  return desc;
+}

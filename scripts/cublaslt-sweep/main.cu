@@ -62,14 +62,7 @@ int main() {
       CK(cudaMalloc(&y0, M * s.n * 2));
       fill_fp8<<<256, 256>>>(x, M * s.k, 99u);
       fill_f32<<<64, 256>>>(xsc, (s.k / 128) * M, 1.0f / 32);
-      cublasLtMatmulDesc_t desc;
-      LK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-      const cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
-      LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof(T)));
-      LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof(N)));
-      const int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
-      LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof(am)));
-      LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof(bm)));
+      cublasLtMatmulDesc_t desc = block_scaled_fp8_desc();
       const int8_t fast = 0;
       LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
       auto set_scales = [&](const float* a_s, const float* b_s) {
