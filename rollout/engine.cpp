@@ -7,12 +7,14 @@
 #include <optional>
 #include <unordered_map>
 
+#include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "rollout/decode_graphs.h"
 #include "rollout/kv_cache.h"
 #include "rollout/paged_attention.h"
 #include "rollout/shared_prefix.h"
+#include "rollout/step_context.h"
 #include "rollout/transfer.h"
 
 namespace fp8rl::rollout {
@@ -60,46 +62,6 @@ void patch_ids(const at::Tensor& ids, const PendingInputs& p, const at::Tensor& 
   }
   ids.index_copy_(0, device_tensor(p.rows, at::kLong, ids.device()),
                   sampled.index_select(0, device_tensor(p.from, at::kLong, sampled.device())));
-}
-
-// The plan as the model's per-call context (core/model/attention.h) for paged attention.
-// key_slots (every key's cache slot, for the gather path) only when the step needs them: a
-// decode step on the decode kernel reads block tables instead, and building them costs host time
-// in proportion to the total context. prefix_members > 0 (a decode step on the kernel, with
-// shared-prefix decode): the chunk table of rollout/shared_prefix.h, its saving added to *saved.
-model::AttentionContext context_of(const StepPlan& plan, int32_t block_size, at::Device device, model::Attention* attn,
-                                   bool with_key_slots, int32_t prefix_members, int64_t* saved) {
-  model::AttentionContext ctx;
-  ctx.attention = attn;
-  ctx.cu_seqlens_q_host = plan.cu_seqlens_q;
-  ctx.cu_seqlens_k_host = plan.cu_seqlens_k;
-  ctx.max_seqlen_q = plan.max_seqlen_q;
-  ctx.max_seqlen_k = plan.max_seqlen_k;
-  ctx.cu_seqlens_q = device_tensor(plan.cu_seqlens_q, at::kInt, device);
-  ctx.cu_seqlens_k = device_tensor(plan.cu_seqlens_k, at::kInt, device);
-  ctx.slot_mapping = device_tensor(plan.slot_mapping, at::kLong, device);
-  const int64_t S = static_cast<int64_t>(plan.seqs.size());
-  if (with_key_slots) {
-    std::vector<int64_t> key_slots;
-    key_slots.reserve(static_cast<size_t>(plan.cu_seqlens_k.back()));
-    for (size_t s = 0; s < plan.seqs.size(); ++s) {
-      const int32_t* row = plan.block_tables.data() + s * static_cast<size_t>(plan.max_blocks_per_seq);
-      for (int64_t p = 0; p < plan.context_lens[s]; ++p)
-        key_slots.push_back(static_cast<int64_t>(row[p / block_size]) * block_size + p % block_size);
-    }
-    ctx.key_slots = device_tensor(key_slots, at::kLong, device);
-  }
-  ctx.context_lens = upload(std::span<const int32_t>(plan.context_lens), at::kInt, device);
-  ctx.block_tables = upload(std::span<const int32_t>(plan.block_tables), at::kInt, device).view({S, plan.max_blocks_per_seq});
-  if (prefix_members > 0) {
-    std::vector<int64_t> groups;  // a request's samples share its prompt's blocks
-    for (const ScheduledSeq& s : plan.seqs) groups.push_back(s.request_id);
-    const SharedPrefixPlan p = plan_shared_prefixes(plan.block_tables, plan.max_blocks_per_seq, plan.context_lens, groups,
-                                                    block_size, prefix_members);
-    ctx.shared_prefix = upload(std::span<const int32_t>(p.table), at::kInt, device).view({S, p.width()});
-    *saved += p.shared_key_reads_saved;
-  }
-  return ctx;
 }
 
 }  // namespace
@@ -190,12 +152,18 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
       const bool decode_step = plan.num_tokens() == static_cast<int64_t>(plan.seqs.size());
       const auto one_token = [](const ScheduledSeq& s) { return s.num_new_tokens == 1; };
       if (!decode_step && std::any_of(plan.seqs.begin(), plan.seqs.end(), one_token)) ++stats_.mixed_steps;
-      const bool on_kernel = decode_step && decode_kernel;
+      // FP8RL_SPLIT_MIXED_STEPS=0 runs a mixed step as one context (every context gathered), the
+      // before/after of one binary.
+      static const bool split_mixed = env_switch("FP8RL_SPLIT_MIXED_STEPS", true);
+      StepContextOptions o;
+      o.decode_kernel = decode_kernel;
+      o.split_mixed = split_mixed;
       const bool shared =
-          on_kernel && prefix_members > 0 &&
+          decode_step && decode_kernel && prefix_members > 0 &&
           shared_prefix_pass_runs(static_cast<int64_t>(plan.seqs.size()), shape.num_key_value_heads, prefix_members);
-      const model::AttentionContext ctx = context_of(plan, config_.block_size, device, &paged, !on_kernel,
-                                                     shared ? prefix_members : 0, &stats_.shared_prefix_key_reads_saved);
+      o.prefix_members = shared ? prefix_members : 0;
+      const model::AttentionContext ctx =
+          step_context(plan, config_.block_size, device, &paged, o, &stats_.shared_prefix_key_reads_saved);
       std::vector<int64_t> ids(plan.input_ids.begin(), plan.input_ids.end());
       for (int64_t& id : ids) id = id == kPendingToken ? 0 : id;
       const at::Tensor ids_d = device_tensor(ids, at::kLong, device);

@@ -143,6 +143,21 @@ at::Tensor PagedAttention::forward(const at::Tensor& q, const at::Tensor& k, con
   FP8RL_CHECK(ctx.slot_mapping.defined(), "PagedAttention: context without KV slots");
   FP8RL_CHECK(ctx.slot_mapping.size(0) == q.size(0), "PagedAttention: one slot per new token");
   cache_.write(layer, ctx.slot_mapping, k, v);
+  if (!ctx.split) return attend(q, k, v, ctx, layer);
+  // A mixed step: each part on its own path, the one-token sequences on the decode kernel
+  // (reading the cache in place) and the others over their own gathered keys -- not everyone's.
+  const model::SplitStep& split = *ctx.split;
+  at::Tensor out = at::empty_like(q);  // [N, Hq, D]
+  for (const auto& [rows, part] : {std::pair{&split.single_rows, &split.single}, std::pair{&split.multi_rows, &split.multi}}) {
+    if (rows->numel() == 0) continue;
+    out.index_copy_(0, *rows,
+                    attend(q.index_select(0, *rows), k.index_select(0, *rows), v.index_select(0, *rows), *part, layer));
+  }
+  return out;
+}
+
+at::Tensor PagedAttention::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const model::AttentionContext& ctx, int64_t layer) {
   // A decode step: one new token per sequence (each sequence has at least one, so N == S means
   // exactly one each).
   const bool decode = ctx.block_tables.defined() && q.size(0) == ctx.block_tables.size(0);

@@ -12,13 +12,17 @@
 //     (rollout/cuda/paged_decode.cu). No host data, no gather, fixed launch shape per batch size:
 //     what a CUDA graph of a decode step needs (rollout/decode_graphs.h). With ctx.shared_prefix
 //     (EngineConfig::shared_prefix_decode) the samples of a prompt read its keys together.
-//   - reference (everything else: prefill and mixed steps, the CPU, fp32): the keys are gathered
+//   - reference (everything else: prefill, the CPU, fp32): the keys are gathered
 //     from the cache (ctx.key_slots) into a packed [sum context_lens, Hkv, D] and handed to
 //     whole-sequence attention with queries aligned bottom-right (core/model/attention.h):
 //     FlashInfer's sm90 prefill kernel on Hopper in bf16 (head_dim 128), flash-attention varlen
 //     on other CUDA inputs, per-sequence SDPA on the CPU. The decode kernel is tested against it.
 //     When no sequence has a cached prefix and the cache holds the model's dtype, the gather
 //     would return the call's own k/v bit for bit, so they go to attention directly.
+// A mixed step (ctx.split: sequences with one new token beside sequences with several, as when
+// sequences are admitted while others decode) runs each part on its path: the one-token rows on
+// the decode kernel, the others over their own gathered keys, outputs scattered back to their
+// rows. Without the split every decoding sequence's whole context would be gathered, per layer.
 // Inference only: the engine runs under at::InferenceMode.
 #pragma once
 
@@ -40,6 +44,10 @@ class PagedAttention final : public model::Attention {
   bool decode_kernel_applies(at::ScalarType q_dtype, int64_t num_q_heads) const;
 
  private:
+  // Attention of q over the cache, the call's K/V already written; one of the two paths.
+  at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const model::AttentionContext& ctx,
+                    int64_t layer);
+
   KvCache& cache_;
   bool use_decode_kernel_;
   model::VarlenAttention varlen_{/*inference_kernel=*/true};  // Hopper prefill kernel where it applies

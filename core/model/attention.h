@@ -20,6 +20,7 @@ namespace fp8rl::model {
 
 class Attention;
 struct AttentionScratch;
+struct SplitStep;
 
 // One forward call's batch, as attention sees it. Sequence s owns queries
 // [cu_seqlens_q[s], cu_seqlens_q[s+1]) of the packed tokens and attends causally over its keys
@@ -44,6 +45,11 @@ struct AttentionContext {
   // [S, M + 2] int32, or undefined: which sequences of a decode step read their first keys
   // together (the engine's shared-prefix decode; rollout/shared_prefix.h has the layout).
   at::Tensor shared_prefix;
+  // A mixed step split in two by its caller, or null (rollout/step_context.h): the sequences with
+  // one new token and those with several, each described on its own, so attention can run each
+  // part on its own path. The parts' contexts hold no slot_mapping: this context's call writes
+  // all new K/V before either part reads.
+  std::shared_ptr<const SplitStep> split;
   // Per-call state an Attention may build on the first layer and reuse on the others (a kernel's
   // work plan over these sequence boundaries); it lives as long as the context. Not part of the
   // batch's description, hence mutable.
@@ -51,6 +57,14 @@ struct AttentionContext {
 
   int64_t num_sequences() const { return static_cast<int64_t>(cu_seqlens_q_host.size()) - 1; }
   int64_t num_tokens() const { return cu_seqlens_q_host.empty() ? 0 : cu_seqlens_q_host.back(); }
+};
+
+// The two parts of a mixed step (AttentionContext::split): packed query rows of the whole call
+// and the context of each part's sequences, in the call's sequence order.
+struct SplitStep {
+  at::Tensor single_rows;           // [Ns] int64: rows of the sequences with one new token
+  at::Tensor multi_rows;            // [Nm] int64: rows of the sequences with several
+  AttentionContext single, multi;   // those sequences alone
 };
 
 // The context of `lengths` whole sequences packed back to back (keys = queries), for `attention`

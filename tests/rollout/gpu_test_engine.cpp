@@ -143,7 +143,9 @@ TEST_CASE("engine on CUDA: an FP8 rollout runs from the FP8 weights and tracks t
 // eager kernels with shared-prefix decode (a prompt's samples read its shared blocks together;
 // prompts of 42-190 tokens with 2-4 samples, so chunks share 2-11 blocks). Each mode's
 // log-probs must match the trainer's whole-sequence recompute (the bound of the BF16 test above),
-// BF16 and FP8; the graph mode must have replayed graphs, and hand its memory back.
+// BF16 and FP8; the graph mode must have replayed graphs, and hand its memory back. With few
+// sequence slots, samples are admitted while others decode: mixed steps, split so their
+// one-token rows run the decode kernel (rollout/step_context.h).
 TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the reference path all match the trainer", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   const std::string dir = random_checkpoint("fp8rl-gpu-engine-76m", *recipe::qwen3_preset("76m"), 3);
@@ -160,7 +162,7 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
     }
     struct Mode {
       const char* name;
-      bool eager, kernel, fp8_kv, async = false, shared_prefix = false;
+      bool eager, kernel, fp8_kv, async = false, shared_prefix = false, few_slots = false;
     };
     std::vector<GenerateOutput> graphs_out, eager_out;  // synchronous, for the async modes
     for (const Mode mode : {Mode{"graphs", false, true, false}, Mode{"eager", true, true, false},
@@ -169,7 +171,9 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
                             Mode{"eager, async", true, true, false, true},
                             Mode{"graphs, shared prefix", false, true, false, false, true},
                             Mode{"eager, shared prefix", true, true, false, false, true},
-                            Mode{"graphs, FP8 KV, shared prefix", false, true, true, false, true}}) {
+                            Mode{"graphs, FP8 KV, shared prefix", false, true, true, false, true},
+                            Mode{"graphs, few slots", false, true, false, false, false, true},
+                            Mode{"graphs, FP8 KV, few slots", false, true, true, false, false, true}}) {
       EngineConfig c;
       c.gpu_memory_utilization = 0.5;
       c.enforce_eager = mode.eager;
@@ -177,6 +181,7 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
       c.fp8_kv_cache = mode.fp8_kv;
       c.async_scheduling = mode.async;
       c.shared_prefix_decode = mode.shared_prefix;
+      if (mode.few_slots) c.max_num_seqs = 4;  // 13 samples: admitted while others decode (mixed steps)
       Engine engine(m, c);
       engine.generate(reqs);  // first use: library workspaces
       const int64_t before = allocated();
@@ -185,7 +190,8 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
       const EngineStats& st = engine.last_stats();
       const auto [max_diff, mean_diff] = logprob_gap(m, reqs, out, 40);
       WARN(quant << " " << mode.name << ": |dlogp| vs trainer max " << max_diff << " mean " << mean_diff << ", "
-                 << st.graph_steps << " of " << st.steps << " steps from " << st.graphs_captured << " graphs");
+                 << st.graph_steps << " of " << st.steps << " steps from " << st.graphs_captured << " graphs, "
+                 << st.mixed_steps << " mixed");
       // The reference path runs the trainer's own attention kernel (measured 5e-5 on H200); the
       // decode kernel differs from it by bf16 rounding (BF16: max 0.03), which FP8 activation
       // quantization amplifies into occasional one-step E4M3 flips (FP8: max 0.12). A wrong key,
@@ -204,6 +210,7 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
         CHECK(st.shared_prefix_key_reads_saved > 0);
       else
         CHECK(st.shared_prefix_key_reads_saved == 0);
+      if (mode.few_slots) CHECK(st.mixed_steps > 0);
       if (mode.eager) CHECK(st.graph_steps == 0);
       else CHECK(st.graph_steps > st.steps / 2);
       if (mode.kernel && !mode.fp8_kv && !mode.async && !mode.shared_prefix) (mode.eager ? eager_out : graphs_out) = out;

@@ -28,6 +28,7 @@
 #include "rollout/paged_attention.h"
 #include "rollout/shared_prefix.h"
 #include "tests/catch.h"
+#include "tests/rollout/mixed_step_case.h"
 
 using namespace fp8rl::rollout;
 
@@ -238,6 +239,23 @@ TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward 
           }
         }
   WARN("paged decode vs float32 reference: worst normalised error " << worst);
+}
+
+// A mixed step split in two (rollout/step_context.h): the one-token rows on the decode kernel,
+// the others on flash-attention over their own keys, against the unsplit step (every row on
+// flash-attention over gathered keys). Same keys, two kernels: bf16 rounding apart.
+TEST_CASE("paged attention: a split mixed step equals the unsplit one on CUDA", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  for (const bool fp8 : {false, true}) {
+    INFO("fp8 KV " << fp8);
+    const auto [whole, split] = fp8rl::test::mixed_step_outputs(at::Device(at::kCUDA, 0), at::kBFloat16, fp8, true);
+    const at::Tensor multi = at::tensor({1, 2, 3, 5, 6}, at::TensorOptions().dtype(at::kLong).device(at::kCUDA));
+    const at::Tensor diff = (whole.to(at::kFloat) - split.to(at::kFloat)).abs();
+    const double err = diff.max().item<double>(), err_multi = diff.index_select(0, multi).max().item<double>();
+    WARN("split vs unsplit mixed step: max |diff| " << err << ", multi-token rows " << err_multi);
+    CHECK(err < 2e-2);  // values O(0.3): a few bf16 ulps; a wrong row or key moves them by O(0.1)
+    CHECK(err_multi <= err);
+  }
 }
 
 TEST_CASE("paged decode kernel: unsupported shapes are refused, not miscomputed", "[rollout][gpu]") {
