@@ -226,11 +226,12 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         const double mean_gen = o.gen_len_min > 0 ? (std::min(o.gen_len_min, o.gen_len) + o.gen_len) / 2.0 : o.gen_len;
         const double kv_read = static_cast<double>(seqs) * (static_cast<double>(o.prompt_len) + mean_gen / 2.0) * kv_per_token;
         c.bw_frac = (static_cast<double>(wbytes) + kv_read) / (c.ms_per_step / 1000.0) / copy_bw;
-        if (o.profile && !mode.eager && !mode.async && !mode.shared_prefix) {
+        if (o.profile && !mode.eager && !mode.async) {
           const KernelProfile p = profile_kernels([&] { engine.generate(reqs); }, st.steps);
           const rollout::EngineStats& ps = engine.last_stats();
           std::ostringstream t;
-          t << std::fixed << std::setprecision(2) << "\n#### GPU time by kernel: " << cfg.name << ", batch " << batch
+          t << std::fixed << std::setprecision(2) << "\n#### GPU time by kernel: " << cfg.name << (mode.shared_prefix ? ", shared-prefix decode" : "")
+            << ", batch " << batch
             << "\n\nOne more rollout under the profiler (" << ps.steps << " steps, " << ps.graph_steps
             << " from graphs); per step: " << p.busy_ms / static_cast<double>(std::max<int64_t>(ps.steps, 1))
             << " ms of GPU activity, " << 1000.0 * ps.seconds / static_cast<double>(std::max<int64_t>(ps.steps, 1))
@@ -238,13 +239,16 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
             << " ms inside each graph replay).\n\n"
             << p.table;
           // The prefill alone (one-token rollouts over new prompts): one eager forward per
-          // max_num_batched_tokens chunk of prompt tokens.
-          const KernelProfile pp =
-              profile_kernels([&] { engine.generate(make_requests(batch, o, shape->vocab_size, 1, 2000)); }, 1);
-          t << "\n#### GPU time by kernel, prefill only: " << cfg.name << ", batch " << batch << "\n\n"
-            << static_cast<int64_t>(reqs.size()) * o.prompt_len << " prompt tokens, one sampled token each: "
-            << pp.busy_ms << " ms of GPU activity in a " << pp.span_ms << " ms span.\n\n"
-            << pp.table;
+          // max_num_batched_tokens chunk of prompt tokens. Once per weights (not again for the
+          // shared-prefix cell: its prefill is the same).
+          if (!mode.shared_prefix) {
+            const KernelProfile pp =
+                profile_kernels([&] { engine.generate(make_requests(batch, o, shape->vocab_size, 1, 2000)); }, 1);
+            t << "\n#### GPU time by kernel, prefill only: " << cfg.name << ", batch " << batch << "\n\n"
+              << static_cast<int64_t>(reqs.size()) * o.prompt_len << " prompt tokens, one sampled token each: "
+              << pp.busy_ms << " ms of GPU activity in a " << pp.span_ms << " ms span.\n\n"
+              << pp.table;
+          }
           c.profile = t.str();
         }
         cells.push_back(c);
