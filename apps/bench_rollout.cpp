@@ -271,9 +271,10 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     << (o.gen_len_min > 0 ? cat(std::min(o.gen_len_min, o.gen_len), "-", o.gen_len, " (spread over the prompts)")
                           : cat(o.gen_len))
     << " generated tokens per sample, temperature 1, at most " << o.max_num_seqs
-    << " sequences in flight (mixed steps: decoding sequences beside prefilling ones, eager, gathering every context); median of "
+    << " sequences in flight (mixed steps: decoding sequences beside prefilling ones, eager; FP8RL_SPLIT_MIXED_STEPS=0 gathers every context in them); median of "
     << o.reps
-    << " rollout(s) per cell after a warm-up (a rollout's time includes capturing its decode graphs); "
+    << " rollout(s) per cell after a warm-up (the engine keeps its decode graphs across rollouts: the first timed "
+    << "rollout includes capturing the batch sizes the warm-up did not need, later ones none); "
     << "prefill tokens/s: as many one-token rollouts over new prompts. "
     << "Copy bandwidth measured in this run: " << std::setprecision(0) << copy_bw / 1e9 << " GB/s.\n\n"
     << "| weights / KV | decode | batch | generated tokens/s | ms/step | graph GPU ms/step | steps (graph, mixed) | weights GiB | peak GiB | step bytes / copy bandwidth | prefill tokens/s |\n"

@@ -39,6 +39,8 @@ DecodeGraphs::DecodeGraphs(const model::CausalLM&, model::Attention*, int64_t, i
 }
 DecodeGraphs::~DecodeGraphs() = default;
 bool DecodeGraphs::takes(const StepPlan&) const { return false; }
+bool DecodeGraphs::fits(int64_t, int64_t, int32_t) const { return false; }
+void DecodeGraphs::set_pad_slot(int64_t) {}
 at::Tensor DecodeGraphs::run(const StepPlan&, const std::function<void(const at::Tensor&)>&) { return {}; }
 int64_t DecodeGraphs::graphs_captured() const { return 0; }
 int64_t DecodeGraphs::shared_prefix_key_reads_saved() const { return 0; }
@@ -187,6 +189,12 @@ bool DecodeGraphs::takes(const StepPlan& plan) const {
     return false;
   return std::all_of(plan.seqs.begin(), plan.seqs.end(), [](const ScheduledSeq& s) { return s.samples; });
 }
+
+bool DecodeGraphs::fits(int64_t max_batch, int64_t max_blocks, int32_t prefix_members) const {
+  return max_batch <= impl_->max_batch && max_blocks <= impl_->max_blocks && prefix_members == impl_->prefix_members;
+}
+
+void DecodeGraphs::set_pad_slot(int64_t pad_slot) { impl_->pad_slot = pad_slot; }
 
 at::Tensor DecodeGraphs::run(const StepPlan& plan, const std::function<void(const at::Tensor&)>& patch_ids) {
   FP8RL_CHECK(takes(plan), "DecodeGraphs::run: not a decode step it can take");

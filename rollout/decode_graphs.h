@@ -15,9 +15,16 @@
 //     device memory;
 //   - the weights are read where they are: LoRA adapters and re-quantized FP8 weights are updated
 //     in place, never reallocated, during a training step.
-// Graphs are made per rollout, lazily per bucket (Engine::generate owns this object): the KV
-// cache is allocated when a rollout starts and freed when it ends (the update phase needs the
-// memory), so a graph must not outlive it. Capturing costs about two eager steps per bucket used.
+//   - the KV cache is read through a KvDirectory (rollout/kv_cache.h): the cache is allocated
+//     when a rollout starts and freed when it ends (the update phase needs the memory), so the
+//     captured KV writes and decode kernels read the cache's addresses (and FP8 scales) from
+//     that fixed table, which each rollout's cache fills.
+// So graphs are kept across rollouts (the Engine owns this object) and captured lazily, once per
+// bucket: capturing costs about two eager steps per bucket. Between rollouts the weights change
+// in place, the pad slot may move (set_pad_slot), and the inputs are refilled every step.
+// One condition stays with the caller: a rollout's first forward is eager, never a replay, since
+// eager forwards do the per-rollout work a replay skips (LoRA's inference copies refreshed after
+// an update, trainer/lora.h; an FP8 cache's scales set by its first write).
 //
 // CUDA builds only: elsewhere the constructor throws (the engine never makes one on the CPU).
 #pragma once
@@ -50,6 +57,10 @@ class DecodeGraphs {
   // Whether run() takes this plan: a decode step (one new token per sequence, all sampling) of at
   // most max_batch sequences whose block tables fit.
   bool takes(const StepPlan& plan) const;
+  // Whether these graphs serve a rollout of this shape (else the engine makes new ones).
+  bool fits(int64_t max_batch, int64_t max_blocks, int32_t prefix_members) const;
+  // The padding rows' slot for the next replays (a new rollout's cache: its reserved block).
+  void set_pad_slot(int64_t pad_slot);
   // Logits [S, V] of a decode step (S = plan.seqs.size()), in the model dtype: a view of the
   // graph's output, valid until the next run(). `patch_ids`, if set, runs on the device input ids
   // [S] (int64) after they are copied in and before the replay: async scheduling puts the

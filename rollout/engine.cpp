@@ -66,6 +66,24 @@ void patch_ids(const at::Tensor& ids, const PendingInputs& p, const at::Tensor& 
 
 }  // namespace
 
+// What the kept graphs read besides the weights: the directory of the current cache's addresses,
+// and the attention they were captured with, bound to each rollout's cache in turn (to an empty
+// cache between rollouts).
+struct Engine::KeptGraphs {
+  KvDirectory directory;
+  KvCache unbound;
+  PagedAttention attention;
+  std::unique_ptr<DecodeGraphs> graphs;
+  int64_t max_batch = 0, max_blocks = 0;  // the largest shapes seen: new graphs are made for them
+  KeptGraphs(int64_t num_layers, at::Device device) : directory(num_layers, device), attention(unbound) {}
+};
+
+Engine::~Engine() = default;
+
+void Engine::drop_graphs() {
+  if (kept_) kept_->graphs.reset();
+}
+
 Engine::Engine(const model::CausalLM& model, EngineConfig config) : model_(model), config_(config) {
   if (config_.max_model_len <= 0) config_.max_model_len = static_cast<int32_t>(model.config().max_position_embeddings);
   FP8RL_CHECK(config_.max_model_len > 0, "Engine: the model has no max_position_embeddings; set max_model_len");
@@ -91,20 +109,44 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   const int64_t blocks = config_.num_blocks > 0 ? config_.num_blocks
                                                 : KvCache::blocks_that_fit(kv, config_.gpu_memory_utilization, needed);
   // Decode steps replay CUDA graphs where the decode kernel runs: one extra block, never handed
-  // to the scheduler, holds the graphs' padding rows.
+  // to the scheduler, holds the graphs' padding rows. The graphs, the cache directory they read
+  // and the attention they were captured with are kept from earlier rollouts.
   const int64_t Hq = shape.num_attention_heads;
   const bool graphs_on = device.is_cuda() && !config_.enforce_eager && config_.use_decode_kernel;
-  KvCache cache(kv, blocks + (graphs_on ? 1 : 0));
-  PagedAttention paged(cache, config_.use_decode_kernel);
+  if (graphs_on && !kept_) kept_ = std::make_unique<KeptGraphs>(shape.num_hidden_layers, device);
+  KvCache cache(kv, blocks + (graphs_on ? 1 : 0), graphs_on ? &kept_->directory : nullptr);
+  std::optional<PagedAttention> local;  // without graphs: this rollout's own
+  PagedAttention& paged = graphs_on ? kept_->attention : local.emplace(cache, config_.use_decode_kernel);
+  paged.bind(cache);
   const bool decode_kernel = paged.decode_kernel_applies(model_.dtype(), Hq);
   // Sequences per shared-prefix chunk (0: decode steps read every sequence's keys alone).
   const int32_t members = shared_prefix_members(Hq, shape.num_key_value_heads);
   const int32_t prefix_members = config_.shared_prefix_decode && decode_kernel && members >= 2 ? members : 0;
-  std::unique_ptr<DecodeGraphs> graphs;
-  if (graphs_on && decode_kernel)
-    graphs = std::make_unique<DecodeGraphs>(model_, &paged, std::min<int64_t>(config_.max_num_seqs, samples),
-                                            ceil_div(longest, config_.block_size), config_.block_size,
-                                            blocks * config_.block_size, prefix_members);
+  DecodeGraphs* graphs = nullptr;
+  int64_t captured_before = 0, saved_before = 0;
+  double gpu_seconds_before = 0;
+  if (graphs_on && decode_kernel) {
+    std::unique_ptr<DecodeGraphs>& g = kept_->graphs;
+    const int64_t max_batch = std::min<int64_t>(config_.max_num_seqs, samples);
+    const int64_t max_blocks = ceil_div(longest, config_.block_size);
+    if (g && !g->fits(max_batch, max_blocks, prefix_members)) {
+      log::debug("rollout: this rollout's shape outgrows the kept decode graphs; capturing anew");
+      g.reset();
+    }
+    if (!g)
+      g = std::make_unique<DecodeGraphs>(model_, &paged, std::max(max_batch, kept_->max_batch),
+                                         std::max(max_blocks, kept_->max_blocks), config_.block_size,
+                                         blocks * config_.block_size, prefix_members);
+    kept_->max_batch = std::max(max_batch, kept_->max_batch);
+    kept_->max_blocks = std::max(max_blocks, kept_->max_blocks);
+    g->set_pad_slot(blocks * config_.block_size);
+    graphs = g.get();
+    captured_before = graphs->graphs_captured();
+    saved_before = graphs->shared_prefix_key_reads_saved();
+    gpu_seconds_before = graphs->replay_gpu_seconds();
+  }
+  // A rollout's first forward runs eagerly (DecodeGraphs says why); replays only after it.
+  bool eager_forward_done = false;
   stats_.kv_blocks = blocks;
   stats_.kv_bytes = cache.nbytes();
 
@@ -142,7 +184,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
         pending_inputs(plan, in_flight ? std::span<const SeqId>(in_flight->sampling) : std::span<const SeqId>());
     FP8RL_CHECK(pending.empty() || in_flight, "Engine: a pending input token with no step in flight");
     at::Tensor logits;  // [S', V]: the sampling sequences' last positions
-    if (graphs && graphs->takes(plan)) {
+    if (graphs && eager_forward_done && graphs->takes(plan)) {
       if (pending.empty())
         logits = graphs->run(plan);
       else
@@ -169,6 +211,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
       const at::Tensor ids_d = device_tensor(ids, at::kLong, device);
       if (!pending.empty()) patch_ids(ids_d, pending, in_flight->tokens);
       const at::Tensor hidden = model_.forward(ids_d, device_tensor(plan.positions, at::kLong, device), ctx);
+      eager_forward_done = true;
       if (!plan.logits_indices.empty())
         logits = model_.lm_head(hidden.index_select(0, device_tensor(plan.logits_indices, at::kLong, device)));
     }
@@ -240,10 +283,12 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   stats_.steps = ss.steps;
   stats_.prefill_tokens_saved = ss.prefill_tokens_saved;
   stats_.preemptions = ss.preemptions;
-  stats_.graphs_captured = graphs ? graphs->graphs_captured() : 0;
-  stats_.graph_gpu_seconds = graphs ? graphs->replay_gpu_seconds() : 0;
-  if (graphs) stats_.shared_prefix_key_reads_saved += graphs->shared_prefix_key_reads_saved();
-  graphs.reset();  // the graphs read the cache: gone before it
+  if (graphs) {
+    stats_.graphs_captured = graphs->graphs_captured() - captured_before;
+    stats_.graph_gpu_seconds = graphs->replay_gpu_seconds() - gpu_seconds_before;
+    stats_.shared_prefix_key_reads_saved += graphs->shared_prefix_key_reads_saved() - saved_before;
+  }
+  if (graphs_on) kept_->attention.bind(kept_->unbound);  // the cache goes; the graphs stay with the directory
   cache.release();
   // Step s ends at step_end[s]; a milestone at step s happened during it.
   auto at_step = [&](int64_t s, bool end) {

@@ -8,11 +8,17 @@
 // update phase gets the memory back. A new scheduler per rollout also means cached prefixes never
 // outlive the weights they were computed with (weight versions only change between rollouts).
 //
+// The CUDA graphs of decode steps are captured once per batch bucket and kept across rollouts:
+// the weights they read are updated in place by the trainer, and the per-rollout KV cache is
+// reached through a fixed directory of its addresses (rollout/kv_cache.h). drop_graphs() frees
+// them.
+//
 // One step: schedule -> tensors of the plan (ids, positions, AttentionContext with slots, block
 // tables, key slots) -> model.forward (packed, paged attention) -> lm_head on the sampling rows ->
 // sample -> update. Decode steps (one new token per sequence) on CUDA read the cache in place
 // through the paged decode kernel and, unless enforce_eager, replay a CUDA graph of the whole
-// forward (rollout/decode_graphs.h); prefill and mixed steps run eagerly on the reference path.
+// forward (rollout/decode_graphs.h); prefill and mixed steps run eagerly (a mixed step's
+// one-token rows on the decode kernel, the rest on the reference path: rollout/step_context.h).
 // With shared_prefix_decode the kernel reads the prompt blocks a prompt's samples share once per
 // chunk of samples instead of once per sample (rollout/shared_prefix.h).
 //
@@ -25,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/model/decoder.h"
@@ -79,9 +86,9 @@ struct EngineStats {
   int64_t graph_steps = 0;       // decode steps replayed from a CUDA graph
   // Steps where sequences computing one new token (decodes; also a prompt cached but for its
   // last token) ran beside sequences computing several (a prefill or its chunk, a recompute):
-  // eager, and on the gather path for every sequence of the step, decoding ones included (their
-  // whole context is gathered). They happen once sequences are admitted while others decode:
-  // more sequences than max_num_seqs, chunked prefill, or preemption.
+  // eager, the one-token rows on the decode kernel and the others over their gathered keys
+  // (rollout/step_context.h). They happen once sequences are admitted while others decode: more
+  // sequences than max_num_seqs, chunked prefill, or preemption.
   int64_t mixed_steps = 0;
   int64_t graphs_captured = 0;   // batch buckets captured in this rollout
   double graph_gpu_seconds = 0;  // GPU time inside the graph replays (the rest of their steps: host)
@@ -95,15 +102,25 @@ class Engine {
  public:
   // `model` must outlive the engine; it is only read.
   Engine(const model::CausalLM& model, EngineConfig config);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
 
   // One rollout: every request to completion (or to its error), outputs in request order.
   std::vector<GenerateOutput> generate(const std::vector<GenerateRequest>& requests);
   const EngineStats& last_stats() const { return stats_; }
+  // Frees the decode graphs kept from earlier rollouts (their memory pool and input buffers);
+  // the next rollout captures what it needs again.
+  void drop_graphs();
 
  private:
   const model::CausalLM& model_;
   EngineConfig config_;
   EngineStats stats_;
+  // The CUDA graphs of decode steps, kept across rollouts with what they read: the cache
+  // directory and the attention they were captured with (rollout/decode_graphs.h).
+  struct KeptGraphs;
+  std::unique_ptr<KeptGraphs> kept_;
 };
 
 }  // namespace fp8rl::rollout

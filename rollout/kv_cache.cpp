@@ -4,6 +4,7 @@
 
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "rollout/transfer.h"
 
 #ifdef FP8RL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -25,7 +26,8 @@ at::Tensor quantize_kv(const at::Tensor& x, const at::Tensor& scale) {
 }
 
 // The same write in one kernel on CUDA (rollout/cuda/kv_write.cu); false where it does not apply.
-bool write_fp8_fused(at::Tensor& cache, const at::Tensor& slots, const at::Tensor& x, const at::Tensor& scale) {
+bool write_fp8_fused(at::Tensor& cache, const at::Tensor& slots, const at::Tensor& x, const at::Tensor& scale,
+                     void* const* base) {
 #ifdef FP8RL_WITH_CUDA
   const at::ScalarType t = x.scalar_type();
   if (!x.is_cuda() || x.dim() != 3 || x.stride(2) != 1 || !(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) ||
@@ -42,9 +44,11 @@ bool write_fp8_fused(at::Tensor& cache, const at::Tensor& slots, const at::Tenso
   a.slots = slots.data_ptr<int64_t>();
   a.scale = scale.data_ptr<float>();
   a.cache = cache.data_ptr<uint8_t>();
+  a.cache_base = reinterpret_cast<uint8_t* const*>(base);
   cuda::kv_write_fp8(a, at::cuda::getCurrentCUDAStream(x.device().index()).stream());
   return true;
 #else
+  (void)base;
   return false;
 #endif
 }
@@ -52,7 +56,7 @@ bool write_fp8_fused(at::Tensor& cache, const at::Tensor& slots, const at::Tenso
 // k_cache[slots] = k, v_cache[slots] = v in one kernel on CUDA (rollout/cuda/kv_write.cu) where
 // K/V already have the cache's dtype; false where it does not apply (index_copy_ then).
 bool write_copy_fused(at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& slots, const at::Tensor& k,
-                      const at::Tensor& v) {
+                      const at::Tensor& v, void* const* bases) {
 #ifdef FP8RL_WITH_CUDA
   // Everything on one device (the kernel dereferences slots there; index_copy_ would raise).
   // Slots are the scheduler's, in range by construction; index_copy_ also checks their bounds.
@@ -80,6 +84,7 @@ bool write_copy_fused(at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor
   a.slots = slots.data_ptr<int64_t>();
   a.k_cache = k_cache.data_ptr();
   a.v_cache = v_cache.data_ptr();
+  a.cache_bases = bases;
   cuda::kv_write_copy(a, at::cuda::getCurrentCUDAStream(k.device().index()).stream());
   return true;
 #else
@@ -88,6 +93,7 @@ bool write_copy_fused(at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor
   (void)slots;
   (void)k;
   (void)v;
+  (void)bases;
   return false;
 #endif
 }
@@ -103,17 +109,40 @@ int64_t KvCacheShape::bytes_per_block() const {
   return 2 * num_layers * block_size * num_kv_heads * head_dim * element;
 }
 
-KvCache::KvCache(const KvCacheShape& shape, int64_t num_blocks) : shape_(shape), num_blocks_(num_blocks) {
+KvDirectory::KvDirectory(int64_t num_layers, at::Device device) {
+  FP8RL_CHECK(num_layers > 0, "KvDirectory: no layers");
+  bases_ = at::zeros({num_layers, 2}, at::TensorOptions().dtype(at::kLong).device(device));
+  scales_ = at::ones({num_layers, 2}, at::TensorOptions().dtype(at::kFloat).device(device));
+}
+
+void* const* KvDirectory::bases(int64_t layer) const {
+  FP8RL_CHECK(layer >= 0 && layer < num_layers(), "KvDirectory: layer out of range");
+  return reinterpret_cast<void* const*>(bases_.data_ptr<int64_t>() + 2 * layer);
+}
+
+KvCache::KvCache(const KvCacheShape& shape, int64_t num_blocks, KvDirectory* directory)
+    : shape_(shape), num_blocks_(num_blocks), directory_(directory) {
   FP8RL_CHECK(num_blocks > 0 && shape.num_layers > 0 && shape.block_size > 0, "KvCache: empty shape");
+  FP8RL_CHECK(!directory || (directory->num_layers() == shape.num_layers && directory->device() == shape.device),
+              "KvCache: its directory was made for other layers or another device");
   const auto opts = at::TensorOptions().dtype(shape.fp8 ? at::kByte : shape.dtype).device(shape.device);
   if (shape.fp8) {
-    scales_ = at::ones({shape.num_layers, 2}, at::TensorOptions().dtype(at::kFloat).device(shape.device));
+    const auto f32 = at::TensorOptions().dtype(at::kFloat).device(shape.device);
+    scales_ = directory ? directory->scales_.fill_(1.0) : at::ones({shape.num_layers, 2}, f32);
     calibrated_.assign(static_cast<size_t>(shape.num_layers), false);
   }
+  std::vector<int64_t> addresses;  // per layer: K, V
   for (int64_t l = 0; l < shape.num_layers; ++l) {
     k_.push_back(at::zeros({num_blocks * shape.block_size, shape.num_kv_heads, shape.head_dim}, opts));
     v_.push_back(at::zeros({num_blocks * shape.block_size, shape.num_kv_heads, shape.head_dim}, opts));
+    for (const at::Tensor* t : {&k_.back(), &v_.back()}) {
+      const auto address = reinterpret_cast<uintptr_t>(t->data_ptr());
+      FP8RL_CHECK(address % 16 == 0, "KvCache: a cache tensor not 16-byte aligned");  // the copy kernel's vectors
+      addresses.push_back(static_cast<int64_t>(address));
+    }
   }
+  // Stream-ordered: kernels launched after this read the new addresses.
+  if (directory) directory->bases_.copy_(upload(std::span<const int64_t>(addresses), at::kLong, shape.device).view({-1, 2}));
 }
 
 int64_t KvCache::blocks_that_fit(const KvCacheShape& shape, double utilization, int64_t max_blocks) {
@@ -141,7 +170,7 @@ int64_t KvCache::blocks_that_fit(const KvCacheShape& shape, double utilization, 
 void KvCache::write(int64_t layer, const at::Tensor& slots, const at::Tensor& k, const at::Tensor& v) {
   const size_t l = static_cast<size_t>(layer);
   if (!shape_.fp8) {
-    if (write_copy_fused(k_[l], v_[l], slots, k, v)) return;
+    if (write_copy_fused(k_[l], v_[l], slots, k, v, bases(layer))) return;
     k_[l].index_copy_(0, slots, k.to(shape_.dtype));
     v_[l].index_copy_(0, slots, v.to(shape_.dtype));
     return;
@@ -151,8 +180,11 @@ void KvCache::write(int64_t layer, const at::Tensor& slots, const at::Tensor& k,
     scales_[layer][1].copy_((v.abs().amax().to(at::kFloat) * (kScaleHeadroom / kE4m3Max)).clamp_min(1e-12));
     calibrated_[l] = true;
   }
-  if (!write_fp8_fused(k_[l], slots, k, k_scale(layer))) k_[l].index_copy_(0, slots, quantize_kv(k, k_scale(layer)));
-  if (!write_fp8_fused(v_[l], slots, v, v_scale(layer))) v_[l].index_copy_(0, slots, quantize_kv(v, v_scale(layer)));
+  void* const* b = bases(layer);
+  if (!write_fp8_fused(k_[l], slots, k, k_scale(layer), b))
+    k_[l].index_copy_(0, slots, quantize_kv(k, k_scale(layer)));
+  if (!write_fp8_fused(v_[l], slots, v, v_scale(layer), b ? b + 1 : nullptr))
+    v_[l].index_copy_(0, slots, quantize_kv(v, v_scale(layer)));
 }
 
 std::pair<at::Tensor, at::Tensor> KvCache::gather(int64_t layer, const at::Tensor& slots) const {

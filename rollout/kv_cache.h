@@ -41,12 +41,35 @@ struct KvCacheShape {
   int64_t bytes_per_block() const;  // K and V of every layer for one block
 };
 
+class KvCache;
+
+// A fixed place in device memory where a cache's addresses are, for CUDA graphs that outlive one
+// cache. A graph bakes its kernels' arguments in, while the cache is made per rollout; so the
+// kernels a graph captures (the KV writes, the paged decode kernel) take the address of this
+// table and read the cache's per-layer K/V addresses from it, and the FP8 scales live here too.
+// A KvCache made with a directory writes its addresses into it (stream-ordered, no host sync) and
+// uses its scales: the graphs then read the new cache. One cache at a time per directory.
+class KvDirectory {
+ public:
+  KvDirectory(int64_t num_layers, at::Device device);
+  // Device [2]: the {K, V} addresses of `layer`'s cache (a kernel argument).
+  void* const* bases(int64_t layer) const;
+  int64_t num_layers() const { return bases_.size(0); }
+  at::Device device() const { return bases_.device(); }
+
+ private:
+  friend class KvCache;
+  at::Tensor bases_;   // [num_layers, 2] int64 on the device: K and V addresses per layer
+  at::Tensor scales_;  // [num_layers, 2] float32 on the device: the FP8 scales (KvCache::k_scale)
+};
+
 class KvCache {
  public:
   KvCache() = default;
   // Allocates num_blocks blocks (zero-filled: a kernel that over-reads a padding block sees
-  // zeros, never stale NaN).
-  KvCache(const KvCacheShape& shape, int64_t num_blocks);
+  // zeros, never stale NaN). With `directory` (not owned; outlives the cache, its layers and
+  // device the shape's) the cache's addresses go there and its FP8 scales are the directory's.
+  KvCache(const KvCacheShape& shape, int64_t num_blocks, KvDirectory* directory = nullptr);
 
   // Blocks that fit: on CUDA, (utilization * total device memory - memory the caching allocator
   // holds now) / bytes_per_block, capped at `max_blocks` when > 0; on the CPU `max_blocks`.
@@ -67,6 +90,8 @@ class KvCache {
   // FP8: the layer's scales, float32 [1] each on the device (undefined otherwise).
   at::Tensor k_scale(int64_t layer) const;
   at::Tensor v_scale(int64_t layer) const;
+  // With a directory: device [2] {K, V} addresses of `layer` for kernels to read; else null.
+  void* const* bases(int64_t layer) const { return directory_ ? directory_->bases(layer) : nullptr; }
 
   // Frees the tensors (and on CUDA returns the blocks to the caching allocator's free pool, which
   // the trainer's update then reuses).
@@ -80,7 +105,8 @@ class KvCache {
   KvCacheShape shape_;
   int64_t num_blocks_ = 0;
   std::vector<at::Tensor> k_, v_;  // per layer: [num_blocks * block_size, Hkv, D]
-  at::Tensor scales_;              // FP8: [num_layers, 2] float32 (K, V)
+  at::Tensor scales_;              // FP8: [num_layers, 2] float32 (K, V); the directory's when there is one
+  KvDirectory* directory_ = nullptr;
   std::vector<bool> calibrated_;   // FP8: the layer's scales are set
 };
 

@@ -61,7 +61,7 @@ bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t n
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                   const at::Tensor& block_tables, const at::Tensor& context_lens, int64_t block_size,
                                   const at::Tensor& k_scale, const at::Tensor& v_scale,
-                                  const at::Tensor& shared_prefix) {
+                                  const at::Tensor& shared_prefix, void* const* cache_bases) {
   FP8RL_CHECK(q.dim() == 3 && paged_decode_supported(q.scalar_type(), q.device(), q.size(1), k_cache) &&
                   q.size(2) == k_cache.size(2),
               cat("paged_decode_attention: unsupported q ", q.sizes(), " ",
@@ -121,6 +121,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.splits = splits;
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   a.bf16 = q.scalar_type() == at::kBFloat16;
+  a.cache_bases = cache_bases;
   cuda::paged_decode_attention(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
   return out;
 #else
@@ -129,20 +130,21 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   (void)context_lens;
   (void)block_size;
   (void)shared_prefix;
+  (void)cache_bases;
   return {};
 #endif
 }
 
 bool PagedAttention::decode_kernel_applies(at::ScalarType q_dtype, int64_t num_q_heads) const {
-  return use_decode_kernel_ && cache_.allocated() &&
-         paged_decode_supported(q_dtype, cache_.shape().device, num_q_heads, cache_.k(0));
+  return use_decode_kernel_ && cache_->allocated() &&
+         paged_decode_supported(q_dtype, cache_->shape().device, num_q_heads, cache_->k(0));
 }
 
 at::Tensor PagedAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    const model::AttentionContext& ctx, int64_t layer) {
   FP8RL_CHECK(ctx.slot_mapping.defined(), "PagedAttention: context without KV slots");
   FP8RL_CHECK(ctx.slot_mapping.size(0) == q.size(0), "PagedAttention: one slot per new token");
-  cache_.write(layer, ctx.slot_mapping, k, v);
+  cache_->write(layer, ctx.slot_mapping, k, v);
   if (!ctx.split) return attend(q, k, v, ctx, layer);
   // A mixed step: each part on its own path, the one-token sequences on the decode kernel
   // (reading the cache in place) and the others over their own gathered keys -- not everyone's.
@@ -161,19 +163,19 @@ at::Tensor PagedAttention::attend(const at::Tensor& q, const at::Tensor& k, cons
   // A decode step: one new token per sequence (each sequence has at least one, so N == S means
   // exactly one each).
   const bool decode = ctx.block_tables.defined() && q.size(0) == ctx.block_tables.size(0);
-  if (decode && use_decode_kernel_ && paged_decode_supported(q.scalar_type(), q.device(), q.size(1), cache_.k(layer)))
-    return paged_decode_attention(q, cache_.k(layer), cache_.v(layer), ctx.block_tables, ctx.context_lens,
-                                  cache_.shape().block_size, cache_.k_scale(layer), cache_.v_scale(layer),
-                                  ctx.shared_prefix);
+  if (decode && use_decode_kernel_ && paged_decode_supported(q.scalar_type(), q.device(), q.size(1), cache_->k(layer)))
+    return paged_decode_attention(q, cache_->k(layer), cache_->v(layer), ctx.block_tables, ctx.context_lens,
+                                  cache_->shape().block_size, cache_->k_scale(layer), cache_->v_scale(layer),
+                                  ctx.shared_prefix, cache_->bases(layer));
   // No cached prefix (every sequence's keys are its new tokens) and a cache in the model's dtype:
   // the gather would return the call's own k and v, bit for bit. (An FP8 cache keeps the gather:
   // prefill then attends over the dequantized K/V that later steps read.)
-  const at::ScalarType cache_dtype = cache_.shape().dtype;
-  if (!cache_.shape().fp8 && ctx.cu_seqlens_k_host == ctx.cu_seqlens_q_host && k.scalar_type() == cache_dtype &&
+  const at::ScalarType cache_dtype = cache_->shape().dtype;
+  if (!cache_->shape().fp8 && ctx.cu_seqlens_k_host == ctx.cu_seqlens_q_host && k.scalar_type() == cache_dtype &&
       v.scalar_type() == cache_dtype && q.scalar_type() == cache_dtype)
     return varlen_.forward(q, k, v, ctx, layer);
   FP8RL_CHECK(ctx.key_slots.defined(), "PagedAttention: the reference path needs the context's key_slots");
-  auto [keys, values] = cache_.gather(layer, ctx.key_slots);  // [sum context_lens, Hkv, D], model dtype
+  auto [keys, values] = cache_->gather(layer, ctx.key_slots);  // [sum context_lens, Hkv, D], model dtype
   return varlen_.forward(q, keys.to(q.scalar_type()), values.to(q.scalar_type()), ctx, layer);
 }
 

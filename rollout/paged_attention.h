@@ -35,7 +35,10 @@ class PagedAttention final : public model::Attention {
  public:
   // `use_decode_kernel` = false keeps every call on the reference path (tests, comparisons).
   explicit PagedAttention(KvCache& cache, bool use_decode_kernel = true)
-      : cache_(cache), use_decode_kernel_(use_decode_kernel) {}
+      : cache_(&cache), use_decode_kernel_(use_decode_kernel) {}
+  // Attend over another cache from now on (the engine's next rollout; its CUDA graphs reach the
+  // cache through its KvDirectory, so they need nothing else).
+  void bind(KvCache& cache) { cache_ = &cache; }
   at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const model::AttentionContext& ctx,
                      int64_t layer) override;
 
@@ -48,7 +51,7 @@ class PagedAttention final : public model::Attention {
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const model::AttentionContext& ctx,
                     int64_t layer);
 
-  KvCache& cache_;
+  KvCache* cache_;  // not owned
   bool use_decode_kernel_;
   model::VarlenAttention varlen_{/*inference_kernel=*/true};  // Hopper prefill kernel where it applies
 };
@@ -58,11 +61,13 @@ class PagedAttention final : public model::Attention {
 // A kByte cache holds E4M3 bytes, dequantized with k_scale / v_scale (float32 [1] on the device;
 // rollout/kv_cache.h). `shared_prefix` ([B, M + 2] int32 on the device, rollout/shared_prefix.h,
 // M * Hq / Hkv <= 16) reads each chunk's shared keys once for all its members; the same attention
-// (up to the order of the additions). CUDA only (throws elsewhere).
+// (up to the order of the additions). `cache_bases` (KvCache::bases: device {K, V} addresses
+// of these caches) makes the kernel read the caches' addresses there, as a CUDA graph that
+// outlives the cache must. CUDA only (throws elsewhere).
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                   const at::Tensor& block_tables, const at::Tensor& context_lens, int64_t block_size,
                                   const at::Tensor& k_scale = {}, const at::Tensor& v_scale = {},
-                                  const at::Tensor& shared_prefix = {});
+                                  const at::Tensor& shared_prefix = {}, void* const* cache_bases = nullptr);
 bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t num_q_heads, const at::Tensor& k_cache);
 // Whether paged_decode_attention runs the shared-prefix pass for a decode step of `batch`
 // sequences with chunks of `members`: not when the batch's own split-K already takes all 64

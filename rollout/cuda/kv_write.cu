@@ -31,7 +31,8 @@ __global__ void kv_write_fp8_kernel(const KvWriteArgs a) {
   const float x = to_float(static_cast<const T*>(a.x)[t * a.stride_t + h * a.stride_h + d]);
   const float q = x / *a.scale;
   const float v = q != q ? q : fminf(fmaxf(q, -448.0f), 448.0f);  // NaN stays NaN, as ATen's clamp keeps it
-  a.cache[a.slots[t] * row + rest] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+  uint8_t* cache = a.cache_base != nullptr ? *a.cache_base : a.cache;
+  cache[a.slots[t] * row + rest] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
 }
 
 // One CHUNK-byte piece of a K or V row per thread: pieces [0, per_tensor) are K's, the rest V's.
@@ -52,7 +53,7 @@ __global__ void kv_write_copy_kernel(const KvCopyArgs a) {
   const int64_t src = (t * (is_v ? a.v_stride_t : a.k_stride_t) + h * (is_v ? a.v_stride_h : a.k_stride_h)) * a.elem_bytes;
   const int64_t dst = (a.slots[t] * a.heads + h) * a.dim * a.elem_bytes;
   const char* x = static_cast<const char*>(is_v ? a.v : a.k);
-  char* cache = static_cast<char*>(is_v ? a.v_cache : a.k_cache);
+  char* cache = static_cast<char*>(a.cache_bases != nullptr ? a.cache_bases[is_v ? 1 : 0] : (is_v ? a.v_cache : a.k_cache));
   reinterpret_cast<U*>(cache + dst)[c] = reinterpret_cast<const U*>(x + src)[c];
 }
 
@@ -65,9 +66,11 @@ void kv_write_copy(const KvCopyArgs& a, cudaStream_t stream) {
     return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (stride_t * a.elem_bytes) % 16 == 0 &&
            (stride_h * a.elem_bytes) % 16 == 0;
   };
+  // Caches bound through cache_bases are 16-byte aligned (KvDirectory checks each one it takes).
   const bool vec = (a.dim * a.elem_bytes) % 16 == 0 && aligned16(a.k, a.k_stride_t, a.k_stride_h) &&
-                   aligned16(a.v, a.v_stride_t, a.v_stride_h) && reinterpret_cast<uintptr_t>(a.k_cache) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(a.v_cache) % 16 == 0;
+                   aligned16(a.v, a.v_stride_t, a.v_stride_h) &&
+                   (a.cache_bases != nullptr || (reinterpret_cast<uintptr_t>(a.k_cache) % 16 == 0 &&
+                                                 reinterpret_cast<uintptr_t>(a.v_cache) % 16 == 0));
   const int chunk = vec ? 16 : a.elem_bytes;
   const int64_t threads = 2 * a.tokens * a.heads * (a.dim * a.elem_bytes / chunk);
   const unsigned grid = static_cast<unsigned>((threads + 255) / 256);

@@ -216,8 +216,10 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
     return;
   }
 
-  const C* kc = static_cast<const C*>(a.k_cache) + static_cast<int64_t>(h) * D;
-  const C* vc = static_cast<const C*>(a.v_cache) + static_cast<int64_t>(h) * D;
+  const void* k_base = a.cache_bases != nullptr ? a.cache_bases[0] : a.k_cache;
+  const void* v_base = a.cache_bases != nullptr ? a.cache_bases[1] : a.v_cache;
+  const C* kc = static_cast<const C*>(k_base) + static_cast<int64_t>(h) * D;
+  const C* vc = static_cast<const C*>(v_base) + static_cast<int64_t>(h) * D;
   const int64_t row_stride = a.num_kv_heads * D;  // elements between consecutive slots
   const int32_t* table = a.block_tables + static_cast<int64_t>(lead) * a.table_stride;
   const int tiles = (end - start + kTileK - 1) / kTileK;

@@ -37,6 +37,10 @@ struct PagedDecodeArgs {
   const int32_t* chunks = nullptr;
   int64_t chunk_members = 0;
   int64_t prefix_splits = 0;  // 0 without chunks; splits + prefix_splits <= 64
+  // Or null: device [2] {K, V} cache addresses, read by the kernel instead of k_cache / v_cache,
+  // so a CUDA graph that captured it reads whichever cache was bound there last
+  // (rollout/kv_cache.h, KvDirectory).
+  const void* const* cache_bases = nullptr;
 };
 
 // Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 8.
@@ -55,6 +59,7 @@ struct KvWriteArgs {
   const int64_t* slots;      // [N]
   const float* scale;        // [1]
   uint8_t* cache;            // [slots, Hkv, D] E4M3 bytes
+  uint8_t* const* cache_base = nullptr;  // or device [1]: the cache's address, read by the kernel (KvDirectory)
 };
 void kv_write_fp8(const KvWriteArgs& a, cudaStream_t stream);
 
@@ -69,6 +74,7 @@ struct KvCopyArgs {
   const int64_t* slots;      // [N]
   void* k_cache;             // [slots, Hkv, D] contiguous, the same dtype
   void* v_cache;
+  void* const* cache_bases = nullptr;  // or device [2]: {K, V} addresses read by the kernel (KvDirectory), 16-byte aligned
 };
 void kv_write_copy(const KvCopyArgs& a, cudaStream_t stream);
 

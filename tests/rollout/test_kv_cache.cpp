@@ -1,0 +1,47 @@
+// rollout/kv_cache.h on the CPU: a cache made with a KvDirectory writes its addresses there and
+// uses the directory's FP8 scales, so a second cache (the next rollout's) is found at the same
+// place; writes and gathers are unchanged by it.
+#include <cstdint>
+
+#include "rollout/kv_cache.h"
+#include "tests/catch.h"
+
+using namespace fp8rl::rollout;
+
+namespace {
+int64_t address(const at::Tensor& t) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(t.data_ptr())); }
+}  // namespace
+
+TEST_CASE("KV cache directory: each cache's addresses and the shared FP8 scales", "[rollout][kv_cache]") {
+  const KvCacheShape shape{3, 2, 16, 4, at::kFloat, at::kCPU, /*fp8=*/true};
+  KvDirectory dir(3, at::kCPU);
+  auto bases_of = [&](int64_t layer) {
+    const int64_t* p = reinterpret_cast<const int64_t*>(dir.bases(layer));
+    return std::pair{p[0], p[1]};
+  };
+  at::Tensor first_scale;
+  {
+    KvCache a(shape, 5, &dir);
+    for (int64_t l = 0; l < 3; ++l) {
+      CHECK(bases_of(l) == std::pair{address(a.k(l)), address(a.v(l))});
+      CHECK(a.bases(l) == dir.bases(l));
+    }
+    // The first write sets the layer's scales, in the directory's tensor.
+    const at::Tensor slots = at::arange(4, at::kLong);
+    const at::Tensor k = at::randn({4, 2, 16}), v = at::randn({4, 2, 16});
+    a.write(1, slots, k, v);
+    first_scale = a.k_scale(1).clone();
+    CHECK(first_scale.item<float>() != 1.0f);
+    auto [gk, gv] = a.gather(1, slots);
+    CHECK(at::allclose(gk, k, 0.07, 0.07 * first_scale.item<float>()));  // E4M3: ~3% per element
+    a.release();
+  }
+  KvCache b(shape, 7, &dir);  // the next rollout's: its own addresses, scales reset to 1
+  for (int64_t l = 0; l < 3; ++l) CHECK(bases_of(l) == std::pair{address(b.k(l)), address(b.v(l))});
+  CHECK(b.k_scale(1).item<float>() == 1.0f);
+  CHECK(b.bases(0) == dir.bases(0));
+  KvCache plain(shape, 2);
+  CHECK(plain.bases(0) == nullptr);
+  KvDirectory other(2, at::kCPU);
+  CHECK_THROWS(KvCache(shape, 2, &other));  // made for two layers
+}
