@@ -81,7 +81,9 @@ struct Engine::KeptGraphs {
 Engine::~Engine() = default;
 
 void Engine::drop_graphs() {
-  if (kept_) kept_->graphs.reset();
+  if (!kept_) return;
+  kept_->graphs.reset();
+  kept_->max_batch = kept_->max_blocks = 0;
 }
 
 Engine::Engine(const model::CausalLM& model, EngineConfig config) : model_(model), config_(config) {
@@ -118,6 +120,13 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   std::optional<PagedAttention> local;  // without graphs: this rollout's own
   PagedAttention& paged = graphs_on ? kept_->attention : local.emplace(cache, config_.use_decode_kernel);
   paged.bind(cache);
+  // The kept attention lets go of this rollout's cache when the rollout ends, also by an exception.
+  struct Unbind {
+    KeptGraphs* kept;
+    ~Unbind() {
+      if (kept) kept->attention.bind(kept->unbound);
+    }
+  } unbind{graphs_on ? kept_.get() : nullptr};
   const bool decode_kernel = paged.decode_kernel_applies(model_.dtype(), Hq);
   // Sequences per shared-prefix chunk (0: decode steps read every sequence's keys alone).
   const int32_t members = shared_prefix_members(Hq, shape.num_key_value_heads);
@@ -288,8 +297,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
     stats_.graph_gpu_seconds = graphs->replay_gpu_seconds() - gpu_seconds_before;
     stats_.shared_prefix_key_reads_saved += graphs->shared_prefix_key_reads_saved() - saved_before;
   }
-  if (graphs_on) kept_->attention.bind(kept_->unbound);  // the cache goes; the graphs stay with the directory
-  cache.release();
+  cache.release();  // the graphs stay, with the directory (the kept attention is unbound on return)
   // Step s ends at step_end[s]; a milestone at step s happened during it.
   auto at_step = [&](int64_t s, bool end) {
     if (s < 0 || step_end.empty()) return 0.0;

@@ -9,6 +9,7 @@
 #ifdef FP8RL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 
 #include "rollout/cuda/rollout_kernels.h"
 #endif
@@ -98,6 +99,15 @@ bool write_copy_fused(at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor
 #endif
 }
 
+// Whether the current CUDA stream is being captured into a graph (false without CUDA).
+bool capturing() {
+#ifdef FP8RL_WITH_CUDA
+  return c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
+#else
+  return false;
+#endif
+}
+
 at::Tensor dequantize_kv(const at::Tensor& bytes, const at::Tensor& scale, at::ScalarType dtype) {
   return (bytes.view(at::kFloat8_e4m3fn).to(at::kFloat) * scale).to(dtype);
 }
@@ -169,8 +179,15 @@ int64_t KvCache::blocks_that_fit(const KvCacheShape& shape, double utilization, 
 
 void KvCache::write(int64_t layer, const at::Tensor& slots, const at::Tensor& k, const at::Tensor& v) {
   const size_t l = static_cast<size_t>(layer);
+  // Under CUDA-graph capture with a directory, only the kernels that read the directory may run:
+  // anything else would bake this rollout's cache (or a calibration) into a graph kept after it.
+  const bool kept = directory_ != nullptr && shape_.device.is_cuda() && capturing();
+  FP8RL_CHECK(!kept || !shape_.fp8 || calibrated_[l],
+              "KvCache: an FP8 cache's scales are set by an eager write, never inside a CUDA graph");
+  const char* refuse = "KvCache: a write under CUDA-graph capture must take the fused kernel (it reads the directory)";
   if (!shape_.fp8) {
     if (write_copy_fused(k_[l], v_[l], slots, k, v, bases(layer))) return;
+    FP8RL_CHECK(!kept, refuse);
     k_[l].index_copy_(0, slots, k.to(shape_.dtype));
     v_[l].index_copy_(0, slots, v.to(shape_.dtype));
     return;
@@ -181,10 +198,14 @@ void KvCache::write(int64_t layer, const at::Tensor& slots, const at::Tensor& k,
     calibrated_[l] = true;
   }
   void* const* b = bases(layer);
-  if (!write_fp8_fused(k_[l], slots, k, k_scale(layer), b))
+  if (!write_fp8_fused(k_[l], slots, k, k_scale(layer), b)) {
+    FP8RL_CHECK(!kept, refuse);
     k_[l].index_copy_(0, slots, quantize_kv(k, k_scale(layer)));
-  if (!write_fp8_fused(v_[l], slots, v, v_scale(layer), b ? b + 1 : nullptr))
+  }
+  if (!write_fp8_fused(v_[l], slots, v, v_scale(layer), b ? b + 1 : nullptr)) {
+    FP8RL_CHECK(!kept, refuse);
     v_[l].index_copy_(0, slots, quantize_kv(v, v_scale(layer)));
+  }
 }
 
 std::pair<at::Tensor, at::Tensor> KvCache::gather(int64_t layer, const at::Tensor& slots) const {

@@ -153,6 +153,10 @@ at::Tensor CausalLM::final_norm(const at::Tensor& x) const { return rms_norm(x, 
 
 at::Tensor CausalLM::lm_head(const at::Tensor& hidden) const { return at::linear(hidden, lm_head_weight()); }
 
+void CausalLM::lm_head_into(const at::Tensor& hidden, at::Tensor& out) const {
+  at::linear_out(out, hidden, lm_head_weight());
+}
+
 at::Tensor CausalLM::forward(const at::Tensor& ids, const at::Tensor& positions, const AttentionContext& ctx) const {
   FP8RL_CHECK(ids.dim() == 1 && ids.scalar_type() == at::kLong, "forward: ids must be [N] int64");
   FP8RL_CHECK(positions.sizes() == ids.sizes() && positions.scalar_type() == at::kLong,

@@ -103,6 +103,8 @@ class CausalLM {
   at::Tensor decoder_layer(int64_t index, const at::Tensor& x, const Rope& rope, const AttentionContext& ctx) const;
   at::Tensor final_norm(const at::Tensor& x) const;          // [N, H] -> [N, H]
   at::Tensor lm_head(const at::Tensor& hidden) const;        // [..., H] -> logits [..., V]
+  // The same into `out` [N, V] (hidden [N, H]): the engine's CUDA graphs share one output buffer.
+  void lm_head_into(const at::Tensor& hidden, at::Tensor& out) const;
 
   // Padded wrappers (tests, HF parity): input_ids [B, T] int64 -> final-norm output [B, T, H] /
   // logits [B, T, V] in the model dtype. The real tokens are packed and run through forward().

@@ -254,7 +254,7 @@ TEST_CASE("paged attention: a split mixed step equals the unsplit one on CUDA", 
     const double err = diff.max().item<double>(), err_multi = diff.index_select(0, multi).max().item<double>();
     WARN("split vs unsplit mixed step: max |diff| " << err << ", multi-token rows " << err_multi);
     CHECK(err < 2e-2);  // values O(0.3): a few bf16 ulps; a wrong row or key moves them by O(0.1)
-    CHECK(err_multi <= err);
+    CHECK(err_multi < 1e-2);  // one kernel on the same sequences either way: at most a bf16 ulp
   }
 }
 
