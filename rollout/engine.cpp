@@ -111,14 +111,16 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   const int64_t blocks = config_.num_blocks > 0 ? config_.num_blocks
                                                 : KvCache::blocks_that_fit(kv, config_.gpu_memory_utilization, needed);
   // Decode steps replay CUDA graphs where the decode kernel runs: one extra block, never handed
-  // to the scheduler, holds the graphs' padding rows. The graphs, the cache directory they read
-  // and the attention they were captured with are kept from earlier rollouts.
+  // to the scheduler, holds the graphs' padding rows. With keep_decode_graphs the graphs, the
+  // cache directory they read and the attention they were captured with are kept from earlier
+  // rollouts; else they are this rollout's own. FP8RL_KEEP_DECODE_GRAPHS=0/1 overrides it.
   const int64_t Hq = shape.num_attention_heads;
   const bool graphs_on = device.is_cuda() && !config_.enforce_eager && config_.use_decode_kernel;
-  if (graphs_on && !kept_) kept_ = std::make_unique<KeptGraphs>(shape.num_hidden_layers, device);
-  KvCache cache(kv, blocks + (graphs_on ? 1 : 0), graphs_on ? &kept_->directory : nullptr);
-  std::optional<PagedAttention> local;  // without graphs: this rollout's own
-  PagedAttention& paged = graphs_on ? kept_->attention : local.emplace(cache, config_.use_decode_kernel);
+  const bool keep = graphs_on && env_switch("FP8RL_KEEP_DECODE_GRAPHS", config_.keep_decode_graphs);
+  if (keep && !kept_) kept_ = std::make_unique<KeptGraphs>(shape.num_hidden_layers, device);
+  KvCache cache(kv, blocks + (graphs_on ? 1 : 0), keep ? &kept_->directory : nullptr);
+  std::optional<PagedAttention> local;  // without kept graphs: this rollout's own
+  PagedAttention& paged = keep ? kept_->attention : local.emplace(cache, config_.use_decode_kernel);
   paged.bind(cache);
   // The kept attention lets go of this rollout's cache when the rollout ends, also by an exception.
   struct Unbind {
@@ -126,36 +128,45 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
     ~Unbind() {
       if (kept) kept->attention.bind(kept->unbound);
     }
-  } unbind{graphs_on ? kept_.get() : nullptr};
+  } unbind{keep ? kept_.get() : nullptr};
   const bool decode_kernel = paged.decode_kernel_applies(model_.dtype(), Hq);
   // Sequences per shared-prefix chunk (0: decode steps read every sequence's keys alone).
   const int32_t members = shared_prefix_members(Hq, shape.num_key_value_heads);
   const int32_t prefix_members = config_.shared_prefix_decode && decode_kernel && members >= 2 ? members : 0;
+  std::unique_ptr<DecodeGraphs> own_graphs;  // without kept graphs (they read the cache: gone before it)
   DecodeGraphs* graphs = nullptr;
   int64_t captured_before = 0, saved_before = 0;
   double gpu_seconds_before = 0;
   if (graphs_on && decode_kernel) {
-    std::unique_ptr<DecodeGraphs>& g = kept_->graphs;
     const int64_t max_batch = std::min<int64_t>(config_.max_num_seqs, samples);
     const int64_t max_blocks = ceil_div(longest, config_.block_size);
-    if (g && !g->fits(max_batch, max_blocks, prefix_members)) {
-      log::debug("rollout: this rollout's shape outgrows the kept decode graphs; capturing anew");
-      g.reset();
+    if (keep) {
+      std::unique_ptr<DecodeGraphs>& g = kept_->graphs;
+      if (g && !g->fits(max_batch, max_blocks, prefix_members)) {
+        log::debug("rollout: this rollout's shape outgrows the kept decode graphs; capturing anew");
+        g.reset();
+      }
+      if (!g)
+        g = std::make_unique<DecodeGraphs>(model_, &paged, std::max(max_batch, kept_->max_batch),
+                                           std::max(max_blocks, kept_->max_blocks), config_.block_size,
+                                           blocks * config_.block_size, prefix_members);
+      kept_->max_batch = std::max(max_batch, kept_->max_batch);
+      kept_->max_blocks = std::max(max_blocks, kept_->max_blocks);
+      g->set_pad_slot(blocks * config_.block_size);
+      graphs = g.get();
+      captured_before = graphs->graphs_captured();
+      saved_before = graphs->shared_prefix_key_reads_saved();
+      gpu_seconds_before = graphs->replay_gpu_seconds();
+    } else {
+      own_graphs = std::make_unique<DecodeGraphs>(model_, &paged, max_batch, max_blocks, config_.block_size,
+                                                  blocks * config_.block_size, prefix_members);
+      graphs = own_graphs.get();
     }
-    if (!g)
-      g = std::make_unique<DecodeGraphs>(model_, &paged, std::max(max_batch, kept_->max_batch),
-                                         std::max(max_blocks, kept_->max_blocks), config_.block_size,
-                                         blocks * config_.block_size, prefix_members);
-    kept_->max_batch = std::max(max_batch, kept_->max_batch);
-    kept_->max_blocks = std::max(max_blocks, kept_->max_blocks);
-    g->set_pad_slot(blocks * config_.block_size);
-    graphs = g.get();
-    captured_before = graphs->graphs_captured();
-    saved_before = graphs->shared_prefix_key_reads_saved();
-    gpu_seconds_before = graphs->replay_gpu_seconds();
   }
   // A rollout's first forward runs eagerly (DecodeGraphs says why); replays only after it.
   bool eager_forward_done = false;
+  // FP8RL_SPLIT_MIXED_STEPS=0/1 overrides split_mixed_steps: a before/after from one binary.
+  const bool split_mixed = env_switch("FP8RL_SPLIT_MIXED_STEPS", config_.split_mixed_steps);
   stats_.kv_blocks = blocks;
   stats_.kv_bytes = cache.nbytes();
 
@@ -203,9 +214,6 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
       const bool decode_step = plan.num_tokens() == static_cast<int64_t>(plan.seqs.size());
       const auto one_token = [](const ScheduledSeq& s) { return s.num_new_tokens == 1; };
       if (!decode_step && std::any_of(plan.seqs.begin(), plan.seqs.end(), one_token)) ++stats_.mixed_steps;
-      // FP8RL_SPLIT_MIXED_STEPS=0 runs a mixed step as one context (every context gathered), the
-      // before/after of one binary.
-      static const bool split_mixed = env_switch("FP8RL_SPLIT_MIXED_STEPS", true);
       StepContextOptions o;
       o.decode_kernel = decode_kernel;
       o.split_mixed = split_mixed;
@@ -297,7 +305,8 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
     stats_.graph_gpu_seconds = graphs->replay_gpu_seconds() - gpu_seconds_before;
     stats_.shared_prefix_key_reads_saved += graphs->shared_prefix_key_reads_saved() - saved_before;
   }
-  cache.release();  // the graphs stay, with the directory (the kept attention is unbound on return)
+  own_graphs.reset();
+  cache.release();  // kept graphs stay, with the directory (the kept attention is unbound on return)
   // Step s ends at step_end[s]; a milestone at step s happened during it.
   auto at_step = [&](int64_t s, bool end) {
     if (s < 0 || step_end.empty()) return 0.0;

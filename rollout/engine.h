@@ -8,10 +8,11 @@
 // update phase gets the memory back. A new scheduler per rollout also means cached prefixes never
 // outlive the weights they were computed with (weight versions only change between rollouts).
 //
-// The CUDA graphs of decode steps are captured once per batch bucket and kept across rollouts:
-// the weights they read are updated in place by the trainer, and the per-rollout KV cache is
-// reached through a fixed directory of its addresses (rollout/kv_cache.h). drop_graphs() frees
-// them.
+// The CUDA graphs of decode steps are captured once per batch bucket and kept across rollouts
+// (keep_decode_graphs): the weights they read are updated in place by the trainer, and the
+// per-rollout KV cache is reached through a fixed directory of its addresses
+// (rollout/kv_cache.h). drop_graphs() frees them. They hold their memory pool and one batch of
+// logits between rollouts.
 //
 // One step: schedule -> tensors of the plan (ids, positions, AttentionContext with slots, block
 // tables, key slots) -> model.forward (packed, paged attention) -> lm_head on the sampling rows ->
@@ -53,6 +54,12 @@ struct EngineConfig {
   bool async_scheduling = false;          // rollout.async_scheduling: schedule step t+1 while the device runs step t
   bool shared_prefix_decode = false;      // rollout.shared_prefix_decode: a prompt's samples read its keys together
                                           // in decode steps (rollout/shared_prefix.h; CUDA decode kernel only)
+  // Mixed steps (sequences with one new token beside sequences with several) as two parts: the
+  // one-token rows on the decode kernel, only the others' keys gathered (rollout/step_context.h).
+  bool split_mixed_steps = true;
+  // CUDA graphs of decode steps captured once and kept across rollouts (rollout/decode_graphs.h);
+  // false: captured per rollout and freed with its KV cache.
+  bool keep_decode_graphs = true;
   double gpu_memory_utilization = 0.9;    // CUDA: fraction of device memory the process may reach
   int64_t num_blocks = 0;                 // > 0: exactly this many blocks (tests: force preemption)
   std::shared_ptr<const std::vector<std::string>> token_bytes;  // for stop strings (scheduler.h)

@@ -166,7 +166,7 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
     }
     struct Mode {
       const char* name;
-      bool eager, kernel, fp8_kv, async = false, shared_prefix = false, few_slots = false;
+      bool eager, kernel, fp8_kv, async = false, shared_prefix = false, few_slots = false, per_rollout_graphs = false;
     };
     std::vector<GenerateOutput> graphs_out, eager_out;  // synchronous, for the async modes
     for (const Mode mode : {Mode{"graphs", false, true, false}, Mode{"eager", true, true, false},
@@ -177,7 +177,8 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
                             Mode{"eager, shared prefix", true, true, false, false, true},
                             Mode{"graphs, FP8 KV, shared prefix", false, true, true, false, true},
                             Mode{"graphs, few slots", false, true, false, false, false, true},
-                            Mode{"graphs, FP8 KV, few slots", false, true, true, false, false, true}}) {
+                            Mode{"graphs, FP8 KV, few slots", false, true, true, false, false, true},
+                            Mode{"graphs captured per rollout", false, true, false, false, false, false, true}}) {
       EngineConfig c;
       c.gpu_memory_utilization = 0.5;
       c.enforce_eager = mode.eager;
@@ -186,6 +187,7 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
       c.async_scheduling = mode.async;
       c.shared_prefix_decode = mode.shared_prefix;
       if (mode.few_slots) c.max_num_seqs = 4;  // 13 samples: admitted while others decode (mixed steps)
+      c.keep_decode_graphs = !mode.per_rollout_graphs;
       Engine engine(m, c);
       engine.generate(reqs);  // first use: library workspaces
       const int64_t before = allocated();

@@ -181,14 +181,17 @@ TEST_CASE("engine: preemption, prefix sharing, chunked prefill and batch composi
   unchunked.enable_chunked_prefill = false;
   unchunked.max_num_batched_tokens = 64;
   async.async_scheduling = true;  // one step in flight: inputs patched from its sampled tokens
-  EngineConfig few_slots = roomy;
-  few_slots.max_num_seqs = 8;  // sequences admitted while others decode: mixed steps
+  EngineConfig few_slots = roomy, few_slots_unsplit = roomy;
+  few_slots.max_num_seqs = few_slots_unsplit.max_num_seqs = 8;  // sequences admitted while others decode: mixed steps
+  few_slots.split_mixed_steps = true;  // one-token rows apart from the others (rollout/step_context.h)
+  few_slots_unsplit.split_mixed_steps = false;
   EngineConfig async_tiny = tiny_pool, async_chunked = chunked;
   async_tiny.async_scheduling = async_chunked.async_scheduling = true;
   for (const Variant& v : {Variant{"small pool", tiny_pool}, Variant{"no prefix caching", no_prefix},
                            Variant{"chunked prefill", chunked}, Variant{"no chunked prefill", unchunked},
                            Variant{"async scheduling", async}, Variant{"async, small pool", async_tiny},
-                           Variant{"async, chunked prefill", async_chunked}, Variant{"few slots", few_slots}}) {
+                           Variant{"async, chunked prefill", async_chunked}, Variant{"few slots", few_slots},
+                           Variant{"few slots, mixed steps unsplit", few_slots_unsplit}}) {
     INFO(v.name);
     Engine engine(m, v.config);
     const std::vector<GenerateOutput> got = engine.generate(reqs);
