@@ -63,8 +63,8 @@ TEST_CASE("ATen errors are one line without the C++ backtrace and out of memory 
 }
 
 // Benchmark switches (FP8RL_FUSED_ACT_QUANT, FP8RL_HOPPER_PREFILL, FP8RL_CUTLASS_SMALL_M and
-// _LARGE_M, FP8RL_SPLIT_MIXED_STEPS, FP8RL_KEEP_DECODE_GRAPHS) read through env_switch: a value other than 0/1 is a usage error naming the
-// variable, not a silent default.
+// _LARGE_M, FP8RL_SPLIT_MIXED_STEPS, FP8RL_KEEP_DECODE_GRAPHS) read through env_switch: a value
+// other than 0/1 is a usage error naming the variable, not a silent default.
 TEST_CASE("environment switches take 0 or 1, else one line and exit code 2", "[cli][errors]") {
   const char* name = "FP8RL_TEST_SWITCH";
   ::unsetenv(name);
