@@ -19,7 +19,8 @@
 //     when a rollout starts and freed when it ends (the update phase needs the memory), so the
 //     captured KV writes and decode kernels read the cache's addresses (and FP8 scales) from
 //     that fixed table, which each rollout's cache fills.
-// So graphs are kept across rollouts (the Engine owns this object) and captured lazily, once per
+// So the Engine may keep this object across rollouts (EngineConfig::keep_decode_graphs; else it
+// makes one per rollout, freed before the cache), and graphs are captured lazily, once per
 // bucket: capturing costs about two eager steps per bucket. Between rollouts the weights change
 // in place, the pad slot may move (set_pad_slot), and the inputs are refilled every step.
 // One condition stays with the caller: a rollout's first forward is eager, never a replay, since

@@ -8,8 +8,8 @@
 // update phase gets the memory back. A new scheduler per rollout also means cached prefixes never
 // outlive the weights they were computed with (weight versions only change between rollouts).
 //
-// The CUDA graphs of decode steps are captured once per batch bucket and kept across rollouts
-// (keep_decode_graphs): the weights they read are updated in place by the trainer, and the
+// With keep_decode_graphs, the CUDA graphs of decode steps are captured once per batch bucket
+// and kept across rollouts: the weights they read are updated in place by the trainer, and the
 // per-rollout KV cache is reached through a fixed directory of its addresses
 // (rollout/kv_cache.h). drop_graphs() frees them. They hold their memory pool and one batch of
 // logits between rollouts.
@@ -18,8 +18,9 @@
 // tables, key slots) -> model.forward (packed, paged attention) -> lm_head on the sampling rows ->
 // sample -> update. Decode steps (one new token per sequence) on CUDA read the cache in place
 // through the paged decode kernel and, unless enforce_eager, replay a CUDA graph of the whole
-// forward (rollout/decode_graphs.h); prefill and mixed steps run eagerly (a mixed step's
-// one-token rows on the decode kernel, the rest on the reference path: rollout/step_context.h).
+// forward (rollout/decode_graphs.h); prefill and mixed steps run eagerly (with
+// split_mixed_steps a mixed step's one-token rows on the decode kernel, the rest on the
+// reference path: rollout/step_context.h).
 // With shared_prefix_decode the kernel reads the prompt blocks a prompt's samples share once per
 // chunk of samples instead of once per sample (rollout/shared_prefix.h).
 //
@@ -56,10 +57,11 @@ struct EngineConfig {
                                           // in decode steps (rollout/shared_prefix.h; CUDA decode kernel only)
   // Mixed steps (sequences with one new token beside sequences with several) as two parts: the
   // one-token rows on the decode kernel, only the others' keys gathered (rollout/step_context.h).
-  bool split_mixed_steps = true;
+  // Off by default until measured on a GPU (written without one; CPU-tested).
+  bool split_mixed_steps = false;
   // CUDA graphs of decode steps captured once and kept across rollouts (rollout/decode_graphs.h);
-  // false: captured per rollout and freed with its KV cache.
-  bool keep_decode_graphs = true;
+  // false: captured per rollout and freed with its KV cache. Off by default until run on a GPU.
+  bool keep_decode_graphs = false;
   double gpu_memory_utilization = 0.9;    // CUDA: fraction of device memory the process may reach
   int64_t num_blocks = 0;                 // > 0: exactly this many blocks (tests: force preemption)
   std::shared_ptr<const std::vector<std::string>> token_bytes;  // for stop strings (scheduler.h)
@@ -93,8 +95,8 @@ struct EngineStats {
   int64_t graph_steps = 0;       // decode steps replayed from a CUDA graph
   // Steps where sequences computing one new token (decodes; also a prompt cached but for its
   // last token) ran beside sequences computing several (a prefill or its chunk, a recompute):
-  // eager, the one-token rows on the decode kernel and the others over their gathered keys
-  // (rollout/step_context.h). They happen once sequences are admitted while others decode: more
+  // eager; with split_mixed_steps the one-token rows on the decode kernel and the others over
+  // their gathered keys (rollout/step_context.h), else every row over gathered keys. They happen once sequences are admitted while others decode: more
   // sequences than max_num_seqs, chunked prefill, or preemption.
   int64_t mixed_steps = 0;
   int64_t graphs_captured = 0;   // batch buckets captured in this rollout

@@ -76,12 +76,13 @@ TEST_CASE("engine on CUDA: BF16 rollout log-probs match the trainer, KV memory i
   const model::CausalLM m = model::CausalLM::load(std::string(FP8RL_MODEL_DATA) + "/qwen3", o);
   EngineConfig c;
   c.gpu_memory_utilization = 0.5;  // sized from memory, capped at what the requests need
+  c.keep_decode_graphs = true;     // (the per-rollout graphs' memory: the modes test below)
   Engine engine(m, c);
   const std::vector<GenerateRequest> reqs = requests(m.config().shape.vocab_size);
   // A first rollout creates what the libraries keep for the process (cuBLAS's workspace, 32 MiB,
-  // taken from the caching allocator on the first GEMM and held) and the decode graphs the engine
-  // keeps; after that, a rollout of the same requests must leave allocated memory exactly where
-  // it found it: the KV cache and every step's temporaries go back.
+  // taken from the caching allocator on the first GEMM and held) and, with keep_decode_graphs,
+  // the decode graphs; after that, a rollout of the same requests must leave allocated memory
+  // exactly where it found it: the KV cache and every step's temporaries go back.
   engine.generate(reqs);
   const int64_t before = allocated();
   const std::vector<GenerateOutput> out = engine.generate(reqs);
@@ -187,6 +188,7 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
       c.async_scheduling = mode.async;
       c.shared_prefix_decode = mode.shared_prefix;
       if (mode.few_slots) c.max_num_seqs = 4;  // 13 samples: admitted while others decode (mixed steps)
+      c.split_mixed_steps = true;
       c.keep_decode_graphs = !mode.per_rollout_graphs;
       Engine engine(m, c);
       engine.generate(reqs);  // first use: library workspaces
@@ -257,6 +259,7 @@ TEST_CASE("engine on CUDA: decode graphs kept across rollouts read weights updat
     EngineConfig c;
     c.gpu_memory_utilization = 0.5;
     c.fp8_kv_cache = fp8_kv;
+    c.keep_decode_graphs = true;
     Engine engine(m, c);
     const std::vector<GenerateOutput> first = engine.generate(reqs);
     REQUIRE(engine.last_stats().graphs_captured > 0);
