@@ -18,6 +18,7 @@
 #include "core/model/model_config.h"
 #include "core/model/random_checkpoint.h"
 #include "core/recipe/model_presets.h"
+#include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "quant/fp8_model.h"
@@ -260,6 +261,9 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   m.reset();
   if (own_dir) std::filesystem::remove_all(dir);
 
+  // What the engines ran with (their defaults, or the environment's switches).
+  const bool split = env_switch("FP8RL_SPLIT_MIXED_STEPS", rollout::EngineConfig{}.split_mixed_steps);
+  const bool keep = env_switch("FP8RL_KEEP_DECODE_GRAPHS", rollout::EngineConfig{}.keep_decode_graphs);
   std::ostringstream r;
   r << std::fixed;
   if (own_dir)
@@ -271,10 +275,13 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     << (o.gen_len_min > 0 ? cat(std::min(o.gen_len_min, o.gen_len), "-", o.gen_len, " (spread over the prompts)")
                           : cat(o.gen_len))
     << " generated tokens per sample, temperature 1, at most " << o.max_num_seqs
-    << " sequences in flight (mixed steps: decoding sequences beside prefilling ones, eager; FP8RL_SPLIT_MIXED_STEPS=0 gathers every context in them); median of "
+    << " sequences in flight (mixed steps: decoding sequences beside prefilling ones, eager; " << (split ? "split: one-token rows on the decode kernel" : "every context gathered") << "); median of "
     << o.reps
-    << " rollout(s) per cell after a warm-up (the engine keeps its decode graphs across rollouts: the first timed "
-    << "rollout includes capturing the batch sizes the warm-up did not need, later ones none); "
+    << " rollout(s) per cell after a warm-up ("
+    << (keep ? "decode graphs kept across rollouts: the first timed rollout captures the batch sizes the warm-up did not "
+               "need, later ones none"
+             : "a rollout's time includes capturing its decode graphs")
+    << "); "
     << "prefill tokens/s: as many one-token rollouts over new prompts. "
     << "Copy bandwidth measured in this run: " << std::setprecision(0) << copy_bw / 1e9 << " GB/s.\n\n"
     << "| weights / KV | decode | batch | generated tokens/s | ms/step | graph GPU ms/step | steps (graph, mixed) | weights GiB | peak GiB | step bytes / copy bandwidth | prefill tokens/s |\n"
