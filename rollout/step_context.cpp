@@ -24,9 +24,14 @@ model::AttentionContext sequences_context(const StepPlan& plan, std::span<const 
   const auto W = static_cast<size_t>(plan.max_blocks_per_seq);
   ctx.cu_seqlens_q_host.assign(1, 0);
   ctx.cu_seqlens_k_host.assign(1, 0);
-  std::vector<int32_t> context_lens, tables;
-  context_lens.reserve(which.size());
-  tables.reserve(which.size() * W);
+  // The whole step's context (every sequence, in order) reads the plan's own lengths and tables;
+  // a part's copies its sequences' rows.
+  const bool whole = which.size() == plan.seqs.size();
+  std::vector<int32_t> part_lens, part_tables;
+  if (!whole) {
+    part_lens.reserve(which.size());
+    part_tables.reserve(which.size() * W);
+  }
   for (const int64_t s : which) {
     const auto i = static_cast<size_t>(s);
     const int64_t lq = plan.cu_seqlens_q[i + 1] - plan.cu_seqlens_q[i];
@@ -35,14 +40,17 @@ model::AttentionContext sequences_context(const StepPlan& plan, std::span<const 
     ctx.cu_seqlens_k_host.push_back(ctx.cu_seqlens_k_host.back() + lk);
     ctx.max_seqlen_q = std::max(ctx.max_seqlen_q, lq);
     ctx.max_seqlen_k = std::max(ctx.max_seqlen_k, lk);
-    context_lens.push_back(plan.context_lens[i]);
-    tables.insert(tables.end(), plan.block_tables.begin() + static_cast<std::ptrdiff_t>(i * W),
-                  plan.block_tables.begin() + static_cast<std::ptrdiff_t>((i + 1) * W));
+    if (whole) continue;
+    part_lens.push_back(plan.context_lens[i]);
+    part_tables.insert(part_tables.end(), plan.block_tables.begin() + static_cast<std::ptrdiff_t>(i * W),
+                       plan.block_tables.begin() + static_cast<std::ptrdiff_t>((i + 1) * W));
   }
+  const std::span<const int32_t> context_lens = whole ? std::span<const int32_t>(plan.context_lens) : part_lens;
+  const std::span<const int32_t> tables = whole ? std::span<const int32_t>(plan.block_tables) : part_tables;
   ctx.cu_seqlens_q = upload(std::span<const int64_t>(ctx.cu_seqlens_q_host), at::kInt, device);
   ctx.cu_seqlens_k = upload(std::span<const int64_t>(ctx.cu_seqlens_k_host), at::kInt, device);
-  ctx.context_lens = upload(std::span<const int32_t>(context_lens), at::kInt, device);
-  ctx.block_tables = upload(std::span<const int32_t>(tables), at::kInt, device).view({S, plan.max_blocks_per_seq});
+  ctx.context_lens = upload(context_lens, at::kInt, device);
+  ctx.block_tables = upload(tables, at::kInt, device).view({S, plan.max_blocks_per_seq});
   if (key_slots) {
     std::vector<int64_t> slots;
     slots.reserve(static_cast<size_t>(ctx.cu_seqlens_k_host.back()));
