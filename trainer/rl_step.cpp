@@ -197,6 +197,8 @@ rollout::EngineConfig engine_config(const recipe::Recipe& r, const hf::Tokenizer
   ec.enforce_eager = r.rollout.enforce_eager;
   ec.async_scheduling = r.rollout.async_scheduling;
   ec.shared_prefix_decode = r.rollout.shared_prefix_decode;
+  ec.split_mixed_steps = r.rollout.split_mixed_steps;
+  ec.keep_decode_graphs = r.rollout.keep_decode_graphs;
   ec.fp8_kv_cache = r.rollout.kv_cache_dtype == "fp8";
   ec.gpu_memory_utilization = r.rollout.gpu_memory_utilization;
   return ec;

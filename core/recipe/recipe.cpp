@@ -56,6 +56,12 @@ void RolloutConfig::visit(FieldVisitor& v) {
   v.field("shared_prefix_decode", shared_prefix_decode,
           "true = decode steps read the prompt blocks a prompt's samples share once per chunk of samples "
           "(CUDA decode kernel; the same attention, summed in another order)");
+  v.field("split_mixed_steps", split_mixed_steps,
+          "true = a step where waiting sequences prefill beside decoding ones runs its one-token rows on the paged decode "
+          "kernel and gathers only the others' keys (the same attention)");
+  v.field("keep_decode_graphs", keep_decode_graphs,
+          "true = decode CUDA graphs are captured once and kept across rollouts (they reach each rollout's KV cache "
+          "through a fixed table of its addresses); false = captured per rollout");
 }
 
 void AlgorithmConfig::visit(FieldVisitor& v) {
