@@ -21,6 +21,7 @@
 #include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "core/util/pdl.h"
 #include "quant/fp8_model.h"
 #include "rollout/engine.h"
 #include "rollout/kv_cache.h"
@@ -281,7 +282,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     << (keep ? "decode graphs kept across rollouts: the first timed rollout captures the batch sizes the warm-up did not "
                "need, later ones none"
              : "a rollout's time includes capturing its decode graphs")
-    << "); "
+    << "); kernels launched " << (pdl_enabled() ? "with" : "without") << " programmatic dependent launch (FP8RL_PDL); "
     << "prefill tokens/s: as many one-token rollouts over new prompts. "
     << "Copy bandwidth measured in this run: " << std::setprecision(0) << copy_bw / 1e9 << " GB/s.\n\n"
     << "| weights / KV | decode | batch | generated tokens/s | ms/step | graph GPU ms/step | steps (graph, mixed) | weights GiB | peak GiB | step bytes / copy bandwidth | prefill tokens/s |\n"

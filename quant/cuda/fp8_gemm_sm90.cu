@@ -14,6 +14,8 @@
 #include "cutlass/gemm/kernel/tile_scheduler_params.h"
 #include "cutlass/util/packed_stride.hpp"
 
+#include "core/util/pdl.h"
+
 namespace fp8rl::cuda {
 namespace {
 
@@ -85,7 +87,10 @@ struct BlockScaled {
     if (gemm.can_implement(args) != cutlass::Status::kSuccess) return false;
     if (Gemm::get_workspace_size(args) > ws_bytes) return false;
     if (gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess) return false;
-    return gemm.run(stream) == cutlass::Status::kSuccess;
+    // With PDL (core/util/pdl.h) the kernel starts beside the one before it: CUTLASS's producer
+    // and epilogue warps wait (griddepcontrol) before their first global access, and the last
+    // tile lets the next kernel launch.
+    return gemm.run(stream, nullptr, pdl_enabled()) == cutlass::Status::kSuccess;
   }
 };
 

@@ -9,6 +9,7 @@
 // streaming (__ldcs: read once, not worth caching); activation loads go through the read-only
 // cache (__ldg: every warp reads them).
 #include "quant/cuda/fp8_gemv.h"
+#include "core/util/pdl.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -42,6 +43,7 @@ __device__ __forceinline__ void store(__nv_bfloat16* y, int64_t i, float v) { y[
 
 template <int M, int R, typename OutT>
 __global__ void __launch_bounds__(kThreads) fp8_gemv_kernel(Fp8GemvArgs a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) >> 5;
   const int lane = static_cast<int>(threadIdx.x & 31);
   const int64_t n0 = warp * R;
@@ -150,19 +152,36 @@ __global__ void __launch_bounds__(kMmaWarps * 32) fp8_gemv_mma_kernel(Fp8GemvArg
 
   // Two K blocks per iteration, all 12 loads issued before the first mma: each lane keeps 192
   // bytes in flight.
-  for (int64_t kb0 = warp; kb0 < kblocks; kb0 += 2 * kMmaWarps) {
-    const bool second = kb0 + kMmaWarps < kblocks;
-    uint4 lo[2][2], hi[2][2], xv[2][2];
+  uint4 lo[2][2], hi[2][2];
+  auto load_weights = [&](int64_t kb0) {
 #pragma unroll
     for (int b = 0; b < 2; ++b) {
-      if (b == 1 && !second) break;
+      if (b == 1 && kb0 + kMmaWarps >= kblocks) break;
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
         const int64_t k = (kb0 + b * kMmaWarps) * 128 + 64 * s;
         lo[b][s] = __ldcs(reinterpret_cast<const uint4*>(w_lo + k));
         hi[b][s] = __ldcs(reinterpret_cast<const uint4*>(w_hi + k));
-        xv[b][s] = x_row ? __ldg(reinterpret_cast<const uint4*>(x + k)) : make_uint4(0, 0, 0, 0);
       }
+    }
+  };
+  // The first weight loads go out before pdl::begin() (core/util/pdl.cuh), while the kernel that
+  // quantizes x may still run: nothing in a forward writes the weights (they change between
+  // rollouts, and the quantization kernel launched just before this one waits for every earlier
+  // kernel before it lets this one start). x and the scales are read after it.
+  if (warp < kblocks) load_weights(warp);
+  pdl::begin();
+  for (int64_t kb0 = warp; kb0 < kblocks; kb0 += 2 * kMmaWarps) {
+    const bool second = kb0 + kMmaWarps < kblocks;
+    if (kb0 != warp) load_weights(kb0);
+    uint4 xv[2][2];
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      if (b == 1 && !second) break;
+#pragma unroll
+      for (int s = 0; s < 2; ++s)
+        xv[b][s] = x_row ? __ldg(reinterpret_cast<const uint4*>(x + (kb0 + b * kMmaWarps) * 128 + 64 * s))
+                         : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int b = 0; b < 2; ++b) {
@@ -207,9 +226,9 @@ void launch(const Fp8GemvArgs& a, cudaStream_t stream) {
   const int64_t warps = (a.N + R - 1) / R;
   const auto blocks = static_cast<unsigned>((warps * 32 + kThreads - 1) / kThreads);
   if (a.y_bf16)
-    fp8_gemv_kernel<M, R, __nv_bfloat16><<<blocks, kThreads, 0, stream>>>(a);
+    pdl::launch(fp8_gemv_kernel<M, R, __nv_bfloat16>, blocks, kThreads, 0, stream, a);
   else
-    fp8_gemv_kernel<M, R, float><<<blocks, kThreads, 0, stream>>>(a);
+    pdl::launch(fp8_gemv_kernel<M, R, float>, blocks, kThreads, 0, stream, a);
 }
 
 template <int M>
@@ -230,9 +249,9 @@ void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream) {
                              " N=" + std::to_string(a.N) + " Kp=" + std::to_string(a.Kp));
   const auto blocks = static_cast<unsigned>((a.N + 15) / 16);
   if (a.y_bf16)
-    fp8_gemv_mma_kernel<__nv_bfloat16><<<blocks, kMmaWarps * 32, 0, stream>>>(a);
+    pdl::launch(fp8_gemv_mma_kernel<__nv_bfloat16>, blocks, kMmaWarps * 32, 0, stream, a);
   else
-    fp8_gemv_mma_kernel<float><<<blocks, kMmaWarps * 32, 0, stream>>>(a);
+    pdl::launch(fp8_gemv_mma_kernel<float>, blocks, kMmaWarps * 32, 0, stream, a);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string("fp8_gemv_block_mma: ") + cudaGetErrorString(err));
 }

@@ -4,6 +4,7 @@
 // read back by quantize_groups_1x128 and written again in FP8: three of a layer's kernels exist
 // only for that round trip. References: the unfused pair (tests/quant/gpu_test_fused_quant.cpp).
 #include "quant/cuda/scaling_kernels.h"
+#include "core/util/pdl.cuh"
 
 #include <cuda_bf16.h>
 
@@ -28,6 +29,7 @@ using P = Pack<bf16, kVec>;
 // to a.sum first (each thread then reads back its own elements).
 __global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x, int64_t stride_n, const bf16* weight,
                                                                   float eps, GroupQuantOut o, ResidualAdd a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t m = blockIdx.x;
   const int t = threadIdx.x;
   const bool real = m < o.rows;  // uniform over the block, so row_sum's barrier is safe
@@ -61,6 +63,7 @@ __global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x,
 // Block (c, m): columns [c * kSpan, (c + 1) * kSpan) of padded row m (no reduction along the
 // row, so a row spreads over several blocks: one 12288-wide row is 6 of them at batch 1).
 __global__ void __launch_bounds__(kThreads) silu_mul_quant_kernel(const bf16* gate_up, int64_t stride_n, GroupQuantOut o) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t m = blockIdx.y;
   const int64_t d = static_cast<int64_t>(blockIdx.x) * kSpan + static_cast<int64_t>(threadIdx.x) * kVec;
   if (d >= o.cols_padded) return;  // whole warps (cols_padded % 256 == 0)
@@ -85,7 +88,7 @@ void check_launch(const char* what) {
 void rms_norm_quantize_groups(const void* x, int64_t stride_n, const void* weight, float eps, const GroupQuantOut& o,
                               cudaStream_t stream, const ResidualAdd& add) {
   if (o.rows_padded == 0) return;
-  rms_norm_quant_kernel<<<static_cast<unsigned>(o.rows_padded), kThreads, 0, stream>>>(
+  pdl::launch(rms_norm_quant_kernel, static_cast<unsigned>(o.rows_padded), kThreads, 0, stream,
       static_cast<const bf16*>(x), stride_n, static_cast<const bf16*>(weight), eps, o, add);
   check_launch("rms_norm_quant_kernel");
 }
@@ -93,7 +96,7 @@ void rms_norm_quantize_groups(const void* x, int64_t stride_n, const void* weigh
 void silu_mul_quantize_groups(const void* gate_up, int64_t stride_n, const GroupQuantOut& o, cudaStream_t stream) {
   if (o.rows_padded == 0) return;
   const dim3 grid(static_cast<unsigned>((o.cols_padded + kSpan - 1) / kSpan), static_cast<unsigned>(o.rows_padded));
-  silu_mul_quant_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const bf16*>(gate_up), stride_n, o);
+  pdl::launch(silu_mul_quant_kernel, grid, kThreads, 0, stream, static_cast<const bf16*>(gate_up), stride_n, o);
   check_launch("silu_mul_quant_kernel");
 }
 

@@ -8,6 +8,7 @@
 //   tensor, twice per layer, in every decode step.
 // tests/rollout/gpu_test_paged_decode.cpp compares each with its reference.
 #include "rollout/cuda/rollout_kernels.h"
+#include "core/util/pdl.cuh"
 #include "core/model/cuda/convert.cuh"
 
 #include <cuda_bf16.h>
@@ -24,6 +25,7 @@ namespace {
 
 template <typename T>
 __global__ void kv_write_fp8_kernel(const KvWriteArgs a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // element of [N, Hkv, D]
   const int64_t row = a.heads * a.dim;
   if (i >= a.tokens * row) return;
@@ -42,6 +44,7 @@ __global__ void kv_write_fp8_kernel(const KvWriteArgs a) {
 // way, which made K and V in one launch slower on H200 than in two; 0 bytes here).
 template <int CHUNK>
 __global__ void kv_write_copy_kernel(const KvCopyArgs a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   using U = std::conditional_t<CHUNK == 16, uint4, std::conditional_t<CHUNK == 4, uint32_t, uint16_t>>;
   const int64_t per_head = a.dim * a.elem_bytes / CHUNK;
   const int64_t per_tensor = a.tokens * a.heads * per_head;
@@ -75,11 +78,11 @@ void kv_write_copy(const KvCopyArgs& a, cudaStream_t stream) {
   const int64_t threads = 2 * a.tokens * a.heads * (a.dim * a.elem_bytes / chunk);
   const unsigned grid = static_cast<unsigned>((threads + 255) / 256);
   if (chunk == 16)
-    kv_write_copy_kernel<16><<<grid, 256, 0, stream>>>(a);
+    pdl::launch(kv_write_copy_kernel<16>, grid, 256, 0, stream, a);
   else if (chunk == 4)
-    kv_write_copy_kernel<4><<<grid, 256, 0, stream>>>(a);
+    pdl::launch(kv_write_copy_kernel<4>, grid, 256, 0, stream, a);
   else
-    kv_write_copy_kernel<2><<<grid, 256, 0, stream>>>(a);
+    pdl::launch(kv_write_copy_kernel<2>, grid, 256, 0, stream, a);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) throw std::runtime_error(std::string("kv_write_copy_kernel: ") + cudaGetErrorString(e));
 }
@@ -89,9 +92,9 @@ void kv_write_fp8(const KvWriteArgs& a, cudaStream_t stream) {
   if (total == 0) return;
   const unsigned grid = static_cast<unsigned>((total + 255) / 256);
   switch (a.dtype) {
-    case 0: kv_write_fp8_kernel<float><<<grid, 256, 0, stream>>>(a); break;
-    case 1: kv_write_fp8_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(a); break;
-    case 2: kv_write_fp8_kernel<__half><<<grid, 256, 0, stream>>>(a); break;
+    case 0: pdl::launch(kv_write_fp8_kernel<float>, grid, 256, 0, stream, a); break;
+    case 1: pdl::launch(kv_write_fp8_kernel<__nv_bfloat16>, grid, 256, 0, stream, a); break;
+    case 2: pdl::launch(kv_write_fp8_kernel<__half>, grid, 256, 0, stream, a); break;
     default: throw std::invalid_argument("kv_write_fp8: unsupported dtype");
   }
   const cudaError_t e = cudaGetLastError();

@@ -32,6 +32,7 @@
 // sequences; with them they do (through the prefix length its chunk shares, which depends on
 // which samples share its chunk), within the rounding of the order of the additions.
 #include "rollout/cuda/rollout_kernels.h"
+#include "core/util/pdl.cuh"
 #include "core/model/cuda/convert.cuh"
 
 #include <cuda_bf16.h>
@@ -156,6 +157,7 @@ struct Smem {
 // Partial states go to slot z (first pass) or a.splits + z (prefix pass) of each row.
 template <typename T, typename C, int D, int R>
 __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecodeArgs a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr bool prefix_pass = R > 8;
   using S = Smem<T, C, D, R>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -413,6 +415,7 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 // the splits serially per dimension: ~10 us per layer at batch 1, where most splits are empty).
 template <typename T>
 __global__ void paged_decode_merge_kernel(const PagedDecodeArgs a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr int kMaxSplits = 64;  // paged_decode_splits' cap
   __shared__ float w_s[kMaxSplits];
   __shared__ float inv_s;
@@ -468,7 +471,7 @@ void launch_kernel(const PagedDecodeArgs& a, cudaStream_t stream) {
   static const cudaError_t opt_in =
       cudaFuncSetAttribute(paged_decode_kernel<T, C, D, R>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (opt_in != cudaSuccess) throw std::runtime_error(std::string("paged_decode_kernel: ") + cudaGetErrorString(opt_in));
-  paged_decode_kernel<T, C, D, R><<<grid, kThreads, bytes, stream>>>(a);
+  pdl::launch(paged_decode_kernel<T, C, D, R>, grid, kThreads, bytes, stream, a);
 }
 
 template <typename T, typename C, int D>
@@ -489,8 +492,7 @@ void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
     launch_passes<T, T, D>(a, stream);
   if (a.splits + a.prefix_splits > 1) {
     // At least a whole warp: the merge's first step is a warp over the splits.
-    paged_decode_merge_kernel<T><<<static_cast<unsigned>(a.batch * a.num_q_heads), D < 32 ? 32 : (D < 128 ? D : 128), 0,
-                                   stream>>>(a);
+    pdl::launch(paged_decode_merge_kernel<T>, static_cast<unsigned>(a.batch * a.num_q_heads), D < 32 ? 32 : (D < 128 ? D : 128), 0, stream, a);
     check_launch("paged_decode_merge_kernel");
   }
 }

@@ -8,6 +8,7 @@
 // (tests/rollout/gpu_test_sampler.cpp). Replaces, per step, a full-vocabulary fp32 copy, a
 // log_softmax, and per row a generator clone, a rand, two logs and an argmax.
 #include "rollout/cuda/rollout_kernels.h"
+#include "core/util/pdl.cuh"
 #include "core/model/cuda/convert.cuh"
 
 #include <cuda_bf16.h>
@@ -47,6 +48,7 @@ __device__ __forceinline__ void best_merge(float& key, int64_t& idx, float key2,
 // the row's vocabulary, into the scratch arrays at [row * chunks + chunk].
 template <typename T>
 __global__ void __launch_bounds__(kThreads) sample_chunks_kernel(const SampleArgs a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t row = blockIdx.x, chunk = blockIdx.y;
   const int64_t per = (a.vocab + a.chunks - 1) / a.chunks;
   const int64_t v0 = chunk * per, v1 = min(a.vocab, v0 + per);
@@ -113,6 +115,7 @@ __global__ void __launch_bounds__(kThreads) sample_chunks_kernel(const SampleArg
 // result does not depend on timing) and writes the token and its log-prob.
 template <typename T>
 __global__ void sample_merge_kernel(const SampleArgs a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t row = blockIdx.x;
   const int lane = threadIdx.x;
   const int64_t at = row * a.chunks + lane;
@@ -135,8 +138,8 @@ __global__ void sample_merge_kernel(const SampleArgs a) {
 
 template <typename T>
 void launch(const SampleArgs& a, cudaStream_t stream) {
-  sample_chunks_kernel<T><<<dim3(static_cast<unsigned>(a.rows), static_cast<unsigned>(a.chunks)), kThreads, 0, stream>>>(a);
-  sample_merge_kernel<T><<<static_cast<unsigned>(a.rows), 32, 0, stream>>>(a);
+  pdl::launch(sample_chunks_kernel<T>, dim3(static_cast<unsigned>(a.rows), static_cast<unsigned>(a.chunks)), kThreads, 0, stream, a);
+  pdl::launch(sample_merge_kernel<T>, static_cast<unsigned>(a.rows), 32, 0, stream, a);
 }
 
 }  // namespace

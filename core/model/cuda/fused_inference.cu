@@ -4,6 +4,7 @@
 // launch-bound, and RMSNorm alone was 8 elementwise kernels, 4 times per layer (input, post-
 // attention, q and k norms) -- over half of a decoder layer's kernels.
 #include "core/model/cuda/fused_inference.h"
+#include "core/util/pdl.cuh"
 #include "core/model/cuda/convert.cuh"
 #include "core/model/cuda/fused_rows.cuh"
 
@@ -24,6 +25,7 @@ namespace {
 template <typename T, int THREADS, int VEC>
 __global__ void __launch_bounds__(THREADS < 128 ? 128 : THREADS) rms_norm_kernel(const RowsView v, const T* weight,
                                                                                 float eps, T* out) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr int kRows = THREADS < 128 ? 128 / THREADS : 1;  // rows per block
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + threadIdx.x / THREADS;
   const int t = threadIdx.x % THREADS;
@@ -44,6 +46,7 @@ __global__ void __launch_bounds__(THREADS < 128 ? 128 : THREADS) rms_norm_kernel
 // rms_norm_kernel<T, 256, 8> of s = x + y, with s stored: a block per hidden-size row.
 template <typename T>
 __global__ void __launch_bounds__(256) add_rms_norm_kernel(const AddRmsNormArgs a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   using P = Pack<T, 8>;
   const int64_t row = blockIdx.x;
   const int t = threadIdx.x;
@@ -68,7 +71,7 @@ void launch_rms_norm(const RowsView& v, const void* weight, float eps, void* out
   constexpr int kRows = THREADS < 128 ? 128 / THREADS : 1;
   const int64_t rows = v.n * v.heads;
   const unsigned grid = static_cast<unsigned>((rows + kRows - 1) / kRows);
-  rms_norm_kernel<T, THREADS, VEC><<<grid, THREADS * kRows, 0, stream>>>(v, static_cast<const T*>(weight), eps,
+  pdl::launch(rms_norm_kernel<T, THREADS, VEC>, grid, THREADS * kRows, 0, stream, v, static_cast<const T*>(weight), eps,
                                                                          static_cast<T*>(out));
 }
 
@@ -86,6 +89,7 @@ void launch_rms_norm(const RowsView& v, const void* weight, float eps, void* out
 
 template <typename T>
 __global__ void rope_kernel(const RowsView v, const T* cos, const T* sin, T* out) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // element of [n, heads, dim]
   if (i >= v.n * v.heads * v.dim) return;
   const int64_t d = i % v.dim, row = i / v.dim, tok = row / v.heads, h = row % v.heads;
@@ -106,6 +110,7 @@ __global__ void rope_kernel(const RowsView v, const T* cos, const T* sin, T* out
 // because RoPE pairs element d with d +- dim/2, which another lane made.
 template <typename T, int LANES>
 __global__ void __launch_bounds__(128) qk_norm_rope_kernel(const QkNormRopeArgs a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr int VEC = 8, kRows = 128 / LANES;
   using P = Pack<T, VEC>;
   __shared__ float normed[kRows][LANES * VEC];
@@ -156,9 +161,9 @@ template <typename T>
 void launch_qk_norm_rope(const QkNormRopeArgs& a, cudaStream_t stream) {
   const int64_t rows = a.q.n * (a.q.heads + a.k.heads);
   if (a.q.dim <= 128) {
-    qk_norm_rope_kernel<T, 16><<<static_cast<unsigned>((rows + 7) / 8), 128, 0, stream>>>(a);
+    pdl::launch(qk_norm_rope_kernel<T, 16>, static_cast<unsigned>((rows + 7) / 8), 128, 0, stream, a);
   } else {
-    qk_norm_rope_kernel<T, 32><<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(a);
+    pdl::launch(qk_norm_rope_kernel<T, 32>, static_cast<unsigned>((rows + 3) / 4), 128, 0, stream, a);
   }
 }
 
@@ -167,6 +172,7 @@ void launch_qk_norm_rope(const QkNormRopeArgs& a, cudaStream_t stream) {
 // batch 64 on Qwen3-8B, 0.3 ms of a decode step) and wrote silu(gate) out and back in between.
 template <typename T, int VEC>
 __global__ void silu_mul_kernel(const T* x, int64_t n, int64_t inter, int64_t stride_n, T* out) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * VEC;  // element of [n, inter]
   if (i >= n * inter) return;
   const int64_t row = i / inter, j = i % inter;
@@ -186,9 +192,9 @@ void launch_silu_mul(const void* x, int64_t n, int64_t inter, int64_t stride_n, 
   const int64_t threads = (n * inter) / (vec ? 8 : 1);
   const unsigned grid = static_cast<unsigned>((threads + 255) / 256);
   if (vec)
-    silu_mul_kernel<T, 8><<<grid, 256, 0, stream>>>(static_cast<const T*>(x), n, inter, stride_n, static_cast<T*>(out));
+    pdl::launch(silu_mul_kernel<T, 8>, grid, 256, 0, stream, static_cast<const T*>(x), n, inter, stride_n, static_cast<T*>(out));
   else
-    silu_mul_kernel<T, 1><<<grid, 256, 0, stream>>>(static_cast<const T*>(x), n, inter, stride_n, static_cast<T*>(out));
+    pdl::launch(silu_mul_kernel<T, 1>, grid, 256, 0, stream, static_cast<const T*>(x), n, inter, stride_n, static_cast<T*>(out));
 }
 
 void check_launch(const char* what) {
@@ -214,9 +220,9 @@ bool add_rms_norm_rows(const AddRmsNormArgs& a, cudaStream_t stream) {
     return false;
   if (a.rows == 0) return true;
   if (a.bf16)
-    add_rms_norm_kernel<__nv_bfloat16><<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(a);
+    pdl::launch(add_rms_norm_kernel<__nv_bfloat16>, static_cast<unsigned>(a.rows), 256, 0, stream, a);
   else
-    add_rms_norm_kernel<__half><<<static_cast<unsigned>(a.rows), 256, 0, stream>>>(a);
+    pdl::launch(add_rms_norm_kernel<__half>, static_cast<unsigned>(a.rows), 256, 0, stream, a);
   check_launch("add_rms_norm_kernel");
   return true;
 }
@@ -226,10 +232,10 @@ void rope_rows(const RowsView& v, const void* cos, const void* sin, void* out, c
   if (total == 0) return;
   const unsigned grid = static_cast<unsigned>((total + 255) / 256);
   if (v.bf16)
-    rope_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(v, static_cast<const __nv_bfloat16*>(cos),
+    pdl::launch(rope_kernel<__nv_bfloat16>, grid, 256, 0, stream, v, static_cast<const __nv_bfloat16*>(cos),
                                                          static_cast<const __nv_bfloat16*>(sin), static_cast<__nv_bfloat16*>(out));
   else
-    rope_kernel<__half><<<grid, 256, 0, stream>>>(v, static_cast<const __half*>(cos), static_cast<const __half*>(sin),
+    pdl::launch(rope_kernel<__half>, grid, 256, 0, stream, v, static_cast<const __half*>(cos), static_cast<const __half*>(sin),
                                                   static_cast<__half*>(out));
   check_launch("rope_kernel");
 }

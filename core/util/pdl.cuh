@@ -1,0 +1,55 @@
+// The device side of programmatic dependent launch (core/util/pdl.h) and the launch that asks for
+// it. Every kernel launched through pdl::launch must call pdl::wait() before its first read or
+// write of global memory another kernel touches: that is what keeps an early start correct (the
+// previous grid may still be running, or its writes not yet visible). Constant inputs (weights)
+// may be read before it. Without the attribute, or before sm_90, both calls do nothing.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "core/util/pdl.h"
+
+namespace fp8rl::pdl {
+
+// Blocks until the grids this one depends on have completed and their memory is visible.
+__device__ __forceinline__ void wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Lets the next grid be launched once every block of this one has called it (or exited). Called
+// right after wait(): the next grid's blocks then wait beside this grid's last wave.
+__device__ __forceinline__ void launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// The usual first statement of a kernel launched by launch(): wait for the previous grid, then let
+// the next one launch.
+__device__ __forceinline__ void begin() {
+  wait();
+  launch_dependents();
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when pdl_enabled().
+// Errors surface through cudaGetLastError(), as for <<<>>>.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = pdl_enabled() ? 1 : 0;
+  (void)cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+}  // namespace fp8rl::pdl
