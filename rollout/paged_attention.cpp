@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 
@@ -31,6 +32,13 @@ int64_t prefix_splits_for(int64_t batch, int64_t num_kv_heads, int64_t members) 
 }
 }  // namespace
 #endif
+
+namespace {
+EnvToggle g_fp8_kv_half_pv("FP8RL_FP8_KV_HALF_PV", false);
+}  // namespace
+
+bool fp8_kv_half_pv() { return g_fp8_kv_half_pv.get(); }
+void set_fp8_kv_half_pv(bool on) { g_fp8_kv_half_pv.set(on); }
 
 bool shared_prefix_pass_runs(int64_t batch, int64_t num_kv_heads, int32_t members) {
 #ifdef FP8RL_WITH_CUDA
@@ -122,6 +130,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   a.bf16 = q.scalar_type() == at::kBFloat16;
   a.cache_bases = cache_bases;
+  a.fp8_pv_half = a.fp8_kv && fp8_kv_half_pv();
   cuda::paged_decode_attention(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
   return out;
 #else

@@ -16,4 +16,13 @@ bool env_switch(const char* name, bool default_value) {
   return s == "1";
 }
 
+bool EnvToggle::get() const {
+  int v = state_.load(std::memory_order_relaxed);
+  if (v < 0) {
+    v = env_switch(name_, default_) ? 1 : 0;
+    state_.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
 }  // namespace fp8rl

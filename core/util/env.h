@@ -3,8 +3,24 @@
 // anything else is a ConfigError naming the variable and what it expects (one line, exit 2).
 #pragma once
 
+#include <atomic>
+
 namespace fp8rl {
 
 bool env_switch(const char* name, bool default_value);
+
+// A process-wide env_switch, read on first use, that tests may set (to run both paths in one
+// process). Declare as a function-local or namespace-scope static.
+class EnvToggle {
+ public:
+  constexpr EnvToggle(const char* name, bool default_value) : name_(name), default_(default_value) {}
+  bool get() const;
+  void set(bool on) { state_.store(on ? 1 : 0, std::memory_order_relaxed); }
+
+ private:
+  const char* name_;
+  bool default_;
+  mutable std::atomic<int> state_{-1};  // -1: not read yet
+};
 
 }  // namespace fp8rl

@@ -112,6 +112,29 @@ __device__ __forceinline__ uint32_t load_split_pair(const C* a, const C* b) {
   return pack2<T>(to_float(*a), to_float(*b));
 }
 
+// N consecutive E4M3 bytes from shared memory in 32-bit words (one load; N < 4 zero-extended).
+template <int N>
+__device__ __forceinline__ void load_bytes(const uint8_t* p, uint32_t (&w)[(N + 3) / 4]) {
+  if constexpr (N == 8) {
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    w[0] = v.x;
+    w[1] = v.y;
+  } else if constexpr (N == 4) {
+    w[0] = *reinterpret_cast<const uint32_t*>(p);
+  } else if constexpr (N == 2) {
+    w[0] = *reinterpret_cast<const uint16_t*>(p);
+  } else {
+    w[0] = *p;
+  }
+}
+
+// Byte j of a (low) and of b (high) as an fp16 pair: one byte permute and one conversion.
+__device__ __forceinline__ uint32_t e4m3_pair_to_half2(uint32_t a, uint32_t b, int j) {
+  const uint32_t two = __byte_perm(a, b, static_cast<unsigned>(j | ((j + 4) << 4)));
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
+  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+}
+
 // D = A B + D for one m16n8k16 tile (A row-major 16x16, B "col" 16x8, fp32 accumulators).
 template <typename T>
 __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -155,7 +178,9 @@ struct Smem {
 //   R = 16, the prefix pass: block (c, h, z) serves the g heads of every member of chunk c over
 //     split z of the chunk's shared keys [0, chunk_len(c)), through its first member's block table.
 // Partial states go to slot z (first pass) or a.splits + z (prefix pass) of each row.
-template <typename T, typename C, int D, int R>
+// kHalfPv (an FP8 cache only, PagedDecodeArgs::fp8_pv_half): P V in fp16 with each lane's V
+// bytes read as one word per key row (see the P V step).
+template <typename T, typename C, int D, int R, bool kHalfPv = false>
 __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecodeArgs a) {
   pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr bool prefix_pass = R > 8;
@@ -168,6 +193,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   constexpr int kNQ = R / 8;                                        // query-row n-tiles of the scores
   static_assert(kRowChunks >= 1 && D % 16 == 0, "head_dim a multiple of 16");
   static_assert(R == 8 || R == 16, "8 or 16 query rows per block");
+  static_assert(!kHalfPv || sizeof(C) == 1, "fp16 P V reads an FP8 cache");
+  using PT = std::conditional_t<kHalfPv, __half, T>;  // P V's operand type
 
   const int b = blockIdx.x, h = blockIdx.y, z = blockIdx.z;
   const int splits = gridDim.z;                                     // of this pass
@@ -339,7 +366,14 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
     }
     __syncthreads();
 
-    // O[row][d] = alpha O + P V: warp w owns n-tiles [w * kNTW, (w + 1) * kNTW) of the dims.
+    // O[row][d] = alpha O + P V: warp w owns n-tiles [w * kNTW, (w + 1) * kNTW) of the dims:
+    // column n of its n-tile j is dim dim_of(j, n). In q's dtype those are 8 consecutive dims per
+    // n-tile (V's B fragments come from ldmatrix.trans). With kHalfPv the n-tiles interleave
+    // instead, dim (8 w + n) kNTW + j, so the kNTW values a lane feeds its n-tiles (column n = fr)
+    // are kNTW consecutive bytes of a key row: one shared-memory load per row and a byte permute
+    // plus one conversion per pair, where widening each byte on its own (and, into bf16, through
+    // float) cost ~3x the instructions. E4M3 is exact in fp16, and P in [0, 1] loses less in
+    // fp16 than in bf16.
     if (pv_warp) {
       const float alpha0 = fr < nrows ? sm.alpha[fr] : 0.0f;
       float alpha1 = 0.0f;
@@ -356,29 +390,46 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
         uint32_t pf[4];  // A = P[row][key]: rows fr (pf[0], pf[2]) and fr + 8 (pf[1], pf[3]; zero when R = 8)
         const float2 p00 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc]);
         const float2 p01 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc + 8]);
-        pf[0] = pack2<T>(p00.x, p00.y);
-        pf[2] = pack2<T>(p01.x, p01.y);
+        pf[0] = pack2<PT>(p00.x, p00.y);
+        pf[2] = pack2<PT>(p01.x, p01.y);
         if constexpr (R > 8) {
           const float2 p10 = *reinterpret_cast<const float2*>(&sm.p[fr + 8][kk + fc]);
           const float2 p11 = *reinterpret_cast<const float2*>(&sm.p[fr + 8][kk + fc + 8]);
-          pf[1] = pack2<T>(p10.x, p10.y);
-          pf[3] = pack2<T>(p11.x, p11.y);
+          pf[1] = pack2<PT>(p10.x, p10.y);
+          pf[3] = pack2<PT>(p11.x, p11.y);
         } else {
           pf[1] = pf[3] = 0u;
         }
+        if constexpr (kHalfPv) {
+          // Key rows kk + fc, +1 (b0) and + 8, + 9 (b1); bytes of dims (8 w + fr) kNTW + j.
+          constexpr int kWords = (kNTW + 3) / 4;
+          const C* vr = &sm.v[st][kk + fc][(warp * 8 + fr) * kNTW];
+          uint32_t w0[kWords], w1[kWords], w8[kWords], w9[kWords];
+          load_bytes<kNTW>(vr, w0);
+          load_bytes<kNTW>(vr + S::kRow, w1);
+          load_bytes<kNTW>(vr + 8 * S::kRow, w8);
+          load_bytes<kNTW>(vr + 9 * S::kRow, w9);
 #pragma unroll
-        for (int j = 0; j < kNTW; ++j) {
-          const int d0 = (warp * kNTW + j) * 8;
-          uint32_t b0, b1;  // B = V[key][d]: keys kk + fc, +1 (b0) and + 8 (b1) of dim d0 + fr
-          if constexpr (sizeof(C) == 2) {
-            // lanes 0-7 address rows kk..kk+7, lanes 8-15 rows kk+8..kk+15 (dims d0..d0+7)
-            ldmatrix_x2_trans(b0, b1, &sm.v[st][kk + (lane & 15)][d0]);
-          } else {
-            const C* vcol = &sm.v[st][kk + fc][d0 + fr];
-            b0 = load_split_pair<T, C>(vcol, vcol + S::kRow);
-            b1 = load_split_pair<T, C>(vcol + 8 * S::kRow, vcol + 9 * S::kRow);
+          for (int j = 0; j < kNTW; ++j) {
+            const uint32_t b0 = e4m3_pair_to_half2(w0[j / 4], w1[j / 4], j % 4);
+            const uint32_t b1 = e4m3_pair_to_half2(w8[j / 4], w9[j / 4], j % 4);
+            mma16816<__half>(acc[j], pf, b0, b1);
           }
-          mma16816<T>(acc[j], pf, b0, b1);
+        } else {
+#pragma unroll
+          for (int j = 0; j < kNTW; ++j) {
+            const int d0 = (warp * kNTW + j) * 8;
+            uint32_t b0, b1;  // B = V[key][d]: keys kk + fc, +1 (b0) and + 8 (b1) of dim d0 + fr
+            if constexpr (sizeof(C) == 2) {
+              // lanes 0-7 address rows kk..kk+7, lanes 8-15 rows kk+8..kk+15 (dims d0..d0+7)
+              ldmatrix_x2_trans(b0, b1, &sm.v[st][kk + (lane & 15)][d0]);
+            } else {
+              const C* vcol = &sm.v[st][kk + fc][d0 + fr];
+              b0 = load_split_pair<T, C>(vcol, vcol + S::kRow);
+              b1 = load_split_pair<T, C>(vcol + 8 * S::kRow, vcol + 9 * S::kRow);
+            }
+            mma16816<T>(acc[j], pf, b0, b1);
+          }
         }
       }
     }
@@ -387,13 +438,14 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   cp_async_wait<0>();  // no copy outlives the block (the trailing group is empty)
 
   // Out: normalised, or (slots > 1) the unnormalised chunk with its (max, sum) for the merge.
-  // acc[j][0..1]: row fr, dims d0 + fc, +1; acc[j][2..3]: row fr + 8.
+  // acc[j][0..1]: row fr, columns fc, fc + 1 of n-tile j; acc[j][2..3]: row fr + 8.
   if (pv_warp) {
 #pragma unroll
     for (int j = 0; j < kNTW; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int g = fr + (e >= 2 ? 8 : 0), d = (warp * kNTW + j) * 8 + fc + (e & 1);
+        const int g = fr + (e >= 2 ? 8 : 0), n = fc + (e & 1);
+        const int d = kHalfPv ? (warp * 8 + n) * kNTW + j : (warp * kNTW + j) * 8 + n;  // dim_of(j, n)
         if (g >= nrows) continue;
         const int64_t row = qrow(g);
         if (slots == 1)
@@ -461,38 +513,41 @@ void check_launch(const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-template <typename T, typename C, int D, int R>
+template <typename T, typename C, int D, int R, bool kHalfPv>
 void launch_kernel(const PagedDecodeArgs& a, cudaStream_t stream) {
   const int64_t splits = R > 8 ? a.prefix_splits : a.splits;
   const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(splits));
   constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D, R>));
   // Above 48 KB a kernel must opt in (once per kernel; not a stream operation, so allowed while
   // a CUDA graph is being captured).
-  static const cudaError_t opt_in =
-      cudaFuncSetAttribute(paged_decode_kernel<T, C, D, R>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  static const cudaError_t opt_in = cudaFuncSetAttribute(paged_decode_kernel<T, C, D, R, kHalfPv>,
+                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (opt_in != cudaSuccess) throw std::runtime_error(std::string("paged_decode_kernel: ") + cudaGetErrorString(opt_in));
-  pdl::launch(paged_decode_kernel<T, C, D, R>, grid, kThreads, bytes, stream, a);
+  pdl::launch(paged_decode_kernel<T, C, D, R, kHalfPv>, grid, kThreads, bytes, stream, a);
 }
 
-template <typename T, typename C, int D>
+template <typename T, typename C, int D, bool kHalfPv = false>
 void launch_passes(const PagedDecodeArgs& a, cudaStream_t stream) {
-  launch_kernel<T, C, D, 8>(a, stream);
+  launch_kernel<T, C, D, 8, kHalfPv>(a, stream);
   check_launch("paged_decode_kernel");
   if (a.chunks != nullptr) {
-    launch_kernel<T, C, D, kMaxRows>(a, stream);
+    launch_kernel<T, C, D, kMaxRows, kHalfPv>(a, stream);
     check_launch("paged_decode_kernel (shared prefixes)");
   }
 }
 
 template <typename T, int D>
 void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
-  if (a.fp8_kv)
+  if (a.fp8_kv && a.fp8_pv_half)
+    launch_passes<T, uint8_t, D, true>(a, stream);
+  else if (a.fp8_kv)
     launch_passes<T, uint8_t, D>(a, stream);
   else
     launch_passes<T, T, D>(a, stream);
   if (a.splits + a.prefix_splits > 1) {
     // At least a whole warp: the merge's first step is a warp over the splits.
-    pdl::launch(paged_decode_merge_kernel<T>, static_cast<unsigned>(a.batch * a.num_q_heads), D < 32 ? 32 : (D < 128 ? D : 128), 0, stream, a);
+    const int threads = D < 32 ? 32 : (D < 128 ? D : 128);
+    pdl::launch(paged_decode_merge_kernel<T>, static_cast<unsigned>(a.batch * a.num_q_heads), threads, 0, stream, a);
     check_launch("paged_decode_merge_kernel");
   }
 }

@@ -182,6 +182,12 @@ double run_shared_case(int64_t group, int64_t D, at::ScalarType dtype, bool fp8_
   return std::max(e_with, e_without);
 }
 
+// The cache's dtype and, for an FP8 cache, how the kernel computes P V (fp8_kv_half_pv).
+struct KvMode {
+  bool fp8, half_pv;
+  const char* name;
+};
+constexpr KvMode kKvModes[] = {{false, false, ""}, {true, false, " FP8 KV"}, {true, true, " FP8 KV, fp16 P V"}};
 }  // namespace
 
 TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference", "[rollout][gpu]") {
@@ -197,16 +203,18 @@ TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference
     for (const int64_t D : {16, 64, 128, 256})
       for (const int64_t G : {1, 3, 4, 8})
         for (const Shape sh : {Shape{1, 2}, Shape{3, 5}, Shape{8, 8}})
-          for (const bool fp8_kv : {false, true}) {
-            if (dtype == at::kHalf && fp8_kv && D != 128) continue;  // keep the matrix's run time down
-            const double err = run_shared_case(G, D, dtype, fp8_kv, sh.prompts, sh.n, 0, 1, seed++, &saved, &ran);
-            INFO("dtype " << c10::toString(dtype) << (fp8_kv ? " FP8 KV" : "") << " D " << D << " G " << G << ": "
-                          << sh.prompts << " prompts x " << sh.n << " samples: normalised error " << err);
+          for (const KvMode kv : kKvModes) {
+            if (dtype == at::kHalf && kv.fp8 && D != 128) continue;  // keep the matrix's run time down
+            set_fp8_kv_half_pv(kv.half_pv);
+            const double err = run_shared_case(G, D, dtype, kv.fp8, sh.prompts, sh.n, 0, 1, seed++, &saved, &ran);
+            INFO("dtype " << c10::toString(dtype) << kv.name << " D " << D << " G " << G << ": " << sh.prompts
+                          << " prompts x " << sh.n << " samples: normalised error " << err);
             CHECK(err < 1e-2);
             // Two rows split 64 ways already and go without the pass; 15 and 64 rows take it.
             if (sh.prompts * sh.n >= 15) CHECK(ran);
             worst = std::max(worst, err);
           }
+  set_fp8_kv_half_pv(false);
   // Fewer members per chunk than the kernel can take (the last chunk of a group then differs in
   // size), no common system prompt, and a batch of 256 (64 prompts x 4).
   for (const int32_t members : {2, 3}) {
@@ -229,15 +237,17 @@ TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward 
     for (const int64_t D : {16, 64, 128, 256})
       for (const int64_t G : {1, 3, 4, 8})
         for (const int64_t B : {1, 3, 64}) {
-          for (const bool fp8_kv : {false, true}) {
-            const Case c{B, D, G, G == 8 ? 1 : 2, dtype, fp8_kv};
+          for (const KvMode kv : kKvModes) {
+            set_fp8_kv_half_pv(kv.half_pv);
+            const Case c{B, D, G, G == 8 ? 1 : 2, dtype, kv.fp8};
             const double err = run_case(c, seed++);
-            INFO("dtype " << c10::toString(dtype) << (fp8_kv ? " FP8 KV" : "") << " D " << D << " G " << G << " B " << B
+            INFO("dtype " << c10::toString(dtype) << kv.name << " D " << D << " G " << G << " B " << B
                           << ": normalised error " << err);
             CHECK(err < 1e-2);
             worst = std::max(worst, err);
           }
         }
+  set_fp8_kv_half_pv(false);
   WARN("paged decode vs float32 reference: worst normalised error " << worst);
 }
 
