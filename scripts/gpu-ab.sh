@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# On the GPU machine: environment switches measured off and on by one binary in one call (a speed
+# change is judged by before/after numbers from the same run, docs/BENCHMARKS.md). Builds
+# build-gpu/ unless it is there (REBUILD=1: always), writes the preset's random checkpoint once,
+# optionally runs gpu-labelled tests, then per switch `fp8rl bench rollout` with it =0 and =1
+# (the other switches at their defaults). Reports go to $OUT (else ./gpu-logs).
+#   SWITCHES="FP8RL_PDL FP8RL_FP8_KV_HALF_PV" PRESET=8b ARGS="--batch 1,64 --gen-len 256" bash scripts/gpu-ab.sh
+# TESTS: ctest arguments for a test run first (e.g. "-L gpu -R rollout"); empty: none.
+# BUDGET: seconds this call may take (default 570, under the device's 600 s limit): a step that
+#   would not fit is skipped, so the logs of what ran still come back.
+# STEP_LIMIT: seconds one bench may take (default 120).
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out=${OUT:-$root/gpu-logs}
+mkdir -p "$out"
+source "$root/scripts/gpu-env.sh"
+t0=$(date +%s)
+left() { echo $(( ${BUDGET:-570} - ($(date +%s) - t0) )); }
+fp8rl=$root/build-gpu/apps/fp8rl
+if [ ! -x "$fp8rl" ] || [ "${REBUILD:-0}" = 1 ]; then
+  FP8RL_BUILD_DIR=$root/build-gpu bash "$root/scripts/setup.sh" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
+fi
+echo "built at $(( $(date +%s) - t0 )) s; $(git -C "$root" log --oneline -1 2>/dev/null)"
+nvidia-smi -L
+preset=${PRESET:-8b}
+model=/tmp/fp8rl-bench-model-$preset
+# The checkpoint is written while the tests run (over a minute at 8B on the CPU; seconds on CUDA).
+[ -f "$model/config.json" ] || "$fp8rl" init --preset "$preset" --out "$model" --device cuda --seed 0 >"$out/init.log" 2>&1 &
+if [ -n "${TESTS:-}" ]; then
+  s=$(date +%s)
+  timeout $(( $(left) - 60 )) ctest --test-dir "$root/build-gpu" ${TESTS} -j 3 --output-on-failure >"$out/ctest.log" 2>&1
+  echo "ctest ${TESTS}: rc $? in $(( $(date +%s) - s )) s"
+  grep -E "tests passed|\*\*\*Failed|Timeout|Exception" "$out/ctest.log" | head -30
+fi
+wait
+[ -f "$model/config.json" ] || { echo "fp8rl init --preset $preset failed:"; tail -5 "$out/init.log"; exit 1; }
+limit=${STEP_LIMIT:-120}
+for sw in ${SWITCHES:-}; do
+  for v in 0 1; do
+    name="ab-$sw-$v"
+    if [ "$(left)" -lt "$limit" ]; then echo "== $sw=$v skipped: $(left) s left"; continue; fi
+    s=$(date +%s)
+    env "$sw=$v" timeout "$limit" "$fp8rl" bench rollout --model "$model" ${ARGS:---batch 1,64 --gen-len 256} \
+      -o "$out/$name.md" >"$out/$name.log" 2>&1
+    echo "== $sw=$v: rc $? in $(( $(date +%s) - s )) s"
+    grep -E "^\| (bf16|fp8)" "$out/$name.md" 2>/dev/null
+  done
+done
+echo "done at $(( $(date +%s) - t0 )) s"
