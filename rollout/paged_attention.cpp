@@ -161,18 +161,25 @@ at::Tensor PagedAttention::forward(const at::Tensor& q, const at::Tensor& k, con
   at::Tensor out = at::empty_like(q);  // [N, Hq, D]
   for (const auto& [rows, part] : {std::pair{&split.single_rows, &split.single}, std::pair{&split.multi_rows, &split.multi}}) {
     if (rows->numel() == 0) continue;
+    const at::Tensor qp = q.index_select(0, *rows);
+    const bool kernel = runs_decode_kernel(qp, *part, layer);  // the part's k/v are in the cache already
     out.index_copy_(0, *rows,
-                    attend(q.index_select(0, *rows), k.index_select(0, *rows), v.index_select(0, *rows), *part, layer));
+                    attend(qp, kernel ? at::Tensor() : k.index_select(0, *rows),
+                           kernel ? at::Tensor() : v.index_select(0, *rows), *part, layer));
   }
   return out;
 }
 
-at::Tensor PagedAttention::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  const model::AttentionContext& ctx, int64_t layer) {
+bool PagedAttention::runs_decode_kernel(const at::Tensor& q, const model::AttentionContext& ctx, int64_t layer) const {
   // A decode step: one new token per sequence (each sequence has at least one, so N == S means
   // exactly one each).
   const bool decode = ctx.block_tables.defined() && q.size(0) == ctx.block_tables.size(0);
-  if (decode && use_decode_kernel_ && paged_decode_supported(q.scalar_type(), q.device(), q.size(1), cache_->k(layer)))
+  return decode && use_decode_kernel_ && paged_decode_supported(q.scalar_type(), q.device(), q.size(1), cache_->k(layer));
+}
+
+at::Tensor PagedAttention::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const model::AttentionContext& ctx, int64_t layer) {
+  if (runs_decode_kernel(q, ctx, layer))
     return paged_decode_attention(q, cache_->k(layer), cache_->v(layer), ctx.block_tables, ctx.context_lens,
                                   cache_->shape().block_size, cache_->k_scale(layer), cache_->v_scale(layer),
                                   ctx.shared_prefix, cache_->bases(layer));

@@ -47,7 +47,10 @@ class PagedAttention final : public model::Attention {
   bool decode_kernel_applies(at::ScalarType q_dtype, int64_t num_q_heads) const;
 
  private:
-  // Attention of q over the cache, the call's K/V already written; one of the two paths.
+  // Whether attend() takes the decode kernel for q under ctx (it then reads only the cache).
+  bool runs_decode_kernel(const at::Tensor& q, const model::AttentionContext& ctx, int64_t layer) const;
+  // Attention of q over the cache, the call's K/V already written; one of the two paths (k and v
+  // may be undefined where runs_decode_kernel).
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const model::AttentionContext& ctx,
                     int64_t layer);
 
@@ -71,7 +74,8 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
 bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t num_q_heads, const at::Tensor& k_cache);
 // With an FP8 cache, whether the decode kernel computes P V in fp16 from V bytes read a word per
 // key row (rollout/cuda/paged_decode.cu) rather than in q's dtype from V widened byte by byte.
-// FP8RL_FP8_KV_HALF_PV=0/1, read once; off until measured on a GPU. Tests set both.
+// FP8RL_FP8_KV_HALF_PV=0/1, read once; off until measured on a GPU. Tests set both. Read per
+// call, so a captured CUDA graph keeps the value it was captured with.
 bool fp8_kv_half_pv();
 void set_fp8_kv_half_pv(bool on);
 // Whether paged_decode_attention runs the shared-prefix pass for a decode step of `batch`

@@ -19,8 +19,9 @@ bool env_switch(const char* name, bool default_value) {
 bool EnvToggle::get() const {
   int v = state_.load(std::memory_order_relaxed);
   if (v < 0) {
-    v = env_switch(name_, default_) ? 1 : 0;
-    state_.store(v, std::memory_order_relaxed);
+    int read = env_switch(name_, default_) ? 1 : 0;
+    // A set() that came first wins over the environment.
+    v = state_.compare_exchange_strong(v, read, std::memory_order_relaxed) ? read : v;
   }
   return v == 1;
 }

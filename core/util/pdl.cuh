@@ -1,8 +1,10 @@
 // The device side of programmatic dependent launch (core/util/pdl.h) and the launch that asks for
-// it. Every kernel launched through pdl::launch must call pdl::wait() before its first read or
-// write of global memory another kernel touches: that is what keeps an early start correct (the
-// previous grid may still be running, or its writes not yet visible). Constant inputs (weights)
-// may be read before it. Without the attribute, or before sm_90, both calls do nothing.
+// it. Every kernel launched through pdl::launch must call pdl::begin() (or wait()) before its
+// first read or write of global memory another kernel touches: that is what keeps an early start
+// correct (the previous grid may still be running, or its writes not yet visible). Each of our
+// kernels waits in every block before it lets the next grid launch, so a kernel started early
+// overlaps only the one kernel before it; CUTLASS's GEMMs (GDC) trigger earlier, before their
+// epilogue. Without the attribute, or before sm_90, both calls do nothing.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -90,7 +90,11 @@ struct BlockScaled {
     // With PDL (core/util/pdl.h) the kernel starts beside the one before it: CUTLASS's producer
     // and epilogue warps wait (griddepcontrol) before their first global access, and the last
     // tile lets the next kernel launch.
-    return gemm.run(stream, nullptr, pdl_enabled()) == cutlass::Status::kSuccess;
+    if (gemm.run(stream, nullptr, pdl_enabled()) == cutlass::Status::kSuccess) return true;
+    // The caller falls back to cuBLASLt: a failed launch's error must not stay pending for the
+    // next kernel's check (CUTLASS's PDL launch path does not clear it).
+    (void)cudaGetLastError();
+    return false;
   }
 };
 

@@ -165,10 +165,12 @@ __global__ void __launch_bounds__(kMmaWarps * 32) fp8_gemv_mma_kernel(Fp8GemvArg
       }
     }
   };
-  // The first weight loads go out before pdl::begin() (core/util/pdl.cuh), while the kernel that
-  // quantizes x may still run: nothing in a forward writes the weights (they change between
-  // rollouts, and the quantization kernel launched just before this one waits for every earlier
-  // kernel before it lets this one start). x and the scales are read after it.
+  // The first weight loads go out before pdl::begin() (core/util/pdl.cuh), so they overlap the
+  // kernel launched just before this one. That is safe while that kernel does not write w and
+  // lets this one launch only after its own wait (then everything before it is done and visible):
+  // it is the quantization of x, or a GEMV sharing x; weights change only between rollouts. A
+  // CUTLASS GEMM triggers before its epilogue, so it must never come directly before this kernel.
+  // x and the scales are read after the wait.
   if (warp < kblocks) load_weights(warp);
   pdl::begin();
   for (int64_t kb0 = warp; kb0 < kblocks; kb0 += 2 * kMmaWarps) {

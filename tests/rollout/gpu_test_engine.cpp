@@ -407,17 +407,21 @@ TEST_CASE("engine on CUDA: kernels launched with programmatic dependent launch g
     g.sampling = {i % 3 == 0 ? 0.0 : 1.0, 0, 1.0, 13};
     reqs.push_back(g);
   }
-  const bool was = pdl_enabled();
+  struct Restore {  // the switch as it was, also when a check throws
+    bool was = pdl_enabled();
+    ~Restore() { set_pdl_enabled(was); }
+  } restore;
   for (const char* quant : {"none", "fp8"}) {
     const model::CausalLM m = load_on_cuda(dir, quant);
     for (const bool fp8_kv : {false, true}) {
-      for (const bool eager : {false, true}) {
-        INFO(quant << (fp8_kv ? ", FP8 KV" : "") << (eager ? ", eager" : ", graphs"));
+      // 6 slots: decode GEMMs of 1-6 rows (the FP8 GEMV); 16: also 9-16 (CUTLASS's GEMM, with GDC).
+      for (const auto& [eager, slots] : {std::pair{false, 6}, std::pair{true, 6}, std::pair{false, 16}}) {
+        INFO(quant << (fp8_kv ? ", FP8 KV" : "") << (eager ? ", eager" : ", graphs") << ", " << slots << " slots");
         EngineConfig c;
         c.gpu_memory_utilization = 0.5;
         c.enforce_eager = eager;
         c.fp8_kv_cache = fp8_kv;
-        c.max_num_seqs = 6;
+        c.max_num_seqs = slots;
         c.split_mixed_steps = true;
         set_pdl_enabled(false);
         const std::vector<GenerateOutput> want = Engine(m, c).generate(reqs);
@@ -436,6 +440,5 @@ TEST_CASE("engine on CUDA: kernels launched with programmatic dependent launch g
       }
     }
   }
-  set_pdl_enabled(was);
   std::filesystem::remove_all(dir);
 }

@@ -188,10 +188,16 @@ struct KvMode {
   const char* name;
 };
 constexpr KvMode kKvModes[] = {{false, false, ""}, {true, false, " FP8 KV"}, {true, true, " FP8 KV, fp16 P V"}};
+// fp8_kv_half_pv as it was when a test leaves, also when a check throws.
+struct RestoreHalfPv {
+  bool was = fp8_kv_half_pv();
+  ~RestoreHalfPv() { set_fp8_kv_half_pv(was); }
+};
 }  // namespace
 
 TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  const RestoreHalfPv restore;
   double worst = 0;
   int64_t saved = 0;
   uint64_t seed = 100;
@@ -200,7 +206,7 @@ TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference
   };
   bool ran = false;
   for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
-    for (const int64_t D : {16, 64, 128, 256})
+    for (const int64_t D : {16, 32, 64, 128, 256})
       for (const int64_t G : {1, 3, 4, 8})
         for (const Shape sh : {Shape{1, 2}, Shape{3, 5}, Shape{8, 8}})
           for (const KvMode kv : kKvModes) {
@@ -214,7 +220,6 @@ TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference
             if (sh.prompts * sh.n >= 15) CHECK(ran);
             worst = std::max(worst, err);
           }
-  set_fp8_kv_half_pv(false);
   // Fewer members per chunk than the kernel can take (the last chunk of a group then differs in
   // size), no common system prompt, and a batch of 256 (64 prompts x 4).
   for (const int32_t members : {2, 3}) {
@@ -231,10 +236,11 @@ TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference
 
 TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward shapes", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  const RestoreHalfPv restore;
   double worst = 0;
   uint64_t seed = 1;
   for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
-    for (const int64_t D : {16, 64, 128, 256})
+    for (const int64_t D : {16, 32, 64, 128, 256})
       for (const int64_t G : {1, 3, 4, 8})
         for (const int64_t B : {1, 3, 64}) {
           for (const KvMode kv : kKvModes) {
@@ -247,7 +253,6 @@ TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward 
             worst = std::max(worst, err);
           }
         }
-  set_fp8_kv_half_pv(false);
   WARN("paged decode vs float32 reference: worst normalised error " << worst);
 }
 
