@@ -296,6 +296,20 @@ TEST_CASE("engine on CUDA: decode graphs kept across rollouts read weights updat
     CHECK(stale_mean > 3 * mean_diff);
     CHECK(std::isfinite(max_diff));
     CHECK(hold.size() == static_cast<size_t>(2 * m.config().shape.num_hidden_layers));
+    // One-token prompts: the rollout's first step has the shape of a decode step, yet its forward
+    // must run eagerly (it sets the FP8 cache's scales and refreshes LoRA's inference copies);
+    // the steps after it replay the kept graphs.
+    std::vector<GenerateRequest> ones = reqs;
+    for (GenerateRequest& r : ones) r.prompt.resize(1);
+    const std::vector<GenerateOutput> third = engine.generate(ones);
+    const EngineStats& s3 = engine.last_stats();
+    const auto [max3, mean3] = logprob_gap(m, ones, third, 32);
+    INFO("one-token prompts: " << s3.graph_steps << " of " << s3.steps << " steps from graphs; |dlogp| max " << max3
+                               << " mean " << mean3);
+    CHECK(s3.graph_steps < s3.steps);
+    CHECK(s3.graph_steps > s3.steps / 2);
+    CHECK(max3 < (fp8_kv ? 1.0 : 0.1));
+    CHECK(mean3 < (fp8_kv ? 0.1 : 0.03));
   }
   std::filesystem::remove_all(dir);
 }
