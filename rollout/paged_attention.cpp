@@ -34,11 +34,11 @@ int64_t prefix_splits_for(int64_t batch, int64_t num_kv_heads, int64_t members) 
 #endif
 
 namespace {
-EnvToggle g_fp8_kv_half_pv("FP8RL_FP8_KV_HALF_PV", false);
+EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", false);
 }  // namespace
 
-bool fp8_kv_half_pv() { return g_fp8_kv_half_pv.get(); }
-void set_fp8_kv_half_pv(bool on) { g_fp8_kv_half_pv.set(on); }
+bool fp8_kv_half_mma() { return g_fp8_kv_half_mma.get(); }
+void set_fp8_kv_half_mma(bool on) { g_fp8_kv_half_mma.set(on); }
 
 bool shared_prefix_pass_runs(int64_t batch, int64_t num_kv_heads, int32_t members) {
 #ifdef FP8RL_WITH_CUDA
@@ -130,7 +130,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   a.bf16 = q.scalar_type() == at::kBFloat16;
   a.cache_bases = cache_bases;
-  a.fp8_pv_half = a.fp8_kv && fp8_kv_half_pv();
+  a.fp8_half_mma = a.fp8_kv && fp8_kv_half_mma();
   cuda::paged_decode_attention(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
   return out;
 #else

@@ -72,12 +72,13 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
                                   const at::Tensor& k_scale = {}, const at::Tensor& v_scale = {},
                                   const at::Tensor& shared_prefix = {}, void* const* cache_bases = nullptr);
 bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t num_q_heads, const at::Tensor& k_cache);
-// With an FP8 cache, whether the decode kernel computes P V in fp16 from V bytes read a word per
-// key row (rollout/cuda/paged_decode.cu) rather than in q's dtype from V widened byte by byte.
-// FP8RL_FP8_KV_HALF_PV=0/1, read once; off until measured on a GPU. Tests set both. Read per
+// With an FP8 cache, whether the decode kernel runs its MMAs (K Q^T and P V) in fp16, the E4M3
+// bytes widened by one conversion per pair and V's read a word per key row
+// (rollout/cuda/paged_decode.cu), rather than in q's dtype with each byte widened through float.
+// FP8RL_FP8_KV_HALF_MMA=0/1, read once; off until measured on a GPU. Tests set both. Read per
 // call, so a captured CUDA graph keeps the value it was captured with.
-bool fp8_kv_half_pv();
-void set_fp8_kv_half_pv(bool on);
+bool fp8_kv_half_mma();
+void set_fp8_kv_half_mma(bool on);
 // Whether paged_decode_attention runs the shared-prefix pass for a decode step of `batch`
 // sequences with chunks of `members`: not when the batch's own split-K already takes all 64
 // partial states the merge combines (the smallest batches, which also share least), and never

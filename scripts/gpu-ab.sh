@@ -4,7 +4,7 @@
 # build-gpu/ unless it is there (REBUILD=1: always), writes the preset's random checkpoint once,
 # optionally runs gpu-labelled tests, then per switch `fp8rl bench rollout` with it =0 and =1
 # (the other switches at their defaults). Reports go to $OUT (else ./gpu-logs).
-#   SWITCHES="FP8RL_PDL FP8RL_FP8_KV_HALF_PV" PRESET=8b ARGS="--batch 1,64 --gen-len 256" bash scripts/gpu-ab.sh
+#   SWITCHES="FP8RL_PDL FP8RL_FP8_KV_HALF_MMA" PRESET=8b ARGS="--batch 1,64 --gen-len 256" bash scripts/gpu-ab.sh
 # TESTS: ctest arguments for a test run first (e.g. "-L gpu -R rollout"); empty: none.
 # BUDGET: seconds this call may take (default 570, under the device's 600 s limit): a step that
 #   would not fit is skipped, so the logs of what ran still come back.

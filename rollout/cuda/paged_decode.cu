@@ -89,6 +89,11 @@ __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// A bf16 pair (pack2<__nv_bfloat16>'s layout) in float.
+__device__ __forceinline__ float2 bf16x2_to_float2(uint32_t u) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+}
+
 // Two consecutive cache elements at p as an operand pair of T: a 32-bit load of T, or two E4M3
 // bytes widened (exactly) through half2.
 template <typename T, typename C>
@@ -97,8 +102,8 @@ __device__ __forceinline__ uint32_t load_pair(const C* p) {
     return *reinterpret_cast<const uint32_t*>(p);
   } else {
     const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(*reinterpret_cast<const __nv_fp8x2_storage_t*>(p), __NV_E4M3);
-    if constexpr (sizeof(T) == 2 && std::is_same_v<T, __half>) {
-      return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+    if constexpr (std::is_same_v<T, __half>) {
+      return *reinterpret_cast<const uint32_t*>(&h);  // x in the low half, as the MMA wants
     } else {
       const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
       return pack2<T>(f.x, f.y);
@@ -132,7 +137,7 @@ __device__ __forceinline__ void load_bytes(const uint8_t* p, uint32_t (&w)[(N + 
 __device__ __forceinline__ uint32_t e4m3_pair_to_half2(uint32_t a, uint32_t b, int j) {
   const uint32_t two = __byte_perm(a, b, static_cast<unsigned>(j | ((j + 4) << 4)));
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
-  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+  return *reinterpret_cast<const uint32_t*>(&h);  // x (byte j of a) in the low half
 }
 
 // D = A B + D for one m16n8k16 tile (A row-major 16x16, B "col" 16x8, fp32 accumulators).
@@ -178,9 +183,10 @@ struct Smem {
 //   R = 16, the prefix pass: block (c, h, z) serves the g heads of every member of chunk c over
 //     split z of the chunk's shared keys [0, chunk_len(c)), through its first member's block table.
 // Partial states go to slot z (first pass) or a.splits + z (prefix pass) of each row.
-// kHalfPv (an FP8 cache only, PagedDecodeArgs::fp8_pv_half): P V in fp16 with each lane's V
-// bytes read as one word per key row (see the P V step).
-template <typename T, typename C, int D, int R, bool kHalfPv = false>
+// kHalfMma (an FP8 cache only, PagedDecodeArgs::fp8_half_mma): both MMAs in fp16, the cache's
+// E4M3 bytes widened by one conversion per pair, q converted once per block, and each lane's V
+// bytes read as one word per key row (see the queries and the P V step).
+template <typename T, typename C, int D, int R, bool kHalfMma = false>
 __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecodeArgs a) {
   pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr bool prefix_pass = R > 8;
@@ -193,8 +199,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   constexpr int kNQ = R / 8;                                        // query-row n-tiles of the scores
   static_assert(kRowChunks >= 1 && D % 16 == 0, "head_dim a multiple of 16");
   static_assert(R == 8 || R == 16, "8 or 16 query rows per block");
-  static_assert(!kHalfPv || sizeof(C) == 1, "fp16 P V reads an FP8 cache");
-  using PT = std::conditional_t<kHalfPv, __half, T>;  // P V's operand type
+  static_assert(!kHalfMma || sizeof(C) == 1, "fp16 MMAs read an FP8 cache");
+  using MT = std::conditional_t<kHalfMma, __half, T>;  // the MMAs' operand type
 
   const int b = blockIdx.x, h = blockIdx.y, z = blockIdx.z;
   const int splits = gridDim.z;                                     // of this pass
@@ -291,7 +297,37 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
       qf[kk][nt][1] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + kk * 16 + fc + 8) : 0u;
     }
   }
-  const float qscale = a.scale * kLog2e * (a.k_scale != nullptr ? *a.k_scale : 1.0f);
+  // kHalfMma: q in fp16 (exact for bf16 values in fp16's normal range; smaller ones round at
+  // 2^-24, nothing next to the scores' other terms), divided by qmul, a power of two that keeps
+  // it finite: 1 unless |q| exceeds 32768. The scale below multiplies qmul back. Every warp holds
+  // all of q, so each finds the same qmul.
+  float qmul = 1.0f;
+  if constexpr (kHalfMma && !std::is_same_v<T, __half>) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+      for (int nt = 0; nt < kNQ; ++nt)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const float2 f = bf16x2_to_float2(qf[kk][nt][i]);
+          amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y)));
+        }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if (amax > 32768.0f) qmul = exp2f(ceilf(log2f(amax / 32768.0f)));
+    const float inv = 1.0f / qmul;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+      for (int nt = 0; nt < kNQ; ++nt)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const float2 f = bf16x2_to_float2(qf[kk][nt][i]);
+          qf[kk][nt][i] = pack2<__half>(f.x * inv, f.y * inv);
+        }
+  }
+  const float qscale = a.scale * kLog2e * (a.k_scale != nullptr ? *a.k_scale : 1.0f) * qmul;
   const float vscale = a.v_scale != nullptr ? *a.v_scale : 1.0f;
   for (int i = tid; i < R * S::kPRow; i += kThreads) (&sm.p[0][0])[i] = 0.0f;
   if (tid < R) {
@@ -325,12 +361,12 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
       for (int kk = 0; kk < D / 16; ++kk) {
         const C* kr = k0 + kk * 16 + fc;
         uint32_t af[4];
-        af[0] = load_pair<T, C>(kr + fr * S::kRow);
-        af[1] = load_pair<T, C>(kr + (fr + 8) * S::kRow);
-        af[2] = load_pair<T, C>(kr + fr * S::kRow + 8);
-        af[3] = load_pair<T, C>(kr + (fr + 8) * S::kRow + 8);
+        af[0] = load_pair<MT, C>(kr + fr * S::kRow);
+        af[1] = load_pair<MT, C>(kr + (fr + 8) * S::kRow);
+        af[2] = load_pair<MT, C>(kr + fr * S::kRow + 8);
+        af[3] = load_pair<MT, C>(kr + (fr + 8) * S::kRow + 8);
 #pragma unroll
-        for (int nt = 0; nt < kNQ; ++nt) mma16816<T>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
+        for (int nt = 0; nt < kNQ; ++nt) mma16816<MT>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
       }
       // s[nt]: (key fr, rows nt * 8 + fc, +1), (key fr + 8, same rows).
 #pragma unroll
@@ -368,7 +404,7 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 
     // O[row][d] = alpha O + P V: warp w owns n-tiles [w * kNTW, (w + 1) * kNTW) of the dims:
     // column n of its n-tile j is dim dim_of(j, n). In q's dtype those are 8 consecutive dims per
-    // n-tile (V's B fragments come from ldmatrix.trans). With kHalfPv the n-tiles interleave
+    // n-tile (V's B fragments come from ldmatrix.trans). With kHalfMma the n-tiles interleave
     // instead, dim (8 w + n) kNTW + j, so the kNTW values a lane feeds its n-tiles (column n = fr)
     // are kNTW consecutive bytes of a key row: one shared-memory load per row and a byte permute
     // plus one conversion per pair, where widening each byte on its own (and, into bf16, through
@@ -390,17 +426,17 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
         uint32_t pf[4];  // A = P[row][key]: rows fr (pf[0], pf[2]) and fr + 8 (pf[1], pf[3]; zero when R = 8)
         const float2 p00 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc]);
         const float2 p01 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc + 8]);
-        pf[0] = pack2<PT>(p00.x, p00.y);
-        pf[2] = pack2<PT>(p01.x, p01.y);
+        pf[0] = pack2<MT>(p00.x, p00.y);
+        pf[2] = pack2<MT>(p01.x, p01.y);
         if constexpr (R > 8) {
           const float2 p10 = *reinterpret_cast<const float2*>(&sm.p[fr + 8][kk + fc]);
           const float2 p11 = *reinterpret_cast<const float2*>(&sm.p[fr + 8][kk + fc + 8]);
-          pf[1] = pack2<PT>(p10.x, p10.y);
-          pf[3] = pack2<PT>(p11.x, p11.y);
+          pf[1] = pack2<MT>(p10.x, p10.y);
+          pf[3] = pack2<MT>(p11.x, p11.y);
         } else {
           pf[1] = pf[3] = 0u;
         }
-        if constexpr (kHalfPv) {
+        if constexpr (kHalfMma) {
           // Key rows kk + fc, +1 (b0) and + 8, + 9 (b1); bytes of dims (8 w + fr) kNTW + j.
           constexpr int kWords = (kNTW + 3) / 4;
           const C* vr = &sm.v[st][kk + fc][(warp * 8 + fr) * kNTW];
@@ -445,7 +481,7 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int g = fr + (e >= 2 ? 8 : 0), n = fc + (e & 1);
-        const int d = kHalfPv ? (warp * 8 + n) * kNTW + j : (warp * kNTW + j) * 8 + n;  // dim_of(j, n)
+        const int d = kHalfMma ? (warp * 8 + n) * kNTW + j : (warp * kNTW + j) * 8 + n;  // dim_of(j, n)
         if (g >= nrows) continue;
         const int64_t row = qrow(g);
         if (slots == 1)
@@ -513,32 +549,32 @@ void check_launch(const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-template <typename T, typename C, int D, int R, bool kHalfPv>
+template <typename T, typename C, int D, int R, bool kHalfMma>
 void launch_kernel(const PagedDecodeArgs& a, cudaStream_t stream) {
   const int64_t splits = R > 8 ? a.prefix_splits : a.splits;
   const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(splits));
   constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D, R>));
   // Above 48 KB a kernel must opt in (once per kernel; not a stream operation, so allowed while
   // a CUDA graph is being captured).
-  static const cudaError_t opt_in = cudaFuncSetAttribute(paged_decode_kernel<T, C, D, R, kHalfPv>,
+  static const cudaError_t opt_in = cudaFuncSetAttribute(paged_decode_kernel<T, C, D, R, kHalfMma>,
                                                          cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (opt_in != cudaSuccess) throw std::runtime_error(std::string("paged_decode_kernel: ") + cudaGetErrorString(opt_in));
-  pdl::launch(paged_decode_kernel<T, C, D, R, kHalfPv>, grid, kThreads, bytes, stream, a);
+  pdl::launch(paged_decode_kernel<T, C, D, R, kHalfMma>, grid, kThreads, bytes, stream, a);
 }
 
-template <typename T, typename C, int D, bool kHalfPv = false>
+template <typename T, typename C, int D, bool kHalfMma = false>
 void launch_passes(const PagedDecodeArgs& a, cudaStream_t stream) {
-  launch_kernel<T, C, D, 8, kHalfPv>(a, stream);
+  launch_kernel<T, C, D, 8, kHalfMma>(a, stream);
   check_launch("paged_decode_kernel");
   if (a.chunks != nullptr) {
-    launch_kernel<T, C, D, kMaxRows, kHalfPv>(a, stream);
+    launch_kernel<T, C, D, kMaxRows, kHalfMma>(a, stream);
     check_launch("paged_decode_kernel (shared prefixes)");
   }
 }
 
 template <typename T, int D>
 void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
-  if (a.fp8_kv && a.fp8_pv_half)
+  if (a.fp8_kv && a.fp8_half_mma)
     launch_passes<T, uint8_t, D, true>(a, stream);
   else if (a.fp8_kv)
     launch_passes<T, uint8_t, D>(a, stream);

@@ -41,9 +41,10 @@ struct PagedDecodeArgs {
   // so a CUDA graph that captured it reads whichever cache was bound there last
   // (rollout/kv_cache.h, KvDirectory).
   const void* const* cache_bases = nullptr;
-  // An FP8 cache's P V in fp16, each lane's V bytes read as one word per key row (paged_decode.cu;
-  // FP8RL_FP8_KV_HALF_PV, off until measured); false: in q's dtype, V widened byte by byte.
-  bool fp8_pv_half = false;
+  // An FP8 cache's MMAs (K Q^T, P V) in fp16, q converted once per block, V's bytes read a word
+  // per key row (paged_decode.cu; FP8RL_FP8_KV_HALF_MMA, off until measured); false: in q's
+  // dtype, each cache byte widened through float.
+  bool fp8_half_mma = false;
 };
 
 // Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 8.

@@ -182,22 +182,22 @@ double run_shared_case(int64_t group, int64_t D, at::ScalarType dtype, bool fp8_
   return std::max(e_with, e_without);
 }
 
-// The cache's dtype and, for an FP8 cache, how the kernel computes P V (fp8_kv_half_pv).
+// The cache's dtype and, for an FP8 cache, the dtype of the kernel's MMAs (fp8_kv_half_mma).
 struct KvMode {
-  bool fp8, half_pv;
+  bool fp8, half_mma;
   const char* name;
 };
-constexpr KvMode kKvModes[] = {{false, false, ""}, {true, false, " FP8 KV"}, {true, true, " FP8 KV, fp16 P V"}};
-// fp8_kv_half_pv as it was when a test leaves, also when a check throws.
-struct RestoreHalfPv {
-  bool was = fp8_kv_half_pv();
-  ~RestoreHalfPv() { set_fp8_kv_half_pv(was); }
+constexpr KvMode kKvModes[] = {{false, false, ""}, {true, false, " FP8 KV"}, {true, true, " FP8 KV, fp16 MMAs"}};
+// fp8_kv_half_mma as it was when a test leaves, also when a check throws.
+struct RestoreHalfMma {
+  bool was = fp8_kv_half_mma();
+  ~RestoreHalfMma() { set_fp8_kv_half_mma(was); }
 };
 }  // namespace
 
 TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  const RestoreHalfPv restore;
+  const RestoreHalfMma restore;
   double worst = 0;
   int64_t saved = 0;
   uint64_t seed = 100;
@@ -211,7 +211,7 @@ TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference
         for (const Shape sh : {Shape{1, 2}, Shape{3, 5}, Shape{8, 8}})
           for (const KvMode kv : kKvModes) {
             if (dtype == at::kHalf && kv.fp8 && D != 128) continue;  // keep the matrix's run time down
-            set_fp8_kv_half_pv(kv.half_pv);
+            set_fp8_kv_half_mma(kv.half_mma);
             const double err = run_shared_case(G, D, dtype, kv.fp8, sh.prompts, sh.n, 0, 1, seed++, &saved, &ran);
             INFO("dtype " << c10::toString(dtype) << kv.name << " D " << D << " G " << G << ": " << sh.prompts
                           << " prompts x " << sh.n << " samples: normalised error " << err);
@@ -236,7 +236,7 @@ TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference
 
 TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward shapes", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  const RestoreHalfPv restore;
+  const RestoreHalfMma restore;
   double worst = 0;
   uint64_t seed = 1;
   for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
@@ -244,7 +244,7 @@ TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward 
       for (const int64_t G : {1, 3, 4, 8})
         for (const int64_t B : {1, 3, 64}) {
           for (const KvMode kv : kKvModes) {
-            set_fp8_kv_half_pv(kv.half_pv);
+            set_fp8_kv_half_mma(kv.half_mma);
             const Case c{B, D, G, G == 8 ? 1 : 2, dtype, kv.fp8};
             const double err = run_case(c, seed++);
             INFO("dtype " << c10::toString(dtype) << kv.name << " D " << D << " G " << G << " B " << B
