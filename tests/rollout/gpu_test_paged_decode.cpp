@@ -38,6 +38,7 @@ struct Case {
   int64_t batch, head_dim, group, kv_heads;
   at::ScalarType dtype;
   bool fp8_kv = false;  // the cache holds E4M3 bytes with a scale (rollout/kv_cache.h)
+  double q_scale = 1.0;  // q = randn * q_scale
 };
 
 // A random K/V cache of `slots` slots in opts' dtype, or (fp8_kv) E4M3 bytes over fixed scales;
@@ -102,7 +103,7 @@ double run_case(const Case& c, uint64_t seed) {
   at::manual_seed(seed);
   const auto opts = at::TensorOptions().device(at::kCUDA).dtype(c.dtype);
   const Cache kv = random_cache(blocks * bs, Hkv, D, opts, c.fp8_kv);
-  const at::Tensor q = at::randn({B, Hq, D}, opts);
+  const at::Tensor q = (at::randn({B, Hq, D}, opts.dtype(at::kFloat)) * c.q_scale).to(c.dtype);
   const at::Tensor tables = at::tensor(table, at::TensorOptions().dtype(at::kInt)).view({B, width}).to(at::kCUDA);
   std::vector<int32_t> lens32(lens.begin(), lens.end());
   const at::Tensor ctx = at::tensor(lens32, at::TensorOptions().dtype(at::kInt)).to(at::kCUDA);
@@ -254,6 +255,25 @@ TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward 
           }
         }
   WARN("paged decode vs float32 reference: worst normalised error " << worst);
+}
+
+// Queries past fp16's range (|q| up to ~8e4 in bf16): with fp16 MMAs the kernel divides q by a
+// power of two before converting it and multiplies the scores back, so nothing overflows. The
+// scores are then wide enough that each row's softmax is nearly one key.
+TEST_CASE("paged decode kernel, FP8 cache: queries beyond fp16's range", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  const RestoreHalfMma restore;
+  uint64_t seed = 500;
+  for (const bool half_mma : {false, true})
+    for (const int64_t D : {64, 128})
+      for (const int64_t B : {3, 64}) {
+        set_fp8_kv_half_mma(half_mma);
+        Case c{B, D, 4, 2, at::kBFloat16, true};
+        c.q_scale = 2e4;
+        const double err = run_case(c, seed++);
+        INFO((half_mma ? "fp16 MMAs" : "bf16 MMAs") << " D " << D << " B " << B << ": normalised error " << err);
+        CHECK(err < 1e-2);
+      }
 }
 
 // A mixed step split in two (rollout/step_context.h): the one-token rows on the decode kernel,
