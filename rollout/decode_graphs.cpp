@@ -11,6 +11,7 @@
 #ifdef FP8RL_WITH_CUDA
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -43,6 +44,7 @@ bool DecodeGraphs::fits(int64_t, int64_t, int32_t) const { return false; }
 void DecodeGraphs::set_pad_slot(int64_t) {}
 at::Tensor DecodeGraphs::run(const StepPlan&, const std::function<void(const at::Tensor&)>&) { return {}; }
 int64_t DecodeGraphs::graphs_captured() const { return 0; }
+int64_t DecodeGraphs::pool_idle_bytes() const { return 0; }
 int64_t DecodeGraphs::shared_prefix_key_reads_saved() const { return 0; }
 double DecodeGraphs::replay_gpu_seconds() { return 0; }
 
@@ -255,6 +257,13 @@ at::Tensor DecodeGraphs::run(const StepPlan& plan, const std::function<void(cons
 }
 
 int64_t DecodeGraphs::graphs_captured() const { return static_cast<int64_t>(impl_->graphs.size()); }
+
+int64_t DecodeGraphs::pool_idle_bytes() const {
+  int64_t idle = 0;
+  for (const auto& seg : c10::cuda::CUDACachingAllocator::snapshot(impl_->pool, /*include_traces=*/false).segments)
+    if (seg.owner_private_pool_id == impl_->pool) idle += static_cast<int64_t>(seg.total_size - seg.allocated_size);
+  return idle;
+}
 int64_t DecodeGraphs::shared_prefix_key_reads_saved() const { return impl_->prefix_saved; }
 
 double DecodeGraphs::replay_gpu_seconds() {

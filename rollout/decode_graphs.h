@@ -69,6 +69,10 @@ class DecodeGraphs {
   at::Tensor run(const StepPlan& plan, const std::function<void(const at::Tensor&)>& patch_ids = {});
 
   int64_t graphs_captured() const;
+  // Bytes the graphs' memory pool holds without a live tensor in them: reserved for the graphs'
+  // replays, so no other allocation can use them, yet not in the allocator's allocated bytes. A
+  // KV cache sized while these graphs are kept must count them as used.
+  int64_t pool_idle_bytes() const;
   // Shared-prefix decode: key positions read once per chunk instead of once per sequence, summed
   // over the replays (rollout/shared_prefix.h); 0 without it.
   int64_t shared_prefix_key_reads_saved() const;

@@ -108,8 +108,6 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
     samples += std::max(r.params.n, 1);
     longest = std::max(longest, std::min<int64_t>(len, config_.max_model_len));
   }
-  const int64_t blocks = config_.num_blocks > 0 ? config_.num_blocks
-                                                : KvCache::blocks_that_fit(kv, config_.gpu_memory_utilization, needed);
   // Decode steps replay CUDA graphs where the decode kernel runs: one extra block, never handed
   // to the scheduler, holds the graphs' padding rows. With keep_decode_graphs the graphs, the
   // cache directory they read and the attention they were captured with are kept from earlier
@@ -117,6 +115,11 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   const int64_t Hq = shape.num_attention_heads;
   const bool graphs_on = device.is_cuda() && !config_.enforce_eager && config_.use_decode_kernel;
   const bool keep = graphs_on && env_switch("FP8RL_KEEP_DECODE_GRAPHS", config_.keep_decode_graphs);
+  // Kept graphs' pool memory is reserved for them but not allocated: it counts as used.
+  const int64_t held = keep && kept_ && kept_->graphs ? kept_->graphs->pool_idle_bytes() : 0;
+  const int64_t blocks = config_.num_blocks > 0
+                             ? config_.num_blocks
+                             : KvCache::blocks_that_fit(kv, config_.gpu_memory_utilization, needed, held);
   if (keep && !kept_) kept_ = std::make_unique<KeptGraphs>(shape.num_hidden_layers, device);
   KvCache cache(kv, blocks + (graphs_on ? 1 : 0), keep ? &kept_->directory : nullptr);
   std::optional<PagedAttention> local;  // without kept graphs: this rollout's own

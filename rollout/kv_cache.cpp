@@ -155,13 +155,14 @@ KvCache::KvCache(const KvCacheShape& shape, int64_t num_blocks, KvDirectory* dir
   if (directory) directory->bases_.copy_(upload(std::span<const int64_t>(addresses), at::kLong, shape.device).view({-1, 2}));
 }
 
-int64_t KvCache::blocks_that_fit(const KvCacheShape& shape, double utilization, int64_t max_blocks) {
+int64_t KvCache::blocks_that_fit(const KvCacheShape& shape, double utilization, int64_t max_blocks,
+                                 int64_t held_bytes) {
   int64_t blocks = max_blocks;
   if (shape.device.is_cuda()) {
 #ifdef FP8RL_WITH_CUDA
     const int64_t total = static_cast<int64_t>(at::cuda::getDeviceProperties(shape.device.index())->totalGlobalMem);
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(shape.device.index());
-    const int64_t allocated = stats.allocated_bytes[0].current;  // aggregate pool
+    const int64_t allocated = stats.allocated_bytes[0].current + held_bytes;  // aggregate pool
     const int64_t budget = static_cast<int64_t>(utilization * static_cast<double>(total)) - allocated;
     const int64_t fit = std::max<int64_t>(0, budget / shape.bytes_per_block());
     blocks = max_blocks > 0 ? std::min(fit, max_blocks) : fit;
@@ -170,6 +171,7 @@ int64_t KvCache::blocks_that_fit(const KvCacheShape& shape, double utilization, 
                                allocated >> 20, " MiB already allocated of ", total >> 20,
                                " MiB (raise it, or lower the model/trainer memory)"));
 #else
+    (void)held_bytes;
     throw RuntimeFailure("KvCache: a CUDA device in a build without CUDA");
 #endif
   }

@@ -74,7 +74,10 @@ class KvCache {
   // Blocks that fit: on CUDA, (utilization * total device memory - memory the caching allocator
   // holds now) / bytes_per_block, capped at `max_blocks` when > 0; on the CPU `max_blocks`.
   // Throws RuntimeFailure naming rollout.gpu_memory_utilization when not one block fits.
-  static int64_t blocks_that_fit(const KvCacheShape& shape, double utilization, int64_t max_blocks);
+  // `held_bytes`: memory reserved outside the allocator's allocated bytes that must count as used
+  // (a kept CUDA graph pool's idle memory, DecodeGraphs::pool_idle_bytes).
+  static int64_t blocks_that_fit(const KvCacheShape& shape, double utilization, int64_t max_blocks,
+                                 int64_t held_bytes = 0);
 
   // Writes this call's K/V: k, v [N, Hkv, D] into slots [N] of `layer` (FP8: the first write of
   // a layer sets its scales, on the device, without a host sync; on CUDA one fused kernel per
