@@ -261,10 +261,12 @@ void launch_rows(const Fp8GemvArgs& a, cudaStream_t stream) {
 
 void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream) {
   if (a.M < 1 || a.M > kFp8GemvMmaMaxRows || a.Kp % 512 != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M ||
-      a.l2_prefetch_bytes < 0 || a.l2_prefetch_bytes % 16 != 0 ||
+      a.l2_prefetch_bytes < 0 || a.l2_prefetch_bytes >= (1 << 20) || a.l2_prefetch_bytes % 16 != 0 ||
       (a.l2_prefetch_bytes > 0 && reinterpret_cast<uintptr_t>(a.w) % 16 != 0))
     throw std::runtime_error("fp8_gemv_block_mma: unsupported shape M=" + std::to_string(a.M) +
-                             " N=" + std::to_string(a.N) + " Kp=" + std::to_string(a.Kp));
+                             " N=" + std::to_string(a.N) + " Kp=" + std::to_string(a.Kp) +
+                             " (or l2_prefetch_bytes " + std::to_string(a.l2_prefetch_bytes) +
+                             ": a multiple of 16 below 1 MiB, w 16-byte aligned)");
   const auto blocks = static_cast<unsigned>((a.N + 15) / 16);
   if (a.y_bf16)
     pdl::launch(fp8_gemv_mma_kernel<__nv_bfloat16>, blocks, kMmaWarps * 32, 0, stream, a);

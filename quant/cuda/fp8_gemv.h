@@ -31,7 +31,8 @@ struct Fp8GemvArgs {
   int64_t M, N, Np, Kp, Mp;
   // fp8_gemv_block_mma: bytes of each weight row past what the first pass loads into registers
   // that a block asks L2 for at its start (one bulk prefetch per row, sm_90; before its PDL wait,
-  // so they stream while the kernel before it ends). 0: none. w must then be 16-byte aligned.
+  // so they stream while the kernel before it ends). 0: none; else a multiple of 16 below 1 MiB
+  // (the instruction's size field), and w 16-byte aligned.
   int64_t l2_prefetch_bytes = 0;
 };
 

@@ -16,9 +16,10 @@
 //     (mma.sync m16n8k16, fp32 accumulation; the g <= 8 query heads are the MMA's narrow
 //     side, padded to 8): each warp scores 16 keys of the tile, then owns D / 4 of the dims;
 //   - an FP8 (E4M3) cache is widened to q's dtype when the MMA operands are loaded (exact:
-//     E4M3 fits bf16 and fp16); its scales multiply the scores and the output;
+//     E4M3 fits bf16 and fp16), or (kHalfMma) both MMAs run in fp16, q converted once; its
+//     scales multiply the scores and the output;
 //   - online softmax per tile (running max and sum per head, log2 units: exp2f); P enters the
-//     MMA in q's dtype, as in flash attention;
+//     MMA in q's dtype (kHalfMma: fp16), as in flash attention;
 //   - split-K over the context when the batch alone does not fill the GPU (batch 1: up to 64
 //     chunks), merged by a second kernel from each chunk's (max, sum, unnormalised output);
 //   - shared prefixes (rollout/shared_prefix.h, when the args carry a chunk table): a second
@@ -283,8 +284,9 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   // Fragment coordinates (PTX ISA, mma.m16n8k16): rows lane / 4 and + 8, column pairs 2 * (lane % 4).
   const int fr = lane / 4, fc = 2 * (lane % 4);
   // The queries as the scores' B operand (B[k][n] = q[row n][dim k]), held in registers for the
-  // whole block; rows >= nrows are zero. They enter the MMA as stored; the softmax scale (and an
-  // FP8 cache's k_scale: keys are stored / k_scale) multiplies the scores.
+  // whole block; rows >= nrows are zero. They enter the MMA as stored (kHalfMma: in fp16, below);
+  // the softmax scale (and an FP8 cache's k_scale: keys are stored / k_scale) multiplies the
+  // scores.
   const T* q = static_cast<const T*>(a.q);
   uint32_t qf[D / 16][kNQ][2];  // row nt * 8 + fr, dims kk * 16 + fc, +1 and + 8, +9
 #pragma unroll
@@ -300,7 +302,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   // kHalfMma: q in fp16 (exact for bf16 values in fp16's normal range; smaller ones round at
   // 2^-24, nothing next to the scores' other terms), divided by qmul, a power of two that keeps
   // it finite: 1 unless |q| exceeds 32768. The scale below multiplies qmul back. Every warp holds
-  // all of q, so each finds the same qmul.
+  // all of q, so each finds the same qmul. Non-finite values are left out of the maximum: they
+  // break their own row, as in q's dtype, not the block's other rows.
   float qmul = 1.0f;
   if constexpr (kHalfMma && !std::is_same_v<T, __half>) {
     float amax = 0.0f;
@@ -311,11 +314,12 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
           const float2 f = bf16x2_to_float2(qf[kk][nt][i]);
-          amax = fmaxf(amax, fmaxf(fabsf(f.x), fabsf(f.y)));
+          if (isfinite(f.x)) amax = fmaxf(amax, fabsf(f.x));
+          if (isfinite(f.y)) amax = fmaxf(amax, fabsf(f.y));
         }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    if (amax > 32768.0f) qmul = exp2f(ceilf(log2f(amax / 32768.0f)));
+    if (amax > 32768.0f) qmul = ldexpf(1.0f, static_cast<int>(ceilf(log2f(amax / 32768.0f))));
     const float inv = 1.0f / qmul;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)

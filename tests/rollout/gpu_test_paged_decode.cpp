@@ -38,7 +38,9 @@ struct Case {
   int64_t batch, head_dim, group, kv_heads;
   at::ScalarType dtype;
   bool fp8_kv = false;  // the cache holds E4M3 bytes with a scale (rollout/kv_cache.h)
-  double q_scale = 1.0;  // q = randn * q_scale
+  // q = randn, times q_scale on the first query head of each KV head: the heads a block serves
+  // share the kernel's fp16 scaling of q (kHalfMma), so the others' wide softmax shows an error.
+  double q_scale = 1.0;
 };
 
 // A random K/V cache of `slots` slots in opts' dtype, or (fp8_kv) E4M3 bytes over fixed scales;
@@ -103,7 +105,9 @@ double run_case(const Case& c, uint64_t seed) {
   at::manual_seed(seed);
   const auto opts = at::TensorOptions().device(at::kCUDA).dtype(c.dtype);
   const Cache kv = random_cache(blocks * bs, Hkv, D, opts, c.fp8_kv);
-  const at::Tensor q = (at::randn({B, Hq, D}, opts.dtype(at::kFloat)) * c.q_scale).to(c.dtype);
+  at::Tensor head_scale = at::ones({Hq, 1}, at::TensorOptions().device(at::kCUDA));  // [Hq, 1]
+  head_scale.index_put_({at::indexing::Slice(at::indexing::None, at::indexing::None, c.group)}, c.q_scale);
+  const at::Tensor q = (at::randn({B, Hq, D}, opts.dtype(at::kFloat)) * head_scale).to(c.dtype);
   const at::Tensor tables = at::tensor(table, at::TensorOptions().dtype(at::kInt)).view({B, width}).to(at::kCUDA);
   std::vector<int32_t> lens32(lens.begin(), lens.end());
   const at::Tensor ctx = at::tensor(lens32, at::TensorOptions().dtype(at::kInt)).to(at::kCUDA);
@@ -257,9 +261,10 @@ TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward 
   WARN("paged decode vs float32 reference: worst normalised error " << worst);
 }
 
-// Queries past fp16's range (|q| up to ~8e4 in bf16): with fp16 MMAs the kernel divides q by a
-// power of two before converting it and multiplies the scores back, so nothing overflows. The
-// scores are then wide enough that each row's softmax is nearly one key.
+// Queries past fp16's range (|q| up to ~8e4 in bf16) in the first head of each group: with fp16
+// MMAs the kernel divides the block's q by a power of two before converting it and multiplies
+// the scores back, so nothing overflows; the group's other heads (ordinary q, a spread softmax)
+// show whether the scores came back at the right scale.
 TEST_CASE("paged decode kernel, FP8 cache: queries beyond fp16's range", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   const RestoreHalfMma restore;
