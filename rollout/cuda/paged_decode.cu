@@ -306,30 +306,24 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   // break their own row, as in q's dtype, not the block's other rows.
   float qmul = 1.0f;
   if constexpr (kHalfMma && !std::is_same_v<T, __half>) {
+    uint32_t* pairs = &qf[0][0][0];  // all of this lane's q pairs
+    constexpr int kPairs = D / 16 * kNQ * 2;
     float amax = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-#pragma unroll
-      for (int nt = 0; nt < kNQ; ++nt)
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const float2 f = bf16x2_to_float2(qf[kk][nt][i]);
-          if (isfinite(f.x)) amax = fmaxf(amax, fabsf(f.x));
-          if (isfinite(f.y)) amax = fmaxf(amax, fabsf(f.y));
-        }
+    for (int i = 0; i < kPairs; ++i) {
+      const float2 f = bf16x2_to_float2(pairs[i]);
+      if (isfinite(f.x)) amax = fmaxf(amax, fabsf(f.x));
+      if (isfinite(f.y)) amax = fmaxf(amax, fabsf(f.y));
+    }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
     if (amax > 32768.0f) qmul = ldexpf(1.0f, static_cast<int>(ceilf(log2f(amax / 32768.0f))));
     const float inv = 1.0f / qmul;
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-#pragma unroll
-      for (int nt = 0; nt < kNQ; ++nt)
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const float2 f = bf16x2_to_float2(qf[kk][nt][i]);
-          qf[kk][nt][i] = pack2<__half>(f.x * inv, f.y * inv);
-        }
+    for (int i = 0; i < kPairs; ++i) {
+      const float2 f = bf16x2_to_float2(pairs[i]);
+      pairs[i] = pack2<__half>(f.x * inv, f.y * inv);
+    }
   }
   const float qscale = a.scale * kLog2e * (a.k_scale != nullptr ? *a.k_scale : 1.0f) * qmul;
   const float vscale = a.v_scale != nullptr ? *a.v_scale : 1.0f;
