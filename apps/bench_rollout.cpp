@@ -64,6 +64,9 @@ struct Cell {
   double prefill_tokens_per_s = 0;  // prompt tokens through the forward per second (one new token each)
   std::string profile;      // Markdown section, with options.profile
   int64_t steps = 0, kv_blocks = 0, graph_steps = 0, mixed_steps = 0;
+  // Shared-prefix decode: key reads (per layer and KV head) saved per step, and their share of
+  // the keys a step reads at the mean context: whether the prefix pass had anything to share.
+  double shared_keys_per_step = 0, shared_keys_frac = 0;
 };
 
 // Device-to-device copy bandwidth (bytes read + written per second) of a 1 GiB copy, median of 5.
@@ -229,6 +232,9 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         const double mean_gen = o.gen_len_min > 0 ? (std::min(o.gen_len_min, o.gen_len) + o.gen_len) / 2.0 : o.gen_len;
         const double kv_read = static_cast<double>(seqs) * (static_cast<double>(o.prompt_len) + mean_gen / 2.0) * kv_per_token;
         c.bw_frac = (static_cast<double>(wbytes) + kv_read) / (c.ms_per_step / 1000.0) / copy_bw;
+        c.shared_keys_per_step = static_cast<double>(st.shared_prefix_key_reads_saved) /
+                                 static_cast<double>(std::max<int64_t>(st.steps, 1));
+        c.shared_keys_frac = c.shared_keys_per_step / (kv_read / kv_per_token);
         if (o.profile && !mode.eager && !mode.async) {
           const KernelProfile p = profile_kernels([&] { engine.generate(reqs); }, st.steps);
           const rollout::EngineStats& ps = engine.last_stats();
@@ -329,7 +335,17 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   for (size_t m = 1; m < modes.size(); ++m) {
     if (modes[m].eager) mode_ratios("CUDA graphs / eager", m, true);
     if (modes[m].async) mode_ratios("Async scheduling / synchronous (CUDA graphs)", m, false);
-    if (modes[m].shared_prefix) mode_ratios("Shared-prefix decode / plain (CUDA graphs)", m, false);
+    if (modes[m].shared_prefix) {
+      mode_ratios("Shared-prefix decode / plain (CUDA graphs)", m, false);
+      r << "\nShared-prefix decode, key reads saved per step (per layer and KV head; share of the keys a step reads "
+           "at the mean context):";
+      for (size_t k = 0; k < std::size(configs); ++k)
+        for (size_t i = 0; i < nb; ++i) {
+          const Cell& x = cells[k * per_config + m * nb + i];
+          r << " " << x.weights << " batch " << x.batch << " " << std::setprecision(0) << x.shared_keys_per_step
+            << " (" << 100.0 * x.shared_keys_frac << "%);";
+        }
+    }
   }
   r << "\n\nKV capacity at gpu_memory_utilization 0.9 (tokens that fit beside the weights, 16-token blocks):";
   for (size_t k = 0; k < std::size(configs); ++k) r << " " << configs[k].name << " " << kv_tokens[k] << ";";
