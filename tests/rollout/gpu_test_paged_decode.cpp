@@ -66,6 +66,13 @@ Cache random_cache(int64_t slots, int64_t Hkv, int64_t D, const at::TensorOption
   return c;
 }
 
+// q [B, Hq, D] = randn, times q_scale on the first query head of each group of `group` (Case::q_scale).
+at::Tensor random_q(int64_t B, int64_t Hq, int64_t D, int64_t group, double q_scale, const at::TensorOptions& opts) {
+  at::Tensor head_scale = at::ones({Hq, 1}, opts.dtype(at::kFloat));  // [Hq, 1]
+  head_scale.index_put_({at::indexing::Slice(at::indexing::None, at::indexing::None, group)}, q_scale);
+  return (at::randn({B, Hq, D}, opts.dtype(at::kFloat)) * head_scale).to(opts.dtype());
+}
+
 // softmax(q k^T / sqrt(D)) v per sequence in float32 on the CPU, K/V gathered through the table
 // and repeated for GQA: q [B, Hq, D], kf/vf [slots, Hkv, D] -> [B, Hq, D].
 at::Tensor reference(const at::Tensor& qf, const at::Tensor& kf, const at::Tensor& vf, const std::vector<int32_t>& table,
@@ -105,9 +112,7 @@ double run_case(const Case& c, uint64_t seed) {
   at::manual_seed(seed);
   const auto opts = at::TensorOptions().device(at::kCUDA).dtype(c.dtype);
   const Cache kv = random_cache(blocks * bs, Hkv, D, opts, c.fp8_kv);
-  at::Tensor head_scale = at::ones({Hq, 1}, at::TensorOptions().device(at::kCUDA));  // [Hq, 1]
-  head_scale.index_put_({at::indexing::Slice(at::indexing::None, at::indexing::None, c.group)}, c.q_scale);
-  const at::Tensor q = (at::randn({B, Hq, D}, opts.dtype(at::kFloat)) * head_scale).to(c.dtype);
+  const at::Tensor q = random_q(B, Hq, D, c.group, c.q_scale, opts);
   const at::Tensor tables = at::tensor(table, at::TensorOptions().dtype(at::kInt)).view({B, width}).to(at::kCUDA);
   std::vector<int32_t> lens32(lens.begin(), lens.end());
   const at::Tensor ctx = at::tensor(lens32, at::TensorOptions().dtype(at::kInt)).to(at::kCUDA);
@@ -127,9 +132,10 @@ double run_case(const Case& c, uint64_t seed) {
 // shuffled, so a prompt's samples are not neighbours in the batch. The kernel runs with the chunk
 // table of plan_shared_prefixes (members per chunk: `members`, or the model's most when 0) and
 // without; both against the float32 reference. Returns the worse normalised error; *ran says
-// whether the prefix pass ran (shared_prefix_pass_runs).
+// whether the prefix pass ran (shared_prefix_pass_runs). q_scale: as Case's.
 double run_shared_case(int64_t group, int64_t D, at::ScalarType dtype, bool fp8_kv, int64_t prompts, int64_t n,
-                       int32_t members, int64_t system_blocks, uint64_t seed, int64_t* saved, bool* ran) {
+                       int32_t members, int64_t system_blocks, uint64_t seed, int64_t* saved, bool* ran,
+                       double q_scale = 1.0) {
   const int64_t bs = 16, Hkv = group == 8 ? 1 : 2, Hq = group * Hkv, B = prompts * n;
   std::mt19937_64 rng(seed);
   const std::vector<int64_t> prompt_pool{1, 15, 16, 17, 40, 100, 513, 1030};
@@ -165,7 +171,7 @@ double run_shared_case(int64_t group, int64_t D, at::ScalarType dtype, bool fp8_
   at::manual_seed(seed);
   const auto opts = at::TensorOptions().device(at::kCUDA).dtype(dtype);
   const Cache kv = random_cache(blocks * bs, Hkv, D, opts, fp8_kv);
-  const at::Tensor q = at::randn({B, Hq, D}, opts);
+  const at::Tensor q = random_q(B, Hq, D, group, q_scale, opts);
   const at::Tensor tables = at::tensor(table, at::TensorOptions().dtype(at::kInt)).view({B, width}).to(at::kCUDA);
   std::vector<int32_t> lens32(lens.begin(), lens.end());
   const at::Tensor ctx = at::tensor(lens32, at::TensorOptions().dtype(at::kInt)).to(at::kCUDA);
@@ -279,6 +285,17 @@ TEST_CASE("paged decode kernel, FP8 cache: queries beyond fp16's range", "[rollo
         INFO((half_mma ? "fp16 MMAs" : "bf16 MMAs") << " D " << D << " B " << B << ": normalised error " << err);
         CHECK(err < 1e-2);
       }
+  // The shared-prefix pass: a block serves the g heads of up to 16 / g samples, so one sample's
+  // large head sets the q scaling of every row the block holds.
+  int64_t saved = 0;
+  bool ran = false;
+  for (const bool half_mma : {false, true}) {
+    set_fp8_kv_half_mma(half_mma);
+    const double err = run_shared_case(4, 128, at::kBFloat16, true, 8, 8, 0, 1, seed++, &saved, &ran, 2e4);
+    INFO((half_mma ? "fp16 MMAs" : "bf16 MMAs") << ", shared prefixes: normalised error " << err);
+    CHECK(err < 1e-2);
+    CHECK(ran);
+  }
 }
 
 // A mixed step split in two (rollout/step_context.h): the one-token rows on the decode kernel,
