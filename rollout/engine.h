@@ -104,6 +104,9 @@ struct EngineStats {
   // Shared-prefix decode: key positions (per layer and KV head) read once for a chunk of
   // sequences instead of once each, summed over decode steps; 0 when it is off.
   int64_t shared_prefix_key_reads_saved = 0;
+  // Layer calls whose K/V the q/k norm + RoPE kernel stored (FP8RL_FUSED_KV_STORE): eager
+  // forwards and graph captures (a replay repeats its capture); 0 when it is off.
+  int64_t fused_kv_stores = 0;
   double seconds = 0;
 };
 

@@ -93,6 +93,10 @@ class KvCache {
   // FP8: the layer's scales, float32 [1] each on the device (undefined otherwise).
   at::Tensor k_scale(int64_t layer) const;
   at::Tensor v_scale(int64_t layer) const;
+  // Whether a kernel of the caller's may store `layer`'s K/V itself (model::qk_norm_rope_store)
+  // with k_scale / v_scale: a cache of the model's dtype, or FP8 scales already set (the layer's
+  // first write, which sets them, goes through write()).
+  bool scales_set(int64_t layer) const { return !shape_.fp8 || calibrated_[static_cast<size_t>(layer)]; }
   // With a directory: device [2] {K, V} addresses of `layer` for kernels to read; else null.
   void* const* bases(int64_t layer) const { return directory_ ? directory_->bases(layer) : nullptr; }
 

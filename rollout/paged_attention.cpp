@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/model/layers.h"
 #include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
@@ -35,10 +36,13 @@ int64_t prefix_splits_for(int64_t batch, int64_t num_kv_heads, int64_t members) 
 
 namespace {
 EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", false);
+EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", false);
 }  // namespace
 
 bool fp8_kv_half_mma() { return g_fp8_kv_half_mma.get(); }
 void set_fp8_kv_half_mma(bool on) { g_fp8_kv_half_mma.set(on); }
+bool fused_kv_store() { return g_fused_kv_store.get(); }
+void set_fused_kv_store(bool on) { g_fused_kv_store.set(on); }
 
 bool shared_prefix_pass_runs(int64_t batch, int64_t num_kv_heads, int32_t members) {
 #ifdef FP8RL_WITH_CUDA
@@ -154,6 +158,27 @@ at::Tensor PagedAttention::forward(const at::Tensor& q, const at::Tensor& k, con
   FP8RL_CHECK(ctx.slot_mapping.defined(), "PagedAttention: context without KV slots");
   FP8RL_CHECK(ctx.slot_mapping.size(0) == q.size(0), "PagedAttention: one slot per new token");
   cache_->write(layer, ctx.slot_mapping, k, v);
+  return attend_written(q, k, v, ctx, layer);
+}
+
+at::Tensor PagedAttention::forward_rotating(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                            const model::QkRotation& rotation, const model::AttentionContext& ctx,
+                                            int64_t layer) {
+  if (fused_kv_store() && cache_->allocated() && cache_->scales_set(layer) && ctx.slot_mapping.defined() &&
+      ctx.slot_mapping.size(0) == q.size(0)) {
+    const model::KvStoreTarget target{ctx.slot_mapping,       cache_->k(layer),       cache_->v(layer),
+                                      cache_->k_scale(layer), cache_->v_scale(layer), cache_->bases(layer)};
+    if (const auto qk = model::qk_norm_rope_store(q, k, v, rotation.q_weight, rotation.k_weight, rotation.eps,
+                                                  rotation.cos, rotation.sin, target)) {
+      ++fused_stores_;
+      return attend_written(qk->first, qk->second, v, ctx, layer);
+    }
+  }
+  return model::Attention::forward_rotating(q, k, v, rotation, ctx, layer);
+}
+
+at::Tensor PagedAttention::attend_written(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                          const model::AttentionContext& ctx, int64_t layer) {
   if (!ctx.split) return attend(q, k, v, ctx, layer);
   // A mixed step: each part on its own path, the one-token sequences on the decode kernel
   // (reading the cache in place) and the others over their own gathered keys -- not everyone's.

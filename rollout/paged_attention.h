@@ -41,6 +41,16 @@ class PagedAttention final : public model::Attention {
   void bind(KvCache& cache) { cache_ = &cache; }
   at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const model::AttentionContext& ctx,
                      int64_t layer) override;
+  // With fused_kv_store(): q/k norm, RoPE and the K/V write into the cache in one kernel
+  // (model::qk_norm_rope_store), then attention as forward() attends; where that kernel does not
+  // apply (the CPU, an FP8 layer's first write, which sets its scales), the rotation, then forward().
+  at::Tensor forward_rotating(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const model::QkRotation& rotation, const model::AttentionContext& ctx,
+                              int64_t layer) override;
+
+  // Layer calls whose K/V the rotation kernel stored (forward_rotating's fused path), since this
+  // attention was made: eager calls and graph captures (a replay repeats its capture's path).
+  int64_t fused_stores() const { return fused_stores_; }
 
   // Whether decode steps of this model and cache run the kernel (then the engine needs no
   // key_slots for them).
@@ -49,6 +59,9 @@ class PagedAttention final : public model::Attention {
  private:
   // Whether attend() takes the decode kernel for q under ctx (it then reads only the cache).
   bool runs_decode_kernel(const at::Tensor& q, const model::AttentionContext& ctx, int64_t layer) const;
+  // forward() after the write: one path for the call, or a mixed step's two parts.
+  at::Tensor attend_written(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const model::AttentionContext& ctx, int64_t layer);
   // Attention of q over the cache, the call's K/V already written; one of the two paths (k and v
   // may be undefined where runs_decode_kernel).
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const model::AttentionContext& ctx,
@@ -56,6 +69,7 @@ class PagedAttention final : public model::Attention {
 
   KvCache* cache_;  // not owned
   bool use_decode_kernel_;
+  int64_t fused_stores_ = 0;
   model::VarlenAttention varlen_{/*inference_kernel=*/true};  // Hopper prefill kernel where it applies
 };
 
@@ -79,6 +93,12 @@ bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t n
 // call, so a captured CUDA graph keeps the value it was captured with.
 bool fp8_kv_half_mma();
 void set_fp8_kv_half_mma(bool on);
+// Whether PagedAttention::forward_rotating stores K/V from the q/k norm + RoPE kernel rather than
+// by a write kernel of its own (one launch fewer per layer, two with an FP8 cache; the same
+// bytes). FP8RL_FUSED_KV_STORE=0/1, read once; off until measured on a GPU. Tests set both. A
+// captured CUDA graph keeps the value it was captured with.
+bool fused_kv_store();
+void set_fused_kv_store(bool on);
 // Whether paged_decode_attention runs the shared-prefix pass for a decode step of `batch`
 // sequences with chunks of `members`: not when the batch's own split-K already takes all 64
 // partial states the merge combines (the smallest batches, which also share least), and never

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "core/model/layers.h"
 #include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
@@ -18,6 +19,13 @@
 #endif
 
 namespace fp8rl::model {
+
+at::Tensor Attention::forward_rotating(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const QkRotation& rotation, const AttentionContext& ctx, int64_t layer) {
+  const auto [qr, kr] = qk_norm_rope(q, k, rotation.q_weight, rotation.k_weight, rotation.eps, rotation.cos, rotation.sin);
+  return forward(qr, kr, v, ctx, layer);
+}
+
 namespace {
 
 double softmax_scale(const at::Tensor& q) { return 1.0 / std::sqrt(static_cast<double>(q.size(-1))); }

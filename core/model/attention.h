@@ -71,6 +71,14 @@ struct SplitStep {
 // on `device`. Lengths may be 0 (an empty sequence takes no tokens).
 AttentionContext whole_sequences(std::span<const int64_t> lengths, at::Device device, Attention* attention);
 
+// How a decoder layer makes its projected q and k ready for attention: qk_norm_rope
+// (core/model/layers.h), Qwen3's per-head q_norm / k_norm, then RoPE.
+struct QkRotation {
+  at::Tensor q_weight, k_weight;  // [D] each, or undefined: no norm
+  double eps = 0;
+  at::Tensor cos, sin;            // [N, D]
+};
+
 // Attention over already-projected, already-rotated heads of packed tokens:
 //   q [N, Hq, D], k/v [N, Hkv, D]  ->  [N, Hq, D] in q's dtype; scale D^-0.5.
 // `layer` lets a KV-cache implementation find its cache; whole-sequence attention ignores it.
@@ -79,6 +87,11 @@ class Attention {
   virtual ~Attention() = default;
   virtual at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const AttentionContext& ctx, int64_t layer) = 0;
+  // forward() of q and k after qk_norm_rope(q, k, rotation): what the decoder calls, with the
+  // projections as they come, so that an attention which stores K/V may rotate and store them in
+  // one kernel (the engine's PagedAttention). By default the rotation, then forward().
+  virtual at::Tensor forward_rotating(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const QkRotation& rotation, const AttentionContext& ctx, int64_t layer);
 };
 
 // The trainer's attention over whole sequences (and the CPU/reference path of any packed batch

@@ -308,34 +308,93 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   return x * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2);  // cos/sin [N, 1, D] over the heads
 }
 
-std::pair<at::Tensor, at::Tensor> qk_norm_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_weight,
-                                               const at::Tensor& k_weight, double eps, const at::Tensor& cos,
-                                               const at::Tensor& sin) {
+namespace {
+
+// qk_norm_rope's fused kernel, with `store` when given (qk_norm_rope_store); nullopt where it does
+// not take the inputs (nothing launched).
+std::optional<std::pair<at::Tensor, at::Tensor>> fused_qk_norm_rope(const at::Tensor& q, const at::Tensor& k,
+                                                                    const at::Tensor& q_weight,
+                                                                    const at::Tensor& k_weight, double eps,
+                                                                    const at::Tensor& cos, const at::Tensor& sin,
+                                                                    const at::Tensor& v, const KvStoreTarget* store) {
 #ifdef FP8RL_WITH_CUDA
   auto weight_ok = [&](const at::Tensor& w) {
     return !w.defined() || (w.scalar_type() == q.scalar_type() && w.is_contiguous() && w.numel() == q.size(-1));
   };
-  if (fused_applies(q, cos) && fused_applies(k, cos) && q.dim() == 3 && k.dim() == 3 && k.size(0) == q.size(0) &&
-      k.size(2) == q.size(2) && cos.is_contiguous() &&
-      sin.is_contiguous() && sin.scalar_type() == cos.scalar_type() && cos.dim() == 2 && cos.size(0) == q.size(0) &&
-      cos.size(1) == q.size(2) && weight_ok(q_weight) && weight_ok(k_weight)) {
-    at::Tensor q_out = at::empty(q.sizes(), q.options()), k_out = at::empty(k.sizes(), k.options());
-    cuda::QkNormRopeArgs a{rows_of(q),
-                           rows_of(k),
-                           q_weight.defined() ? q_weight.data_ptr() : nullptr,
-                           k_weight.defined() ? k_weight.data_ptr() : nullptr,
-                           static_cast<float>(eps),
-                           cos.data_ptr(),
-                           sin.data_ptr(),
-                           q_out.data_ptr(),
-                           k_out.data_ptr()};
-    // false: a layout the kernel does not take (unaligned rows, head_dim % 8 != 0 or > 256).
-    if (cuda::qk_norm_rope_rows(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream())) return {q_out, k_out};
+  if (!(fused_applies(q, cos) && fused_applies(k, cos) && q.dim() == 3 && k.dim() == 3 && k.size(0) == q.size(0) &&
+        k.size(2) == q.size(2) && cos.is_contiguous() && sin.is_contiguous() && sin.scalar_type() == cos.scalar_type() &&
+        cos.dim() == 2 && cos.size(0) == q.size(0) && cos.size(1) == q.size(2) && weight_ok(q_weight) &&
+        weight_ok(k_weight)))
+    return std::nullopt;
+  cuda::KvStoreArgs st;
+  if (store) {
+    // The cache's element type: k's dtype, or E4M3 bytes with both scales (float32 on k's device).
+    const bool fp8 = store->k_scale.defined();
+    auto cache_ok = [&](const at::Tensor& c) {
+      return c.defined() && c.device() == k.device() && c.is_contiguous() && c.dim() == 3 && c.size(1) == k.size(1) &&
+             c.size(2) == k.size(2) && c.scalar_type() == (fp8 ? at::kByte : k.scalar_type());
+    };
+    auto scale_ok = [&](const at::Tensor& s) {
+      return !fp8 || (s.defined() && s.scalar_type() == at::kFloat && s.device() == k.device() && s.numel() >= 1);
+    };
+    if (!(fused_applies(v, cos) && v.device() == k.device() && v.dim() == 3 && v.sizes() == k.sizes() &&
+          cache_ok(store->k_cache) && cache_ok(store->v_cache) && scale_ok(store->k_scale) &&
+          scale_ok(store->v_scale) && store->slots.defined() && store->slots.device() == k.device() && store->slots.scalar_type() == at::kLong &&
+          store->slots.is_contiguous() && store->slots.numel() == k.size(0)))
+      return std::nullopt;
+    st.v = rows_of(v);
+    st.slots = store->slots.data_ptr<int64_t>();
+    st.k_cache = store->k_cache.data_ptr();
+    st.v_cache = store->v_cache.data_ptr();
+    st.cache_bases = store->cache_bases;
+    st.k_scale = fp8 ? store->k_scale.data_ptr<float>() : nullptr;
+    st.v_scale = fp8 ? store->v_scale.data_ptr<float>() : nullptr;
   }
+  at::Tensor q_out = at::empty(q.sizes(), q.options()), k_out = at::empty(k.sizes(), k.options());
+  cuda::QkNormRopeArgs a{rows_of(q),
+                         rows_of(k),
+                         q_weight.defined() ? q_weight.data_ptr() : nullptr,
+                         k_weight.defined() ? k_weight.data_ptr() : nullptr,
+                         static_cast<float>(eps),
+                         cos.data_ptr(),
+                         sin.data_ptr(),
+                         q_out.data_ptr(),
+                         k_out.data_ptr(),
+                         st};
+  // false: a layout the kernel does not take (unaligned rows, head_dim % 8 != 0 or > 256).
+  if (cuda::qk_norm_rope_rows(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream()))
+    return std::pair{q_out, k_out};
+#else
+  (void)q;
+  (void)k;
+  (void)q_weight;
+  (void)k_weight;
+  (void)eps;
+  (void)cos;
+  (void)sin;
+  (void)v;
+  (void)store;
 #endif
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> qk_norm_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_weight,
+                                               const at::Tensor& k_weight, double eps, const at::Tensor& cos,
+                                               const at::Tensor& sin) {
+  if (auto fused = fused_qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin, at::Tensor(), nullptr)) return *fused;
   const at::Tensor qn = q_weight.defined() ? rms_norm(q, q_weight, eps) : q;
   const at::Tensor kn = k_weight.defined() ? rms_norm(k, k_weight, eps) : k;
   return {apply_rope(qn, cos, sin), apply_rope(kn, cos, sin)};
+}
+
+std::optional<std::pair<at::Tensor, at::Tensor>> qk_norm_rope_store(const at::Tensor& q, const at::Tensor& k,
+                                                                    const at::Tensor& v, const at::Tensor& q_weight,
+                                                                    const at::Tensor& k_weight, double eps,
+                                                                    const at::Tensor& cos, const at::Tensor& sin,
+                                                                    const KvStoreTarget& store) {
+  return fused_qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin, v, &store);
 }
 
 }  // namespace fp8rl::model

@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -168,5 +169,28 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 std::pair<at::Tensor, at::Tensor> qk_norm_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_weight,
                                                const at::Tensor& k_weight, double eps, const at::Tensor& cos,
                                                const at::Tensor& sin);
+
+// Where qk_norm_rope_store also stores K and V: the rollout engine's paged KV cache
+// (rollout/kv_cache.h). Token t's rows go to slot slots[t] of k_cache / v_cache [slots, Hkv, D]
+// (contiguous, 16-byte aligned), in k's dtype, or, with k_scale / v_scale (float32 [1] on the
+// device), as E4M3 bytes of x / scale saturated to +-448. cache_bases: device {K, V} addresses the
+// kernel reads instead of the tensors' (a CUDA graph that outlives one cache).
+struct KvStoreTarget {
+  at::Tensor slots;  // [N] int64 on the device
+  at::Tensor k_cache, v_cache;
+  at::Tensor k_scale, v_scale;
+  void* const* cache_bases = nullptr;
+};
+
+// qk_norm_rope(q, k, ...) in one kernel that also stores the rotated k and v [N, Hkv, D] into
+// `store`: the cache then holds what the separate write of KvCache::write stores from them, bit
+// for bit, one launch (two with an FP8 cache) fewer per layer. Under InferenceMode on CUDA where
+// qk_norm_rope's kernel takes q and k, v is laid out as k and the cache as above; nullopt
+// otherwise, with nothing launched and nothing stored.
+std::optional<std::pair<at::Tensor, at::Tensor>> qk_norm_rope_store(const at::Tensor& q, const at::Tensor& k,
+                                                                    const at::Tensor& v, const at::Tensor& q_weight,
+                                                                    const at::Tensor& k_weight, double eps,
+                                                                    const at::Tensor& cos, const at::Tensor& sin,
+                                                                    const KvStoreTarget& store);
 
 }  // namespace fp8rl::model

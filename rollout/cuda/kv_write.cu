@@ -31,10 +31,8 @@ __global__ void kv_write_fp8_kernel(const KvWriteArgs a) {
   if (i >= a.tokens * row) return;
   const int64_t t = i / row, rest = i % row, h = rest / a.dim, d = rest % a.dim;
   const float x = to_float(static_cast<const T*>(a.x)[t * a.stride_t + h * a.stride_h + d]);
-  const float q = x / *a.scale;
-  const float v = q != q ? q : fminf(fmaxf(q, -448.0f), 448.0f);  // NaN stays NaN, as ATen's clamp keeps it
   uint8_t* cache = a.cache_base != nullptr ? *a.cache_base : a.cache;
-  cache[a.slots[t] * row + rest] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+  cache[a.slots[t] * row + rest] = kv_e4m3(x, *a.scale);
 }
 
 // One CHUNK-byte piece of a K or V row per thread: pieces [0, per_tensor) are K's, the rest V's.

@@ -19,6 +19,7 @@
 #include "core/util/pdl.h"
 #include "quant/fp8_model.h"
 #include "rollout/engine.h"
+#include "rollout/paged_attention.h"
 #include "tests/rollout/engine_test_util.h"
 #include "tests/catch.h"
 
@@ -403,12 +404,14 @@ TEST_CASE("engine on CUDA at head_dim 128: prefills on the Hopper kernel match t
   std::filesystem::remove_all(dir);
 }
 
-// Programmatic dependent launch (core/util/pdl.h) lets each of the engine's kernels start before
-// the previous one ends, held at its first instruction until that one's writes are visible: the
-// same kernels on the same data in the same order, so the same bits. BF16 and FP8 weights (the
-// GEMV and the CUTLASS small-M GEMM, fused quantizations), BF16 and FP8 KV, graphs and eager
-// steps, few slots so mixed steps (split) run between decode steps.
-TEST_CASE("engine on CUDA: kernels launched with programmatic dependent launch give the same bits", "[rollout][gpu]") {
+// Two switches that must not move a bit. Programmatic dependent launch (core/util/pdl.h) lets
+// each of the engine's kernels start before the previous one ends, held at its first instruction
+// until that one's writes are visible: the same kernels on the same data in the same order. The
+// fused K/V store (fused_kv_store, rollout/paged_attention.h) has the q/k norm + RoPE kernel write
+// the cache the write kernel wrote, the same bytes. BF16 and FP8 weights (the GEMV and the CUTLASS
+// small-M GEMM, fused quantizations), BF16 and FP8 KV (its scales set by each layer's first,
+// unfused write), graphs and eager steps, few slots so mixed steps (split) run between decode steps.
+TEST_CASE("engine on CUDA: dependent launch and the fused K/V store give the same bits", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   const hf::ModelShape shape = *recipe::qwen3_preset("76m");
   const std::string dir = random_checkpoint("fp8rl-gpu-engine-pdl", shape, 6);
@@ -421,34 +424,59 @@ TEST_CASE("engine on CUDA: kernels launched with programmatic dependent launch g
     g.sampling = {i % 3 == 0 ? 0.0 : 1.0, 0, 1.0, 13};
     reqs.push_back(g);
   }
-  struct Restore {  // the switch as it was, also when a check throws
-    bool was = pdl_enabled();
-    ~Restore() { set_pdl_enabled(was); }
-  } restore;
-  for (const char* quant : {"none", "fp8"}) {
-    const model::CausalLM m = load_on_cuda(dir, quant);
-    for (const bool fp8_kv : {false, true}) {
-      // 6 slots: decode GEMMs of 1-6 rows (the FP8 GEMV); 16: also 9-16 (CUTLASS's GEMM, with GDC).
-      for (const auto& [eager, slots] : {std::pair{false, 6}, std::pair{true, 6}, std::pair{false, 16}}) {
-        INFO(quant << (fp8_kv ? ", FP8 KV" : "") << (eager ? ", eager" : ", graphs") << ", " << slots << " slots");
-        EngineConfig c;
-        c.gpu_memory_utilization = 0.5;
-        c.enforce_eager = eager;
-        c.fp8_kv_cache = fp8_kv;
-        c.max_num_seqs = slots;
-        c.split_mixed_steps = true;
-        set_pdl_enabled(false);
-        const std::vector<GenerateOutput> want = Engine(m, c).generate(reqs);
-        set_pdl_enabled(true);
-        Engine e(m, c);
-        const std::vector<GenerateOutput> got = e.generate(reqs);
-        if (!eager) CHECK(e.last_stats().graph_steps > 0);
-        CHECK(e.last_stats().mixed_steps > 0);
-        for (size_t i = 0; i < reqs.size(); ++i) {
-          REQUIRE(got[i].output.samples.size() == want[i].output.samples.size());
-          for (size_t k = 0; k < want[i].output.samples.size(); ++k) {
-            CHECK(got[i].output.samples[k].tokens == want[i].output.samples[k].tokens);
-            CHECK(got[i].output.samples[k].logprobs == want[i].output.samples[k].logprobs);
+  struct Switch {
+    const char* name;
+    bool (*get)();
+    void (*set)(bool);
+  };
+  for (const Switch sw : {Switch{"dependent launch", pdl_enabled, set_pdl_enabled},
+                          Switch{"fused K/V store", fused_kv_store, set_fused_kv_store}}) {
+    struct Restore {  // the switch as it was, also when a check throws
+      const Switch& sw;
+      bool was = sw.get();
+      ~Restore() { sw.set(was); }
+    } restore{sw};
+    for (const char* quant : {"none", "fp8"}) {
+      const model::CausalLM m = load_on_cuda(dir, quant);
+      for (const bool fp8_kv : {false, true}) {
+        // 6 slots: decode GEMMs of 1-6 rows (the FP8 GEMV); 16: also 9-16 (CUTLASS's GEMM, with
+        // GDC). Kept graphs: the second rollout replays graphs captured over the first one's cache
+        // (the kernels then read the new cache's addresses and scales from its directory).
+        struct Run {
+          bool eager;
+          int32_t slots;
+          bool keep;
+        };
+        for (const Run run : {Run{false, 6, false}, Run{true, 6, false}, Run{false, 16, false}, Run{false, 6, true}}) {
+          INFO(sw.name << ": " << quant << (fp8_kv ? ", FP8 KV" : "") << (run.eager ? ", eager" : ", graphs")
+                       << (run.keep ? " kept across rollouts" : "") << ", " << run.slots << " slots");
+          EngineConfig c;
+          c.gpu_memory_utilization = 0.5;
+          c.enforce_eager = run.eager;
+          c.fp8_kv_cache = fp8_kv;
+          c.max_num_seqs = run.slots;
+          c.split_mixed_steps = true;
+          c.keep_decode_graphs = run.keep;
+          sw.set(false);
+          Engine base(m, c);
+          std::vector<GenerateOutput> want = base.generate(reqs);
+          if (run.keep) want = base.generate(reqs);
+          sw.set(true);
+          Engine e(m, c);
+          std::vector<GenerateOutput> got = e.generate(reqs);
+          if (run.keep) {
+            got = e.generate(reqs);
+            CHECK(e.last_stats().graphs_captured == 0);
+          }
+          if (!run.eager) CHECK(e.last_stats().graph_steps > 0);
+          CHECK(e.last_stats().mixed_steps > 0);
+          if (sw.set == set_fused_kv_store) CHECK(e.last_stats().fused_kv_stores > 0);
+          for (size_t i = 0; i < reqs.size(); ++i) {
+            REQUIRE(got[i].output.samples.size() == want[i].output.samples.size());
+            for (size_t k = 0; k < want[i].output.samples.size(); ++k) {
+              CHECK(got[i].output.samples[k].tokens == want[i].output.samples[k].tokens);
+              CHECK(got[i].output.samples[k].logprobs == want[i].output.samples[k].logprobs);
+            }
           }
         }
       }

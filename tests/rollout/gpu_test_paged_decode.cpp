@@ -16,6 +16,7 @@
 // room for that and still fails on a wrong key, mask, scale or merge (which are O(1) errors).
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/core/InferenceMode.h>
 
 #include <algorithm>
 #include <cmath>
@@ -23,6 +24,7 @@
 #include <random>
 #include <vector>
 
+#include "core/model/layers.h"
 #include "rollout/cuda/rollout_kernels.h"
 #include "rollout/kv_cache.h"
 #include "rollout/paged_attention.h"
@@ -415,4 +417,83 @@ TEST_CASE("KV cache writes in the model's dtype on CUDA equal the CPU reference"
       CHECK(at::equal(kc, at::zeros_like(kc).index_copy_(0, slots, k)));
       CHECK(at::equal(vc, at::zeros_like(vc).index_copy_(0, slots, v)));
     }
+}
+
+// q/k norm + RoPE storing K and V (model::qk_norm_rope_store, the engine's fused_kv_store) against
+// the two steps it replaces: qk_norm_rope, then KvCache::write of its k and the projection's v.
+// The same q and k, and the same cache bytes, bit for bit: bf16 and fp16, a cache of the model's
+// dtype and an FP8 one (scales set by an earlier write, values past saturation), head_dim 64-256
+// (both lane layouts of the kernel), 1 and 37 tokens in shuffled slots, q/k/v as strided views of
+// one projection's output, a layer without q/k norm weights, and the cache's addresses read from
+// a KvDirectory (what a kept CUDA graph uses) or taken from the tensors.
+TEST_CASE("q/k norm + RoPE storing K/V equals the rotation then the cache's write", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  c10::InferenceMode inference;  // the fused kernels run under inference only
+  at::manual_seed(23);
+  const int64_t L = 2, Hq = 6, Hkv = 3, bs = 16, blocks = 9;
+  int cases = 0;
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
+    for (const bool fp8 : {false, true})
+      for (const int64_t D : {64, 128, 256})
+        for (const bool directory : {false, true}) {
+          INFO(c10::toString(dtype) << (fp8 ? ", FP8 cache" : "") << " head_dim " << D
+                                    << (directory ? ", through a directory" : ""));
+          const auto opts = at::TensorOptions().dtype(dtype).device(at::kCUDA);
+          const at::Device cuda0(at::kCUDA, 0);  // the directory's tensors name their device index
+          const KvCacheShape shape{L, Hkv, D, bs, dtype, cuda0, fp8};
+          KvDirectory dir(L, cuda0);
+          KvCache want(shape, blocks), got(shape, blocks, directory ? &dir : nullptr);
+          const at::Tensor decoy_k = at::zeros_like(got.k(0)), decoy_v = at::zeros_like(got.v(0));
+          auto projection = [&](int64_t N, double range) {  // q, k, v [N, heads, D] views of one [N, (Hq + 2 Hkv) D]
+            const at::Tensor p = at::randn({N, (Hq + 2 * Hkv) * D}, opts) * range;
+            return std::tuple{p.narrow(1, 0, Hq * D).view({N, Hq, D}), p.narrow(1, Hq * D, Hkv * D).view({N, Hkv, D}),
+                              p.narrow(1, (Hq + Hkv) * D, Hkv * D).view({N, Hkv, D})};
+          };
+          const at::Tensor inv_freq = 1.0 / at::pow(10000.0, at::arange(0, D, 2, opts.dtype(at::kFloat)) / D);
+          for (const int64_t N : {37, 1}) {
+            const at::Tensor slots =
+                at::randperm(blocks * bs, at::TensorOptions().dtype(at::kLong)).narrow(0, 0, N).to(at::kCUDA);
+            const at::Tensor pos = at::randint(0, 4096, {N}, at::TensorOptions().dtype(at::kLong).device(at::kCUDA));
+            const auto [cos, sin] = fp8rl::model::rope_cos_sin(inv_freq, pos, dtype);
+            for (int64_t l = 0; l < L; ++l) {
+              // Both caches' first write of the layer (it sets an FP8 layer's scales) goes through write().
+              if (N == 37) {
+                const auto [q0, k0, v0] = projection(N, 1.0);
+                want.write(l, slots, k0, v0);
+                got.write(l, slots, k0, v0);
+              }
+              const auto [q, k, v] = projection(N, N == 1 ? 4.0 : 1.0);  // 4x: some FP8 values saturate
+              const bool norms = l == 0;
+              const at::Tensor wq = norms ? at::rand({D}, opts) + 0.5 : at::Tensor();
+              const at::Tensor wk = norms ? at::rand({D}, opts) + 0.5 : at::Tensor();
+              const auto [qr, kr] = fp8rl::model::qk_norm_rope(q, k, wq, wk, 1e-6, cos, sin);
+              want.write(l, slots, kr, v);
+              // Through a directory the kernel must read the cache's addresses there: the tensors
+              // it is handed are decoys that must stay zero.
+              const fp8rl::model::KvStoreTarget target{slots,
+                                                       directory ? decoy_k : got.k(l),
+                                                       directory ? decoy_v : got.v(l),
+                                                       got.k_scale(l),
+                                                       got.v_scale(l),
+                                                       got.bases(l)};
+              REQUIRE(got.scales_set(l));
+              const auto fused = fp8rl::model::qk_norm_rope_store(q, k, v, wq, wk, 1e-6, cos, sin, target);
+              REQUIRE(fused.has_value());
+              CHECK(at::equal(fused->first, qr));
+              CHECK(at::equal(fused->second, kr));
+              ++cases;
+            }
+          }
+          for (int64_t l = 0; l < L; ++l) {
+            CHECK(at::equal(got.k(l), want.k(l)));
+            CHECK(at::equal(got.v(l), want.v(l)));
+          }
+          CHECK(decoy_k.count_nonzero().item<int64_t>() == 0);
+          CHECK(decoy_v.count_nonzero().item<int64_t>() == 0);
+        }
+  CHECK(cases == 2 * 2 * 3 * 2 * 2 * L);
+  // An FP8 layer whose scales are not set yet is the write's to calibrate: the engine checks
+  // scales_set and keeps its write for that layer.
+  const KvCache fresh(KvCacheShape{1, Hkv, 64, bs, at::kBFloat16, at::kCUDA, true}, blocks);
+  CHECK_FALSE(fresh.scales_set(0));
 }

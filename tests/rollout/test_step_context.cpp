@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/model/layers.h"
+#include "rollout/paged_attention.h"
 #include "rollout/step_context.h"
 #include "tests/catch.h"
 #include "tests/rollout/mixed_step_case.h"
@@ -79,4 +81,38 @@ TEST_CASE("step context: a split mixed step attends exactly as the unsplit one",
     CHECK(at::allclose(whole, split, 1e-6, 1e-6));
     CHECK(whole.abs().sum().item<double>() > 0);
   }
+}
+
+// The decoder calls Attention::forward_rotating (core/model/attention.h) with q and k as the
+// projection made them. PagedAttention's, fused K/V store on or off, must equal the rotation
+// (qk_norm_rope) followed by forward(): the same output and the same cache. On the CPU the store's
+// kernel never applies, so this pins the fallback; the GPU test pins the kernel's bytes.
+TEST_CASE("paged attention: forward_rotating equals the rotation, then forward", "[rollout][step_context]") {
+  const bool was = fused_kv_store();
+  for (const bool fused : {false, true})
+    for (const bool fp8 : {false, true}) {
+      INFO("fused K/V store " << fused << ", fp8 KV " << fp8);
+      set_fused_kv_store(fused);
+      const int64_t Hq = 6, Hkv = 2, D = 64, block_size = 4;
+      const KvCacheShape shape{1, Hkv, D, block_size, at::kFloat, at::kCPU, fp8};
+      KvCache want_cache(shape, 8), got_cache(shape, 8);
+      PagedAttention want_attn(want_cache, false), got_attn(got_cache, false);
+      at::manual_seed(4);
+      const at::Tensor q = at::randn({7, Hq, D}), k = at::randn({7, Hkv, D}), v = at::randn({7, Hkv, D});
+      model::QkRotation rot;
+      rot.q_weight = at::rand({D}) + 0.5;
+      rot.k_weight = at::rand({D}) + 0.5;
+      rot.eps = 1e-6;
+      rot.cos = at::rand({7, D});
+      rot.sin = at::rand({7, D});
+      const StepPlan plan = test::mixed_step_plan();
+      const model::AttentionContext ctx = step_context(plan, block_size, at::kCPU, &want_attn, StepContextOptions{});
+      const auto [qr, kr] = model::qk_norm_rope(q, k, rot.q_weight, rot.k_weight, rot.eps, rot.cos, rot.sin);
+      const at::Tensor want = want_attn.forward(qr, kr, v, ctx, 0);
+      const at::Tensor got = got_attn.forward_rotating(q, k, v, rot, ctx, 0);
+      CHECK(at::equal(got, want));
+      CHECK(at::equal(got_cache.k(0), want_cache.k(0)));
+      CHECK(at::equal(got_cache.v(0), want_cache.v(0)));
+    }
+  set_fused_kv_store(was);
 }

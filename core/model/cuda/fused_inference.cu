@@ -108,29 +108,37 @@ __global__ void rope_kernel(const RowsView v, const T* cos, const T* sin, T* out
 // bit for bit: with dim <= 8 * LANES every lane holds at most one pack, and the lanes a 32-wide
 // reduction adds beyond LANES hold exact zeros. The normalised row goes through shared memory
 // because RoPE pairs element d with d +- dim/2, which another lane made.
-template <typename T, int LANES>
+// STORE (KvStoreArgs): 0 none; 1 the rotated K rows and, as rows after k's, the V rows copied into
+// the cache's slots; 2 the same as E4M3 bytes. A row's source is picked as scalars, never as a
+// whole RowsView, which a runtime choice can put on a local-memory stack (rollout/cuda/kv_write.cu).
+template <typename T, int LANES, int STORE>
 __global__ void __launch_bounds__(128) qk_norm_rope_kernel(const QkNormRopeArgs a) {
   pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr int VEC = 8, kRows = 128 / LANES;
   using P = Pack<T, VEC>;
   __shared__ float normed[kRows][LANES * VEC];
-  const int64_t heads = a.q.heads + a.k.heads, dim = a.q.dim, half = dim / 2;
+  const int64_t qk_heads = a.q.heads + a.k.heads, dim = a.q.dim, half = dim / 2;
+  const int64_t heads = qk_heads + (STORE != 0 ? a.k.heads : 0);
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + threadIdx.x / LANES;
   const int64_t d = static_cast<int64_t>(threadIdx.x % LANES) * VEC;
   float* s = normed[threadIdx.x / LANES];
   // No early return: the shuffles below take the whole warp, which may hold two rows.
   const bool active = row < a.q.n * heads && d < dim;
   const int64_t tok = active ? row / heads : 0, h = active ? row % heads : 0;
-  const bool is_q = h < a.q.heads;
-  const RowsView& v = is_q ? a.q : a.k;
-  const int64_t vh = is_q ? h : h - a.q.heads;
-  const T* weight = static_cast<const T*>(is_q ? a.q_weight : a.k_weight);
+  const bool is_q = h < a.q.heads, is_v = STORE != 0 && h >= qk_heads;
+  const int64_t vh = is_q ? h : (is_v ? h - qk_heads : h - a.q.heads);  // head within its tensor
+  const void* src = is_q ? a.q.x : (is_v ? a.store.v.x : a.k.x);
+  const int64_t stride_n = is_q ? a.q.stride_n : (is_v ? a.store.v.stride_n : a.k.stride_n);
+  const int64_t stride_h = is_q ? a.q.stride_h : (is_v ? a.store.v.stride_h : a.k.stride_h);
+  const T* weight = static_cast<const T*>(is_q ? a.q_weight : (is_v ? nullptr : a.k_weight));
   P x{}, w{}, c{}, sn{};
   if (active) {
-    x = *reinterpret_cast<const P*>(static_cast<const T*>(v.x) + tok * v.stride_n + vh * v.stride_h + d);
+    x = *reinterpret_cast<const P*>(static_cast<const T*>(src) + tok * stride_n + vh * stride_h + d);
     if (weight) w = *reinterpret_cast<const P*>(weight + d);
-    c = *reinterpret_cast<const P*>(static_cast<const T*>(a.cos) + tok * dim + d);
-    sn = *reinterpret_cast<const P*>(static_cast<const T*>(a.sin) + tok * dim + d);
+    if (!is_v) {  // V rows are stored as they are
+      c = *reinterpret_cast<const P*>(static_cast<const T*>(a.cos) + tok * dim + d);
+      sn = *reinterpret_cast<const P*>(static_cast<const T*>(a.sin) + tok * dim + d);
+    }
   }
   float ss = 0.0f;
 #pragma unroll
@@ -144,27 +152,54 @@ __global__ void __launch_bounds__(128) qk_norm_rope_kernel(const QkNormRopeArgs 
   }
   __syncwarp();
   if (!active) return;
-  P o;
+  P o = x;  // V rows: stored as they are
+  if (!is_v) {
 #pragma unroll
-  for (int i = 0; i < VEC; ++i) {
-    const int64_t e = d + i;
-    const float rot = e < half ? -s[e + half] : s[e - half];
-    const float av = round_to<T>(s[e] * to_float(c.v[i]));  // rope_kernel's rounding
-    const float b = round_to<T>(rot * to_float(sn.v[i]));
-    o.v[i] = from_float<T>(av + b);
+    for (int i = 0; i < VEC; ++i) {
+      const int64_t e = d + i;
+      const float rot = e < half ? -s[e + half] : s[e - half];
+      const float av = round_to<T>(s[e] * to_float(c.v[i]));  // rope_kernel's rounding
+      const float b = round_to<T>(rot * to_float(sn.v[i]));
+      o.v[i] = from_float<T>(av + b);
+    }
+    T* y = static_cast<T*>(is_q ? a.q_out : a.k_out) + (tok * (is_q ? a.q.heads : a.k.heads) + vh) * dim;
+    *reinterpret_cast<P*>(y + d) = o;
   }
-  T* y = static_cast<T*>(is_q ? a.q_out : a.k_out) + (tok * v.heads + vh) * dim;
-  *reinterpret_cast<P*>(y + d) = o;
+  if constexpr (STORE != 0) {
+    if (is_q) return;
+    const KvStoreArgs& st = a.store;
+    void* cache = st.cache_bases != nullptr ? st.cache_bases[is_v ? 1 : 0] : (is_v ? st.v_cache : st.k_cache);
+    const int64_t off = (st.slots[tok] * a.k.heads + vh) * dim + d;  // element of [slots, heads, dim]
+    if constexpr (STORE == 1) {
+      *reinterpret_cast<P*>(static_cast<T*>(cache) + off) = o;
+    } else {
+      const float scale = *(is_v ? st.v_scale : st.k_scale);
+      uint32_t bytes[2] = {0, 0};
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) bytes[i / 4] |= static_cast<uint32_t>(kv_e4m3(to_float(o.v[i]), scale)) << (8 * (i % 4));
+      *reinterpret_cast<uint2*>(static_cast<uint8_t*>(cache) + off) = make_uint2(bytes[0], bytes[1]);
+    }
+  }
+}
+
+template <typename T, int STORE>
+void launch_qk_norm_rope(const QkNormRopeArgs& a, cudaStream_t stream) {
+  const int64_t rows = a.q.n * (a.q.heads + a.k.heads + (STORE != 0 ? a.k.heads : 0));
+  if (a.q.dim <= 128) {
+    pdl::launch(qk_norm_rope_kernel<T, 16, STORE>, static_cast<unsigned>((rows + 7) / 8), 128, 0, stream, a);
+  } else {
+    pdl::launch(qk_norm_rope_kernel<T, 32, STORE>, static_cast<unsigned>((rows + 3) / 4), 128, 0, stream, a);
+  }
 }
 
 template <typename T>
 void launch_qk_norm_rope(const QkNormRopeArgs& a, cudaStream_t stream) {
-  const int64_t rows = a.q.n * (a.q.heads + a.k.heads);
-  if (a.q.dim <= 128) {
-    pdl::launch(qk_norm_rope_kernel<T, 16>, static_cast<unsigned>((rows + 7) / 8), 128, 0, stream, a);
-  } else {
-    pdl::launch(qk_norm_rope_kernel<T, 32>, static_cast<unsigned>((rows + 3) / 4), 128, 0, stream, a);
-  }
+  if (a.store.v.x == nullptr)
+    launch_qk_norm_rope<T, 0>(a, stream);
+  else if (a.store.k_scale == nullptr)
+    launch_qk_norm_rope<T, 1>(a, stream);
+  else
+    launch_qk_norm_rope<T, 2>(a, stream);
 }
 
 // SiLU of the gate times up, VEC elements per thread (16-byte accesses where rows allow). ATen's
@@ -247,7 +282,16 @@ bool qk_norm_rope_rows(const QkNormRopeArgs& a, cudaStream_t stream) {
                   a.k.stride_h % 8 == 0 && aligned(a.q.x) && aligned(a.k.x) && aligned(a.cos) && aligned(a.sin) &&
                   aligned(a.q_out) && aligned(a.k_out) && (!a.q_weight || aligned(a.q_weight)) &&
                   (!a.k_weight || aligned(a.k_weight));
-  if (!ok) return false;
+  // A store: V rows laid out as k's (16-byte aligned), slots, both caches (16-byte aligned: whole
+  // packs of 8 elements land on multiples of 8 elements), both scales or neither.
+  const KvStoreArgs& st = a.store;
+  const bool store_ok =
+      st.v.x == nullptr ||
+      (st.v.n == a.k.n && st.v.heads == a.k.heads && st.v.dim == a.k.dim && st.v.bf16 == a.k.bf16 &&
+       st.v.stride_n % 8 == 0 && st.v.stride_h % 8 == 0 && aligned(st.v.x) && st.slots != nullptr &&
+       (st.cache_bases != nullptr || (st.k_cache && st.v_cache && aligned(st.k_cache) && aligned(st.v_cache))) &&
+       (st.k_scale == nullptr) == (st.v_scale == nullptr));
+  if (!ok || !store_ok) return false;
   if (a.q.n * (a.q.heads + a.k.heads) == 0) return true;
   if (a.q.bf16)
     launch_qk_norm_rope<__nv_bfloat16>(a, stream);

@@ -50,6 +50,20 @@ void rope_rows(const RowsView& x, const void* cos, const void* sin, void* out, c
 // launches nothing otherwise: the caller runs the two kernels). q_out [n, q.heads, dim],
 // k_out [n, k.heads, dim] contiguous.
 constexpr int64_t kMaxFusedHeadDim = 256;
+// Where the same kernel may also store each token's rotated K row and its V row: slot slots[t] of
+// a KV cache [slots, heads, dim] contiguous per tensor (the rollout engine's, rollout/kv_cache.h),
+// in the rows' dtype, or with k_scale / v_scale as E4M3 bytes of x / scale saturated to +-448
+// (kv_e4m3, convert.cuh): the bytes the cache's own write kernels store from the same K and V.
+// The K/V write kernel of every decode step (two with an FP8 cache) goes away.
+struct KvStoreArgs {
+  RowsView v{};                          // the V rows: k's n, heads and dim (v.x null: store nothing)
+  const int64_t* slots = nullptr;        // [n] on the device
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+  void* const* cache_bases = nullptr;    // or device {K, V} addresses read by the kernel (KvDirectory)
+  const float* k_scale = nullptr;        // FP8: [1] on the device each; null: the rows' dtype
+  const float* v_scale = nullptr;
+};
 struct QkNormRopeArgs {
   RowsView q, k;  // same n, dim and dtype
   const void* q_weight;  // [dim] or null (no norm)
@@ -59,6 +73,7 @@ struct QkNormRopeArgs {
   const void* sin;
   void* q_out;
   void* k_out;
+  KvStoreArgs store{};  // optional: store.v.x null stores nothing
 };
 bool qk_norm_rope_rows(const QkNormRopeArgs& a, cudaStream_t stream);
 
