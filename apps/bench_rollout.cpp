@@ -67,6 +67,7 @@ struct Cell {
   // Shared-prefix decode: key reads (per layer and KV head) saved per step, and their share of
   // the keys a step reads at the mean context: whether the prefix pass had anything to share.
   double shared_keys_per_step = 0, shared_keys_frac = 0;
+  double capture_s = 0;  // of the median rollout: capturing its decode graphs (wall)
 };
 
 // Device-to-device copy bandwidth (bytes read + written per second) of a 1 GiB copy, median of 5.
@@ -232,6 +233,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         const double mean_gen = o.gen_len_min > 0 ? (std::min(o.gen_len_min, o.gen_len) + o.gen_len) / 2.0 : o.gen_len;
         const double kv_read = static_cast<double>(seqs) * (static_cast<double>(o.prompt_len) + mean_gen / 2.0) * kv_per_token;
         c.bw_frac = (static_cast<double>(wbytes) + kv_read) / (c.ms_per_step / 1000.0) / copy_bw;
+        c.capture_s = st.graph_capture_seconds;
         c.shared_keys_per_step = static_cast<double>(st.shared_prefix_key_reads_saved) /
                                  static_cast<double>(std::max<int64_t>(st.steps, 1));
         c.shared_keys_frac = c.shared_keys_per_step / (kv_read / kv_per_token);
@@ -318,6 +320,12 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
       ratios("FP8 / BF16", 1, 0, m);
       ratios("FP8 + FP8 KV / BF16", 2, 0, m);
     }
+  r << "\nDecode-graph capture per rollout, seconds of its wall time (in ms/step; 0 where graphs were kept or "
+       "not used):";
+  for (const Cell& c : cells)
+    if (!c.mode.eager)
+      r << " " << c.weights << " " << c.mode.name() << " batch " << c.batch << " " << std::setprecision(3) << c.capture_s
+        << " of " << c.seconds << ";";
   r << "\nFP8 / BF16 prefill tokens/s (same run, " << o.prompt_len << "-token prompts):";
   for (size_t i = 0; i < nb; ++i)
     r << " batch " << cells[i].batch << " " << std::setprecision(2)

@@ -1,6 +1,7 @@
 #include "rollout/decode_graphs.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 
 #include "core/util/error.h"
@@ -47,6 +48,7 @@ int64_t DecodeGraphs::graphs_captured() const { return 0; }
 int64_t DecodeGraphs::pool_idle_bytes() const { return 0; }
 int64_t DecodeGraphs::shared_prefix_key_reads_saved() const { return 0; }
 double DecodeGraphs::replay_gpu_seconds() { return 0; }
+double DecodeGraphs::capture_seconds() const { return 0; }
 
 #else
 
@@ -57,6 +59,7 @@ struct DecodeGraphs::Impl {
   int32_t prefix_members;  // > 0: the chunk table of shared-prefix decode
   int64_t prefix_width;    // its row width, prefix_members + 2 (0 without it)
   int64_t prefix_saved = 0;  // shared_key_reads_saved over the replays
+  double capture_seconds = 0;  // wall time in capture(): its eager step, the capture, the syncs
   std::vector<int64_t> groups;  // per row of a replay: its request (padding: -1), for the chunk plan
   std::vector<int64_t> sizes;
   // Static inputs, [max_batch] (tables [max_batch, max_blocks]); a bucket of b uses rows [0, b).
@@ -157,6 +160,7 @@ struct DecodeGraphs::Impl {
   }
 
   Captured& capture(int64_t b) {
+    const auto t0 = std::chrono::steady_clock::now();
     fill_padding(b);
     c10::cuda::device_synchronize();
     // Capture on a side stream (the default stream cannot be captured), the same one for the
@@ -176,6 +180,7 @@ struct DecodeGraphs::Impl {
       c.graph->capture_end();
     }
     c10::cuda::device_synchronize();
+    capture_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log::debug(cat("rollout: captured the decode graph of batch ", b));
     return graphs.emplace(b, std::move(c)).first->second;
   }
@@ -265,6 +270,7 @@ int64_t DecodeGraphs::pool_idle_bytes() const {
   return idle;
 }
 int64_t DecodeGraphs::shared_prefix_key_reads_saved() const { return impl_->prefix_saved; }
+double DecodeGraphs::capture_seconds() const { return impl_->capture_seconds; }
 
 double DecodeGraphs::replay_gpu_seconds() {
   for (Impl::ReplayEvents& e : impl_->replay_events) impl_->settle(e);

@@ -79,6 +79,9 @@ class DecodeGraphs {
   // GPU time spent inside replays so far (CUDA events around each replay; waits for the last two).
   // Against the wall time of the steps it says how much of a decode step is host work.
   double replay_gpu_seconds();
+  // Wall time spent capturing so far (each bucket's eager step, its capture and the syncs around
+  // them): what a rollout pays for graphs it does not keep (EngineConfig::keep_decode_graphs).
+  double capture_seconds() const;
   static std::vector<int64_t> buckets(int64_t max_batch);  // batch sizes graphs are made for
 
  private:

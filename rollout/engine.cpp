@@ -140,7 +140,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   std::unique_ptr<DecodeGraphs> own_graphs;  // without kept graphs (they read the cache: gone before it)
   DecodeGraphs* graphs = nullptr;
   int64_t captured_before = 0, saved_before = 0;
-  double gpu_seconds_before = 0;
+  double gpu_seconds_before = 0, capture_seconds_before = 0;
   if (graphs_on && decode_kernel) {
     const int64_t max_batch = std::min<int64_t>(config_.max_num_seqs, samples);
     const int64_t max_blocks = ceil_div(longest, config_.block_size);
@@ -161,6 +161,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
       captured_before = graphs->graphs_captured();
       saved_before = graphs->shared_prefix_key_reads_saved();
       gpu_seconds_before = graphs->replay_gpu_seconds();
+      capture_seconds_before = graphs->capture_seconds();
     } else {
       own_graphs = std::make_unique<DecodeGraphs>(model_, &paged, max_batch, max_blocks, config_.block_size,
                                                   blocks * config_.block_size, prefix_members);
@@ -307,6 +308,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   if (graphs) {
     stats_.graphs_captured = graphs->graphs_captured() - captured_before;
     stats_.graph_gpu_seconds = graphs->replay_gpu_seconds() - gpu_seconds_before;
+    stats_.graph_capture_seconds = graphs->capture_seconds() - capture_seconds_before;
     stats_.shared_prefix_key_reads_saved += graphs->shared_prefix_key_reads_saved() - saved_before;
   }
   stats_.fused_kv_stores = paged.fused_stores() - fused_stores_before;

@@ -101,6 +101,7 @@ struct EngineStats {
   int64_t mixed_steps = 0;
   int64_t graphs_captured = 0;   // batch buckets captured in this rollout
   double graph_gpu_seconds = 0;  // GPU time inside the graph replays (the rest of their steps: host)
+  double graph_capture_seconds = 0;  // wall time capturing this rollout's graphs (DecodeGraphs::capture_seconds)
   // Shared-prefix decode: key positions (per layer and KV head) read once for a chunk of
   // sequences instead of once each, summed over decode steps; 0 when it is off.
   int64_t shared_prefix_key_reads_saved = 0;
