@@ -322,7 +322,8 @@ std::optional<std::pair<at::Tensor, at::Tensor>> fused_qk_norm_rope(const at::Te
     return !w.defined() || (w.scalar_type() == q.scalar_type() && w.is_contiguous() && w.numel() == q.size(-1));
   };
   if (!(fused_applies(q, cos) && fused_applies(k, cos) && q.dim() == 3 && k.dim() == 3 && k.size(0) == q.size(0) &&
-        k.size(2) == q.size(2) && cos.is_contiguous() && sin.is_contiguous() && sin.scalar_type() == cos.scalar_type() &&
+        k.size(2) == q.size(2) && cos.is_contiguous() && sin.is_contiguous() &&
+        sin.scalar_type() == cos.scalar_type() &&
         cos.dim() == 2 && cos.size(0) == q.size(0) && cos.size(1) == q.size(2) && weight_ok(q_weight) &&
         weight_ok(k_weight)))
     return std::nullopt;
@@ -339,8 +340,9 @@ std::optional<std::pair<at::Tensor, at::Tensor>> fused_qk_norm_rope(const at::Te
     };
     if (!(fused_applies(v, cos) && v.device() == k.device() && v.dim() == 3 && v.sizes() == k.sizes() &&
           cache_ok(store->k_cache) && cache_ok(store->v_cache) && scale_ok(store->k_scale) &&
-          scale_ok(store->v_scale) && store->slots.defined() && store->slots.device() == k.device() && store->slots.scalar_type() == at::kLong &&
-          store->slots.is_contiguous() && store->slots.numel() == k.size(0)))
+          scale_ok(store->v_scale) && store->slots.defined() && store->slots.device() == k.device() &&
+          store->slots.scalar_type() == at::kLong && store->slots.is_contiguous() &&
+          store->slots.numel() == k.size(0)))
       return std::nullopt;
     st.v = rows_of(v);
     st.slots = store->slots.data_ptr<int64_t>();

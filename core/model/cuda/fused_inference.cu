@@ -176,7 +176,8 @@ __global__ void __launch_bounds__(128) qk_norm_rope_kernel(const QkNormRopeArgs 
       const float scale = *(is_v ? st.v_scale : st.k_scale);
       uint32_t bytes[2] = {0, 0};
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) bytes[i / 4] |= static_cast<uint32_t>(kv_e4m3(to_float(o.v[i]), scale)) << (8 * (i % 4));
+      for (int i = 0; i < VEC; ++i)  // element d + i at byte i: the cache's little-endian order
+        bytes[i / 4] |= static_cast<uint32_t>(kv_e4m3(to_float(o.v[i]), scale)) << (8 * (i % 4));
       *reinterpret_cast<uint2*>(static_cast<uint8_t*>(cache) + off) = make_uint2(bytes[0], bytes[1]);
     }
   }
