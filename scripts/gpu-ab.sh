@@ -3,7 +3,8 @@
 # change is judged by before/after numbers from the same run, docs/BENCHMARKS.md). Builds
 # build-gpu/ unless it is there (REBUILD=1: always), writes the preset's random checkpoint once,
 # optionally runs gpu-labelled tests, then per switch `fp8rl bench rollout` with it =0 and =1
-# (the other switches at their defaults). Reports go to $OUT (else ./gpu-logs).
+# (the other switches at their defaults), then both side by side per cell (tokens/s off, on, ratio;
+# graph GPU ms/step off -> on: ab-<switch>.md). Reports go to $OUT (else ./gpu-logs).
 #   SWITCHES="FP8RL_PDL FP8RL_FP8_KV_HALF_MMA" PRESET=8b ARGS="--batch 1,64 --gen-len 256" bash scripts/gpu-ab.sh
 # TESTS: ctest arguments for a test run first (e.g. "-L gpu -R rollout"); empty: none.
 # BUDGET: seconds this call may take (default 570, under the device's 600 s limit): a step that
@@ -37,6 +38,26 @@ fi
 wait
 [ -f "$model/config.json" ] || { echo "fp8rl init --preset $preset failed:"; tail -5 "$out/init.log"; exit 1; }
 limit=${STEP_LIMIT:-120}
+# The two reports of one switch side by side, per cell (weights / KV, decode, batch): generated
+# tokens/s off and on and their ratio, graph GPU ms/step off -> on.
+compare() {  # $1 = report with the switch off, $2 = with it on
+  awk -F'|' '
+    function trim(s) { gsub(/^ +| +$/, "", s); return s }
+    /^\| (bf16|fp8)/ {
+      key = trim($2) " | " trim($3) " | " trim($4)
+      if (FILENAME == ARGV[1]) { off[key] = trim($5); off_ms[key] = trim($7); order[++n] = key }
+      else { on[key] = trim($5); on_ms[key] = trim($7) }
+    }
+    END {
+      print "| weights / KV | decode | batch | tokens/s off | on | on / off | graph GPU ms/step off -> on |"
+      print "|---|---|---:|---:|---:|---:|---:|"
+      for (i = 1; i <= n; ++i) {
+        k = order[i]
+        if (!(k in on)) continue
+        printf "| %s | %s | %s | %.2fx | %s -> %s |\n", k, off[k], on[k], (off[k] > 0 ? on[k] / off[k] : 0), off_ms[k], on_ms[k]
+      }
+    }' "$1" "$2"
+}
 for sw in ${SWITCHES:-}; do
   for v in 0 1; do
     name="ab-$sw-$v"
@@ -47,5 +68,9 @@ for sw in ${SWITCHES:-}; do
     echo "== $sw=$v: rc $? in $(( $(date +%s) - s )) s"
     grep -E "^\| (bf16|fp8)" "$out/$name.md" 2>/dev/null
   done
+  if [ -s "$out/ab-$sw-0.md" ] && [ -s "$out/ab-$sw-1.md" ]; then
+    echo "== $sw: off vs on, same call"
+    compare "$out/ab-$sw-0.md" "$out/ab-$sw-1.md" | tee "$out/ab-$sw.md"
+  fi
 done
 echo "done at $(( $(date +%s) - t0 )) s"
