@@ -52,6 +52,7 @@ struct Settings {
   bool async_scheduling = false;
   bool shared_prefix_decode = false;  // rollout.shared_prefix_decode (recipe only)
   bool split_mixed_steps = false;     // rollout.split_mixed_steps (recipe only)
+  bool keep_decode_graphs = false;    // rollout.keep_decode_graphs (recipe only): graphs kept across the chunks
   std::string kv_cache_dtype = "auto";
   uint64_t seed = 0;
   std::vector<std::string> stop;  // stop strings
@@ -88,6 +89,7 @@ Settings resolve(const GenerateArgs& a) {
     s.async_scheduling = r.rollout.async_scheduling;
     s.shared_prefix_decode = r.rollout.shared_prefix_decode;
     s.split_mixed_steps = r.rollout.split_mixed_steps;
+    s.keep_decode_graphs = r.rollout.keep_decode_graphs;
     s.kv_cache_dtype = r.rollout.kv_cache_dtype;
     s.seed = static_cast<uint64_t>(r.trainer.seed);
     s.stop = r.rollout.stop;
@@ -267,6 +269,7 @@ int run_generate(const GenerateArgs& args) {
   ec.async_scheduling = s.async_scheduling;
   ec.shared_prefix_decode = s.shared_prefix_decode;
   ec.split_mixed_steps = s.split_mixed_steps;
+  ec.keep_decode_graphs = s.keep_decode_graphs;
   ec.fp8_kv_cache = s.kv_cache_dtype == "fp8";
   ec.gpu_memory_utilization = s.gpu_memory_utilization;
   if (!s.stop.empty()) ec.token_bytes = trainer::token_byte_table(tok);
