@@ -6,6 +6,7 @@
 # (the other switches at their defaults), then both side by side per cell (tokens/s off, on, ratio;
 # graph GPU ms/step off -> on: ab-<switch>.md). Reports go to $OUT (else ./gpu-logs).
 #   SWITCHES="FP8RL_PDL FP8RL_FP8_KV_HALF_MMA" PRESET=8b ARGS="--batch 1,64 --gen-len 256" bash scripts/gpu-ab.sh
+# A switch may be a group joined by '+' (FP8RL_PDL+FP8RL_FUSED_KV_STORE): all of them off, then on.
 # TESTS: ctest arguments for a test run first (e.g. "-L gpu -R rollout"); empty: none.
 # BUDGET: seconds this call may take (default 570, under the device's 600 s limit): a step that
 #   would not fit is skipped, so the logs of what ran still come back.
@@ -39,31 +40,34 @@ wait
 [ -f "$model/config.json" ] || { echo "fp8rl init --preset $preset failed:"; tail -5 "$out/init.log"; exit 1; }
 limit=${STEP_LIMIT:-120}
 # The two reports of one switch side by side, per cell (weights / KV, decode, batch): generated
-# tokens/s off and on and their ratio, graph GPU ms/step off -> on.
+# tokens/s off and on and their ratio, ms/step and graph GPU ms/step off -> on.
 compare() {  # $1 = report with the switch off, $2 = with it on
   awk -F'|' '
     function trim(s) { gsub(/^ +| +$/, "", s); return s }
     /^\| (bf16|fp8)/ {
       key = trim($2) " | " trim($3) " | " trim($4)
-      if (FILENAME == ARGV[1]) { off[key] = trim($5); off_ms[key] = trim($7); order[++n] = key }
-      else { on[key] = trim($5); on_ms[key] = trim($7) }
+      if (FILENAME == ARGV[1]) { off[key] = trim($5); off_st[key] = trim($6); off_ms[key] = trim($7); order[++n] = key }
+      else { on[key] = trim($5); on_st[key] = trim($6); on_ms[key] = trim($7) }
     }
     END {
-      print "| weights / KV | decode | batch | tokens/s off | on | on / off | graph GPU ms/step off -> on |"
-      print "|---|---|---:|---:|---:|---:|---:|"
+      print "| weights / KV | decode | batch | tokens/s off | on | on / off | ms/step off -> on | graph GPU ms/step off -> on |"
+      print "|---|---|---:|---:|---:|---:|---:|---:|"
       for (i = 1; i <= n; ++i) {
         k = order[i]
         if (!(k in on)) continue
-        printf "| %s | %s | %s | %.2fx | %s -> %s |\n", k, off[k], on[k], (off[k] > 0 ? on[k] / off[k] : 0), off_ms[k], on_ms[k]
+        printf "| %s | %s | %s | %.3fx | %s -> %s | %s -> %s |\n", k, off[k], on[k], (off[k] > 0 ? on[k] / off[k] : 0), off_st[k], on_st[k], off_ms[k], on_ms[k]
       }
     }' "$1" "$2"
 }
-for sw in ${SWITCHES:-}; do
+for group in ${SWITCHES:-}; do
+  sw=${group//+/_}
   for v in 0 1; do
     name="ab-$sw-$v"
+    settings=()
+    for one in ${group//+/ }; do settings+=("$one=$v"); done
     if [ "$(left)" -lt "$limit" ]; then echo "== $sw=$v skipped: $(left) s left"; continue; fi
     s=$(date +%s)
-    env "$sw=$v" timeout "$limit" "$fp8rl" bench rollout --model "$model" ${ARGS:---batch 1,64 --gen-len 256} \
+    env "${settings[@]}" timeout "$limit" "$fp8rl" bench rollout --model "$model" ${ARGS:---batch 1,64 --gen-len 256} \
       -o "$out/$name.md" >"$out/$name.log" 2>&1
     echo "== $sw=$v: rc $? in $(( $(date +%s) - s )) s"
     grep -E "^\| (bf16|fp8)" "$out/$name.md" 2>/dev/null

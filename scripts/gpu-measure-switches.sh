@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# On the GPU machine, detached (scripts/gpu-detach.sh): the measuring plan for the engine's
+# speed switches, in order of what a decision needs first. Logs go to $OUT.
+#  1. build build-gpu/; every GPU test with the four kernel switches on (a failure is re-run
+#     with them off, so a failing switch is told from a failing test), while the 8B checkpoint
+#     is written;
+#  2. each kernel switch off and on (scripts/gpu-ab.sh, Qwen3-8B shape, batch 1 and 64), then
+#     all four together, three rollouts a cell;
+#  3. decode graphs kept across rollouts, mixed steps split (1024 sequences on 256 slots);
+#  4. shared-prefix decode under the kernel profiler; an 8K-token prefill.
+set -uo pipefail
+root=${FP8RL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+out=${OUT:-$root/gpu-logs}
+mkdir -p "$out"
+source "$root/scripts/gpu-env.sh"
+t0=$(date +%s)
+step() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
+kernels="FP8RL_PDL FP8RL_FP8_KV_HALF_MMA FP8RL_GEMV_L2_PREFETCH FP8RL_FUSED_KV_STORE"
+fp8rl=$root/build-gpu/apps/fp8rl
+model=/tmp/fp8rl-bench-model-8b
+
+step "build ($(git -C "$root" log --oneline -1 2>/dev/null))"
+FP8RL_BUILD_DIR=$root/build-gpu bash "$root/scripts/setup.sh" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
+nvidia-smi -L
+"$fp8rl" init --preset 8b --out "$model" --device cuda --seed 0 >"$out/init.log" 2>&1 &
+
+on=(); off=(); for k in $kernels; do on+=("$k=1"); off+=("$k=0"); done
+step "ctest -L gpu with ${on[*]}"
+env "${on[@]}" timeout 600 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest-on.log" 2>&1
+echo "rc $?"; grep -E "tests passed|\*\*\*Failed|Timeout|Exception|Total Test" "$out/ctest-on.log" | head -30
+if grep -q "tests failed" "$out/ctest-on.log"; then
+  step "failed tests again with the switches off"
+  env "${off[@]}" timeout 600 ctest --test-dir "$root/build-gpu" --rerun-failed --timeout 400 --output-on-failure >"$out/ctest-off-rerun.log" 2>&1
+  grep -E "tests passed|\*\*\*Failed|Timeout|Exception" "$out/ctest-off-rerun.log" | head -30
+fi
+wait
+[ -f "$model/config.json" ] || { echo "fp8rl init failed:"; tail -5 "$out/init.log"; exit 1; }
+
+ab() { BUDGET=100000 bash "$root/scripts/gpu-ab.sh"; }
+step "each kernel switch off and on"
+SWITCHES="$kernels" ab
+step "all four together, 3 rollouts a cell"
+SWITCHES="${kernels// /+}" ARGS="--batch 1,64 --gen-len 256 --reps 3" STEP_LIMIT=240 ab
+step "decode graphs kept across rollouts"
+SWITCHES=FP8RL_KEEP_DECODE_GRAPHS ARGS="--batch 1,64 --gen-len 256 --reps 2" ab
+step "mixed steps split"
+SWITCHES=FP8RL_SPLIT_MIXED_STEPS ARGS="--batch 1024 --max-num-seqs 256 --gen-len 256 --gen-len-min 32" STEP_LIMIT=300 ab
+step "shared-prefix decode, profiled"
+timeout 240 "$fp8rl" bench rollout --model "$model" --batch 64,128 --gen-len 256 --compare-shared-prefix --profile \
+  -o "$out/shared-prefix-profile.md" >"$out/shared-prefix-profile.log" 2>&1
+echo "rc $?"; grep -E "^\| (bf16|fp8)|shared|saved" "$out/shared-prefix-profile.md" | head -30
+step "8K-token prefill"
+timeout 240 "$fp8rl" bench rollout --model "$model" --batch 1 --prompt-len 8192 --gen-len 4 \
+  -o "$out/prefill-8k.md" >"$out/prefill-8k.log" 2>&1
+echo "rc $?"; grep -E "^\| (bf16|fp8)|prefill" "$out/prefill-8k.md" | head -20
+step done
