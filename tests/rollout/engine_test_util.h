@@ -37,18 +37,18 @@ inline std::vector<float> recompute_logprobs(const model::CausalLM& m, const std
 }
 
 // |engine log-prob - trainer recompute| over every generated token of every sample of `out`
-// (the answers to `reqs`), each sample required to hold `tokens` tokens.
+// (the answers to `reqs`), each sample required to hold its request's max_new_tokens tokens.
 struct LogprobGap {
   double max = 0, mean = 0;
 };
 inline LogprobGap logprob_gap(const model::CausalLM& m, const std::vector<rollout::GenerateRequest>& reqs,
-                              const std::vector<rollout::GenerateOutput>& out, size_t tokens) {
+                              const std::vector<rollout::GenerateOutput>& out) {
   LogprobGap g;
   double sum = 0;
   int64_t count = 0;
   for (size_t i = 0; i < reqs.size(); ++i)
     for (const rollout::SampleOutput& s : out[i].output.samples) {
-      REQUIRE(s.tokens.size() == tokens);
+      REQUIRE(s.tokens.size() == static_cast<size_t>(reqs[i].params.max_new_tokens));
       const std::vector<float> lp = recompute_logprobs(m, reqs[i].prompt, s.tokens);
       for (size_t t = 0; t < lp.size(); ++t) {
         const double d = std::abs(static_cast<double>(s.logprobs[t]) - lp[t]);
