@@ -223,10 +223,6 @@ at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType 
   a.Np = w.data.size(0);
   a.Kp = w.data.size(1);
   a.Mp = x.data.size(0);
-  // FP8RL_GEMV_L2_PREFETCH=1: each block asks L2 for up to 4 KB more of each of its weight rows
-  // as it starts (fp8_gemv.h); off until measured on a GPU. The same bits either way.
-  static const bool prefetch = env_switch("FP8RL_GEMV_L2_PREFETCH", false);
-  if (prefetch && reinterpret_cast<uintptr_t>(a.w) % 16 == 0) a.l2_prefetch_bytes = 4096;
   try {
     if (tensor_cores)
       cuda::fp8_gemv_block_mma(a, at::cuda::getCurrentCUDAStream());

@@ -127,13 +127,6 @@ __global__ void __launch_bounds__(kThreads) fp8_gemv_kernel(Fp8GemvArgs a) {
 // round-robin and add their totals in shared memory.
 constexpr int kMmaWarps = 8;
 
-// Asks L2 for `bytes` (a multiple of 16) at the 16-byte aligned `p`, without registers (sm_90).
-__device__ __forceinline__ void bulk_prefetch_l2(const void* p, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
-
 __device__ __forceinline__ void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm(
       "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -179,13 +172,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32) fp8_gemv_mma_kernel(Fp8GemvArg
   // CUTLASS GEMM triggers before its epilogue, so it must never come directly before this kernel.
   // x and the scales are read after the wait.
   if (warp < kblocks) load_weights(warp);
-  // The rest of the first iterations' rows, up to l2_prefetch_bytes each, requested from L2 by
-  // one lane per row: on K = 4096 the whole tile is then in flight before the wait.
-  constexpr int64_t kFirstPass = 2 * kMmaWarps * 128;  // bytes of each row the loads above cover
-  if (a.l2_prefetch_bytes > 0 && warp == 0 && lane < 16 && Kp > kFirstPass) {
-    const int64_t bytes = min(Kp - kFirstPass, a.l2_prefetch_bytes);
-    bulk_prefetch_l2(a.w + (n0 + lane) * Kp + kFirstPass, static_cast<uint32_t>(bytes));
-  }
   pdl::begin();
   for (int64_t kb0 = warp; kb0 < kblocks; kb0 += 2 * kMmaWarps) {
     const bool second = kb0 + kMmaWarps < kblocks;
@@ -260,13 +246,9 @@ void launch_rows(const Fp8GemvArgs& a, cudaStream_t stream) {
 }  // namespace
 
 void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream) {
-  if (a.M < 1 || a.M > kFp8GemvMmaMaxRows || a.Kp % 512 != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M ||
-      a.l2_prefetch_bytes < 0 || a.l2_prefetch_bytes >= (1 << 20) || a.l2_prefetch_bytes % 16 != 0 ||
-      (a.l2_prefetch_bytes > 0 && reinterpret_cast<uintptr_t>(a.w) % 16 != 0))
+  if (a.M < 1 || a.M > kFp8GemvMmaMaxRows || a.Kp % 512 != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M)
     throw std::runtime_error("fp8_gemv_block_mma: unsupported shape M=" + std::to_string(a.M) +
-                             " N=" + std::to_string(a.N) + " Kp=" + std::to_string(a.Kp) +
-                             " (or l2_prefetch_bytes " + std::to_string(a.l2_prefetch_bytes) +
-                             ": a multiple of 16 below 1 MiB, w 16-byte aligned)");
+                             " N=" + std::to_string(a.N) + " Kp=" + std::to_string(a.Kp));
   const auto blocks = static_cast<unsigned>((a.N + 15) / 16);
   if (a.y_bf16)
     pdl::launch(fp8_gemv_mma_kernel<__nv_bfloat16>, blocks, kMmaWarps * 32, 0, stream, a);

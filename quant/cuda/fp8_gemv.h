@@ -29,11 +29,6 @@ struct Fp8GemvArgs {
   void* y;               // [M, N] row-major, bfloat16 or float32
   bool y_bf16;
   int64_t M, N, Np, Kp, Mp;
-  // fp8_gemv_block_mma: bytes of each weight row past what the first pass loads into registers
-  // that a block asks L2 for at its start (one bulk prefetch per row, sm_90; before its PDL wait,
-  // so they stream while the kernel before it ends). 0: none; else a multiple of 16 below 1 MiB
-  // (the instruction's size field), and w 16-byte aligned.
-  int64_t l2_prefetch_bytes = 0;
 };
 
 // Enqueue the GEMV on `stream`; throw std::runtime_error on a launch error. Two kernels:

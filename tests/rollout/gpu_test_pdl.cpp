@@ -54,26 +54,22 @@ TEST_CASE("PDL: the engine's kernels wait for the kernel before them", "[rollout
     const at::Tensor w = at::randn({N, K}, f32).to(at::kFloat8_e4m3fn).view(at::kByte);  // [N, K] E4M3
     const at::Tensor final_x = at::randn({M, K}, f32).to(at::kFloat8_e4m3fn).view(at::kByte);
     const at::Tensor w_scale = at::rand({N / 128, K / 128}, f32) + 0.5, x_scale = at::rand({K / 128, M}, f32) + 0.5;
-    for (const int64_t prefetch : {0, 4096}) {
-      INFO("l2_prefetch_bytes " << prefetch);
-      const at::Tensor x = at::zeros({M, K}, bytes), y = at::empty({M, N}, bf16), want = at::empty({M, N}, bf16);
-      cuda::Fp8GemvArgs a;
-      a.w = static_cast<const uint8_t*>(w.data_ptr());
-      a.w_scale = w_scale.data_ptr<float>();
-      a.x_scale = x_scale.data_ptr<float>();
-      a.y_bf16 = true;
-      a.M = a.Mp = M;
-      a.N = a.Np = N;
-      a.Kp = K;
-      a.l2_prefetch_bytes = prefetch;
-      a.x = static_cast<const uint8_t*>(final_x.data_ptr());
-      a.y = want.data_ptr();
-      cuda::fp8_gemv_block_mma(a, stream);
-      test::late_copy(final_x.data_ptr(), x.data_ptr(), final_x.numel(), kSpinCycles, stream);
-      a.x = static_cast<const uint8_t*>(x.data_ptr());
-      a.y = y.data_ptr();
-      cuda::fp8_gemv_block_mma(a, stream);
-      CHECK(at::equal(y, want));
-    }
+    const at::Tensor x = at::zeros({M, K}, bytes), y = at::empty({M, N}, bf16), want = at::empty({M, N}, bf16);
+    cuda::Fp8GemvArgs a;
+    a.w = static_cast<const uint8_t*>(w.data_ptr());
+    a.w_scale = w_scale.data_ptr<float>();
+    a.x_scale = x_scale.data_ptr<float>();
+    a.y_bf16 = true;
+    a.M = a.Mp = M;
+    a.N = a.Np = N;
+    a.Kp = K;
+    a.x = static_cast<const uint8_t*>(final_x.data_ptr());
+    a.y = want.data_ptr();
+    cuda::fp8_gemv_block_mma(a, stream);
+    test::late_copy(final_x.data_ptr(), x.data_ptr(), final_x.numel(), kSpinCycles, stream);
+    a.x = static_cast<const uint8_t*>(x.data_ptr());
+    a.y = y.data_ptr();
+    cuda::fp8_gemv_block_mma(a, stream);
+    CHECK(at::equal(y, want));
   }
 }
