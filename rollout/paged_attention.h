@@ -89,13 +89,15 @@ bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t n
 // With an FP8 cache, whether the decode kernel runs its MMAs (K Q^T and P V) in fp16, the E4M3
 // bytes widened by one conversion per pair and V's read a word per key row
 // (rollout/cuda/paged_decode.cu), rather than in q's dtype with each byte widened through float.
-// FP8RL_FP8_KV_HALF_MMA=0/1, read once; off until measured on a GPU. Tests set both. Read per
+// On by default (FP8 + FP8 KV decode at batch 64: graph step 6.26 -> 6.13 ms, Qwen3-8B shape,
+// H100); FP8RL_FP8_KV_HALF_MMA=0 turns it off, read once. Tests set both. Read per
 // call, so a captured CUDA graph keeps the value it was captured with.
 bool fp8_kv_half_mma();
 void set_fp8_kv_half_mma(bool on);
 // Whether PagedAttention::forward_rotating stores K/V from the q/k norm + RoPE kernel rather than
 // by a write kernel of its own (one launch fewer per layer, two with an FP8 cache; the same
-// bytes). FP8RL_FUSED_KV_STORE=0/1, read once; off until measured on a GPU. Tests set both. A
+// bytes). On by default (1.01-1.02x decode tokens/s, Qwen3-8B shape, H100); FP8RL_FUSED_KV_STORE=0
+// turns it off, read once. Tests set both. A
 // captured CUDA graph keeps the value it was captured with.
 bool fused_kv_store();
 void set_fused_kv_store(bool on);

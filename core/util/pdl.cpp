@@ -4,7 +4,7 @@
 
 namespace fp8rl {
 namespace {
-EnvToggle g_pdl("FP8RL_PDL", false);
+EnvToggle g_pdl("FP8RL_PDL", true);
 }  // namespace
 
 bool pdl_enabled() { return g_pdl.get(); }

@@ -42,7 +42,7 @@ struct PagedDecodeArgs {
   // (rollout/kv_cache.h, KvDirectory).
   const void* const* cache_bases = nullptr;
   // An FP8 cache's MMAs (K Q^T, P V) in fp16, q converted once per block, V's bytes read a word
-  // per key row (paged_decode.cu; FP8RL_FP8_KV_HALF_MMA, off until measured); false: in q's
+  // per key row (paged_decode.cu; FP8RL_FP8_KV_HALF_MMA, on by default); false: in q's
   // dtype, each cache byte widened through float.
   bool fp8_half_mma = false;
 };
