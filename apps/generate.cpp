@@ -30,6 +30,7 @@
 #include "trainer/data.h"
 #include "trainer/policy.h"
 #include "trainer/prompts.h"
+#include "trainer/rl_step.h"
 #include "rollout/stop_strings.h"
 #include "trainer/stop_tokens.h"
 
@@ -45,17 +46,17 @@ struct Settings {
   std::string model_dir, tokenizer_dir, chat_setting = "auto", prompt_key = "prompt";
   recipe::QuantizationConfig quant;
   std::string dtype = "bfloat16", device = "auto";
-  int64_t n = 1, top_k = -1, max_new_tokens = 256, max_num_seqs = 256;
-  double temperature = 1.0, top_p = 1.0, gpu_memory_utilization = 0.9;
-  bool enable_prefix_caching = true;
-  bool enforce_eager = false;
-  bool async_scheduling = false;
-  bool shared_prefix_decode = false;  // rollout.shared_prefix_decode (recipe only)
-  bool split_mixed_steps = false;     // rollout.split_mixed_steps (recipe only)
-  bool keep_decode_graphs = false;    // rollout.keep_decode_graphs (recipe only): graphs kept across the chunks
-  std::string kv_cache_dtype = "auto";
+  int64_t n = 1, top_k = -1, max_new_tokens = 256;
+  double temperature = 1.0, top_p = 1.0;
+  // The rollout.* keys the engine reads (trainer::engine_config, as in training): the recipe's,
+  // else the recipe defaults but for the memory fraction (no trainer shares the GPU here); flags
+  // override some. Its n, temperature, ... are not read: the fields above are.
+  recipe::RolloutConfig engine = [] {
+    recipe::RolloutConfig ro;
+    ro.gpu_memory_utilization = 0.9;
+    return ro;
+  }();
   uint64_t seed = 0;
-  std::vector<std::string> stop;  // stop strings
 };
 
 // "--n" when the flag set it, "r.yaml:12: rollout.n" when the recipe did.
@@ -82,22 +83,13 @@ Settings resolve(const GenerateArgs& a) {
     s.top_p = r.rollout.top_p;
     s.top_k = r.rollout.top_k;
     s.max_new_tokens = r.rollout.max_response_length;
-    s.gpu_memory_utilization = r.rollout.gpu_memory_utilization;
-    s.max_num_seqs = r.rollout.max_num_seqs;
-    s.enable_prefix_caching = r.rollout.enable_prefix_caching;
-    s.enforce_eager = r.rollout.enforce_eager;
-    s.async_scheduling = r.rollout.async_scheduling;
-    s.shared_prefix_decode = r.rollout.shared_prefix_decode;
-    s.split_mixed_steps = r.rollout.split_mixed_steps;
-    s.keep_decode_graphs = r.rollout.keep_decode_graphs;
-    s.kv_cache_dtype = r.rollout.kv_cache_dtype;
+    s.engine = r.rollout;
     s.seed = static_cast<uint64_t>(r.trainer.seed);
-    s.stop = r.rollout.stop;
   }
   if (!a.model.empty()) s.model_dir = a.model;
-  if (a.enforce_eager) s.enforce_eager = true;
-  if (a.async_scheduling) s.async_scheduling = true;
-  if (!a.kv_cache_dtype.empty()) s.kv_cache_dtype = a.kv_cache_dtype;
+  if (a.enforce_eager) s.engine.enforce_eager = true;
+  if (a.async_scheduling) s.engine.async_scheduling = true;
+  if (!a.kv_cache_dtype.empty()) s.engine.kv_cache_dtype = a.kv_cache_dtype;
   if (s.model_dir.empty()) {
     if (!loaded) throw ConfigError("generate: --model DIR or --recipe R.yaml is required");
     throw ConfigError(loaded->where("model.path") + ": generate needs a checkpoint directory (model.path" +
@@ -122,8 +114,8 @@ Settings resolve(const GenerateArgs& a) {
   if (a.top_k) s.top_k = *a.top_k;
   if (a.max_new_tokens) s.max_new_tokens = *a.max_new_tokens;
   if (a.seed) s.seed = *a.seed;
-  if (!a.stop.empty()) s.stop = a.stop;
-  for (const std::string& st : s.stop)
+  if (!a.stop.empty()) s.engine.stop = a.stop;
+  for (const std::string& st : s.engine.stop)
     if (st.empty()) throw ConfigError(origin(!a.stop.empty(), "--stop", loaded, "rollout.stop") + ": an empty stop string would end every sample at once");
 
   auto need = [&](bool ok, bool flag_set, const char* flag, const char* key, const std::string& what) {
@@ -138,10 +130,10 @@ Settings resolve(const GenerateArgs& a) {
        cat("top-k must be -1 (off) or > 0, got ", s.top_k));
   need(s.max_new_tokens >= 1 && s.max_new_tokens <= (int64_t(1) << 24), a.max_new_tokens.has_value(), "--max-new-tokens",
        "rollout.max_response_length", cat("must be in [1, 2^24], got ", s.max_new_tokens));
-  need(s.max_num_seqs >= 1 && s.max_num_seqs <= (1 << 20), false, "", "rollout.max_num_seqs",
-       cat("must be in [1, 2^20], got ", s.max_num_seqs));
-  need(s.gpu_memory_utilization > 0 && s.gpu_memory_utilization <= 1, false, "", "rollout.gpu_memory_utilization",
-       cat("must be in (0, 1], got ", s.gpu_memory_utilization));
+  need(s.engine.max_num_seqs >= 1 && s.engine.max_num_seqs <= (1 << 20), false, "", "rollout.max_num_seqs",
+       cat("must be in [1, 2^20], got ", s.engine.max_num_seqs));
+  const double mem = s.engine.gpu_memory_utilization;
+  need(mem > 0 && mem <= 1, false, "", "rollout.gpu_memory_utilization", cat("must be in (0, 1], got ", mem));
   return s;
 }
 
@@ -262,18 +254,7 @@ int run_generate(const GenerateArgs& args) {
                 device.str(), ") in ",
                 seconds(t_load), " s; ", plan.summary()));
 
-  rollout::EngineConfig ec;
-  ec.max_num_seqs = static_cast<int32_t>(s.max_num_seqs);
-  ec.enable_prefix_caching = s.enable_prefix_caching;
-  ec.enforce_eager = s.enforce_eager;
-  ec.async_scheduling = s.async_scheduling;
-  ec.shared_prefix_decode = s.shared_prefix_decode;
-  ec.split_mixed_steps = s.split_mixed_steps;
-  ec.keep_decode_graphs = s.keep_decode_graphs;
-  ec.fp8_kv_cache = s.kv_cache_dtype == "fp8";
-  ec.gpu_memory_utilization = s.gpu_memory_utilization;
-  if (!s.stop.empty()) ec.token_bytes = trainer::token_byte_table(tok);
-  rollout::Engine engine(model, ec);
+  rollout::Engine engine(model, trainer::engine_config(s.engine, tok));
 
   std::vector<rollout::GenerateRequest> requests(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -282,7 +263,7 @@ int run_generate(const GenerateArgs& args) {
     r.params.n = static_cast<int32_t>(s.n);
     r.params.max_new_tokens = static_cast<int32_t>(s.max_new_tokens);
     r.params.stop_token_ids = stop.ids;
-    r.params.stop_strings = s.stop;
+    r.params.stop_strings = s.engine.stop;
     r.sampling.temperature = s.temperature;
     r.sampling.top_k = s.top_k > 0 ? s.top_k : 0;
     r.sampling.top_p = s.top_p;
@@ -291,7 +272,7 @@ int run_generate(const GenerateArgs& args) {
 
   // Chunks of prompts, so progress shows and the CPU pool stays bounded; each is one rollout.
   const int32_t tok_vocab = tok.vocab_size();
-  const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, 4 * s.max_num_seqs / s.n));
+  const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, 4 * s.engine.max_num_seqs / s.n));
   std::string file_out;
   int64_t tokens = 0, saved = 0, preemptions = 0, failed = 0;
   std::string first_failure;
@@ -332,7 +313,7 @@ int run_generate(const GenerateArgs& args) {
         for (size_t t = 0; t < text_len; ++t)
           if (so.tokens[t] >= 0 && so.tokens[t] < tok_vocab) text_ids.push_back(so.tokens[t]);
         std::string text = tok.decode(text_ids);
-        text.resize(rollout::stop_string_position(text, s.stop));  // a stop string and what follows are not text
+        text.resize(rollout::stop_string_position(text, s.engine.stop));  // a stop string and what follows are not text
         std::string line = cat(head, ",\"sample_index\":", j, ",\"text\":", json_string(text),
                                ",\"token_ids\":[");
         for (size_t t = 0; t < so.tokens.size(); ++t) line += cat(t ? "," : "", so.tokens[t]);

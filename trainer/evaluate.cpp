@@ -72,7 +72,7 @@ EvalResult evaluate_checkpoint(const std::string& source, const std::vector<std:
   const TaskSetup task = prepare_task(loaded, scratch.path());
   const at::Device device = resolve_device(r.trainer.device);
   Policy policy(r, task.model_dir, device);
-  rollout::Engine engine(policy.model(), engine_config(r, *task.tokenizer));
+  rollout::Engine engine(policy.model(), engine_config(r.rollout, *task.tokenizer));
   const std::vector<Example> val =
       load_examples(r, r.data.val_files, *task.tokenizer, task.chat_template, task.config.shape.vocab_size);
   if (val.empty()) throw ConfigError(cat("eval: data.val_files: no prompts to score"));

@@ -189,18 +189,18 @@ BatchReward make_batch_reward(const recipe::Recipe& r) {
   };
 }
 
-rollout::EngineConfig engine_config(const recipe::Recipe& r, const hf::Tokenizer& tokenizer) {
+rollout::EngineConfig engine_config(const recipe::RolloutConfig& ro, const hf::Tokenizer& tokenizer) {
   rollout::EngineConfig ec;
-  if (!r.rollout.stop.empty()) ec.token_bytes = token_byte_table(tokenizer);  // stop strings match on token bytes
-  ec.max_num_seqs = static_cast<int32_t>(r.rollout.max_num_seqs);
-  ec.enable_prefix_caching = r.rollout.enable_prefix_caching;
-  ec.enforce_eager = r.rollout.enforce_eager;
-  ec.async_scheduling = r.rollout.async_scheduling;
-  ec.shared_prefix_decode = r.rollout.shared_prefix_decode;
-  ec.split_mixed_steps = r.rollout.split_mixed_steps;
-  ec.keep_decode_graphs = r.rollout.keep_decode_graphs;
-  ec.fp8_kv_cache = r.rollout.kv_cache_dtype == "fp8";
-  ec.gpu_memory_utilization = r.rollout.gpu_memory_utilization;
+  if (!ro.stop.empty()) ec.token_bytes = token_byte_table(tokenizer);  // stop strings match on token bytes
+  ec.max_num_seqs = static_cast<int32_t>(ro.max_num_seqs);
+  ec.enable_prefix_caching = ro.enable_prefix_caching;
+  ec.enforce_eager = ro.enforce_eager;
+  ec.async_scheduling = ro.async_scheduling;
+  ec.shared_prefix_decode = ro.shared_prefix_decode;
+  ec.split_mixed_steps = ro.split_mixed_steps;
+  ec.keep_decode_graphs = ro.keep_decode_graphs;
+  ec.fp8_kv_cache = ro.kv_cache_dtype == "fp8";
+  ec.gpu_memory_utilization = ro.gpu_memory_utilization;
   return ec;
 }
 

@@ -47,9 +47,10 @@ using BatchReward = std::function<std::vector<double>(const std::vector<RewardIn
 // The recipe's reward (reward.type; `command` starts its process now) as a batch function.
 BatchReward make_batch_reward(const recipe::Recipe& recipe);
 
-// The engine settings of rollout.* (max_num_seqs, prefix caching, gpu_memory_utilization; the
-// tokenizer's token bytes when rollout.stop holds stop strings).
-rollout::EngineConfig engine_config(const recipe::Recipe& recipe, const hf::Tokenizer& tokenizer);
+// The engine settings of rollout.* (max_num_seqs, prefix caching, gpu_memory_utilization, the
+// kernel paths; the tokenizer's token bytes when rollout.stop holds stop strings). The one
+// translation of the recipe's rollout section: `fp8rl generate` uses it too.
+rollout::EngineConfig engine_config(const recipe::RolloutConfig& rollout, const hf::Tokenizer& tokenizer);
 
 struct Sample {
   int64_t example = 0;               // index into the examples

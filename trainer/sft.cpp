@@ -83,7 +83,7 @@ void supervised_warmup(const recipe::Recipe& recipe, const TaskSetup& task, at::
   // The starting skill RL will see: greedy pass@1 on the first 256 prompts, as validation measures it.
   const std::vector<Example> head(task.examples.begin(),
                                   task.examples.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(256, task.examples.size())));
-  rollout::Engine engine(policy.model(), engine_config(r, *task.tokenizer));
+  rollout::Engine engine(policy.model(), engine_config(r.rollout, *task.tokenizer));
   const Metrics vm = validate(policy, engine, head, make_batch_reward(r), StepInputs{r, head, *task.tokenizer, task.stop_ids, 0});
   log::info(cat("sft: greedy accuracy on the first ", head.size(), " prompts: ", vm.at("val/accuracy")));
   save_dense_model(policy.model(), task.model_dir, out.string());

@@ -176,7 +176,7 @@ int run_train(const recipe::LoadedRecipe& loaded) {
   std::optional<MetricsLog> metrics_log;  // rank 0 writes the run's files
   if (main_rank) metrics_log.emplace(dir, r.logging.logger, resume_from ? start : -1);
   const BatchReward reward = make_batch_reward(r);
-  rollout::Engine engine(policy.model(), engine_config(r, *task.tokenizer));
+  rollout::Engine engine(policy.model(), engine_config(r.rollout, *task.tokenizer));
   std::vector<Example> val_examples;
   if (r.trainer.test_freq > 0)
     val_examples = load_examples(r, r.data.val_files, *task.tokenizer, task.chat_template, task.config.shape.vocab_size);

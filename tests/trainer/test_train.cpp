@@ -187,7 +187,7 @@ TEST_CASE("eval: a dense run's final checkpoint scores what the run's own last v
     const trainer::TaskSetup task = trainer::prepare_task(el, dir.path() / "independent");
     REQUIRE(task.examples.size() == 6);
     trainer::Policy policy(el.recipe, task.model_dir, at::kCPU);
-    rollout::Engine engine(policy.model(), trainer::engine_config(el.recipe, *task.tokenizer));
+    rollout::Engine engine(policy.model(), trainer::engine_config(el.recipe.rollout, *task.tokenizer));
     std::vector<rollout::GenerateRequest> requests;
     for (const trainer::Example& ex : task.examples) {
       rollout::GenerateRequest q;
