@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # On the GPU machine, detached (scripts/gpu-detach.sh): the measuring plan for the engine's
-# speed switches, in order of what a decision needs first. Logs go to $OUT.
-#  1. build build-gpu/; every GPU test with the four kernel switches on (a failure is re-run
-#     with them off, so a failing switch is told from a failing test), while the 8B checkpoint
-#     is written;
+# speed switches, in order of what a decision needs first (docs/BENCHMARKS.md, fifth session,
+# has the run that set today's defaults). Logs go to $OUT.
+#  1. build build-gpu/; every GPU test with the kernel switches on (a failure is re-run with
+#     them off, so a failing switch is told from a failing test), while the 8B checkpoint is
+#     written;
 #  2. each kernel switch off and on (scripts/gpu-ab.sh, Qwen3-8B shape, batch 1 and 64), then
-#     all four together, three rollouts a cell;
+#     all of them together, three rollouts a cell;
 #  3. decode graphs kept across rollouts, mixed steps split (1024 sequences on 256 slots);
 #  4. shared-prefix decode under the kernel profiler; an 8K-token prefill.
 set -uo pipefail
@@ -15,7 +16,7 @@ mkdir -p "$out"
 source "$root/scripts/gpu-env.sh"
 t0=$(date +%s)
 step() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
-kernels="FP8RL_PDL FP8RL_FP8_KV_HALF_MMA FP8RL_GEMV_L2_PREFETCH FP8RL_FUSED_KV_STORE"
+kernels="FP8RL_PDL FP8RL_FP8_KV_HALF_MMA FP8RL_FUSED_KV_STORE"
 fp8rl=$root/build-gpu/apps/fp8rl
 model=/tmp/fp8rl-bench-model-8b
 
@@ -39,7 +40,7 @@ wait
 ab() { BUDGET=100000 bash "$root/scripts/gpu-ab.sh"; }
 step "each kernel switch off and on"
 SWITCHES="$kernels" ab
-step "all four together, 3 rollouts a cell"
+step "the kernel switches together, 3 rollouts a cell"
 SWITCHES="${kernels// /+}" ARGS="--batch 1,64 --gen-len 256 --reps 3" STEP_LIMIT=240 ab
 step "decode graphs kept across rollouts"
 SWITCHES=FP8RL_KEEP_DECODE_GRAPHS ARGS="--batch 1,64 --gen-len 256 --reps 2" ab

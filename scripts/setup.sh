@@ -13,7 +13,8 @@
 #
 # Environment: FP8RL_CUDA=auto|ON|OFF (auto: ON where nvidia-smi sees a GPU and nvcc exists),
 # FP8RL_BUILD_DIR, FP8RL_DEPS_DIR, FP8RL_TORCH_DIR (use this torch package directory),
-# FP8RL_JOBS (parallel build jobs, default: all cores).
+# FP8RL_JOBS (parallel build jobs, default: all cores), FP8RL_BUILD_TARGET (one target, e.g. a
+# test executable, instead of everything).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -168,5 +169,5 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${flashinfer_f
   -DFP8RL_TORCH_DIR="$torch_dir" -DFP8RL_CUDA="$cuda" -DFP8RL_TEST_PYTHON="$test_python" -DFP8RL_TEST_CHROMIUM="$chromium_bin" >"$build/configure.log" 2>&1 \
   || { cat "$build/configure.log" >&2; die "cmake configure failed (log above)"; }
 say "building with $jobs jobs"
-cmake --build "$build" -j "$jobs"
-say "done: $build/apps/fp8rl"
+cmake --build "$build" -j "$jobs" ${FP8RL_BUILD_TARGET:+--target "$FP8RL_BUILD_TARGET"}
+say "done: $build/${FP8RL_BUILD_TARGET:-apps/fp8rl}"
