@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# On the GPU machine, detached (scripts/gpu-detach.sh): the engine with its default paths,
+# everything issue 11's targets name, in order of what is needed first. Logs go to $OUT.
+#  1. build build-gpu/; every GPU test at the defaults, while the 8B checkpoint is written;
+#  2. `fp8rl bench rollout` at batch 1, 16, 64, 128, 256 (Qwen3-8B shape, 512-token prompts,
+#     n = 8, 1024 new tokens; 3 rollouts a cell at batch <= 64);
+#  3. the RL-shaped rollout (1024 sequences on 256 slots, 32-256 new tokens);
+#  4. HF transformers generate() on the same shape at batch 1 and 64 (the peer baseline);
+#  5. an 8K-token prefill.
+#   bash scripts/gpu-detach.sh scripts/gpu-measure-defaults.sh   # in each call, back to back
+set -uo pipefail
+root=${FP8RL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+out=${OUT:-$root/gpu-logs}
+mkdir -p "$out"
+source "$root/scripts/gpu-env.sh"
+t0=$(date +%s)
+step() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
+fp8rl=$root/build-gpu/apps/fp8rl
+model=/tmp/fp8rl-bench-model-8b
+bench() {  # $1 = report name, then bench arguments; prints the table and the ratio lines
+  local name=$1
+  shift
+  timeout 420 "$fp8rl" bench rollout --model "$model" "$@" -o "$out/$name.md" >"$out/$name.log" 2>&1
+  echo "rc $?"
+  grep -E "^\| (bf16|fp8)|^FP8|^KV capacity" "$out/$name.md" 2>/dev/null | cut -c1-400
+}
+
+step "build ($(git -C "$root" log --oneline -1 2>/dev/null))"
+FP8RL_BUILD_DIR=$root/build-gpu bash "$root/scripts/setup.sh" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
+nvidia-smi -L
+[ -f "$model/config.json" ] || "$fp8rl" init --preset 8b --out "$model" --device cuda --seed 0 >"$out/init.log" 2>&1 &
+step "ctest -L gpu"
+timeout 600 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest.log" 2>&1
+echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest.log" | head -30
+wait
+[ -f "$model/config.json" ] || { echo "fp8rl init failed:"; tail -5 "$out/init.log"; exit 1; }
+
+step "decode, batch 1-64"
+bench decode-small --batch 1,16,64 --gen-len 1024 --reps 3
+step "decode, batch 128-256"
+bench decode-large --batch 128,256 --gen-len 1024
+step "RL-shaped rollout: 1024 sequences on 256 slots"
+bench rl-shaped --batch 1024 --max-num-seqs 256 --gen-len 256 --gen-len-min 32
+step "HF transformers generate(), same shape"
+timeout 600 python3 "$root/scripts/hf_generate_baseline.py" --preset 8b --batch 1,64 >"$out/hf-generate.log" 2>&1
+echo "rc $?"; tail -5 "$out/hf-generate.log"
+step "8K-token prefill"
+bench prefill-8k --batch 1 --prompt-len 8192 --gen-len 4
+step done
