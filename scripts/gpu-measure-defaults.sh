@@ -10,13 +10,7 @@
 #   bash scripts/gpu-detach.sh scripts/gpu-measure-defaults.sh   # in each call, back to back
 set -uo pipefail
 root=${FP8RL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
-out=${OUT:-$root/gpu-logs}
-mkdir -p "$out"
-source "$root/scripts/gpu-env.sh"
-t0=$(date +%s)
-step() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
-fp8rl=$root/build-gpu/apps/fp8rl
-model=/tmp/fp8rl-bench-model-8b
+source "$root/scripts/gpu-plan-lib.sh"
 bench() {  # $1 = report name, then bench arguments; prints the table and the ratio lines
   local name=$1
   shift
@@ -25,10 +19,7 @@ bench() {  # $1 = report name, then bench arguments; prints the table and the ra
   grep -E "^\| (bf16|fp8)|^FP8|^KV capacity" "$out/$name.md" 2>/dev/null | cut -c1-400
 }
 
-step "build ($(git -C "$root" log --oneline -1 2>/dev/null))"
-FP8RL_BUILD_DIR=$root/build-gpu bash "$root/scripts/setup.sh" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
-nvidia-smi -L
-[ -f "$model/config.json" ] || "$fp8rl" init --preset 8b --out "$model" --device cuda --seed 0 >"$out/init.log" 2>&1 &
+build_and_init
 step "ctest -L gpu"
 timeout 600 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest.log" 2>&1
 echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest.log" | head -30

@@ -11,25 +11,16 @@
 #  4. shared-prefix decode under the kernel profiler; an 8K-token prefill.
 set -uo pipefail
 root=${FP8RL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
-out=${OUT:-$root/gpu-logs}
-mkdir -p "$out"
-source "$root/scripts/gpu-env.sh"
-t0=$(date +%s)
-step() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
+source "$root/scripts/gpu-plan-lib.sh"
 kernels="FP8RL_PDL FP8RL_FP8_KV_HALF_MMA FP8RL_FUSED_KV_STORE"
-fp8rl=$root/build-gpu/apps/fp8rl
-model=/tmp/fp8rl-bench-model-8b
 
-step "build ($(git -C "$root" log --oneline -1 2>/dev/null))"
-FP8RL_BUILD_DIR=$root/build-gpu bash "$root/scripts/setup.sh" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
-nvidia-smi -L
-"$fp8rl" init --preset 8b --out "$model" --device cuda --seed 0 >"$out/init.log" 2>&1 &
+build_and_init
 
 on=(); off=(); for k in $kernels; do on+=("$k=1"); off+=("$k=0"); done
 step "ctest -L gpu with ${on[*]}"
 env "${on[@]}" timeout 600 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest-on.log" 2>&1
 echo "rc $?"; grep -E "tests passed|\*\*\*Failed|Timeout|Exception|Total Test" "$out/ctest-on.log" | head -30
-if grep -q "tests failed" "$out/ctest-on.log"; then
+if grep -qE "(^|[^0-9])[1-9][0-9]* tests failed" "$out/ctest-on.log"; then
   step "failed tests again with the switches off"
   env "${off[@]}" timeout 600 ctest --test-dir "$root/build-gpu" --rerun-failed --timeout 400 --output-on-failure >"$out/ctest-off-rerun.log" 2>&1
   grep -E "tests passed|\*\*\*Failed|Timeout|Exception" "$out/ctest-off-rerun.log" | head -30
