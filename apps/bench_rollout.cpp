@@ -195,10 +195,12 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
           runs.push_back(engine.last_stats());
           peak = std::max(peak, static_cast<double>(c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak));
         }
-        // The median rollout by time, and every per-step figure from that same rollout.
+        // The median rollout by time (the faster middle one of an even count: with kept graphs the
+        // first timed rollout may still capture, and of two it would be the slower), and every
+        // per-step figure from that same rollout.
         std::sort(runs.begin(), runs.end(),
                   [](const rollout::EngineStats& a, const rollout::EngineStats& b) { return a.seconds < b.seconds; });
-        const rollout::EngineStats st = runs[runs.size() / 2];
+        const rollout::EngineStats st = runs[(runs.size() - 1) / 2];
         // Prefill alone: the same number of prompts, new ones each time (the prefix cache holds
         // the timed rollouts' prompts), one sampled token each: one eager forward over all their
         // tokens (chunked at the engine's max_num_batched_tokens).

@@ -3,7 +3,7 @@
 // touched its input before griddepcontrol.wait would read the old bytes; each must give what it
 // gives on the final input after a full synchronisation, bit for bit. Covered: RMSNorm (a plain
 // kernel of the engine) and the FP8 tensor-core GEMV, which loads its first weights before the
-// wait (here x is written late), with and without its L2 prefetch.
+// wait (here x is written late).
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 
