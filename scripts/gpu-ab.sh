@@ -13,21 +13,10 @@
 # STEP_LIMIT: seconds one bench may take (default 120).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-out=${OUT:-$root/gpu-logs}
-mkdir -p "$out"
-source "$root/scripts/gpu-env.sh"
-t0=$(date +%s)
+source "$root/scripts/gpu-plan-lib.sh"
 left() { echo $(( ${BUDGET:-570} - ($(date +%s) - t0) )); }
-fp8rl=$root/build-gpu/apps/fp8rl
-if [ ! -x "$fp8rl" ] || [ "${REBUILD:-0}" = 1 ]; then
-  FP8RL_BUILD_DIR=$root/build-gpu bash "$root/scripts/setup.sh" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
-fi
-echo "built at $(( $(date +%s) - t0 )) s; $(git -C "$root" log --oneline -1 2>/dev/null)"
-nvidia-smi -L
-preset=${PRESET:-8b}
-model=/tmp/fp8rl-bench-model-$preset
 # The checkpoint is written while the tests run (over a minute at 8B on the CPU; seconds on CUDA).
-[ -f "$model/config.json" ] || "$fp8rl" init --preset "$preset" --out "$model" --device cuda --seed 0 >"$out/init.log" 2>&1 &
+build_and_init if_missing
 if [ -n "${TESTS:-}" ] && [ "$(left)" -lt 120 ]; then
   echo "ctest ${TESTS} skipped: $(left) s left"
 elif [ -n "${TESTS:-}" ]; then
