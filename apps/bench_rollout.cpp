@@ -150,7 +150,20 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     const char* name;
     bool fp8_weights, fp8_kv;
   };
-  const Config configs[] = {{"bf16", false, false}, {"fp8", true, false}, {"fp8 + fp8 KV", true, true}};
+  // The weight / KV configurations --configs names (all three unless it says otherwise), in this order.
+  const Config all_configs[] = {{"bf16", false, false}, {"fp8", true, false}, {"fp8 + fp8 KV", true, true}};
+  const char* const config_keys[] = {"bf16", "fp8", "fp8-kv"};
+  std::vector<Config> configs;
+  for (size_t k = 0; k < std::size(all_configs); ++k)
+    if (o.configs.empty() || std::find(o.configs.begin(), o.configs.end(), config_keys[k]) != o.configs.end())
+      configs.push_back(all_configs[k]);
+  if (configs.empty()) throw ConfigError("bench rollout: --configs takes bf16, fp8 and fp8-kv");
+  // The index in `configs` of the configuration named `name`, or -1 when --configs left it out.
+  const auto config_index = [&](const char* name) -> int {
+    for (size_t k = 0; k < configs.size(); ++k)
+      if (std::string(configs[k].name) == name) return static_cast<int>(k);
+    return -1;
+  };
   std::vector<Mode> modes{Mode{}};
   if (o.compare_eager) modes.push_back(Mode{true, false});
   if (o.compare_async) modes.push_back(Mode{false, true});
@@ -295,7 +308,8 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
              : "a rollout's time includes capturing its decode graphs")
     << "); kernels launched " << (pdl_enabled() ? "with" : "without") << " programmatic dependent launch (FP8RL_PDL); "
     << "with an FP8 KV cache, attention's MMAs in " << (rollout::fp8_kv_half_mma() ? "fp16" : "the model's dtype")
-    << " (FP8RL_FP8_KV_HALF_MMA); K/V stored by "
+    << " (FP8RL_FP8_KV_HALF_MMA), over tiles of " << (rollout::fp8_kv_half_mma() && rollout::fp8_kv_wide_tiles() ? 128 : 64)
+    << " keys (FP8RL_FP8_KV_WIDE_TILES); K/V stored by "
     << (rollout::fused_kv_store() ? "the q/k norm + RoPE kernel" : "a write kernel of their own") << " (FP8RL_FUSED_KV_STORE); "
     << "prefill tokens/s: as many one-token rollouts over new prompts. "
     << "Copy bandwidth measured in this run: " << std::setprecision(0) << copy_bw / 1e9 << " GB/s.\n\n"
@@ -309,18 +323,20 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
       << 100.0 * c.bw_frac << "% | " << c.prefill_tokens_per_s << " |\n";
   // Cells are ordered config x mode x batch.
   const size_t nb = o.batches.size(), per_config = nb * modes.size();
-  auto ratios = [&](const char* title, size_t num, size_t den, size_t mode) {
+  auto ratios = [&](const char* title, int num, int den, size_t mode) {
+    if (num < 0 || den < 0) return;  // a configuration --configs left out
     r << "\n" << title << " tokens/s (same run, " << modes[mode].name() << "):";
     for (size_t i = 0; i < nb; ++i)
       r << " batch " << cells[i].batch << " " << std::setprecision(2)
         << cells[num * per_config + mode * nb + i].tokens_per_s / cells[den * per_config + mode * nb + i].tokens_per_s << "x;";
   };
-  ratios("FP8 / BF16", 1, 0, 0);
-  ratios("FP8 + FP8 KV / BF16", 2, 0, 0);
+  const int bf16 = config_index("bf16"), fp8 = config_index("fp8"), fp8_kv = config_index("fp8 + fp8 KV");
+  ratios("FP8 / BF16", fp8, bf16, 0);
+  ratios("FP8 + FP8 KV / BF16", fp8_kv, bf16, 0);
   for (size_t m = 1; m < modes.size(); ++m)
     if (modes[m].async || modes[m].shared_prefix) {
-      ratios("FP8 / BF16", 1, 0, m);
-      ratios("FP8 + FP8 KV / BF16", 2, 0, m);
+      ratios("FP8 / BF16", fp8, bf16, m);
+      ratios("FP8 + FP8 KV / BF16", fp8_kv, bf16, m);
     }
   r << "\nDecode-graph capture per rollout, seconds of its wall time (in ms/step; 0 where graphs were kept or "
        "not used):";
@@ -328,14 +344,16 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     if (!c.mode.eager)
       r << " " << c.weights << " " << c.mode.name() << " batch " << c.batch << " " << std::setprecision(3) << c.capture_s
         << " of " << c.seconds << ";";
-  r << "\nFP8 / BF16 prefill tokens/s (same run, " << o.prompt_len << "-token prompts):";
-  for (size_t i = 0; i < nb; ++i)
-    r << " batch " << cells[i].batch << " " << std::setprecision(2)
-      << cells[per_config + i].prefill_tokens_per_s / cells[i].prefill_tokens_per_s << "x;";
+  if (fp8 >= 0 && bf16 >= 0) {
+    r << "\nFP8 / BF16 prefill tokens/s (same run, " << o.prompt_len << "-token prompts):";
+    for (size_t i = 0; i < nb; ++i)
+      r << " batch " << cells[i].batch << " " << std::setprecision(2)
+        << cells[fp8 * per_config + i].prefill_tokens_per_s / cells[bf16 * per_config + i].prefill_tokens_per_s << "x;";
+  }
   // Mode m over the first mode (graphs, synchronous), per config and batch.
   auto mode_ratios = [&](const char* title, size_t m, bool invert) {
     r << "\n" << title << " tokens/s (same run):";
-    for (size_t k = 0; k < std::size(configs); ++k)
+    for (size_t k = 0; k < configs.size(); ++k)
       for (size_t i = 0; i < nb; ++i) {
         const Cell& g = cells[k * per_config + i];
         const Cell& x = cells[k * per_config + m * nb + i];
@@ -350,7 +368,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
       mode_ratios("Shared-prefix decode / plain (CUDA graphs)", m, false);
       r << "\nShared-prefix decode, key reads saved per step (per layer and KV head; share of the keys a step reads "
            "at the mean context):";
-      for (size_t k = 0; k < std::size(configs); ++k)
+      for (size_t k = 0; k < configs.size(); ++k)
         for (size_t i = 0; i < nb; ++i) {
           const Cell& x = cells[k * per_config + m * nb + i];
           r << " " << x.weights << " batch " << x.batch << " " << std::setprecision(0) << x.shared_keys_per_step
@@ -359,7 +377,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     }
   }
   r << "\n\nKV capacity at gpu_memory_utilization 0.9 (tokens that fit beside the weights, 16-token blocks):";
-  for (size_t k = 0; k < std::size(configs); ++k) r << " " << configs[k].name << " " << kv_tokens[k] << ";";
+  for (size_t k = 0; k < configs.size(); ++k) r << " " << configs[k].name << " " << kv_tokens[k] << ";";
   r << "\n";
   for (const Cell& c : cells) r << c.profile;
   return r.str();

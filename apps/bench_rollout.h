@@ -45,6 +45,7 @@ struct RolloutBenchOptions {
   bool compare_shared_prefix = false;  // also run every cell with rollout.shared_prefix_decode
   int64_t reps = 1;            // timed rollouts per cell (median reported)
   bool profile = false;        // per cell (graphs), one more rollout under the kernel profiler
+  std::vector<std::string> configs;  // of bf16, fp8, fp8-kv (weights / KV): those to run; empty: all
 };
 
 std::string run_rollout_bench(const RolloutBenchOptions& options);

@@ -176,6 +176,10 @@ int main(int argc, char** argv) {
   roll->add_option("--seed", roll_args.options.seed, "seed of weights, prompts and sampling")
       ->check(fp8rl::seed_validator())
       ->capture_default_str();
+  roll->add_option("--configs", roll_args.options.configs,
+                   "weights / KV configurations to run, comma-separated: bf16, fp8, fp8-kv (default: all three)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"bf16", "fp8", "fp8-kv"}));
   roll->add_option("--reps", roll_args.options.reps, "timed rollouts per cell (median)")->check(CLI::Range(1, 100))->capture_default_str();
   roll->add_flag("--compare-eager", roll_args.options.compare_eager, "also run every cell without CUDA graphs (rollout.enforce_eager)");
   roll->add_flag("--compare-async", roll_args.options.compare_async,

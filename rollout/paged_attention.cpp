@@ -37,10 +37,13 @@ int64_t prefix_splits_for(int64_t batch, int64_t num_kv_heads, int64_t members) 
 namespace {
 EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", true);
 EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", true);
+EnvToggle g_fp8_kv_wide_tiles("FP8RL_FP8_KV_WIDE_TILES", false);
 }  // namespace
 
 bool fp8_kv_half_mma() { return g_fp8_kv_half_mma.get(); }
 void set_fp8_kv_half_mma(bool on) { g_fp8_kv_half_mma.set(on); }
+bool fp8_kv_wide_tiles() { return g_fp8_kv_wide_tiles.get(); }
+void set_fp8_kv_wide_tiles(bool on) { g_fp8_kv_wide_tiles.set(on); }
 bool fused_kv_store() { return g_fused_kv_store.get(); }
 void set_fused_kv_store(bool on) { g_fused_kv_store.set(on); }
 
@@ -135,6 +138,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.bf16 = q.scalar_type() == at::kBFloat16;
   a.cache_bases = cache_bases;
   a.fp8_half_mma = a.fp8_kv && fp8_kv_half_mma();
+  a.fp8_wide_tiles = a.fp8_half_mma && fp8_kv_wide_tiles();
   cuda::paged_decode_attention(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
   return out;
 #else

@@ -94,6 +94,12 @@ bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t n
 // call, so a captured CUDA graph keeps the value it was captured with.
 bool fp8_kv_half_mma();
 void set_fp8_kv_half_mma(bool on);
+// With an FP8 cache and fp16 MMAs, whether the decode kernel's blocks take tiles of 128 keys with
+// 8 warps instead of 64 keys with 4: the same per-tile work (barriers, the softmax pass) over
+// twice the bytes, at fewer blocks per multiprocessor. Off by default until measured;
+// FP8RL_FP8_KV_WIDE_TILES=1 turns it on, read once. Tests set both. Read per call, like the above.
+bool fp8_kv_wide_tiles();
+void set_fp8_kv_wide_tiles(bool on);
 // Whether PagedAttention::forward_rotating stores K/V from the q/k norm + RoPE kernel rather than
 // by a write kernel of its own (one launch fewer per layer, two with an FP8 cache; the same
 // bytes). On by default (1.01-1.02x decode tokens/s, Qwen3-8B shape, H100); FP8RL_FUSED_KV_STORE=0

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # On the GPU machine, detached (scripts/gpu-detach.sh): the engine with its default paths,
-# everything issue 11's targets name, in order of what is needed first. Logs go to $OUT.
-#  1. build build-gpu/; every GPU test at the defaults, while the 8B checkpoint is written;
-#  2. `fp8rl bench rollout` at batch 1, 16, 64, 128, 256 (Qwen3-8B shape, 512-token prompts,
-#     n = 8, 1024 new tokens; 3 rollouts a cell at batch <= 64);
-#  3. the RL-shaped rollout (1024 sequences on 256 slots, 32-256 new tokens);
-#  4. HF transformers generate() on the same shape at batch 1 and 64 (the peer baseline);
-#  5. an 8K-token prefill.
+# everything issue 11's targets name, and one switch's A/B, in order of what is needed first.
+# Logs go to $OUT.
+#  1. build build-gpu/ (and, beside the tests, the paged decode kernel's own bench); every GPU
+#     test at the defaults, while the 8B checkpoint is written;
+#  2. the paged decode kernel alone (scripts/paged-decode-bench): FP8 cache, 64- against 128-key
+#     tiles (FP8RL_FP8_KV_WIDE_TILES), several batch sizes and split counts;
+#  3. the same switch in the engine, FP8 + FP8 KV at batch 16-256 (off, then on);
+#  4. `fp8rl bench rollout` at batch 1, 16, 64 (2 rollouts a cell) and 128, 256 (Qwen3-8B shape,
+#     512-token prompts, n = 8, 1024 new tokens);
+#  5. async scheduling against synchronous at batch 1 and 64;
+#  6. the RL-shaped rollout (1024 sequences on 256 slots, 32-256 new tokens);
+#  7. HF transformers generate() on the same shape at batch 1 and 64 (the peer baseline);
+#  8. an 8K-token prefill.
 #   bash scripts/gpu-detach.sh scripts/gpu-measure-defaults.sh   # in each call, back to back
 set -uo pipefail
 root=${FP8RL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -16,24 +22,41 @@ bench() {  # $1 = report name, then bench arguments; prints the table and the ra
   shift
   timeout 420 "$fp8rl" bench rollout --model "$model" "$@" -o "$out/$name.md" >"$out/$name.log" 2>&1
   echo "rc $?"
-  grep -E "^\| (bf16|fp8)|^FP8|^KV capacity" "$out/$name.md" 2>/dev/null | cut -c1-400
+  grep -E "^\| (bf16|fp8)|^FP8|^Async|^KV capacity" "$out/$name.md" 2>/dev/null | cut -c1-400
 }
 
 build_and_init
+# The kernel bench compares this tree's kernel with itself ("old" and "new": the noise) and with
+# 128-key tiles; nvcc only, built on the CPU while the tests hold the GPU.
+BASE=$root OUTPUT=$root/build-gpu/pd_bench bash "$root/scripts/paged-decode-bench/build.sh" >"$out/pd-build.log" 2>&1 &
 step "ctest -L gpu"
-timeout 600 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest.log" 2>&1
+timeout 480 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest.log" 2>&1
 echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest.log" | head -30
 wait
 [ -f "$model/config.json" ] || { echo "fp8rl init failed:"; tail -5 "$out/init.log"; exit 1; }
 
+step "paged decode kernel alone: 64- and 128-key tiles"
+if [ -x "$root/build-gpu/pd_bench" ]; then
+  timeout 300 "$root/build-gpu/pd_bench" >"$out/pd-bench.log" 2>&1
+  echo "rc $?"; grep -E "fp8 KV|^   new" "$out/pd-bench.log" | head -80
+else
+  echo "pd_bench did not build:"; tail -5 "$out/pd-build.log"
+fi
+step "128-key tiles in the engine (FP8RL_FP8_KV_WIDE_TILES=0, then 1)"
+for v in 0 1; do
+  FP8RL_FP8_KV_WIDE_TILES=$v bench wide-$v --configs fp8-kv --batch 16,64,128,256 --gen-len 256
+done
+
 step "decode, batch 1-64"
-bench decode-small --batch 1,16,64 --gen-len 1024 --reps 3
+bench decode-small --batch 1,16,64 --gen-len 1024 --reps 2
 step "decode, batch 128-256"
 bench decode-large --batch 128,256 --gen-len 1024
+step "async scheduling"
+bench async --configs bf16,fp8-kv --batch 1,64 --gen-len 256 --compare-async
 step "RL-shaped rollout: 1024 sequences on 256 slots"
 bench rl-shaped --batch 1024 --max-num-seqs 256 --gen-len 256 --gen-len-min 32
 step "HF transformers generate(), same shape"
-timeout 600 python3 "$root/scripts/hf_generate_baseline.py" --preset 8b --batch 1,64 >"$out/hf-generate.log" 2>&1
+timeout 420 python3 "$root/scripts/hf_generate_baseline.py" --preset 8b --batch 1,64 --gen-len 1024 >"$out/hf-generate.log" 2>&1
 echo "rc $?"; tail -5 "$out/hf-generate.log"
 step "8K-token prefill"
 bench prefill-8k --batch 1 --prompt-len 8192 --gen-len 4

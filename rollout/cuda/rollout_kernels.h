@@ -45,6 +45,9 @@ struct PagedDecodeArgs {
   // per key row (paged_decode.cu; FP8RL_FP8_KV_HALF_MMA, on by default); false: in q's
   // dtype, each cache byte widened through float.
   bool fp8_half_mma = false;
+  // With fp8_half_mma: blocks of 8 warps over tiles of 128 keys instead of 4 warps over 64
+  // (paged_decode.cu; FP8RL_FP8_KV_WIDE_TILES, off by default until measured).
+  bool fp8_wide_tiles = false;
 };
 
 // Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 8.

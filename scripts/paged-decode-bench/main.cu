@@ -19,8 +19,10 @@ using Fn = void (*)(const void*, cudaStream_t);
 extern "C" void pd_old(const void*, cudaStream_t);
 extern "C" void pd_new(const void*, cudaStream_t);
 extern "C" int64_t pd_splits_new(int64_t batch, int64_t num_kv_heads, int sm_count);  // the engine's choice
-struct V { const char* name; Fn fn; };
-static V variants[] = {{"old", pd_old}, {"new", pd_new}};
+// wide: this tree's kernel with fp8_wide_tiles (FP8 caches only; the old build ignores the field,
+// which PagedDecodeArgs keeps last).
+struct V { const char* name; Fn fn; bool wide; };
+static V variants[] = {{"old", pd_old, false}, {"new", pd_new, false}, {"new, 128-key tiles", pd_new, true}};
 
 __global__ void fill(uint16_t* p, int64_t n, uint32_t seed, bool fp8) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -43,7 +45,9 @@ int main() {
   std::vector<Case> cases = {
     {1, 768, false, false, {0, 16}}, {16, 640, false, false, {0, 4}}, {64, 640, true, false, {0, 1, 2, 4}},
     {128, 640, true, false, {0, 1, 2}}, {256, 640, true, false, {0, 1}},
-    {1, 768, false, true, {0}}, {64, 640, true, true, {0, 1, 2, 4}}, {256, 640, true, true, {0, 1}},
+    {1, 768, false, true, {0}}, {16, 640, false, true, {0, 2, 4}}, {64, 640, true, true, {0, 1, 2, 4}},
+    {128, 640, true, true, {0, 1, 2}}, {256, 640, true, true, {0, 1}}, {64, 2048, true, true, {0, 2}},
+    {8, 8192, false, true, {0}},
     {64, 2048, true, false, {0, 2}}, {8, 8192, false, false, {0}}, {1, 8192, false, false, {0}}, {1, 8192, false, true, {0}},
   };
   cudaStream_t st; CK(cudaStreamCreate(&st));
@@ -96,11 +100,14 @@ int main() {
       a.q = q; a.fp8_kv = c.fp8; a.k_scale = c.fp8 ? ks : nullptr; a.v_scale = c.fp8 ? ks + 1 : nullptr;
       a.block_tables = d_table; a.table_stride = blocks_per_seq; a.context_lens = d_lens; a.part_acc = pacc; a.part_ml = pml;
       a.batch = c.B; a.num_q_heads = Hq; a.num_kv_heads = Hkv; a.head_dim = D; a.block_size = bs; a.splits = splits;
-      a.scale = 1.0f / std::sqrt((float)D); a.bf16 = true;
+      a.scale = 1.0f / std::sqrt((float)D); a.bf16 = true; a.fp8_half_mma = c.fp8;  // the engine's default
       printf("B=%d Hkv=%d %s ctx~%d%s %s KV, splits %lld, %d layers, %.1f MB KV/launch:", c.B, Hkv, c.perm ? "shuffled" : "in order", c.ctx, c.jitter ? "+-20%" : "", c.fp8 ? "fp8" : "bf16", (long long)splits, layers, kv_bytes / 1e6);
       for (const V& v : variants) {
+        if (v.wide && !c.fp8) continue;
         // correctness against the old kernel on layer 0
+        a.fp8_wide_tiles = false;
         a.k_cache = kc[0]; a.v_cache = vc[0]; a.out = ref; variants[0].fn(&a, st);
+        a.fp8_wide_tiles = v.wide;
         a.out = out; v.fn(&a, st); CK(cudaStreamSynchronize(st));
         std::vector<__nv_bfloat16> h1((size_t)c.B * Hq * D), h2(h1.size());
         CK(cudaMemcpy(h1.data(), ref, h1.size() * 2, cudaMemcpyDeviceToHost)); CK(cudaMemcpy(h2.data(), out, h2.size() * 2, cudaMemcpyDeviceToHost));

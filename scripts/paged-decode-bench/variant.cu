@@ -1,6 +1,16 @@
 // One build of paged_decode.cu in its own namespace (-Dfp8rl=NS), exported as PD_ENTRY (the
 // kernel) and PD_SPLITS (its split count for a batch shape).
 #include "rollout/cuda/paged_decode.cu"
+// The engine's launches ask for programmatic dependent launch unless FP8RL_PDL=0 (core/util/pdl.cpp,
+// not linked here: it reads the switch through the library's env parser).
+#include <cstdlib>
+#include <cstring>
+namespace fp8rl {
+bool pdl_enabled() {
+  static const bool on = [] { const char* v = std::getenv("FP8RL_PDL"); return !(v && std::strcmp(v, "0") == 0); }();
+  return on;
+}
+}  // namespace fp8rl
 extern "C" void PD_ENTRY(const void* a, cudaStream_t s) {
   fp8rl::cuda::paged_decode_attention(*static_cast<const fp8rl::cuda::PagedDecodeArgs*>(a), s);
 }
