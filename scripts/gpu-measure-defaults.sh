@@ -12,7 +12,8 @@
 #  5. async scheduling against synchronous at batch 1 and 64;
 #  6. the RL-shaped rollout (1024 sequences on 256 slots, 32-256 new tokens);
 #  7. HF transformers generate() on the same shape at batch 1 and 64 (the peer baseline);
-#  8. an 8K-token prefill.
+#  8. an 8K-token prefill;
+#  9. the engine's GPU tests again with 128-key tiles on (what turning them on by default needs).
 #   bash scripts/gpu-detach.sh scripts/gpu-measure-defaults.sh   # in each call, back to back
 set -uo pipefail
 root=${FP8RL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -60,4 +61,8 @@ timeout 420 python3 "$root/scripts/hf_generate_baseline.py" --preset 8b --batch 
 echo "rc $?"; tail -5 "$out/hf-generate.log"
 step "8K-token prefill"
 bench prefill-8k --batch 1 --prompt-len 8192 --gen-len 4
+step "engine GPU tests with FP8RL_FP8_KV_WIDE_TILES=1"
+FP8RL_FP8_KV_WIDE_TILES=1 timeout 300 ctest --test-dir "$root/build-gpu" -L gpu -R "engine|rollout|paged" -j 3 \
+  --timeout 280 --output-on-failure >"$out/ctest-wide.log" 2>&1
+echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest-wide.log" | head -20
 step done
