@@ -7,12 +7,12 @@
 #  2. the paged decode kernel alone (scripts/paged-decode-bench): FP8 cache, 64- against 128-key
 #     tiles (FP8RL_FP8_KV_WIDE_TILES), several batch sizes and split counts;
 #  3. the same switch in the engine, FP8 + FP8 KV at batch 16-256 (off, then on);
-#  4. `fp8rl bench rollout` at batch 1, 16, 64 (2 rollouts a cell) and 128, 256 (Qwen3-8B shape,
+#  4. `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64 (2 rollouts a cell) (Qwen3-8B shape,
 #     512-token prompts, n = 8, 1024 new tokens);
-#  5. async scheduling against synchronous at batch 1 and 64;
+#  5. HF transformers generate() on the same shape at batch 1 and 64 (the peer baseline);
 #  6. the RL-shaped rollout (1024 sequences on 256 slots, 32-256 new tokens);
-#  7. HF transformers generate() on the same shape at batch 1 and 64 (the peer baseline);
-#  8. an 8K-token prefill;
+#  7. an 8K-token prefill;
+#  8. async scheduling against synchronous at batch 1 and 64;
 #  9. the engine's GPU tests again with 128-key tiles on (what turning them on by default needs).
 #   bash scripts/gpu-detach.sh scripts/gpu-measure-defaults.sh   # in each call, back to back
 set -uo pipefail
@@ -48,19 +48,19 @@ for v in 0 1; do
   FP8RL_FP8_KV_WIDE_TILES=$v bench wide-$v --configs fp8-kv --batch 16,64,128,256 --gen-len 256
 done
 
-step "decode, batch 1-64"
-bench decode-small --batch 1,16,64 --gen-len 1024 --reps 2
 step "decode, batch 128-256"
 bench decode-large --batch 128,256 --gen-len 1024
-step "async scheduling"
-bench async --configs bf16,fp8-kv --batch 1,64 --gen-len 256 --compare-async
-step "RL-shaped rollout: 1024 sequences on 256 slots"
-bench rl-shaped --batch 1024 --max-num-seqs 256 --gen-len 256 --gen-len-min 32
+step "decode, batch 1-64"
+bench decode-small --batch 1,16,64 --gen-len 1024 --reps 2
 step "HF transformers generate(), same shape"
 timeout 420 python3 "$root/scripts/hf_generate_baseline.py" --preset 8b --batch 1,64 --gen-len 1024 >"$out/hf-generate.log" 2>&1
 echo "rc $?"; tail -5 "$out/hf-generate.log"
+step "RL-shaped rollout: 1024 sequences on 256 slots"
+bench rl-shaped --batch 1024 --max-num-seqs 256 --gen-len 256 --gen-len-min 32
 step "8K-token prefill"
 bench prefill-8k --batch 1 --prompt-len 8192 --gen-len 4
+step "async scheduling"
+bench async --configs bf16,fp8-kv --batch 1,64 --gen-len 256 --compare-async
 step "engine GPU tests with FP8RL_FP8_KV_WIDE_TILES=1"
 FP8RL_FP8_KV_WIDE_TILES=1 timeout 300 ctest --test-dir "$root/build-gpu" -L gpu -R "engine|rollout|paged" -j 3 \
   --timeout 280 --output-on-failure >"$out/ctest-wide.log" 2>&1
