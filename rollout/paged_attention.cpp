@@ -25,10 +25,11 @@ int sm_count() {
 // The prefix pass's splits fill the device for the fewest chunks the batch can have (B / M:
 // every row shares), a shape-only choice like the first pass's; the partial slots of both passes
 // are at most 64 (the merge's width). 0: no prefix pass.
-int64_t prefix_splits_for(int64_t batch, int64_t num_kv_heads, int64_t members) {
+int64_t prefix_splits_for(int64_t batch, int64_t num_kv_heads, int64_t members, bool fp8_kv) {
   if (members < 1) return 0;
-  const int64_t splits = cuda::paged_decode_splits(batch, num_kv_heads, sm_count());
-  return std::min<int64_t>(cuda::paged_decode_splits((batch + members - 1) / members, num_kv_heads, sm_count()),
+  const bool down = fp8_kv && fp8_kv_fewer_splits();
+  const int64_t splits = cuda::paged_decode_splits(batch, num_kv_heads, sm_count(), down);
+  return std::min<int64_t>(cuda::paged_decode_splits((batch + members - 1) / members, num_kv_heads, sm_count(), down),
                            64 - splits);
 }
 }  // namespace
@@ -37,19 +38,22 @@ int64_t prefix_splits_for(int64_t batch, int64_t num_kv_heads, int64_t members) 
 namespace {
 EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", true);
 EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", true);
-EnvToggle g_fp8_kv_wide_tiles("FP8RL_FP8_KV_WIDE_TILES", false);
+EnvToggle g_fp8_kv_fewer_splits("FP8RL_FP8_KV_FEWER_SPLITS", true);
 }  // namespace
 
 bool fp8_kv_half_mma() { return g_fp8_kv_half_mma.get(); }
 void set_fp8_kv_half_mma(bool on) { g_fp8_kv_half_mma.set(on); }
-bool fp8_kv_wide_tiles() { return g_fp8_kv_wide_tiles.get(); }
-void set_fp8_kv_wide_tiles(bool on) { g_fp8_kv_wide_tiles.set(on); }
+bool fp8_kv_fewer_splits() { return g_fp8_kv_fewer_splits.get(); }
+void set_fp8_kv_fewer_splits(bool on) { g_fp8_kv_fewer_splits.set(on); }
 bool fused_kv_store() { return g_fused_kv_store.get(); }
 void set_fused_kv_store(bool on) { g_fused_kv_store.set(on); }
 
 bool shared_prefix_pass_runs(int64_t batch, int64_t num_kv_heads, int32_t members) {
 #ifdef FP8RL_WITH_CUDA
-  return batch > 0 && members >= 2 && prefix_splits_for(batch, num_kv_heads, members) > 0;
+  // The bf16 cache's split rule; an FP8 cache's (fewer splits) reaches 64 at the same batches on
+  // 132 multiprocessors. Where the two differ, the launch finds no room for the prefix pass and
+  // reads every key in the first one: the same attention, nothing shared.
+  return batch > 0 && members >= 2 && prefix_splits_for(batch, num_kv_heads, members, false) > 0;
 #else
   (void)batch;
   (void)num_kv_heads;
@@ -89,7 +93,8 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   const at::Tensor qc = q.contiguous();
   const at::Tensor tables = block_tables.contiguous();
   at::Tensor out = at::empty_like(qc);
-  const int64_t splits = cuda::paged_decode_splits(B, Hkv, sm_count());
+  const bool fp8_kv = k_cache.scalar_type() == at::kByte;
+  const int64_t splits = cuda::paged_decode_splits(B, Hkv, sm_count(), fp8_kv && fp8_kv_fewer_splits());
   // Shared prefixes (shared_prefix_pass_runs says when the pass runs).
   int64_t members = 0, prefix_splits = 0;
   if (shared_prefix.defined()) {
@@ -99,7 +104,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
                 "paged_decode_attention: shared_prefix must be a contiguous [B, M + 2] int32 tensor on q's device");
     members = shared_prefix.size(1) - 2;
     FP8RL_CHECK(members * (Hq / Hkv) <= 16, "paged_decode_attention: shared-prefix chunks of more than 16 query rows");
-    prefix_splits = prefix_splits_for(B, Hkv, members);
+    prefix_splits = prefix_splits_for(B, Hkv, members, fp8_kv);
   }
   const bool shared = prefix_splits > 0;
   const int64_t slots = splits + prefix_splits;
@@ -113,7 +118,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.q = qc.data_ptr();
   a.k_cache = k_cache.data_ptr();
   a.v_cache = v_cache.data_ptr();
-  a.fp8_kv = k_cache.scalar_type() == at::kByte;
+  a.fp8_kv = fp8_kv;
   FP8RL_CHECK(!a.fp8_kv || (k_scale.defined() && v_scale.defined() && k_scale.scalar_type() == at::kFloat &&
                             v_scale.scalar_type() == at::kFloat),
               "paged_decode_attention: an FP8 cache needs its float32 k/v scales");
@@ -138,7 +143,6 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.bf16 = q.scalar_type() == at::kBFloat16;
   a.cache_bases = cache_bases;
   a.fp8_half_mma = a.fp8_kv && fp8_kv_half_mma();
-  a.fp8_wide_tiles = a.fp8_half_mma && fp8_kv_wide_tiles();
   cuda::paged_decode_attention(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
   return out;
 #else

@@ -56,13 +56,9 @@ __device__ __forceinline__ float to_float(uint8_t x) {
 
 namespace {
 
-// Warps per block (template W): each scores 16 keys of a tile, so a tile holds 16 W keys. 4 (64-key
-// tiles), or 8 (128-key tiles) for an FP8 cache with fp16 MMAs when fp8_wide_tiles asks: a 64-key
-// FP8 tile is half a bf16 tile's bytes for the same per-tile work (four barriers, the softmax
-// pass), so wide tiles spread that work over twice the bytes, at 2 blocks per multiprocessor
-// instead of 5 (the same shared memory per tile stage as a bf16 cache's 64-key tile).
-constexpr int kWarpsNarrow = 4;
-constexpr int kWarpsWide = 8;
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+constexpr int kTileK = 16 * kWarps;  // keys per tile: one 16-row MMA tile per warp
 constexpr int kStages = 2;
 // Query rows per block (template R): 8, one MMA n-tile (the g <= 8 heads of one sequence; rows
 // g..7 are zero), or 16, two n-tiles (a shared-prefix chunk: the g heads of up to 16 / g
@@ -171,9 +167,8 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t& r0, uint32_t& r1, co
 
 // Shared-memory layout of one block. Rows are padded by 16 bytes so that the 8 rows an MMA
 // fragment (or ldmatrix) touches at once fall in different banks.
-template <typename T, typename C, int D, int R, int W>
+template <typename T, typename C, int D, int R>
 struct Smem {
-  static constexpr int kTileK = 16 * W;                             // keys per tile
   static constexpr int kRow = D + 16 / static_cast<int>(sizeof(C));  // cache row stride, elements
   static constexpr int kPRow = kTileK + 4;                            // p row stride, floats
   C k[kStages][kTileK][kRow];
@@ -191,14 +186,12 @@ struct Smem {
 // Partial states go to slot z (first pass) or a.splits + z (prefix pass) of each row.
 // kHalfMma (an FP8 cache only, PagedDecodeArgs::fp8_half_mma): both MMAs in fp16, the cache's
 // E4M3 bytes widened by one conversion per pair, q converted once per block, and each lane's V
-// bytes read as one word per key row (see the queries and the P V step). W: warps per block, 16 W
-// keys per tile (kWarpsNarrow, or kWarpsWide: PagedDecodeArgs::fp8_wide_tiles).
-template <typename T, typename C, int D, int R, bool kHalfMma, int W>
-__global__ void __launch_bounds__(32 * W, W == kWarpsWide && D <= 128 ? 2 : 1) paged_decode_kernel(const PagedDecodeArgs a) {
+// bytes read as one word per key row (see the queries and the P V step).
+template <typename T, typename C, int D, int R, bool kHalfMma = false>
+__global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecodeArgs a) {
   pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr bool prefix_pass = R > 8;
-  using S = Smem<T, C, D, R, W>;
-  constexpr int kWarps = W, kThreads = 32 * W, kTileK = S::kTileK;
+  using S = Smem<T, C, D, R>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   S& sm = *reinterpret_cast<S*>(smem_raw);
   constexpr int kRowChunks = D * static_cast<int>(sizeof(C)) / 16;  // 16-byte copies per cache row
@@ -554,34 +547,32 @@ void check_launch(const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-template <typename T, typename C, int D, int R, bool kHalfMma, int W>
+template <typename T, typename C, int D, int R, bool kHalfMma>
 void launch_kernel(const PagedDecodeArgs& a, cudaStream_t stream) {
   const int64_t splits = R > 8 ? a.prefix_splits : a.splits;
   const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(splits));
-  constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D, R, W>));
+  constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D, R>));
   // Above 48 KB a kernel must opt in (once per kernel; not a stream operation, so allowed while
   // a CUDA graph is being captured).
-  static const cudaError_t opt_in = cudaFuncSetAttribute(paged_decode_kernel<T, C, D, R, kHalfMma, W>,
+  static const cudaError_t opt_in = cudaFuncSetAttribute(paged_decode_kernel<T, C, D, R, kHalfMma>,
                                                          cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (opt_in != cudaSuccess) throw std::runtime_error(std::string("paged_decode_kernel: ") + cudaGetErrorString(opt_in));
-  pdl::launch(paged_decode_kernel<T, C, D, R, kHalfMma, W>, grid, 32 * W, bytes, stream, a);
+  pdl::launch(paged_decode_kernel<T, C, D, R, kHalfMma>, grid, kThreads, bytes, stream, a);
 }
 
-template <typename T, typename C, int D, bool kHalfMma = false, int W = kWarpsNarrow>
+template <typename T, typename C, int D, bool kHalfMma = false>
 void launch_passes(const PagedDecodeArgs& a, cudaStream_t stream) {
-  launch_kernel<T, C, D, 8, kHalfMma, W>(a, stream);
+  launch_kernel<T, C, D, 8, kHalfMma>(a, stream);
   check_launch("paged_decode_kernel");
   if (a.chunks != nullptr) {
-    launch_kernel<T, C, D, kMaxRows, kHalfMma, W>(a, stream);
+    launch_kernel<T, C, D, kMaxRows, kHalfMma>(a, stream);
     check_launch("paged_decode_kernel (shared prefixes)");
   }
 }
 
 template <typename T, int D>
 void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
-  if (a.fp8_kv && a.fp8_half_mma && a.fp8_wide_tiles)
-    launch_passes<T, uint8_t, D, true, kWarpsWide>(a, stream);
-  else if (a.fp8_kv && a.fp8_half_mma)
+  if (a.fp8_kv && a.fp8_half_mma)
     launch_passes<T, uint8_t, D, true>(a, stream);
   else if (a.fp8_kv)
     launch_passes<T, uint8_t, D>(a, stream);
@@ -614,9 +605,9 @@ bool paged_decode_supports(int64_t head_dim, int64_t group) {
   return d && group >= 1 && group <= 8;  // larger groups: the engine's reference path
 }
 
-int64_t paged_decode_splits(int64_t batch, int64_t num_kv_heads, int sm_count) {
-  const int64_t blocks = batch * num_kv_heads;
-  const int64_t want = (4 * static_cast<int64_t>(sm_count) + blocks - 1) / blocks;
+int64_t paged_decode_splits(int64_t batch, int64_t num_kv_heads, int sm_count, bool round_down) {
+  const int64_t blocks = batch * num_kv_heads, target = 4 * static_cast<int64_t>(sm_count);
+  const int64_t want = round_down ? target / blocks : (target + blocks - 1) / blocks;
   return want < 1 ? 1 : (want > 64 ? 64 : want);
 }
 

@@ -45,16 +45,18 @@ struct PagedDecodeArgs {
   // per key row (paged_decode.cu; FP8RL_FP8_KV_HALF_MMA, on by default); false: in q's
   // dtype, each cache byte widened through float.
   bool fp8_half_mma = false;
-  // With fp8_half_mma: blocks of 8 warps over tiles of 128 keys instead of 4 warps over 64
-  // (paged_decode.cu; FP8RL_FP8_KV_WIDE_TILES, off by default until measured).
-  bool fp8_wide_tiles = false;
 };
 
 // Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 8.
 bool paged_decode_supports(int64_t head_dim, int64_t group);
-// Splits for a batch: enough blocks to fill `sm_count` multiprocessors ~4 deep, 1..64. Depends
-// on the shape only (not on context lengths), so a captured CUDA graph stays valid.
-int64_t paged_decode_splits(int64_t batch, int64_t num_kv_heads, int sm_count);
+// Splits for a batch: blocks to fill `sm_count` multiprocessors ~4 deep, 1..64: at least 4 per
+// multiprocessor, or (round_down) as many as 4 without going over, the fewest splits. Depends on
+// the shape only (not on context lengths), so a captured CUDA graph stays valid. Measured on an
+// H100 (scripts/paged-decode-bench, Qwen3-8B shape, contexts ~640): with an FP8 cache, whose
+// blocks fit 5 to a multiprocessor, fewer and longer blocks are faster (batch 16: 4 splits 18.4
+// us, 5 splits 22.0; batch 64: 1 split 42.2 us, 2 splits 47.6); with a bf16 cache (3 blocks per
+// multiprocessor) rounding up is (batch 64: 2 splits 78.6-79.3 us, 1 split 87.5).
+int64_t paged_decode_splits(int64_t batch, int64_t num_kv_heads, int sm_count, bool round_down = false);
 void paged_decode_attention(const PagedDecodeArgs& a, cudaStream_t stream);
 
 // ---- FP8 KV cache writes (kv_write.cu) ------------------------------------------------------------

@@ -10,7 +10,7 @@ here="$root/scripts/paged-decode-bench"
 base=$(cd "${BASE:?BASE: a source tree of the older commit}" && pwd)
 obj=$(mktemp -d)
 F="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a"
-nvcc $F -I"$base" -Dfp8rl=ns_old -DPD_ENTRY=pd_old -DPD_SPLITS=pd_splits_old -c "$here/variant.cu" -o "$obj/old.o" &
+nvcc $F -I"$base" -Dfp8rl=ns_old -DPD_ENTRY=pd_old -c "$here/variant.cu" -o "$obj/old.o" &
 nvcc $F -I"$root" -Dfp8rl=ns_new -DPD_ENTRY=pd_new -DPD_SPLITS=pd_splits_new -c "$here/variant.cu" -o "$obj/new.o" &
 nvcc $F -I"$root" -c "$here/main.cu" -o "$obj/main.o"
 wait

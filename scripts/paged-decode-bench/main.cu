@@ -18,11 +18,9 @@
 using Fn = void (*)(const void*, cudaStream_t);
 extern "C" void pd_old(const void*, cudaStream_t);
 extern "C" void pd_new(const void*, cudaStream_t);
-extern "C" int64_t pd_splits_new(int64_t batch, int64_t num_kv_heads, int sm_count);  // the engine's choice
-// wide: this tree's kernel with fp8_wide_tiles (FP8 caches only; the old build ignores the field,
-// which PagedDecodeArgs keeps last).
-struct V { const char* name; Fn fn; bool wide; };
-static V variants[] = {{"old", pd_old, false}, {"new", pd_new, false}, {"new, 128-key tiles", pd_new, true}};
+extern "C" int64_t pd_splits_new(int64_t batch, int64_t num_kv_heads, int sm_count, bool fp8_kv);  // the engine's choice
+struct V { const char* name; Fn fn; };
+static V variants[] = {{"old", pd_old}, {"new", pd_new}};
 
 __global__ void fill(uint16_t* p, int64_t n, uint32_t seed, bool fp8) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -95,7 +93,7 @@ int main() {
       cudaFree(sink);
     }
     for (int sp : c.splits) {
-      const int64_t splits = sp ? sp : pd_splits_new(c.B, Hkv, prop.multiProcessorCount);
+      const int64_t splits = sp ? sp : pd_splits_new(c.B, Hkv, prop.multiProcessorCount, c.fp8);
       fp8rl::cuda::PagedDecodeArgs a{};
       a.q = q; a.fp8_kv = c.fp8; a.k_scale = c.fp8 ? ks : nullptr; a.v_scale = c.fp8 ? ks + 1 : nullptr;
       a.block_tables = d_table; a.table_stride = blocks_per_seq; a.context_lens = d_lens; a.part_acc = pacc; a.part_ml = pml;
@@ -103,11 +101,8 @@ int main() {
       a.scale = 1.0f / std::sqrt((float)D); a.bf16 = true; a.fp8_half_mma = c.fp8;  // the engine's default
       printf("B=%d Hkv=%d %s ctx~%d%s %s KV, splits %lld, %d layers, %.1f MB KV/launch:", c.B, Hkv, c.perm ? "shuffled" : "in order", c.ctx, c.jitter ? "+-20%" : "", c.fp8 ? "fp8" : "bf16", (long long)splits, layers, kv_bytes / 1e6);
       for (const V& v : variants) {
-        if (v.wide && !c.fp8) continue;
         // correctness against the old kernel on layer 0
-        a.fp8_wide_tiles = false;
         a.k_cache = kc[0]; a.v_cache = vc[0]; a.out = ref; variants[0].fn(&a, st);
-        a.fp8_wide_tiles = v.wide;
         a.out = out; v.fn(&a, st); CK(cudaStreamSynchronize(st));
         std::vector<__nv_bfloat16> h1((size_t)c.B * Hq * D), h2(h1.size());
         CK(cudaMemcpy(h1.data(), ref, h1.size() * 2, cudaMemcpyDeviceToHost)); CK(cudaMemcpy(h2.data(), out, h2.size() * 2, cudaMemcpyDeviceToHost));

@@ -14,6 +14,8 @@ bool pdl_enabled() {
 extern "C" void PD_ENTRY(const void* a, cudaStream_t s) {
   fp8rl::cuda::paged_decode_attention(*static_cast<const fp8rl::cuda::PagedDecodeArgs*>(a), s);
 }
-extern "C" int64_t PD_SPLITS(int64_t batch, int64_t num_kv_heads, int sm_count) {
-  return fp8rl::cuda::paged_decode_splits(batch, num_kv_heads, sm_count);
+#ifdef PD_SPLITS  // this tree's build only: an older one may have another signature
+extern "C" int64_t PD_SPLITS(int64_t batch, int64_t num_kv_heads, int sm_count, bool fp8_kv) {
+  return fp8rl::cuda::paged_decode_splits(batch, num_kv_heads, sm_count, fp8_kv);  // the engine's default rule
 }
+#endif

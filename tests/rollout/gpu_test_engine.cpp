@@ -258,9 +258,12 @@ TEST_CASE("engine on CUDA: decode graphs kept across rollouts read weights updat
     const bool fp8_kv = setting.fp8_kv;
     INFO(quant << " weights, fp8 KV " << fp8_kv);
     const model::CausalLM m = load_on_cuda(dir, quant);
-    // The bounds of the modes test above: FP8 activation quantization turns bf16 rounding
-    // differences into occasional E4M3 steps; an FP8 cache adds its own mismatch.
-    const double max_bound = fp8_kv ? 1.0 : (quant == "fp8" ? 0.3 : 0.1), mean_bound = fp8_kv ? 0.1 : 0.03;
+    // The modes test's bounds, but FP8 weights' mean looser: the doubled down projections make
+    // larger activations, whose quantization flips more E4M3 steps (first H100 run: mean 0.042
+    // against the updated trainer, 0.79 for the stale weights; the stale_mean check below is
+    // the one a replay of old weights fails). An FP8 cache adds its own mismatch.
+    const double max_bound = fp8_kv ? 1.0 : (quant == "fp8" ? 0.3 : 0.1);
+    const double mean_bound = fp8_kv ? 0.1 : (quant == "fp8" ? 0.08 : 0.03);
     std::vector<GenerateRequest> reqs;
     for (int i = 0; i < 5; ++i) {
       GenerateRequest g;

@@ -195,27 +195,16 @@ double run_shared_case(int64_t group, int64_t D, at::ScalarType dtype, bool fp8_
   return std::max(e_with, e_without);
 }
 
-// The cache's dtype and, for an FP8 cache, the dtype of the kernel's MMAs (fp8_kv_half_mma) and
-// its tile width (fp8_kv_wide_tiles).
+// The cache's dtype and, for an FP8 cache, the dtype of the kernel's MMAs (fp8_kv_half_mma).
 struct KvMode {
-  bool fp8, half_mma, wide;
+  bool fp8, half_mma;
   const char* name;
-  void set() const {
-    set_fp8_kv_half_mma(half_mma);
-    set_fp8_kv_wide_tiles(wide);
-  }
 };
-constexpr KvMode kKvModes[] = {{false, false, false, ""},
-                               {true, false, false, " FP8 KV"},
-                               {true, true, false, " FP8 KV, fp16 MMAs"},
-                               {true, true, true, " FP8 KV, fp16 MMAs, 128-key tiles"}};
-// fp8_kv_half_mma and fp8_kv_wide_tiles as they were when a test leaves, also when a check throws.
+constexpr KvMode kKvModes[] = {{false, false, ""}, {true, false, " FP8 KV"}, {true, true, " FP8 KV, fp16 MMAs"}};
+// fp8_kv_half_mma as it was when a test leaves, also when a check throws.
 struct RestoreHalfMma {
-  bool was = fp8_kv_half_mma(), was_wide = fp8_kv_wide_tiles();
-  ~RestoreHalfMma() {
-    set_fp8_kv_half_mma(was);
-    set_fp8_kv_wide_tiles(was_wide);
-  }
+  bool was = fp8_kv_half_mma();
+  ~RestoreHalfMma() { set_fp8_kv_half_mma(was); }
 };
 }  // namespace
 
@@ -235,7 +224,7 @@ TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference
         for (const Shape sh : {Shape{1, 2}, Shape{3, 5}, Shape{8, 8}})
           for (const KvMode kv : kKvModes) {
             if (dtype == at::kHalf && kv.fp8 && D != 128) continue;  // keep the matrix's run time down
-            kv.set();
+            set_fp8_kv_half_mma(kv.half_mma);
             const double err = run_shared_case(G, D, dtype, kv.fp8, sh.prompts, sh.n, 0, 1, seed++, &saved, &ran);
             INFO("dtype " << c10::toString(dtype) << kv.name << " D " << D << " G " << G << ": " << sh.prompts
                           << " prompts x " << sh.n << " samples: normalised error " << err);
@@ -268,7 +257,7 @@ TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward 
       for (const int64_t G : {1, 3, 4, 8})
         for (const int64_t B : {1, 3, 64}) {
           for (const KvMode kv : kKvModes) {
-            kv.set();
+            set_fp8_kv_half_mma(kv.half_mma);
             const Case c{B, D, G, G == 8 ? 1 : 2, dtype, kv.fp8};
             const double err = run_case(c, seed++);
             INFO("dtype " << c10::toString(dtype) << kv.name << " D " << D << " G " << G << " B " << B
@@ -288,27 +277,24 @@ TEST_CASE("paged decode kernel, FP8 cache: queries beyond fp16's range", "[rollo
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   const RestoreHalfMma restore;
   uint64_t seed = 500;
-  for (const KvMode& kv : kKvModes) {
-    if (!kv.fp8) continue;
+  for (const bool half_mma : {false, true})
     for (const int64_t D : {64, 128})
       for (const int64_t B : {3, 64}) {
-        kv.set();
+        set_fp8_kv_half_mma(half_mma);
         Case c{B, D, 4, 2, at::kBFloat16, true};
         c.q_scale = 2e4;
         const double err = run_case(c, seed++);
-        INFO(kv.name << " D " << D << " B " << B << ": normalised error " << err);
+        INFO((half_mma ? "fp16 MMAs" : "bf16 MMAs") << " D " << D << " B " << B << ": normalised error " << err);
         CHECK(err < 1e-2);
       }
-  }
   // The shared-prefix pass: a block serves the g heads of up to 16 / g samples, so one sample's
   // large head sets the q scaling of every row the block holds.
   int64_t saved = 0;
   bool ran = false;
-  for (const KvMode& kv : kKvModes) {
-    if (!kv.fp8) continue;
-    kv.set();
+  for (const bool half_mma : {false, true}) {
+    set_fp8_kv_half_mma(half_mma);
     const double err = run_shared_case(4, 128, at::kBFloat16, true, 8, 8, 0, 1, seed++, &saved, &ran, 2e4);
-    INFO(kv.name << ", shared prefixes: normalised error " << err);
+    INFO((half_mma ? "fp16 MMAs" : "bf16 MMAs") << ", shared prefixes: normalised error " << err);
     CHECK(err < 1e-2);
     CHECK(ran);
   }
