@@ -4,16 +4,16 @@
 # Logs go to $OUT.
 #  1. build build-gpu/ (and, beside the tests, the paged decode kernel's own bench); every GPU
 #     test at the defaults, while the 8B checkpoint is written;
-#  2. the paged decode kernel alone (scripts/paged-decode-bench): FP8 cache, 64- against 128-key
-#     tiles (FP8RL_FP8_KV_WIDE_TILES), several batch sizes and split counts;
-#  3. the same switch in the engine, FP8 + FP8 KV at batch 16-256 (off, then on);
+#  2. the paged decode kernel alone (scripts/paged-decode-bench): bf16 and FP8 caches, several
+#     batch sizes and split counts;
+#  3. the FP8 cache's split rule in the engine (FP8RL_FP8_KV_FEWER_SPLITS off, then on), FP8 +
+#     FP8 KV at batch 16-64;
 #  4. `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64 (2 rollouts a cell) (Qwen3-8B shape,
 #     512-token prompts, n = 8, 1024 new tokens);
 #  5. HF transformers generate() on the same shape at batch 1 and 64 (the peer baseline);
 #  6. the RL-shaped rollout (1024 sequences on 256 slots, 32-256 new tokens);
 #  7. an 8K-token prefill;
-#  8. async scheduling against synchronous at batch 1 and 64;
-#  9. the engine's GPU tests again with 128-key tiles on (what turning them on by default needs).
+#  8. async scheduling against synchronous at batch 1 and 64.
 #   bash scripts/gpu-detach.sh scripts/gpu-measure-defaults.sh   # in each call, back to back
 set -uo pipefail
 root=${FP8RL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -27,8 +27,8 @@ bench() {  # $1 = report name, then bench arguments; prints the table and the ra
 }
 
 build_and_init
-# The kernel bench compares this tree's kernel with itself ("old" and "new": the noise) and with
-# 128-key tiles; nvcc only, built on the CPU while the tests hold the GPU.
+# The kernel bench compares this tree's kernel with itself ("old" and "new": the noise) at several
+# split counts; nvcc only, built on the CPU while the tests hold the GPU.
 BASE=$root OUTPUT=$root/build-gpu/pd_bench bash "$root/scripts/paged-decode-bench/build.sh" >"$out/pd-build.log" 2>&1 &
 step "ctest -L gpu"
 timeout 480 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest.log" 2>&1
@@ -36,16 +36,16 @@ echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception
 wait
 [ -f "$model/config.json" ] || { echo "fp8rl init failed:"; tail -5 "$out/init.log"; exit 1; }
 
-step "paged decode kernel alone: 64- and 128-key tiles"
+step "paged decode kernel alone"
 if [ -x "$root/build-gpu/pd_bench" ]; then
   timeout 300 "$root/build-gpu/pd_bench" >"$out/pd-bench.log" 2>&1
   echo "rc $?"; grep -E "fp8 KV|^   new" "$out/pd-bench.log" | head -80
 else
   echo "pd_bench did not build:"; tail -5 "$out/pd-build.log"
 fi
-step "128-key tiles in the engine (FP8RL_FP8_KV_WIDE_TILES=0, then 1)"
+step "the FP8 cache's split rule in the engine (FP8RL_FP8_KV_FEWER_SPLITS=0, then 1)"
 for v in 0 1; do
-  FP8RL_FP8_KV_WIDE_TILES=$v bench wide-$v --configs fp8-kv --batch 16,64,128,256 --gen-len 256
+  FP8RL_FP8_KV_FEWER_SPLITS=$v bench splits-$v --configs fp8-kv --batch 16,32,64 --gen-len 256
 done
 
 step "decode, batch 128-256"
@@ -61,8 +61,4 @@ step "8K-token prefill"
 bench prefill-8k --batch 1 --prompt-len 8192 --gen-len 4
 step "async scheduling"
 bench async --configs bf16,fp8-kv --batch 1,64 --gen-len 256 --compare-async
-step "engine GPU tests with FP8RL_FP8_KV_WIDE_TILES=1"
-FP8RL_FP8_KV_WIDE_TILES=1 timeout 300 ctest --test-dir "$root/build-gpu" -L gpu -R "engine|rollout|paged" -j 3 \
-  --timeout 280 --output-on-failure >"$out/ctest-wide.log" 2>&1
-echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest-wide.log" | head -20
 step done
