@@ -148,20 +148,21 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   lo.device = at::Device(at::kCUDA, 0);
   struct Config {
     const char* name;
+    const char* key;  // its name for --configs
     bool fp8_weights, fp8_kv;
   };
   // The weight / KV configurations --configs names (all three unless it says otherwise), in this order.
-  const Config all_configs[] = {{"bf16", false, false}, {"fp8", true, false}, {"fp8 + fp8 KV", true, true}};
-  const char* const config_keys[] = {"bf16", "fp8", "fp8-kv"};
+  const Config all_configs[] = {
+      {"bf16", "bf16", false, false}, {"fp8", "fp8", true, false}, {"fp8 + fp8 KV", "fp8-kv", true, true}};
   std::vector<Config> configs;
-  for (size_t k = 0; k < std::size(all_configs); ++k)
-    if (o.configs.empty() || std::find(o.configs.begin(), o.configs.end(), config_keys[k]) != o.configs.end())
-      configs.push_back(all_configs[k]);
+  for (const Config& c : all_configs)
+    if (o.configs.empty() || std::find(o.configs.begin(), o.configs.end(), c.key) != o.configs.end())
+      configs.push_back(c);
   if (configs.empty()) throw ConfigError("bench rollout: --configs takes bf16, fp8 and fp8-kv");
-  // The index in `configs` of the configuration named `name`, or -1 when --configs left it out.
-  const auto config_index = [&](const char* name) -> int {
+  // The index in `configs` of the configuration --configs calls `key`, or -1 when it left it out.
+  const auto config_index = [&](const char* key) -> int {
     for (size_t k = 0; k < configs.size(); ++k)
-      if (std::string(configs[k].name) == name) return static_cast<int>(k);
+      if (std::string(configs[k].key) == key) return static_cast<int>(k);
     return -1;
   };
   std::vector<Mode> modes{Mode{}};
@@ -330,7 +331,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
       r << " batch " << cells[i].batch << " " << std::setprecision(2)
         << cells[num * per_config + mode * nb + i].tokens_per_s / cells[den * per_config + mode * nb + i].tokens_per_s << "x;";
   };
-  const int bf16 = config_index("bf16"), fp8 = config_index("fp8"), fp8_kv = config_index("fp8 + fp8 KV");
+  const int bf16 = config_index("bf16"), fp8 = config_index("fp8"), fp8_kv = config_index("fp8-kv");
   ratios("FP8 / BF16", fp8, bf16, 0);
   ratios("FP8 + FP8 KV / BF16", fp8_kv, bf16, 0);
   for (size_t m = 1; m < modes.size(); ++m)

@@ -25,12 +25,14 @@ int sm_count() {
 // The prefix pass's splits fill the device for the fewest chunks the batch can have (B / M:
 // every row shares), a shape-only choice like the first pass's; the partial slots of both passes
 // are at most 64 (the merge's width). 0: no prefix pass.
+// The first pass's split count: rounded down for an FP8 cache (fp8_kv_fewer_splits), up otherwise.
+int64_t splits_for(int64_t batch, int64_t num_kv_heads, bool fp8_kv) {
+  return cuda::paged_decode_splits(batch, num_kv_heads, sm_count(), fp8_kv && fp8_kv_fewer_splits());
+}
 int64_t prefix_splits_for(int64_t batch, int64_t num_kv_heads, int64_t members, bool fp8_kv) {
   if (members < 1) return 0;
-  const bool down = fp8_kv && fp8_kv_fewer_splits();
-  const int64_t splits = cuda::paged_decode_splits(batch, num_kv_heads, sm_count(), down);
-  return std::min<int64_t>(cuda::paged_decode_splits((batch + members - 1) / members, num_kv_heads, sm_count(), down),
-                           64 - splits);
+  return std::min<int64_t>(splits_for((batch + members - 1) / members, num_kv_heads, fp8_kv),
+                           64 - splits_for(batch, num_kv_heads, fp8_kv));
 }
 }  // namespace
 #endif
@@ -50,9 +52,9 @@ void set_fused_kv_store(bool on) { g_fused_kv_store.set(on); }
 
 bool shared_prefix_pass_runs(int64_t batch, int64_t num_kv_heads, int32_t members) {
 #ifdef FP8RL_WITH_CUDA
-  // The bf16 cache's split rule; an FP8 cache's (fewer splits) reaches 64 at the same batches on
-  // 132 multiprocessors. Where the two differ, the launch finds no room for the prefix pass and
-  // reads every key in the first one: the same attention, nothing shared.
+  // By the bf16 cache's split rule, which never gives fewer splits than the FP8 cache's: when it
+  // leaves room for the prefix pass, so does the FP8 one. (The FP8 rule could leave room where
+  // this one does not: then no chunk table is built and nothing is shared.)
   return batch > 0 && members >= 2 && prefix_splits_for(batch, num_kv_heads, members, false) > 0;
 #else
   (void)batch;
@@ -94,7 +96,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   const at::Tensor tables = block_tables.contiguous();
   at::Tensor out = at::empty_like(qc);
   const bool fp8_kv = k_cache.scalar_type() == at::kByte;
-  const int64_t splits = cuda::paged_decode_splits(B, Hkv, sm_count(), fp8_kv && fp8_kv_fewer_splits());
+  const int64_t splits = splits_for(B, Hkv, fp8_kv);
   // Shared prefixes (shared_prefix_pass_runs says when the pass runs).
   int64_t members = 0, prefix_splits = 0;
   if (shared_prefix.defined()) {
