@@ -41,12 +41,15 @@ namespace {
 EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", true);
 EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", true);
 EnvToggle g_fp8_kv_fewer_splits("FP8RL_FP8_KV_FEWER_SPLITS", true);
+EnvToggle g_fp8_kv_three_stages("FP8RL_FP8_KV_THREE_STAGES", false);
 }  // namespace
 
 bool fp8_kv_half_mma() { return g_fp8_kv_half_mma.get(); }
 void set_fp8_kv_half_mma(bool on) { g_fp8_kv_half_mma.set(on); }
 bool fp8_kv_fewer_splits() { return g_fp8_kv_fewer_splits.get(); }
 void set_fp8_kv_fewer_splits(bool on) { g_fp8_kv_fewer_splits.set(on); }
+bool fp8_kv_three_stages() { return g_fp8_kv_three_stages.get(); }
+void set_fp8_kv_three_stages(bool on) { g_fp8_kv_three_stages.set(on); }
 bool fused_kv_store() { return g_fused_kv_store.get(); }
 void set_fused_kv_store(bool on) { g_fused_kv_store.set(on); }
 
@@ -145,6 +148,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.bf16 = q.scalar_type() == at::kBFloat16;
   a.cache_bases = cache_bases;
   a.fp8_half_mma = a.fp8_kv && fp8_kv_half_mma();
+  a.fp8_three_stages = a.fp8_kv && fp8_kv_three_stages();
   cuda::paged_decode_attention(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
   return out;
 #else

@@ -102,6 +102,14 @@ void set_fp8_kv_half_mma(bool on);
 // captured CUDA graph keeps the split count it was captured with.
 bool fp8_kv_fewer_splits();
 void set_fp8_kv_fewer_splits(bool on);
+// With an FP8 cache and head_dim 128, whether the decode kernel keeps two tiles of K/V in flight
+// ahead of the one it computes (three shared-memory stages, rows XOR-swizzled instead of padded so
+// that 4 blocks still fit a multiprocessor) rather than one: the FP8 cache's kernel read 2.0-2.3
+// TB/s where the bf16 cache's, with twice the bytes per tile in flight, read 2.5-2.6 (H100).
+// Off by default until measured; FP8RL_FP8_KV_THREE_STAGES=1 turns it on, read once. Read per
+// call, so a captured CUDA graph keeps the value it was captured with.
+bool fp8_kv_three_stages();
+void set_fp8_kv_three_stages(bool on);
 // Whether PagedAttention::forward_rotating stores K/V from the q/k norm + RoPE kernel rather than
 // by a write kernel of its own (one launch fewer per layer, two with an FP8 cache; the same
 // bytes). On by default (1.01-1.02x decode tokens/s, Qwen3-8B shape, H100); FP8RL_FUSED_KV_STORE=0

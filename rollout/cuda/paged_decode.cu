@@ -59,7 +59,6 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 constexpr int kTileK = 16 * kWarps;  // keys per tile: one 16-row MMA tile per warp
-constexpr int kStages = 2;
 // Query rows per block (template R): 8, one MMA n-tile (the g <= 8 heads of one sequence; rows
 // g..7 are zero), or 16, two n-tiles (a shared-prefix chunk: the g heads of up to 16 / g
 // sequences). The P V product has 16 rows either way (m16n8k16); with R = 8 rows 8..15 are zero.
@@ -165,16 +164,35 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t& r0, uint32_t& r1, co
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(s));
 }
 
-// Shared-memory layout of one block. Rows are padded by 16 bytes so that the 8 rows an MMA
-// fragment (or ldmatrix) touches at once fall in different banks.
-template <typename T, typename C, int D, int R>
+// Shared-memory layout of one block: kStages tiles of K and V rows, then the scores.
+// The 8 rows an MMA fragment (or ldmatrix) touches at once must fall in different banks. Two ways:
+//   - kDeep = false: two stages, rows padded by 16 bytes;
+//   - kDeep = true (an FP8 cache with head_dim 128 only: rows of exactly 128 bytes, 8 chunks of 16):
+//     three stages, rows unpadded, chunk c of row r stored at chunk c ^ (r % 8). Why: the FP8
+//     cache's blocks were bound by the bytes they keep in flight, one tile ahead of the one they
+//     compute (5 blocks of 16 KB per multiprocessor against the bf16 cache's 3 of 32 KB). Two
+//     tiles ahead needs a third stage; without the padding a block still fits 4 to a
+//     multiprocessor (51 KB each), the occupancy a batch of 64 needs for one wave at one split.
+// Every access goes through at(row, element): a 16-byte copy moves one whole chunk, and every
+// load reads within one chunk, so the swizzle applies per element.
+template <typename T, typename C, int D, int R, bool kDeep = false>
 struct Smem {
-  static constexpr int kRow = D + 16 / static_cast<int>(sizeof(C));  // cache row stride, elements
-  static constexpr int kPRow = kTileK + 4;                            // p row stride, floats
-  C k[kStages][kTileK][kRow];
-  C v[kStages][kTileK][kRow];
+  static constexpr int kStages = kDeep ? 3 : 2;
+  static constexpr int kPer = 16 / static_cast<int>(sizeof(C));  // elements per 16-byte chunk
+  static_assert(!kDeep || (sizeof(C) == 1 && D == 128), "the swizzled layout has 8 chunks a row");
+  static constexpr int kRow = kDeep ? D : D + kPer;  // cache row stride, elements
+  static constexpr int kPRow = kTileK + 4;           // p row stride, floats
+  C k[kStages][kTileK * kRow];
+  C v[kStages][kTileK * kRow];
   float p[R][kPRow];  // scores, then probabilities (rows past the block's zero: the PV MMA's padding)
   float m[R], l[R], alpha[R];
+  // Offset of element e of key row r within a stage.
+  static __device__ __forceinline__ int at(int r, int e) {
+    if constexpr (kDeep)
+      return r * kRow + (((e / kPer) ^ (r & 7)) * kPer) + e % kPer;
+    else
+      return r * kRow + e;
+  }
 };
 
 // T: the dtype of q and the output; C: the cache's element (T, or uint8_t holding E4M3); R: query
@@ -187,11 +205,14 @@ struct Smem {
 // kHalfMma (an FP8 cache only, PagedDecodeArgs::fp8_half_mma): both MMAs in fp16, the cache's
 // E4M3 bytes widened by one conversion per pair, q converted once per block, and each lane's V
 // bytes read as one word per key row (see the queries and the P V step).
-template <typename T, typename C, int D, int R, bool kHalfMma = false>
+// kDeep (an FP8 cache with head_dim 128, PagedDecodeArgs::fp8_three_stages): Smem's three-stage
+// swizzled layout.
+template <typename T, typename C, int D, int R, bool kHalfMma = false, bool kDeep = false>
 __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecodeArgs a) {
   pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr bool prefix_pass = R > 8;
-  using S = Smem<T, C, D, R>;
+  using S = Smem<T, C, D, R, kDeep>;
+  constexpr int kStages = S::kStages;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   S& sm = *reinterpret_cast<S*>(smem_raw);
   constexpr int kRowChunks = D * static_cast<int>(sizeof(C)) / 16;  // 16-byte copies per cache row
@@ -266,20 +287,22 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
       const int t0 = start + i * kTileK, n = min(kTileK, end - t0);
       const int st = i % kStages;
       for (int c = tid; c < kTileK * kRowChunks; c += kThreads) {
-        const int r = c / kRowChunks, e = (c % kRowChunks) * (16 / static_cast<int>(sizeof(C)));
+        const int r = c / kRowChunks, e = (c % kRowChunks) * S::kPer;
         if (r < n) {
           const int t = t0 + r;
           const int64_t off = (static_cast<int64_t>(table[t / a.block_size]) * a.block_size + t % a.block_size) * row_stride + e;
-          cp_async16(&sm.k[st][r][e], kc + off);
-          cp_async16(&sm.v[st][r][e], vc + off);
+          cp_async16(sm.k[st] + S::at(r, e), kc + off);
+          cp_async16(sm.v[st] + S::at(r, e), vc + off);
         } else {
-          *reinterpret_cast<uint4*>(&sm.v[st][r][e]) = make_uint4(0, 0, 0, 0);
+          *reinterpret_cast<uint4*>(sm.v[st] + S::at(r, e)) = make_uint4(0, 0, 0, 0);
         }
       }
     }
     cp_async_commit();  // possibly empty: the wait_group counts stay uniform
   };
-  issue(0);
+  // kStages - 1 tiles in flight ahead of the one computed.
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) issue(i);
 
   // Fragment coordinates (PTX ISA, mma.m16n8k16): rows lane / 4 and + 8, column pairs 2 * (lane % 4).
   const int fr = lane / 4, fc = 2 * (lane % 4);
@@ -340,9 +363,9 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   const bool pv_warp = warp * kNTW < kNT;  // D = 16: two warps hold all the dims
 
   for (int i = 0; i < tiles; ++i) {
-    issue(i + 1);               // its stage was last read in iteration i - 1 (barrier at the end)
-    cp_async_wait<1>();         // tile i's group has landed (this thread's copies)
-    __syncthreads();            // and everyone's; also q, p's padding, m and l on the first tile
+    issue(i + kStages - 1);       // its stage was last read in iteration i - 1 (barrier at the end)
+    cp_async_wait<kStages - 1>();  // tile i's group has landed (this thread's copies)
+    __syncthreads();              // and everyone's; also q, p's padding, m and l on the first tile
     const int st = i % kStages;
     const int n = min(kTileK, end - (start + i * kTileK));
 
@@ -354,15 +377,16 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
       for (int nt = 0; nt < kNQ; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
-      const C* k0 = &sm.k[st][16 * warp][0];
+      const C* ks = sm.k[st];
+      const int r0 = 16 * warp + fr;  // and r0 + 8
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
-        const C* kr = k0 + kk * 16 + fc;
+        const int e = kk * 16 + fc;
         uint32_t af[4];
-        af[0] = load_pair<MT, C>(kr + fr * S::kRow);
-        af[1] = load_pair<MT, C>(kr + (fr + 8) * S::kRow);
-        af[2] = load_pair<MT, C>(kr + fr * S::kRow + 8);
-        af[3] = load_pair<MT, C>(kr + (fr + 8) * S::kRow + 8);
+        af[0] = load_pair<MT, C>(ks + S::at(r0, e));
+        af[1] = load_pair<MT, C>(ks + S::at(r0 + 8, e));
+        af[2] = load_pair<MT, C>(ks + S::at(r0, e + 8));
+        af[3] = load_pair<MT, C>(ks + S::at(r0 + 8, e + 8));
 #pragma unroll
         for (int nt = 0; nt < kNQ; ++nt) mma16816<MT>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
       }
@@ -437,12 +461,13 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
         if constexpr (kHalfMma) {
           // Key rows kk + fc, +1 (b0) and + 8, + 9 (b1); bytes of dims (8 w + fr) kNTW + j.
           constexpr int kWords = (kNTW + 3) / 4;
-          const C* vr = &sm.v[st][kk + fc][(warp * 8 + fr) * kNTW];
+          const C* vs = sm.v[st];
+          const int r = kk + fc, e = (warp * 8 + fr) * kNTW;
           uint32_t w0[kWords], w1[kWords], w8[kWords], w9[kWords];
-          load_bytes<kNTW>(vr, w0);
-          load_bytes<kNTW>(vr + S::kRow, w1);
-          load_bytes<kNTW>(vr + 8 * S::kRow, w8);
-          load_bytes<kNTW>(vr + 9 * S::kRow, w9);
+          load_bytes<kNTW>(vs + S::at(r, e), w0);
+          load_bytes<kNTW>(vs + S::at(r + 1, e), w1);
+          load_bytes<kNTW>(vs + S::at(r + 8, e), w8);
+          load_bytes<kNTW>(vs + S::at(r + 9, e), w9);
 #pragma unroll
           for (int j = 0; j < kNTW; ++j) {
             const uint32_t b0 = e4m3_pair_to_half2(w0[j / 4], w1[j / 4], j % 4);
@@ -454,13 +479,14 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
           for (int j = 0; j < kNTW; ++j) {
             const int d0 = (warp * kNTW + j) * 8;
             uint32_t b0, b1;  // B = V[key][d]: keys kk + fc, +1 (b0) and + 8 (b1) of dim d0 + fr
+            const C* vs = sm.v[st];
             if constexpr (sizeof(C) == 2) {
               // lanes 0-7 address rows kk..kk+7, lanes 8-15 rows kk+8..kk+15 (dims d0..d0+7)
-              ldmatrix_x2_trans(b0, b1, &sm.v[st][kk + (lane & 15)][d0]);
+              ldmatrix_x2_trans(b0, b1, vs + S::at(kk + (lane & 15), d0));
             } else {
-              const C* vcol = &sm.v[st][kk + fc][d0 + fr];
-              b0 = load_split_pair<T, C>(vcol, vcol + S::kRow);
-              b1 = load_split_pair<T, C>(vcol + 8 * S::kRow, vcol + 9 * S::kRow);
+              const int r = kk + fc, e = d0 + fr;
+              b0 = load_split_pair<T, C>(vs + S::at(r, e), vs + S::at(r + 1, e));
+              b1 = load_split_pair<T, C>(vs + S::at(r + 8, e), vs + S::at(r + 9, e));
             }
             mma16816<T>(acc[j], pf, b0, b1);
           }
@@ -547,35 +573,44 @@ void check_launch(const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-template <typename T, typename C, int D, int R, bool kHalfMma>
+template <typename T, typename C, int D, int R, bool kHalfMma, bool kDeep>
 void launch_kernel(const PagedDecodeArgs& a, cudaStream_t stream) {
   const int64_t splits = R > 8 ? a.prefix_splits : a.splits;
   const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(splits));
-  constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D, R>));
+  constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D, R, kDeep>));
+  constexpr auto kernel = paged_decode_kernel<T, C, D, R, kHalfMma, kDeep>;
   // Above 48 KB a kernel must opt in (once per kernel; not a stream operation, so allowed while
   // a CUDA graph is being captured).
-  static const cudaError_t opt_in = cudaFuncSetAttribute(paged_decode_kernel<T, C, D, R, kHalfMma>,
-                                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (opt_in != cudaSuccess) throw std::runtime_error(std::string("paged_decode_kernel: ") + cudaGetErrorString(opt_in));
-  pdl::launch(paged_decode_kernel<T, C, D, R, kHalfMma>, grid, kThreads, bytes, stream, a);
+  pdl::launch(kernel, grid, kThreads, bytes, stream, a);
 }
 
-template <typename T, typename C, int D, bool kHalfMma = false>
+template <typename T, typename C, int D, bool kHalfMma = false, bool kDeep = false>
 void launch_passes(const PagedDecodeArgs& a, cudaStream_t stream) {
-  launch_kernel<T, C, D, 8, kHalfMma>(a, stream);
+  launch_kernel<T, C, D, 8, kHalfMma, kDeep>(a, stream);
   check_launch("paged_decode_kernel");
   if (a.chunks != nullptr) {
-    launch_kernel<T, C, D, kMaxRows, kHalfMma>(a, stream);
+    launch_kernel<T, C, D, kMaxRows, kHalfMma, kDeep>(a, stream);
     check_launch("paged_decode_kernel (shared prefixes)");
   }
+}
+
+// An FP8 cache: fp16 or q's-dtype MMAs, and (head_dim 128) two or three stages.
+template <typename T, int D, bool kHalfMma>
+void launch_fp8(const PagedDecodeArgs& a, cudaStream_t stream) {
+  if constexpr (D == 128) {
+    if (a.fp8_three_stages) return launch_passes<T, uint8_t, D, kHalfMma, true>(a, stream);
+  }
+  launch_passes<T, uint8_t, D, kHalfMma>(a, stream);
 }
 
 template <typename T, int D>
 void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
   if (a.fp8_kv && a.fp8_half_mma)
-    launch_passes<T, uint8_t, D, true>(a, stream);
+    launch_fp8<T, D, true>(a, stream);
   else if (a.fp8_kv)
-    launch_passes<T, uint8_t, D>(a, stream);
+    launch_fp8<T, D, false>(a, stream);
   else
     launch_passes<T, T, D>(a, stream);
   if (a.splits + a.prefix_splits > 1) {

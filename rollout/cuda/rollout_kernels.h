@@ -45,6 +45,10 @@ struct PagedDecodeArgs {
   // per key row (paged_decode.cu; FP8RL_FP8_KV_HALF_MMA, on by default); false: in q's
   // dtype, each cache byte widened through float.
   bool fp8_half_mma = false;
+  // An FP8 cache with head_dim 128: three tile stages per block in flight instead of two, rows
+  // XOR-swizzled instead of padded so that 4 blocks still fit a multiprocessor (paged_decode.cu,
+  // Smem; FP8RL_FP8_KV_THREE_STAGES). No effect on other caches and head sizes.
+  bool fp8_three_stages = false;
 };
 
 // Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 8.

@@ -4,6 +4,7 @@
 // per launch (kernel + split merge), rotating over enough layers' caches that L2 never holds the
 // layer being read; "stream read" is a plain 16-byte-load kernel over the same buffers, the
 // bandwidth a perfect kernel would see. maxdiff: the largest |new - old| of the outputs (bf16).
+// With an FP8 cache, "new, 3 stages" is this tree's kernel with PagedDecodeArgs::fp8_three_stages.
 // Built by build.sh beside this file.
 #include "rollout/cuda/rollout_kernels.h"
 #include <cuda_bf16.h>
@@ -19,8 +20,8 @@ using Fn = void (*)(const void*, cudaStream_t);
 extern "C" void pd_old(const void*, cudaStream_t);
 extern "C" void pd_new(const void*, cudaStream_t);
 extern "C" int64_t pd_splits_new(int64_t batch, int64_t num_kv_heads, int sm_count, bool fp8_kv);  // the engine's choice
-struct V { const char* name; Fn fn; };
-static V variants[] = {{"old", pd_old}, {"new", pd_new}};
+struct V { const char* name; Fn fn; bool three_stages; };
+static V variants[] = {{"old", pd_old, false}, {"new", pd_new, false}, {"new, 3 stages", pd_new, true}};
 
 __global__ void fill(uint16_t* p, int64_t n, uint32_t seed, bool fp8) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -101,8 +102,11 @@ int main() {
       a.scale = 1.0f / std::sqrt((float)D); a.bf16 = true; a.fp8_half_mma = c.fp8;  // the engine's default
       printf("B=%d Hkv=%d %s ctx~%d%s %s KV, splits %lld, %d layers, %.1f MB KV/launch:", c.B, Hkv, c.perm ? "shuffled" : "in order", c.ctx, c.jitter ? "+-20%" : "", c.fp8 ? "fp8" : "bf16", (long long)splits, layers, kv_bytes / 1e6);
       for (const V& v : variants) {
+        if (v.three_stages && !c.fp8) continue;  // no effect on a bf16 cache
         // correctness against the old kernel on layer 0
+        a.fp8_three_stages = false;
         a.k_cache = kc[0]; a.v_cache = vc[0]; a.out = ref; variants[0].fn(&a, st);
+        a.fp8_three_stages = v.three_stages;
         a.out = out; v.fn(&a, st); CK(cudaStreamSynchronize(st));
         std::vector<__nv_bfloat16> h1((size_t)c.B * Hq * D), h2(h1.size());
         CK(cudaMemcpy(h1.data(), ref, h1.size() * 2, cudaMemcpyDeviceToHost)); CK(cudaMemcpy(h2.data(), out, h2.size() * 2, cudaMemcpyDeviceToHost));

@@ -195,22 +195,35 @@ double run_shared_case(int64_t group, int64_t D, at::ScalarType dtype, bool fp8_
   return std::max(e_with, e_without);
 }
 
-// The cache's dtype and, for an FP8 cache, the dtype of the kernel's MMAs (fp8_kv_half_mma).
+// The cache's dtype and, for an FP8 cache, the dtype of the kernel's MMAs (fp8_kv_half_mma) and
+// its pipeline depth (fp8_kv_three_stages: head_dim 128 only, so the modes with it run there).
 struct KvMode {
-  bool fp8, half_mma;
+  bool fp8, half_mma, three_stages;
   const char* name;
+  bool runs_at(int64_t head_dim) const { return !three_stages || head_dim == 128; }
+  void set() const {
+    set_fp8_kv_half_mma(half_mma);
+    set_fp8_kv_three_stages(three_stages);
+  }
 };
-constexpr KvMode kKvModes[] = {{false, false, ""}, {true, false, " FP8 KV"}, {true, true, " FP8 KV, fp16 MMAs"}};
-// fp8_kv_half_mma as it was when a test leaves, also when a check throws.
-struct RestoreHalfMma {
-  bool was = fp8_kv_half_mma();
-  ~RestoreHalfMma() { set_fp8_kv_half_mma(was); }
+constexpr KvMode kKvModes[] = {{false, false, false, ""},
+                               {true, false, false, " FP8 KV"},
+                               {true, true, false, " FP8 KV, fp16 MMAs"},
+                               {true, false, true, " FP8 KV, 3 stages"},
+                               {true, true, true, " FP8 KV, fp16 MMAs, 3 stages"}};
+// The FP8 kernel switches as they were when a test leaves, also when a check throws.
+struct RestoreFp8Switches {
+  bool half_mma = fp8_kv_half_mma(), three_stages = fp8_kv_three_stages();
+  ~RestoreFp8Switches() {
+    set_fp8_kv_half_mma(half_mma);
+    set_fp8_kv_three_stages(three_stages);
+  }
 };
 }  // namespace
 
 TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  const RestoreHalfMma restore;
+  const RestoreFp8Switches restore;
   double worst = 0;
   int64_t saved = 0;
   uint64_t seed = 100;
@@ -224,7 +237,8 @@ TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference
         for (const Shape sh : {Shape{1, 2}, Shape{3, 5}, Shape{8, 8}})
           for (const KvMode kv : kKvModes) {
             if (dtype == at::kHalf && kv.fp8 && D != 128) continue;  // keep the matrix's run time down
-            set_fp8_kv_half_mma(kv.half_mma);
+            if (!kv.runs_at(D)) continue;
+            kv.set();
             const double err = run_shared_case(G, D, dtype, kv.fp8, sh.prompts, sh.n, 0, 1, seed++, &saved, &ran);
             INFO("dtype " << c10::toString(dtype) << kv.name << " D " << D << " G " << G << ": " << sh.prompts
                           << " prompts x " << sh.n << " samples: normalised error " << err);
@@ -249,7 +263,7 @@ TEST_CASE("paged decode kernel with shared prefixes equals the float32 reference
 
 TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward shapes", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  const RestoreHalfMma restore;
+  const RestoreFp8Switches restore;
   double worst = 0;
   uint64_t seed = 1;
   for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
@@ -257,7 +271,8 @@ TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward 
       for (const int64_t G : {1, 3, 4, 8})
         for (const int64_t B : {1, 3, 64}) {
           for (const KvMode kv : kKvModes) {
-            set_fp8_kv_half_mma(kv.half_mma);
+            if (!kv.runs_at(D)) continue;
+            kv.set();
             const Case c{B, D, G, G == 8 ? 1 : 2, dtype, kv.fp8};
             const double err = run_case(c, seed++);
             INFO("dtype " << c10::toString(dtype) << kv.name << " D " << D << " G " << G << " B " << B
@@ -275,7 +290,7 @@ TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward 
 // show whether the scores came back at the right scale.
 TEST_CASE("paged decode kernel, FP8 cache: queries beyond fp16's range", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  const RestoreHalfMma restore;
+  const RestoreFp8Switches restore;
   uint64_t seed = 500;
   for (const bool half_mma : {false, true})
     for (const int64_t D : {64, 128})
