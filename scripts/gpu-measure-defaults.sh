@@ -5,9 +5,10 @@
 #  1. build build-gpu/ and, beside it, the paged decode kernel's own bench;
 #  2. the paged decode kernel alone (scripts/paged-decode-bench): bf16 and FP8 caches, several
 #     batch sizes and split counts, the FP8 cache with two and three stages;
-#  3. every GPU test at the defaults (the kernel tests also run the three-stage mode);
-#  4. the FP8 cache's three stages in the engine (FP8RL_FP8_KV_THREE_STAGES off, then on), FP8 +
-#     FP8 KV at batch 16-256; its split rule (FP8RL_FP8_KV_FEWER_SPLITS off, then on) at 16-64;
+#  3. the FP8 cache's three stages in the engine (FP8RL_FP8_KV_THREE_STAGES off, then on), FP8 +
+#     FP8 KV at batch 16-256;
+#  4. every GPU test at the defaults (the kernel tests also run the three-stage mode); the FP8
+#     cache's split rule (FP8RL_FP8_KV_FEWER_SPLITS off, then on) at batch 16-64;
 #  5. `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64 (2 rollouts a cell) (Qwen3-8B shape,
 #     512-token prompts, n = 8, 1024 new tokens), with three stages (which only FP8 caches see);
 #  6. HF transformers generate() on the same shape at batch 1 and 64 (the peer baseline);
@@ -37,9 +38,6 @@ if [ -x "$root/build-gpu/pd_bench" ]; then
 else
   echo "pd_bench did not build:"; tail -5 "$out/pd-build.log"
 fi
-step "ctest -L gpu"
-timeout 480 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest.log" 2>&1
-echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest.log" | head -30
 wait
 [ -f "$model/config.json" ] || { echo "fp8rl init failed:"; tail -5 "$out/init.log"; exit 1; }
 
@@ -47,6 +45,10 @@ step "the FP8 cache's three stages in the engine (FP8RL_FP8_KV_THREE_STAGES=0, t
 for v in 0 1; do
   FP8RL_FP8_KV_THREE_STAGES=$v bench stages-$v --configs fp8-kv --batch 16,64,128,256 --gen-len 256
 done
+step "ctest -L gpu"
+timeout 480 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest.log" 2>&1
+echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest.log" | head -30
+
 step "the FP8 cache's split rule in the engine (FP8RL_FP8_KV_FEWER_SPLITS=0, then 1), three stages"
 export FP8RL_FP8_KV_THREE_STAGES=1
 for v in 0 1; do
