@@ -1,6 +1,7 @@
 #include "rollout/paged_attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "core/model/layers.h"
@@ -41,15 +42,23 @@ namespace {
 EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", true);
 EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", true);
 EnvToggle g_fp8_kv_fewer_splits("FP8RL_FP8_KV_FEWER_SPLITS", true);
-EnvToggle g_fp8_kv_three_stages("FP8RL_FP8_KV_THREE_STAGES", false);
+EnvToggle g_fp8_kv_three_stages("FP8RL_FP8_KV_THREE_STAGES", true);  // on: by_shape
+std::atomic<int> g_fp8_kv_stages_set{-1};                              // set_fp8_kv_stages, or -1
 }  // namespace
 
 bool fp8_kv_half_mma() { return g_fp8_kv_half_mma.get(); }
 void set_fp8_kv_half_mma(bool on) { g_fp8_kv_half_mma.set(on); }
 bool fp8_kv_fewer_splits() { return g_fp8_kv_fewer_splits.get(); }
 void set_fp8_kv_fewer_splits(bool on) { g_fp8_kv_fewer_splits.set(on); }
-bool fp8_kv_three_stages() { return g_fp8_kv_three_stages.get(); }
-void set_fp8_kv_three_stages(bool on) { g_fp8_kv_three_stages.set(on); }
+Fp8KvStages fp8_kv_stages() {
+  const int set = g_fp8_kv_stages_set.load(std::memory_order_relaxed);
+  if (set >= 0) return static_cast<Fp8KvStages>(set);
+  return g_fp8_kv_three_stages.get() ? Fp8KvStages::by_shape : Fp8KvStages::two;
+}
+void set_fp8_kv_stages(Fp8KvStages stages) { g_fp8_kv_stages_set.store(static_cast<int>(stages), std::memory_order_relaxed); }
+bool fp8_kv_three_stages_by_shape(int64_t batch, int64_t num_kv_heads, int64_t splits, int sm_count) {
+  return splits == 1 && batch * num_kv_heads <= 4 * static_cast<int64_t>(sm_count);
+}
 bool fused_kv_store() { return g_fused_kv_store.get(); }
 void set_fused_kv_store(bool on) { g_fused_kv_store.set(on); }
 
@@ -148,7 +157,10 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.bf16 = q.scalar_type() == at::kBFloat16;
   a.cache_bases = cache_bases;
   a.fp8_half_mma = a.fp8_kv && fp8_kv_half_mma();
-  a.fp8_three_stages = a.fp8_kv && fp8_kv_three_stages();
+  const Fp8KvStages stages = fp8_kv_stages();
+  a.fp8_three_stages = a.fp8_kv && (stages == Fp8KvStages::three ||
+                                    (stages == Fp8KvStages::by_shape &&
+                                     fp8_kv_three_stages_by_shape(B, Hkv, splits, sm_count())));
   cuda::paged_decode_attention(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
   return out;
 #else

@@ -102,14 +102,21 @@ void set_fp8_kv_half_mma(bool on);
 // captured CUDA graph keeps the split count it was captured with.
 bool fp8_kv_fewer_splits();
 void set_fp8_kv_fewer_splits(bool on);
-// With an FP8 cache and head_dim 128, whether the decode kernel keeps two tiles of K/V in flight
-// ahead of the one it computes (three shared-memory stages, rows XOR-swizzled instead of padded so
-// that 4 blocks still fit a multiprocessor) rather than one: the FP8 cache's kernel read 2.0-2.3
-// TB/s where the bf16 cache's, with twice the bytes per tile in flight, read 2.5-2.6 (H100).
-// Off by default until measured; FP8RL_FP8_KV_THREE_STAGES=1 turns it on, read once. Read per
-// call, so a captured CUDA graph keeps the value it was captured with.
-bool fp8_kv_three_stages();
-void set_fp8_kv_three_stages(bool on);
+// With an FP8 cache and head_dim 128, how many K/V tiles the decode kernel's blocks hold in shared
+// memory: two (one tile in flight ahead of the one computed, 5 blocks per multiprocessor) or
+// three (two in flight; rows XOR-swizzled instead of padded, so 4 blocks still fit). Measured on
+// an H100 (Qwen3-8B shape), three stages pay where a batch's blocks, one split each, fill the GPU
+// in one wave of 4 per multiprocessor (batch 64: the kernel alone 43.4 vs 46.8 us, the engine's
+// graph step 5.58 vs 5.76 ms), and lose where blocks are short (batch 16 at 4 splits: 19.1 vs
+// 17.7 us) or come in several waves (batch 128-256: graph step 0.7-1.3% slower).
+//   two: always two; by_shape (the default): three where fp8_kv_three_stages_by_shape says;
+//   three: always three (tests). FP8RL_FP8_KV_THREE_STAGES=0 gives two, 1 by_shape, read once.
+// Read per call, so a captured CUDA graph keeps the choice it was captured with.
+enum class Fp8KvStages { two, by_shape, three };
+Fp8KvStages fp8_kv_stages();
+void set_fp8_kv_stages(Fp8KvStages stages);
+// The by_shape rule: one split, and at most 4 blocks (batch x num_kv_heads) per multiprocessor.
+bool fp8_kv_three_stages_by_shape(int64_t batch, int64_t num_kv_heads, int64_t splits, int sm_count);
 // Whether PagedAttention::forward_rotating stores K/V from the q/k norm + RoPE kernel rather than
 // by a write kernel of its own (one launch fewer per layer, two with an FP8 cache; the same
 // bytes). On by default (1.01-1.02x decode tokens/s, Qwen3-8B shape, H100); FP8RL_FUSED_KV_STORE=0

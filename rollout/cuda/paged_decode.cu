@@ -173,16 +173,12 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t& r0, uint32_t& r1, co
 //     compute (5 blocks of 16 KB per multiprocessor against the bf16 cache's 3 of 32 KB). Two
 //     tiles ahead needs a third stage; without the padding a block still fits 4 to a
 //     multiprocessor (51 KB each), the occupancy a batch of 64 needs for one wave at one split.
+//     (A fourth stage, 3 blocks of 68 KB, was slower than two at every shape timed on an H100: 0.69-0.96x.)
 // Every access goes through at(row, element): a 16-byte copy moves one whole chunk, and every
 // load reads within one chunk, so the swizzle applies per element.
-// The deep layout's stage count: 3. scripts/paged-decode-bench also builds it with 4 (3 blocks of
-// 68 KB per multiprocessor, 144 KB in flight) to time against 3; the library never sets it.
-#ifndef FP8RL_PAGED_DECODE_DEEP_STAGES
-#define FP8RL_PAGED_DECODE_DEEP_STAGES 3
-#endif
 template <typename T, typename C, int D, int R, bool kDeep = false>
 struct Smem {
-  static constexpr int kStages = kDeep ? FP8RL_PAGED_DECODE_DEEP_STAGES : 2;
+  static constexpr int kStages = kDeep ? 3 : 2;
   static constexpr int kPer = 16 / static_cast<int>(sizeof(C));  // elements per 16-byte chunk
   static_assert(!kDeep || (sizeof(C) == 1 && D == 128), "the swizzled layout has 8 chunks a row");
   static constexpr int kRow = kDeep ? D : D + kPer;  // cache row stride, elements

@@ -12,9 +12,7 @@ obj=$(mktemp -d)
 F="-std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a"
 nvcc $F -I"$base" -Dfp8rl=ns_old -DPD_ENTRY=pd_old -c "$here/variant.cu" -o "$obj/old.o" &
 nvcc $F -I"$root" -Dfp8rl=ns_new -DPD_ENTRY=pd_new -DPD_SPLITS=pd_splits_new -c "$here/variant.cu" -o "$obj/new.o" &
-# this tree's kernel again, its FP8 cache's deep layout with 4 stages instead of 3
-nvcc $F -I"$root" -Dfp8rl=ns_new4 -DPD_ENTRY=pd_new4 -DFP8RL_PAGED_DECODE_DEEP_STAGES=4 -c "$here/variant.cu" -o "$obj/new4.o" &
 nvcc $F -I"$root" -c "$here/main.cu" -o "$obj/main.o"
 wait
-nvcc $F "$obj/main.o" "$obj/old.o" "$obj/new.o" "$obj/new4.o" -o "${OUTPUT:-$root/pd_bench}"
+nvcc $F "$obj/main.o" "$obj/old.o" "$obj/new.o" -o "${OUTPUT:-$root/pd_bench}"
 rm -rf "$obj"

@@ -196,14 +196,15 @@ double run_shared_case(int64_t group, int64_t D, at::ScalarType dtype, bool fp8_
 }
 
 // The cache's dtype and, for an FP8 cache, the dtype of the kernel's MMAs (fp8_kv_half_mma) and
-// its pipeline depth (fp8_kv_three_stages: head_dim 128 only, so the modes with it run there).
+// its pipeline depth (three stages forced whatever the shape: head_dim 128 only, so the modes
+// with it run there; the others force two).
 struct KvMode {
   bool fp8, half_mma, three_stages;
   const char* name;
   bool runs_at(int64_t head_dim) const { return !three_stages || head_dim == 128; }
   void set() const {
     set_fp8_kv_half_mma(half_mma);
-    set_fp8_kv_three_stages(three_stages);
+    set_fp8_kv_stages(three_stages ? Fp8KvStages::three : Fp8KvStages::two);
   }
 };
 constexpr KvMode kKvModes[] = {{false, false, false, ""},
@@ -213,10 +214,11 @@ constexpr KvMode kKvModes[] = {{false, false, false, ""},
                                {true, true, true, " FP8 KV, fp16 MMAs, 3 stages"}};
 // The FP8 kernel switches as they were when a test leaves, also when a check throws.
 struct RestoreFp8Switches {
-  bool half_mma = fp8_kv_half_mma(), three_stages = fp8_kv_three_stages();
+  bool half_mma = fp8_kv_half_mma();
+  Fp8KvStages stages = fp8_kv_stages();
   ~RestoreFp8Switches() {
     set_fp8_kv_half_mma(half_mma);
-    set_fp8_kv_three_stages(three_stages);
+    set_fp8_kv_stages(stages);
   }
 };
 }  // namespace
