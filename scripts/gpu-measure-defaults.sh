@@ -4,7 +4,8 @@
 # needed first (a plan cut short by the device budget keeps what it measured). Logs go to $OUT.
 #  1. build build-gpu/ and, beside it, the paged decode kernel's own bench (seconds);
 #  2. the paged decode kernel alone (scripts/paged-decode-bench): bf16 and FP8 caches, several
-#     batch sizes and split counts, the FP8 cache with two and three stages;
+#     batch sizes and split counts, the FP8 cache with two and three stages, against the kernel
+#     before the third stage;
 #  3. the FP8 cache's stage rule in the engine (FP8RL_FP8_KV_THREE_STAGES=0: two stages always;
 #     1, the default: three where a batch's single-split blocks fit one wave), batch 16-64;
 #  4. every GPU test at the defaults;
@@ -26,9 +27,17 @@ bench() {  # $1 = report name, then bench arguments; prints the table and the ra
 }
 
 build_and_init
-# The kernel bench compares this tree's kernel with itself ("old" and "new": the noise) at several
-# split counts; nvcc only, seconds beside the build's minutes.
-BASE=$root OUTPUT=$root/build-gpu/pd_bench bash "$root/scripts/paged-decode-bench/build.sh" >"$out/pd-build.log" 2>&1
+# The kernel bench: "old" is the kernel of commit $PD_BASE (default 9219101, before the FP8
+# cache's third stage: the two-stage kernel's timings alone were 7-11% above that commit's on
+# another H100, while the engine's matched it), or this tree where git cannot give it; "new" this
+# tree's. nvcc only, seconds beside the build's minutes.
+pd_base=$root
+if rm -rf /tmp/pd-base && mkdir -p /tmp/pd-base &&
+  git -C "$root" archive "${PD_BASE:-9219101}" rollout core 2>/dev/null | tar -x -C /tmp/pd-base 2>/dev/null; then
+  pd_base=/tmp/pd-base
+fi
+echo "pd_bench old: $pd_base"
+BASE=$pd_base OUTPUT=$root/build-gpu/pd_bench bash "$root/scripts/paged-decode-bench/build.sh" >"$out/pd-build.log" 2>&1
 step "paged decode kernel alone"
 if [ -x "$root/build-gpu/pd_bench" ]; then
   timeout 300 "$root/build-gpu/pd_bench" >"$out/pd-bench.log" 2>&1
