@@ -6,6 +6,8 @@
 #  2. the paged decode kernel alone (scripts/paged-decode-bench): bf16 and FP8 caches, several
 #     batch sizes and split counts, the FP8 cache with two and three stages, against the kernel
 #     before the third stage;
+#  2b. Nsight Compute on the kernel alone (batch 256 and 64, bf16 and FP8 caches): where its
+#     warps stall, the reports and their text beside the logs;
 #  3. the FP8 cache's stage rule in the engine (FP8RL_FP8_KV_THREE_STAGES=0: two stages always;
 #     1, the default: three where a batch's single-split blocks fit one wave), batch 16-64;
 #  4. every GPU test at the defaults;
@@ -45,6 +47,24 @@ if [ -x "$root/build-gpu/pd_bench" ]; then
 else
   echo "pd_bench did not build:"; tail -5 "$out/pd-build.log"
 fi
+# One launch of one variant at one batch under Nsight Compute (--clock-control none: METHOD.md).
+profile() {  # $1 = report name, $2 = batch, $3 = bf16|fp8, $4 = variant name
+  local ncu
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  [ -n "$ncu" ] && [ -x "$root/build-gpu/pd_bench" ] || { echo "no ncu or pd_bench"; return; }
+  # Launches 1-2 are the correctness pair (old, then the variant); the third is a timed one.
+  PD_B=$2 PD_KV=$3 PD_VAR=$4 timeout 150 "$ncu" --clock-control none --set full \
+    --kernel-name regex:paged_decode_kernel --launch-skip 2 --launch-count 1 -f -o "$out/ncu-$1" \
+    "$root/build-gpu/pd_bench" >"$out/ncu-$1.log" 2>&1
+  echo "$1: rc $?"
+  "$ncu" --import "$out/ncu-$1.ncu-rep" --page details --print-details all >"$out/ncu-$1.txt" 2>&1
+  grep -E "^ +(Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread|Warp Cycles Per Issued Instruction|Issued Ipc Active|L2 Hit Rate|L1/TEX Hit Rate) " "$out/ncu-$1.txt" | head -12
+}
+step "Nsight Compute: the paged decode kernel alone"
+profile fp8-b256-two 256 fp8 "new"
+profile fp8-b256-three 256 fp8 "new, 3 stages"
+profile bf16-b256 256 bf16 "new"
+profile fp8-b64-three 64 fp8 "new, 3 stages"
 wait
 [ -f "$model/config.json" ] || { echo "fp8rl init failed:"; tail -5 "$out/init.log"; exit 1; }
 

@@ -5,7 +5,8 @@
 // layer being read; "stream read" is a plain 16-byte-load kernel over the same buffers, the
 // bandwidth a perfect kernel would see. maxdiff: the largest |new - old| of the outputs (bf16).
 // With an FP8 cache, "new, 3 stages" is this tree's kernel with PagedDecodeArgs::fp8_three_stages.
-// Built by build.sh beside this file.
+// Built by build.sh beside this file. Filters for a profiler (each optional): PD_B=<batch>,
+// PD_KV=bf16|fp8, PD_VAR=<variant name>; e.g. PD_B=256 PD_KV=fp8 PD_VAR="new, 3 stages".
 #include "rollout/cuda/rollout_kernels.h"
 #include <cuda_bf16.h>
 #include <algorithm>
@@ -36,6 +37,10 @@ __global__ void stream_read(const uint4* p, int64_t n, uint4* sink) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) { uint4 v = p[i]; acc.x ^= v.x; acc.y ^= v.y; acc.z ^= v.z; acc.w ^= v.w; }
   if (acc.x == 0x12345678u) *sink = acc;
 }
+static bool wanted(const char* env, const std::string& value) {
+  const char* v = std::getenv(env);
+  return v == nullptr || value == v;
+}
 int main() {
   cudaDeviceProp prop; CK(cudaGetDeviceProperties(&prop, 0));
   printf("device %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -53,6 +58,7 @@ int main() {
   cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
   std::mt19937 rng(1);
   for (const Case& c : cases) {
+    if (!wanted("PD_B", std::to_string(c.B)) || !wanted("PD_KV", c.fp8 ? "fp8" : "bf16")) continue;
     const int Hkv = c.hkv, Hq = 4 * c.hkv;
     const int max_ctx = c.ctx + (c.jitter ? c.ctx / 5 : 0);
     const int blocks_per_seq = (max_ctx + bs - 1) / bs;
@@ -103,6 +109,7 @@ int main() {
       printf("B=%d Hkv=%d %s ctx~%d%s %s KV, splits %lld, %d layers, %.1f MB KV/launch:", c.B, Hkv, c.perm ? "shuffled" : "in order", c.ctx, c.jitter ? "+-20%" : "", c.fp8 ? "fp8" : "bf16", (long long)splits, layers, kv_bytes / 1e6);
       for (const V& v : variants) {
         if (v.three_stages && !c.fp8) continue;  // no effect on a bf16 cache
+        if (!wanted("PD_VAR", v.name)) continue;
         // correctness against the old kernel on layer 0
         a.fp8_three_stages = false;
         a.k_cache = kc[0]; a.v_cache = vc[0]; a.out = ref; variants[0].fn(&a, st);
