@@ -34,6 +34,7 @@
 // sequences; with them they do (through the prefix length its chunk shares, which depends on
 // which samples share its chunk), within the rounding of the order of the additions.
 #include "rollout/cuda/rollout_kernels.h"
+#include "rollout/fast_divmod.h"
 #include "core/util/pdl.cuh"
 #include "core/model/cuda/convert.cuh"
 
@@ -279,24 +280,47 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   const void* v_base = a.cache_bases != nullptr ? a.cache_bases[1] : a.v_cache;
   const C* kc = static_cast<const C*>(k_base) + static_cast<int64_t>(h) * D;
   const C* vc = static_cast<const C*>(v_base) + static_cast<int64_t>(h) * D;
-  const int64_t row_stride = a.num_kv_heads * D;  // elements between consecutive slots
+  const uint32_t row_stride = static_cast<uint32_t>(a.num_kv_heads * D);  // elements between consecutive slots
   const int32_t* table = a.block_tables + static_cast<int64_t>(lead) * a.table_stride;
   const int tiles = (end - start + kTileK - 1) / kTileK;
+  // Key position -> (block, offset in it), 32-bit: slots and positions stay below 2^31.
+  const rollout::FastDivmod per_block(static_cast<uint32_t>(a.block_size));
+  // Each thread copies one 16-byte chunk (e_own) of rows r_first, + kRowStep, ... of every tile.
+  constexpr int kRowStep = kThreads / kRowChunks;                  // rows one pass of the block covers
+  constexpr int kRowsPer = (kTileK + kRowStep - 1) / kRowStep;     // rows per thread per tile
+  static_assert(kThreads % kRowChunks == 0, "whole rows per pass");
+  const int r_first = tid / kRowChunks, e_own = (tid % kRowChunks) * S::kPer;
+  const C* k_own = kc + e_own;
+  const C* v_own = vc + e_own;
   // Starts the copies of tile i into its stage (K and V rows, 16 bytes per copy) as one group.
   // V rows past the range are zeroed: P is 0 there, but 0 * (stale NaN bits) is not.
   auto issue = [&](int i) {
     if (i < tiles) {
       const int t0 = start + i * kTileK, n = min(kTileK, end - t0);
       const int st = i % kStages;
-      for (int c = tid; c < kTileK * kRowChunks; c += kThreads) {
-        const int r = c / kRowChunks, e = (c % kRowChunks) * S::kPer;
+      // Every row's block-table entry first, so that their loads overlap: each copy's address
+      // waits on one.
+      uint32_t slot[kRowsPer];
+#pragma unroll
+      for (int k = 0; k < kRowsPer; ++k) {
+        const int r = r_first + k * kRowStep;
+        slot[k] = 0;
         if (r < n) {
-          const int t = t0 + r;
-          const int64_t off = (static_cast<int64_t>(table[t / a.block_size]) * a.block_size + t % a.block_size) * row_stride + e;
-          cp_async16(sm.k[st] + S::at(r, e), kc + off);
-          cp_async16(sm.v[st] + S::at(r, e), vc + off);
-        } else {
-          *reinterpret_cast<uint4*>(sm.v[st] + S::at(r, e)) = make_uint4(0, 0, 0, 0);
+          uint32_t blk, in_blk;
+          per_block.divmod(static_cast<uint32_t>(t0 + r), blk, in_blk);
+          slot[k] = static_cast<uint32_t>(table[blk]) * per_block.divisor + in_blk;
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kRowsPer; ++k) {
+        const int r = r_first + k * kRowStep;
+        const int at = S::at(r, e_own);
+        if (r < n) {
+          const int64_t off = static_cast<int64_t>(slot[k]) * row_stride;
+          cp_async16(sm.k[st] + at, k_own + off);
+          cp_async16(sm.v[st] + at, v_own + off);
+        } else if (kRowsPer * kRowStep == kTileK || r < kTileK) {
+          *reinterpret_cast<uint4*>(sm.v[st] + at) = make_uint4(0, 0, 0, 0);
         }
       }
     }
