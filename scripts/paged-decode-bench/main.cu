@@ -45,13 +45,17 @@ int main() {
   cudaDeviceProp prop; CK(cudaGetDeviceProperties(&prop, 0));
   printf("device %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
   const int D = 128, bs = 16;
-  struct Case { int B; int ctx; bool jitter; bool fp8; std::vector<int> splits; bool perm = true; int hkv = 8; };
+  // prefix > 0: the shared-prefix pass too, chunks of 4 rows (16 MMA rows / 4 query heads) each
+  // sharing their first `prefix` keys through the first member's table (the pass's launch shape
+  // and addressing; the timing is not the engine's, whose members share physical blocks).
+  struct Case { int B; int ctx; bool jitter; bool fp8; std::vector<int> splits; bool perm = true; int hkv = 8; int prefix = 0; };
   std::vector<Case> cases = {
     {1, 768, false, false, {0, 16}}, {16, 640, false, false, {0, 4}}, {64, 640, true, false, {0, 1, 2, 4}},
     {128, 640, true, false, {0, 1, 2}}, {256, 640, true, false, {0, 1}},
     {1, 768, false, true, {0}}, {16, 640, false, true, {0, 2, 4}}, {64, 640, true, true, {0, 1, 2, 4}},
     {128, 640, true, true, {0, 1, 2}}, {256, 640, true, true, {0, 1}}, {64, 2048, true, true, {0, 2}},
     {8, 8192, false, true, {0}},
+    {64, 640, true, true, {0}, true, 8, 384}, {64, 640, true, false, {0}, true, 8, 384},
     {64, 2048, true, false, {0, 2}}, {8, 8192, false, false, {0}}, {1, 8192, false, false, {0}}, {1, 8192, false, true, {0}},
   };
   cudaStream_t st; CK(cudaStreamCreate(&st));
@@ -75,6 +79,19 @@ int main() {
     std::vector<int> table(perm);  // [B, blocks_per_seq]
     int *d_table, *d_lens; CK(cudaMalloc(&d_table, table.size() * 4)); CK(cudaMalloc(&d_lens, c.B * 4));
     CK(cudaMemcpy(d_table, table.data(), table.size() * 4, cudaMemcpyHostToDevice)); CK(cudaMemcpy(d_lens, lens.data(), c.B * 4, cudaMemcpyHostToDevice));
+    constexpr int kMembers = 4;
+    int* d_chunks = nullptr;
+    if (c.prefix > 0) {  // rollout/shared_prefix.h's table: [B, M + 2]
+      std::vector<int> chunks((size_t)c.B * (kMembers + 2), -1);
+      const int nchunks = (c.B + kMembers - 1) / kMembers;
+      for (int ch = 0; ch < c.B; ++ch) {
+        int* row = &chunks[(size_t)ch * (kMembers + 2)];
+        for (int m = 0; m < kMembers; ++m) row[m] = ch < nchunks && ch * kMembers + m < c.B ? ch * kMembers + m : -1;
+        row[kMembers] = ch < nchunks ? c.prefix : 0;
+        row[kMembers + 1] = c.prefix;  // every row's prefix_len (contexts are all longer)
+      }
+      CK(cudaMalloc(&d_chunks, chunks.size() * 4)); CK(cudaMemcpy(d_chunks, chunks.data(), chunks.size() * 4, cudaMemcpyHostToDevice));
+    }
     std::vector<void*> kc(layers), vc(layers);
     for (int l = 0; l < layers; ++l) {
       CK(cudaMalloc(&kc[l], layer_bytes)); CK(cudaMalloc(&vc[l], layer_bytes));
@@ -106,7 +123,10 @@ int main() {
       a.block_tables = d_table; a.table_stride = blocks_per_seq; a.context_lens = d_lens; a.part_acc = pacc; a.part_ml = pml;
       a.batch = c.B; a.num_q_heads = Hq; a.num_kv_heads = Hkv; a.head_dim = D; a.block_size = bs; a.splits = splits;
       a.scale = 1.0f / std::sqrt((float)D); a.bf16 = true; a.fp8_half_mma = c.fp8;  // the engine's default
-      printf("B=%d Hkv=%d %s ctx~%d%s %s KV, splits %lld, %d layers, %.1f MB KV/launch:", c.B, Hkv, c.perm ? "shuffled" : "in order", c.ctx, c.jitter ? "+-20%" : "", c.fp8 ? "fp8" : "bf16", (long long)splits, layers, kv_bytes / 1e6);
+      if (c.prefix > 0) { a.chunks = d_chunks; a.chunk_members = kMembers; a.prefix_splits = 1; }
+      printf("B=%d Hkv=%d %s ctx~%d%s %s KV, splits %lld, %d layers, %.1f MB KV/launch", c.B, Hkv, c.perm ? "shuffled" : "in order", c.ctx, c.jitter ? "+-20%" : "", c.fp8 ? "fp8" : "bf16", (long long)splits, layers, kv_bytes / 1e6);
+      if (c.prefix > 0) printf(", shared prefix %d keys in chunks of %d (TB/s: as if unshared)", c.prefix, kMembers);
+      printf(":");
       for (const V& v : variants) {
         if (v.three_stages && !c.fp8) continue;  // no effect on a bf16 cache
         if (!wanted("PD_VAR", v.name)) continue;
@@ -134,7 +154,7 @@ int main() {
       fflush(stdout);
     }
     for (int l = 0; l < layers; ++l) { cudaFree(kc[l]); cudaFree(vc[l]); }
-    cudaFree(q); cudaFree(out); cudaFree(ref); cudaFree(pacc); cudaFree(pml); cudaFree(ks); cudaFree(d_table); cudaFree(d_lens);
+    cudaFree(q); cudaFree(out); cudaFree(ref); cudaFree(pacc); cudaFree(pml); cudaFree(ks); cudaFree(d_table); cudaFree(d_lens); cudaFree(d_chunks);
   }
   return 0;
 }
