@@ -4,16 +4,16 @@
 # needed first (a plan cut short by the device budget keeps what it measured). Logs go to $OUT.
 #  1. build build-gpu/ and, beside it, the paged decode kernel's own bench (seconds);
 #  2. the paged decode kernel alone (scripts/paged-decode-bench): bf16 and FP8 caches, several
-#     batch sizes and split counts, the FP8 cache with two and three stages, against the kernel
-#     before the third stage;
-#  2b. Nsight Compute on the kernel alone (batch 256 and 64, bf16 and FP8 caches): where its
+#     batch sizes and split counts, shared prefixes, the FP8 cache with two and three stages,
+#     against an older kernel: .pd-base/ where the tree has it (git-ignored, carried: make it
+#     with `git archive <commit> rollout core | tar -x -C .pd-base`, since the GPU machine's copy
+#     of .git may be stale), else commit $PD_BASE from git, else this tree;
+#  3. every GPU test at the defaults;
+#  4. Nsight Compute on the kernel alone (batch 256 and 64, bf16 and FP8 caches): where its
 #     warps stall, the reports and their text beside the logs;
-#  3. the FP8 cache's stage rule in the engine (FP8RL_FP8_KV_THREE_STAGES=0: two stages always;
-#     1, the default: three where a batch's single-split blocks fit one wave), batch 16-64;
-#  4. every GPU test at the defaults;
-#  5. what the last runs did not reach: HF transformers generate() on the same shape at batch 1
-#     and 64 (the peer baseline), the 8K-token prefill, the RL-shaped rollout (1024 sequences on
-#     256 slots, 32-256 new tokens), async scheduling against synchronous at batch 1 and 64;
+#  5. HF transformers generate() on the same shape at batch 1 and 64 (the peer baseline), the
+#     8K-token prefill, the RL-shaped rollout (1024 sequences on 256 slots, 32-256 new tokens),
+#     async scheduling against synchronous at batch 1 and 64;
 #  6. `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64 (2 rollouts a cell) (Qwen3-8B shape,
 #     512-token prompts, n = 8, 1024 new tokens).
 #   bash scripts/gpu-detach.sh scripts/gpu-measure-defaults.sh   # in each call, back to back
@@ -29,13 +29,13 @@ bench() {  # $1 = report name, then bench arguments; prints the table and the ra
 }
 
 build_and_init
-# The kernel bench: "old" is the kernel of commit $PD_BASE (default 9219101, before the FP8
-# cache's third stage: the two-stage kernel's timings alone were 7-11% above that commit's on
-# another H100, while the engine's matched it), or this tree where git cannot give it; "new" this
-# tree's. nvcc only, seconds beside the build's minutes.
+# The kernel bench's "old" (step 2 above); "new" is this tree's. nvcc only, seconds beside the
+# build's minutes.
 pd_base=$root
-if rm -rf /tmp/pd-base && mkdir -p /tmp/pd-base &&
-  git -C "$root" archive "${PD_BASE:-9219101}" rollout core 2>/dev/null | tar -x -C /tmp/pd-base 2>/dev/null; then
+if [ -f "$root/.pd-base/rollout/cuda/paged_decode.cu" ]; then
+  pd_base=$root/.pd-base
+elif rm -rf /tmp/pd-base && mkdir -p /tmp/pd-base &&
+  git -C "$root" archive "${PD_BASE:-4c8ef54}" rollout core 2>/dev/null | tar -x -C /tmp/pd-base 2>/dev/null; then
   pd_base=/tmp/pd-base
 fi
 echo "pd_bench old: $pd_base"
@@ -43,10 +43,13 @@ BASE=$pd_base OUTPUT=$root/build-gpu/pd_bench bash "$root/scripts/paged-decode-b
 step "paged decode kernel alone"
 if [ -x "$root/build-gpu/pd_bench" ]; then
   timeout 300 "$root/build-gpu/pd_bench" >"$out/pd-bench.log" 2>&1
-  echo "rc $?"; grep -E "fp8 KV|^   new" "$out/pd-bench.log" | head -80
+  echo "rc $?"; grep -E "^B=|^   (old|new)" "$out/pd-bench.log" | cut -c1-170 | head -140
 else
   echo "pd_bench did not build:"; tail -5 "$out/pd-build.log"
 fi
+step "ctest -L gpu"
+timeout 480 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest.log" 2>&1
+echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest.log" | head -30
 # One launch of one variant at one batch under Nsight Compute (--clock-control none: METHOD.md).
 profile() {  # $1 = report name, $2 = batch, $3 = bf16|fp8, $4 = variant name
   local ncu
@@ -67,14 +70,6 @@ profile bf16-b256 256 bf16 "new"
 profile fp8-b64-three 64 fp8 "new, 3 stages"
 wait
 [ -f "$model/config.json" ] || { echo "fp8rl init failed:"; tail -5 "$out/init.log"; exit 1; }
-
-step "the FP8 cache's stage rule in the engine (FP8RL_FP8_KV_THREE_STAGES=0, then 1)"
-for v in 0 1; do
-  FP8RL_FP8_KV_THREE_STAGES=$v bench stages-$v --configs fp8-kv --batch 16,32,64 --gen-len 256
-done
-step "ctest -L gpu"
-timeout 480 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest.log" 2>&1
-echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest.log" | head -30
 
 step "HF transformers generate(), same shape"
 timeout 420 python3 "$root/scripts/hf_generate_baseline.py" --preset 8b --batch 1,64 --gen-len 1024 >"$out/hf-generate.log" 2>&1
