@@ -8,14 +8,17 @@
 #     against an older kernel: .pd-base/ where the tree has it (git-ignored, carried: make it
 #     with `git archive <commit> rollout core | tar -x -C .pd-base`, since the GPU machine's copy
 #     of .git may be stale), else commit $PD_BASE from git, else this tree;
-#  3. every GPU test at the defaults;
-#  4. Nsight Compute on the kernel alone (batch 256 and 64, bf16 and FP8 caches): where its
-#     warps stall, the reports and their text beside the logs;
-#  5. HF transformers generate() on the same shape at batch 1 and 64 (the peer baseline), the
-#     8K-token prefill, the RL-shaped rollout (1024 sequences on 256 slots, 32-256 new tokens),
-#     async scheduling against synchronous at batch 1 and 64;
-#  6. `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64 (2 rollouts a cell) (Qwen3-8B shape,
-#     512-token prompts, n = 8, 1024 new tokens).
+#  3. every GPU test at the defaults (and the warp-split kernel's own test);
+#  4. Nsight Compute on the kernel alone (batch 256 and 64, bf16 and FP8 caches, the FP8 cache's
+#     warp split): where its warps stall, the reports and their text beside the logs;
+#  4b. the FP8 cache's warp-split softmax in the engine (FP8RL_FP8_KV_WARP_SPLIT=0, then 1),
+#     FP8 + FP8 KV at batch 16-256;
+#  5. `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64 (2 rollouts a cell) (Qwen3-8B shape,
+#     512-token prompts, n = 8, 1024 new tokens);
+#  6. (measured on 2026-12-05, last so a short budget skips them) HF transformers generate() on
+#     the same shape at batch 1 and 64 (the peer baseline), the 8K-token prefill, the RL-shaped
+#     rollout (1024 sequences on 256 slots, 32-256 new tokens), async scheduling against
+#     synchronous at batch 1 and 64.
 #   bash scripts/gpu-detach.sh scripts/gpu-measure-defaults.sh   # in each call, back to back
 set -uo pipefail
 root=${FP8RL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -68,9 +71,19 @@ profile fp8-b256-two 256 fp8 "new"
 profile fp8-b256-three 256 fp8 "new, 3 stages"
 profile bf16-b256 256 bf16 "new"
 profile fp8-b64-three 64 fp8 "new, 3 stages"
+profile fp8-b256-warp 256 fp8 "new, warp split"
+profile fp8-b64-warp3 64 fp8 "new, 3 st., warp split"
 wait
 [ -f "$model/config.json" ] || { echo "fp8rl init failed:"; tail -5 "$out/init.log"; exit 1; }
 
+step "the FP8 cache's warp-split softmax in the engine (FP8RL_FP8_KV_WARP_SPLIT=0, then 1)"
+for v in 0 1; do
+  FP8RL_FP8_KV_WARP_SPLIT=$v bench warp-split-$v --configs fp8-kv --batch 16,64,128,256 --gen-len 256
+done
+step "decode, batch 128-256"
+bench decode-large --batch 128,256 --gen-len 1024
+step "decode, batch 1-64"
+bench decode-small --batch 1,16,64 --gen-len 1024 --reps 2
 step "HF transformers generate(), same shape"
 timeout 420 python3 "$root/scripts/hf_generate_baseline.py" --preset 8b --batch 1,64 --gen-len 1024 >"$out/hf-generate.log" 2>&1
 echo "rc $?"; tail -5 "$out/hf-generate.log"
@@ -80,8 +93,4 @@ step "RL-shaped rollout: 1024 sequences on 256 slots"
 bench rl-shaped --batch 1024 --max-num-seqs 256 --gen-len 256 --gen-len-min 32
 step "async scheduling"
 bench async --configs bf16,fp8-kv --batch 1,64 --gen-len 256 --compare-async
-step "decode, batch 128-256"
-bench decode-large --batch 128,256 --gen-len 1024
-step "decode, batch 1-64"
-bench decode-small --batch 1,16,64 --gen-len 1024 --reps 2
 step done
