@@ -215,8 +215,8 @@ struct Smem {
 
 // The first pass with an FP8 cache and fp16 MMAs, split by warps instead of by dims
 // (PagedDecodeArgs::fp8_warp_split; head_dim 64 or 128, R = 8). Why: Nsight Compute found the
-// FP8 cache's kernel bound by instructions (an issue on ~half the scheduler cycles, bf16's at a
-// quarter), and a third of what remained after its copy addresses were cut is the block-wide
+// FP8 cache's kernel bound by the instructions it issues (on about half the scheduler cycles;
+// bf16's on a quarter), and after its copy addresses were cut much of the rest is the block-wide
 // softmax: every tile's scores go through shared memory, one warp per query row finds their
 // maximum and sum, three barriers a tile. Here each warp keeps a softmax of its own over its 16
 // keys of every tile (scores, maxima and sums in registers: three shuffles per reduction), and
@@ -225,9 +225,9 @@ struct Smem {
 //     rows 2t and 2t + 1), as the block-wide kernel computes them;
 //   P V, per warp, for all D dims, transposed: O^T = V^T P^T. P^T is the B operand (keys x rows):
 //     the score fragment of each 8 keys, transposed in registers (movmatrix). V^T is the A
-//     operand (dims x keys): lane g's dims are the 2 D / 16 consecutive bytes [g, g + 1) 2 D / 16
-//     of a key row, m-tile mt's row g is dim (2 D / 16) g + mt and its row g + 8 dim
-//     (2 D / 16) g + D / 16 + mt, so a lane reads its V bytes as one load per key row.
+//     operand (dims x keys): lane g reads kBytes = D / 8 consecutive bytes of each key row, dims
+//     [kBytes g, kBytes (g + 1)); row g of m-tile mt is dim kBytes g + mt, its row g + 8 dim
+//     kBytes g + D / 16 + mt. So a lane's V bytes come in one load per key row.
 //   out: rows 2t and 2t + 1 (lanes with 2t >= G hold padding rows), dims as above.
 template <typename T, int D, bool kDeep, typename Issue, typename QRow>
 __device__ __forceinline__ void warp_split_tiles(Smem<T, uint8_t, D, 8, kDeep>& sm, const Issue& issue, int tiles,

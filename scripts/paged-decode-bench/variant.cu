@@ -3,11 +3,18 @@
 #include "rollout/cuda/paged_decode.cu"
 // The engine's launches ask for programmatic dependent launch unless FP8RL_PDL=0 (core/util/pdl.cpp,
 // not linked here: it reads the switch through the library's env parser).
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 namespace fp8rl {
-bool pdl_enabled() {
-  static const bool on = [] { const char* v = std::getenv("FP8RL_PDL"); return !(v && std::strcmp(v, "0") == 0); }();
+bool pdl_enabled() {  // unset or 1: on; 0: off; anything else refused, as the library does
+  static const bool on = [] {
+    const char* v = std::getenv("FP8RL_PDL");
+    if (v == nullptr || std::strcmp(v, "1") == 0) return true;
+    if (std::strcmp(v, "0") == 0) return false;
+    std::fprintf(stderr, "FP8RL_PDL: expected 0 or 1, got '%s'\n", v);
+    std::exit(2);
+  }();
   return on;
 }
 }  // namespace fp8rl
