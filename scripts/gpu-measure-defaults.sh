@@ -14,7 +14,7 @@
 #  4b. the FP8 cache's warp-split softmax in the engine (FP8RL_FP8_KV_WARP_SPLIT=0, then 1),
 #     FP8 + FP8 KV at batch 16-256;
 #  5. `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64 (2 rollouts a cell) (Qwen3-8B shape,
-#     512-token prompts, n = 8, 1024 new tokens);
+#     512-token prompts, n = 8, 1024 new tokens), then FP8 + FP8 KV again with the warp split;
 #  6. (measured on 2026-12-05, last so a short budget skips them) HF transformers generate() on
 #     the same shape at batch 1 and 64 (the peer baseline), the 8K-token prefill, the RL-shaped
 #     rollout (1024 sequences on 256 slots, 32-256 new tokens), async scheduling against
@@ -53,6 +53,8 @@ fi
 step "ctest -L gpu"
 timeout 480 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest.log" 2>&1
 echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest.log" | head -30
+echo "slowest:"; grep -E "Test +#" "$out/ctest.log" | awk '{print $(NF-1), $4, $5, $6, $7, $8, $9}' | sort -n | tail -5
+ctest --test-dir "$root/build-gpu" -L gpu --show-only=json-v1 2>/dev/null | grep -c OMP_NUM_THREADS
 # One launch of one variant at one batch under Nsight Compute (--clock-control none: METHOD.md).
 profile() {  # $1 = report name, $2 = batch, $3 = bf16|fp8, $4 = variant name
   local ncu
@@ -84,6 +86,9 @@ step "decode, batch 128-256"
 bench decode-large --batch 128,256 --gen-len 1024
 step "decode, batch 1-64"
 bench decode-small --batch 1,16,64 --gen-len 1024 --reps 2
+step "decode with the warp split (FP8RL_FP8_KV_WARP_SPLIT=1), FP8 + FP8 KV, batch 1-256"
+FP8RL_FP8_KV_WARP_SPLIT=1 bench decode-warp-large --configs fp8-kv --batch 128,256 --gen-len 1024
+FP8RL_FP8_KV_WARP_SPLIT=1 bench decode-warp-small --configs fp8-kv --batch 1,16,64 --gen-len 1024 --reps 2
 step "HF transformers generate(), same shape"
 timeout 420 python3 "$root/scripts/hf_generate_baseline.py" --preset 8b --batch 1,64 --gen-len 1024 >"$out/hf-generate.log" 2>&1
 echo "rc $?"; tail -5 "$out/hf-generate.log"
