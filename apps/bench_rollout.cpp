@@ -313,8 +313,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     << " (FP8RL_FP8_KV_FEWER_SPLITS) and "
     << (rollout::fp8_kv_stages() == rollout::Fp8KvStages::two ? "two tile stages per block"
                                                                 : "three tile stages per block where a batch's single-split blocks fit one wave")
-    << " (FP8RL_FP8_KV_THREE_STAGES), its softmax "
-    << (rollout::fp8_kv_warp_split() ? "per warp, merged at the end" : "block-wide per tile") << " (FP8RL_FP8_KV_WARP_SPLIT); K/V stored by "
+    << " (FP8RL_FP8_KV_THREE_STAGES); K/V stored by "
     << (rollout::fused_kv_store() ? "the q/k norm + RoPE kernel" : "a write kernel of their own") << " (FP8RL_FUSED_KV_STORE); "
     << "prefill tokens/s: as many one-token rollouts over new prompts. "
     << "Copy bandwidth measured in this run: " << std::setprecision(0) << copy_bw / 1e9 << " GB/s.\n\n"

@@ -43,7 +43,6 @@ EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", true);
 EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", true);
 EnvToggle g_fp8_kv_fewer_splits("FP8RL_FP8_KV_FEWER_SPLITS", true);
 EnvToggle g_fp8_kv_three_stages("FP8RL_FP8_KV_THREE_STAGES", true);  // on: by_shape
-EnvToggle g_fp8_kv_warp_split("FP8RL_FP8_KV_WARP_SPLIT", false);
 std::atomic<int> g_fp8_kv_stages_set{-1};                              // set_fp8_kv_stages, or -1
 }  // namespace
 
@@ -60,8 +59,6 @@ void set_fp8_kv_stages(Fp8KvStages stages) { g_fp8_kv_stages_set.store(static_ca
 bool fp8_kv_three_stages_by_shape(int64_t batch, int64_t num_kv_heads, int64_t splits, int sm_count) {
   return splits == 1 && batch * num_kv_heads <= 4 * static_cast<int64_t>(sm_count);
 }
-bool fp8_kv_warp_split() { return g_fp8_kv_warp_split.get(); }
-void set_fp8_kv_warp_split(bool on) { g_fp8_kv_warp_split.set(on); }
 bool fused_kv_store() { return g_fused_kv_store.get(); }
 void set_fused_kv_store(bool on) { g_fused_kv_store.set(on); }
 
@@ -164,7 +161,6 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.fp8_three_stages = a.fp8_kv && (stages == Fp8KvStages::three ||
                                     (stages == Fp8KvStages::by_shape &&
                                      fp8_kv_three_stages_by_shape(B, Hkv, splits, sm_count())));
-  a.fp8_warp_split = a.fp8_half_mma && fp8_kv_warp_split();
   cuda::paged_decode_attention(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
   return out;
 #else

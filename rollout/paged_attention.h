@@ -121,16 +121,6 @@ Fp8KvStages fp8_kv_stages();
 void set_fp8_kv_stages(Fp8KvStages stages);
 // The by_shape rule: one split, and at most 4 blocks (batch x num_kv_heads) per multiprocessor.
 bool fp8_kv_three_stages_by_shape(int64_t batch, int64_t num_kv_heads, int64_t splits, int sm_count);
-// With an FP8 cache and fp16 MMAs (head_dim 64 or 128), whether the decode kernel's first pass
-// keeps a softmax per warp over its own keys of each tile, merged across the block's warps once
-// at the end, instead of a block-wide softmax through shared memory every tile (three barriers a
-// tile, one warp per query row): rollout/cuda/paged_decode.cu, warp_split_tiles. Why: Nsight
-// Compute on an H100 found the FP8 cache's kernel bound by the instructions it issues, not by
-// bytes. Written without a GPU: off by default until the kernel tests and pd_bench have run it;
-// FP8RL_FP8_KV_WARP_SPLIT=1 turns it on, read once. Tests set both. Read per call, so a captured
-// CUDA graph keeps the value it was captured with.
-bool fp8_kv_warp_split();
-void set_fp8_kv_warp_split(bool on);
 // Whether PagedAttention::forward_rotating stores K/V from the q/k norm + RoPE kernel rather than
 // by a write kernel of its own (one launch fewer per layer, two with an FP8 cache; the same
 // bytes). On by default (1.01-1.02x decode tokens/s, Qwen3-8B shape, H100); FP8RL_FUSED_KV_STORE=0

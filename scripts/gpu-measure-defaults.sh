@@ -8,13 +8,12 @@
 #     against an older kernel: .pd-base/ where the tree has it (git-ignored, carried: make it
 #     with `git archive <commit> rollout core | tar -x -C .pd-base`, since the GPU machine's copy
 #     of .git may be stale), else commit $PD_BASE from git, else this tree;
-#  3. every GPU test at the defaults (and the warp-split kernel's own test);
-#  4. Nsight Compute on the kernel alone (batch 256 and 64, bf16 and FP8 caches, the FP8 cache's
-#     warp split): where its warps stall, the reports and their text beside the logs;
-#  4b. the FP8 cache's warp-split softmax in the engine (FP8RL_FP8_KV_WARP_SPLIT=0, then 1),
-#     FP8 + FP8 KV at batch 16-256;
-#  5. `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64 (2 rollouts a cell) (Qwen3-8B shape,
-#     512-token prompts, n = 8, 1024 new tokens), then FP8 + FP8 KV again with the warp split;
+#  3. every GPU test at the defaults;
+#  4. where a decode step's GPU time goes, kernel by kernel (`--profile`): BF16 and FP8 + FP8 KV at
+#     batch 64 and 256, 1024 new tokens;
+#  5. shared-prefix decode at 1024 new tokens (batch 128, 256), where contexts are long enough
+#     for its saved reads to count; then `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64
+#     (2 rollouts a cell) (Qwen3-8B shape, 512-token prompts, n = 8, 1024 new tokens);
 #  6. (measured on 2026-12-05, last so a short budget skips them) HF transformers generate() on
 #     the same shape at batch 1 and 64 (the peer baseline), the 8K-token prefill, the RL-shaped
 #     rollout (1024 sequences on 256 slots, 32-256 new tokens), async scheduling against
@@ -55,40 +54,17 @@ timeout 480 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --outpu
 echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest.log" | head -30
 echo "slowest:"; grep -E "Test +#" "$out/ctest.log" | awk '{print $(NF-1), $4, $5, $6, $7, $8, $9}' | sort -n | tail -5
 ctest --test-dir "$root/build-gpu" -L gpu --show-only=json-v1 2>/dev/null | grep -c OMP_NUM_THREADS
-# One launch of one variant at one batch under Nsight Compute (--clock-control none: METHOD.md).
-profile() {  # $1 = report name, $2 = batch, $3 = bf16|fp8, $4 = variant name
-  local ncu
-  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  [ -n "$ncu" ] && [ -x "$root/build-gpu/pd_bench" ] || { echo "no ncu or pd_bench"; return; }
-  # Launches 1-2 are the correctness pair (old, then the variant); the third is a timed one.
-  PD_B=$2 PD_KV=$3 PD_VAR=$4 timeout 150 "$ncu" --clock-control none --set full \
-    --kernel-name regex:paged_decode_kernel --launch-skip 2 --launch-count 1 -f -o "$out/ncu-$1" \
-    "$root/build-gpu/pd_bench" >"$out/ncu-$1.log" 2>&1
-  echo "$1: rc $?"
-  "$ncu" --import "$out/ncu-$1.ncu-rep" --page details --print-details all >"$out/ncu-$1.txt" 2>&1
-  grep -E "^ +(Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread|Warp Cycles Per Issued Instruction|Issued Ipc Active|L2 Hit Rate|L1/TEX Hit Rate) " "$out/ncu-$1.txt" | head -12
-}
-step "Nsight Compute: the paged decode kernel alone"
-profile fp8-b256-two 256 fp8 "new"
-profile fp8-b256-three 256 fp8 "new, 3 stages"
-profile bf16-b256 256 bf16 "new"
-profile fp8-b64-three 64 fp8 "new, 3 stages"
-profile fp8-b256-warp 256 fp8 "new, warp split"
-profile fp8-b64-warp3 64 fp8 "new, 3 st., warp split"
 wait
 [ -f "$model/config.json" ] || { echo "fp8rl init failed:"; tail -5 "$out/init.log"; exit 1; }
 
-step "the FP8 cache's warp-split softmax in the engine (FP8RL_FP8_KV_WARP_SPLIT=0, then 1)"
-for v in 0 1; do
-  FP8RL_FP8_KV_WARP_SPLIT=$v bench warp-split-$v --configs fp8-kv --batch 16,64,128,256 --gen-len 256
-done
+step "a decode step, kernel by kernel (--profile), batch 64 and 256, 1024 new tokens"
+bench profile --configs bf16,fp8-kv --batch 64,256 --gen-len 1024 --profile
+step "shared-prefix decode at 1024 new tokens"
+bench shared-prefix --configs bf16,fp8-kv --batch 128,256 --gen-len 1024 --compare-shared-prefix
 step "decode, batch 128-256"
 bench decode-large --batch 128,256 --gen-len 1024
 step "decode, batch 1-64"
 bench decode-small --batch 1,16,64 --gen-len 1024 --reps 2
-step "decode with the warp split (FP8RL_FP8_KV_WARP_SPLIT=1), FP8 + FP8 KV, batch 1-256"
-FP8RL_FP8_KV_WARP_SPLIT=1 bench decode-warp-large --configs fp8-kv --batch 128,256 --gen-len 1024
-FP8RL_FP8_KV_WARP_SPLIT=1 bench decode-warp-small --configs fp8-kv --batch 1,16,64 --gen-len 1024 --reps 2
 step "HF transformers generate(), same shape"
 timeout 420 python3 "$root/scripts/hf_generate_baseline.py" --preset 8b --batch 1,64 --gen-len 1024 >"$out/hf-generate.log" 2>&1
 echo "rc $?"; tail -5 "$out/hf-generate.log"

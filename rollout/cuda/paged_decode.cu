@@ -122,13 +122,7 @@ __device__ __forceinline__ uint32_t load_split_pair(const C* a, const C* b) {
 // N consecutive E4M3 bytes from shared memory in 32-bit words (one load; N < 4 zero-extended).
 template <int N>
 __device__ __forceinline__ void load_bytes(const uint8_t* p, uint32_t (&w)[(N + 3) / 4]) {
-  if constexpr (N == 16) {
-    const uint4 v = *reinterpret_cast<const uint4*>(p);
-    w[0] = v.x;
-    w[1] = v.y;
-    w[2] = v.z;
-    w[3] = v.w;
-  } else if constexpr (N == 8) {
+  if constexpr (N == 8) {
     const uint2 v = *reinterpret_cast<const uint2*>(p);
     w[0] = v.x;
     w[1] = v.y;
@@ -172,15 +166,6 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t& r0, uint32_t& r1, co
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(s));
 }
 
-// movmatrix: the 8x8 matrix of 16-bit elements whose row lane / 4, columns 2 (lane % 4) and + 1
-// this lane holds (the MMA fragment layout), transposed: this lane then holds row lane / 4 of the
-// transpose, the same columns.
-__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
-  uint32_t y;
-  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
-  return y;
-}
-
 // Shared-memory layout of one block: kStages tiles of K and V rows, then the scores.
 // The 8 rows an MMA fragment (or ldmatrix) touches at once must fall in different banks. Two ways:
 //   - kDeep = false: two stages, rows padded by 16 bytes;
@@ -213,163 +198,6 @@ struct Smem {
   }
 };
 
-// The first pass with an FP8 cache and fp16 MMAs, split by warps instead of by dims
-// (PagedDecodeArgs::fp8_warp_split; head_dim 64 or 128, R = 8). Why: Nsight Compute found the
-// FP8 cache's kernel bound by the instructions it issues (on about half the scheduler cycles;
-// bf16's on a quarter), and after its copy addresses were cut much of the rest is the block-wide
-// softmax: every tile's scores go through shared memory, one warp per query row finds their
-// maximum and sum, three barriers a tile. Here each warp keeps a softmax of its own over its 16
-// keys of every tile (scores, maxima and sums in registers: three shuffles per reduction), and
-// the four warps' states merge once, at the end, as split-K chunks do. One barrier a tile.
-//   scores, per warp: S = K Q^T (m16n8k16; lane (g, t) holds keys g and g + 8 of the warp's 16,
-//     rows 2t and 2t + 1), as the block-wide kernel computes them;
-//   P V, per warp, for all D dims, transposed: O^T = V^T P^T. P^T is the B operand (keys x rows):
-//     the score fragment of each 8 keys, transposed in registers (movmatrix). V^T is the A
-//     operand (dims x keys): lane g reads kBytes = D / 8 consecutive bytes of each key row, dims
-//     [kBytes g, kBytes (g + 1)); row g of m-tile mt is dim kBytes g + mt, its row g + 8 dim
-//     kBytes g + D / 16 + mt. So a lane's V bytes come in one load per key row.
-//   out: rows 2t and 2t + 1 (lanes with 2t >= G hold padding rows), dims as above.
-template <typename T, int D, bool kDeep, typename Issue, typename QRow>
-__device__ __forceinline__ void warp_split_tiles(Smem<T, uint8_t, D, 8, kDeep>& sm, const Issue& issue, int tiles,
-                                                 int start, int end, const uint32_t (&qf)[D / 16][1][2],
-                                                 float qscale, float vscale, int nrows, const QRow& qrow,
-                                                 const PagedDecodeArgs& a, int slots, int slot) {
-  using S = Smem<T, uint8_t, D, 8, kDeep>;
-  constexpr int kStages = S::kStages;
-  constexpr int kMT = D / 16;      // m-tiles of O^T (16 dims each)
-  constexpr int kBytes = 2 * kMT;  // V bytes a lane reads per key row
-  static_assert(D == 64 || D == 128, "a lane's V bytes: one 8- or 16-byte load");
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int g = lane / 4, t = lane % 4;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // rows 2t, 2t + 1 of this warp
-  float acc[kMT][4];  // O^T: [mt][0..1] dim (kBytes g + mt), rows 2t, 2t + 1; [2..3] dim + kMT
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[mt][e] = 0.0f;
-
-  for (int i = 0; i < tiles; ++i) {
-    cp_async_wait<kStages - 2>();  // tile i's group has landed (this thread's copies)
-    __syncthreads();               // everyone's; and every warp is done with tile i - 1's stage
-    issue(i + kStages - 1);        // into that stage
-    const int st = i % kStages;
-    const int n = min(kTileK, end - (start + i * kTileK));
-    const int k0 = 16 * warp;  // the warp's first key of the tile
-    if (k0 >= n) continue;
-
-    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    const uint8_t* ks = sm.k[st];
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const int e = kk * 16 + 2 * t;
-      uint32_t af[4];
-      af[0] = load_pair<__half, uint8_t>(ks + S::at(k0 + g, e));
-      af[1] = load_pair<__half, uint8_t>(ks + S::at(k0 + g + 8, e));
-      af[2] = load_pair<__half, uint8_t>(ks + S::at(k0 + g, e + 8));
-      af[3] = load_pair<__half, uint8_t>(ks + S::at(k0 + g + 8, e + 8));
-      mma16816<__half>(s, af, qf[kk][0][0], qf[kk][0][1]);
-    }
-    // Keys past the tile's end count for nothing; the rows' maxima over the warp's 16 keys.
-    const bool in0 = k0 + g < n, in1 = k0 + g + 8 < n;
-    s[0] = in0 ? s[0] * qscale : -INFINITY;
-    s[1] = in0 ? s[1] * qscale : -INFINITY;
-    s[2] = in1 ? s[2] * qscale : -INFINITY;
-    s[3] = in1 ? s[3] * qscale : -INFINITY;
-    float x0 = fmaxf(s[0], s[2]), x1 = fmaxf(s[1], s[3]);
-#pragma unroll
-    for (int o = 4; o < 32; o <<= 1) {  // over g: the lanes that hold the same rows
-      x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, o));
-      x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, o));
-    }
-    // Key k0 is always in range, so the new maxima are finite (for finite scores).
-    const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
-    const float al0 = exp2f(m0 - n0), al1 = exp2f(m1 - n1);  // 0 on the warp's first keys
-    const float p0 = exp2f(s[0] - n0), p1 = exp2f(s[1] - n1), p2 = exp2f(s[2] - n0), p3 = exp2f(s[3] - n1);
-    float y0 = p0 + p2, y1 = p1 + p3;
-#pragma unroll
-    for (int o = 4; o < 32; o <<= 1) {
-      y0 += __shfl_xor_sync(0xffffffffu, y0, o);
-      y1 += __shfl_xor_sync(0xffffffffu, y1, o);
-    }
-    l0 = l0 * al0 + y0;
-    l1 = l1 * al1 + y1;
-    m0 = n0;
-    m1 = n1;
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-      acc[mt][0] *= al0;
-      acc[mt][1] *= al1;
-      acc[mt][2] *= al0;
-      acc[mt][3] *= al1;
-    }
-    // B = P^T: keys 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1) of query row g.
-    const uint32_t b0 = movmatrix_trans(pack2<__half>(p0, p1));
-    const uint32_t b1 = movmatrix_trans(pack2<__half>(p2, p3));
-    // A = V^T: key rows k0 + 2t, + 1, + 8, + 9; this lane's kBytes bytes of each, from dim kBytes g.
-    const uint8_t* vs = sm.v[st];
-    uint32_t w[4][kBytes / 4];
-#pragma unroll
-    for (int r = 0; r < 4; ++r) load_bytes<kBytes>(vs + S::at(k0 + 2 * t + (r & 1) + (r >= 2 ? 8 : 0), kBytes * g), w[r]);
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-      constexpr int kHi = kMT;  // byte of the m-tile's row g + 8 in a lane's bytes: kMT + mt
-      uint32_t af[4];
-      af[0] = e4m3_pair_to_half2(w[0][mt / 4], w[1][mt / 4], mt % 4);                          // dim row g, keys 2t, 2t+1
-      af[1] = e4m3_pair_to_half2(w[0][(kHi + mt) / 4], w[1][(kHi + mt) / 4], (kHi + mt) % 4);  // dim row g + 8
-      af[2] = e4m3_pair_to_half2(w[2][mt / 4], w[3][mt / 4], mt % 4);                          // keys 2t+8, 2t+9
-      af[3] = e4m3_pair_to_half2(w[2][(kHi + mt) / 4], w[3][(kHi + mt) / 4], (kHi + mt) % 4);
-      mma16816<__half>(acc[mt], af, b0, b1);
-    }
-  }
-  cp_async_wait<0>();  // no copy outlives the block (the trailing groups are empty)
-  __syncthreads();     // the stages are free: the warps' states go there
-
-  // Merge the warps' states: red_acc[w][row][d], then red_m[w][row], red_l[w][row].
-  float* red_acc = reinterpret_cast<float*>(&sm.k[0][0]);
-  float* red_m = red_acc + kWarps * 8 * D;
-  float* red_l = red_m + kWarps * 8;
-  static_assert(sizeof(float) * (kWarps * 8 * D + 2 * kWarps * 8) <= sizeof(sm.k), "the merge fits the K stages");
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int d = kBytes * g + (e >= 2 ? kMT : 0) + mt, row = 2 * t + (e & 1);
-      red_acc[(warp * 8 + row) * D + d] = acc[mt][e];
-    }
-  if (g == 0) {
-    red_m[warp * 8 + 2 * t] = m0;
-    red_m[warp * 8 + 2 * t + 1] = m1;
-    red_l[warp * 8 + 2 * t] = l0;
-    red_l[warp * 8 + 2 * t + 1] = l1;
-  }
-  __syncthreads();
-  for (int idx = tid; idx < nrows * D; idx += kThreads) {
-    const int row = idx / D, d = idx % D;
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, red_m[w * 8 + row]);
-    float o = 0.0f, L = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      const float mw = red_m[w * 8 + row];
-      const float wt = mw == -INFINITY ? 0.0f : exp2f(mw - M);  // a warp that saw no key adds nothing
-      o += wt * red_acc[(w * 8 + row) * D + d];
-      L += wt * red_l[w * 8 + row];
-    }
-    const int64_t q = qrow(row);
-    if (slots == 1) {
-      static_cast<T*>(a.out)[q * D + d] = from_float<T>(o * (vscale / L));
-    } else {
-      a.part_acc[(q * slots + slot) * D + d] = o * vscale;
-      if (d == 0) {
-        float* ml = a.part_ml + (q * slots + slot) * 2;
-        ml[0] = M;
-        ml[1] = L;
-      }
-    }
-  }
-}
-
 // T: the dtype of q and the output; C: the cache's element (T, or uint8_t holding E4M3); R: query
 // rows per block, which also says the pass. g = Hq / Hkv <= 8.
 //   R = 8: block (b, h, z) serves the g heads of KV head h for sequence b over split z of its keys
@@ -382,15 +210,8 @@ __device__ __forceinline__ void warp_split_tiles(Smem<T, uint8_t, D, 8, kDeep>& 
 // bytes read as one word per key row (see the queries and the P V step).
 // kDeep (an FP8 cache with head_dim 128, PagedDecodeArgs::fp8_three_stages): Smem's three-stage
 // swizzled layout.
-// kWarpSplit (the first pass, an FP8 cache with fp16 MMAs, head_dim 64 or 128,
-// PagedDecodeArgs::fp8_warp_split): the tiles are computed by warp_split_tiles.
-// The warp-split kernel keeps the occupancy its shared memory allows (5 blocks per multiprocessor
-// with two stages, 4 with three), which caps its registers at 102 and 128. 0: no minimum, so the
-// other kernels compile as they did without one.
-template <bool kWarpSplit, bool kDeep>
-inline constexpr int kMinBlocks = kWarpSplit ? (kDeep ? 4 : 5) : 0;
-template <typename T, typename C, int D, int R, bool kHalfMma = false, bool kDeep = false, bool kWarpSplit = false>
-__global__ void __launch_bounds__(kThreads, (kMinBlocks<kWarpSplit, kDeep>)) paged_decode_kernel(const PagedDecodeArgs a) {
+template <typename T, typename C, int D, int R, bool kHalfMma = false, bool kDeep = false>
+__global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecodeArgs a) {
   pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr bool prefix_pass = R > 8;
   using S = Smem<T, C, D, R, kDeep>;
@@ -555,179 +376,174 @@ __global__ void __launch_bounds__(kThreads, (kMinBlocks<kWarpSplit, kDeep>)) pag
   }
   const float qscale = a.scale * kLog2e * (a.k_scale != nullptr ? *a.k_scale : 1.0f) * qmul;
   const float vscale = a.v_scale != nullptr ? *a.v_scale : 1.0f;
-  if constexpr (kWarpSplit) {
-    static_assert(R == 8 && kHalfMma, "the first pass of an FP8 cache with fp16 MMAs");
-    warp_split_tiles<T, D, kDeep>(sm, issue, tiles, start, end, qf, qscale, vscale, nrows, qrow, a, slots, slot);
-  } else {  // the block-wide softmax
-    for (int i = tid; i < R * S::kPRow; i += kThreads) (&sm.p[0][0])[i] = 0.0f;
-    if (tid < R) {
-      sm.m[tid] = -INFINITY;
-      sm.l[tid] = 0.0f;
+  for (int i = tid; i < R * S::kPRow; i += kThreads) (&sm.p[0][0])[i] = 0.0f;
+  if (tid < R) {
+    sm.m[tid] = -INFINITY;
+    sm.l[tid] = 0.0f;
+  }
+  float acc[kNTW][4];  // O[row][d]: rows fr, fr + 8; dims of this warp's n-tiles
+#pragma unroll
+  for (int j = 0; j < kNTW; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
+  const bool pv_warp = warp * kNTW < kNT;  // D = 16: two warps hold all the dims
+
+  for (int i = 0; i < tiles; ++i) {
+    issue(i + kStages - 1);       // its stage was last read in iteration i - 1 (barrier at the end)
+    cp_async_wait<kStages - 1>();  // tile i's group has landed (this thread's copies)
+    __syncthreads();              // and everyone's; also q, p's padding, m and l on the first tile
+    const int st = i % kStages;
+    const int n = min(kTileK, end - (start + i * kTileK));
+
+    // Scores: warp w, keys 16w..16w+15 of the tile, all rows. S = K Q^T on the tensor cores; one
+    // K fragment serves the R / 8 query n-tiles.
+    if (16 * warp < n) {
+      float s[kNQ][4];
+#pragma unroll
+      for (int nt = 0; nt < kNQ; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+      const C* ks = sm.k[st];
+      const int r0 = 16 * warp + fr;  // and r0 + 8
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const int e = kk * 16 + fc;
+        uint32_t af[4];
+        af[0] = load_pair<MT, C>(ks + S::at(r0, e));
+        af[1] = load_pair<MT, C>(ks + S::at(r0 + 8, e));
+        af[2] = load_pair<MT, C>(ks + S::at(r0, e + 8));
+        af[3] = load_pair<MT, C>(ks + S::at(r0 + 8, e + 8));
+#pragma unroll
+        for (int nt = 0; nt < kNQ; ++nt) mma16816<MT>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
+      }
+      // s[nt]: (key fr, rows nt * 8 + fc, +1), (key fr + 8, same rows).
+#pragma unroll
+      for (int nt = 0; nt < kNQ; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = 16 * warp + fr + (e >= 2 ? 8 : 0), r = nt * 8 + fc + (e & 1);
+          if (r < nrows && key < n) sm.p[r][key] = s[nt][e] * qscale;
+        }
     }
-    float acc[kNTW][4];  // O[row][d]: rows fr, fr + 8; dims of this warp's n-tiles
+    __syncthreads();
+
+    // Online softmax: one warp per row; keys past n get probability 0.
+    for (int g = warp; g < nrows; g += kWarps) {
+      float mx = -INFINITY;
+      for (int r = lane; r < n; r += 32) mx = fmaxf(mx, sm.p[g][r]);
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_old = sm.m[g], m_new = fmaxf(m_old, mx);
+      float sum = 0.0f;
+      for (int r = lane; r < kTileK; r += 32) {
+        const float p = r < n ? exp2f(sm.p[g][r] - m_new) : 0.0f;
+        sm.p[g][r] = p;
+        sum += p;
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      if (lane == 0) {
+        sm.alpha[g] = exp2f(m_old - m_new);  // 0 on the first tile (m_old = -inf)
+        sm.l[g] = sm.l[g] * sm.alpha[g] + sum;
+        sm.m[g] = m_new;
+      }
+    }
+    __syncthreads();
+
+    // O[row][d] = alpha O + P V: warp w owns n-tiles [w * kNTW, (w + 1) * kNTW) of the dims:
+    // column n of its n-tile j is dim dim_of(j, n). In q's dtype those are 8 consecutive dims per
+    // n-tile (V's B fragments come from ldmatrix.trans). With kHalfMma the n-tiles interleave
+    // instead, dim (8 w + n) kNTW + j, so the kNTW values a lane feeds its n-tiles (column n = fr)
+    // are kNTW consecutive bytes of a key row: one shared-memory load per row and a byte permute
+    // plus one conversion per pair, where widening each byte on its own (and, into bf16, through
+    // float) cost ~3x the instructions. E4M3 is exact in fp16, and P in [0, 1] loses less in
+    // fp16 than in bf16.
+    if (pv_warp) {
+      const float alpha0 = fr < nrows ? sm.alpha[fr] : 0.0f;
+      float alpha1 = 0.0f;
+      if constexpr (R > 8) alpha1 = fr + 8 < nrows ? sm.alpha[fr + 8] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < kNTW; ++j) {  // with R = 8, rows fr + 8 (acc[j][2..3]) are padding, never emitted
+        acc[j][0] *= alpha0;
+        acc[j][1] *= alpha0;
+        acc[j][2] *= alpha1;
+        acc[j][3] *= alpha1;
+      }
+#pragma unroll
+      for (int kk = 0; kk < kTileK; kk += 16) {
+        uint32_t pf[4];  // A = P[row][key]: rows fr (pf[0], pf[2]) and fr + 8 (pf[1], pf[3]; zero when R = 8)
+        const float2 p00 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc]);
+        const float2 p01 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc + 8]);
+        pf[0] = pack2<MT>(p00.x, p00.y);
+        pf[2] = pack2<MT>(p01.x, p01.y);
+        if constexpr (R > 8) {
+          const float2 p10 = *reinterpret_cast<const float2*>(&sm.p[fr + 8][kk + fc]);
+          const float2 p11 = *reinterpret_cast<const float2*>(&sm.p[fr + 8][kk + fc + 8]);
+          pf[1] = pack2<MT>(p10.x, p10.y);
+          pf[3] = pack2<MT>(p11.x, p11.y);
+        } else {
+          pf[1] = pf[3] = 0u;
+        }
+        if constexpr (kHalfMma) {
+          // Key rows kk + fc, +1 (b0) and + 8, + 9 (b1); bytes of dims (8 w + fr) kNTW + j.
+          constexpr int kWords = (kNTW + 3) / 4;
+          const C* vs = sm.v[st];
+          const int r = kk + fc, e = (warp * 8 + fr) * kNTW;
+          uint32_t w0[kWords], w1[kWords], w8[kWords], w9[kWords];
+          load_bytes<kNTW>(vs + S::at(r, e), w0);
+          load_bytes<kNTW>(vs + S::at(r + 1, e), w1);
+          load_bytes<kNTW>(vs + S::at(r + 8, e), w8);
+          load_bytes<kNTW>(vs + S::at(r + 9, e), w9);
+#pragma unroll
+          for (int j = 0; j < kNTW; ++j) {
+            const uint32_t b0 = e4m3_pair_to_half2(w0[j / 4], w1[j / 4], j % 4);
+            const uint32_t b1 = e4m3_pair_to_half2(w8[j / 4], w9[j / 4], j % 4);
+            mma16816<__half>(acc[j], pf, b0, b1);
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < kNTW; ++j) {
+            const int d0 = (warp * kNTW + j) * 8;
+            uint32_t b0, b1;  // B = V[key][d]: keys kk + fc, +1 (b0) and + 8 (b1) of dim d0 + fr
+            const C* vs = sm.v[st];
+            if constexpr (sizeof(C) == 2) {
+              // lanes 0-7 address rows kk..kk+7, lanes 8-15 rows kk+8..kk+15 (dims d0..d0+7)
+              ldmatrix_x2_trans(b0, b1, vs + S::at(kk + (lane & 15), d0));
+            } else {
+              const int r = kk + fc, e = d0 + fr;
+              b0 = load_split_pair<T, C>(vs + S::at(r, e), vs + S::at(r + 1, e));
+              b1 = load_split_pair<T, C>(vs + S::at(r + 8, e), vs + S::at(r + 9, e));
+            }
+            mma16816<T>(acc[j], pf, b0, b1);
+          }
+        }
+      }
+    }
+    __syncthreads();  // the next iteration overwrites p and refills this tile's stage
+  }
+  cp_async_wait<0>();  // no copy outlives the block (the trailing group is empty)
+
+  // Out: normalised, or (slots > 1) the unnormalised chunk with its (max, sum) for the merge.
+  // acc[j][0..1]: row fr, columns fc, fc + 1 of n-tile j; acc[j][2..3]: row fr + 8.
+  if (pv_warp) {
 #pragma unroll
     for (int j = 0; j < kNTW; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
-    const bool pv_warp = warp * kNTW < kNT;  // D = 16: two warps hold all the dims
-
-    for (int i = 0; i < tiles; ++i) {
-      issue(i + kStages - 1);       // its stage was last read in iteration i - 1 (barrier at the end)
-      cp_async_wait<kStages - 1>();  // tile i's group has landed (this thread's copies)
-      __syncthreads();              // and everyone's; also q, p's padding, m and l on the first tile
-      const int st = i % kStages;
-      const int n = min(kTileK, end - (start + i * kTileK));
-
-      // Scores: warp w, keys 16w..16w+15 of the tile, all rows. S = K Q^T on the tensor cores; one
-      // K fragment serves the R / 8 query n-tiles.
-      if (16 * warp < n) {
-        float s[kNQ][4];
-#pragma unroll
-        for (int nt = 0; nt < kNQ; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
-        const C* ks = sm.k[st];
-        const int r0 = 16 * warp + fr;  // and r0 + 8
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-          const int e = kk * 16 + fc;
-          uint32_t af[4];
-          af[0] = load_pair<MT, C>(ks + S::at(r0, e));
-          af[1] = load_pair<MT, C>(ks + S::at(r0 + 8, e));
-          af[2] = load_pair<MT, C>(ks + S::at(r0, e + 8));
-          af[3] = load_pair<MT, C>(ks + S::at(r0 + 8, e + 8));
-#pragma unroll
-          for (int nt = 0; nt < kNQ; ++nt) mma16816<MT>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
-        }
-        // s[nt]: (key fr, rows nt * 8 + fc, +1), (key fr + 8, same rows).
-#pragma unroll
-        for (int nt = 0; nt < kNQ; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = 16 * warp + fr + (e >= 2 ? 8 : 0), r = nt * 8 + fc + (e & 1);
-            if (r < nrows && key < n) sm.p[r][key] = s[nt][e] * qscale;
-          }
+      for (int e = 0; e < 4; ++e) {
+        const int g = fr + (e >= 2 ? 8 : 0), n = fc + (e & 1);
+        const int d = kHalfMma ? (warp * 8 + n) * kNTW + j : (warp * kNTW + j) * 8 + n;  // dim_of(j, n)
+        if (g >= nrows) continue;
+        const int64_t row = qrow(g);
+        if (slots == 1)
+          static_cast<T*>(a.out)[row * D + d] = from_float<T>(acc[j][e] * (vscale / sm.l[g]));
+        else
+          a.part_acc[(row * slots + slot) * D + d] = acc[j][e] * vscale;
       }
-      __syncthreads();
-
-      // Online softmax: one warp per row; keys past n get probability 0.
-      for (int g = warp; g < nrows; g += kWarps) {
-        float mx = -INFINITY;
-        for (int r = lane; r < n; r += 32) mx = fmaxf(mx, sm.p[g][r]);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        const float m_old = sm.m[g], m_new = fmaxf(m_old, mx);
-        float sum = 0.0f;
-        for (int r = lane; r < kTileK; r += 32) {
-          const float p = r < n ? exp2f(sm.p[g][r] - m_new) : 0.0f;
-          sm.p[g][r] = p;
-          sum += p;
-        }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        if (lane == 0) {
-          sm.alpha[g] = exp2f(m_old - m_new);  // 0 on the first tile (m_old = -inf)
-          sm.l[g] = sm.l[g] * sm.alpha[g] + sum;
-          sm.m[g] = m_new;
-        }
-      }
-      __syncthreads();
-
-      // O[row][d] = alpha O + P V: warp w owns n-tiles [w * kNTW, (w + 1) * kNTW) of the dims:
-      // column n of its n-tile j is dim dim_of(j, n). In q's dtype those are 8 consecutive dims per
-      // n-tile (V's B fragments come from ldmatrix.trans). With kHalfMma the n-tiles interleave
-      // instead, dim (8 w + n) kNTW + j, so the kNTW values a lane feeds its n-tiles (column n = fr)
-      // are kNTW consecutive bytes of a key row: one shared-memory load per row and a byte permute
-      // plus one conversion per pair, where widening each byte on its own (and, into bf16, through
-      // float) cost ~3x the instructions. E4M3 is exact in fp16, and P in [0, 1] loses less in
-      // fp16 than in bf16.
-      if (pv_warp) {
-        const float alpha0 = fr < nrows ? sm.alpha[fr] : 0.0f;
-        float alpha1 = 0.0f;
-        if constexpr (R > 8) alpha1 = fr + 8 < nrows ? sm.alpha[fr + 8] : 0.0f;
-#pragma unroll
-        for (int j = 0; j < kNTW; ++j) {  // with R = 8, rows fr + 8 (acc[j][2..3]) are padding, never emitted
-          acc[j][0] *= alpha0;
-          acc[j][1] *= alpha0;
-          acc[j][2] *= alpha1;
-          acc[j][3] *= alpha1;
-        }
-#pragma unroll
-        for (int kk = 0; kk < kTileK; kk += 16) {
-          uint32_t pf[4];  // A = P[row][key]: rows fr (pf[0], pf[2]) and fr + 8 (pf[1], pf[3]; zero when R = 8)
-          const float2 p00 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc]);
-          const float2 p01 = *reinterpret_cast<const float2*>(&sm.p[fr][kk + fc + 8]);
-          pf[0] = pack2<MT>(p00.x, p00.y);
-          pf[2] = pack2<MT>(p01.x, p01.y);
-          if constexpr (R > 8) {
-            const float2 p10 = *reinterpret_cast<const float2*>(&sm.p[fr + 8][kk + fc]);
-            const float2 p11 = *reinterpret_cast<const float2*>(&sm.p[fr + 8][kk + fc + 8]);
-            pf[1] = pack2<MT>(p10.x, p10.y);
-            pf[3] = pack2<MT>(p11.x, p11.y);
-          } else {
-            pf[1] = pf[3] = 0u;
-          }
-          if constexpr (kHalfMma) {
-            // Key rows kk + fc, +1 (b0) and + 8, + 9 (b1); bytes of dims (8 w + fr) kNTW + j.
-            constexpr int kWords = (kNTW + 3) / 4;
-            const C* vs = sm.v[st];
-            const int r = kk + fc, e = (warp * 8 + fr) * kNTW;
-            uint32_t w0[kWords], w1[kWords], w8[kWords], w9[kWords];
-            load_bytes<kNTW>(vs + S::at(r, e), w0);
-            load_bytes<kNTW>(vs + S::at(r + 1, e), w1);
-            load_bytes<kNTW>(vs + S::at(r + 8, e), w8);
-            load_bytes<kNTW>(vs + S::at(r + 9, e), w9);
-#pragma unroll
-            for (int j = 0; j < kNTW; ++j) {
-              const uint32_t b0 = e4m3_pair_to_half2(w0[j / 4], w1[j / 4], j % 4);
-              const uint32_t b1 = e4m3_pair_to_half2(w8[j / 4], w9[j / 4], j % 4);
-              mma16816<__half>(acc[j], pf, b0, b1);
-            }
-          } else {
-#pragma unroll
-            for (int j = 0; j < kNTW; ++j) {
-              const int d0 = (warp * kNTW + j) * 8;
-              uint32_t b0, b1;  // B = V[key][d]: keys kk + fc, +1 (b0) and + 8 (b1) of dim d0 + fr
-              const C* vs = sm.v[st];
-              if constexpr (sizeof(C) == 2) {
-                // lanes 0-7 address rows kk..kk+7, lanes 8-15 rows kk+8..kk+15 (dims d0..d0+7)
-                ldmatrix_x2_trans(b0, b1, vs + S::at(kk + (lane & 15), d0));
-              } else {
-                const int r = kk + fc, e = d0 + fr;
-                b0 = load_split_pair<T, C>(vs + S::at(r, e), vs + S::at(r + 1, e));
-                b1 = load_split_pair<T, C>(vs + S::at(r + 8, e), vs + S::at(r + 9, e));
-              }
-              mma16816<T>(acc[j], pf, b0, b1);
-            }
-          }
-        }
-      }
-      __syncthreads();  // the next iteration overwrites p and refills this tile's stage
-    }
-    cp_async_wait<0>();  // no copy outlives the block (the trailing group is empty)
-
-    // Out: normalised, or (slots > 1) the unnormalised chunk with its (max, sum) for the merge.
-    // acc[j][0..1]: row fr, columns fc, fc + 1 of n-tile j; acc[j][2..3]: row fr + 8.
-    if (pv_warp) {
-#pragma unroll
-      for (int j = 0; j < kNTW; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int g = fr + (e >= 2 ? 8 : 0), n = fc + (e & 1);
-          const int d = kHalfMma ? (warp * 8 + n) * kNTW + j : (warp * kNTW + j) * 8 + n;  // dim_of(j, n)
-          if (g >= nrows) continue;
-          const int64_t row = qrow(g);
-          if (slots == 1)
-            static_cast<T*>(a.out)[row * D + d] = from_float<T>(acc[j][e] * (vscale / sm.l[g]));
-          else
-            a.part_acc[(row * slots + slot) * D + d] = acc[j][e] * vscale;
-        }
-    }
-    if (slots > 1 && tid < nrows) {
-      float* ml = a.part_ml + (qrow(tid) * slots + slot) * 2;
-      ml[0] = sm.m[tid];
-      ml[1] = sm.l[tid];
-    }
+  }
+  if (slots > 1 && tid < nrows) {
+    float* ml = a.part_ml + (qrow(tid) * slots + slot) * 2;
+    ml[0] = sm.m[tid];
+    ml[1] = sm.l[tid];
   }
 }
 
@@ -783,12 +599,12 @@ void check_launch(const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-template <typename T, typename C, int D, int R, bool kHalfMma, bool kDeep, bool kWarpSplit = false>
+template <typename T, typename C, int D, int R, bool kHalfMma, bool kDeep>
 void launch_kernel(const PagedDecodeArgs& a, cudaStream_t stream) {
   const int64_t splits = R > 8 ? a.prefix_splits : a.splits;
   const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(a.num_kv_heads), static_cast<unsigned>(splits));
   constexpr int bytes = static_cast<int>(sizeof(Smem<T, C, D, R, kDeep>));
-  constexpr auto kernel = paged_decode_kernel<T, C, D, R, kHalfMma, kDeep, kWarpSplit>;
+  constexpr auto kernel = paged_decode_kernel<T, C, D, R, kHalfMma, kDeep>;
   // Above 48 KB a kernel must opt in (once per kernel; not a stream operation, so allowed while
   // a CUDA graph is being captured).
   static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
@@ -798,15 +614,7 @@ void launch_kernel(const PagedDecodeArgs& a, cudaStream_t stream) {
 
 template <typename T, typename C, int D, bool kHalfMma = false, bool kDeep = false>
 void launch_passes(const PagedDecodeArgs& a, cudaStream_t stream) {
-  constexpr bool kCanSplitWarps = sizeof(C) == 1 && kHalfMma && (D == 64 || D == 128);
-  if constexpr (kCanSplitWarps) {
-    if (a.fp8_warp_split)
-      launch_kernel<T, C, D, 8, kHalfMma, kDeep, true>(a, stream);
-    else
-      launch_kernel<T, C, D, 8, kHalfMma, kDeep>(a, stream);
-  } else {
-    launch_kernel<T, C, D, 8, kHalfMma, kDeep>(a, stream);
-  }
+  launch_kernel<T, C, D, 8, kHalfMma, kDeep>(a, stream);
   check_launch("paged_decode_kernel");
   if (a.chunks != nullptr) {
     launch_kernel<T, C, D, kMaxRows, kHalfMma, kDeep>(a, stream);

@@ -49,12 +49,6 @@ struct PagedDecodeArgs {
   // XOR-swizzled instead of padded so that 4 blocks still fit a multiprocessor (paged_decode.cu,
   // Smem; FP8RL_FP8_KV_THREE_STAGES). No effect on other caches and head sizes.
   bool fp8_three_stages = false;
-  // An FP8 cache with fp16 MMAs, head_dim 64 or 128: the first pass with a softmax per warp over
-  // its own keys of each tile, merged across the block's warps at the end, instead of one
-  // block-wide softmax through shared memory per tile (paged_decode.cu, warp_split_tiles;
-  // FP8RL_FP8_KV_WARP_SPLIT, off by default). No effect on other caches, head sizes or the
-  // shared-prefix pass. (Last in the struct: pd_bench hands one struct to older builds too.)
-  bool fp8_warp_split = false;
 };
 
 // Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 8.

@@ -4,8 +4,7 @@
 // per launch (kernel + split merge), rotating over enough layers' caches that L2 never holds the
 // layer being read; "stream read" is a plain 16-byte-load kernel over the same buffers, the
 // bandwidth a perfect kernel would see. maxdiff: the largest |new - old| of the outputs (bf16).
-// With an FP8 cache, "new, 3 stages" is this tree's kernel with PagedDecodeArgs::fp8_three_stages,
-// "warp split" with PagedDecodeArgs::fp8_warp_split (not bit for bit: another summation order).
+// With an FP8 cache, "new, 3 stages" is this tree's kernel with PagedDecodeArgs::fp8_three_stages.
 // Built by build.sh beside this file. Filters for a profiler (each optional): PD_B=<batch>,
 // PD_KV=bf16|fp8, PD_VAR=<variant name>; e.g. PD_B=256 PD_KV=fp8 PD_VAR="new, 3 stages".
 #include "rollout/cuda/rollout_kernels.h"
@@ -22,12 +21,8 @@ using Fn = void (*)(const void*, cudaStream_t);
 extern "C" void pd_old(const void*, cudaStream_t);
 extern "C" void pd_new(const void*, cudaStream_t);
 extern "C" int64_t pd_splits_new(int64_t batch, int64_t num_kv_heads, int sm_count, bool fp8_kv);  // the engine's choice
-struct V { const char* name; Fn fn; bool three_stages; bool warp_split = false; };
-static V variants[] = {{"old", pd_old, false},
-                       {"new", pd_new, false},
-                       {"new, 3 stages", pd_new, true},
-                       {"new, warp split", pd_new, false, true},
-                       {"new, 3 st., warp split", pd_new, true, true}};
+struct V { const char* name; Fn fn; bool three_stages; };
+static V variants[] = {{"old", pd_old, false}, {"new", pd_new, false}, {"new, 3 stages", pd_new, true}};
 
 __global__ void fill(uint16_t* p, int64_t n, uint32_t seed, bool fp8) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -133,12 +128,12 @@ int main() {
       if (c.prefix > 0) printf(", shared prefix %d keys in chunks of %d (TB/s: as if unshared)", c.prefix, kMembers);
       printf(":");
       for (const V& v : variants) {
-        if ((v.three_stages || v.warp_split) && !c.fp8) continue;  // no effect on a bf16 cache
+        if (v.three_stages && !c.fp8) continue;  // no effect on a bf16 cache
         if (!wanted("PD_VAR", v.name)) continue;
         // correctness against the old kernel on layer 0
-        a.fp8_three_stages = false; a.fp8_warp_split = false;
+        a.fp8_three_stages = false;
         a.k_cache = kc[0]; a.v_cache = vc[0]; a.out = ref; variants[0].fn(&a, st);
-        a.fp8_three_stages = v.three_stages; a.fp8_warp_split = v.warp_split;
+        a.fp8_three_stages = v.three_stages;
         a.out = out; v.fn(&a, st); CK(cudaStreamSynchronize(st));
         std::vector<__nv_bfloat16> h1((size_t)c.B * Hq * D), h2(h1.size());
         CK(cudaMemcpy(h1.data(), ref, h1.size() * 2, cudaMemcpyDeviceToHost)); CK(cudaMemcpy(h2.data(), out, h2.size() * 2, cudaMemcpyDeviceToHost));

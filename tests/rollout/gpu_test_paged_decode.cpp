@@ -216,11 +216,9 @@ constexpr KvMode kKvModes[] = {{false, false, false, ""},
 struct RestoreFp8Switches {
   bool half_mma = fp8_kv_half_mma();
   Fp8KvStages stages = fp8_kv_stages();
-  bool warp_split = fp8_kv_warp_split();
   ~RestoreFp8Switches() {
     set_fp8_kv_half_mma(half_mma);
     set_fp8_kv_stages(stages);
-    set_fp8_kv_warp_split(warp_split);
   }
 };
 }  // namespace
@@ -286,52 +284,6 @@ TEST_CASE("paged decode kernel equals the gathered float32 reference on awkward 
           }
         }
   WARN("paged decode vs float32 reference: worst normalised error " << worst);
-}
-
-// The warp-split first pass (fp8_kv_warp_split: a softmax per warp over its own keys, the warps
-// merged at the end) on the awkward shapes above: contexts of 1 key (warps 1-3 see none), 15-17
-// and 33 (a warp's keys cut short), 1025 and 4097 (many tiles; batch 1 splits 64 ways, so the
-// partial states and the merge kernel), GQA 1/3/4/8, both stage depths at head_dim 128; then q
-// past fp16's range, and shared prefixes (the warp-split pass over each sample's own keys, the
-// block-wide one over the shared keys).
-TEST_CASE("paged decode kernel, FP8 cache, warp split: equals the float32 reference", "[rollout][gpu]") {
-  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  const RestoreFp8Switches restore;
-  set_fp8_kv_half_mma(true);
-  set_fp8_kv_warp_split(true);
-  uint64_t seed = 700;
-  double worst = 0;
-  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
-    for (const int64_t D : {64, 128})
-      for (const bool three : {false, true}) {
-        if (three && D != 128) continue;
-        set_fp8_kv_stages(three ? Fp8KvStages::three : Fp8KvStages::two);
-        for (const int64_t G : {1, 3, 4, 8})
-          for (const int64_t B : {1, 3, 64}) {
-            const Case c{B, D, G, G == 8 ? 1 : 2, dtype, true};
-            const double err = run_case(c, seed++);
-            INFO("dtype " << c10::toString(dtype) << (three ? ", 3 stages" : "") << " D " << D << " G " << G << " B "
-                          << B << ": normalised error " << err);
-            CHECK(err < 1e-2);
-            worst = std::max(worst, err);
-          }
-      }
-  set_fp8_kv_stages(Fp8KvStages::by_shape);
-  for (const int64_t D : {64, 128})
-    for (const int64_t B : {3, 64}) {
-      Case c{B, D, 4, 2, at::kBFloat16, true};
-      c.q_scale = 2e4;
-      const double err = run_case(c, seed++);
-      INFO("q past fp16's range, D " << D << " B " << B << ": normalised error " << err);
-      CHECK(err < 1e-2);
-    }
-  int64_t saved = 0;
-  bool ran = false;
-  const double err = run_shared_case(4, 128, at::kBFloat16, true, 8, 8, 0, 1, seed++, &saved, &ran);
-  INFO("shared prefixes: normalised error " << err);
-  CHECK(err < 1e-2);
-  CHECK(ran);
-  WARN("paged decode, warp split, vs float32 reference: worst normalised error " << worst);
 }
 
 // Queries past fp16's range (|q| up to ~8e4 in bf16) in the first head of each group: with fp16

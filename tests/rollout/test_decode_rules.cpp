@@ -27,12 +27,3 @@ TEST_CASE("FP8 cache decode: the stage switch forces either depth and goes back 
   CHECK(fp8_kv_stages() == Fp8KvStages::by_shape);
   set_fp8_kv_stages(was);
 }
-
-TEST_CASE("FP8 cache decode: the warp-split switch is set and read back", "[rollout][decode]") {
-  const bool was = fp8_kv_warp_split();
-  set_fp8_kv_warp_split(true);
-  CHECK(fp8_kv_warp_split());
-  set_fp8_kv_warp_split(false);
-  CHECK_FALSE(fp8_kv_warp_split());
-  set_fp8_kv_warp_split(was);
-}
