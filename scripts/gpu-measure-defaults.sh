@@ -8,13 +8,14 @@
 #     against an older kernel: .pd-base/ where the tree has it (git-ignored, carried: make it
 #     with `git archive <commit> rollout core | tar -x -C .pd-base`, since the GPU machine's copy
 #     of .git may be stale), else commit $PD_BASE from git, else this tree;
-#  3. every GPU test at the defaults;
-#  4. where a decode step's GPU time goes, kernel by kernel (`--profile`): BF16 and FP8 + FP8 KV at
-#     batch 64 and 256, 1024 new tokens;
-#  5. shared-prefix decode at 1024 new tokens (batch 128, 256), where contexts are long enough
-#     for its saved reads to count; then `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64
-#     (2 rollouts a cell) (Qwen3-8B shape, 512-token prompts, n = 8, 1024 new tokens);
-#  6. (measured on 2026-12-05, last so a short budget skips them) HF transformers generate() on
+#  3. every GPU test at the defaults (while scripts/cutlass-fp8-bench builds beside them);
+#  4. scripts/cutlass-fp8-bench: CUTLASS's block-scaled FP8 GEMM configurations against cuBLASLt,
+#     decode sizes M = 4-64, then M = 128 and 256 (where the engine runs cuBLASLt at ~1.7 TB/s);
+#  5. where a decode step's GPU time goes, kernel by kernel (`--profile`, with each kernel's time
+#     net of the overlaps dependent launch makes): BF16 and FP8 + FP8 KV at batch 64 and 256,
+#     1024 new tokens; then `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64 (2 rollouts a
+#     cell) (Qwen3-8B shape, 512-token prompts, n = 8, 1024 new tokens);
+#  6. (measured in the eighth session, last so a short budget skips them) HF transformers generate() on
 #     the same shape at batch 1 and 64 (the peer baseline), the 8K-token prefill, the RL-shaped
 #     rollout (1024 sequences on 256 slots, 32-256 new tokens), async scheduling against
 #     synchronous at batch 1 and 64.
@@ -42,6 +43,10 @@ elif rm -rf /tmp/pd-base && mkdir -p /tmp/pd-base &&
 fi
 echo "pd_bench old: $pd_base"
 BASE=$pd_base OUTPUT=$root/build-gpu/pd_bench bash "$root/scripts/paged-decode-bench/build.sh" >"$out/pd-build.log" 2>&1
+# The CUTLASS harness: one translation unit of many kernels, minutes of nvcc on one core, so it
+# builds while the kernel bench and the tests run.
+OUTPUT=$root/build-gpu/cutlass_fp8_bench bash "$root/scripts/cutlass-fp8-bench/build.sh" >"$out/cutlass-build.log" 2>&1 &
+cutlass_build=$!
 step "paged decode kernel alone"
 if [ -x "$root/build-gpu/pd_bench" ]; then
   timeout 300 "$root/build-gpu/pd_bench" >"$out/pd-bench.log" 2>&1
@@ -54,13 +59,18 @@ timeout 480 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --outpu
 echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest.log" | head -30
 echo "slowest:"; grep -E "Test +#" "$out/ctest.log" | awk '{print $(NF-1), $4, $5, $6, $7, $8, $9}' | sort -n | tail -5
 ctest --test-dir "$root/build-gpu" -L gpu --show-only=json-v1 2>/dev/null | grep -c OMP_NUM_THREADS
-wait
+step "CUTLASS's FP8 GEMM configurations against cuBLASLt (scripts/cutlass-fp8-bench)"
+wait "$cutlass_build"
+if [ -x "$root/build-gpu/cutlass_fp8_bench" ]; then
+  timeout 300 "$root/build-gpu/cutlass_fp8_bench" >"$out/cutlass-bench.log" 2>&1
+  echo "rc $?"; sed -n '1,/^Every configuration/p' "$out/cutlass-bench.log" | grep -E "^## |^\| "  # the summary tables
+else
+  echo "cutlass_fp8_bench did not build:"; tail -5 "$out/cutlass-build.log"
+fi
+wait  # fp8rl init, started by build_and_init
 [ -f "$model/config.json" ] || { echo "fp8rl init failed:"; tail -5 "$out/init.log"; exit 1; }
-
 step "a decode step, kernel by kernel (--profile), batch 64 and 256, 1024 new tokens"
 bench profile --configs bf16,fp8-kv --batch 64,256 --gen-len 1024 --profile
-step "shared-prefix decode at 1024 new tokens"
-bench shared-prefix --configs bf16,fp8-kv --batch 128,256 --gen-len 1024 --compare-shared-prefix
 step "decode, batch 128-256"
 bench decode-large --batch 128,256 --gen-len 1024
 step "decode, batch 1-64"

@@ -14,6 +14,13 @@
 // scales along M, W as B with 128x128 blocks), 128x128 and 128x256 tiles, one or two CTAs per
 // cluster, persistent or stream-K, in TFLOP/s.
 //
+// A third table asks it of decode at batch 128-256 (M = 128, 256), where the engine runs
+// cuBLASLt's block-scaled kernel (M is past CUTLASS's small-M path) and an H100 profile found the
+// FP8 GEMMs reading their weights at ~1.7 TB/s against BF16's ~2.2 (docs/BENCHMARKS.md, ninth
+// session): swapped ping-pong 128x64 and cooperative 128x64 / 128x128 (data-parallel and split-K
+// 2), and the plain orientation's 128x128 and 128x256 tiles, all with the engine's K-major weight
+// scales; in weight GB/s.
+//
 // Scales: 128x128 weight blocks and 1x128 activation groups, as the engine makes them. CUTLASS
 // documents its sm90 collective for M/N-major scale tensors, so most configurations get the
 // weight scales transposed ([K/128, N/128], N fastest); two read the engine's own layout
@@ -453,6 +460,23 @@ int main() {
   large.push_back(make_config<L128x128KS, true>("coop 128x128, stream-K, K-major weight scales", 0));
   std::printf("\n## Prefill / training sizes (operands as they come), TFLOP/s\n\n");
   bench(large, {1024, 8192}, /*flops=*/true, lt, stream, detail);
+
+  // Decode at batch 128-256. Ping-pong gives each warpgroup a whole tile, so its 128x128 would hold
+  // two fp32 accumulators of 128 values per thread (the block-scaled mainloop promotes into a
+  // second one): past the register file; the cooperative schedule splits that tile between two.
+  using P128x64K = SwapAbGemm<128, 64, Ping, PingEpi, Persistent, true>;
+  using C128x64K = SwapAbGemm<128, 64, Coop, CoopEpi, StreamK, true>;
+  using C128x128K = SwapAbGemm<128, 128, Coop, CoopEpi, StreamK, true>;
+  std::vector<Config> mid;
+  mid.push_back(make_config<P128x64K, false>("pingpong 128x64, K-major weight scales", 1));
+  mid.push_back(make_config<C128x64K, true>("coop 128x64, data-parallel, K-major weight scales", 1));
+  mid.push_back(make_config<C128x64K, true>("coop 128x64, split-K 2, K-major weight scales", 2));
+  mid.push_back(make_config<C128x128K, true>("coop 128x128, data-parallel, K-major weight scales", 1));
+  mid.push_back(make_config<C128x128K, true>("coop 128x128, split-K 2, K-major weight scales", 2));
+  mid.push_back(make_config<L128x128K, false>("plain coop 128x128, persistent, K-major weight scales", 1));
+  mid.push_back(make_config<L128x256K, false>("plain coop 128x256, persistent, K-major weight scales", 1));
+  std::printf("\n## Decode at batch 128-256, weight GB/s\n\n");
+  bench(mid, {128, 256}, /*flops=*/false, lt, stream, detail);
 
   std::printf("\nEvery configuration (us per call, weight GB/s or TFLOP/s, worst element's |CUTLASS - cuBLASLt| / (|cuBLASLt| + 0.1%% max)):\n\n");
   std::printf("| shape | M | configuration | us | rate | rel. diff |\n|---|---:|---|---:|---:|---:|\n%s", detail.c_str());
