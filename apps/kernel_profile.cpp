@@ -78,7 +78,7 @@ KernelProfile profile_kernels(const std::function<void()>& work, int64_t steps, 
   std::vector<std::pair<std::string, Sum>> rows(by_name.begin(), by_name.end());
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.only_ns > b.second.only_ns; });
   const double per = 1.0 / static_cast<double>(std::max<int64_t>(steps, 1));
-  const double busy_ns = p.union_ms * 1e6;
+  const double busy_ns = std::max(p.union_ms * 1e6, 1.0);  // > 0 even if every activity was empty
   t << "| GPU activity | calls per step | us per call | us per step | us per step, overlaps counted once | share of busy time |\n"
     << "|---|---:|---:|---:|---:|---:|\n";
   double shown = 0, shown_only = 0;

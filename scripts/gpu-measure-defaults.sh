@@ -18,7 +18,7 @@
 #  6. (measured in the eighth session, last so a short budget skips them) HF transformers generate() on
 #     the same shape at batch 1 and 64 (the peer baseline), the 8K-token prefill, the RL-shaped
 #     rollout (1024 sequences on 256 slots, 32-256 new tokens), async scheduling against
-#     synchronous at batch 1 and 64.
+#     synchronous at batch 1, 64 and 256 (a batch-256 step spends ~0.5 ms on the host).
 #   bash scripts/gpu-detach.sh scripts/gpu-measure-defaults.sh   # in each call, back to back
 set -uo pipefail
 root=${FP8RL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -83,5 +83,5 @@ bench prefill-8k --batch 1 --prompt-len 8192 --gen-len 4
 step "RL-shaped rollout: 1024 sequences on 256 slots"
 bench rl-shaped --batch 1024 --max-num-seqs 256 --gen-len 256 --gen-len-min 32
 step "async scheduling"
-bench async --configs bf16,fp8-kv --batch 1,64 --gen-len 256 --compare-async
+bench async --configs bf16,fp8-kv --batch 1,64,256 --gen-len 256 --compare-async
 step done
