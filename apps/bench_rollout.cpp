@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <filesystem>
 #include <iomanip>
@@ -68,6 +69,11 @@ struct Cell {
   // the keys a step reads at the mean context: whether the prefix pass had anything to share.
   double shared_keys_per_step = 0, shared_keys_frac = 0;
   double capture_s = 0;  // of the median rollout: capturing its decode graphs (wall)
+  // Outside the graph per graph step (synchronous cells with graph steps; else NaN): the graph
+  // steps' wall time (the rollout's, less its eager steps and graph captures) per step, less the
+  // GPU time inside their replays. The host's work, the input copies, and the sampler's kernels
+  // (they run after the replay: the graph ends at the logits).
+  double outside_graph_ms = std::nan("");
 };
 
 // Device-to-device copy bandwidth (bytes read + written per second) of a 1 GiB copy, median of 5.
@@ -239,6 +245,10 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         c.tokens_per_s = static_cast<double>(st.generated_tokens) / c.seconds;
         c.ms_per_step = 1000.0 * c.seconds / static_cast<double>(std::max<int64_t>(st.steps, 1));
         if (st.graph_steps > 0) c.graph_gpu_ms = 1000.0 * st.graph_gpu_seconds / static_cast<double>(st.graph_steps);
+        if (st.graph_steps > 0 && !mode.async)
+          c.outside_graph_ms = 1000.0 * (st.seconds - st.eager_step_seconds - st.graph_capture_seconds) /
+                          static_cast<double>(st.graph_steps) -
+                      c.graph_gpu_ms;
         c.peak_gib = peak / (1 << 30);
         c.weight_gib = static_cast<double>(wbytes) / (1 << 30);
         // Bytes a decode step must read, at the mean context (sequences in flight: at most
@@ -351,6 +361,13 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     if (!c.mode.eager)
       r << " " << c.weights << " " << c.mode.name() << " batch " << c.batch << " " << std::setprecision(3) << c.capture_s
         << " of " << c.seconds << ";";
+  r << "\nOutside the graph per graph step, ms (the graph steps' wall time less the GPU time inside their replays, "
+       "the rollout's eager steps and graph captures left out: host work, input copies and the sampler's kernels; "
+       "synchronous cells):";
+  for (const Cell& c : cells)
+    if (!std::isnan(c.outside_graph_ms))
+      r << " " << c.weights << " " << c.mode.name() << " batch " << c.batch << " " << std::setprecision(2)
+        << c.outside_graph_ms << ";";
   if (fp8 >= 0 && bf16 >= 0) {
     r << "\nFP8 / BF16 prefill tokens/s (same run, " << o.prompt_len << "-token prompts):";
     for (size_t i = 0; i < nb; ++i)

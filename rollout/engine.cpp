@@ -200,6 +200,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
     std::vector<SeqId> sampling;  // the plan's sampling sequences, in order
     at::Tensor tokens;            // [S'] int64 on the device (the next step's pending inputs)
     Readback host;                // tokens [S'] int64, log-probs [S'] float32
+    bool graph = false;           // replayed from a decode graph
   };
   std::vector<SamplingParams> params;
   std::vector<SampleKey> keys;
@@ -215,6 +216,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
       else
         logits = graphs->run(plan, [&](const at::Tensor& ids) { patch_ids(ids, pending, in_flight->tokens); });
       ++stats_.graph_steps;
+      l.graph = true;
     } else {
       const bool decode_step = plan.num_tokens() == static_cast<int64_t>(plan.seqs.size());
       const auto one_token = [](const ScheduledSeq& s) { return s.num_new_tokens == 1; };
@@ -273,6 +275,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   // and launches overlap the device's work on step t (scheduler.h says what changes).
   std::optional<Launched> in_flight;
   while (sched.has_unfinished()) {
+    const auto step_start = std::chrono::steady_clock::now();
     const StepPlan plan = sched.schedule();
     if (plan.empty()) {
       // Progress only while the step in flight holds tokens that finish sequences: resolve it.
@@ -286,6 +289,8 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
     if (!config_.async_scheduling) {
       sched.update(sampled_of(l));
       step_done();
+      if (!l.graph)
+        stats_.eager_step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
       continue;
     }
     if (in_flight) {

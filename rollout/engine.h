@@ -105,6 +105,11 @@ struct EngineStats {
   int64_t graphs_captured = 0;   // batch buckets captured in this rollout
   double graph_gpu_seconds = 0;  // GPU time inside the graph replays (the rest of their steps: host)
   double graph_capture_seconds = 0;  // wall time capturing this rollout's graphs (DecodeGraphs::capture_seconds)
+  // Wall time of the steps not replayed from a graph (prefills, mixed steps, eager decodes), from
+  // scheduling to their tokens on the host: what is left of `seconds` is the graph steps, so
+  // their host work is (seconds - eager_step_seconds - graph_capture_seconds) / graph_steps less
+  // their GPU time. Synchronous scheduling only (0 with async_scheduling, where steps overlap).
+  double eager_step_seconds = 0;
   // Shared-prefix decode: key positions (per layer and KV head) read once for a chunk of
   // sequences instead of once each, summed over decode steps; 0 when it is off.
   int64_t shared_prefix_key_reads_saved = 0;

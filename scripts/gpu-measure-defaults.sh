@@ -18,7 +18,8 @@
 #  6. (measured in the eighth session, last so a short budget skips them) HF transformers generate() on
 #     the same shape at batch 1 and 64 (the peer baseline), the 8K-token prefill, the RL-shaped
 #     rollout (1024 sequences on 256 slots, 32-256 new tokens), async scheduling against
-#     synchronous at batch 1, 64 and 256 (a batch-256 step spends ~0.5 ms on the host).
+#     synchronous at batch 1, 64 and 256 (a batch-256 step spends ~0.5 ms outside its graph:
+#     the sampler, ~0.3 ms, and the host).
 #   bash scripts/gpu-detach.sh scripts/gpu-measure-defaults.sh   # in each call, back to back
 set -uo pipefail
 root=${FP8RL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
