@@ -110,8 +110,8 @@ void set_fp8_kv_fewer_splits(bool on);
 // in one wave of 4 per multiprocessor (batch 64: the kernel alone 43.4 vs 46.8 us, the engine's
 // graph step 5.58 vs 5.76 ms), and lose where blocks are short (batch 16 at 4 splits: 19.1 vs
 // 17.7 us) or come in several waves (batch 128-256: graph step 0.7-1.3% slower). Since the
-// kernel's copy addresses were cut (rollout/fast_divmod.h), three stages also time faster alone
-// at batch 128-256 (1.4-1.6%, H100); the rule waits for the engine to agree.
+// kernel's copy addresses were cut (rollout/fast_divmod.h), three stages time alone at batch
+// 128-256 from even to 2.1% faster (three H100s); the rule waits for an engine A/B there.
 //   two: always two; by_shape (the default): three where fp8_kv_three_stages_by_shape says;
 //   three: always three (tests). FP8RL_FP8_KV_THREE_STAGES=0 gives two, 1 by_shape, read once.
 // Read per call, so a captured CUDA graph keeps the choice it was captured with. The first pass's
