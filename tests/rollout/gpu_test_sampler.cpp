@@ -9,6 +9,7 @@
 #include "rollout/race_noise.h"
 #include "rollout/sampler.h"
 #include "tests/catch.h"
+#include "tests/rollout/race_seed_util.h"
 
 using namespace fp8rl::rollout;
 
@@ -93,4 +94,19 @@ TEST_CASE("sampler on CUDA: the fused kernel draws the reference's tokens and lo
       }
   WARN("fused sampler: " << same << " of " << rows_checked << " rows drew exactly the reference's token");
   CHECK(same >= rows_checked - 2);
+}
+
+// The fused kernel with the extreme hash (tests/rollout/test_sampler.cpp says why): entry 7 of a
+// 152K-entry bf16 row gets the largest hash and a logit 30 below the rest, and loses the race.
+TEST_CASE("sampler on CUDA: a token with the extreme noise hash and a hopeless logit never wins", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  const int64_t V = 151936, hopeless = 7;
+  const SampleKey key{2, 500};
+  const uint64_t seed = testing::seed_for_hash(~0ull, hopeless, key);
+  at::Tensor logits = at::zeros({1, V}, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
+  logits[0][hopeless] = -30.0f;
+  const std::vector<SamplingParams> p{{1.0, 0, 1.0, seed}};
+  const std::vector<SampleKey> k{key};
+  CHECK(sample(logits, p, k).tokens.item<int64_t>() != hopeless);
+  CHECK(sample_reference(logits, p, k).tokens.item<int64_t>() != hopeless);
 }

@@ -8,8 +8,10 @@
 #include <vector>
 
 #include "core/util/error.h"
+#include "rollout/race_noise.h"
 #include "rollout/sampler.h"
 #include "tests/catch.h"
+#include "tests/rollout/race_seed_util.h"
 #include "tests/test_util.h"
 
 using namespace fp8rl;
@@ -104,6 +106,33 @@ TEST_CASE("sampler: seeded draws follow softmax(logits / T) and the truncated so
   CHECK(std::abs(fk[0] - top2[0].item<double>()) < 0.015);
   CHECK(std::abs(fk[1] - top2[1].item<double>()) < 0.015);
   CHECK(fk[2] + fk[3] + fk[4] == 0.0);
+}
+
+// The race's uniform stays inside (0, 1) at the extreme hashes, so its noise stays finite. A
+// 24-bit version rounded its largest value to 1 in float: noise +inf, and the entry with that
+// hash won whatever its logit (about one draw in 110 at a 152K vocabulary).
+TEST_CASE("sampler: the race noise is finite at the extreme hashes, so a hopeless token never wins", "[rollout][sampler]") {
+  using testing::mix64_inverse;
+  for (const uint64_t h : {0ull, 1ull << 41, ~0ull, ~0ull << 41, 0x8000000000000000ull}) {
+    const float u = uniform_from_hash(h);
+    CHECK(u > 0.0f);
+    CHECK(u < 1.0f);
+    CHECK(std::isfinite(-std::log(-std::log(u))));
+  }
+  CHECK(-std::log(-std::log(uniform_from_hash(~0ull))) < 16.7f);
+  // The helper that crafts seeds runs the hashes backwards.
+  for (const uint64_t x : {0ull, 1ull, 0x123456789ABCDEFull, ~0ull}) CHECK(mix64_inverse(mix64(x)) == x);
+  // A row where entry 7 gets the largest hash, and a logit 30 below every other entry's:
+  // exp(-30) * (V - 1) ~ 1e-9 of the mass, so it must lose the race.
+  const int64_t V = 64, hopeless = 7;
+  const SampleKey key{3, 11};
+  const uint64_t seed = testing::seed_for_hash(~0ull, hopeless, key);
+  REQUIRE(mix64(row_seed(seed, key) ^ mix64(hopeless)) == ~0ull);
+  std::vector<float> x(V, 0.0f);
+  x[hopeless] = -30.0f;
+  const std::vector<SamplingParams> p{{1.0, 0, 1.0, seed}};
+  const std::vector<SampleKey> k{key};
+  CHECK(sample(logits_of(x), p, k).tokens.item<int64_t>() != hopeless);
 }
 
 TEST_CASE("sampler: bad parameters are config errors", "[rollout][sampler]") {
