@@ -33,28 +33,10 @@ bench() {  # $1 = report name, then bench arguments; prints the table and the ra
 }
 
 build_and_init
-# The kernel bench's "old" (step 2 above); "new" is this tree's. nvcc only, seconds beside the
-# build's minutes.
-pd_base=$root
-if [ -f "$root/.pd-base/rollout/cuda/paged_decode.cu" ]; then
-  pd_base=$root/.pd-base
-elif rm -rf /tmp/pd-base && mkdir -p /tmp/pd-base &&
-  git -C "$root" archive "${PD_BASE:-4c8ef54}" rollout core 2>/dev/null | tar -x -C /tmp/pd-base 2>/dev/null; then
-  pd_base=/tmp/pd-base
-fi
-echo "pd_bench old: $pd_base"
-BASE=$pd_base OUTPUT=$root/build-gpu/pd_bench bash "$root/scripts/paged-decode-bench/build.sh" >"$out/pd-build.log" 2>&1
 # The CUTLASS harness: one translation unit of many kernels, minutes of nvcc on one core, so it
 # builds while the kernel bench and the tests run.
 OUTPUT=$root/build-gpu/cutlass_fp8_bench bash "$root/scripts/cutlass-fp8-bench/build.sh" >"$out/cutlass-build.log" 2>&1 &
 cutlass_build=$!
-step "paged decode kernel alone"
-if [ -x "$root/build-gpu/pd_bench" ]; then
-  timeout 300 "$root/build-gpu/pd_bench" >"$out/pd-bench.log" 2>&1
-  echo "rc $?"; grep -E "^B=|^   (old|new)" "$out/pd-bench.log" | cut -c1-170 | head -140
-else
-  echo "pd_bench did not build:"; tail -5 "$out/pd-build.log"
-fi
 step "ctest -L gpu"
 timeout 480 ctest --test-dir "$root/build-gpu" -L gpu -j 3 --timeout 400 --output-on-failure >"$out/ctest.log" 2>&1
 echo "rc $?"; grep -E "tests passed|\*\*\*Failed|\*\*\*Skipped|Timeout|Exception|Total Test" "$out/ctest.log" | head -30
@@ -72,6 +54,8 @@ wait  # fp8rl init, started by build_and_init
 [ -f "$model/config.json" ] || { echo "fp8rl init failed:"; tail -5 "$out/init.log"; exit 1; }
 step "a decode step, kernel by kernel (--profile), batch 64 and 256, 1024 new tokens"
 bench profile --configs bf16,fp8-kv --batch 64,256 --gen-len 1024 --profile
+step "async scheduling"
+bench async --configs bf16,fp8-kv --batch 1,64,256 --gen-len 256 --compare-async
 step "decode, batch 128-256"
 bench decode-large --batch 128,256 --gen-len 1024
 step "decode, batch 1-64"
@@ -83,6 +67,24 @@ step "8K-token prefill"
 bench prefill-8k --batch 1 --prompt-len 8192 --gen-len 4
 step "RL-shaped rollout: 1024 sequences on 256 slots"
 bench rl-shaped --batch 1024 --max-num-seqs 256 --gen-len 256 --gen-len-min 32
-step "async scheduling"
-bench async --configs bf16,fp8-kv --batch 1,64,256 --gen-len 256 --compare-async
+if [ "${PD_BENCH:-0}" = 1 ]; then
+# The kernel bench's "old" (step 2 above); "new" is this tree's. nvcc only, seconds beside the
+# build's minutes.
+pd_base=$root
+if [ -f "$root/.pd-base/rollout/cuda/paged_decode.cu" ]; then
+  pd_base=$root/.pd-base
+elif rm -rf /tmp/pd-base && mkdir -p /tmp/pd-base &&
+  git -C "$root" archive "${PD_BASE:-4c8ef54}" rollout core 2>/dev/null | tar -x -C /tmp/pd-base 2>/dev/null; then
+  pd_base=/tmp/pd-base
+fi
+echo "pd_bench old: $pd_base"
+BASE=$pd_base OUTPUT=$root/build-gpu/pd_bench bash "$root/scripts/paged-decode-bench/build.sh" >"$out/pd-build.log" 2>&1
+step "paged decode kernel alone"
+if [ -x "$root/build-gpu/pd_bench" ]; then
+  timeout 300 "$root/build-gpu/pd_bench" >"$out/pd-bench.log" 2>&1
+  echo "rc $?"; grep -E "^B=|^   (old|new)" "$out/pd-bench.log" | cut -c1-170 | head -140
+else
+  echo "pd_bench did not build:"; tail -5 "$out/pd-build.log"
+fi
+fi
 step done

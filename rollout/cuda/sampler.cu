@@ -44,6 +44,49 @@ __device__ __forceinline__ void best_merge(float& key, int64_t& idx, float key2,
   }
 }
 
+// Both merges across a warp's 32 lanes, by a fixed shuffle tree (so the result does not depend
+// on timing).
+__device__ __forceinline__ void warp_merge(float& m, float& s, float& key, int64_t& idx) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    lse_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    best_merge(key, idx, __shfl_xor_sync(0xffffffffu, key, o), __shfl_xor_sync(0xffffffffu, idx, o));
+  }
+}
+
+// The block's (m, s) and race winner, merged across its threads by fixed shuffle trees, written
+// to the scratch arrays at [row * chunks + chunk].
+template <int kBlock>
+__device__ __forceinline__ void write_chunk_partial(const SampleArgs& a, int64_t row, int64_t chunk, float m, float s,
+                                                    float key, int64_t idx) {
+  warp_merge(m, s, key, idx);
+  __shared__ float m_s[32], s_s[32], key_s[32];
+  __shared__ int64_t idx_s[32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    m_s[warp] = m;
+    s_s[warp] = s;
+    key_s[warp] = key;
+    idx_s[warp] = idx;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    constexpr int kWarpCount = kBlock / 32;
+    m = lane < kWarpCount ? m_s[lane] : -INFINITY;
+    s = lane < kWarpCount ? s_s[lane] : 0.0f;
+    key = lane < kWarpCount ? key_s[lane] : -INFINITY;
+    idx = lane < kWarpCount ? idx_s[lane] : -1;
+    warp_merge(m, s, key, idx);
+    if (lane == 0) {
+      const int64_t at = row * a.chunks + chunk;
+      a.part_m[at] = m;
+      a.part_s[at] = s;
+      a.part_key[at] = key;
+      a.part_idx[at] = idx;
+    }
+  }
+}
+
 // Block (row, chunk): the partial log-sum-exp (m, s) and race winner (key, idx) of one slice of
 // the row's vocabulary, into the scratch arrays at [row * chunks + chunk].
 template <typename T>
@@ -75,40 +118,62 @@ __global__ void __launch_bounds__(kThreads) sample_chunks_kernel(const SampleArg
       }
     }
   }
+  write_chunk_partial<kThreads>(a, row, chunk, m, s, key, idx);
+}
+
+// The same partials with 256-thread blocks and 16-byte loads (FP8RL_SAMPLER_PACKED, the default):
+// each thread takes a pack of 16 / sizeof(T) logits at a time, folds the pack's maximum into
+// (m, s) with one rescale, then runs the race on each entry. Chunks start at multiples of the pack
+// (so their loads stay aligned where the row is: `aligned`, else one element per load).
+constexpr int kPackedThreads = 256;
+
+template <typename T>
+__global__ void __launch_bounds__(kPackedThreads) sample_chunks_packed_kernel(const SampleArgs a, bool aligned) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  struct alignas(16) Pack {
+    T v[kVec];
+  };
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
+  const int64_t row = blockIdx.x, chunk = blockIdx.y;
+  const int64_t per = ((a.vocab + a.chunks - 1) / a.chunks + kVec - 1) / kVec * kVec;
+  const int64_t v0 = chunk * per, v1 = min(a.vocab, v0 + per);
+  const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
+  const float inv_t = a.inv_t[row];
+  const bool greedy = a.greedy[row] != 0;
+  const uint64_t seed = a.seeds[row];
+  float m = -INFINITY, s = 0.0f, key = -INFINITY;
+  int64_t idx = -1;
+  for (int64_t v = v0 + static_cast<int64_t>(threadIdx.x) * kVec; v < v1; v += kPackedThreads * kVec) {
+    float xs[kVec];
+    if (aligned && v + kVec <= v1) {
+      const Pack p = *reinterpret_cast<const Pack*>(x + v);
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    lse_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
-    best_merge(key, idx, __shfl_xor_sync(0xffffffffu, key, o), __shfl_xor_sync(0xffffffffu, idx, o));
-  }
-  __shared__ float m_s[32], s_s[32], key_s[32];
-  __shared__ int64_t idx_s[32];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) {
-    m_s[warp] = m;
-    s_s[warp] = s;
-    key_s[warp] = key;
-    idx_s[warp] = idx;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    constexpr int kWarpCount = kThreads / 32;
-    m = lane < kWarpCount ? m_s[lane] : -INFINITY;
-    s = lane < kWarpCount ? s_s[lane] : 0.0f;
-    key = lane < kWarpCount ? key_s[lane] : -INFINITY;
-    idx = lane < kWarpCount ? idx_s[lane] : -1;
+      for (int i = 0; i < kVec; ++i) xs[i] = to_float(p.v[i]) * inv_t;
+    } else {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      lse_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
-      best_merge(key, idx, __shfl_xor_sync(0xffffffffu, key, o), __shfl_xor_sync(0xffffffffu, idx, o));
+      for (int i = 0; i < kVec; ++i) xs[i] = v + i < v1 ? to_float(x[v + i]) * inv_t : -INFINITY;
     }
-    if (lane == 0) {
-      const int64_t at = row * a.chunks + chunk;
-      a.part_m[at] = m;
-      a.part_s[at] = s;
-      a.part_key[at] = key;
-      a.part_idx[at] = idx;
+    float pm = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) pm = xs[i] > pm ? xs[i] : pm;  // NaN never raises the max
+    if (pm > m) {
+      s = m == -INFINITY ? 0.0f : s * expf(m - pm);
+      m = pm;
+    }
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      if (xs[i] != -INFINITY) s += xs[i] == m ? 1.0f : expf(xs[i] - m);  // an infinite max counts once per entry
+      if (v + i >= v1) continue;
+      // Exponential race: argmax(x - log E), E = -log U ~ Exp(1) (the Gumbel-max trick).
+      const uint64_t vi = static_cast<uint64_t>(v + i);
+      const float k = greedy ? xs[i] : xs[i] - logf(-logf(fp8rl::rollout::race_uniform(seed, vi)));
+      if ((idx < 0 || k > key) && k == k) {  // within a thread v only grows: strict > keeps the lower index; NaN never wins
+        key = k;
+        idx = v + i;
+      }
     }
   }
+  write_chunk_partial<kPackedThreads>(a, row, chunk, m, s, key, idx);
 }
 
 // One warp per row: merges the row's chunks (lane c holds chunk c; a fixed shuffle tree, so the
@@ -123,11 +188,7 @@ __global__ void sample_merge_kernel(const SampleArgs a) {
   float s = lane < a.chunks ? a.part_s[at] : 0.0f;
   float key = lane < a.chunks ? a.part_key[at] : -INFINITY;
   int64_t idx = lane < a.chunks ? a.part_idx[at] : -1;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    lse_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
-    best_merge(key, idx, __shfl_xor_sync(0xffffffffu, key, o), __shfl_xor_sync(0xffffffffu, idx, o));
-  }
+  warp_merge(m, s, key, idx);
   if (lane == 0) {
     const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
     const int64_t token = idx < 0 ? 0 : idx;
@@ -138,7 +199,13 @@ __global__ void sample_merge_kernel(const SampleArgs a) {
 
 template <typename T>
 void launch(const SampleArgs& a, cudaStream_t stream) {
-  pdl::launch(sample_chunks_kernel<T>, dim3(static_cast<unsigned>(a.rows), static_cast<unsigned>(a.chunks)), kThreads, 0, stream, a);
+  const dim3 grid(static_cast<unsigned>(a.rows), static_cast<unsigned>(a.chunks));
+  if (a.packed) {
+    const bool aligned = reinterpret_cast<uintptr_t>(a.logits) % 16 == 0 && (a.row_stride * sizeof(T)) % 16 == 0;
+    pdl::launch(sample_chunks_packed_kernel<T>, grid, kPackedThreads, 0, stream, a, aligned);
+  } else {
+    pdl::launch(sample_chunks_kernel<T>, grid, kThreads, 0, stream, a);
+  }
   pdl::launch(sample_merge_kernel<T>, static_cast<unsigned>(a.rows), 32, 0, stream, a);
 }
 

@@ -48,16 +48,19 @@ TEST_CASE("sampler on CUDA: batch-independent seeded draws, greedy, log-probs, t
 // the same noise (race_uniform), so the drawn token is the reference's own race winner; the
 // two compute the race key x / T - log(-log U) with different float roundings (one fused pass
 // vs log_softmax then add), so a token may differ only where two keys tie to ~1e-5. Log-probs:
-// log softmax(logits / T) over the whole vocabulary to 1e-5. Vocabularies of 1, 17, 1025 and
-// 151936 entries, bf16 and fp32 logits, greedy and sampled rows.
+// log softmax(logits / T) over the whole vocabulary to 1e-5. Vocabularies of 1, 17, 1025, 16389
+// (strided rows) and 151936 entries, bf16 and fp32 logits, greedy and sampled rows.
 TEST_CASE("sampler on CUDA: the fused kernel draws the reference's tokens and log-probs", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   at::manual_seed(5);
   int64_t rows_checked = 0, same = 0;
-  for (const int64_t V : {1, 17, 1025, 151936})
+  // V = 16389: rows of a 16392-wide tensor (16-byte aligned rows, a partial last pack, 2 chunks).
+  for (const int64_t V : {1, 17, 1025, 16389, 151936})
     for (const at::ScalarType dtype : {at::kBFloat16, at::kFloat})
       for (const int64_t S : {1, 7, 64}) {
-        const at::Tensor logits = at::randn({S, V}, at::TensorOptions().device(at::kCUDA).dtype(dtype)) * 4;
+        const int64_t width = V == 16389 ? 16392 : V;
+        const at::Tensor logits =
+            (at::randn({S, width}, at::TensorOptions().device(at::kCUDA).dtype(dtype)) * 4).narrow(1, 0, V);
         std::vector<SamplingParams> p;
         std::vector<SampleKey> k;
         for (int64_t i = 0; i < S; ++i) {
