@@ -255,8 +255,6 @@ at::Tensor gemm_sm90(const Fp8Activation& x, const Fp8Weight& w) {
   a.Np = Np;
   a.Kp = w.data.size(1);
   a.num_sms = at::cuda::getDeviceProperties(x.data.get_device())->multiProcessorCount;
-  static const bool wave_tiles = env_switch("FP8RL_CUTLASS_WAVE_TILES", true);
-  a.wave_tiles = wave_tiles;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (!cuda::fp8_gemm_sm90(a, workspace_for(x.data, stream), kWorkspaceBytes, stream)) return {};
   out = out.narrow(0, 0, x.rows);

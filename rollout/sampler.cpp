@@ -3,7 +3,6 @@
 #include <limits>
 #include <vector>
 
-#include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "rollout/race_noise.h"
@@ -104,8 +103,6 @@ SampleResult sample_fused(const at::Tensor& logits, std::span<const SamplingPara
   a.part_s = part[1].data_ptr<float>();
   a.part_key = part[2].data_ptr<float>();
   a.part_idx = part_idx.data_ptr<int64_t>();
-  static const bool packed = env_switch("FP8RL_SAMPLER_PACKED", true);
-  a.packed = packed;
   cuda::sample_rows(a, at::cuda::getCurrentCUDAStream(dev.index()).stream());
   return r;
 }

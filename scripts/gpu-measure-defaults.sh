@@ -2,24 +2,23 @@
 # On the GPU machine, detached (scripts/gpu-detach.sh): the engine with its default paths,
 # everything issue 11's targets name, and the switches still being judged, in order of what is
 # needed first (a plan cut short by the device budget keeps what it measured). Logs go to $OUT.
-#  1. build build-gpu/ and, beside it, the paged decode kernel's own bench (seconds);
-#  2. the paged decode kernel alone (scripts/paged-decode-bench): bf16 and FP8 caches, several
-#     batch sizes and split counts, shared prefixes, the FP8 cache with two and three stages,
+#  1. build build-gpu/ (scripts/cutlass-fp8-bench builds beside the tests);
+#  2. every GPU test at the defaults;
+#  3. scripts/cutlass-fp8-bench: CUTLASS's block-scaled FP8 GEMM configurations against cuBLASLt,
+#     decode sizes M = 4-64, prefill sizes, then M = 128 and 256;
+#  4. where a decode step's GPU time goes, kernel by kernel (`--profile`, with each kernel's time
+#     net of the overlaps dependent launch makes): BF16 and FP8 + FP8 KV at batch 64 and 256,
+#     1024 new tokens;
+#  5. async scheduling against synchronous at batch 1, 64 and 256 (256 new tokens);
+#  6. `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64 (Qwen3-8B shape, 512-token prompts,
+#     n = 8, 1024 new tokens), HF transformers generate() on the same shape at batch 1 and 64 (the
+#     peer baseline), the 8K-token prefill, the RL-shaped rollout (1024 sequences on 256 slots,
+#     32-256 new tokens);
+#  7. with PD_BENCH=1, the paged decode kernel alone (scripts/paged-decode-bench): bf16 and FP8
+#     caches, several batch sizes and split counts, shared prefixes, two and three stages,
 #     against an older kernel: .pd-base/ where the tree has it (git-ignored, carried: make it
 #     with `git archive <commit> rollout core | tar -x -C .pd-base`, since the GPU machine's copy
-#     of .git may be stale), else commit $PD_BASE from git, else this tree;
-#  3. every GPU test at the defaults (while scripts/cutlass-fp8-bench builds beside them);
-#  4. scripts/cutlass-fp8-bench: CUTLASS's block-scaled FP8 GEMM configurations against cuBLASLt,
-#     decode sizes M = 4-64, then M = 128 and 256 (where the engine runs cuBLASLt at ~1.7 TB/s);
-#  5. where a decode step's GPU time goes, kernel by kernel (`--profile`, with each kernel's time
-#     net of the overlaps dependent launch makes): BF16 and FP8 + FP8 KV at batch 64 and 256,
-#     1024 new tokens; then `fp8rl bench rollout` at batch 128, 256 and 1, 16, 64 (2 rollouts a
-#     cell) (Qwen3-8B shape, 512-token prompts, n = 8, 1024 new tokens);
-#  6. (measured in the eighth session, last so a short budget skips them) HF transformers generate() on
-#     the same shape at batch 1 and 64 (the peer baseline), the 8K-token prefill, the RL-shaped
-#     rollout (1024 sequences on 256 slots, 32-256 new tokens), async scheduling against
-#     synchronous at batch 1, 64 and 256 (a batch-256 step spends ~0.5 ms outside its graph:
-#     the sampler, ~0.3 ms, and the host).
+#     of .git may be stale), else commit $PD_BASE from git, else this tree.
 #   bash scripts/gpu-detach.sh scripts/gpu-measure-defaults.sh   # in each call, back to back
 set -uo pipefail
 root=${FP8RL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -68,7 +67,7 @@ bench prefill-8k --batch 1 --prompt-len 8192 --gen-len 4
 step "RL-shaped rollout: 1024 sequences on 256 slots"
 bench rl-shaped --batch 1024 --max-num-seqs 256 --gen-len 256 --gen-len-min 32
 if [ "${PD_BENCH:-0}" = 1 ]; then
-# The kernel bench's "old" (step 2 above); "new" is this tree's. nvcc only, seconds beside the
+# The kernel bench's "old" (step 7 above); "new" is this tree's. nvcc only, seconds beside the
 # build's minutes.
 pd_base=$root
 if [ -f "$root/.pd-base/rollout/cuda/paged_decode.cu" ]; then

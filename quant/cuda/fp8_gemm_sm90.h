@@ -35,7 +35,6 @@ struct Fp8GemmSm90Args {
   void* y = nullptr;               // [Mp, Np] bf16
   int64_t Mp = 0, Np = 0, Kp = 0;
   int num_sms = 132;               // multiprocessors the persistent CTAs cover
-  bool wave_tiles = true;          // M = 33-64: 128x16 tiles where they fit one wave (FP8RL_CUTLASS_WAVE_TILES)
 };
 
 // False (nothing launched) when CUTLASS cannot run these shapes or the workspace (K-split

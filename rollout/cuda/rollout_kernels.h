@@ -113,7 +113,6 @@ struct SampleArgs {
   float* part_s;
   float* part_key;
   int64_t* part_idx;
-  bool packed = true;        // 256-thread blocks, 16-byte loads (FP8RL_SAMPLER_PACKED); else 1024 threads, 2-byte loads
 };
 void sample_rows(const SampleArgs& a, cudaStream_t stream);
 

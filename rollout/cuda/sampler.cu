@@ -3,8 +3,9 @@
 // the token. The pass is split over chunks of the vocabulary, a block each, then merged by a
 // warp per row: one 1024-thread block per row took ~130 us for a 152K vocabulary at any batch
 // (docs/BENCHMARKS.md), most of a small model's decode step. The chunk count depends on the
-// vocabulary only, so a row's log-prob has the same bits at any batch size. Reference: sample_reference (rollout/sampler.cpp), which computes the same race keys
-// with ATen's log_softmax plus the same noise (rollout/race_noise.h); tests compare the two
+// vocabulary only and the block size is fixed, so a row's log-prob has the same bits at any
+// batch size. Reference: sample_reference (rollout/sampler.cpp), which computes the same race
+// keys with ATen's log_softmax plus the same noise (rollout/race_noise.h); tests compare the two
 // (tests/rollout/gpu_test_sampler.cpp). Replaces, per step, a full-vocabulary fp32 copy, a
 // log_softmax, and per row a generator clone, a rand, two logs and an argmax.
 #include "rollout/cuda/rollout_kernels.h"
@@ -14,6 +15,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -21,9 +23,6 @@
 
 namespace fp8rl::cuda {
 namespace {
-
-constexpr int kThreads = 1024;
-
 
 // (m, s): running max and sum of exp(x - m). Combines two partial log-sum-exps.
 __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
@@ -88,47 +87,16 @@ __device__ __forceinline__ void write_chunk_partial(const SampleArgs& a, int64_t
 }
 
 // Block (row, chunk): the partial log-sum-exp (m, s) and race winner (key, idx) of one slice of
-// the row's vocabulary, into the scratch arrays at [row * chunks + chunk].
-template <typename T>
-__global__ void __launch_bounds__(kThreads) sample_chunks_kernel(const SampleArgs a) {
-  pdl::begin();  // before any global memory access: core/util/pdl.cuh
-  const int64_t row = blockIdx.x, chunk = blockIdx.y;
-  const int64_t per = (a.vocab + a.chunks - 1) / a.chunks;
-  const int64_t v0 = chunk * per, v1 = min(a.vocab, v0 + per);
-  const T* x = static_cast<const T*>(a.logits) + row * a.row_stride;
-  const float inv_t = a.inv_t[row];
-  const bool greedy = a.greedy[row] != 0;
-  const uint64_t seed = a.seeds[row];
-  float m = -INFINITY, s = 0.0f, key = -INFINITY;
-  int64_t idx = -1;
-  for (int64_t v = v0 + threadIdx.x; v < v1; v += kThreads) {
-    const float xv = to_float(x[v]) * inv_t;
-    if (xv > m) {
-      s = (m == -INFINITY ? 0.0f : s * expf(m - xv)) + 1.0f;
-      m = xv;
-    } else if (xv != -INFINITY) {
-      s += expf(xv - m);
-    }
-    // Exponential race: argmax(x - log E), E = -log U ~ Exp(1) (the Gumbel-max trick).
-    const float k = greedy ? xv : xv - logf(-logf(fp8rl::rollout::race_uniform(seed, static_cast<uint64_t>(v))));
-    if (idx < 0 || k > key) {  // within a thread v only grows: strict > keeps the lower index
-      if (k == k) {            // NaN never wins
-        key = k;
-        idx = v;
-      }
-    }
-  }
-  write_chunk_partial<kThreads>(a, row, chunk, m, s, key, idx);
-}
-
-// The same partials with 256-thread blocks and 16-byte loads (FP8RL_SAMPLER_PACKED, the default):
-// each thread takes a pack of 16 / sizeof(T) logits at a time, folds the pack's maximum into
-// (m, s) with one rescale, then runs the race on each entry. Chunks start at multiples of the pack
-// (so their loads stay aligned where the row is: `aligned`, else one element per load).
-constexpr int kPackedThreads = 256;
+// the row's vocabulary, into the scratch arrays at [row * chunks + chunk]. Each thread takes a
+// pack of 16 / sizeof(T) logits at a time (one 16-byte load where the row is aligned: `aligned`,
+// else one element per load), folds the pack's maximum into (m, s) with one rescale, then runs
+// the race on each entry. Chunks start at multiples of the pack, so their loads stay aligned.
+// 256-thread blocks with packs took 241 us at batch 256 (152K vocabulary, H100) where 1024-thread
+// blocks loading one logit per thread took 310.
+constexpr int kThreads = 256;
 
 template <typename T>
-__global__ void __launch_bounds__(kPackedThreads) sample_chunks_packed_kernel(const SampleArgs a, bool aligned) {
+__global__ void __launch_bounds__(kThreads) sample_chunks_kernel(const SampleArgs a, bool aligned) {
   constexpr int kVec = 16 / static_cast<int>(sizeof(T));
   struct alignas(16) Pack {
     T v[kVec];
@@ -143,7 +111,7 @@ __global__ void __launch_bounds__(kPackedThreads) sample_chunks_packed_kernel(co
   const uint64_t seed = a.seeds[row];
   float m = -INFINITY, s = 0.0f, key = -INFINITY;
   int64_t idx = -1;
-  for (int64_t v = v0 + static_cast<int64_t>(threadIdx.x) * kVec; v < v1; v += kPackedThreads * kVec) {
+  for (int64_t v = v0 + static_cast<int64_t>(threadIdx.x) * kVec; v < v1; v += kThreads * kVec) {
     float xs[kVec];
     if (aligned && v + kVec <= v1) {
       const Pack p = *reinterpret_cast<const Pack*>(x + v);
@@ -173,7 +141,7 @@ __global__ void __launch_bounds__(kPackedThreads) sample_chunks_packed_kernel(co
       }
     }
   }
-  write_chunk_partial<kPackedThreads>(a, row, chunk, m, s, key, idx);
+  write_chunk_partial<kThreads>(a, row, chunk, m, s, key, idx);
 }
 
 // One warp per row: merges the row's chunks (lane c holds chunk c; a fixed shuffle tree, so the
@@ -200,12 +168,8 @@ __global__ void sample_merge_kernel(const SampleArgs a) {
 template <typename T>
 void launch(const SampleArgs& a, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(a.rows), static_cast<unsigned>(a.chunks));
-  if (a.packed) {
-    const bool aligned = reinterpret_cast<uintptr_t>(a.logits) % 16 == 0 && (a.row_stride * sizeof(T)) % 16 == 0;
-    pdl::launch(sample_chunks_packed_kernel<T>, grid, kPackedThreads, 0, stream, a, aligned);
-  } else {
-    pdl::launch(sample_chunks_kernel<T>, grid, kThreads, 0, stream, a);
-  }
+  const bool aligned = reinterpret_cast<uintptr_t>(a.logits) % 16 == 0 && (a.row_stride * sizeof(T)) % 16 == 0;
+  pdl::launch(sample_chunks_kernel<T>, grid, kThreads, 0, stream, a, aligned);
   pdl::launch(sample_merge_kernel<T>, static_cast<unsigned>(a.rows), 32, 0, stream, a);
 }
 
