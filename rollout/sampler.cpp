@@ -47,7 +47,10 @@ at::Tensor truncate(const at::Tensor& logprob, const SamplingParams& p) {
     // Mass strictly before each token; keep a token while that mass is < top_p (the first token
     // is always kept, and the set is the smallest whose mass reaches top_p).
     const at::Tensor before = probs.cumsum(0) - probs;
-    const at::Tensor keep_sorted = before < p.top_p * probs.sum();
+    // The first entry explicitly: a top_p small enough that top_p * sum rounds to 0 in float
+    // would otherwise keep nothing, and the race over all -inf would return token 0.
+    at::Tensor keep_sorted = before < p.top_p * probs.sum();
+    if (keep_sorted.numel() > 0) keep_sorted.narrow(0, 0, 1).fill_(true);
     const at::Tensor keep = at::empty_like(keep_sorted).scatter_(0, order, keep_sorted);
     out = at::where(keep, out, -std::numeric_limits<float>::infinity());
   }

@@ -135,6 +135,17 @@ TEST_CASE("sampler: the race noise is finite at the extreme hashes, so a hopeles
   CHECK(sample(logits_of(x), p, k).tokens.item<int64_t>() != hopeless);
 }
 
+// top_p * (sum of probabilities) underflows to 0 in float for top_p below ~1e-45: the most likely
+// token must still be kept (and drawn), not token 0 out of an all -inf row.
+TEST_CASE("sampler: a top_p too small for float keeps the most likely token", "[rollout][sampler]") {
+  const at::Tensor logits = logits_of({0.0f, 5.0f, 1.0f});
+  for (const double top_p : {1e-300, 1e-46, 1e-3}) {
+    const std::vector<SamplingParams> p{{1.0, 0, top_p, 9}};
+    const std::vector<SampleKey> k{{0, 0}};
+    CHECK(sample(logits, p, k).tokens.item<int64_t>() == 1);
+  }
+}
+
 TEST_CASE("sampler: bad parameters are config errors", "[rollout][sampler]") {
   const at::Tensor logits = logits_of({0.0f, 1.0f});
   const std::vector<SampleKey> key{{0, 0}};
