@@ -11,6 +11,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "core/model/model_config.h"
 #include "core/recipe/run_dir.h"
 #include "core/recipe/validate.h"
 #include "core/util/atomic_file.h"
@@ -91,9 +92,36 @@ void check_local_ranks(const recipe::LoadedRecipe& loaded) {
                           at::getNumGPUs(), " GPU(s) are visible (one rank per GPU)"));
 }
 
+namespace {
+
+// What RL training needs beyond validate_recipe (which `fp8rl eval` and SFT share): a sampling
+// temperature > 0, since the trainer's log-probs are of softmax(logits / T) and the ratio against
+// the rollout's needs the same T; and room in the model's context for the longest prompt plus
+// the longest response, which the engine would otherwise refuse at whichever step first drew
+// such a prompt.
+void check_rl_recipe(const recipe::LoadedRecipe& loaded, const hf::ModelShape& shape) {
+  const recipe::Recipe& r = loaded.recipe;
+  if (!(r.rollout.temperature > 0))
+    throw ConfigError(cat(loaded.where("rollout.temperature"), ": rollout.temperature must be > 0 for RL training (the ",
+                          "trainer's log-probs are of softmax(logits / T)), got ", r.rollout.temperature,
+                          "; greedy decoding is `fp8rl generate --temperature 0`"));
+  const int64_t context = r.model.path.empty()
+                              ? model::default_model_config(model::Family::qwen3, shape).max_position_embeddings
+                              : model::read_model_config(r.model.path).max_position_embeddings;
+  const int64_t longest = r.data.max_prompt_length + r.rollout.max_response_length;
+  if (context > 0 && longest > context)
+    throw ConfigError(cat(loaded.where("rollout.max_response_length"), ": data.max_prompt_length (",
+                          r.data.max_prompt_length, ") + rollout.max_response_length (", r.rollout.max_response_length,
+                          ") = ", longest, " tokens exceed the model's context of ", context,
+                          " (max_position_embeddings); lower one of them"));
+}
+
+}  // namespace
+
 int run_train(const recipe::LoadedRecipe& loaded) {
   log::set_level(log::parse_level(loaded.recipe.logging.level));
   const hf::ModelShape shape = recipe::validate_recipe(loaded);
+  check_rl_recipe(loaded, shape);
   const recipe::Recipe& r = loaded.recipe;
   // The precision plan's own checks (modules_in_bf16 patterns that match nothing, ...) before
   // anything is written or trained; the policy makes it again from the model it loads.

@@ -114,6 +114,18 @@ TEST_CASE("a damaged checkpoint is refused by name and resume auto falls back to
   REQUIRE_THROWS_AS(trainer::run_train(test::quickstart(dir, r)), ConfigError);
 }
 
+TEST_CASE("train: a greedy rollout temperature and responses past the model's context are refused before the run starts",
+          "[trainer][train]") {
+  test::TempDir dir;
+  REQUIRE_THROWS_CONTAINING(trainer::run_train(test::quickstart(dir, {"rollout.temperature=0"})), ConfigError,
+                            "rollout.temperature must be > 0");
+  // The tiny preset's context is 40960 tokens.
+  REQUIRE_THROWS_CONTAINING(
+      trainer::run_train(test::quickstart(dir, {"data.max_prompt_length=40000", "rollout.max_response_length=1000"})),
+      ConfigError, "41000 tokens exceed the model's context of 40960");
+  CHECK_FALSE(fs::exists(dir.path() / "runs"));  // refused before the run directory was made
+}
+
 TEST_CASE("export: the merged HF model computes what the trained LoRA policy computes", "[trainer][export]") {
   test::TempDir dir;
   std::vector<std::string> o = short_run(2);
