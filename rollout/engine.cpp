@@ -95,6 +95,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   const auto t0 = std::chrono::steady_clock::now();
   const c10::InferenceMode no_autograd;  // rollouts never need gradients; keeps the cache writes cheap
   stats_ = {};
+  if (requests.empty()) return {};  // nothing to cache or capture (decode graphs need a batch > 0)
   const hf::ModelShape& shape = model_.config().shape;
   const at::Device device = model_.device();
   KvCacheShape kv{shape.num_hidden_layers, shape.num_key_value_heads, shape.head_dim, config_.block_size, model_.dtype(),

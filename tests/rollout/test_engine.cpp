@@ -229,6 +229,7 @@ TEST_CASE("engine: a request that cannot fit fails alone, stop tokens end a samp
   Engine engine(m, c);
   GenerateRequest too_long = greedy(random_prompt(30, V, 6), 1, 8);
   GenerateRequest fine = greedy(random_prompt(6, V, 7), 1, 8);
+  CHECK(engine.generate({}).empty());  // no requests: nothing sized or captured (CUDA graphs need a batch)
   const std::vector<GenerateOutput> out = engine.generate({too_long, fine});
   CHECK(out[0].output.finish_reason == FinishReason::kError);
   CHECK(out[0].output.error.find("max_model_len") != std::string::npos);
