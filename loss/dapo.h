@@ -8,7 +8,9 @@
 namespace fp8rl::loss {
 
 // Dynamic sampling (algorithm.filter_groups): a group whose rewards are all equal has zero
-// advantage for every sample, so it only dilutes the batch; keep the others.
+// advantage for every sample, so it only dilutes the batch; keep the others. (The trainer applies
+// this rule to the scores before overlong shaping, as DAPO filters on accuracy: group_has_signal
+// in trainer/rl_step.h.)
 //   rewards   [N] float  scalar reward per sample
 //   group_ids [N] int64  prompt index per sample (arbitrary ids, any group sizes)
 // Returns [N] bool, true = keep. A singleton group is "all equal" and is dropped. Equality is

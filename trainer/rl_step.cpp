@@ -219,13 +219,8 @@ RolloutBatch collect_rollouts(Policy& policy, rollout::Engine& engine, DataOrder
     // Group by group id (contiguous already), keep a group unless filtering drops it.
     for (size_t b = 0; b < batch.size() && out.num_groups < want;) {
       size_t e = b;
-      double lo = batch[b].reward, hi = batch[b].reward;
-      while (e < batch.size() && batch[e].group == batch[b].group) {
-        lo = std::min(lo, batch[e].reward);
-        hi = std::max(hi, batch[e].reward);
-        ++e;
-      }
-      if (!r.algorithm.filter_groups || lo != hi) {
+      while (e < batch.size() && batch[e].group == batch[b].group) ++e;
+      if (!r.algorithm.filter_groups || group_has_signal(std::span<const Sample>(batch).subspan(b, e - b))) {
         for (size_t k = b; k < e; ++k) out.samples.push_back(batch[k]);
         ++out.num_groups;
       }
@@ -276,6 +271,25 @@ at::Tensor take_rows(const at::Tensor& x, const at::Tensor& rows, int64_t T) {
 }
 
 }  // namespace
+
+loss::AggregationScale minibatch_scale(const SampleTensors& old, const at::Tensor& rollout_logp, int64_t begin,
+                                       int64_t rows, const loss::RolloutCorrectionOptions& correction,
+                                       int64_t max_response_length) {
+  const at::Tensor mask = old.mask.narrow(0, begin, rows);  // [rows, T]
+  const loss::AggregationScale raw = loss::count_scale(mask, max_response_length);
+  if (!rollout_logp.defined() || correction.mode != loss::TisMode::mask) return raw;
+  const loss::AggregationScale kept = loss::count_scale(
+      loss::rollout_correction(old.logp.narrow(0, begin, rows), rollout_logp.narrow(0, begin, rows), mask, correction)
+          .mask,
+      max_response_length);
+  return kept.global_num_tokens > 0 ? kept : raw;
+}
+
+bool group_has_signal(std::span<const Sample> group) {
+  for (const Sample& s : group)
+    if (s.score != group.front().score) return true;
+  return false;
+}
 
 Metrics validate(Policy& policy, rollout::Engine& engine, const std::vector<Example>& examples,
                  const BatchReward& reward, const StepInputs& in) {
@@ -431,13 +445,14 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
   const int64_t micro = r.trainer.ppo_micro_batch_size_per_gpu;
   Collective& comm = comm_of(in);
   int64_t micro_count = 0;
-  double grad_norm_sum = 0, sync_seconds = 0;
+  double grad_norm_sum = 0, sync_seconds = 0, last_norm = 0;
+  int64_t finite_updates = 0;
   int64_t updates = 0;
   for (int64_t epoch = 0; epoch < r.trainer.ppo_epochs; ++epoch) {
     for (int64_t mb = 0; mb < S; mb += per_mini) {
       const int64_t mb_end = std::min(S, mb + per_mini);
-      const loss::AggregationScale scale =
-          loss::count_scale(old.mask.narrow(0, mb, mb_end - mb), r.rollout.max_response_length);
+      const loss::AggregationScale scale = minibatch_scale(old, rollout_logp, mb, mb_end - mb, objective.correction,
+                                                           r.rollout.max_response_length);
       const RowRange mine = rank_rows(mb_end - mb, comm.rank(), comm.world_size());  // this rank's share
       for (int64_t b = mb + mine.begin; b < mb + mine.end; b += micro) {
         std::vector<int64_t> rows;
@@ -461,9 +476,10 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
       }
       comm.all_reduce_grads(optimizer.parameters());  // the whole mini-batch's gradient on every rank
       const double norm = optimizer.clip_grad_norm(r.trainer.grad_clip);
-      const double lr = scheduled_lr(r.trainer.lr, optimizer.steps(), r.trainer.lr_warmup_steps,
-                                     r.trainer.total_training_steps * r.trainer.ppo_epochs *
-                                         (r.data.train_batch_size / r.trainer.ppo_mini_batch_size),
+      // Scheduled by RL step, as verl steps its scheduler once per step: warm-up and cosine
+      // horizon in RL steps, so dynamic sampling (fewer mini-batches) and skipped updates do not
+      // move them, and verl recipes' lr_warmup_steps mean the same here.
+      const double lr = scheduled_lr(r.trainer.lr, in.step, r.trainer.lr_warmup_steps, r.trainer.total_training_steps,
                                      r.trainer.lr_scheduler);
       if (std::isfinite(norm)) {
         optimizer.step(lr);
@@ -474,22 +490,33 @@ Metrics ppo_update(Policy& policy, AdamW& optimizer, const RolloutBatch& batch, 
         optimizer.zero_grad();  // verl's rule: a non-finite gradient norm skips the update
         m["actor/skipped_updates"] += 1;
       }
-      grad_norm_sum += norm;
+      if (std::isfinite(norm)) {  // a skipped update's inf/NaN would swamp the mean
+        grad_norm_sum += norm;
+        ++finite_updates;
+      }
+      last_norm = norm;
       m["actor/lr"] = lr;
       ++updates;
     }
   }
-  // Actor metrics: means over every rank's micro-batches (lr and skipped updates are the same on
-  // every rank and are not summed).
+  // Actor metrics, over every rank's micro-batches (lr and skipped updates are the same on every
+  // rank and are not summed). pg_loss, kl_loss and entropy are each micro-batch's share of its
+  // mini-batch's value (loss/policy_objective.h): summed, they give the mini-batches' values, so
+  // their mean is per update; the rest are per-micro-batch means, averaged as such.
   Metrics sums;
   for (const auto& [k, v] : m)
     if (k != "actor/lr" && k != "actor/skipped_updates") sums[k] = v;
   sums["micro_batches"] = static_cast<double>(micro_count);
   sums = sum_over_ranks(sums, in.comm);
   const double micro_total = std::max(1.0, sums["micro_batches"]);
+  const double update_total = static_cast<double>(std::max<int64_t>(1, updates));
   sums.erase("micro_batches");
-  for (const auto& [k, v] : sums) m[k] = v / micro_total;
-  m["actor/grad_norm"] = grad_norm_sum / static_cast<double>(std::max<int64_t>(1, updates));
+  for (const auto& [k, v] : sums) {
+    const bool share = k == "actor/pg_loss" || k == "actor/kl_loss" || k == "actor/entropy";
+    m[k] = v / (share ? update_total : micro_total);
+  }
+  // The mean over the updates that ran; with none, the (non-finite) norm of the last one.
+  m["actor/grad_norm"] = finite_updates > 0 ? grad_norm_sum / static_cast<double>(finite_updates) : last_norm;
   m["timing_s/sync"] = sync_seconds;  // inside timing_s/update
   return m;
 }

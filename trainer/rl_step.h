@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,8 @@
 
 #include "core/hf/tokenizer.h"
 #include "core/recipe/recipe.h"
+#include "loss/aggregate.h"
+#include "loss/rollout_correction.h"
 #include "rollout/engine.h"
 #include "trainer/collective.h"
 #include "trainer/data.h"
@@ -78,11 +81,18 @@ struct StepInputs {
 };
 
 // Draws data.train_batch_size prompts from `order`, generates rollout.n samples each and scores
-// them. With algorithm.filter_groups (DAPO dynamic sampling), groups whose rewards are all equal
-// are dropped and further batches drawn, up to algorithm.max_num_gen_batches, until
+// them. With algorithm.filter_groups (DAPO dynamic sampling), groups without signal
+// (group_has_signal) are dropped and further batches drawn, up to algorithm.max_num_gen_batches, until
 // train_batch_size groups are kept (fewer if the limit is reached; zero is possible).
 RolloutBatch collect_rollouts(Policy& policy, rollout::Engine& engine, DataOrder& order, const BatchReward& reward,
                               const StepInputs& in);
+
+// DAPO dynamic sampling's test of one group: false when every sample has the same score. On the
+// score, the reward function's own, not the reward after overlong shaping: DAPO drops the groups
+// whose accuracy is 0 or 1, and an overlong penalty on one sample of an all-correct group would
+// otherwise keep it, where GRPO's division by the group's std turns that small penalty into
+// full-size advantages.
+bool group_has_signal(std::span<const Sample> group);
 
 // Log-probs [S, T] (fp32, T = longest response, zero past each) of the samples' responses under
 // the trainer's forward, without autograd, in micro-batches of trainer.ppo_micro_batch_size_per_gpu.
@@ -99,6 +109,14 @@ std::vector<int64_t> train_rows(int64_t S, int64_t per_mini, const Collective* c
 
 // Per-rank sums of `local` (keys may differ between ranks) added up over all ranks.
 Metrics sum_over_ranks(const Metrics& local, Collective* comm);
+
+// The loss divisors of mini-batch rows [begin, begin + rows), counted on the effective loss mask
+// (loss/policy_objective.h): with tis_mode mask, the tokens or sequences rollout correction drops
+// are not in the loss, so they are not in its denominators either (DAPO's token mean is over the
+// tokens kept). A mini-batch with every token dropped keeps the raw counts (its loss is 0 anyway).
+loss::AggregationScale minibatch_scale(const SampleTensors& old, const at::Tensor& rollout_logp, int64_t begin,
+                                       int64_t rows, const loss::RolloutCorrectionOptions& correction,
+                                       int64_t max_response_length);
 
 // The engine's log-probs in the same [S, T] layout.
 at::Tensor rollout_logprobs(const std::vector<Sample>& samples, int64_t T, at::Device device);

@@ -84,7 +84,7 @@ void AlgorithmConfig::visit(FieldVisitor& v) {
   v.field("kl_loss_coef", kl_loss_coef, "weight of the KL penalty");
   v.choice("kl_loss_type", kl_loss_type, {"k1", "k2", "k3"}, "k1 | k2 (mse) | k3 (low_var_kl)");
   v.field("entropy_coeff", entropy_coeff, "entropy bonus weight (0 = metric only)");
-  v.field("filter_groups", filter_groups, "DAPO dynamic sampling: drop groups whose rewards are all equal");
+  v.field("filter_groups", filter_groups, "DAPO dynamic sampling: drop groups whose scores are all equal");
   v.field("max_num_gen_batches", max_num_gen_batches, "with filter_groups: rollout batches per step before giving up");
 }
 
@@ -121,7 +121,7 @@ void TrainerConfig::visit(FieldVisitor& v) {
   v.field("adam_beta1", adam_beta1, "AdamW beta1");
   v.field("adam_beta2", adam_beta2, "AdamW beta2");
   v.field("adam_eps", adam_eps, "AdamW epsilon");
-  v.field("lr_warmup_steps", lr_warmup_steps, "linear warm-up steps");
+  v.field("lr_warmup_steps", lr_warmup_steps, "linear warm-up, in RL steps (the SFT warm-up: SFT steps)");
   v.choice("lr_scheduler", lr_scheduler, {"constant", "cosine"}, "schedule after warm-up");
   v.field("grad_clip", grad_clip, "max global gradient norm; 0 = off");
   v.field("ppo_mini_batch_size", ppo_mini_batch_size, "prompts per optimizer step; divides data.train_batch_size");

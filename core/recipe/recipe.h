@@ -99,7 +99,7 @@ struct AlgorithmConfig {
   double kl_loss_coef = 0.001;
   std::string kl_loss_type = "k3";     // k1 | k2 (mse) | k3 (low_var_kl)
   double entropy_coeff = 0.0;          // entropy bonus in the loss (0 = metric only)
-  bool filter_groups = false;          // DAPO dynamic sampling: drop groups whose rewards are all equal
+  bool filter_groups = false;          // DAPO dynamic sampling: drop groups whose scores are all equal
   int64_t max_num_gen_batches = 4;     // with filter_groups: rollout batches tried per step before giving up
   void visit(FieldVisitor& v);
 };
@@ -138,8 +138,8 @@ struct TrainerConfig {
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
   double adam_eps = 1e-8;
-  int64_t lr_warmup_steps = 0;
-  std::string lr_scheduler = "constant";  // constant | cosine
+  int64_t lr_warmup_steps = 0;            // RL steps (verl's unit; the SFT warm-up: its own steps)
+  std::string lr_scheduler = "constant";  // constant | cosine, over trainer.total_training_steps
   double grad_clip = 1.0;                 // max global grad norm; 0 = off
   int64_t ppo_mini_batch_size = 32;       // prompts per optimizer step (divides data.train_batch_size)
   int64_t ppo_micro_batch_size_per_gpu = 4;  // samples per forward/backward (gradient accumulation)
