@@ -33,11 +33,7 @@ struct Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
     ctx->saved_data["scaling"] = static_cast<int64_t>(w.scaling);
     ctx->saved_data["pow2"] = w.pow2;
     ctx->saved_data["act_scaling"] = static_cast<int64_t>(layer->act_scaling());
-    // CPU throws naming the layer; CUDA raises the layer's flag (fp8_linear.h says why).
-    Fp8Activation qx = quantize_activation(x2d, layer->act_scaling(), w.fmt, layer->act_pow2(),
-                                           layer->nonfinite_input_flag(),
-                                           x2d.is_cpu() ? "input of " + layer->label() : std::string());
-    return fp8_gemm(qx, w, x2d.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat);
+    return layer->project(x2d);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -105,6 +101,13 @@ void check_fp8_inputs_finite(const std::vector<const Fp8Linear*>& layers) {
   }
   if (!names.empty())
     throw RuntimeFailure(cat("NaN or inf in the input of ", names, "; refusing to quantize it (the run diverged)"));
+}
+
+at::Tensor Fp8Linear::project(const at::Tensor& x2d) const {
+  // CPU throws naming the layer; CUDA raises the layer's flag (fp8_linear.h says why).
+  const Fp8Activation qx = quantize_activation(x2d, act_scaling_, weight_.fmt, act_pow2_, nonfinite_input_flag(),
+                                               x2d.is_cpu() ? "input of " + label() : std::string());
+  return fp8_gemm(qx, weight_, x2d.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat);
 }
 
 at::Tensor Fp8Linear::forward(const at::Tensor& x) const {

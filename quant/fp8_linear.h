@@ -42,6 +42,11 @@ class Fp8Linear {
   // x [..., K] float32 or bfloat16 -> [..., N] in x's dtype. Differentiable w.r.t. x and bias.
   at::Tensor forward(const at::Tensor& x) const;
 
+  // The projection alone, without the bias and without autograd: x2d [M, K] float32 or bfloat16
+  // quantized as forward() does (the same input checks) -> [M, N] in x2d's dtype. For autograd
+  // functions that own the backward (full fine-tuning's master weights) and add the bias after.
+  at::Tensor project(const at::Tensor& x2d) const;
+
   // The forward from an input already quantized as this layer would (x's 1x128 groups, by a
   // fused kernel: scaling.h rms_norm_quantize_activation): qx [M, K] -> [M, N] bfloat16. No
   // autograd (inference). takes_fused_input says when the fused kernels make this layer's input:

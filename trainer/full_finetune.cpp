@@ -20,8 +20,9 @@ ForwardPrecision parse_forward_precision(const std::string& name) {
 
 namespace {
 
-// y = FP8 GEMM(x, W_fp8); dX through W_fp8, dW = dY^T X in FP8 onto the master. The master is an
-// input only so autograd routes dW to it; its values are not read (the FP8 copy is its image).
+// y = FP8 GEMM(x, W_fp8) without the bias (MasterWeightLinear adds it); dX through W_fp8,
+// dW = dY^T X in FP8 onto the master. The master is an input only so autograd routes dW to it;
+// its values are not read (the FP8 copy is its image).
 struct MasterFp8Function : public torch::autograd::Function<MasterFp8Function> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x2d, const at::Tensor& master,
                             const quant::Fp8Linear* layer) {
@@ -29,7 +30,7 @@ struct MasterFp8Function : public torch::autograd::Function<MasterFp8Function> {
     ctx->save_for_backward({x2d, w.data, w.scale});
     ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
     at::AutoGradMode no_grad(false);
-    return layer->forward(x2d);
+    return layer->project(x2d);  // no bias: MasterWeightLinear::forward adds it, differentiably
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {

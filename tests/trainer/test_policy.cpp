@@ -234,3 +234,25 @@ TEST_CASE("full fine-tuning re-quantizes the FP8 copy in place after an update",
     }
   }
 }
+
+// A projection with a bias (Qwen2's q/k/v): the trainer's FP8 forward through the master weight
+// adds the bias once, as the engine's (rollout mode) does, and the bias still gets its gradient.
+TEST_CASE("full fine-tuning's FP8 forward adds a projection's bias once, as the engine's does",
+          "[trainer][policy][full]") {
+  at::manual_seed(4);
+  const at::Tensor w = at::randn({256, 128});
+  const at::Tensor bias = (at::randn({256}) * 3).requires_grad_(true);
+  auto mode = std::make_shared<PolicyMode>();
+  MasterWeightLinear layer(std::make_unique<quant::Fp8ModelLinear>(quant::Fp8Linear(
+                               quant::quantize_weight(w, quant::WeightScaling::block, quant::Fp8Format::e4m3, false),
+                               bias, quant::ActScaling::group, false)),
+                           w.clone(), ForwardPrecision::fp8, mode);
+  const at::Tensor x = at::randn({5, 128});
+  const at::Tensor trained = layer.forward(x);
+  mode->rollout = true;
+  const at::Tensor served = layer.forward(x);
+  CHECK(at::allclose(trained, served, 0, 1e-5));
+  trained.sum().backward();
+  REQUIRE(bias.grad().defined());
+  CHECK(at::allclose(bias.grad(), at::full({256}, 5.0f)));
+}
