@@ -42,10 +42,12 @@ const char* to_string(ActScaling s) {
 float scale_from_amax(float amax, float fp8_max, bool pow2) {
   if (!(amax > 0)) return 1.0f;
   float s = amax / fp8_max;
+  // At least FLT_MIN (2^-126, itself a power of two): below it 1 / s overflows to inf (amax under
+  // ~5e-36), and the group's zeros and padding would quantize to NaN (0 * inf).
+  if (s < 1.17549435e-38f) return 1.17549435e-38f;
   if (!pow2) return s;
   // Round up to a power of two on the bits, so CPU and GPU agree exactly: a float whose
   // mantissa bits are zero is already 2^e; otherwise take 2^(e+1).
-  if (s < 1.17549435e-38f) return 1.17549435e-38f;  // FLT_MIN = 2^-126, itself a power of two
   uint32_t bits;
   std::memcpy(&bits, &s, 4);
   if (bits & 0x007FFFFFu) bits = (bits & 0x7F800000u) + 0x00800000u;

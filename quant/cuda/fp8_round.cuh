@@ -13,8 +13,8 @@ namespace fp8rl::cuda {
 __device__ __forceinline__ float scale_from_amax(float amax, float fp8_max, bool pow2) {
   if (!(amax > 0.0f)) return 1.0f;
   float s = amax / fp8_max;
+  if (s < 1.17549435e-38f) return 1.17549435e-38f;  // FLT_MIN: 1 / s stays finite (quant/scaling.cpp)
   if (!pow2) return s;
-  if (s < 1.17549435e-38f) return 1.17549435e-38f;
   unsigned bits = __float_as_uint(s);
   if (bits & 0x007FFFFFu) bits = (bits & 0x7F800000u) + 0x00800000u;
   return __uint_as_float(bits);

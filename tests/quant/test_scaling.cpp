@@ -134,6 +134,27 @@ TEST_CASE("all-zero tiles get scale 1 and zero data, and pow2 scales are powers 
   CHECK((a.scale.narrow(1, 0, 5) * 448 < 2 * amax).all().item<bool>());
 }
 
+// A block or group whose amax is tiny (below ~5e-36 for E4M3): amax / 448 is below FLT_MIN, and
+// an unclamped scale made 1 / s = inf, turning the block's zeros and padding into NaN (0 * inf).
+// The scale is held at FLT_MIN: zeros stay zero and the dequantized values stay finite.
+TEST_CASE("a tiny amax keeps a finite reciprocal scale: zeros and padding stay zero, not NaN", "[quant][scaling]") {
+  CHECK(scale_from_amax(1e-37f, 448.0f, false) == 1.17549435e-38f);
+  CHECK(scale_from_amax(1e-37f, 57344.0f, false) == 1.17549435e-38f);
+  CHECK(std::isfinite(1.0f / scale_from_amax(1e-44f, 448.0f, false)));
+  at::Tensor w = at::zeros({1, 1});
+  w[0][0] = 1e-37f;
+  for (const Fp8Format f : {Fp8Format::e4m3, Fp8Format::e5m2}) {
+    const Fp8Weight q = quantize_weight(w, WeightScaling::block, f, false);
+    CHECK(at::isfinite(dequantize(q)).all().item<bool>());
+    CHECK((q.data.view(at::kByte).flatten().narrow(0, 1, q.data.numel() - 1) == 0).all().item<bool>());
+  }
+  at::Tensor x = at::zeros({3, 128});
+  x[1][5] = -2e-37f;
+  const Fp8Activation a = quantize_activation(x, ActScaling::group, Fp8Format::e4m3, false);
+  CHECK(at::isfinite(dequantize(a)).all().item<bool>());
+  CHECK(dequantize(a)[0][0].item<float>() == 0.0f);
+}
+
 TEST_CASE("dequantize(quantize(w)) is within E4M3's rounding error", "[quant][scaling]") {
   at::manual_seed(10);
   at::Tensor w = at::randn({130, 257}) * 0.02;
