@@ -162,7 +162,7 @@ std::string normalize(std::string_view in) {
   for (std::string_view m : {"\\left", "\\right", "\\displaystyle"}) remove_macro(s, m);
   replace_all(s, "\\dfrac", "\\frac");
   replace_all(s, "\\tfrac", "\\frac");
-  for (std::string_view junk : {"\\!", "\\,", "\\;", "\\:", "\\ ", "\\(", "\\)", "\\[", "\\]", "$", "\\%", "%",
+  for (std::string_view junk : {"\\!", "\\,", "\\;", "\\:", "\\ ", "\\(", "\\)", "\\[", "\\]", "\\$", "$", "\\%", "%",
                                 "^{\\circ}", "^\\circ", "\xC2\xB0" /* degree sign */})
     replace_all(s, junk, "");
   replace_all(s, "{,}", ",");

@@ -167,8 +167,29 @@ class CountdownParser {
   std::vector<int64_t> pool_;
 };
 
+// The task's "A B C>T=" inside the prompt the reward sees, which is the rendered one: with a chat
+// template it sits inside the template's markup (the last user message). Per '=' from the last,
+// the longest run of digits, spaces and '>' before it that parses; the plain prompt (raw
+// template) is the whole string.
+CountdownPrompt find_countdown_prompt(std::string_view rendered) {
+  auto in_form = [](char c) { return (c >= '0' && c <= '9') || c == ' ' || c == '>'; };
+  for (size_t end = rendered.rfind('='); end != std::string_view::npos; end = rendered.rfind('=', end - 1)) {
+    size_t lo = end;
+    while (lo > 0 && in_form(rendered[lo - 1])) --lo;
+    while (lo < end && rendered[lo] == ' ') ++lo;
+    if (lo < end) {
+      try {
+        return parse_countdown_prompt(rendered.substr(lo, end + 1 - lo));
+      } catch (const ConfigError&) {
+      }
+    }
+    if (end == 0) break;
+  }
+  return parse_countdown_prompt(rendered);  // throws, quoting the prompt
+}
+
 double score_countdown(const TaskExample& example, std::string_view response) {
-  CountdownPrompt p = parse_countdown_prompt(example.prompt);
+  CountdownPrompt p = find_countdown_prompt(example.prompt);
   if (response.size() > kMaxCountdownResponse) return 0.0;
   const auto v = CountdownParser(response, std::move(p.numbers)).parse();
   return v && *v == p.target ? 1.0 : 0.0;

@@ -78,6 +78,8 @@ TEST_CASE("rewards: math_answers_equal: numbers, fractions, LaTeX", "[trainer][r
       {"+5", "5", true},
       {".5", "1/2", true},
       {"$12$", "12", true},
+      {"\\$18", "18", true},  // LaTeX's escaped dollar (GSM8K-style answers)
+      {"\\$1,000.50", "1000.5", true},
       {"\\(12\\)", "12", true},
       {"12.", "12", true},
       {"5\\text{ cm}", "5", true},

@@ -147,13 +147,27 @@ TEST_CASE("tasks: the countdown verifier parses + - * and parentheses with prece
   CHECK(score_task_response("countdown", {"999999 999999 999999>1=", "x"}, "999999*999999*999999") == 0.0);
 }
 
+// The reward sees the rendered prompt: under a chat template the task's "A B C>T=" sits inside
+// the template's markup, and the verifier finds it there.
+TEST_CASE("tasks: the countdown verifier reads its prompt inside a chat template's markup", "[trainer][tasks]") {
+  const TaskExample chat{"<|im_start|>user\n3 9 7>19=<|im_end|>\n<|im_start|>assistant\n", "3+9+7"};
+  CHECK(score_task_response("countdown", chat, "3+9+7") == 1.0);
+  CHECK(score_task_response("countdown", chat, "9+7+3") == 1.0);
+  CHECK(score_task_response("countdown", chat, "7+9") == 0.0);
+  CHECK(score_task_response("countdown", chat, "19") == 0.0);  // 19 is not one of the numbers
+  const TaskExample plain{"3 9 7>19=", "3+9+7"};
+  CHECK(score_task_response("countdown", plain, "3+9+7") == 1.0);
+  const TaskExample trailing{"3 9 7>19=x", "3+9+7"};  // text after the form, as a template's end tag
+  CHECK(score_task_response("countdown", trailing, "3+9+7") == 1.0);
+}
+
 TEST_CASE("tasks: errors: unknown task, negative count, a malformed countdown prompt", "[trainer][tasks]") {
   REQUIRE_THROWS_CONTAINING(make_task_examples("additon", 3, 0), ConfigError, "did you mean 'addition'");
   REQUIRE_THROWS_CONTAINING(make_task_examples("sorting", 3, 0), ConfigError,
                             "expected one of: addition, copy, countdown");
   REQUIRE_THROWS_CONTAINING(make_task_examples("copy", -1, 0), ConfigError, "count must be >= 0");
   REQUIRE_THROWS_CONTAINING(score_task_response("nope", {"a", "b"}, "b"), ConfigError, "unknown synthetic task");
-  for (const char* bad : {"", "3 5 7=", "3 5 7>22", "3 5 7>22=x", "a b>3=", "3  5>8=", "1234567>1=", ">5="}) {
+  for (const char* bad : {"", "3 5 7=", "3 5 7>22", "a b>3=", "3  5>8=", "1234567>1=", ">5="}) {
     INFO(bad);
     REQUIRE_THROWS_CONTAINING(score_task_response("countdown", {bad, "x"}, "3"), ConfigError,
                               "is not of the form 'A B C>TARGET='");
