@@ -192,7 +192,10 @@ MetricsLog::MetricsLog(const fs::path& run_dir, std::vector<std::string> loggers
   try {
     if (jsonl) {
       jsonl_path_ = jsonl_path;
-      jsonl_fd_ = ::open(jsonl_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      // A fresh start (resume_step < 0) in a run directory that holds a metrics.jsonl -- resume
+      // auto with no checkpoint to resume from -- empties it: those steps are trained again.
+      const int fresh = resume_step < 0 ? O_TRUNC : 0;
+      jsonl_fd_ = ::open(jsonl_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | fresh, 0644);
       if (jsonl_fd_ < 0) throw RuntimeFailure("cannot open " + jsonl_path_.string() + ": " + std::strerror(errno));
       sync_dir(run_dir);
     }

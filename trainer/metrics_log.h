@@ -36,7 +36,9 @@ class MetricsLog {
   // `loggers` is logging.logger, a subset of {"console", "jsonl", "tensorboard"} (ConfigError
   // on anything else). resume_step >= 0: a resumed run; metrics.jsonl (if present, whatever
   // the loggers) is rewritten atomically keeping only complete lines with step <= resume_step.
-  // resume_step < 0: a fresh run (open_run_dir has refused an existing metrics.jsonl).
+  // resume_step < 0: a fresh run; with the jsonl logger an existing metrics.jsonl (resume auto
+  // found no checkpoint: open_run_dir refuses one under resume disable) is emptied, since its
+  // steps are trained again.
   // Throws RuntimeFailure naming the file when a file cannot be opened or rewritten.
   MetricsLog(const std::filesystem::path& run_dir, std::vector<std::string> loggers, int64_t resume_step = -1);
   ~MetricsLog();

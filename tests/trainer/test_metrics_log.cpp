@@ -223,6 +223,18 @@ TEST_CASE("metrics log: a resumed run's metrics.jsonl equals an uninterrupted ru
   }
 }
 
+// resume auto with no checkpoint to resume from starts the run over in its directory: the old
+// metrics.jsonl's steps are trained again, so they must not stay beside the new ones.
+TEST_CASE("metrics log: a fresh start over an existing metrics.jsonl begins it anew", "[trainer][metrics]") {
+  test::TempDir dir;
+  dir.write("metrics.jsonl", "{\"step\":0,\"x\":1}\n{\"step\":1,\"x\":2}\n{\"step\":2,\"x");
+  {
+    MetricsLog log(dir.path(), {"jsonl"});
+    log.log(0, {{"x", 5}});
+  }
+  CHECK(test::read_file(dir.path() / "metrics.jsonl") == "{\"step\":0,\"x\":5.0}\n");
+}
+
 TEST_CASE("metrics log: a damaged line before the end stops the resume with file:line", "[trainer][metrics]") {
   test::TempDir dir;
   dir.write("metrics.jsonl", "{\"step\":1,\"x\":1}\n\n[1,2]\n{\"step\":2}\n");
