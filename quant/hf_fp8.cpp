@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -59,7 +60,10 @@ std::optional<HfFp8Config> read_hf_fp8_config(const std::string& model_dir) {
   return c;
 }
 
-void write_hf_fp8_config(const std::string& model_dir, const HfFp8Config& config) {
+namespace {
+
+// model_dir/config.json read, changed by `edit`, written back atomically.
+void edit_config_json(const std::string& model_dir, const std::function<void(nlohmann::json&)>& edit) {
   const std::filesystem::path file = std::filesystem::path(model_dir) / "config.json";
   std::ifstream in(file);
   if (!in) throw RuntimeFailure(cat(file.string(), ": cannot open"));
@@ -69,12 +73,24 @@ void write_hf_fp8_config(const std::string& model_dir, const HfFp8Config& config
   } catch (const nlohmann::json::parse_error& e) {
     throw RuntimeFailure(cat(file.string(), ": not valid JSON: ", e.what()));
   }
-  j["quantization_config"] = {{"quant_method", "fp8"},
-                              {"fmt", config.fmt},
-                              {"activation_scheme", config.activation_scheme},
-                              {"weight_block_size", config.weight_block_size},
-                              {"modules_to_not_convert", config.modules_to_not_convert}};
+  edit(j);
   write_file_atomic(file, j.dump(2) + "\n");
+}
+
+}  // namespace
+
+void write_hf_fp8_config(const std::string& model_dir, const HfFp8Config& config) {
+  edit_config_json(model_dir, [&](nlohmann::json& j) {
+    j["quantization_config"] = {{"quant_method", "fp8"},
+                                {"fmt", config.fmt},
+                                {"activation_scheme", config.activation_scheme},
+                                {"weight_block_size", config.weight_block_size},
+                                {"modules_to_not_convert", config.modules_to_not_convert}};
+  });
+}
+
+void drop_hf_quantization_config(const std::string& model_dir) {
+  edit_config_json(model_dir, [](nlohmann::json& j) { j.erase("quantization_config"); });
 }
 
 namespace {

@@ -37,6 +37,9 @@ std::optional<HfFp8Config> read_hf_fp8_config(const std::string& model_dir);
 // other keys are kept), rewritten atomically: what read_hf_fp8_config reads back. The writers of
 // FP8 checkpoints (export --fp8, init --fp8) share it, so the layout is spelled once.
 void write_hf_fp8_config(const std::string& model_dir, const HfFp8Config& config);
+// Removes config.json's quantization_config, if any: for a dense (BF16) model written beside a
+// copy of an FP8 checkpoint's config.
+void drop_hf_quantization_config(const std::string& model_dir);
 
 // Loads `<module>.weight` and `<module>.weight_scale_inv` into our padded layout on `device`.
 // Throws ConfigError naming the file and tensor on a missing tensor, a wrong dtype or a scale

@@ -42,7 +42,12 @@ void write_hf_dir(const std::map<std::string, at::Tensor>& tensors, const std::s
     const fs::path src = fs::path(source_dir) / f;
     if (fs::exists(src)) fs::copy_file(src, tmp / f);
   }
-  if (quantization_config) quant::write_hf_fp8_config(tmp.string(), *quantization_config);
+  // The source's config.json may carry an FP8 checkpoint's quantization_config: kept for an FP8
+  // export (rewritten), dropped for a dense one, whose weights have no scales to go with it.
+  if (quantization_config)
+    quant::write_hf_fp8_config(tmp.string(), *quantization_config);
+  else if (fs::exists(tmp / "config.json"))
+    quant::drop_hf_quantization_config(tmp.string());
   save_tensors((tmp / "model.safetensors").string(), tensors, {{"format", "pt"}});
   const fs::path old = out.parent_path() / cat(".", out.filename().string(), ".old.", ::getpid());
   if (fs::exists(out)) fs::rename(out, old);

@@ -80,3 +80,16 @@ TEST_CASE("quantization_config is read and checked", "[hf_fp8]") {
   dir.write("e/config.json", R"({"quantization_config": {"quant_method": "fp8", "weight_block_size": [64, 64]}})");
   REQUIRE_THROWS_CONTAINING(read_hf_fp8_config((dir.path() / "e").string()), ConfigError, "[128, 128]");
 }
+
+// A dense export beside a copy of an FP8 checkpoint's config.json drops its quantization_config
+// (its weights carry no scales); the other keys stay, and a config without one is left as is.
+TEST_CASE("quantization_config is dropped for a dense model, other keys kept", "[hf_fp8]") {
+  TempDir dir;
+  dir.write("f/config.json", R"({"model_type": "qwen3", "quantization_config": {"quant_method": "fp8"}})");
+  drop_hf_quantization_config((dir.path() / "f").string());
+  CHECK_FALSE(read_hf_fp8_config((dir.path() / "f").string()).has_value());
+  CHECK(test::read_file(dir.path() / "f" / "config.json").find("\"model_type\": \"qwen3\"") != std::string::npos);
+  dir.write("g/config.json", R"({"model_type": "qwen3"})");
+  drop_hf_quantization_config((dir.path() / "g").string());
+  CHECK_FALSE(read_hf_fp8_config((dir.path() / "g").string()).has_value());
+}
