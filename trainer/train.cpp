@@ -228,7 +228,7 @@ int run_train(const recipe::LoadedRecipe& loaded) {
     m.insert(batch.metrics.begin(), batch.metrics.end());
     m["memory/rollout_peak_gib"] = peak_memory_gib(device);
     if (batch.samples.empty()) {
-      log::warn(cat("step ", step + 1, ": every group was filtered out (all rewards equal); no update"));
+      log::warn(cat("step ", step + 1, ": every group was filtered out (all scores equal within each group); no update"));
     } else {
       reset_peak_memory(device);
       const auto t_old = std::chrono::steady_clock::now();
