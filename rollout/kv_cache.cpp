@@ -194,9 +194,15 @@ void KvCache::write(int64_t layer, const at::Tensor& slots, const at::Tensor& k,
     v_[l].index_copy_(0, slots, v.to(shape_.dtype));
     return;
   }
-  if (!calibrated_[l]) {  // device-side: scale = headroom * amax / 448 (amax 0 -> a tiny scale, never 0)
-    scales_[layer][0].copy_((k.abs().amax().to(at::kFloat) * (kScaleHeadroom / kE4m3Max)).clamp_min(1e-12));
-    scales_[layer][1].copy_((v.abs().amax().to(at::kFloat) * (kScaleHeadroom / kE4m3Max)).clamp_min(1e-12));
+  if (!calibrated_[l] && k.numel() > 0) {
+    // Device-side: scale = headroom * amax / 448; an all-zero first write gets scale 1, as
+    // quant/'s zero blocks do (a tiny scale would saturate every later value of the rollout).
+    auto scale_of = [](const at::Tensor& x) {
+      const at::Tensor amax = x.abs().amax().to(at::kFloat);
+      return at::where(amax > 0, (amax * (kScaleHeadroom / kE4m3Max)).clamp_min(1e-30), at::ones_like(amax));
+    };
+    scales_[layer][0].copy_(scale_of(k));
+    scales_[layer][1].copy_(scale_of(v));
     calibrated_[l] = true;
   }
   void* const* b = bases(layer);

@@ -1,6 +1,7 @@
 // rollout/kv_cache.h on the CPU: a cache made with a KvDirectory writes its addresses there and
 // uses the directory's FP8 scales, so a second cache (the next rollout's) is found at the same
 // place; writes and gathers are unchanged by it.
+#include <cmath>
 #include <cstdint>
 
 #include "rollout/kv_cache.h"
@@ -44,4 +45,24 @@ TEST_CASE("KV cache directory: each cache's addresses and the shared FP8 scales"
   CHECK(plain.bases(0) == nullptr);
   KvDirectory other(2, at::kCPU);
   CHECK_THROWS(KvCache(shape, 2, &other));  // made for two layers
+}
+
+// A layer whose first write is all zeros gets scale 1 (as quant/'s zero blocks): with a tiny
+// scale every later K/V of the rollout would saturate at 448 times it. An empty first write
+// leaves the layer uncalibrated, for the next write to set.
+TEST_CASE("KV cache: an all-zero or empty first write does not pin a layer's FP8 scale", "[rollout][kv_cache]") {
+  const KvCacheShape shape{2, 2, 16, 4, at::kFloat, at::kCPU, /*fp8=*/true};
+  KvCache c(shape, 4);
+  c.write(0, at::arange(2, at::kLong), at::zeros({2, 2, 16}), at::zeros({2, 2, 16}));
+  CHECK(c.k_scale(0).item<float>() == 1.0f);
+  CHECK(c.v_scale(0).item<float>() == 1.0f);
+  const at::Tensor later = at::full({1, 2, 16}, 100.0f);
+  c.write(0, at::arange(2, 3, at::kLong), later, later);
+  auto [k, v] = c.gather(0, at::arange(2, 3, at::kLong));
+  CHECK(at::allclose(k, later, 0.07, 0));
+  c.write(1, at::empty({0}, at::kLong), at::empty({0, 2, 16}), at::empty({0, 2, 16}));
+  CHECK_FALSE(c.scales_set(1));
+  c.write(1, at::arange(1, at::kLong), later, later);
+  CHECK(c.scales_set(1));
+  CHECK(std::abs(c.k_scale(1).item<float>() - 100.0 * 2.0 / 448.0) < 1e-6);  // headroom 2 over the amax
 }
