@@ -1,8 +1,11 @@
 #include "trainer/rewards.h"
 
 #include <cctype>
+#include <limits>
 #include <memory>
 #include <numeric>
+#include <optional>
+#include <string>
 
 #include "core/hf/regex.h"
 #include "core/util/error.h"
@@ -136,12 +139,44 @@ std::string drop_text_groups(const std::string& s) {
 }
 
 // \frac{a}{b} -> a/b, with parentheses around a part that is not a plain token ("(-3)/4").
+// "(w * den + num)/den" for a mixed number's whole part w and integer fraction num/den (at most
+// 18 digits each, den > 0), or nullopt (not integers, or past int64).
+std::optional<std::string> mixed_number(std::string_view whole, std::string_view num, std::string_view den) {
+  auto integer = [](std::string_view x) -> std::optional<int64_t> {
+    if (x.empty() || x.size() > 18) return std::nullopt;
+    int64_t v = 0;
+    for (char c : x) {
+      if (!is_digit(c)) return std::nullopt;
+      v = v * 10 + (c - '0');
+    }
+    return v;
+  };
+  const auto w = integer(whole), n = integer(num), d = integer(den);
+  if (!w || !n || !d || *d == 0) return std::nullopt;
+  const __int128 total = static_cast<__int128>(*w) * *d + *n;
+  if (total > std::numeric_limits<int64_t>::max()) return std::nullopt;
+  return std::to_string(static_cast<int64_t>(total)) + "/" + std::to_string(*d);
+}
+
 std::string convert_fracs(std::string_view s) {
   std::string out;
   for (size_t i = 0; i < s.size();) {
     size_t e1 = 0, e2 = 0;
     std::optional<std::string_view> a, b;
     if (starts_with_at(s, i, "\\frac") && (a = latex_arg(s, i + 5, e1)) && (b = latex_arg(s, e1, e2))) {
+      // A mixed number, 2\frac{1}{2} = 5/2 (not 21/2): whole-number digits just before, at the
+      // start or after a sign or '(', and integer parts.
+      size_t w = out.size();
+      while (w > 0 && is_digit(out[w - 1])) --w;
+      const bool whole = w < out.size() && (w == 0 || out[w - 1] == '-' || out[w - 1] == '+' || out[w - 1] == '(');
+      if (whole) {
+        if (const auto mixed = mixed_number(std::string_view(out).substr(w), *a, *b)) {
+          out.resize(w);
+          out += *mixed;
+          i = e2;
+          continue;
+        }
+      }
       auto part = [](std::string_view x) {
         std::string c = convert_fracs(x);
         for (char ch : c)

@@ -79,6 +79,10 @@ TEST_CASE("rewards: math_answers_equal: numbers, fractions, LaTeX", "[trainer][r
       {".5", "1/2", true},
       {"$12$", "12", true},
       {"\\$18", "18", true},  // LaTeX's escaped dollar (GSM8K-style answers)
+      {"2\\frac{1}{2}", "2.5", true},  // a mixed number: 2 + 1/2
+      {"2\\frac{1}{2}", "21/2", false},
+      {"-1\\frac{3}{4}", "-7/4", true},
+      {"3\\frac{x}{2}", "3x/2", true},  // not integer parts: a product, as before
       {"\\$1,000.50", "1000.5", true},
       {"\\(12\\)", "12", true},
       {"12.", "12", true},
