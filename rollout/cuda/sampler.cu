@@ -24,6 +24,8 @@
 namespace fp8rl::cuda {
 namespace {
 
+constexpr int kThreads = 256;  // per chunk block (sample_chunks_kernel says why)
+
 // (m, s): running max and sum of exp(x - m). Combines two partial log-sum-exps.
 __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
   if (m2 > m) {
@@ -55,7 +57,6 @@ __device__ __forceinline__ void warp_merge(float& m, float& s, float& key, int64
 
 // The block's (m, s) and race winner, merged across its threads by fixed shuffle trees, written
 // to the scratch arrays at [row * chunks + chunk].
-template <int kBlock>
 __device__ __forceinline__ void write_chunk_partial(const SampleArgs& a, int64_t row, int64_t chunk, float m, float s,
                                                     float key, int64_t idx) {
   warp_merge(m, s, key, idx);
@@ -70,7 +71,7 @@ __device__ __forceinline__ void write_chunk_partial(const SampleArgs& a, int64_t
   }
   __syncthreads();
   if (warp == 0) {
-    constexpr int kWarpCount = kBlock / 32;
+    constexpr int kWarpCount = kThreads / 32;
     m = lane < kWarpCount ? m_s[lane] : -INFINITY;
     s = lane < kWarpCount ? s_s[lane] : 0.0f;
     key = lane < kWarpCount ? key_s[lane] : -INFINITY;
@@ -93,8 +94,6 @@ __device__ __forceinline__ void write_chunk_partial(const SampleArgs& a, int64_t
 // the race on each entry. Chunks start at multiples of the pack, so their loads stay aligned.
 // 256-thread blocks with packs took 241 us at batch 256 (152K vocabulary, H100) where 1024-thread
 // blocks loading one logit per thread took 310.
-constexpr int kThreads = 256;
-
 template <typename T>
 __global__ void __launch_bounds__(kThreads) sample_chunks_kernel(const SampleArgs a, bool aligned) {
   constexpr int kVec = 16 / static_cast<int>(sizeof(T));
@@ -141,7 +140,7 @@ __global__ void __launch_bounds__(kThreads) sample_chunks_kernel(const SampleArg
       }
     }
   }
-  write_chunk_partial<kThreads>(a, row, chunk, m, s, key, idx);
+  write_chunk_partial(a, row, chunk, m, s, key, idx);
 }
 
 // One warp per row: merges the row's chunks (lane c holds chunk c; a fixed shuffle tree, so the
