@@ -6,7 +6,8 @@
 # (the other switches at their defaults), then both side by side per cell (tokens/s off, on, ratio;
 # graph GPU ms/step off -> on: ab-<switch>.md). Reports go to $OUT (else ./gpu-logs).
 #   SWITCHES="FP8RL_PDL FP8RL_FP8_KV_HALF_MMA" PRESET=8b ARGS="--batch 1,64 --gen-len 256" bash scripts/gpu-ab.sh
-# A switch may be a group joined by '+' (FP8RL_PDL+FP8RL_FUSED_KV_STORE): all of them off, then on.
+# A switch may be a group joined by '+' (FP8RL_PDL+FP8RL_FUSED_KV_STORE): all of them off, then on;
+# or NAME=v1,v2,... (FP8RL_WEIGHT_PREFETCH_MB=0,8,16): each value against the first.
 # TESTS: ctest arguments for a test run first (e.g. "-L gpu -R rollout"); empty: none.
 # BUDGET: seconds this call may take (default 570, under the device's 600 s limit): a step that
 #   would not fit is skipped, so the logs of what ran still come back.
@@ -49,8 +50,12 @@ compare() {  # $1 = report with the switch off, $2 = with it on
     }' "$1" "$2"
 }
 for group in ${SWITCHES:-}; do
+  # NAME=v1,v2,...: one variable at several values, each against the first; else 0 then 1.
+  values="0 1"
+  if [[ $group == *=* ]]; then values=${group#*=}; values=${values//,/ }; group=${group%%=*}; fi
   sw=${group//+/_}
-  for v in 0 1; do
+  first=
+  for v in $values; do
     name="ab-$sw-$v"
     settings=()
     for one in ${group//+/ }; do settings+=("$one=$v"); done
@@ -60,10 +65,11 @@ for group in ${SWITCHES:-}; do
       -o "$out/$name.md" >"$out/$name.log" 2>&1
     echo "== $sw=$v: rc $? in $(( $(date +%s) - s )) s"
     grep -E "^\| (bf16|fp8)" "$out/$name.md" 2>/dev/null
+    if [ -z "$first" ]; then first=$v; continue; fi
+    if [ -s "$out/ab-$sw-$first.md" ] && [ -s "$out/$name.md" ]; then
+      echo "== $sw: $first vs $v, same call"
+      compare "$out/ab-$sw-$first.md" "$out/$name.md" | tee "$out/ab-$sw-$first-vs-$v.md"
+    fi
   done
-  if [ -s "$out/ab-$sw-0.md" ] && [ -s "$out/ab-$sw-1.md" ]; then
-    echo "== $sw: off vs on, same call"
-    compare "$out/ab-$sw-0.md" "$out/ab-$sw-1.md" | tee "$out/ab-$sw.md"
-  fi
 done
 echo "done at $(( $(date +%s) - t0 )) s"

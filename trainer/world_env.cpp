@@ -1,30 +1,14 @@
 #include "trainer/world_env.h"
 
-#include <cerrno>
 #include <cstdlib>
 #include <sstream>
 #include <vector>
 
+#include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 
 namespace fp8rl::trainer {
-
-namespace {
-
-// An integer environment variable in [lo, hi]; nullopt when unset.
-std::optional<int> env_int(const char* name, int lo, int hi) {
-  const char* v = std::getenv(name);
-  if (v == nullptr) return std::nullopt;
-  errno = 0;
-  char* end = nullptr;
-  const long x = std::strtol(v, &end, 10);
-  if (*v == '\0' || *end != '\0' || errno != 0 || x < lo || x > hi)
-    throw ConfigError(cat("environment ", name, "='", v, "': expected an integer in [", lo, ", ", hi, "]"));
-  return static_cast<int>(x);
-}
-
-}  // namespace
 
 std::optional<WorldEnv> world_env_from_environment() {
   const std::optional<int> world = env_int("WORLD_SIZE", 1, 1 << 16);

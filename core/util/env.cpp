@@ -1,5 +1,6 @@
 #include "core/util/env.h"
 
+#include <cerrno>
 #include <cstdlib>
 #include <string>
 
@@ -14,6 +15,17 @@ bool env_switch(const char* name, bool default_value) {
   const std::string s(v);
   if (s != "0" && s != "1") throw ConfigError(cat(name, ": expected 0 or 1, got '", s, "'"));
   return s == "1";
+}
+
+std::optional<int> env_int(const char* name, int lo, int hi) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  const long x = std::strtol(v, &end, 10);
+  if (*end != '\0' || errno != 0 || x < lo || x > hi)
+    throw ConfigError(cat("environment ", name, "='", v, "': expected an integer in [", lo, ", ", hi, "]"));
+  return static_cast<int>(x);
 }
 
 bool EnvToggle::get() const {

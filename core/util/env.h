@@ -4,10 +4,15 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 
 namespace fp8rl {
 
 bool env_switch(const char* name, bool default_value);
+
+// An integer in [lo, hi]; nullopt when unset or empty; anything else is a ConfigError naming the
+// variable and the range.
+std::optional<int> env_int(const char* name, int lo, int hi);
 
 // A process-wide env_switch, read on first use, that tests may set (to run both paths in one
 // process). Declare as a function-local or namespace-scope static.
