@@ -4,9 +4,6 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <cstdint>
-
-#include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "quant/fp8_gemm.h"
@@ -109,7 +106,7 @@ void check_fp8_inputs_finite(const std::vector<const Fp8Linear*>& layers) {
 at::Tensor Fp8Linear::project(const at::Tensor& x2d) const {
   // CPU throws naming the layer; CUDA raises the layer's flag (fp8_linear.h says why).
   const Fp8Activation qx = quantize_activation(x2d, act_scaling_, weight_.fmt, act_pow2_, nonfinite_input_flag(),
-                                               x2d.is_cpu() ? "input of " + label() : std::string(), input_prefetch());
+                                               x2d.is_cpu() ? "input of " + label() : std::string());
   return fp8_gemm(qx, weight_, x2d.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat);
 }
 
@@ -130,13 +127,6 @@ at::Tensor Fp8Linear::forward_quantized(const Fp8Activation& qx) const {
   at::Tensor y = fp8_gemm(qx, weight_, at::kBFloat16);  // [M, N]
   if (bias_.defined()) y = y + bias_.to(y.scalar_type());
   return y;
-}
-
-L2Prefetch Fp8Linear::input_prefetch() const {
-  static const int mb = env_int("FP8RL_WEIGHT_PREFETCH_MB", 0, 1024).value_or(0);
-  const at::Tensor& d = weight_.data;
-  if (mb == 0 || !d.defined() || !d.is_cuda() || d.dim() != 2 || !d.is_contiguous()) return {};
-  return l2_prefetch_heads(d.data_ptr(), d.size(0), d.size(1) * d.element_size(), static_cast<int64_t>(mb) << 20);
 }
 
 bool Fp8Linear::takes_fused_input(const at::Tensor& x) const {

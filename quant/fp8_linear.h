@@ -54,11 +54,6 @@ class Fp8Linear {
   at::Tensor forward_quantized(const Fp8Activation& qx) const;
   bool takes_fused_input(const at::Tensor& x) const;
 
-  // The heads of this weight's rows that the kernel making this layer's input asks L2 for before
-  // it waits (quant/l2_prefetch.h): FP8RL_WEIGHT_PREFETCH_MB megabytes (0: none) spread evenly
-  // over the rows, at most whole rows. Empty for CPU weights.
-  L2Prefetch input_prefetch() const;
-
   // Full fine-tuning sync: quantize new values w [N, K] into the existing FP8 and scale storage
   // (same data pointers, so every holder of this weight sees the update), with the weight's own
   // scaling, format and pow2 setting (Fp8Weight::pow2). Through the quantization kernel, with

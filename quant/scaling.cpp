@@ -262,7 +262,7 @@ int* activation_flag(const at::Tensor& nonfinite, at::Device device) {
 #endif
 
 Fp8Activation quantize_activation(const at::Tensor& x_in, ActScaling scaling, Fp8Format fmt, bool pow2,
-                                  const at::Tensor& nonfinite, const std::string& what, const L2Prefetch& prefetch) {
+                                  const at::Tensor& nonfinite, const std::string& what) {
   check_matrix(x_in, "activation");
   if (x_in.device().is_cpu()) {
     require_finite_cpu(x_in, what);
@@ -277,7 +277,7 @@ Fp8Activation quantize_activation(const at::Tensor& x_in, ActScaling scaling, Fp
   Fp8Activation out{at::empty({Mp, Kp}, opts.dtype(fp8_scalar_type(fmt))), {}, M, K, fmt, scaling};
   int* flag = activation_flag(nonfinite, x.device());
   cuda::QuantArgs a{x.data_ptr(), x.scalar_type() == at::kBFloat16, M, K, static_cast<uint8_t*>(out.data.data_ptr()),
-                    Mp, Kp, nullptr, fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag, prefetch};
+                    Mp, Kp, nullptr, fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag};
   auto stream = at::cuda::getCurrentCUDAStream();
   switch (scaling) {
     case ActScaling::tensor: {
@@ -300,7 +300,7 @@ Fp8Activation quantize_activation(const at::Tensor& x_in, ActScaling scaling, Fp
   }
   return out;
 #else
-  (void)nonfinite, (void)prefetch;
+  (void)nonfinite;
   throw RuntimeFailure(cat("quantize_activation: tensor on ", x_in.device(), " but fp8rl was built without CUDA"));
 #endif
 }
@@ -318,15 +318,14 @@ bool fused_input_ok(const at::Tensor& x) {
 
 // The group-scaled activation [Mp, Kp] the fused kernels fill, and their view of it.
 std::pair<Fp8Activation, cuda::GroupQuantOut> group_output(const at::Tensor& like, int64_t M, int64_t K, Fp8Format fmt,
-                                                           bool pow2, const at::Tensor& nonfinite,
-                                                           const L2Prefetch& prefetch) {
+                                                           bool pow2, const at::Tensor& nonfinite) {
   const int64_t Kp = padded_k(K, true), Mp = round_up(M, kGroupRowAlign);
   const auto opts = like.options();
   Fp8Activation out{at::empty({Mp, Kp}, opts.dtype(fp8_scalar_type(fmt))), at::empty({Kp / kFp8Block, Mp}, opts.dtype(at::kFloat)),
                     M, K, fmt, ActScaling::group};
   int* flag = activation_flag(nonfinite, like.device());
   const cuda::GroupQuantOut o{static_cast<uint8_t*>(out.data.data_ptr()), out.scale.data_ptr<float>(), M, Mp, K, Kp,
-                              fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag, prefetch};
+                              fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag};
   return {std::move(out), o};
 }
 
@@ -334,35 +333,33 @@ std::pair<Fp8Activation, cuda::GroupQuantOut> group_output(const at::Tensor& lik
 #endif
 
 std::optional<Fp8Activation> rms_norm_quantize_activation(const at::Tensor& x, const at::Tensor& weight, double eps,
-                                                          Fp8Format fmt, bool pow2, const at::Tensor& nonfinite,
-                                                          const L2Prefetch& prefetch) {
+                                                          Fp8Format fmt, bool pow2, const at::Tensor& nonfinite) {
 #ifdef FP8RL_WITH_CUDA
   // Rows above 1024 elements: where rms_norm's kernel uses a block per row, whose order of
   // additions the fused kernel repeats (core/model/cuda/fused_rows.cuh).
   if (!fused_input_ok(x) || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 || !weight.is_contiguous() ||
       weight.numel() != x.size(1) || weight.device() != x.device() || !aligned16(weight.data_ptr()))
     return std::nullopt;
-  auto [out, o] = group_output(x, x.size(0), x.size(1), fmt, pow2, nonfinite, prefetch);
+  auto [out, o] = group_output(x, x.size(0), x.size(1), fmt, pow2, nonfinite);
   cuda::rms_norm_quantize_groups(x.data_ptr(), x.stride(0), weight.data_ptr(), static_cast<float>(eps), o,
                                  at::cuda::getCurrentCUDAStream());
   return std::move(out);
 #else
-  (void)x, (void)weight, (void)eps, (void)fmt, (void)pow2, (void)nonfinite, (void)prefetch;
+  (void)x, (void)weight, (void)eps, (void)fmt, (void)pow2, (void)nonfinite;
   return std::nullopt;
 #endif
 }
 
 std::optional<Fp8Activation> add_rms_norm_quantize_activation(const at::Tensor& x, const at::Tensor& residual,
                                                               const at::Tensor& weight, double eps, Fp8Format fmt,
-                                                              bool pow2, at::Tensor& sum, const at::Tensor& nonfinite,
-                                                              const L2Prefetch& prefetch) {
+                                                              bool pow2, at::Tensor& sum, const at::Tensor& nonfinite) {
 #ifdef FP8RL_WITH_CUDA
   if (!fused_input_ok(x) || !fused_input_ok(residual) || residual.sizes() != x.sizes() ||
       residual.device() != x.device() || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 ||
       !weight.is_contiguous() || weight.numel() != x.size(1) || weight.device() != x.device() ||
       !aligned16(weight.data_ptr()))
     return std::nullopt;
-  auto [out, o] = group_output(x, x.size(0), x.size(1), fmt, pow2, nonfinite, prefetch);
+  auto [out, o] = group_output(x, x.size(0), x.size(1), fmt, pow2, nonfinite);
   at::Tensor s = at::empty(x.sizes(), x.options());  // [M, K]
   cuda::ResidualAdd add;
   add.residual = residual.data_ptr();
@@ -373,21 +370,21 @@ std::optional<Fp8Activation> add_rms_norm_quantize_activation(const at::Tensor& 
   sum = std::move(s);
   return std::move(out);
 #else
-  (void)x, (void)residual, (void)weight, (void)eps, (void)fmt, (void)pow2, (void)sum, (void)nonfinite, (void)prefetch;
+  (void)x, (void)residual, (void)weight, (void)eps, (void)fmt, (void)pow2, (void)sum, (void)nonfinite;
   return std::nullopt;
 #endif
 }
 
 std::optional<Fp8Activation> silu_mul_quantize_activation(const at::Tensor& gate_up, Fp8Format fmt, bool pow2,
-                                                          const at::Tensor& nonfinite, const L2Prefetch& prefetch) {
+                                                          const at::Tensor& nonfinite) {
 #ifdef FP8RL_WITH_CUDA
   if (!fused_input_ok(gate_up) || gate_up.size(1) % 16 != 0) return std::nullopt;  // halves of 8-element multiples
   const int64_t inter = gate_up.size(1) / 2;
-  auto [out, o] = group_output(gate_up, gate_up.size(0), inter, fmt, pow2, nonfinite, prefetch);
+  auto [out, o] = group_output(gate_up, gate_up.size(0), inter, fmt, pow2, nonfinite);
   cuda::silu_mul_quantize_groups(gate_up.data_ptr(), gate_up.stride(0), o, at::cuda::getCurrentCUDAStream());
   return std::move(out);
 #else
-  (void)gate_up, (void)fmt, (void)pow2, (void)nonfinite, (void)prefetch;
+  (void)gate_up, (void)fmt, (void)pow2, (void)nonfinite;
   return std::nullopt;
 #endif
 }

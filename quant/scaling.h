@@ -32,7 +32,6 @@
 #include <string>
 
 #include "quant/fp8_format.h"
-#include "quant/l2_prefetch.h"
 
 namespace fp8rl::quant {
 
@@ -104,11 +103,9 @@ void throw_if_nonfinite(const at::Tensor& nonfinite, const std::string& what);
 // x: [M, K] float32 or bfloat16. On CPU non-finite input throws RuntimeFailure (`what` names
 // the tensor in the message, e.g. "input of layers.3.mlp.up_proj"); on CUDA, if `nonfinite` is
 // a defined int32 [1] tensor on x's device, the kernel sets it to 1 when it meets NaN/inf (no
-// sync here); otherwise it is not checked. `prefetch`: the consuming projection's weight rows
-// the CUDA group kernel asks L2 for before it waits (quant/l2_prefetch.h); ignored elsewhere.
+// sync here); otherwise it is not checked.
 Fp8Activation quantize_activation(const at::Tensor& x, ActScaling scaling, Fp8Format fmt, bool pow2,
-                                  const at::Tensor& nonfinite = {}, const std::string& what = "activation",
-                                  const L2Prefetch& prefetch = {});
+                                  const at::Tensor& nonfinite = {}, const std::string& what = "activation");
 
 // The op that makes an FP8 projection's input, fused with its 1x128 group quantization: the
 // same bytes and scales as quantize_activation(rms_norm(x, weight, eps), group, fmt, pow2) (resp.
@@ -117,13 +114,11 @@ Fp8Activation quantize_activation(const at::Tensor& x, ActScaling scaling, Fp8Fo
 // runs the two steps: anything but 2-D bfloat16 CUDA tensors with rows of 8-element multiples,
 // 16-byte aligned; for the norm, rows of 1024 elements or fewer (rms_norm's kernel reduces
 // those with one warp, a different order of additions). No autograd: for inference only.
-// `nonfinite` and `prefetch` as for quantize_activation.
+// `nonfinite` as for quantize_activation.
 std::optional<Fp8Activation> rms_norm_quantize_activation(const at::Tensor& x, const at::Tensor& weight, double eps,
-                                                          Fp8Format fmt, bool pow2, const at::Tensor& nonfinite = {},
-                                                          const L2Prefetch& prefetch = {});
+                                                          Fp8Format fmt, bool pow2, const at::Tensor& nonfinite = {});
 std::optional<Fp8Activation> silu_mul_quantize_activation(const at::Tensor& gate_up, Fp8Format fmt, bool pow2,
-                                                          const at::Tensor& nonfinite = {},
-                                                          const L2Prefetch& prefetch = {});
+                                                          const at::Tensor& nonfinite = {});
 // The same for rms_norm(x + residual, weight, eps), with the sum (the residual stream's next
 // value, as ATen's add rounds it) written to `sum` ([M, K] contiguous) by the same kernel: the
 // bytes of quantize_activation(rms_norm(x + residual, ...)). residual as x: 2-D bfloat16, its
@@ -131,8 +126,7 @@ std::optional<Fp8Activation> silu_mul_quantize_activation(const at::Tensor& gate
 std::optional<Fp8Activation> add_rms_norm_quantize_activation(const at::Tensor& x, const at::Tensor& residual,
                                                               const at::Tensor& weight, double eps, Fp8Format fmt,
                                                               bool pow2, at::Tensor& sum,
-                                                              const at::Tensor& nonfinite = {},
-                                                              const L2Prefetch& prefetch = {});
+                                                              const at::Tensor& nonfinite = {});
 
 // The CPU references, whatever the input's device (copies to CPU); the CUDA kernels must
 // match them bit for bit.

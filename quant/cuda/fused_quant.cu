@@ -13,7 +13,6 @@
 
 #include "core/model/cuda/fused_rows.cuh"
 #include "quant/cuda/fp8_round.cuh"
-#include "quant/cuda/l2_prefetch.cuh"
 
 namespace fp8rl::cuda {
 namespace {
@@ -30,8 +29,7 @@ using P = Pack<bf16, kVec>;
 // to a.sum first (each thread then reads back its own elements).
 __global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x, int64_t stride_n, const bf16* weight,
                                                                   float eps, GroupQuantOut o, ResidualAdd a) {
-  prefetch_l2(o.prefetch);  // weights only, before the wait: quant/l2_prefetch.h
-  pdl::begin();  // before any other global memory access: core/util/pdl.cuh
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t m = blockIdx.x;
   const int t = threadIdx.x;
   const bool real = m < o.rows;  // uniform over the block, so row_sum's barrier is safe
@@ -65,8 +63,7 @@ __global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x,
 // Block (c, m): columns [c * kSpan, (c + 1) * kSpan) of padded row m (no reduction along the
 // row, so a row spreads over several blocks: one 12288-wide row is 6 of them at batch 1).
 __global__ void __launch_bounds__(kThreads) silu_mul_quant_kernel(const bf16* gate_up, int64_t stride_n, GroupQuantOut o) {
-  prefetch_l2(o.prefetch);  // weights only, before the wait: quant/l2_prefetch.h
-  pdl::begin();  // before any other global memory access: core/util/pdl.cuh
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t m = blockIdx.y;
   const int64_t d = static_cast<int64_t>(blockIdx.x) * kSpan + static_cast<int64_t>(threadIdx.x) * kVec;
   if (d >= o.cols_padded) return;  // whole warps (cols_padded % 256 == 0)

@@ -11,7 +11,6 @@
 #include "quant/cuda/scaling_kernels.h"
 #include "core/util/pdl.cuh"
 #include "quant/cuda/fp8_round.cuh"
-#include "quant/cuda/l2_prefetch.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
@@ -73,8 +72,7 @@ __global__ void tiles_kernel(QuantArgs a, int64_t tile_rows, int64_t tile_cols) 
 // Half a warp per 1 x 128 group (two groups per warp); lane l of a half owns columns
 // [8l, 8l + 8) of its group: one 16-byte load of bf16 (two of float), one 8-byte store.
 __global__ void groups_kernel(QuantArgs a, int64_t n_groups, bool vec) {
-  prefetch_l2(a.prefetch);  // weights only, before the wait: quant/l2_prefetch.h
-  pdl::begin();  // before any other global memory access: core/util/pdl.cuh
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t groups_per_row = a.cols_padded / 128;
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32, l16 = lane % 16;

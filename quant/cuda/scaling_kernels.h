@@ -6,8 +6,6 @@
 
 #include <cuda_runtime.h>
 
-#include "quant/l2_prefetch.h"
-
 namespace fp8rl::cuda {
 
 struct QuantArgs {
@@ -21,7 +19,6 @@ struct QuantArgs {
   bool e5m2;
   bool pow2;
   int* nonfinite;       // nullable; set to 1 when a NaN/inf input is seen
-  quant::L2Prefetch prefetch{};  // the consumer's weight rows, asked for first (groups only)
 };
 
 // One scale per tile_rows x tile_cols tile of the padded matrix, scale[tile_r * n_tile_cols + tile_c].
@@ -49,7 +46,6 @@ struct GroupQuantOut {
   float fp8_max;
   bool e5m2, pow2;
   int* nonfinite;  // nullable
-  quant::L2Prefetch prefetch{};  // the consuming projection's weight rows, asked for first
 };
 
 // The residual add an RMSNorm may take first (rms_norm_quantize_groups): the row normed is

@@ -163,36 +163,3 @@ TEST_CASE("an FP8 linear's fused-input forwards equal its forward after the unfu
     CHECK(bits_equal(sum, x + r));
   }
 }
-
-// The L2 prefetch of the next projection's weight (quant/l2_prefetch.h) is a hint: with it, each
-// kernel that makes a projection's input writes the same bytes and scales. Heads of part of a
-// row and of whole rows, more rows than the grid has threads (one thread takes several).
-TEST_CASE("quantization kernels asked to prefetch a weight into L2 write the same bytes", "[gpu][quant]") {
-  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  c10::InferenceMode inference;
-  at::manual_seed(6);
-  const at::Tensor weight = at::randint(0, 256, {12304, 4096}, at::TensorOptions(at::kCUDA).dtype(at::kByte));
-  const int64_t K = 4096;
-  const at::Tensor norm = (1 + 0.1 * at::randn({K}, at::kCUDA)).to(at::kBFloat16);
-  for (int64_t budget : {int64_t{2} << 20, int64_t{1} << 30}) {  // one line a row; whole rows
-    const L2Prefetch pf = l2_prefetch_heads(weight.data_ptr(), weight.size(0), weight.size(1), budget);
-    REQUIRE(pf.head_bytes > 0);
-    for (int64_t M : {1, 5, 64}) {
-      INFO("budget=" << budget << " M=" << M);
-      const at::Tensor x = (at::randn({M, K}, at::kCUDA) * 2).to(at::kBFloat16);
-      const at::Tensor r = at::randn({M, K}, at::kCUDA).to(at::kBFloat16);
-      const at::Tensor gate_up = at::randn({M, 2 * K}, at::kCUDA).to(at::kBFloat16);
-      const at::Tensor none;
-      check_same(std::optional<Fp8Activation>(quantize_activation(x, ActScaling::group, Fp8Format::e4m3, false, none, "x", pf)),
-                 quantize_activation(x, ActScaling::group, Fp8Format::e4m3, false));
-      check_same(rms_norm_quantize_activation(x, norm, 1e-6, Fp8Format::e4m3, false, none, pf),
-                 *rms_norm_quantize_activation(x, norm, 1e-6, Fp8Format::e4m3, false));
-      at::Tensor sum, sum_ref;
-      check_same(add_rms_norm_quantize_activation(x, r, norm, 1e-6, Fp8Format::e4m3, false, sum, none, pf),
-                 *add_rms_norm_quantize_activation(x, r, norm, 1e-6, Fp8Format::e4m3, false, sum_ref));
-      CHECK(bits_equal(sum, sum_ref));
-      check_same(silu_mul_quantize_activation(gate_up, Fp8Format::e4m3, false, none, pf),
-                 *silu_mul_quantize_activation(gate_up, Fp8Format::e4m3, false));
-    }
-  }
-}

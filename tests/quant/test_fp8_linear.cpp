@@ -189,25 +189,3 @@ TEST_CASE("a NaN or inf input to an FP8 linear is refused, naming the layer", "[
   CHECK_NOTHROW(check_fp8_inputs_finite({&named, &unnamed, nullptr}));
   CHECK_NOTHROW(named.forward(at::randn({4, 200})));
 }
-
-// How much of each weight row the kernel before a projection asks L2 for (quant/l2_prefetch.h).
-TEST_CASE("L2 prefetch heads spread a budget over the rows in whole lines, at most whole rows", "[quant][fp8_linear]") {
-  static const unsigned char rows[16] = {};
-  const void* base = rows;
-  const L2Prefetch p = l2_prefetch_heads(base, 4096, 4096, int64_t{8} << 20);  // 8 MB over 4096 rows
-  CHECK(p.base == base);
-  CHECK(p.rows == 4096);
-  CHECK(p.row_bytes == 4096);
-  CHECK(p.head_bytes == 2048);
-  CHECK(l2_prefetch_heads(base, 6144, 4096, int64_t{8} << 20).head_bytes == 1280);   // 1365.3 -> 10 lines
-  CHECK(l2_prefetch_heads(base, 100, 512, int64_t{1} << 30).head_bytes == 512);      // whole rows
-  CHECK(l2_prefetch_heads(base, 100, 600, int64_t{1} << 30).head_bytes == 512);      // whole lines of them
-  CHECK(l2_prefetch_heads(base, 100, 100, int64_t{1} << 30).head_bytes == 0);        // rows under a line
-  CHECK(l2_prefetch_heads(base, 4096, 4096, 4096 * 127).head_bytes == 0);            // under a line a row
-  CHECK(l2_prefetch_heads(base, 4096, 4096, 0).head_bytes == 0);                     // off
-  CHECK(l2_prefetch_heads(nullptr, 4096, 4096, int64_t{8} << 20).head_bytes == 0);
-  // A CPU layer has nothing to prefetch.
-  Fp8Linear layer(quantize_weight(at::randn({128, 128}), WeightScaling::block, Fp8Format::e4m3, false), at::Tensor(),
-                  ActScaling::group, false);
-  CHECK(layer.input_prefetch().head_bytes == 0);
-}
