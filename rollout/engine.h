@@ -130,6 +130,7 @@ class Engine {
   // One rollout: every request to completion (or to its error), outputs in request order.
   std::vector<GenerateOutput> generate(const std::vector<GenerateRequest>& requests);
   const EngineStats& last_stats() const { return stats_; }
+  const EngineConfig& config() const { return config_; }
   // Frees the decode graphs kept from earlier rollouts (their memory pool and input buffers);
   // the next rollout captures what it needs again.
   void drop_graphs();

@@ -235,7 +235,7 @@ std::vector<double> RewardCommand::score(const std::vector<RewardInput>& batch) 
     const double left = deadline - now_seconds();
     if (left <= 0)
       fail(cat(name, " did not answer ", n, " samples within ", timeout_seconds_, " s (it answered ", answered,
-               "); it was killed"));
+               "); it was killed (reward.timeout_s sets the limit)"));
     pollfd fds[2] = {{from_child_, POLLIN, 0}, {to_child_, POLLOUT, 0}};
     const nfds_t nfds = written < input.size() ? 2 : 1;
     if (poll(fds, nfds, static_cast<int>(std::ceil(std::min(left, 3600.0) * 1000))) < 0) {

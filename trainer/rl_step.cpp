@@ -57,6 +57,10 @@ rollout::GenerateRequest rollout_request(const Example& e, const StepInputs& in)
   return q;
 }
 
+int64_t kv_cache_tokens(const rollout::Engine& engine) {
+  return engine.last_stats().kv_blocks * engine.config().block_size;
+}
+
 // The engine over the policy in rollout mode (FP8 GEMMs, no autograd).
 std::vector<rollout::GenerateOutput> run_engine(Policy& policy, rollout::Engine& engine,
                                                 const std::vector<rollout::GenerateRequest>& requests) {
@@ -133,8 +137,7 @@ std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, Data
     const int64_t global = mine.begin + static_cast<int64_t>(i);
     const int64_t example = picked[static_cast<size_t>(global)];
     const rollout::RequestOutput& o = outs[i].output;
-    if (o.finish_reason == rollout::FinishReason::kError)
-      throw ConfigError(cat(in.examples[static_cast<size_t>(example)].where, ": the rollout engine refused the prompt: ", o.error));
+    check_engine_output(in.examples[static_cast<size_t>(example)].where, requests[i], o, kv_cache_tokens(engine));
     for (const rollout::SampleOutput& so : o.samples) {
       Sample s;
       s.example = example;
@@ -177,7 +180,7 @@ std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, Data
 
 BatchReward make_batch_reward(const recipe::Recipe& r) {
   if (r.reward.type == "command") {
-    auto cmd = std::make_shared<RewardCommand>(r.reward.command);
+    auto cmd = std::make_shared<RewardCommand>(r.reward.command, r.reward.timeout_s);
     return [cmd](const std::vector<RewardInput>& batch) { return cmd->score(batch); };
   }
   RewardFunction fn = make_reward_function(r.reward, r.data.synthetic_task);
@@ -187,6 +190,18 @@ BatchReward make_batch_reward(const recipe::Recipe& r) {
     for (const RewardInput& in : batch) out.push_back(fn(in));
     return out;
   };
+}
+
+void check_engine_output(const std::string& where, const rollout::GenerateRequest& q, const rollout::RequestOutput& o,
+                         int64_t kv_tokens) {
+  if (o.finish_reason != rollout::FinishReason::kError) return;
+  const int64_t tokens = static_cast<int64_t>(q.prompt.size()) + q.params.max_new_tokens;
+  if (kv_tokens > 0 && tokens > kv_tokens)
+    throw ConfigError(cat(where, ": a sample of this prompt (", q.prompt.size(), " tokens, up to ", q.params.max_new_tokens,
+                          " new) needs a KV cache of ", tokens, " tokens, but the one that fit in GPU memory holds ",
+                          kv_tokens, "; raise rollout.gpu_memory_utilization, or lower data.max_prompt_length or ",
+                          "rollout.max_response_length"));
+  throw ConfigError(cat(where, ": the rollout engine refused the prompt: ", o.error));
 }
 
 rollout::EngineConfig engine_config(const recipe::RolloutConfig& ro, const hf::Tokenizer& tokenizer) {
@@ -309,8 +324,7 @@ Metrics validate(Policy& policy, rollout::Engine& engine, const std::vector<Exam
   for (size_t i = 0; i < outs.size(); ++i) {
     const Example& e = examples[static_cast<size_t>(mine.begin) + i];
     const rollout::RequestOutput& o = outs[i].output;
-    if (o.finish_reason == rollout::FinishReason::kError)
-      throw ConfigError(cat(e.where, ": the rollout engine refused the prompt: ", o.error));
+    check_engine_output(e.where, requests[i], o, kv_cache_tokens(engine));
     samples[i].response.assign(o.samples.at(0).tokens.begin(), o.samples.at(0).tokens.end());
     samples[i].truncated = o.samples.at(0).finish_reason == rollout::FinishReason::kLength;
     inputs.push_back({e.prompt, response_text(samples[i], in), e.answer});

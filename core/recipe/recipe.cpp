@@ -107,6 +107,7 @@ void RewardConfig::visit(FieldVisitor& v) {
   v.field("answer_key", answer_key, "JSONL field with the reference answer");
   v.field("pattern", pattern, "regex/format: PCRE2 (Perl-style) regex the response must match; at most 4096 bytes");
   v.field("command", command, "command: executable reading/writing JSONL on stdin/stdout");
+  v.field("timeout_s", timeout_s, "command: seconds it may take to answer a whole batch before it is killed");
   v.field("overlong_buffer_len", overlong_buffer_len, "DAPO overlong shaping buffer in tokens (0 = off)");
   v.field("overlong_penalty_factor", overlong_penalty_factor, "overlong penalty at max_response_length");
 }

@@ -124,6 +124,7 @@ struct RewardConfig {
   std::string answer_key = "answer";    // JSONL field with the reference answer
   std::string pattern;                  // regex / format: a PCRE2 regex the response must match (core/hf/regex.h)
   std::string command;                  // command: executable speaking JSONL on stdin/stdout
+  double timeout_s = 60;                // command: seconds it may take to answer one batch
   int64_t overlong_buffer_len = 0;      // DAPO overlong shaping: linear penalty over the last N tokens before max_response_length (0 = off)
   double overlong_penalty_factor = 1.0; // penalty at max_response_length
   void visit(FieldVisitor& v);

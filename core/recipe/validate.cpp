@@ -1,6 +1,7 @@
 #include "core/recipe/validate.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -175,6 +176,8 @@ void check_data_and_reward(const Rules& r, const Recipe& rc) {
   if (!d.synthetic_task.empty() && w.type != "synthetic")
     r.fail("reward.type", "data.synthetic_task ({}) is scored by reward.type: synthetic, got {}", d.synthetic_task, w.type);
   if (w.type == "command" && w.command.empty()) r.fail("reward.command", "reward.type: command needs a command to run");
+  r.positive("reward.timeout_s", w.timeout_s);
+  if (!std::isfinite(w.timeout_s)) r.fail("reward.timeout_s", "must be a finite number of seconds, got {}", w.timeout_s);
   if (w.type == "regex" || w.type == "format") {
     if (w.pattern.empty()) r.fail("reward.pattern", "reward.type: {} needs a pattern", w.type);
     try {

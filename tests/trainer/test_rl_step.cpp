@@ -7,10 +7,12 @@
 #include <cmath>
 #include <vector>
 
+#include "core/util/error.h"
 #include "loss/aggregate.h"
 #include "loss/policy_objective.h"
 #include "loss/rollout_correction.h"
 #include "tests/catch.h"
+#include "tests/test_util.h"
 #include "trainer/rl_step.h"
 
 using namespace fp8rl;
@@ -79,4 +81,23 @@ TEST_CASE("RL step: with tis_mode mask the loss divisors count only the tokens t
   // Every token dropped (all weights e^3 > cap): the raw counts, and a zero loss.
   const at::Tensor far = at::full({2, 3}, -3.0f);
   CHECK(minibatch_scale(old, far, 0, 2, c, 16).global_num_tokens == 5);
+}
+
+// A prompt the engine refused: for lack of KV cache memory the error names the settings that make
+// room; for anything else it quotes the engine's reason at the data line.
+TEST_CASE("RL step: a refused prompt is reported as a memory shortage only when it is one", "[trainer]") {
+  rollout::GenerateRequest q;
+  q.prompt.assign(100, 7);
+  q.params.max_new_tokens = 60;
+  rollout::RequestOutput o;
+  o.finish_reason = rollout::FinishReason::kError;
+  o.error = "request 0: one sample needs up to 10 KV blocks of 16 tokens (160 tokens), the pool has only 8";
+  REQUIRE_THROWS_CONTAINING(check_engine_output("train.jsonl:3", q, o, 128), ConfigError,
+                            "train.jsonl:3: a sample of this prompt (100 tokens, up to 60 new) needs a KV cache of 160 "
+                            "tokens, but the one that fit in GPU memory holds 128; raise rollout.gpu_memory_utilization");
+  o.error = "request 0: an empty stop string (it would stop every sample at once)";
+  REQUIRE_THROWS_CONTAINING(check_engine_output("train.jsonl:3", q, o, 4096), ConfigError,
+                            "train.jsonl:3: the rollout engine refused the prompt: request 0: an empty stop string");
+  o.finish_reason = rollout::FinishReason::kStop;
+  check_engine_output("train.jsonl:3", q, o, 128);  // not refused: nothing to say
 }

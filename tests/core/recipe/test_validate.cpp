@@ -132,6 +132,7 @@ TEST_CASE("data and reward rules", "[validate]") {
   with({"reward.type=regex", "reward.pattern=^\\d+$"});
   REQUIRE_THROWS_CONTAINING(check({"reward.overlong_buffer_len=2000", "rollout.max_response_length=1024"}), ConfigError,
                             "smaller than rollout.max_response_length");
+  REQUIRE_THROWS_CONTAINING(check({"reward.timeout_s=0"}), ConfigError, "reward.timeout_s: must be > 0");
 }
 
 TEST_CASE("trainer rules", "[validate]") {
