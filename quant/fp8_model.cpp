@@ -171,6 +171,14 @@ model::LoadOptions fp8_load_options(const PrecisionPlan& plan, const recipe::Qua
   return base;
 }
 
+PrecisionPlan make_model_precision_plan(const std::string& model_dir, const hf::ModelShape& shape,
+                                        const recipe::QuantizationConfig& q, const std::string& dtype) {
+  std::vector<std::string> not_converted;
+  if (q.quant_method == "fp8")  // a pre-quantized checkpoint must be one we can run as stored
+    if (const std::optional<HfFp8Config> c = read_hf_fp8_config(model_dir)) not_converted = c->modules_to_not_convert;
+  return make_precision_plan(shape, q, dtype, not_converted);
+}
+
 model::CausalLM load_causal_lm(const std::string& model_dir, const recipe::QuantizationConfig& q,
                                const model::LoadOptions& base, PrecisionPlan* plan_out) {
   const model::ModelConfig config = model::read_model_config(model_dir);
@@ -179,9 +187,8 @@ model::CausalLM load_causal_lm(const std::string& model_dir, const recipe::Quant
   o.linear = model::dense_linear_factory();
   o.fuse = model::LoadOptions{}.fuse;
   const std::string dtype = base.dtype == at::kFloat ? "float32" : "bfloat16";
-  const PrecisionPlan plan = make_precision_plan(config.shape, q, dtype);
+  const PrecisionPlan plan = make_model_precision_plan(model_dir, config.shape, q, dtype);
   if (q.quant_method == "fp8") {
-    read_hf_fp8_config(model_dir);  // a pre-quantized checkpoint must be one we can run as stored
     o = fp8_load_options(plan, q, o);
   } else {
     check_model_dir(model_dir, q);  // refuses FP8 tensors by name, before any weight is read

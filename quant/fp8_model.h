@@ -64,6 +64,13 @@ model::FusePolicy fp8_fuse_policy(const PrecisionPlan& plan, const recipe::Quant
 // load_causal_lm uses; for callers that load with a plan of their own.
 model::LoadOptions fp8_load_options(const PrecisionPlan& plan, const recipe::QuantizationConfig& q, model::LoadOptions base);
 
+// The precision plan of the model in `model_dir` under the recipe's quantization: the recipe's
+// rules and, for an FP8 checkpoint, its quantization_config.modules_to_not_convert, which stay
+// dense (an export with BF16 first/last layers lists them; loading it under another recipe must
+// not quantize them). Throws ConfigError for an FP8 quantization_config fp8rl cannot run.
+PrecisionPlan make_model_precision_plan(const std::string& model_dir, const hf::ModelShape& shape,
+                                        const recipe::QuantizationConfig& q, const std::string& dtype);
+
 // Loads `model_dir` (BF16 or HF FP8) with the recipe's quantization: the precision plan is made
 // from its config.json; quant_method none loads a dense model (and refuses an FP8 checkpoint by
 // name). `base` gives dtype, device and requires_grad; its linear factory and fuse policy are

@@ -40,7 +40,8 @@ std::string params(int64_t n) {
 
 }  // namespace
 
-PrecisionPlan make_precision_plan(const hf::ModelShape& s, const recipe::QuantizationConfig& q, const std::string& dtype) {
+PrecisionPlan make_precision_plan(const hf::ModelShape& s, const recipe::QuantizationConfig& q, const std::string& dtype,
+                                  const std::vector<std::string>& not_converted) {
   PrecisionPlan plan;
   const int64_t elem = dtype == "float32" ? 4 : 2;
   plan.dense_dtype = dtype == "float32" ? "FP32" : "BF16";
@@ -59,6 +60,9 @@ PrecisionPlan make_precision_plan(const hf::ModelShape& s, const recipe::Quantiz
       ++pattern_hits[i];
       if (m.reason.empty()) m.reason = "modules_in_bf16: " + q.modules_in_bf16[i];
     }
+    for (const std::string& entry : not_converted)
+      if (m.reason.empty() && !entry.empty() && m.name.find(entry) != std::string::npos)
+        m.reason = "the checkpoint's modules_to_not_convert: " + entry;
     if (!m.reason.empty()) m.precision = Precision::bf16;
     if (m.precision == Precision::fp8) {
       plan.fp8_params += m.params();

@@ -40,7 +40,11 @@ struct PrecisionPlan {
 };
 
 // Throws ConfigError when a modules_in_bf16 pattern matches no module (a typo would otherwise
-// silently quantize what the user meant to protect).
-PrecisionPlan make_precision_plan(const hf::ModelShape& shape, const recipe::QuantizationConfig& q, const std::string& dtype);
+// silently quantize what the user meant to protect). `not_converted`: an FP8 checkpoint's
+// quantization_config.modules_to_not_convert, kept dense whatever the recipe says, matched as
+// transformers matches them (a module whose name contains the entry); entries that match no
+// decoder linear (lm_head) are fine, those are dense anyway.
+PrecisionPlan make_precision_plan(const hf::ModelShape& shape, const recipe::QuantizationConfig& q, const std::string& dtype,
+                                  const std::vector<std::string>& not_converted = {});
 
 }  // namespace fp8rl::quant

@@ -57,6 +57,8 @@ RequestId Scheduler::add_request(std::vector<TokenId> prompt, const RequestParam
   const int64_t total = p + params.max_new_tokens;
   const std::string at = "request " + std::to_string(id) + ": ";
   if (prompt.empty()) return fail(id, at + "empty prompt (nothing to condition on)");
+  for (const TokenId t : prompt)
+    if (t < 0) return fail(id, at + "negative token id " + std::to_string(t) + " in the prompt");
   if (params.n < 1) return fail(id, at + "n must be >= 1, got " + std::to_string(params.n));
   if (!params.stop_strings.empty() && !config_.token_bytes)
     return fail(id, at + "stop strings need the tokenizer's token bytes (SchedulerConfig::token_bytes)");
@@ -68,9 +70,10 @@ RequestId Scheduler::add_request(std::vector<TokenId> prompt, const RequestParam
     return fail(id, at + "prompt (" + std::to_string(p) + " tokens) + max_new_tokens (" +
                         std::to_string(params.max_new_tokens) + ") = " + std::to_string(total) +
                         " exceeds max_model_len " + std::to_string(config_.max_model_len));
-  if (blocks_for(total) > config_.num_blocks)
-    return fail(id, at + "one sample needs up to " + std::to_string(blocks_for(total)) + " KV blocks of " +
-                        std::to_string(config_.block_size) + " tokens (" + std::to_string(total) +
+  // A sample's last token is sampled, never computed: its keys and values are total - 1 tokens.
+  if (blocks_for(total - 1) > config_.num_blocks)
+    return fail(id, at + "one sample needs up to " + std::to_string(blocks_for(total - 1)) + " KV blocks of " +
+                        std::to_string(config_.block_size) + " tokens (" + std::to_string(total - 1) +
                         " tokens), the pool has only " + std::to_string(config_.num_blocks));
   // Without chunked prefill a sequence must be computed in one step, and a preempted one
   // recomputes its prompt and all but its last generated token.

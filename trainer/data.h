@@ -45,6 +45,7 @@ class DataOrder {
   std::vector<int64_t> next(int64_t count);
   int64_t epoch() const { return epoch_; }
   int64_t cursor() const { return cursor_; }  // examples of this epoch already drawn
+  int64_t size() const { return size_; }
   void restore(int64_t epoch, int64_t cursor);
 
  private:

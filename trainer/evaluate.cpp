@@ -55,10 +55,14 @@ EvalResult evaluate_checkpoint(const std::string& source, const std::vector<std:
   const fs::path ckpt = export_run(source, model_dir.string());  // verifies it first; a full export in $TMPDIR
 
   // The checkpoint's recipe, the evaluator's defaults, the user's overrides, and what the
-  // evaluator fixes: the exported model, dense load, no adapters, no warm-up.
+  // evaluator fixes: the exported model, dense load, no adapters, no warm-up, and none of the
+  // training-only settings validate_recipe cross-checks against those (the KL loss needs LoRA; a
+  // resume_path run's source checkpoint may be gone).
   std::vector<std::string> o = {"quantization.quant_method=none"};
   o.insert(o.end(), overrides.begin(), overrides.end());
-  for (const char* fixed : {"model.init_preset=", "lora.rank=0", "sft.steps=0"}) o.push_back(fixed);
+  for (const char* fixed : {"model.init_preset=", "lora.rank=0", "sft.steps=0", "algorithm.use_kl_loss=false",
+                            "checkpoint.resume_mode=disable", "checkpoint.resume_from_path="})
+    o.push_back(fixed);
   o.push_back("model.path=" + model_dir.string());  // model.tokenizer_path stays the run's (the export copies the model dir's)
   recipe::LoadedRecipe loaded = recipe::load_recipe((ckpt / "resolved_recipe.yaml").string(), o);
   if (loaded.recipe.data.val_files.empty())

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -15,6 +16,7 @@
 #include "core/util/atomic_file.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "quant/fp8_model.h"
 #include "quant/hf_fp8.h"
 #include "quant/precision_plan.h"
 #include "quant/scaling.h"
@@ -28,12 +30,36 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The directory an export writes, absolute, without a trailing separator ("exported/" as shells
+// complete it would otherwise put the temporary directory inside it).
+fs::path export_target(const std::string& out_dir) {
+  fs::path out = fs::absolute(out_dir).lexically_normal();
+  if (!out.has_filename()) out = out.parent_path();
+  return out;
+}
+
+// An existing directory at the target is replaced only when it holds what an export writes and
+// nothing else: `-o runs` (meaning "under runs/") must not delete every run there.
+void check_replaceable(const fs::path& out) {
+  std::error_code ec;
+  if (!fs::is_directory(out, ec)) return;
+  static const std::set<std::string> ours{"config.json", "generation_config.json", "tokenizer.json",
+                                          "tokenizer_config.json", "model.safetensors", "adapter"};
+  for (const fs::directory_entry& e : fs::directory_iterator(out)) {
+    const std::string name = e.path().filename().string();
+    if (!ours.count(name))
+      throw ConfigError(cat("export: '", out.string(), "' exists and holds '", name,
+                            "', which no export writes; refusing to replace it (name a new or an earlier export's directory)"));
+  }
+}
+
 // config.json + tokenizer files of `source_dir` and `tensors` as model.safetensors, into `out_dir`
 // through a temporary directory and a rename. A `quantization_config` is set in the written
 // config.json.
 void write_hf_dir(const std::map<std::string, at::Tensor>& tensors, const std::string& source_dir,
                   const std::string& out_dir, const std::optional<quant::HfFp8Config>& quantization_config = std::nullopt) {
-  const fs::path out = fs::absolute(out_dir);
+  const fs::path out = export_target(out_dir);
+  check_replaceable(out);
   const fs::path tmp = out.parent_path() / cat(".", out.filename().string(), ".tmp.", ::getpid());
   std::error_code ec;
   fs::remove_all(tmp, ec);
@@ -96,7 +122,9 @@ quant::HfFp8Config quantize_for_hf(std::map<std::string, at::Tensor>& tensors, c
 
 std::string export_run(const std::string& source, const std::string& out_dir, bool fp8) {
   std::error_code ec;
-  fs::path ckpt = fs::path(source).lexically_normal();
+  check_replaceable(export_target(out_dir));  // before minutes of loading and merging
+  // Absolute: the run directory is found two levels up (a relative "step_00000050" has none).
+  fs::path ckpt = fs::absolute(source).lexically_normal();
   if (!ckpt.has_filename()) ckpt = ckpt.parent_path();  // "step_00000050/" as shells complete it
   if (!fs::exists(ckpt / kManifestFile)) {
     if (!fs::is_directory(ckpt / "checkpoints", ec))
@@ -183,7 +211,8 @@ std::string export_run(const std::string& source, const std::string& out_dir, bo
   if (fp8) {  // the run's precision plan (its BF16 layers and modules stay dense), HF's block format
     recipe::QuantizationConfig q = r.quantization;
     q.quant_method = "fp8";
-    const quant::PrecisionPlan plan = quant::make_precision_plan(policy.model().config().shape, q, r.model.dtype);
+    const quant::PrecisionPlan plan =
+        quant::make_model_precision_plan(model_dir, policy.model().config().shape, q, r.model.dtype);
     if (q.weight_scaling != "block" || q.fmt != "e4m3")
       log::info(cat("export: the run used ", q.fmt, " with ", q.weight_scaling, " scales; HF's FP8 format is e4m3 with "
                     "128x128 blocks, so the weights are quantized that way"));

@@ -55,7 +55,8 @@ model::CausalLM load_policy_model(const recipe::Recipe& r, const std::string& mo
   opts.device = device;
   opts.requires_grad = !lora;  // full fine-tuning trains every dense tensor
   if (r.quantization.quant_method == "fp8") {
-    plan = quant::make_precision_plan(model::read_model_config(model_dir).shape, r.quantization, r.model.dtype);
+    plan = quant::make_model_precision_plan(model_dir, model::read_model_config(model_dir).shape, r.quantization,
+                                            r.model.dtype);
     opts = quant::fp8_load_options(plan, r.quantization, opts);
     if (!lora) opts.linear = master_weight_factory(opts.linear, parse_forward_precision(r.trainer.forward_precision), mode);
   }

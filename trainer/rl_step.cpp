@@ -195,7 +195,8 @@ BatchReward make_batch_reward(const recipe::Recipe& r) {
 void check_engine_output(const std::string& where, const rollout::GenerateRequest& q, const rollout::RequestOutput& o,
                          int64_t kv_tokens) {
   if (o.finish_reason != rollout::FinishReason::kError) return;
-  const int64_t tokens = static_cast<int64_t>(q.prompt.size()) + q.params.max_new_tokens;
+  // The last sampled token's keys are never computed (the scheduler's own count).
+  const int64_t tokens = static_cast<int64_t>(q.prompt.size()) + q.params.max_new_tokens - 1;
   if (kv_tokens > 0 && tokens > kv_tokens)
     throw ConfigError(cat(where, ": a sample of this prompt (", q.prompt.size(), " tokens, up to ", q.params.max_new_tokens,
                           " new) needs a KV cache of ", tokens, " tokens, but the one that fit in GPU memory holds ",

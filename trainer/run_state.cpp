@@ -25,6 +25,28 @@ constexpr const char* kTrainable = "trainable.safetensors";
 constexpr const char* kOptimizer = "optimizer.safetensors";
 constexpr const char* kState = "trainer_state.json";
 
+// The data order where the run stopped. The permutation of an epoch depends on the number of
+// examples: with other training files the rest of the epoch would silently repeat some prompts
+// and skip others, so a different count is refused (checkpoints from before the count was saved
+// are taken as they are).
+void restore_data_order(const json& state, const fs::path& file, DataOrder& order) {
+  int64_t epoch = -1, cursor = -1;
+  try {
+    epoch = state.at("data_epoch").get<int64_t>();
+    cursor = state.at("data_cursor").get<int64_t>();
+    if (state.contains("data_examples") && state.at("data_examples").get<int64_t>() != order.size())
+      throw ConfigError(cat(file.string(), ": the run drew from ", state.at("data_examples").get<int64_t>(),
+                            " training prompts, the recipe's data (data.train_files or data.synthetic_num_prompts) now gives ", order.size(),
+                            "; its data order cannot go on where it stopped (restore those files, or start a new run)"));
+  } catch (const json::exception& e) {
+    throw ConfigError(cat(file.string(), ": data_epoch, data_cursor and data_examples must be integers (", e.what(), ")"));
+  }
+  if (epoch < 0 || cursor < 0 || cursor > order.size())
+    throw ConfigError(cat(file.string(), ": data position epoch ", epoch, ", cursor ", cursor, " is out of range for ",
+                          order.size(), " training prompts"));
+  order.restore(epoch, cursor);
+}
+
 }  // namespace
 
 fs::path save_run_checkpoint(const CheckpointStore& store, int64_t step, const Policy& policy, const AdamW& optimizer,
@@ -37,6 +59,7 @@ fs::path save_run_checkpoint(const CheckpointStore& store, int64_t step, const P
   const json state = {{"step", step},
                       {"data_epoch", order.epoch()},
                       {"data_cursor", order.cursor()},
+                      {"data_examples", order.size()},
                       {"lora", policy.lora()},
                       {"optimizer_steps", optimizer.steps()}};
   write_file_atomic(staging / kState, state.dump(2) + "\n");
@@ -77,7 +100,7 @@ int64_t load_run_checkpoint(const fs::path& dir, Policy& policy, AdamW& optimize
   std::map<std::string, at::Tensor> opt = load_tensors((dir / kOptimizer).string());
   for (auto& [k, v] : opt) v = v.to(policy.model().device());
   optimizer.load_state(opt, (dir / kOptimizer).string());
-  order.restore(state.at("data_epoch").get<int64_t>(), state.at("data_cursor").get<int64_t>());
+  restore_data_order(state, dir / kState, order);
   policy.sync_weights();
   return step;
 }

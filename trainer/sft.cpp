@@ -1,9 +1,14 @@
 #include "trainer/sft.h"
 
+#include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
 #include <chrono>
+#include <cmath>
+#include <string>
+#include <vector>
 
+#include "core/model/tensor_visitor.h"
 #include "core/recipe/run_dir.h"
 #include "core/recipe/validate.h"
 #include "core/util/atomic_file.h"
@@ -58,7 +63,7 @@ void supervised_warmup(const recipe::Recipe& recipe, const TaskSetup& task, at::
   log::info(cat("sft: ", task.examples.size(), " examples, ", r.sft.steps, " steps of ", r.sft.batch_size, " at lr ", r.sft.lr));
   const auto t0 = std::chrono::steady_clock::now();
   double loss_sum = 0;
-  int64_t loss_count = 0;
+  int64_t loss_count = 0, skipped = 0;
   for (int64_t step = 0; step < r.sft.steps; ++step) {
     SequenceBatch batch;
     for (const int64_t i : order.next(r.sft.batch_size)) {
@@ -69,13 +74,20 @@ void supervised_warmup(const recipe::Recipe& recipe, const TaskSetup& task, at::
     const ResponseLogprobs lp = policy.response_logprobs(batch, 1.0);
     const at::Tensor loss = -(lp.logp * lp.mask).sum() / lp.mask.sum();
     loss.backward();
-    optimizer.clip_grad_norm(r.trainer.grad_clip);
-    optimizer.step(scheduled_lr(r.sft.lr, step, r.trainer.lr_warmup_steps, r.sft.steps, r.trainer.lr_scheduler));
+    // As the RL update: a non-finite gradient norm skips the step (clipping cannot bound it, and
+    // one NaN step would poison the warm-up model every later start of the run reuses).
+    if (std::isfinite(optimizer.clip_grad_norm(r.trainer.grad_clip))) {
+      optimizer.step(scheduled_lr(r.sft.lr, step, r.trainer.lr_warmup_steps, r.sft.steps, r.trainer.lr_scheduler));
+    } else {
+      optimizer.zero_grad();
+      ++skipped;
+    }
     loss_sum += loss.item<double>();
     ++loss_count;
     if ((step + 1) % 50 == 0 || step + 1 == r.sft.steps) {
       log::info(cat("sft step ", step + 1, "/", r.sft.steps, ": loss ", loss_sum / static_cast<double>(loss_count), " (",
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s)"));
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s)",
+                    skipped > 0 ? cat(", ", skipped, " steps skipped for a non-finite gradient") : std::string()));
       loss_sum = 0;
       loss_count = 0;
     }
@@ -86,6 +98,13 @@ void supervised_warmup(const recipe::Recipe& recipe, const TaskSetup& task, at::
   rollout::Engine engine(policy.model(), engine_config(r.rollout, *task.tokenizer));
   const Metrics vm = validate(policy, engine, head, make_batch_reward(r), StepInputs{r, head, *task.tokenizer, task.stop_ids, 0});
   log::info(cat("sft: greedy accuracy on the first ", head.size(), " prompts: ", vm.at("val/accuracy")));
+  std::vector<std::string> bad;
+  policy.model().visit([&](const model::ModelTensor& t) {
+    if (t.role == model::TensorRole::trainable && !at::isfinite(t.tensor).all().item<bool>()) bad.push_back(t.name);
+  });
+  if (!bad.empty())
+    throw RuntimeFailure(cat("sft: the warm-up model holds NaN or inf (", bad.front(), bad.size() > 1 ? cat(" and ", bad.size() - 1, " more") : std::string(),
+                             "); not saving it: lower sft.lr"));
   save_dense_model(policy.model(), task.model_dir, out.string());
   log::info("sft: wrote " + out.string());
 }

@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
+#include <string>
 #include <tuple>
 #include <sstream>
 #include <utility>
@@ -104,8 +106,12 @@ ModelShape parse_hf_config(const std::string& json_text, const std::string& file
   if (s.moe_intermediate_size < 0 || s.moe_intermediate_size > kMaxHiddenSize)
     throw ConfigError(fmt::format("{}: moe_intermediate_size must be in [0, {}], got {}", file, kMaxHiddenSize,
                                   s.moe_intermediate_size));
-  // HF's PretrainedConfig defaults tie_word_embeddings to true; released Qwen/Llama configs set it.
-  s.tie_word_embeddings = true;
+  // Where config.json leaves it out, transformers' default for the model type: Qwen2Config,
+  // Qwen3Config, Qwen3MoeConfig, LlamaConfig and MixtralConfig pass False (a tied default would drop
+  // such a checkpoint's lm_head.weight and compute logits from the embeddings); PretrainedConfig's
+  // True for the rest.
+  static const std::set<std::string> untied_by_default{"qwen2", "qwen3", "qwen3_moe", "llama", "mixtral"};
+  s.tie_word_embeddings = !untied_by_default.count(s.model_type);
   if (auto it = j.find("tie_word_embeddings"); it != j.end() && !it->is_null()) {
     if (!it->is_boolean())
       throw ConfigError(fmt::format("{}: key 'tie_word_embeddings' must be true or false, got {}", file, clip(it->dump())));

@@ -67,8 +67,6 @@ void write_random_checkpoint(const std::string& out_dir, const std::string& arch
     }
     store(spec, t, tensors, storage);
   }
-  safetensors::write_file(out_dir + "/model.safetensors", tensors, {{"format", "pt"}});
-
   const std::string config_path = out_dir + "/config.json";
   std::ofstream out(config_path, std::ios::trunc);
   out << config_json;
@@ -81,6 +79,9 @@ void write_random_checkpoint(const std::string& out_dir, const std::string& arch
   else
     log::warn(cat("vocab_size ", shape.vocab_size, " < ", byte_tokenizer_size(config.family),
                   ": writing no tokenizer files to ", out_dir));
+  // The weights last (safetensors::write_file renames them into place): their file stands for a
+  // whole checkpoint, so a run killed while this wrote makes its init_model again at the next start.
+  safetensors::write_file(out_dir + "/model.safetensors", tensors, {{"format", "pt"}});
   log::debug(cat("wrote random ", arch, " checkpoint (", shape.num_hidden_layers, " layers, hidden ",
                 shape.hidden_size, ", seed ", seed, ") to ", out_dir));
 }

@@ -64,3 +64,21 @@ TEST_CASE("FP8 halves the bytes of the quantized linears", "[precision_plan]") {
   CHECK(a.fp8_bytes > linear_bf16_bytes / 2);
   CHECK(a.fp8_bytes < linear_bf16_bytes / 2 * 1.001);  // block scales add < 0.1 %
 }
+
+// An FP8 checkpoint's quantization_config.modules_to_not_convert stays dense whatever the recipe
+// says, matched as transformers matches it (the module name contains the entry); an entry that
+// names no decoder linear (lm_head) is no error.
+TEST_CASE("a checkpoint's modules_to_not_convert stay BF16", "[precision_plan]") {
+  ModelShape s = *qwen3_preset("tiny");  // 4 layers
+  QuantizationConfig q;
+  const PrecisionPlan p = make_precision_plan(s, q, "bfloat16", {"model.layers.3.", "lm_head", "model.layers.1.mlp.down_proj"});
+  CHECK(p.find("model.layers.3.self_attn.q_proj")->precision == Precision::bf16);
+  CHECK(p.find("model.layers.3.self_attn.q_proj")->reason == "the checkpoint's modules_to_not_convert: model.layers.3.");
+  CHECK(p.find("model.layers.3.mlp.gate_proj")->precision == Precision::bf16);
+  CHECK(p.find("model.layers.1.mlp.down_proj")->precision == Precision::bf16);
+  CHECK(p.find("model.layers.1.mlp.up_proj")->precision == Precision::fp8);
+  CHECK(p.find("model.layers.2.self_attn.o_proj")->precision == Precision::fp8);
+  int fp8 = 0;
+  for (const auto& m : p.linears) fp8 += m.precision == Precision::fp8;
+  CHECK(fp8 == 3 * 7 - 1);  // layers 0-2, but for layers.1's down_proj
+}

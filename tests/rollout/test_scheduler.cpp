@@ -411,6 +411,28 @@ TEST_CASE("scheduler: stop and length finish reasons, sequences leave mid-batch"
   REQUIRE(std::string(to_string(FinishReason::kLength)) == "length");
 }
 
+// A sample's last token is sampled, never computed, so it never takes a KV slot: a request whose
+// prompt + max_new_tokens - 1 tokens fill the pool exactly runs (it was refused, one block short).
+TEST_CASE("scheduler: a request whose cached tokens fill the pool exactly runs to its length", "[rollout][scheduler]") {
+  SchedulerConfig c;
+  c.num_blocks = 1;
+  c.block_size = 16;
+  c.max_num_seqs = 1;
+  c.max_num_batched_tokens = 64;
+  c.max_model_len = 64;
+  std::mt19937 rng(9);
+  const std::vector<Job> jobs{Job{random_prompt(rng, 10), RequestParams{1, 7, {}}}};  // 16 cached tokens
+  const RunResult r = drive(c, jobs);
+  require_matches_reference(jobs, r);
+  REQUIRE(r.outputs.at(0).samples.at(0).tokens.size() == 7);
+  // One more token is one more block than the pool has.
+  Scheduler sched(c);
+  sched.add_request(random_prompt(rng, 10), RequestParams{1, 8, {}});
+  const std::vector<RequestOutput> failed = sched.take_finished();
+  REQUIRE(failed.size() == 1);
+  CHECK(failed[0].error.find("needs up to 2 KV blocks of 16 tokens (17 tokens), the pool has only 1") != std::string::npos);
+}
+
 TEST_CASE("scheduler: requests that can never run fail alone with a reason, the others complete",
           "[rollout][scheduler]") {
   SchedulerConfig c = small_config();  // 37 blocks of 7 = 259 tokens, max_model_len 200
@@ -421,7 +443,7 @@ TEST_CASE("scheduler: requests that can never run fail alone with a reason, the 
   std::map<size_t, std::string> bad;
   jobs.insert(jobs.begin() + 3, Job{random_prompt(rng, 250), RequestParams{1, 51, {}}});  // 301 > max_model_len
   bad[3] = "exceeds max_model_len 300";
-  jobs.insert(jobs.begin() + 10, Job{random_prompt(rng, 255), RequestParams{2, 5, {}}});  // 260 tokens: 38 blocks > 37
+  jobs.insert(jobs.begin() + 10, Job{random_prompt(rng, 255), RequestParams{2, 6, {}}});  // 260 cached tokens: 38 blocks > 37
   bad[10] = "the pool has only 37";
   jobs.insert(jobs.begin() + 17, Job{{}, RequestParams{}});
   bad[17] = "empty prompt";
@@ -429,6 +451,8 @@ TEST_CASE("scheduler: requests that can never run fail alone with a reason, the 
   bad[20] = "n must be >= 1";
   jobs.insert(jobs.begin() + 21, Job{random_prompt(rng, 5), RequestParams{1, 0, {}}});
   bad[21] = "max_new_tokens must be >= 1";
+  jobs.insert(jobs.begin() + 22, Job{{5, -1, 7}, RequestParams{1, 5, {}}});
+  bad[22] = "negative token id -1 in the prompt";
 
   Scheduler sched(c);
   FakeModel model(c);
@@ -456,7 +480,7 @@ TEST_CASE("scheduler: requests that can never run fail alone with a reason, the 
         REQUIRE(o.samples[size_t(s)].tokens == reference(jobs[i].prompt, jobs[i].params, s));
     }
   }
-  REQUIRE(sched.stats().failed_requests == 5);
+  REQUIRE(sched.stats().failed_requests == 6);
   REQUIRE(sched.block_pool().num_free_blocks() == c.num_blocks);
 
   // Chunked prefill off: a request that might have to recompute more than one step's budget fails.

@@ -88,12 +88,12 @@ TEST_CASE("RL step: with tis_mode mask the loss divisors count only the tokens t
 TEST_CASE("RL step: a refused prompt is reported as a memory shortage only when it is one", "[trainer]") {
   rollout::GenerateRequest q;
   q.prompt.assign(100, 7);
-  q.params.max_new_tokens = 60;
+  q.params.max_new_tokens = 61;
   rollout::RequestOutput o;
   o.finish_reason = rollout::FinishReason::kError;
   o.error = "request 0: one sample needs up to 10 KV blocks of 16 tokens (160 tokens), the pool has only 8";
   REQUIRE_THROWS_CONTAINING(check_engine_output("train.jsonl:3", q, o, 128), ConfigError,
-                            "train.jsonl:3: a sample of this prompt (100 tokens, up to 60 new) needs a KV cache of 160 "
+                            "train.jsonl:3: a sample of this prompt (100 tokens, up to 61 new) needs a KV cache of 160 "
                             "tokens, but the one that fit in GPU memory holds 128; raise rollout.gpu_memory_utilization");
   o.error = "request 0: an empty stop string (it would stop every sample at once)";
   REQUIRE_THROWS_CONTAINING(check_engine_output("train.jsonl:3", q, o, 4096), ConfigError,

@@ -87,6 +87,21 @@ TEST_CASE("N steps equal N/2 steps, resume, N/2 steps (across an epoch boundary)
   for (const auto& [name, t] : wa) CHECK(at::allclose(t, wb.at(name), 0, 1e-6));
 }
 
+// The epoch's permutation depends on the number of prompts: with other data the rest of the epoch
+// would repeat some and skip others, so resuming onto a different count is refused by name.
+TEST_CASE("resume with a different number of training prompts is refused", "[trainer][train][resume]") {
+  test::TempDir dir;
+  std::vector<std::string> o = short_run(2);
+  o.push_back("trainer.experiment_name=run");
+  REQUIRE(trainer::run_train(test::quickstart(dir, o)) == 0);
+  std::vector<std::string> more = short_run(4);
+  more.push_back("trainer.experiment_name=run");
+  more.push_back("checkpoint.resume_mode=auto");
+  more.push_back("data.synthetic_num_prompts=8");
+  REQUIRE_THROWS_CONTAINING(trainer::run_train(test::quickstart(dir, more)), ConfigError,
+                            "trainer_state.json: the run drew from 6 training prompts, the recipe's data");
+}
+
 TEST_CASE("a damaged checkpoint is refused by name and resume auto falls back to the previous one", "[trainer][train][resume]") {
   test::TempDir dir;
   std::vector<std::string> o = short_run(4);
@@ -229,6 +244,42 @@ TEST_CASE("eval: a dense run's final checkpoint scores what the run's own last v
   CHECK(trainer::evaluate_checkpoint(run.string(), {"trainer.device=cpu", "quantization.quant_method=fp8"}).quant_method == "fp8");
   REQUIRE_THROWS_CONTAINING(trainer::evaluate_checkpoint(run.string(), {"trainer.device=cpu", "data.val_files=[]", "trainer.test_freq=0"}),
                             ConfigError, "no data.val_files");
+}
+
+// `-o runs` (meaning "under runs/") once renamed the directory away and deleted it, runs and all.
+TEST_CASE("export: an existing directory holding more than an export is refused, not replaced", "[trainer][export]") {
+  test::TempDir dir;
+  const fs::path runs = dir.path() / "runs";
+  fs::create_directories(runs / "some-run" / "checkpoints");
+  std::ofstream(runs / "some-run" / "metrics.jsonl") << "{}\n";
+  for (const std::string& target : {runs.string(), runs.string() + "/"})
+    REQUIRE_THROWS_CONTAINING(trainer::export_run((dir.path() / "no-such-run").string(), target), ConfigError,
+                              "holds 'some-run', which no export writes; refusing to replace it");
+  CHECK(fs::exists(runs / "some-run" / "metrics.jsonl"));
+}
+
+// eval fixes lora.rank=0 and resume_mode=disable: a LoRA run with the KL loss, resumed from a
+// checkpoint path, still evaluates (validate_recipe refuses the KL loss without LoRA).
+TEST_CASE("eval: a LoRA run with the KL loss and a resume path evaluates", "[trainer][eval]") {
+  test::TempDir dir;
+  const std::string val = (dir.path() / "val.jsonl").string();
+  trainer::write_task_jsonl("addition", 2, 1, val);
+  std::vector<std::string> o = short_run(2);
+  for (const char* s : {"trainer.experiment_name=first", "quantization.quant_method=none", "algorithm.use_kl_loss=true"})
+    o.push_back(s);
+  o.push_back("data.val_files=[" + val + "]");
+  REQUIRE(trainer::run_train(test::quickstart(dir, o)) == 0);
+  const fs::path first_ckpt = dir.path() / "runs" / "first" / "checkpoints" / trainer::checkpoint_dir_name(2);
+  std::vector<std::string> again = o;
+  again.push_back("trainer.experiment_name=second");
+  again.push_back("trainer.total_training_steps=3");
+  again.push_back("checkpoint.resume_mode=resume_path");
+  again.push_back("checkpoint.resume_from_path=" + first_ckpt.string());
+  REQUIRE(trainer::run_train(test::quickstart(dir, again)) == 0);
+  fs::remove_all(dir.path() / "runs" / "first");  // the resume path is gone
+  const trainer::EvalResult r = trainer::evaluate_checkpoint((dir.path() / "runs" / "second").string(), {"trainer.device=cpu"});
+  CHECK(r.step == 3);
+  CHECK(r.prompts == 2);
 }
 
 TEST_CASE("export --fp8: HF's FP8 layout, loaded as stored, computes what the dense export quantized at load computes", "[trainer][export]") {

@@ -90,3 +90,19 @@ TEST_CASE("tokenizer.json token ids are range-checked before they size anything"
     REQUIRE_THROWS_CONTAINING(Tokenizer::from_file(dir.write("tokenizer.json", text)), ConfigError, "is not an integer in [0, 16777216)");
   }
 }
+
+// Without the key, transformers' default for the model type: the families fp8rl runs untie
+// (Qwen2/Qwen3/Llama configs pass tie_word_embeddings=False), PretrainedConfig ties the rest.
+TEST_CASE("config.json without tie_word_embeddings takes the model type's transformers default", "[config]") {
+  CHECK_FALSE(parse_hf_config(config("2"), "c.json").tie_word_embeddings);
+  CHECK(parse_hf_config(config("2", R"(, "tie_word_embeddings": true)"), "c.json").tie_word_embeddings);
+  for (const char* type : {"qwen2", "llama", "qwen3_moe", "mixtral"}) {
+    const std::string text = R"({"model_type": ")" + std::string(type) +
+                             R"(", "vocab_size": 512, "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2})";
+    CHECK_FALSE(parse_hf_config(text, "c.json").tie_word_embeddings);
+  }
+  CHECK(parse_hf_config(R"({"model_type": "gpt2", "vocab_size": 512, "hidden_size": 64, "num_attention_heads": 4, )"
+                        R"("num_hidden_layers": 2})",
+                        "c.json")
+            .tie_word_embeddings);
+}
