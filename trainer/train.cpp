@@ -202,6 +202,14 @@ int run_train(const recipe::LoadedRecipe& loaded) {
                   order.cursor(), ")"));
   }
   std::optional<MetricsLog> metrics_log;  // rank 0 writes the run's files
+  if (main_rank && resume_from) {
+    // Resumed from another run's checkpoint (resume_path into a new run directory): its steps so
+    // far come from the checkpoint's copy of metrics.jsonl, so this run's curves start at step 1.
+    const fs::path mine = dir / recipe::kMetricsFile, theirs = *resume_from / recipe::kMetricsFile;
+    std::error_code ec;
+    if ((!fs::exists(mine) || fs::file_size(mine, ec) == 0) && fs::exists(theirs))
+      fs::copy_file(theirs, mine, fs::copy_options::overwrite_existing);
+  }
   if (main_rank) metrics_log.emplace(dir, r.logging.logger, resume_from ? start : -1);
   const BatchReward reward = make_batch_reward(r);
   rollout::Engine engine(policy.model(), engine_config(r.rollout, *task.tokenizer));

@@ -259,7 +259,8 @@ TEST_CASE("export: an existing directory holding more than an export is refused,
 }
 
 // eval fixes lora.rank=0 and resume_mode=disable: a LoRA run with the KL loss, resumed from a
-// checkpoint path, still evaluates (validate_recipe refuses the KL loss without LoRA).
+// checkpoint path, still evaluates (validate_recipe refuses the KL loss without LoRA). The new
+// run's metrics.jsonl starts with the steps its checkpoint had.
 TEST_CASE("eval: a LoRA run with the KL loss and a resume path evaluates", "[trainer][eval]") {
   test::TempDir dir;
   const std::string val = (dir.path() / "val.jsonl").string();
@@ -276,6 +277,11 @@ TEST_CASE("eval: a LoRA run with the KL loss and a resume path evaluates", "[tra
   again.push_back("checkpoint.resume_mode=resume_path");
   again.push_back("checkpoint.resume_from_path=" + first_ckpt.string());
   REQUIRE(trainer::run_train(test::quickstart(dir, again)) == 0);
+  // The new run's metrics start at step 1: steps 1-2 from the checkpoint's copy, then its own.
+  const std::vector<json> m = metrics(dir.path() / "runs" / "second");
+  REQUIRE(m.size() == 3);
+  CHECK(m[0]["step"] == 1);
+  CHECK(m[2]["step"] == 3);
   fs::remove_all(dir.path() / "runs" / "first");  // the resume path is gone
   const trainer::EvalResult r = trainer::evaluate_checkpoint((dir.path() / "runs" / "second").string(), {"trainer.device=cpu"});
   CHECK(r.step == 3);
