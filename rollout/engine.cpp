@@ -184,6 +184,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   sc.max_model_len = config_.max_model_len;
   sc.enable_chunked_prefill = config_.enable_chunked_prefill;
   sc.enable_prefix_caching = config_.enable_prefix_caching;
+  sc.vocab_size = shape.vocab_size;  // an id past it would fail the whole rollout in the embedding
   sc.token_bytes = config_.token_bytes;
   Scheduler sched(sc);
   std::unordered_map<RequestId, size_t> index_of;  // request id -> position in `requests`

@@ -57,8 +57,12 @@ RequestId Scheduler::add_request(std::vector<TokenId> prompt, const RequestParam
   const int64_t total = p + params.max_new_tokens;
   const std::string at = "request " + std::to_string(id) + ": ";
   if (prompt.empty()) return fail(id, at + "empty prompt (nothing to condition on)");
-  for (const TokenId t : prompt)
+  for (const TokenId t : prompt) {
     if (t < 0) return fail(id, at + "negative token id " + std::to_string(t) + " in the prompt");
+    if (config_.vocab_size > 0 && t >= config_.vocab_size)
+      return fail(id, at + "token id " + std::to_string(t) + " in the prompt is past the model's vocabulary of " +
+                          std::to_string(config_.vocab_size));
+  }
   if (params.n < 1) return fail(id, at + "n must be >= 1, got " + std::to_string(params.n));
   if (!params.stop_strings.empty() && !config_.token_bytes)
     return fail(id, at + "stop strings need the tokenizer's token bytes (SchedulerConfig::token_bytes)");

@@ -111,6 +111,7 @@ struct SchedulerConfig {
   int32_t max_model_len = 4096;            // prompt + generated tokens at most
   bool enable_chunked_prefill = true;
   bool enable_prefix_caching = true;       // rollout.enable_prefix_caching
+  int64_t vocab_size = 0;                  // > 0: prompt ids must be below it (else unchecked)
   // Each token id's bytes (hf::Tokenizer::id_to_bytes), for stop strings; null: requests with
   // stop strings fail.
   std::shared_ptr<const std::vector<std::string>> token_bytes;

@@ -453,6 +453,9 @@ TEST_CASE("scheduler: requests that can never run fail alone with a reason, the 
   bad[21] = "max_new_tokens must be >= 1";
   jobs.insert(jobs.begin() + 22, Job{{5, -1, 7}, RequestParams{1, 5, {}}});
   bad[22] = "negative token id -1 in the prompt";
+  c.vocab_size = kVocab;
+  jobs.insert(jobs.begin() + 23, Job{{5, kVocab, 7}, RequestParams{1, 5, {}}});
+  bad[23] = "token id 61 in the prompt is past the model's vocabulary of 61";
 
   Scheduler sched(c);
   FakeModel model(c);
@@ -480,7 +483,7 @@ TEST_CASE("scheduler: requests that can never run fail alone with a reason, the 
         REQUIRE(o.samples[size_t(s)].tokens == reference(jobs[i].prompt, jobs[i].params, s));
     }
   }
-  REQUIRE(sched.stats().failed_requests == 6);
+  REQUIRE(sched.stats().failed_requests == 7);
   REQUIRE(sched.block_pool().num_free_blocks() == c.num_blocks);
 
   // Chunked prefill off: a request that might have to recompute more than one step's budget fails.
