@@ -264,17 +264,15 @@ at::Tensor gemm_sm90(const Fp8Activation& x, const Fp8Weight& w) {
 // fp8_gemm runs M = 9-64 (padded rows) on CUTLASS instead of cuBLASLt: 1.03-1.5x the GEMMs and
 // 1.03-1.09x FP8 decode at batch 16-64 on an H200 (docs/BENCHMARKS.md); FP8RL_CUTLASS_SMALL_M=0
 // turns it off. M > 64 only with FP8RL_CUTLASS_LARGE_M=1: there the harness measured it 0.95-1.18x
-// cuBLASLt, and FP8 + FP8 KV decode at batch 128-256 ran 0.96x as fast with it (H100).
-// FP8RL_CUTLASS_MID_M=1: M = 65-128 with N <= 8192 and K <= 4096 (Qwen3-8B's q/k/v and o) on
-// CUTLASS, where the harness had cuBLASLt's heuristic choose badly (q/k/v at M = 128: 21.1 us,
-// against 15.8 us at M = 256 and 16.6 us for CUTLASS; H100). The switch that decides for
-// `padded_rows` x Np x Kp, or null when it is off.
-const char* sm90_switch_on(int64_t padded_rows, int64_t Np, int64_t Kp) {
+// cuBLASLt, and FP8 + FP8 KV decode at batch 128-256 ran 0.96x as fast with it (H100). Taking
+// CUTLASS only for M = 65-128 at N <= 8192, K <= 4096 (the harness had cuBLASLt's q/k/v at M = 128
+// 1.27x slower there) was measured too: 0.996x at batch 128 in the engine (H100, eleventh
+// session), so cuBLASLt keeps those. The switch that decides for `padded_rows`, or null when it
+// is off.
+const char* sm90_switch_on(int64_t padded_rows) {
   static const bool small = env_switch("FP8RL_CUTLASS_SMALL_M", true);
-  static const bool mid = env_switch("FP8RL_CUTLASS_MID_M", false);
   static const bool large = env_switch("FP8RL_CUTLASS_LARGE_M", false);
   if (padded_rows <= cuda::kFp8GemmSm90MaxRows) return small ? "FP8RL_CUTLASS_SMALL_M" : nullptr;
-  if (mid && padded_rows <= 128 && Np <= 8192 && Kp <= 4096) return "FP8RL_CUTLASS_MID_M";
   return large ? "FP8RL_CUTLASS_LARGE_M" : nullptr;
 }
 #endif
@@ -282,7 +280,7 @@ const char* sm90_switch_on(int64_t padded_rows, int64_t Np, int64_t Kp) {
 at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, bool small_m = true) {
   if (small_m && gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows)) return gemv_cuda(x, w, out_dtype, /*tensor_cores=*/true);
 #ifdef FP8RL_WITH_FP8_GEMM_SM90
-  const char* sm90_switch = small_m ? sm90_switch_on(x.data.size(0), w.data.size(0), w.data.size(1)) : nullptr;
+  const char* sm90_switch = small_m ? sm90_switch_on(x.data.size(0)) : nullptr;
   if (sm90_switch != nullptr && sm90_applies(x, w, out_dtype)) {
     at::Tensor y = gemm_sm90(x, w);
     if (y.defined()) return y;

@@ -4,7 +4,6 @@
 // read back by quantize_groups_1x128 and written again in FP8: three of a layer's kernels exist
 // only for that round trip. References: the unfused pair (tests/quant/gpu_test_fused_quant.cpp).
 #include "quant/cuda/scaling_kernels.h"
-#include "core/util/env.h"
 #include "core/util/pdl.cuh"
 
 #include <cuda_bf16.h>
@@ -29,10 +28,8 @@ using P = Pack<bf16, kVec>;
 // shuffles require. With a residual (a.residual set) the row normed is s = x + residual, stored
 // to a.sum first (each thread then reads back its own elements).
 __global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x, int64_t stride_n, const bf16* weight,
-                                                                  float eps, GroupQuantOut o, ResidualAdd a, bool late) {
-  // before any global memory access: core/util/pdl.cuh; `late` (late_trigger()) lets the next
-  // grid launch only once this block's row has been read and reduced
-  late ? pdl::wait() : pdl::begin();
+                                                                  float eps, GroupQuantOut o, ResidualAdd a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t m = blockIdx.x;
   const int t = threadIdx.x;
   const bool real = m < o.rows;  // uniform over the block, so row_sum's barrier is safe
@@ -51,7 +48,6 @@ __global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x,
     }
     r = rsqrtf(row_sum<kThreads>(ss) / static_cast<float>(o.cols) + eps);
   }
-  if (late) pdl::launch_dependents();
   for (int64_t d = static_cast<int64_t>(t) * kVec; d < o.cols_padded; d += kSpan) {
     float v[kVec] = {};
     if (real && d < o.cols) {
@@ -66,9 +62,8 @@ __global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x,
 
 // Block (c, m): columns [c * kSpan, (c + 1) * kSpan) of padded row m (no reduction along the
 // row, so a row spreads over several blocks: one 12288-wide row is 6 of them at batch 1).
-__global__ void __launch_bounds__(kThreads) silu_mul_quant_kernel(const bf16* gate_up, int64_t stride_n, GroupQuantOut o,
-                                                                  bool late) {
-  late ? pdl::wait() : pdl::begin();  // as rms_norm_quant_kernel
+__global__ void __launch_bounds__(kThreads) silu_mul_quant_kernel(const bf16* gate_up, int64_t stride_n, GroupQuantOut o) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   const int64_t m = blockIdx.y;
   const int64_t d = static_cast<int64_t>(blockIdx.x) * kSpan + static_cast<int64_t>(threadIdx.x) * kVec;
   if (d >= o.cols_padded) return;  // whole warps (cols_padded % 256 == 0)
@@ -79,19 +74,9 @@ __global__ void __launch_bounds__(kThreads) silu_mul_quant_kernel(const bf16* ga
 #pragma unroll
     for (int i = 0; i < kVec; ++i) v[i] = to_float(silu_mul_element(g.v[i], u.v[i]));
   }
-  if (late) pdl::launch_dependents();
   quantize_group_half_warp(v, true, o.fp8_max, o.e5m2, o.pow2, o.scale + (d / 128) * o.rows_padded + m,
                            o.out + m * o.cols_padded + d, o.nonfinite);
 }
-
-}  // namespace
-
-bool late_trigger() {
-  static const bool on = env_switch("FP8RL_LATE_TRIGGER", false);
-  return on;
-}
-
-namespace {
 
 void check_launch(const char* what) {
   const cudaError_t e = cudaGetLastError();
@@ -104,15 +89,14 @@ void rms_norm_quantize_groups(const void* x, int64_t stride_n, const void* weigh
                               cudaStream_t stream, const ResidualAdd& add) {
   if (o.rows_padded == 0) return;
   pdl::launch(rms_norm_quant_kernel, static_cast<unsigned>(o.rows_padded), kThreads, 0, stream,
-      static_cast<const bf16*>(x), stride_n, static_cast<const bf16*>(weight), eps, o, add, late_trigger());
+      static_cast<const bf16*>(x), stride_n, static_cast<const bf16*>(weight), eps, o, add);
   check_launch("rms_norm_quant_kernel");
 }
 
 void silu_mul_quantize_groups(const void* gate_up, int64_t stride_n, const GroupQuantOut& o, cudaStream_t stream) {
   if (o.rows_padded == 0) return;
   const dim3 grid(static_cast<unsigned>((o.cols_padded + kSpan - 1) / kSpan), static_cast<unsigned>(o.rows_padded));
-  pdl::launch(silu_mul_quant_kernel, grid, kThreads, 0, stream, static_cast<const bf16*>(gate_up), stride_n, o,
-              late_trigger());
+  pdl::launch(silu_mul_quant_kernel, grid, kThreads, 0, stream, static_cast<const bf16*>(gate_up), stride_n, o);
   check_launch("silu_mul_quant_kernel");
 }
 

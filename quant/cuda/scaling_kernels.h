@@ -66,11 +66,4 @@ void rms_norm_quantize_groups(const void* x, int64_t stride_n, const void* weigh
 // aligned), quantized.
 void silu_mul_quantize_groups(const void* gate_up, int64_t stride_n, const GroupQuantOut& o, cudaStream_t stream);
 
-// FP8RL_LATE_TRIGGER=1 (read once; off by default while it is measured): the kernels above and
-// quantize_groups_1x128 let the next grid launch (pdl::launch_dependents) only once their inputs
-// are read, not as they start. Why: at batch 1 the next grid is the FP8 GEMV, whose blocks issue
-// up to half their matrix's weight loads before they wait, and those queue ahead of this kernel's
-// own few reads.
-bool late_trigger();
-
 }  // namespace fp8rl::cuda
