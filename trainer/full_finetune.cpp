@@ -94,7 +94,7 @@ model::LinearFactory master_weight_factory(model::LinearFactory fp8_factory, For
       std::vector<at::Tensor> parts;  // FP32 straight from the checkpoint, not from the FP8 copy
       for (size_t i = 0; i < spec.parts.size(); ++i) {
         const std::vector<int64_t> shape{spec.part_out[i], spec.in_features};
-        parts.push_back(reader.dense(spec.parts[i] + ".weight", shape).to(at::kFloat));
+        parts.push_back(reader.dense(spec.parts[i] + ".weight", shape, at::kFloat));
       }
       master = parts.size() == 1 ? parts[0] : at::cat(parts, 0);
     }

@@ -35,12 +35,16 @@ at::Tensor to_host_tensor(const safetensors::TensorView& v) {
 }
 
 at::Tensor WeightReader::dense(const std::string& name, std::span<const int64_t> shape) const {
+  return dense(name, shape, dtype_);
+}
+
+at::Tensor WeightReader::dense(const std::string& name, std::span<const int64_t> shape, at::ScalarType dtype) const {
   const safetensors::TensorView& v = ckpt_.expect_shape(name, shape);
   using D = safetensors::Dtype;
   if (v.dtype != D::BF16 && v.dtype != D::F16 && v.dtype != D::F32)
     throw ConfigError(cat(ckpt_.file_of(name), ": tensor '", name, "' has dtype ", safetensors::dtype_name(v.dtype),
                           ", expected BF16, F16 or F32"));
-  return to_host_tensor(v).to(at::TensorOptions().dtype(dtype_).device(device_));
+  return to_host_tensor(v).to(at::TensorOptions().dtype(dtype).device(device_));
 }
 
 }  // namespace fp8rl::model

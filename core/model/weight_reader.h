@@ -34,6 +34,9 @@ class WeightReader {
   // or is stored as anything but BF16, F16 or F32. Never marked requires_grad (the caller marks the
   // tensor it keeps, which for a fused projection is the concatenation).
   at::Tensor dense(const std::string& name, std::span<const int64_t> shape) const;
+  // The same in `dtype` instead of the model's (full fine-tuning's FP32 masters: an F32 checkpoint
+  // is then read without a round trip through BF16).
+  at::Tensor dense(const std::string& name, std::span<const int64_t> shape, at::ScalarType dtype) const;
 
   bool contains(const std::string& name) const { return ckpt_.contains(name); }
   const safetensors::Checkpoint& checkpoint() const { return ckpt_; }

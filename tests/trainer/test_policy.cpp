@@ -5,6 +5,7 @@
 #include <ATen/core/grad_mode.h>
 #include <c10/core/InferenceMode.h>
 
+#include <map>
 #include <set>
 
 #include "core/model/tensor_visitor.h"
@@ -14,6 +15,7 @@
 #include "tests/trainer/trainer_test_util.h"
 #include "trainer/full_finetune.h"
 #include "trainer/optimizer.h"
+#include "trainer/tensor_file.h"
 #include "trainer/policy.h"
 
 using namespace fp8rl;
@@ -255,4 +257,26 @@ TEST_CASE("full fine-tuning's FP8 forward adds a projection's bias once, as the 
   trained.sum().backward();
   REQUIRE(bias.grad().defined());
   CHECK(at::allclose(bias.grad(), at::full({256}, 5.0f)));
+}
+
+// Full fine-tuning's FP32 masters come from the checkpoint as stored: an F32 checkpoint under a
+// BF16 model keeps every bit (they were rounded through BF16 first).
+TEST_CASE("full fine-tuning's masters of an F32 checkpoint are its values, not their BF16 rounding",
+          "[trainer][policy][full]") {
+  test::TempDir dir;
+  const std::string model_dir = test::tiny_model_dir(dir);
+  const std::string file = model_dir + "/model.safetensors";
+  std::map<std::string, at::Tensor> f32 = load_tensors(file);
+  for (auto& [name, t] : f32) t = t.to(at::kFloat) * (1 + 1e-4 * at::randn(t.sizes()));  // off the BF16 grid
+  save_tensors(file, f32);
+  const Policy policy(tiny_recipe(dir, {"lora.rank=0", "model.dtype=bfloat16"}), model_dir, at::kCPU);
+  int checked = 0;
+  policy.model().visit([&](const model::ModelTensor& t) {
+    if (t.name.find(".master_weight") == std::string::npos || t.projection == nullptr) return;
+    std::vector<at::Tensor> parts;
+    for (const std::string& part : t.projection->parts) parts.push_back(f32.at(part + ".weight"));
+    CHECK(at::equal(t.tensor, at::cat(parts, 0)));
+    ++checked;
+  });
+  CHECK(checked > 0);
 }
