@@ -7,7 +7,7 @@
 # graph GPU ms/step off -> on: ab-<switch>.md). Reports go to $OUT (else ./gpu-logs).
 #   SWITCHES="FP8RL_PDL FP8RL_FP8_KV_HALF_MMA" PRESET=8b ARGS="--batch 1,64 --gen-len 256" bash scripts/gpu-ab.sh
 # A switch may be a group joined by '+' (FP8RL_PDL+FP8RL_FUSED_KV_STORE): all of them off, then on;
-# or NAME=v1,v2,... (FP8RL_WEIGHT_PREFETCH_MB=0,8,16): each value against the first.
+# or NAME=v1,v2,... (e.g. FP8RL_FP8_KV_THREE_STAGES=0,1): each value against the first.
 # TESTS: ctest arguments for a test run first (e.g. "-L gpu -R rollout"); empty: none.
 # BUDGET: seconds this call may take (default 570, under the device's 600 s limit): a step that
 #   would not fit is skipped, so the logs of what ran still come back.
