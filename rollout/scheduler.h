@@ -69,8 +69,10 @@
 // blocks, so the run still makes progress.
 //
 // Limits. add_request() fails a request alone, with a reason, when it could never run: empty
-// prompt, n < 1, max_new_tokens < 1, prompt + max_new_tokens > max_model_len, more blocks for
-// one sample than the pool has, or (chunked prefill off) a recompute longer than the step budget.
+// prompt, a prompt id below 0 or (SchedulerConfig::vocab_size) past the vocabulary, n < 1,
+// max_new_tokens < 1, prompt + max_new_tokens > max_model_len, more blocks for one sample's
+// prompt + max_new_tokens - 1 cached tokens (the last sampled token is never computed) than the
+// pool has, or (chunked prefill off) a recompute longer than the step budget.
 #pragma once
 
 #include <cstdint>
