@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -240,6 +241,25 @@ std::vector<fs::path> CheckpointStore::list() const {
   for (const StepDir& d : step_dirs(dir_))
     if (d.has_manifest) out.push_back(d.path);
   return out;
+}
+
+fs::path CheckpointStore::set_aside_after(int64_t step) const {
+  std::vector<StepDir> later = step_dirs(dir_);
+  std::erase_if(later, [&](const StepDir& d) { return d.step <= step; });
+  if (later.empty()) return {};
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const fs::path aside = dir_ / ("superseded_after_" + checkpoint_dir_name(step) + "." + std::to_string(now));
+  std::error_code ec;
+  fs::create_directory(aside, ec);
+  if (ec) throw RuntimeFailure("cannot create " + aside.string() + ": " + ec.message());
+  for (const StepDir& d : later) {
+    fs::rename(d.path, aside / d.path.filename(), ec);
+    if (ec) throw RuntimeFailure("cannot move " + d.path.string() + " to " + aside.string() + ": " + ec.message());
+  }
+  fsync_path(aside, true);
+  fsync_path(dir_, true);
+  return aside;
 }
 
 std::optional<fs::path> CheckpointStore::latest_good(std::vector<std::string>* skipped) const {

@@ -63,6 +63,14 @@ class CheckpointStore {
   // to `skipped` as the reason, starting with its path, for the caller to log. nullopt: none.
   std::optional<std::filesystem::path> latest_good(std::vector<std::string>* skipped = nullptr) const;
 
+  // Resuming at `step` starts the run's history again from there: the checkpoints of later steps
+  // (complete or not) belong to a branch it abandoned, e.g. after checkpoint.resume_path to an
+  // older step of the same run. Left in place, `resume auto` would go back to them and pruning
+  // would keep them over the new ones. They are moved, never deleted, into
+  // checkpoints/superseded_after_step_XXXXXXXX.<unix seconds>/ (which no listing reads), and that
+  // directory is returned; an empty path when there was nothing later. RuntimeFailure on I/O errors.
+  std::filesystem::path set_aside_after(int64_t step) const;
+
   const std::filesystem::path& dir() const { return dir_; }
 
  private:

@@ -200,6 +200,11 @@ int run_train(const recipe::LoadedRecipe& loaded) {
     start = load_run_checkpoint(*resume_from, policy, optimizer, order);
     log::info(cat("resumed from ", resume_from->string(), " at step ", start, " (data epoch ", order.epoch(), ", position ",
                   order.cursor(), ")"));
+    // Later checkpoints of this run directory are a branch the resume abandons (checkpoint_store.h).
+    if (main_rank)
+      if (const fs::path aside = store.set_aside_after(start); !aside.empty())
+        log::warn(cat("resume: this run's checkpoints after step ", start, " belong to the branch it left; moved to ",
+                      aside.string()));
   }
   std::optional<MetricsLog> metrics_log;  // rank 0 writes the run's files
   if (main_rank && resume_from) {

@@ -253,3 +253,25 @@ TEST_CASE("checkpoint store: SIGKILL at any moment leaves the last complete chec
   for (const std::string& name : entries(store.dir())) CHECK(name.starts_with("step_"));
   CHECK(store.list().size() <= 2);
 }
+
+// Resuming at an older step abandons the later checkpoints: they are moved aside, whole and never
+// deleted, so neither resume auto nor pruning sees them again, and the new history's checkpoints
+// are the ones kept.
+TEST_CASE("checkpoint store: checkpoints after a resumed step are set aside, not deleted", "[trainer][checkpoint]") {
+  test::TempDir run;
+  const CheckpointStore store(run.path(), 3);
+  for (int64_t s : {10, 20, 30}) commit_step(store, s);
+  fs::create_directories(store.dir() / checkpoint_dir_name(40));  // a step_* directory without manifest
+  const fs::path aside = store.set_aside_after(10);
+  REQUIRE_FALSE(aside.empty());
+  CHECK(aside.filename().string().rfind("superseded_after_step_00000010.", 0) == 0);
+  CHECK(names(store.list()) == std::vector<std::string>{"step_00000010"});
+  CHECK(entries(aside) == std::vector<std::string>{"step_00000020", "step_00000030", "step_00000040"});
+  CHECK(verify_checkpoint(aside / "step_00000030") == 30);  // moved whole
+  // The new branch: its checkpoints are the ones kept and resumed from.
+  for (int64_t s : {11, 12, 13}) commit_step(store, s);
+  CHECK(names(store.list()) == std::vector<std::string>{"step_00000011", "step_00000012", "step_00000013"});
+  CHECK(store.latest_good()->filename() == "step_00000013");
+  CHECK(fs::exists(aside / "step_00000030"));  // pruning never reaches it
+  CHECK(store.set_aside_after(13).empty());    // nothing later: nothing moved
+}

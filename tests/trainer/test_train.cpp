@@ -102,6 +102,31 @@ TEST_CASE("resume with a different number of training prompts is refused", "[tra
                             "trainer_state.json: the run drew from 6 training prompts, the recipe's data");
 }
 
+// --resume at an older step of the same run: the later checkpoints are that run's abandoned
+// branch, set aside, so resume auto continues the new branch afterwards.
+TEST_CASE("resume at an older step sets the later checkpoints aside", "[trainer][train][resume]") {
+  test::TempDir dir;
+  std::vector<std::string> o = short_run(4);
+  o.push_back("trainer.experiment_name=run");
+  REQUIRE(trainer::run_train(test::quickstart(dir, o)) == 0);
+  const fs::path ckpts = dir.path() / "runs" / "run" / "checkpoints";
+  std::vector<std::string> back = short_run(3);
+  back.push_back("trainer.experiment_name=run");
+  back.push_back("checkpoint.resume_mode=resume_path");
+  back.push_back("checkpoint.resume_from_path=" + (ckpts / trainer::checkpoint_dir_name(2)).string());
+  REQUIRE(trainer::run_train(test::quickstart(dir, back)) == 0);
+  trainer::CheckpointStore store(dir.path() / "runs" / "run", 0);
+  CHECK(store.latest_good()->filename() == trainer::checkpoint_dir_name(3));
+  int aside = 0;
+  for (const auto& e : fs::directory_iterator(ckpts))
+    if (e.path().filename().string().rfind("superseded_after_step_00000002.", 0) == 0) {
+      CHECK(fs::exists(e.path() / trainer::checkpoint_dir_name(4) / "manifest.json"));
+      ++aside;
+    }
+  CHECK(aside == 1);
+  CHECK(metrics(dir.path() / "runs" / "run").size() == 3);
+}
+
 TEST_CASE("a damaged checkpoint is refused by name and resume auto falls back to the previous one", "[trainer][train][resume]") {
   test::TempDir dir;
   std::vector<std::string> o = short_run(4);
