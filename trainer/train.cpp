@@ -114,6 +114,9 @@ void check_rl_recipe(const recipe::LoadedRecipe& loaded, const hf::ModelShape& s
                           r.data.max_prompt_length, ") + rollout.max_response_length (", r.rollout.max_response_length,
                           ") = ", longest, " tokens exceed the model's context of ", context,
                           " (max_position_embeddings); lower one of them"));
+  if (r.lora.rank > 0 && r.lora.dropout > 0)
+    log::warn(cat(loaded.where("lora.dropout"), ": lora.dropout ", r.lora.dropout, " > 0: the old log-probs are computed "
+                  "without dropout and the update with it, so the PPO ratio starts away from 1 (RL recipes use 0)"));
 }
 
 }  // namespace
