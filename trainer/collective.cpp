@@ -101,21 +101,34 @@ double Collective::all_reduce_max(double x) {
 
 void Collective::all_reduce_grads(const std::vector<at::Tensor>& params) {
   if (!impl_) return;
+  // Which parameters have a gradient on some rank. One that none of them touched keeps an
+  // undefined gradient, as in a single process, so AdamW skips it (a zero gradient would decay
+  // its moments and apply weight decay).
+  at::Tensor has = at::empty({static_cast<int64_t>(params.size())}, at::kInt);  // [P] on the host
+  auto mine = has.accessor<int, 1>();
+  for (size_t i = 0; i < params.size(); ++i) mine[static_cast<int64_t>(i)] = params[i].grad().defined() ? 1 : 0;
+  std::vector<at::Tensor> has_buf{impl_->on_device(has)};
+  wait_or_peer_failure(impl_->backend->allreduce(has_buf), rank_);
+  const at::Tensor summed = has_buf[0].cpu();
+  const auto any = summed.accessor<int, 1>();
   // One collective per tensor, all in flight before the first wait: no flat copy of every
   // gradient (full fine-tuning of a large model would double the gradient memory).
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   std::vector<std::vector<at::Tensor>> bufs;
+  std::vector<size_t> index;  // the parameter of each collective
   bufs.reserve(params.size());
-  for (const at::Tensor& p : params) {
-    at::Tensor& g = const_cast<at::Tensor&>(p).mutable_grad();
-    if (!g.defined()) g = at::zeros_like(p);
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (any[static_cast<int64_t>(i)] == 0) continue;
+    at::Tensor& g = const_cast<at::Tensor&>(params[i]).mutable_grad();
+    if (!g.defined()) g = at::zeros_like(params[i]);
     bufs.push_back({impl_->on_device(g)});
     works.push_back(impl_->backend->allreduce(bufs.back()));
+    index.push_back(i);
   }
-  for (size_t i = 0; i < works.size(); ++i) {
-    wait_or_peer_failure(works[i], rank_);
-    at::Tensor& g = const_cast<at::Tensor&>(params[i]).mutable_grad();
-    if (!bufs[i][0].is_same(g)) g.copy_(bufs[i][0]);
+  for (size_t j = 0; j < works.size(); ++j) {
+    wait_or_peer_failure(works[j], rank_);
+    at::Tensor& g = const_cast<at::Tensor&>(params[index[j]]).mutable_grad();
+    if (!bufs[j][0].is_same(g)) g.copy_(bufs[j][0]);
   }
 }
 

@@ -46,7 +46,8 @@ class Collective {
   void all_reduce_sum(at::Tensor& t);
   double all_reduce_sum(double x);
   double all_reduce_max(double x);
-  // Gradients of `params` summed over ranks (a missing gradient counts as zeros).
+  // Gradients of `params` summed over ranks (a missing gradient counts as zeros). A parameter
+  // with no gradient on any rank keeps an undefined one, as in a single process.
   void all_reduce_grads(const std::vector<at::Tensor>& params);
   // Every rank's `mine`, in rank order (lengths may differ).
   std::vector<std::vector<int64_t>> all_gather_words(const std::vector<int64_t>& mine);
