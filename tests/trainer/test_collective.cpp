@@ -39,7 +39,7 @@ int free_port() {
 
 }  // namespace
 
-TEST_CASE("data parallel: gradients summed over ranks; none on any rank stays undefined", "[trainer][collective]") {
+TEST_CASE("data parallel: gradients summed over ranks, and one no rank has stays undefined", "[trainer][collective]") {
   const int port = free_port();
   // Per rank: params a, b, c [3]. Rank 0 has a gradient for a; rank 1 for a and b; none for c.
   std::vector<std::vector<at::Tensor>> params(2);
