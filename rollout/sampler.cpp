@@ -155,11 +155,34 @@ SampleResult sample_reference(const at::Tensor& logits, std::span<const Sampling
 SampleResult sample(const at::Tensor& logits, std::span<const SamplingParams> params, std::span<const SampleKey> keys) {
   check_inputs(logits, params, keys);
 #ifdef FP8RL_WITH_CUDA
-  if (logits.is_cuda() && logits.size(0) > 0) {
-    bool any_truncates = false;
-    for (const SamplingParams& p : params) any_truncates = any_truncates || truncates(p, logits.size(1));
-    const at::ScalarType t = logits.scalar_type();
-    if (!any_truncates && (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf)) return sample_fused(logits, params, keys);
+  const at::ScalarType t = logits.scalar_type();
+  if (logits.is_cuda() && logits.size(0) > 0 && (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf)) {
+    const int64_t S = logits.size(0), V = logits.size(1);
+    std::vector<int64_t> plain, truncating;  // row indices
+    for (int64_t s = 0; s < S; ++s) (truncates(params[s], V) ? truncating : plain).push_back(s);
+    if (truncating.empty()) return sample_fused(logits, params, keys);
+    // A batch mixing both kinds: each row on its own kind's path, so that a row's draw and the
+    // bits of its log-prob do not depend on its neighbours' sampling settings (sampler.h).
+    if (!plain.empty()) {
+      SampleResult r;
+      r.tokens = at::empty({S}, logits.options().dtype(at::kLong));
+      r.logprobs = at::empty({S}, logits.options().dtype(at::kFloat));
+      for (const bool fused : {true, false}) {
+        const std::vector<int64_t>& rows = fused ? plain : truncating;
+        std::vector<SamplingParams> p;
+        std::vector<SampleKey> k;
+        for (const int64_t s : rows) {
+          p.push_back(params[s]);
+          k.push_back(keys[s]);
+        }
+        const at::Tensor idx = upload(std::span<const int64_t>(rows), at::kLong, logits.device());
+        const at::Tensor part = logits.index_select(0, idx);
+        const SampleResult got = fused ? sample_fused(part, p, k) : sample_reference(part, p, k);
+        r.tokens.index_copy_(0, idx, got.tokens);
+        r.logprobs.index_copy_(0, idx, got.logprobs);
+      }
+      return r;
+    }
   }
 #endif
   return sample_reference(logits, params, keys);

@@ -21,7 +21,8 @@
 // On CUDA, rows without truncation (RL rollouts sample the full distribution) run one fused
 // kernel for the whole batch: one pass per row gives the log-sum-exp and the race
 // (rollout/cuda/sampler.cu). Rows with top-k / top-p, and the CPU, take sample_reference: ATen's
-// log_softmax, a sort for top-p, the same noise.
+// log_softmax, a sort for top-p, the same noise. A batch mixing both kinds is split by row, so a
+// row takes its kind's path whatever its neighbours ask for.
 #pragma once
 
 #include <ATen/ATen.h>

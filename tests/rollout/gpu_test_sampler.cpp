@@ -30,7 +30,11 @@ TEST_CASE("sampler on CUDA: batch-independent seeded draws, greedy, log-probs, t
   for (int64_t i = 0; i < S; ++i) {
     const std::vector<SamplingParams> p1{p[i]};
     const std::vector<SampleKey> k1{k[i]};
-    CHECK(sample(logits.narrow(0, i, 1), p1, k1).tokens.item<int64_t>() == r.tokens[i].item<int64_t>());
+    const SampleResult alone = sample(logits.narrow(0, i, 1), p1, k1);
+    CHECK(alone.tokens.item<int64_t>() == r.tokens[i].item<int64_t>());
+    // Rows without top-k/top-p take the fused kernel alone and in this mixed batch alike: the
+    // same bits (before the batch was split by kind, all its rows took the reference path).
+    if (p[i].top_k == 0 && p[i].top_p == 1.0) CHECK(alone.logprobs.item<float>() == r.logprobs[i].item<float>());
     if (p[i].top_k > 0) {
       const at::Tensor kth = std::get<0>(at::topk(logits[i].to(at::kFloat), p[i].top_k)).min();
       CHECK(logits[i].to(at::kFloat)[r.tokens[i]].item<float>() >= kth.item<float>());
