@@ -188,7 +188,11 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   sc.token_bytes = config_.token_bytes;
   Scheduler sched(sc);
   std::unordered_map<RequestId, size_t> index_of;  // request id -> position in `requests`
-  for (size_t i = 0; i < requests.size(); ++i) index_of[sched.add_request(requests[i].prompt, requests[i].params)] = i;
+  // Bad sampling settings fail their request alone here; in sample() they would fail the rollout.
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const std::optional<std::string> bad = sampling_params_error(requests[i].sampling);
+    index_of[bad ? sched.reject(*bad) : sched.add_request(requests[i].prompt, requests[i].params)] = i;
+  }
 
   std::vector<double> step_end;  // seconds since t0 when each step's tokens were read
   std::vector<GenerateOutput> out(requests.size());

@@ -18,9 +18,7 @@ namespace fp8rl::rollout {
 namespace {
 
 void check_params(const SamplingParams& p) {
-  if (!(p.temperature >= 0.0))
-    throw ConfigError(cat("sampling: temperature must be >= 0 (0 = greedy), got ", p.temperature));
-  if (!(p.top_p > 0.0 && p.top_p <= 1.0)) throw ConfigError(cat("sampling: top_p must be in (0, 1], got ", p.top_p));
+  if (std::optional<std::string> e = sampling_params_error(p)) throw ConfigError(*e);
 }
 
 // 1 / temperature per row; greedy rows report log-probs at temperature 1.
@@ -120,6 +118,12 @@ void check_inputs(const at::Tensor& logits, std::span<const SamplingParams> para
 }
 
 }  // namespace
+
+std::optional<std::string> sampling_params_error(const SamplingParams& p) {
+  if (!(p.temperature >= 0.0)) return cat("sampling: temperature must be >= 0 (0 = greedy), got ", p.temperature);
+  if (!(p.top_p > 0.0 && p.top_p <= 1.0)) return cat("sampling: top_p must be in (0, 1], got ", p.top_p);
+  return std::nullopt;
+}
 
 uint64_t row_seed(uint64_t seed, const SampleKey& key) {
   return mix64(mix64(mix64(seed) ^ key.sample) ^ static_cast<uint64_t>(key.position));

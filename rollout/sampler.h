@@ -28,7 +28,9 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string>
 
 namespace fp8rl::rollout {
 
@@ -58,6 +60,10 @@ SampleResult sample(const at::Tensor& logits, std::span<const SamplingParams> pa
 // CUDA, and the kernel's reference in tests.
 SampleResult sample_reference(const at::Tensor& logits, std::span<const SamplingParams> params,
                               std::span<const SampleKey> keys);
+
+// Why these settings cannot be sampled with (negative or NaN temperature, top_p outside (0, 1]),
+// or nullopt. sample() throws it as a ConfigError; the engine fails such a request alone first.
+std::optional<std::string> sampling_params_error(const SamplingParams& p);
 
 // The seed of a row's noise: a 64-bit mix of (seed, sample, position) (splitmix64 steps).
 uint64_t row_seed(uint64_t seed, const SampleKey& key);

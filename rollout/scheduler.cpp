@@ -51,6 +51,11 @@ RequestId Scheduler::fail(RequestId id, std::string why) {
   return id;
 }
 
+RequestId Scheduler::reject(const std::string& why) {
+  const RequestId id = next_request_++;
+  return fail(id, "request " + std::to_string(id) + ": " + why);
+}
+
 RequestId Scheduler::add_request(std::vector<TokenId> prompt, const RequestParams& params) {
   const RequestId id = next_request_++;
   const auto p = static_cast<int64_t>(prompt.size());

@@ -207,6 +207,9 @@ class Scheduler {
   // Queues a request's n sequences (or records it as failed, with a reason, in the finished
   // outputs). Returns its id either way.
   RequestId add_request(std::vector<TokenId> prompt, const RequestParams& params);
+  // Records a request its caller refused before queuing it (the engine: sampling settings the
+  // scheduler does not see) as failed, "request <id>: <why>", in the finished outputs.
+  RequestId reject(const std::string& why);
 
   // The next step's plan; empty when nothing can run (then nothing is waiting either, since a
   // waiting sequence always fits once the running ones finish; with a step in flight, also when

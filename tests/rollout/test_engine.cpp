@@ -234,6 +234,17 @@ TEST_CASE("engine: a request that cannot fit fails alone, stop tokens end a samp
   CHECK(out[0].output.finish_reason == FinishReason::kError);
   CHECK(out[0].output.error.find("max_model_len") != std::string::npos);
   REQUIRE(out[1].output.samples.size() == 1);
+  // Sampling settings sample() would refuse fail their request alone too, not the rollout.
+  GenerateRequest negative_t = fine, zero_top_p = fine;
+  negative_t.sampling.temperature = -0.5;
+  zero_top_p.sampling.top_p = 0.0;
+  const std::vector<GenerateOutput> bad = engine.generate({negative_t, fine, zero_top_p});
+  CHECK(bad[0].output.finish_reason == FinishReason::kError);
+  CHECK(bad[0].output.error.find("temperature must be >= 0") != std::string::npos);
+  CHECK(bad[2].output.finish_reason == FinishReason::kError);
+  CHECK(bad[2].output.error.find("top_p") != std::string::npos);
+  REQUIRE(bad[1].output.samples.size() == 1);
+  CHECK(bad[1].output.samples[0].tokens == out[1].output.samples[0].tokens);
   const std::vector<TokenId> tokens = out[1].output.samples[0].tokens;
   REQUIRE(tokens.size() == 8);
   // The third generated token as a stop token: generation ends there, the stop token kept.
