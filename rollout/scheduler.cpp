@@ -80,10 +80,14 @@ RequestId Scheduler::add_request(std::vector<TokenId> prompt, const RequestParam
                         std::to_string(params.max_new_tokens) + ") = " + std::to_string(total) +
                         " exceeds max_model_len " + std::to_string(config_.max_model_len));
   // A sample's last token is sampled, never computed: its keys and values are total - 1 tokens.
-  if (blocks_for(total - 1) > config_.num_blocks)
-    return fail(id, at + "one sample needs up to " + std::to_string(blocks_for(total - 1)) + " KV blocks of " +
-                        std::to_string(config_.block_size) + " tokens (" + std::to_string(total - 1) +
-                        " tokens), the pool has only " + std::to_string(config_.num_blocks));
+  if (blocks_for(total - 1) > config_.num_blocks) {
+    fail(id, at + "one sample needs up to " + std::to_string(blocks_for(total - 1)) + " KV blocks of " +
+                 std::to_string(config_.block_size) + " tokens (" + std::to_string(total - 1) +
+                 " tokens), the pool has only " + std::to_string(config_.num_blocks));
+    finished_.back().kv_tokens_needed = total - 1;
+    finished_.back().kv_tokens_in_pool = int64_t{config_.num_blocks} * config_.block_size;
+    return id;
+  }
   // Without chunked prefill a sequence must be computed in one step, and a preempted one
   // recomputes its prompt and all but its last generated token.
   if (!config_.enable_chunked_prefill && total - 1 > config_.max_num_batched_tokens)

@@ -187,6 +187,10 @@ struct RequestOutput {
   std::vector<SampleOutput> samples;  // by sample index; empty when the request failed
   FinishReason finish_reason = FinishReason::kNone;  // kError when it failed, else kNone
   std::string error;                  // why it failed (add_request's checks)
+  // When it failed because one sample's keys and values (prompt + max_new_tokens - 1 tokens)
+  // exceed the whole KV pool: those tokens and the pool's (else 0). A shortage of memory, not of
+  // the request's data: a caller can say which settings make room.
+  int64_t kv_tokens_needed = 0, kv_tokens_in_pool = 0;
 };
 
 struct SchedulerStats {

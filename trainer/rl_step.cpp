@@ -57,10 +57,6 @@ rollout::GenerateRequest rollout_request(const Example& e, const StepInputs& in)
   return q;
 }
 
-int64_t kv_cache_tokens(const rollout::Engine& engine) {
-  return engine.last_stats().kv_blocks * engine.config().block_size;
-}
-
 // The engine over the policy in rollout mode (FP8 GEMMs, no autograd).
 std::vector<rollout::GenerateOutput> run_engine(Policy& policy, rollout::Engine& engine,
                                                 const std::vector<rollout::GenerateRequest>& requests) {
@@ -137,7 +133,7 @@ std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, Data
     const int64_t global = mine.begin + static_cast<int64_t>(i);
     const int64_t example = picked[static_cast<size_t>(global)];
     const rollout::RequestOutput& o = outs[i].output;
-    check_engine_output(in.examples[static_cast<size_t>(example)].where, requests[i], o, kv_cache_tokens(engine));
+    check_engine_output(in.examples[static_cast<size_t>(example)].where, requests[i], o);
     for (const rollout::SampleOutput& so : o.samples) {
       Sample s;
       s.example = example;
@@ -192,15 +188,12 @@ BatchReward make_batch_reward(const recipe::Recipe& r) {
   };
 }
 
-void check_engine_output(const std::string& where, const rollout::GenerateRequest& q, const rollout::RequestOutput& o,
-                         int64_t kv_tokens) {
+void check_engine_output(const std::string& where, const rollout::GenerateRequest& q, const rollout::RequestOutput& o) {
   if (o.finish_reason != rollout::FinishReason::kError) return;
-  // The last sampled token's keys are never computed (the scheduler's own count).
-  const int64_t tokens = static_cast<int64_t>(q.prompt.size()) + q.params.max_new_tokens - 1;
-  if (kv_tokens > 0 && tokens > kv_tokens)
+  if (o.kv_tokens_needed > 0)
     throw ConfigError(cat(where, ": a sample of this prompt (", q.prompt.size(), " tokens, up to ", q.params.max_new_tokens,
-                          " new) needs a KV cache of ", tokens, " tokens, but the one that fit in GPU memory holds ",
-                          kv_tokens, "; raise rollout.gpu_memory_utilization, or lower data.max_prompt_length or ",
+                          " new) needs a KV cache of ", o.kv_tokens_needed, " tokens, but the one that fit in GPU memory holds ",
+                          o.kv_tokens_in_pool, "; raise rollout.gpu_memory_utilization, or lower data.max_prompt_length or ",
                           "rollout.max_response_length"));
   throw ConfigError(cat(where, ": the rollout engine refused the prompt: ", o.error));
 }
@@ -325,7 +318,7 @@ Metrics validate(Policy& policy, rollout::Engine& engine, const std::vector<Exam
   for (size_t i = 0; i < outs.size(); ++i) {
     const Example& e = examples[static_cast<size_t>(mine.begin) + i];
     const rollout::RequestOutput& o = outs[i].output;
-    check_engine_output(e.where, requests[i], o, kv_cache_tokens(engine));
+    check_engine_output(e.where, requests[i], o);
     samples[i].response.assign(o.samples.at(0).tokens.begin(), o.samples.at(0).tokens.end());
     samples[i].truncated = o.samples.at(0).finish_reason == rollout::FinishReason::kLength;
     inputs.push_back({e.prompt, response_text(samples[i], in), e.answer});

@@ -96,10 +96,9 @@ bool group_has_signal(std::span<const Sample> group);
 
 // Throws where the engine refused request q (o.finish_reason kError); `where` names its data line.
 // A request one of whose samples needs more KV cache than fit in GPU memory at this rollout
-// (kv_tokens: the engine's last_stats().kv_blocks x block_size) is refused for memory, not
-// for its data: the error then names the settings that make room.
-void check_engine_output(const std::string& where, const rollout::GenerateRequest& q, const rollout::RequestOutput& o,
-                         int64_t kv_tokens);
+// (o.kv_tokens_needed, set by the scheduler) is refused for memory, not for its data: the error
+// then names the settings that make room.
+void check_engine_output(const std::string& where, const rollout::GenerateRequest& q, const rollout::RequestOutput& o);
 
 // Log-probs [S, T] (fp32, T = longest response, zero past each) of the samples' responses under
 // the trainer's forward, without autograd, in micro-batches of trainer.ppo_micro_batch_size_per_gpu.

@@ -431,6 +431,19 @@ TEST_CASE("scheduler: a request whose cached tokens fill the pool exactly runs t
   const std::vector<RequestOutput> failed = sched.take_finished();
   REQUIRE(failed.size() == 1);
   CHECK(failed[0].error.find("needs up to 2 KV blocks of 16 tokens (17 tokens), the pool has only 1") != std::string::npos);
+  CHECK(failed[0].kv_tokens_needed == 17);  // marked as a memory shortage, for the trainer's message
+  CHECK(failed[0].kv_tokens_in_pool == 16);
+  // A refusal for anything else carries no KV counts; nor does a request refused by its caller.
+  sched.add_request({}, RequestParams{1, 8, {}});
+  const RequestId rejected = sched.reject("sampling: top_p must be in (0, 1], got 0");
+  const std::vector<RequestOutput> others = sched.take_finished();
+  REQUIRE(others.size() == 2);
+  for (const RequestOutput& o : others) {
+    CHECK(o.finish_reason == FinishReason::kError);
+    CHECK(o.kv_tokens_needed == 0);
+  }
+  CHECK(others[1].request_id == rejected);
+  CHECK(others[1].error == "request " + std::to_string(rejected) + ": sampling: top_p must be in (0, 1], got 0");
 }
 
 TEST_CASE("scheduler: requests that can never run fail alone with a reason, the others complete",

@@ -92,12 +92,16 @@ TEST_CASE("RL step: a refused prompt is reported as a memory shortage only when 
   rollout::RequestOutput o;
   o.finish_reason = rollout::FinishReason::kError;
   o.error = "request 0: one sample needs up to 10 KV blocks of 16 tokens (160 tokens), the pool has only 8";
-  REQUIRE_THROWS_CONTAINING(check_engine_output("train.jsonl:3", q, o, 128), ConfigError,
+  o.kv_tokens_needed = 160;
+  o.kv_tokens_in_pool = 128;
+  REQUIRE_THROWS_CONTAINING(check_engine_output("train.jsonl:3", q, o), ConfigError,
                             "train.jsonl:3: a sample of this prompt (100 tokens, up to 61 new) needs a KV cache of 160 "
                             "tokens, but the one that fit in GPU memory holds 128; raise rollout.gpu_memory_utilization");
+  o = rollout::RequestOutput{};
+  o.finish_reason = rollout::FinishReason::kError;
   o.error = "request 0: an empty stop string (it would stop every sample at once)";
-  REQUIRE_THROWS_CONTAINING(check_engine_output("train.jsonl:3", q, o, 4096), ConfigError,
+  REQUIRE_THROWS_CONTAINING(check_engine_output("train.jsonl:3", q, o), ConfigError,
                             "train.jsonl:3: the rollout engine refused the prompt: request 0: an empty stop string");
   o.finish_reason = rollout::FinishReason::kStop;
-  check_engine_output("train.jsonl:3", q, o, 128);  // not refused: nothing to say
+  check_engine_output("train.jsonl:3", q, o);  // not refused: nothing to say
 }
