@@ -197,8 +197,11 @@ void KvCache::write(int64_t layer, const at::Tensor& slots, const at::Tensor& k,
   if (!calibrated_[l] && k.numel() > 0) {
     // Device-side: scale = headroom * amax / 448; an all-zero first write gets scale 1, as
     // quant/'s zero blocks do (a tiny scale would saturate every later value of the rollout).
+    // The amax is over finite values: one sequence's NaN or inf would otherwise make the scale
+    // NaN (every later key NaN) or inf (every later key 0) for the whole rollout's sequences.
     auto scale_of = [](const at::Tensor& x) {
-      const at::Tensor amax = x.abs().amax().to(at::kFloat);
+      const at::Tensor a = x.abs();
+      const at::Tensor amax = at::where(at::isfinite(a), a, at::zeros_like(a)).amax().to(at::kFloat);
       return at::where(amax > 0, (amax * (kScaleHeadroom / kE4m3Max)).clamp_min(1e-30), at::ones_like(amax));
     };
     scales_[layer][0].copy_(scale_of(k));

@@ -3,6 +3,7 @@
 // place; writes and gathers are unchanged by it.
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "rollout/kv_cache.h"
 #include "tests/catch.h"
@@ -65,4 +66,23 @@ TEST_CASE("KV cache: an all-zero or empty first write does not pin a layer's FP8
   c.write(1, at::arange(1, at::kLong), later, later);
   CHECK(c.scales_set(1));
   CHECK(std::abs(c.k_scale(1).item<float>() - 100.0 * 2.0 / 448.0) < 1e-6);  // headroom 2 over the amax
+}
+
+// A first write holding NaN or inf (one sequence gone bad) sets the scale from its finite values,
+// so the other sequences' keys and values stay what they would be without it.
+TEST_CASE("KV cache: a non-finite first write does not poison a layer's FP8 scale", "[rollout][kv_cache]") {
+  const KvCacheShape shape{1, 2, 16, 4, at::kFloat, at::kCPU, /*fp8=*/true};
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    INFO("bad value " << bad);
+    KvCache c(shape, 4);
+    at::Tensor x = at::linspace(-3.0, 5.0, 3 * 2 * 16).view({3, 2, 16});
+    x.index_put_({1, 0, 3}, bad);
+    c.write(0, at::arange(3, at::kLong), x, x);
+    CHECK(std::abs(c.k_scale(0).item<float>() - 5.0 * 2.0 / 448.0) < 1e-6);
+    CHECK(std::abs(c.v_scale(0).item<float>() - 5.0 * 2.0 / 448.0) < 1e-6);
+    auto [k, v] = c.gather(0, at::tensor({0, 2}, at::kLong));
+    const at::Tensor good = x.index_select(0, at::tensor({0, 2}, at::kLong));
+    CHECK(at::allclose(k, good, 0.07, 0.02));
+    CHECK(at::allclose(v, good, 0.07, 0.02));
+  }
 }
