@@ -61,31 +61,6 @@ at::Tensor Fp8ModelLinear::forward_silu_mul(const at::Tensor& gate_up) {
   return Linear::forward_silu_mul(gate_up);
 }
 
-std::optional<model::GroupFp8Input> Fp8ModelLinear::group_fp8_input(int64_t rows, const at::Tensor& like) const {
-  if (!fused_act_quant_enabled() || !layer_.takes_fused_input(like)) return std::nullopt;
-  const Fp8Weight& w = layer_.weight();
-  model::GroupFp8Input x;
-  x.rows = rows;
-  x.cols = w.in_features;
-  x.rows_padded = round_up(rows, kGroupRowAlign);
-  x.cols_padded = padded_k(w.in_features, /*block_scaled=*/true);
-  x.dtype = fp8_scalar_type(w.fmt);
-  x.fp8_max = static_cast<float>(fp8_spec(w.fmt).max);
-  x.pow2 = layer_.act_pow2();
-  x.nonfinite = layer_.nonfinite_input_flag();
-  return x;
-}
-
-at::Tensor Fp8ModelLinear::forward_group_fp8(const model::GroupFp8Input& x) {
-  const Fp8Weight& w = layer_.weight();
-  FP8RL_CHECK(x.data.defined() && x.scale.defined() && x.cols == w.in_features &&
-                  x.data.scalar_type() == fp8_scalar_type(w.fmt) &&
-                  x.data.sizes() == at::IntArrayRef({x.rows_padded, x.cols_padded}) &&
-                  x.scale.sizes() == at::IntArrayRef({x.cols_padded / kFp8Block, x.rows_padded}),
-              cat(layer_.label(), ": a quantized input not in the layout group_fp8_input asked for"));
-  return layer_.forward_quantized(Fp8Activation{x.data, x.scale, x.rows, x.cols, w.fmt, ActScaling::group});
-}
-
 namespace {
 
 bool stored_fp8(const safetensors::Checkpoint& ckpt, const std::string& module) {

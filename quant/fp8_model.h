@@ -33,11 +33,6 @@ class Fp8ModelLinear final : public model::Linear {
   at::Tensor forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& norm_weight,
                                     double eps, at::Tensor& sum) override;
   at::Tensor forward_silu_mul(const at::Tensor& gate_up) override;
-  // Where the fused kernels would make this layer's input (the same conditions), it asks for it
-  // quantized in its own format and pow2 setting (attention's output: the engine's decode merge
-  // writes it); forward_group_fp8 then runs the GEMM on it.
-  std::optional<model::GroupFp8Input> group_fp8_input(int64_t rows, const at::Tensor& like) const override;
-  at::Tensor forward_group_fp8(const model::GroupFp8Input& x) override;
   // `<module>.weight` (fp8_data, [Np, Kp]) and `<module>.weight_scale_inv` (fp8_scale; HF's name
   // for the scale a block is multiplied back by), then the bias. The FP8 weight is frozen (LoRA
   // trains adapters beside it; full fine-tuning re-quantizes it in place); only a bias trains.

@@ -59,9 +59,9 @@ int64_t Fp8Weight::nbytes() const {
   return data.numel() * static_cast<int64_t>(data.element_size()) + scale.numel() * 4;
 }
 
-at::ScalarType fp8_scalar_type(Fp8Format f) { return f == Fp8Format::e4m3 ? at::kFloat8_e4m3fn : at::kFloat8_e5m2; }
-
 namespace {
+
+at::ScalarType fp8_scalar_type(Fp8Format f) { return f == Fp8Format::e4m3 ? at::kFloat8_e4m3fn : at::kFloat8_e5m2; }
 
 void check_matrix(const at::Tensor& t, const char* name) {
   FP8RL_CHECK(t.dim() == 2, cat(name, " must be 2-D, got shape ", t.sizes()));

@@ -54,9 +54,6 @@ inline int64_t padded_k(int64_t K, bool block_scaled) { return round_up(K, block
 // to the device function in quant/cuda/scaling.cu.
 float scale_from_amax(float amax, float fp8_max, bool pow2);
 
-// ATen's dtype of an FP8 format's tensors (at::kFloat8_e4m3fn / at::kFloat8_e5m2).
-at::ScalarType fp8_scalar_type(Fp8Format f);
-
 struct Fp8Weight {
   at::Tensor data;   // [Np, Kp] fp8 (kFloat8_e4m3fn / kFloat8_e5m2), zero padded
   at::Tensor scale;  // float32: tensor [1] | channel [Np] | block [Np/128, Kp/128]

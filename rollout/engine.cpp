@@ -126,7 +126,7 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   std::optional<PagedAttention> local;  // without kept graphs: this rollout's own
   PagedAttention& paged = keep ? kept_->attention : local.emplace(cache, config_.use_decode_kernel);
   paged.bind(cache);
-  const int64_t fused_stores_before = paged.fused_stores(), quantized_before = paged.quantized_outputs();
+  const int64_t fused_stores_before = paged.fused_stores();
   // The kept attention lets go of this rollout's cache when the rollout ends, also by an exception.
   struct Unbind {
     KeptGraphs* kept;
@@ -323,7 +323,6 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
     stats_.shared_prefix_key_reads_saved += graphs->shared_prefix_key_reads_saved() - saved_before;
   }
   stats_.fused_kv_stores = paged.fused_stores() - fused_stores_before;
-  stats_.quantized_attention_outputs = paged.quantized_outputs() - quantized_before;
   own_graphs.reset();
   cache.release();  // kept graphs stay, with the directory (the kept attention is unbound on return)
   // Step s ends at step_end[s]; a milestone at step s happened during it.

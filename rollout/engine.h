@@ -116,9 +116,6 @@ struct EngineStats {
   // Layer calls whose K/V the q/k norm + RoPE kernel stored (FP8RL_FUSED_KV_STORE): eager
   // forwards and graph captures (a replay repeats its capture); 0 when it is off.
   int64_t fused_kv_stores = 0;
-  // Layer calls whose attention output the decode merge wrote quantized for an FP8 o_proj
-  // (FP8RL_FUSED_ATTENTION_QUANT), counted the same way; 0 for BF16 weights or when it is off.
-  int64_t quantized_attention_outputs = 0;
   double seconds = 0;
 };
 

@@ -41,7 +41,6 @@ int64_t prefix_splits_for(int64_t batch, int64_t num_kv_heads, int64_t members, 
 namespace {
 EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", true);
 EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", true);
-EnvToggle g_fused_attention_quant("FP8RL_FUSED_ATTENTION_QUANT", true);
 EnvToggle g_fp8_kv_fewer_splits("FP8RL_FP8_KV_FEWER_SPLITS", true);
 EnvToggle g_fp8_kv_three_stages("FP8RL_FP8_KV_THREE_STAGES", true);  // on: by_shape
 std::atomic<int> g_fp8_kv_stages_set{-1};                              // set_fp8_kv_stages, or -1
@@ -62,17 +61,6 @@ bool fp8_kv_three_stages_by_shape(int64_t batch, int64_t num_kv_heads, int64_t s
 }
 bool fused_kv_store() { return g_fused_kv_store.get(); }
 void set_fused_kv_store(bool on) { g_fused_kv_store.set(on); }
-bool fused_attention_quant() { return g_fused_attention_quant.get(); }
-void set_fused_attention_quant(bool on) { g_fused_attention_quant.set(on); }
-
-bool paged_decode_merges(int64_t batch, int64_t num_kv_heads, int64_t members, bool fp8_kv) {
-#ifdef FP8RL_WITH_CUDA
-  return splits_for(batch, num_kv_heads, fp8_kv) + prefix_splits_for(batch, num_kv_heads, members, fp8_kv) > 1;
-#else
-  (void)batch, (void)num_kv_heads, (void)members, (void)fp8_kv;
-  return false;
-#endif
-}
 
 bool shared_prefix_pass_runs(int64_t batch, int64_t num_kv_heads, int32_t members) {
 #ifdef FP8RL_WITH_CUDA
@@ -106,8 +94,7 @@ bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t n
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                   const at::Tensor& block_tables, const at::Tensor& context_lens, int64_t block_size,
                                   const at::Tensor& k_scale, const at::Tensor& v_scale,
-                                  const at::Tensor& shared_prefix, void* const* cache_bases,
-                                  model::GroupFp8Input* quantized) {
+                                  const at::Tensor& shared_prefix, void* const* cache_bases) {
   FP8RL_CHECK(q.dim() == 3 && paged_decode_supported(q.scalar_type(), q.device(), q.size(1), k_cache) &&
                   q.size(2) == k_cache.size(2),
               cat("paged_decode_attention: unsupported q ", q.sizes(), " ",
@@ -119,7 +106,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
               "paged_decode_attention: block_tables [B, W] and context_lens [B] int32 expected");
   const at::Tensor qc = q.contiguous();
   const at::Tensor tables = block_tables.contiguous();
-  at::Tensor out = quantized != nullptr ? at::Tensor() : at::empty_like(qc);
+  at::Tensor out = at::empty_like(qc);
   const bool fp8_kv = k_cache.scalar_type() == at::kByte;
   const int64_t splits = splits_for(B, Hkv, fp8_kv);
   // Shared prefixes (shared_prefix_pass_runs says when the pass runs).
@@ -154,7 +141,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.block_tables = tables.data_ptr<int32_t>();
   a.table_stride = tables.size(1);
   a.context_lens = context_lens.data_ptr<int32_t>();
-  a.out = quantized != nullptr ? nullptr : out.data_ptr();
+  a.out = out.data_ptr();
   a.part_acc = slots > 1 ? part_acc.data_ptr<float>() : nullptr;
   a.part_ml = slots > 1 ? part_ml.data_ptr<float>() : nullptr;
   a.chunks = shared ? shared_prefix.data_ptr<int32_t>() : nullptr;
@@ -174,26 +161,6 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.fp8_three_stages = a.fp8_kv && (stages == Fp8KvStages::three ||
                                     (stages == Fp8KvStages::by_shape &&
                                      fp8_kv_three_stages_by_shape(B, Hkv, splits, sm_count())));
-  if (quantized != nullptr) {
-    model::GroupFp8Input& o = *quantized;
-    FP8RL_CHECK(D == 128 && a.bf16 && slots > 1 && o.rows == B && o.cols == Hq * D && o.rows_padded >= B &&
-                    o.cols_padded >= o.cols && o.cols_padded % 128 == 0 &&
-                    (o.dtype == at::kFloat8_e4m3fn || o.dtype == at::kFloat8_e5m2),
-                cat("paged_decode_attention: a quantized output of ", o.rows, " x ", o.cols, " (padded ", o.rows_padded,
-                    " x ", o.cols_padded, ") for q ", q.sizes(), " with ", slots, " partial states"));
-    FP8RL_CHECK(!o.nonfinite.defined() || (o.nonfinite.scalar_type() == at::kInt && o.nonfinite.device() == q.device()),
-                "paged_decode_attention: the non-finite flag must be int32 on q's device");
-    o.data = at::empty({o.rows_padded, o.cols_padded}, q.options().dtype(o.dtype));
-    o.scale = at::empty({o.cols_padded / 128, o.rows_padded}, q.options().dtype(at::kFloat));
-    a.out_fp8 = static_cast<uint8_t*>(o.data.data_ptr());
-    a.out_scale = o.scale.data_ptr<float>();
-    a.out_rows_padded = o.rows_padded;
-    a.out_cols_padded = o.cols_padded;
-    a.fp8_max = o.fp8_max;
-    a.e5m2 = o.dtype == at::kFloat8_e5m2;
-    a.pow2 = o.pow2;
-    a.nonfinite = o.nonfinite.defined() ? o.nonfinite.data_ptr<int>() : nullptr;
-  }
   cuda::paged_decode_attention(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream());
   return out;
 #else
@@ -203,7 +170,6 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   (void)block_size;
   (void)shared_prefix;
   (void)cache_bases;
-  (void)quantized;
   return {};
 #endif
 }
@@ -215,42 +181,15 @@ bool PagedAttention::decode_kernel_applies(at::ScalarType q_dtype, int64_t num_q
 
 at::Tensor PagedAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                    const model::AttentionContext& ctx, int64_t layer) {
-  return write_attend(q, k, v, ctx, layer, nullptr);
-}
-
-at::Tensor PagedAttention::write_attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                        const model::AttentionContext& ctx, int64_t layer,
-                                        model::GroupFp8Input* quantized) {
   FP8RL_CHECK(ctx.slot_mapping.defined(), "PagedAttention: context without KV slots");
   FP8RL_CHECK(ctx.slot_mapping.size(0) == q.size(0), "PagedAttention: one slot per new token");
   cache_->write(layer, ctx.slot_mapping, k, v);
-  return attend_written(q, k, v, ctx, layer, quantized);
+  return attend_written(q, k, v, ctx, layer);
 }
 
 at::Tensor PagedAttention::forward_rotating(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                             const model::QkRotation& rotation, const model::AttentionContext& ctx,
                                             int64_t layer) {
-  return rotate_store_attend(q, k, v, rotation, ctx, layer, nullptr);
-}
-
-bool PagedAttention::forward_rotating_quantized(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                                const model::QkRotation& rotation, const model::AttentionContext& ctx,
-                                                int64_t layer, model::GroupFp8Input& out) {
-  // Decided before anything runs: false must leave the cache as it was.
-  if (!fused_attention_quant() || ctx.split || !cache_->allocated() || !runs_decode_kernel(q, ctx, layer) ||
-      q.scalar_type() != at::kBFloat16 || q.size(2) != 128 || out.rows != q.size(0) ||
-      out.cols != q.size(1) * q.size(2))
-    return false;
-  const int64_t members = ctx.shared_prefix.defined() ? ctx.shared_prefix.size(1) - 2 : 0;
-  if (!paged_decode_merges(q.size(0), cache_->k(layer).size(1), members, cache_->shape().fp8)) return false;
-  rotate_store_attend(q, k, v, rotation, ctx, layer, &out);
-  ++quantized_outputs_;
-  return true;
-}
-
-at::Tensor PagedAttention::rotate_store_attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                               const model::QkRotation& rotation, const model::AttentionContext& ctx,
-                                               int64_t layer, model::GroupFp8Input* quantized) {
   if (fused_kv_store() && cache_->allocated() && cache_->scales_set(layer) && ctx.slot_mapping.defined() &&
       ctx.slot_mapping.size(0) == q.size(0)) {
     const model::KvStoreTarget target{ctx.slot_mapping,       cache_->k(layer),       cache_->v(layer),
@@ -258,19 +197,15 @@ at::Tensor PagedAttention::rotate_store_attend(const at::Tensor& q, const at::Te
     if (const auto qk = model::qk_norm_rope_store(q, k, v, rotation.q_weight, rotation.k_weight, rotation.eps,
                                                   rotation.cos, rotation.sin, target)) {
       ++fused_stores_;
-      return attend_written(qk->first, qk->second, v, ctx, layer, quantized);
+      return attend_written(qk->first, qk->second, v, ctx, layer);
     }
   }
-  const auto [qr, kr] = model::qk_norm_rope(q, k, rotation.q_weight, rotation.k_weight, rotation.eps, rotation.cos,
-                                            rotation.sin);
-  return write_attend(qr, kr, v, ctx, layer, quantized);
+  return model::Attention::forward_rotating(q, k, v, rotation, ctx, layer);
 }
 
 at::Tensor PagedAttention::attend_written(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                          const model::AttentionContext& ctx, int64_t layer,
-                                          model::GroupFp8Input* quantized) {
-  if (!ctx.split) return attend(q, k, v, ctx, layer, quantized);
-  FP8RL_CHECK(quantized == nullptr, "PagedAttention: a mixed step's output is never quantized by the merge");
+                                          const model::AttentionContext& ctx, int64_t layer) {
+  if (!ctx.split) return attend(q, k, v, ctx, layer);
   // A mixed step: each part on its own path, the one-token sequences on the decode kernel
   // (reading the cache in place) and the others over their own gathered keys -- not everyone's.
   const model::SplitStep& split = *ctx.split;
@@ -294,12 +229,11 @@ bool PagedAttention::runs_decode_kernel(const at::Tensor& q, const model::Attent
 }
 
 at::Tensor PagedAttention::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  const model::AttentionContext& ctx, int64_t layer, model::GroupFp8Input* quantized) {
+                                  const model::AttentionContext& ctx, int64_t layer) {
   if (runs_decode_kernel(q, ctx, layer))
     return paged_decode_attention(q, cache_->k(layer), cache_->v(layer), ctx.block_tables, ctx.context_lens,
                                   cache_->shape().block_size, cache_->k_scale(layer), cache_->v_scale(layer),
-                                  ctx.shared_prefix, cache_->bases(layer), quantized);
-  FP8RL_CHECK(quantized == nullptr, "PagedAttention: only the decode kernel's merge quantizes the output");
+                                  ctx.shared_prefix, cache_->bases(layer));
   // No cached prefix (every sequence's keys are its new tokens) and a cache in the model's dtype:
   // the gather would return the call's own k and v, bit for bit. (An FP8 cache keeps the gather:
   // prefill then attends over the dequantized K/V that later steps read.)

@@ -48,18 +48,9 @@ class PagedAttention final : public model::Attention {
                               const model::QkRotation& rotation, const model::AttentionContext& ctx,
                               int64_t layer) override;
 
-  // forward_rotating() with the output quantized by the decode kernel's merge, where it runs:
-  // decode steps (not a mixed step's parts) on the kernel, head_dim 128, bf16, and a merge in
-  // the launch (split-K or shared prefixes; paged_decode_merges), with fused_attention_quant() on.
-  bool forward_rotating_quantized(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  const model::QkRotation& rotation, const model::AttentionContext& ctx, int64_t layer,
-                                  model::GroupFp8Input& out) override;
-
   // Layer calls whose K/V the rotation kernel stored (forward_rotating's fused path), since this
   // attention was made: eager calls and graph captures (a replay repeats its capture's path).
   int64_t fused_stores() const { return fused_stores_; }
-  // Layer calls whose output the merge wrote quantized (forward_rotating_quantized), counted the same way.
-  int64_t quantized_outputs() const { return quantized_outputs_; }
 
   // Whether decode steps of this model and cache run the kernel (then the engine needs no
   // key_slots for them).
@@ -68,27 +59,17 @@ class PagedAttention final : public model::Attention {
  private:
   // Whether attend() takes the decode kernel for q under ctx (it then reads only the cache).
   bool runs_decode_kernel(const at::Tensor& q, const model::AttentionContext& ctx, int64_t layer) const;
-  // forward_rotating's body; `quantized` (or null) as forward_rotating_quantized, which has
-  // checked that the decode kernel's merge will write it.
-  at::Tensor rotate_store_attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                 const model::QkRotation& rotation, const model::AttentionContext& ctx, int64_t layer,
-                                 model::GroupFp8Input* quantized);
-  // forward()'s body: the K/V write, then attend_written.
-  at::Tensor write_attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                          const model::AttentionContext& ctx, int64_t layer, model::GroupFp8Input* quantized);
-  // forward() after the write: one path for the call, or a mixed step's two parts (never with
-  // `quantized`).
+  // forward() after the write: one path for the call, or a mixed step's two parts.
   at::Tensor attend_written(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const model::AttentionContext& ctx, int64_t layer, model::GroupFp8Input* quantized = nullptr);
+                            const model::AttentionContext& ctx, int64_t layer);
   // Attention of q over the cache, the call's K/V already written; one of the two paths (k and v
-  // may be undefined where runs_decode_kernel; `quantized` only where it runs).
+  // may be undefined where runs_decode_kernel).
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const model::AttentionContext& ctx,
-                    int64_t layer, model::GroupFp8Input* quantized = nullptr);
+                    int64_t layer);
 
   KvCache* cache_;  // not owned
   bool use_decode_kernel_;
   int64_t fused_stores_ = 0;
-  int64_t quantized_outputs_ = 0;
   model::VarlenAttention varlen_{/*inference_kernel=*/true};  // Hopper prefill kernel where it applies
 };
 
@@ -99,19 +80,11 @@ class PagedAttention final : public model::Attention {
 // M * Hq / Hkv <= 16) reads each chunk's shared keys once for all its members; the same attention
 // (up to the order of the additions). `cache_bases` (KvCache::bases: device {K, V} addresses
 // of these caches) makes the kernel read the caches' addresses there, as a CUDA graph that
-// outlives the cache must. With `quantized` (a request as core/model/group_fp8.h describes,
-// rows = B, cols = Hq * D; head_dim 128, bf16 q, and paged_decode_merges for this shape) the
-// merge writes the output [B, Hq * D] quantized into quantized->data and ->scale, and the call
-// returns an undefined tensor. CUDA only (throws elsewhere).
+// outlives the cache must. CUDA only (throws elsewhere).
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                   const at::Tensor& block_tables, const at::Tensor& context_lens, int64_t block_size,
                                   const at::Tensor& k_scale = {}, const at::Tensor& v_scale = {},
-                                  const at::Tensor& shared_prefix = {}, void* const* cache_bases = nullptr,
-                                  model::GroupFp8Input* quantized = nullptr);
-// Whether paged_decode_attention's launch for a batch of this shape ends with a merge (split-K
-// over the context, or a shared-prefix pass with chunks of `members`; 0: no chunk table), the
-// kernel that can write a quantized output. False without CUDA.
-bool paged_decode_merges(int64_t batch, int64_t num_kv_heads, int64_t members, bool fp8_kv);
+                                  const at::Tensor& shared_prefix = {}, void* const* cache_bases = nullptr);
 bool paged_decode_supported(at::ScalarType q_dtype, at::Device device, int64_t num_q_heads, const at::Tensor& k_cache);
 // With an FP8 cache, whether the decode kernel runs its MMAs (K Q^T and P V) in fp16, the E4M3
 // bytes widened by one conversion per pair and V's read a word per key row
@@ -155,12 +128,6 @@ bool fp8_kv_three_stages_by_shape(int64_t batch, int64_t num_kv_heads, int64_t s
 // captured CUDA graph keeps the value it was captured with.
 bool fused_kv_store();
 void set_fused_kv_store(bool on);
-// Whether PagedAttention::forward_rotating_quantized lets the decode merge quantize the output
-// for an FP8 o_proj (one kernel fewer per layer; the same bytes). On by default;
-// FP8RL_FUSED_ATTENTION_QUANT=0 turns it off, read once. Tests set both. A captured CUDA graph
-// keeps the value it was captured with.
-bool fused_attention_quant();
-void set_fused_attention_quant(bool on);
 // Whether paged_decode_attention runs the shared-prefix pass for a decode step of `batch`
 // sequences with chunks of `members`: not when the batch's own split-K already takes all 64
 // partial states the merge combines (the smallest batches, which also share least), and never

@@ -26,13 +26,6 @@ at::Tensor Attention::forward_rotating(const at::Tensor& q, const at::Tensor& k,
   return forward(qr, kr, v, ctx, layer);
 }
 
-bool Attention::forward_rotating_quantized(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                           const QkRotation& rotation, const AttentionContext& ctx, int64_t layer,
-                                           GroupFp8Input& out) {
-  (void)q, (void)k, (void)v, (void)rotation, (void)ctx, (void)layer, (void)out;
-  return false;
-}
-
 namespace {
 
 double softmax_scale(const at::Tensor& q) { return 1.0 / std::sqrt(static_cast<double>(q.size(-1))); }

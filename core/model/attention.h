@@ -16,8 +16,6 @@
 
 #include <ATen/ATen.h>
 
-#include "core/model/group_fp8.h"
-
 namespace fp8rl::model {
 
 class Attention;
@@ -94,14 +92,6 @@ class Attention {
   // one kernel (the engine's PagedAttention). By default the rotation, then forward().
   virtual at::Tensor forward_rotating(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                       const QkRotation& rotation, const AttentionContext& ctx, int64_t layer);
-  // forward_rotating() with its output, as [N, Hq * D], written quantized as `out` asks
-  // (core/model/group_fp8.h: out.data and out.scale) instead of returned in q's dtype: for an FP8
-  // o_proj (Linear::group_fp8_input), where this attention can do it in its own last kernel (the
-  // engine's decode merge). Returns false having done nothing where it cannot; the caller then
-  // calls forward_rotating. By default false.
-  virtual bool forward_rotating_quantized(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                          const QkRotation& rotation, const AttentionContext& ctx, int64_t layer,
-                                          GroupFp8Input& out);
 };
 
 // The trainer's attention over whole sequences (and the CPU/reference path of any packed batch

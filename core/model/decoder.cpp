@@ -116,14 +116,9 @@ at::Tensor CausalLM::self_attention(const DecoderLayer& l, int64_t index, const 
   // CUDA, which the engine's attention also has store K and V in its cache.
   const QkRotation rotation{config_.qk_norm ? l.q_norm : at::Tensor(), config_.qk_norm ? l.k_norm : at::Tensor(), eps,
                             rope.cos, rope.sin};
-  const at::Tensor q = qkv[0].view({N, s.num_attention_heads, D}), k = qkv[1].view({N, s.num_key_value_heads, D});
-  // An FP8 o_proj may take its input quantized by attention's last kernel (the engine's decode
-  // merge), one kernel and a BF16 round trip fewer per layer; the same bits either way.
-  if (std::optional<GroupFp8Input> quantized = l.o.group_fp8_input(N, q)) {
-    if (ctx.attention->forward_rotating_quantized(q, k, v, rotation, ctx, index, *quantized))
-      return l.o.forward_group_fp8(*quantized);
-  }
-  const at::Tensor o = ctx.attention->forward_rotating(q, k, v, rotation, ctx, index);  // [N, Hq, D]
+  const at::Tensor o = ctx.attention->forward_rotating(qkv[0].view({N, s.num_attention_heads, D}),
+                                                       qkv[1].view({N, s.num_key_value_heads, D}), v, rotation, ctx,
+                                                       index);  // [N, Hq, D]
   return l.o.forward(o.reshape({N, qd}));
 }
 

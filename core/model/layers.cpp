@@ -128,16 +128,6 @@ at::Tensor Projection::forward_silu_mul(const at::Tensor& gate_up) const {
   return forward(silu_mul(gate_up));
 }
 
-std::optional<GroupFp8Input> Projection::group_fp8_input(int64_t rows, const at::Tensor& like) const {
-  if (linears.size() != 1) return std::nullopt;
-  return linears[0]->group_fp8_input(rows, like);
-}
-
-at::Tensor Projection::forward_group_fp8(const GroupFp8Input& x) const {
-  FP8RL_CHECK(linears.size() == 1, "Projection::forward_group_fp8: unfused parts never ask for a quantized input");
-  return linears[0]->forward_group_fp8(x);
-}
-
 void Projection::visit(const TensorVisitor& fn) const {
   for (size_t i = 0; i < specs.size(); ++i)
     linears[i]->visit(specs[i].name, [&](const ModelTensor& t) {
@@ -219,17 +209,6 @@ at::Tensor Linear::forward_rms_normed(const at::Tensor& x, const at::Tensor& nor
 }
 
 at::Tensor Linear::forward_silu_mul(const at::Tensor& gate_up) { return forward(silu_mul(gate_up)); }
-
-std::optional<GroupFp8Input> Linear::group_fp8_input(int64_t rows, const at::Tensor& like) const {
-  (void)rows, (void)like;
-  return std::nullopt;
-}
-
-at::Tensor Linear::forward_group_fp8(const GroupFp8Input& x) {
-  (void)x;
-  FP8RL_CHECK(false, "Linear::forward_group_fp8: this linear asked for no quantized input");
-  return {};
-}
 
 void GatedMlp::visit(const TensorVisitor& fn) const {
   gate_up_.visit(fn);

@@ -18,7 +18,6 @@
 #include <ATen/ATen.h>
 
 #include "core/model/architecture.h"
-#include "core/model/group_fp8.h"
 #include "core/model/model_config.h"
 #include "core/model/tensor_visitor.h"
 #include "core/model/weight_reader.h"
@@ -40,13 +39,6 @@ class Linear {
   // linear's quantization too. By default add_rms_norm, then forward.
   virtual at::Tensor forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual,
                                             const at::Tensor& norm_weight, double eps, at::Tensor& sum);
-  // For an input made outside the decoder's own ops (attention's output): a linear that would
-  // quantize x [rows, in] like `like` (its dtype and device) in 1 x 128 groups says how
-  // (core/model/group_fp8.h), so that the producer may write it so; nullopt (the default): it
-  // takes x as is. forward_group_fp8 is then forward(x) from x so quantized (data and scale
-  // filled); by default it throws, as no request was made.
-  virtual std::optional<GroupFp8Input> group_fp8_input(int64_t rows, const at::Tensor& like) const;
-  virtual at::Tensor forward_group_fp8(const GroupFp8Input& x);
   // Calls `fn` for each tensor, named `module` + "." + its local name ("weight", "bias",
   // "lora_A.weight", ...). The caller fills in ModelTensor::projection.
   virtual void visit(const std::string& module, const TensorVisitor& fn) const = 0;
@@ -93,10 +85,6 @@ struct Projection {
   at::Tensor forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& norm_weight,
                                     double eps, at::Tensor& sum) const;
   at::Tensor forward_silu_mul(const at::Tensor& gate_up) const;
-  // Linear::group_fp8_input / forward_group_fp8 of a single linear; nullopt for unfused parts
-  // (each would want its own copy of the input).
-  std::optional<GroupFp8Input> group_fp8_input(int64_t rows, const at::Tensor& like) const;
-  at::Tensor forward_group_fp8(const GroupFp8Input& x) const;
   void visit(const TensorVisitor& fn) const;      // each linear's tensors under its spec's name
   int64_t out_features() const;
 };

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "core/model/cuda/fused_rows.cuh"
-#include "core/model/cuda/fp8_round.cuh"
+#include "quant/cuda/fp8_round.cuh"
 
 namespace fp8rl::cuda {
 namespace {

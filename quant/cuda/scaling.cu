@@ -10,7 +10,7 @@
 // shuffles within the half-warp.
 #include "quant/cuda/scaling_kernels.h"
 #include "core/util/pdl.cuh"
-#include "core/model/cuda/fp8_round.cuh"
+#include "quant/cuda/fp8_round.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>

@@ -27,10 +27,7 @@
 //     launch of the same kernel, with 16 query rows per block instead of 8, serves the g heads of
 //     up to 16 / g sequences that share their first keys (a prompt's samples) and reads those
 //     keys once for all of them; the first launch then reads each sequence's keys after its
-//     prefix only, and the merge combines both launches' partial states like split-K chunks;
-//   - for an FP8 o_proj (head_dim 128, bf16) the merge may write its input quantized, one head
-//     per 1 x 128 group (PagedDecodeArgs::out_fp8), instead of a bf16 output that a separate
-//     kernel would read back and quantize.
+//     prefix only, and the merge combines both launches' partial states like split-K chunks.
 // The number of splits depends on the batch shape only, never on context lengths, so one CUDA
 // graph per batch size replays for any context; splits with no keys exit after marking
 // themselves empty. Without shared prefixes a row's bits do not depend on the batch's other
@@ -40,7 +37,6 @@
 #include "rollout/fast_divmod.h"
 #include "core/util/pdl.cuh"
 #include "core/model/cuda/convert.cuh"
-#include "core/model/cuda/fp8_round.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -555,98 +551,53 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 // pass's chunks): out = sum_z 2^(m_z - M) acc_z / sum_z 2^(m_z - M) l_z.
 // The splits' weights are found once, in parallel, into shared memory (the first version walked
 // the splits serially per dimension: ~10 us per layer at batch 1, where most splits are empty).
-constexpr int kMaxSplits = 64;  // paged_decode_splits' cap
-
-// Warp 0 of the block (blockDim >= 32): the max over row's non-empty splits, then each split's
-// weight into w_s and 1 / sum of the weighted l into *inv_s. The caller syncs before reading them.
-__device__ __forceinline__ void merge_weights(const PagedDecodeArgs& a, int64_t row, float* w_s, float* inv_s) {
-  if (threadIdx.x >= 32) return;
-  const int splits = static_cast<int>(a.splits + a.prefix_splits);
-  const float* ml = a.part_ml + row * splits * 2;
-  const int lane = threadIdx.x;
-  float m[2], l[2], M = -INFINITY;
-#pragma unroll
-  for (int k = 0; k < 2; ++k) {
-    const int z = lane + 32 * k;
-    m[k] = z < splits ? ml[2 * z] : -INFINITY;
-    l[k] = z < splits ? ml[2 * z + 1] : 0.0f;
-    if (l[k] > 0.0f) M = fmaxf(M, m[k]);
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
-  float L = 0.0f;
-#pragma unroll
-  for (int k = 0; k < 2; ++k) {
-    const int z = lane + 32 * k;
-    const float w = l[k] > 0.0f ? exp2f(m[k] - M) : 0.0f;
-    if (z < kMaxSplits) w_s[z] = w;
-    L += w * l[k];
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
-  if (lane == 0) *inv_s = L > 0.0f ? 1.0f / L : 0.0f;
-}
-
-// Dimension d of row's merged output, before normalisation (splits in order: one order of the
-// additions for both merge kernels).
-__device__ __forceinline__ float merged_sum(const PagedDecodeArgs& a, int64_t row, int d, const float* w_s) {
-  const int splits = static_cast<int>(a.splits + a.prefix_splits);
-  const int64_t D = a.head_dim;
-  float s = 0.0f;
-  for (int z = 0; z < splits; ++z)
-    if (w_s[z] != 0.0f) s += w_s[z] * a.part_acc[(row * splits + z) * D + d];
-  return s;
-}
-
+// Tried and removed (twelfth session): this merge writing an FP8 o_proj's input directly (head_dim
+// 128: one head is one 1x128 group, so the block that merges a head found its amax and wrote its
+// bytes and scale), bit for bit o_proj's own quantization, one kernel fewer per layer. FP8 + FP8 KV,
+// Qwen3-8B shape, H100, same call: 1.004x tokens/s at batch 1, 0.997x at 64, 0.998x at 256 --
+// under dependent launch the quantization kernel it replaced cost ~0.5 us a layer, not the ~2.9
+// the profile's overlap-credited column gave it (docs/BENCHMARKS.md).
 template <typename T>
 __global__ void paged_decode_merge_kernel(const PagedDecodeArgs a) {
   pdl::begin();  // before any global memory access: core/util/pdl.cuh
+  constexpr int kMaxSplits = 64;  // paged_decode_splits' cap
   __shared__ float w_s[kMaxSplits];
   __shared__ float inv_s;
   const int64_t row = blockIdx.x;  // b * Hq + head
-  merge_weights(a, row, w_s, &inv_s);
+  const int splits = static_cast<int>(a.splits + a.prefix_splits), D = static_cast<int>(a.head_dim);
+  const float* ml = a.part_ml + row * splits * 2;
+  if (threadIdx.x < 32) {  // warp 0 (blockDim >= 32): the max over the non-empty splits, then each split's weight
+    const int lane = threadIdx.x;
+    float m[2], l[2], M = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int z = lane + 32 * k;
+      m[k] = z < splits ? ml[2 * z] : -INFINITY;
+      l[k] = z < splits ? ml[2 * z + 1] : 0.0f;
+      if (l[k] > 0.0f) M = fmaxf(M, m[k]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    float L = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int z = lane + 32 * k;
+      const float w = l[k] > 0.0f ? exp2f(m[k] - M) : 0.0f;
+      if (z < kMaxSplits) w_s[z] = w;
+      L += w * l[k];
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
+    if (lane == 0) inv_s = L > 0.0f ? 1.0f / L : 0.0f;
+  }
   __syncthreads();
   T* out = static_cast<T*>(a.out);
-  const int D = static_cast<int>(a.head_dim);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) out[row * D + d] = from_float<T>(merged_sum(a, row, d, w_s) * inv_s);
-}
-
-// The merge writing an FP8 projection's input (PagedDecodeArgs::out_fp8): head_dim 128, so one
-// head is one 1 x 128 group; a block of 128 threads per group of the padded [rows, cols] output,
-// a thread per element. The element is rounded to bf16 as the plain merge stores it, then
-// quantized with the scale rule of quant's group kernels (core/model/cuda/fp8_round.cuh): the
-// bytes of quantize_activation(merge output), without writing and reading back that output.
-constexpr int kQuantThreads = 128;
-__global__ void __launch_bounds__(kQuantThreads) paged_decode_merge_quant_kernel(const PagedDecodeArgs a) {
-  pdl::begin();  // before any global memory access: core/util/pdl.cuh
-  __shared__ float w_s[kMaxSplits];
-  __shared__ float inv_s;
-  __shared__ float warp_amax[kQuantThreads / 32];
-  const int64_t groups = a.out_cols_padded / 128;
-  const int64_t m = blockIdx.x / groups, g = blockIdx.x % groups;  // output row (sequence), group (head)
-  const int d = threadIdx.x;
-  uint8_t* out = a.out_fp8 + m * a.out_cols_padded + g * 128;
-  float* scale = a.out_scale + g * a.out_rows_padded + m;
-  if (m >= a.batch || g >= a.num_q_heads) {  // padding, uniform over the block: zeros with scale 1
-    out[d] = 0;
-    if (d == 0) *scale = 1.0f;
-    return;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float s = 0.0f;
+    for (int z = 0; z < splits; ++z)
+      if (w_s[z] != 0.0f) s += w_s[z] * a.part_acc[(row * splits + z) * D + d];
+    out[row * D + d] = from_float<T>(s * inv_s);
   }
-  const int64_t row = m * a.num_q_heads + g;
-  merge_weights(a, row, w_s, &inv_s);
-  __syncthreads();
-  const float v = __bfloat162float(__float2bfloat16(merged_sum(a, row, d, w_s) * inv_s));
-  if (!isfinite(v) && a.nonfinite != nullptr) atomicExch(a.nonfinite, 1);
-  float amax = fabsf(v);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  if (d % 32 == 0) warp_amax[d / 32] = amax;
-  __syncthreads();
-#pragma unroll
-  for (int w = 0; w < kQuantThreads / 32; ++w) amax = fmaxf(amax, warp_amax[w]);
-  const float s = scale_from_amax(amax, a.fp8_max, a.pow2);
-  if (d == 0) *scale = s;
-  out[d] = to_fp8(v, 1.0f / s, a.e5m2);
 }
 
 void check_launch(const char* what) {
@@ -694,13 +645,7 @@ void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
     launch_fp8<T, D, false>(a, stream);
   else
     launch_passes<T, T, D>(a, stream);
-  if (a.out_fp8 != nullptr) {
-    if constexpr (D == 128 && std::is_same_v<T, __nv_bfloat16>) {
-      const auto blocks = static_cast<unsigned>(a.out_rows_padded * (a.out_cols_padded / 128));
-      pdl::launch(paged_decode_merge_quant_kernel, blocks, kQuantThreads, 0, stream, a);
-      check_launch("paged_decode_merge_quant_kernel");
-    }
-  } else if (a.splits + a.prefix_splits > 1) {
+  if (a.splits + a.prefix_splits > 1) {
     // At least a whole warp: the merge's first step is a warp over the splits.
     const int threads = D < 32 ? 32 : (D < 128 ? D : 128);
     pdl::launch(paged_decode_merge_kernel<T>, static_cast<unsigned>(a.batch * a.num_q_heads), threads, 0, stream, a);
@@ -743,10 +688,6 @@ void paged_decode_attention(const PagedDecodeArgs& a, cudaStream_t stream) {
   if (a.splits < 1 || a.prefix_splits < 0 || (a.chunks == nullptr && a.prefix_splits != 0) ||
       a.splits + a.prefix_splits > 64)
     throw std::invalid_argument("paged_decode_attention: 1 to 64 partial states per row");
-  if (a.out_fp8 != nullptr &&
-      (a.head_dim != 128 || !a.bf16 || a.splits + a.prefix_splits < 2 || a.out_scale == nullptr ||
-       a.out_rows_padded < a.batch || a.out_cols_padded % 128 != 0 || a.out_cols_padded < a.num_q_heads * 128))
-    throw std::invalid_argument("paged_decode_attention: a quantized output needs head_dim 128, bf16, a merge and room");
   if (a.bf16)
     launch<__nv_bfloat16>(a, stream);
   else

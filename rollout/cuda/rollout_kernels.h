@@ -49,17 +49,6 @@ struct PagedDecodeArgs {
   // XOR-swizzled instead of padded so that 4 blocks still fit a multiprocessor (paged_decode.cu,
   // Smem; FP8RL_FP8_KV_THREE_STAGES). No effect on other caches and head sizes.
   bool fp8_three_stages = false;
-  // Or null: the merge (which must run: splits + prefix_splits > 1; head_dim 128, bf16) writes
-  // the output as an FP8 projection's input instead of to `out` -- [batch, Hq * 128] in 1 x 128
-  // groups, one per head, in core/model/group_fp8.h's layout: out_fp8 [rows_padded, cols_padded]
-  // bytes, out_scale [cols_padded / 128, rows_padded], padding zeros with scale 1. The values
-  // are rounded to bf16 first, so the bytes are those of quantizing the bf16 output.
-  uint8_t* out_fp8 = nullptr;
-  float* out_scale = nullptr;
-  int64_t out_rows_padded = 0, out_cols_padded = 0;
-  float fp8_max = 448.0f;
-  bool e5m2 = false, pow2 = false;
-  int* nonfinite = nullptr;  // or null: set to 1 when an output value is NaN or inf
 };
 
 // Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 8.

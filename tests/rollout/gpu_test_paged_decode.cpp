@@ -11,9 +11,6 @@
 // FP8 KV: the cache holds E4M3 bytes of random values over a scale (kept below 448); the
 // reference reads the same bytes dequantized, so the comparison tests the kernel, not E4M3.
 //
-// The merge writing an FP8 o_proj's input (check_quantized_merge): on every shape above where
-// it applies, against quant's group quantization of the plain output, bit for bit.
-//
 // Tolerance: inputs are bf16/fp16, the kernel accumulates in fp32 and rounds its output once to
 // the input dtype (relative 2^-9 for bf16), so the normalised error lands near 2e-3; 1e-2 leaves
 // room for that and still fails on a wrong key, mask, scale or merge (which are O(1) errors).
@@ -27,9 +24,7 @@
 #include <random>
 #include <vector>
 
-#include "core/model/group_fp8.h"
 #include "core/model/layers.h"
-#include "quant/scaling.h"
 #include "rollout/cuda/rollout_kernels.h"
 #include "rollout/kv_cache.h"
 #include "rollout/paged_attention.h"
@@ -99,46 +94,6 @@ at::Tensor reference(const at::Tensor& qf, const at::Tensor& kf, const at::Tenso
   return at::stack(ref);
 }
 
-// The merge writing an FP8 o_proj's input (paged_decode_attention's `quantized`, head_dim 128,
-// bf16, where the launch merges): the bytes and scales of quant's group quantization of the plain
-// call's bf16 output, padding included (rows to 4, columns to 512: a head count whose columns are
-// not a multiple of 512 leaves whole padding groups). Format and pow2 vary with the seed. Other
-// shapes: nothing to check.
-void check_quantized_merge(const at::Tensor& q, const Cache& kv, const at::Tensor& tables, const at::Tensor& ctx,
-                           int64_t bs, const at::Tensor& chunks, uint64_t seed) {
-  const int64_t B = q.size(0), Hq = q.size(1), D = q.size(2), Hkv = kv.k.size(1);
-  const int64_t members = chunks.defined() ? chunks.size(1) - 2 : 0;
-  if (D != 128 || q.scalar_type() != at::kBFloat16 || !paged_decode_merges(B, Hkv, members, kv.k_scale.defined()))
-    return;
-  namespace quant = fp8rl::quant;
-  const quant::Fp8Format fmt = seed % 2 == 0 ? quant::Fp8Format::e4m3 : quant::Fp8Format::e5m2;
-  const bool pow2 = seed % 4 >= 2;
-  const auto flag_opts = q.options().dtype(at::kInt);
-  const at::Tensor plain = paged_decode_attention(q, kv.k, kv.v, tables, ctx, bs, kv.k_scale, kv.v_scale, chunks);
-  const at::Tensor ref_flag = at::zeros({1}, flag_opts);
-  const quant::Fp8Activation want =
-      quant::quantize_activation(plain.view({B, Hq * D}), quant::ActScaling::group, fmt, pow2, ref_flag);
-  fp8rl::model::GroupFp8Input got;
-  got.rows = B;
-  got.cols = Hq * D;
-  got.rows_padded = quant::round_up(B, quant::kGroupRowAlign);
-  got.cols_padded = quant::padded_k(Hq * D, true);
-  got.dtype = quant::fp8_scalar_type(fmt);
-  got.fp8_max = quant::fp8_spec(fmt).max;
-  got.pow2 = pow2;
-  got.nonfinite = at::zeros({1}, flag_opts);
-  const at::Tensor none = paged_decode_attention(q, kv.k, kv.v, tables, ctx, bs, kv.k_scale, kv.v_scale, chunks,
-                                                 nullptr, &got);
-  INFO("quantized merge: " << (pow2 ? "pow2 " : "") << (fmt == quant::Fp8Format::e4m3 ? "e4m3" : "e5m2") << ", B " << B
-                           << ", Hq " << Hq << (chunks.defined() ? ", shared prefixes" : ""));
-  CHECK_FALSE(none.defined());
-  REQUIRE(got.data.sizes() == want.data.sizes());
-  REQUIRE(got.scale.sizes() == want.scale.sizes());
-  CHECK(at::equal(got.data.view(at::kByte).cpu(), want.data.view(at::kByte).cpu()));
-  CHECK(at::equal(got.scale.cpu(), want.scale.cpu()));
-  CHECK(at::equal(got.nonfinite.cpu(), ref_flag.cpu()));
-}
-
 double run_case(const Case& c, uint64_t seed) {
   const int64_t bs = 16, Hkv = c.kv_heads, Hq = c.group * Hkv, D = c.head_dim, B = c.batch;
   const std::vector<int64_t> lens_pool{1, 15, 16, 17, 33, 1025, 4097};
@@ -163,10 +118,8 @@ double run_case(const Case& c, uint64_t seed) {
   const at::Tensor tables = at::tensor(table, at::TensorOptions().dtype(at::kInt)).view({B, width}).to(at::kCUDA);
   std::vector<int32_t> lens32(lens.begin(), lens.end());
   const at::Tensor ctx = at::tensor(lens32, at::TensorOptions().dtype(at::kInt)).to(at::kCUDA);
-  const at::Tensor out_bf =
-      paged_decode_attention(q, kv.k, kv.v, tables, ctx, bs, kv.k_scale, kv.v_scale);
-  check_quantized_merge(q, kv, tables, ctx, bs, {}, seed);
-  const at::Tensor out = out_bf.to(at::kFloat).cpu();
+  const at::Tensor out =
+      paged_decode_attention(q, kv.k, kv.v, tables, ctx, bs, kv.k_scale, kv.v_scale).to(at::kFloat).cpu();
 
   const at::Tensor want = reference(q.to(at::kFloat).cpu(), kv.kf, kv.vf, table, width, lens, bs, c.group);
   REQUIRE(out.sizes() == want.sizes());
@@ -233,7 +186,6 @@ double run_shared_case(int64_t group, int64_t D, at::ScalarType dtype, bool fp8_
   const at::Tensor chunks = at::tensor(plan.table, at::TensorOptions().dtype(at::kInt)).view({B, plan.width()}).to(at::kCUDA);
   const at::Tensor with =
       paged_decode_attention(q, kv.k, kv.v, tables, ctx, bs, kv.k_scale, kv.v_scale, chunks).to(at::kFloat).cpu();
-  if (*ran) check_quantized_merge(q, kv, tables, ctx, bs, chunks, seed);
   const at::Tensor without = paged_decode_attention(q, kv.k, kv.v, tables, ctx, bs, kv.k_scale, kv.v_scale).to(at::kFloat).cpu();
   const at::Tensor want = reference(q.to(at::kFloat).cpu(), kv.kf, kv.vf, table, width, lens, bs, group);
   REQUIRE(at::isfinite(with).all().item<bool>());
@@ -380,36 +332,6 @@ TEST_CASE("paged attention: a split mixed step equals the unsplit one on CUDA", 
     CHECK(err < 2e-2);  // values O(0.3): a few bf16 ulps; a wrong row or key moves them by O(0.1)
     CHECK(err_multi < 1e-2);  // one kernel on the same sequences either way: at most a bf16 ulp
   }
-}
-
-// NaN in one query row: the merge's quantized output flags it as quant's kernel does (and the
-// bytes agree); a launch with no merge (one split, no shared prefixes) refuses a quantized output.
-TEST_CASE("paged decode merge writing FP8: NaN flagged, refused without a merge", "[rollout][gpu]") {
-  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  at::manual_seed(7);
-  const auto opts = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
-  const auto i32 = at::TensorOptions().device(at::kCUDA).dtype(at::kInt);
-  {
-    const int64_t B = 3, Hkv = 2, Hq = 8, D = 128, bs = 16;
-    const Cache kv = random_cache(B * bs, Hkv, D, opts, false);
-    at::Tensor q = at::randn({B, Hq, D}, opts);
-    q.index_put_({1, 0, 5}, std::nan(""));
-    const at::Tensor tables = at::arange(B, i32).view({B, 1});
-    const at::Tensor ctx = at::full({B}, 9, i32);
-    REQUIRE(paged_decode_merges(B, Hkv, 0, false));
-    check_quantized_merge(q, kv, tables, ctx, bs, {}, 0);
-    check_quantized_merge(q, kv, tables, ctx, bs, {}, 3);
-  }
-  const int64_t B = 66, Hkv = 8, D = 128, bs = 16;  // 528 blocks: one split on 132 multiprocessors
-  if (paged_decode_merges(B, Hkv, 0, false)) SKIP_TEST("this GPU splits a batch of 66 x 8 KV heads");
-  const Cache kv = random_cache(B * bs, Hkv, D, opts, false);
-  fp8rl::model::GroupFp8Input out;
-  out.rows = B;
-  out.cols = Hkv * D;
-  out.rows_padded = 68;
-  out.cols_padded = 1024;
-  CHECK_THROWS(paged_decode_attention(at::randn({B, Hkv, D}, opts), kv.k, kv.v, at::arange(B, i32).view({B, 1}),
-                                      at::full({B}, 9, i32), bs, {}, {}, {}, nullptr, &out));
 }
 
 TEST_CASE("paged decode kernel: unsupported shapes are refused, not miscomputed", "[rollout][gpu]") {

@@ -6,11 +6,9 @@
 #include <iterator>
 #include <map>
 #include <memory>
-#include <optional>
 
 #include <c10/core/GradMode.h>
 
-#include "core/model/attention.h"
 #include "core/model/decoder.h"
 #include "core/model/random_checkpoint.h"
 #include "tests/core/model/model_test_util.h"
@@ -244,89 +242,6 @@ TEST_CASE("linears are pluggable: a factory sees every projection, fused or by H
   CHECK(names.front() == "model.layers.0.self_attn.q_proj");
   CHECK(names[5] == "model.layers.0.mlp.up_proj");
   CHECK(max_abs_diff(plain.logits(ids), split.logits(ids)) < 1e-6);
-}
-
-// The seam an FP8 o_proj and the engine's attention use (Linear::group_fp8_input,
-// Attention::forward_rotating_quantized): when the linear asks and the attention fills, o_proj
-// takes its input from the attention's filled request; when either declines, the plain path runs.
-// Here the "quantized" input is the float32 output itself, padded as asked, so the hidden states
-// must equal the plain forward's in every case.
-TEST_CASE("attention may hand o_proj its input quantized: the decoder routes it when both agree") {
-  struct Counts {
-    int asked = 0, fed = 0, filled = 0;
-  };
-  struct AskingLinear final : Linear {
-    AskingLinear(at::Tensor w, at::Tensor b, std::shared_ptr<Counts> counts, bool ask)
-        : inner(std::move(w), std::move(b)), counts(std::move(counts)), ask(ask) {}
-    at::Tensor forward(const at::Tensor& x) override { return inner.forward(x); }
-    std::optional<GroupFp8Input> group_fp8_input(int64_t rows, const at::Tensor& like) const override {
-      ++counts->asked;
-      if (!ask) return std::nullopt;
-      GroupFp8Input x;
-      x.rows = rows;
-      x.cols = inner.weight().size(1);
-      x.rows_padded = rows + 3;
-      x.cols_padded = x.cols + 5;
-      x.dtype = like.scalar_type();
-      return x;
-    }
-    at::Tensor forward_group_fp8(const GroupFp8Input& x) override {
-      ++counts->fed;
-      REQUIRE(x.data.sizes() == at::IntArrayRef({x.rows_padded, x.cols_padded}));
-      return inner.forward(x.data.narrow(0, 0, x.rows).narrow(1, 0, x.cols));
-    }
-    void visit(const std::string& module, const TensorVisitor& fn) const override { inner.visit(module, fn); }
-    DenseLinear inner;
-    std::shared_ptr<Counts> counts;
-    bool ask;
-  };
-  struct FillingAttention final : Attention {
-    FillingAttention(std::shared_ptr<Counts> counts, bool fill) : counts(std::move(counts)), fill(fill) {}
-    at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionContext& ctx,
-                       int64_t layer) override {
-      return inner.forward(q, k, v, ctx, layer);
-    }
-    bool forward_rotating_quantized(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    const QkRotation& rotation, const AttentionContext& ctx, int64_t layer,
-                                    GroupFp8Input& out) override {
-      if (!fill) return false;
-      ++counts->filled;
-      const at::Tensor o = forward_rotating(q, k, v, rotation, ctx, layer).reshape({out.rows, out.cols});
-      out.data = at::full({out.rows_padded, out.cols_padded}, 7.0, o.options());
-      out.data.narrow(0, 0, out.rows).narrow(1, 0, out.cols).copy_(o);
-      out.scale = at::ones({1}, o.options());
-      return true;
-    }
-    VarlenAttention inner;
-    std::shared_ptr<Counts> counts;
-    bool fill;
-  };
-  TempDir dir;
-  write_random_checkpoint(dir.path().string(), "qwen3", tiny_shape(false), 21);
-  const int64_t L = tiny_shape(false).num_hidden_layers;
-  const at::Tensor ids = random_ids(1, 6, 97, 2).reshape({-1}), positions = at::arange(6, at::kLong);
-  const std::vector<int64_t> lengths{6};
-  VarlenAttention plain_attention;
-  const at::Tensor plain = CausalLM::load(dir.path().string(), fp32())
-                               .forward(ids, positions, whole_sequences(lengths, at::kCPU, &plain_attention));
-  for (const bool ask : {true, false})
-    for (const bool fill : {true, false}) {
-      INFO("o_proj asks: " << ask << ", attention fills: " << fill);
-      auto counts = std::make_shared<Counts>();
-      LoadOptions o = fp32();
-      o.linear = [&](const ProjectionSpec& spec, const WeightReader& reader) -> std::unique_ptr<Linear> {
-        auto [w, b] = read_dense_projection(spec, reader);
-        if (!spec.name.ends_with("o_proj")) return std::make_unique<DenseLinear>(std::move(w), std::move(b));
-        return std::make_unique<AskingLinear>(std::move(w), std::move(b), counts, ask);
-      };
-      const CausalLM m = CausalLM::load(dir.path().string(), o);
-      FillingAttention attention(counts, fill);
-      const at::Tensor got = m.forward(ids, positions, whole_sequences(lengths, at::kCPU, &attention));
-      CHECK(max_abs_diff(got, plain) == 0.0);
-      CHECK(counts->asked == L);
-      CHECK(counts->filled == (ask && fill ? L : 0));
-      CHECK(counts->fed == (ask && fill ? L : 0));
-    }
 }
 
 TEST_CASE("the MLP is pluggable: an MLP factory builds each layer's block") {

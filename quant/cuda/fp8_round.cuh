@@ -1,9 +1,6 @@
-// Device pieces of FP8 quantization shared by every kernel that writes a quantized activation:
-// quant's scaling kernels (quant/cuda/scaling.cu), its fused producer + quantization kernels
-// (quant/cuda/fused_quant.cu) and the decode attention's merge, which writes o_proj's input
-// (rollout/cuda/paged_decode.cu): the scale rule and the conversion, so all of them give
-// quantize_*_reference's bits (quant/scaling.cpp). Here rather than in quant/ because rollout
-// does not depend on quant.
+// Device pieces of FP8 quantization shared by the scaling kernels (scaling.cu) and the fused
+// producer + quantization kernels (fused_quant.cu): the scale rule and the conversion, so both
+// give quantize_*_reference's bits (quant/scaling.cpp).
 #pragma once
 
 #include <cuda_fp8.h>
