@@ -9,13 +9,15 @@
 // token sum of the whole mini-batch divided by the constant max_response_length only, i.e.
 // verl with actor.loss_scale_factor = max_response_length. Despite the name there is no division
 // by the number of sequences (verl's docs: it "turns off seq-dim averaging"); the Dr.GRPO paper
-// writes a 1/G in front of its objective, verl drops it, and we keep verl's scale so verl
-// recipes (learning rates) carry over. The loss therefore grows with the mini-batch size.
-// Deliberate differences from verl: verl's default divisor is the batch's padded response
-// length (loss_mask.shape[-1]) unless loss_scale_factor is set, and its trainers then scale
-// micro-batch losses by 1/gradient_accumulation (legacy dp_actor) and average gradients over
-// data-parallel ranks, so verl's effective divisor also depends on how the batch is split; here
-// it does not (micro-batch and rank shares are summed).
+// writes a 1/G in front of its objective, and verl drops it; so do we. The loss therefore grows
+// with the mini-batch size. Deliberate differences from verl: verl's default divisor is the
+// batch's padded response length (loss_mask.shape[-1]) unless loss_scale_factor is set, and its
+// trainers then scale micro-batch losses by 1/gradient_accumulation (legacy dp_actor) and
+// average gradients over data-parallel ranks, so verl's effective divisor also depends on how
+// the batch is split; here it does not (micro-batch and rank shares are summed). The magnitude
+// therefore differs from verl's by that split: a mini-batch verl runs as 16 micro-batches on 4
+// ranks gives here a loss and gradient 64 times verl's. AdamW's steps barely notice, but a
+// grad_clip threshold (and the grad_norm metric) does not carry over from a verl recipe.
 #pragma once
 
 #include <ATen/ATen.h>

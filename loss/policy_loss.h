@@ -10,7 +10,7 @@ namespace fp8rl::loss {
 struct PolicyLossOptions {
   double clip_ratio_low = 0.2;         // algorithm.clip_ratio_low: ratio >= 1 - low
   double clip_ratio_high = 0.2;        // algorithm.clip_ratio_high: ratio <= 1 + high (DAPO: 0.28)
-  std::optional<double> clip_ratio_c;  // algorithm.clip_ratio_c: dual clip (> 1) for A < 0; nullopt = off
+  std::optional<double> clip_ratio_c = 3.0;  // algorithm.clip_ratio_c: dual clip (> 1) for A < 0 (verl's 3); nullopt = off
   double log_ratio_clamp = 20.0;       // |logp - old_logp| is clamped here so exp() cannot overflow
 };
 

@@ -64,7 +64,11 @@ RolloutCorrection rollout_correction(const at::Tensor& old_logp, const at::Tenso
   // where() rather than "* m": padding may hold anything (even NaN) and must not leak in.
   const at::Tensor diff = at::where(valid_tok, old_logp.detach().to(dtype) - rollout_logp.detach().to(dtype), zero);
   const double c = options.log_ratio_clamp;
-  const at::Tensor log_ratio = diff.clamp(-c, c);  // [B, T], 0 on padding; token-level ratios and metrics
+  // [B, T], 0 on padding; token-level ratios and metrics. A NaN log-ratio (a NaN log-prob on
+  // either side) becomes -clamp, as a sequence's NaN sum does below: no weight in truncate mode,
+  // dropped in mask mode. Left NaN, one token would make the loss, the gradient norm and so the
+  // whole mini-batch's update non-finite (the step then skips it).
+  const at::Tensor log_ratio = at::where(at::isnan(diff), at::full({}, -c, diff.options()), diff).clamp(-c, c);
 
   // A "unit" is what one weight belongs to: a token, or a whole sequence.
   at::Tensor unit_log_ratio, unit_valid;  // [B, T] or [B]

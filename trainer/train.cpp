@@ -96,7 +96,9 @@ namespace {
 
 // What RL training needs beyond validate_recipe (which `fp8rl eval` and SFT share): a sampling
 // temperature > 0, since the trainer's log-probs are of softmax(logits / T) and the ratio against
-// the rollout's needs the same T; and room in the model's context for the longest prompt plus
+// the rollout's needs the same T; at least two samples per prompt (GRPO and Dr. GRPO advantages
+// are relative to the prompt's other samples; verl would give a lone sample its raw reward, a
+// different algorithm); and room in the model's context for the longest prompt plus
 // the longest response, which the engine would otherwise refuse at whichever step first drew
 // such a prompt.
 void check_rl_recipe(const recipe::LoadedRecipe& loaded, const hf::ModelShape& shape) {
@@ -105,6 +107,10 @@ void check_rl_recipe(const recipe::LoadedRecipe& loaded, const hf::ModelShape& s
     throw ConfigError(cat(loaded.where("rollout.temperature"), ": rollout.temperature must be > 0 for RL training (the ",
                           "trainer's log-probs are of softmax(logits / T)), got ", r.rollout.temperature,
                           "; greedy decoding is `fp8rl generate --temperature 0`"));
+  if (r.rollout.n < 2)
+    throw ConfigError(cat(loaded.where("rollout.n"), ": rollout.n must be >= 2 for RL training: ",
+                          r.algorithm.adv_estimator, "'s advantages compare a prompt's samples with each other, so ",
+                          "with one sample every advantage is 0 and nothing is learned, got ", r.rollout.n));
   const int64_t context = r.model.path.empty()
                               ? model::default_model_config(model::Family::qwen3, shape).max_position_embeddings
                               : model::read_model_config(r.model.path).max_position_embeddings;

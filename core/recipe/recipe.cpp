@@ -70,7 +70,7 @@ void AlgorithmConfig::visit(FieldVisitor& v) {
   v.field("norm_adv_by_batch", norm_adv_by_batch, "also normalise advantages over the whole batch");
   v.field("clip_ratio_low", clip_ratio_low, "PPO clip: ratio >= 1 - clip_ratio_low");
   v.field("clip_ratio_high", clip_ratio_high, "PPO clip: ratio <= 1 + clip_ratio_high (DAPO: 0.28)");
-  v.field("clip_ratio_c", clip_ratio_c, "dual-clip bound for negative advantages (> 1); null = off");
+  v.field("clip_ratio_c", clip_ratio_c, "dual-clip bound for negative advantages (> 1; default 3, as verl); null = off");
   v.choice("loss_agg_mode", loss_agg_mode,
            {"token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"},
            "how per-token losses become one number");
@@ -82,7 +82,8 @@ void AlgorithmConfig::visit(FieldVisitor& v) {
   v.field("tis_mask_lower", tis_mask_lower, "lower bound of the kept ratio in mask mode, in (0, 1)");
   v.field("use_kl_loss", use_kl_loss, "KL penalty to the reference policy");
   v.field("kl_loss_coef", kl_loss_coef, "weight of the KL penalty");
-  v.choice("kl_loss_type", kl_loss_type, {"k1", "k2", "k3"}, "k1 | k2 (mse) | k3 (low_var_kl)");
+  v.choice("kl_loss_type", kl_loss_type, {"k1", "k2", "k3", "kl", "mse", "low_var_kl"},
+           "k1 | k2 | k3, or verl's names for them: kl | mse | low_var_kl");
   v.field("entropy_coeff", entropy_coeff, "entropy bonus weight (0 = metric only)");
   v.field("filter_groups", filter_groups, "DAPO dynamic sampling: drop groups whose scores are all equal");
   v.field("max_num_gen_batches", max_num_gen_batches, "with filter_groups: rollout batches per step before giving up");

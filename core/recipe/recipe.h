@@ -89,7 +89,7 @@ struct AlgorithmConfig {
   bool norm_adv_by_batch = false;      // also normalise advantages over the whole batch
   double clip_ratio_low = 0.2;         // PPO clip: ratio >= 1 - clip_ratio_low
   double clip_ratio_high = 0.2;        // PPO clip: ratio <= 1 + clip_ratio_high (DAPO clip-higher: 0.28)
-  std::optional<double> clip_ratio_c;  // dual clip for negative advantages (> 1); null = off
+  std::optional<double> clip_ratio_c = 3.0;  // dual clip for negative advantages (> 1; verl's default 3); null = off
   std::string loss_agg_mode = "token-mean";  // token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm
   std::string tis_level = "token";     // rollout correction: token | sequence | geometric (mean log-ratio per sequence; + mask = NeMo-RL's seq-mask-tis) | none
   std::string tis_mode = "truncate";   // truncate: weight min(ratio, tis_cap) | mask: drop outside [tis_mask_lower, tis_cap]

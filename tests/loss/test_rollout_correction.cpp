@@ -281,6 +281,24 @@ TEST_CASE("rollout correction: huge mismatches stay finite, bad knobs are config
     rc = rollout_correction(o2, r2, m2, oi);
     check_close(to_vec(rc.mask), {0, 0, 0, 0, 0, 0}, 0, 0, "inf mask");
   }
+  // A NaN log-prob at token level (either side): that token's log-ratio is -20 like a NaN
+  // sequence's, so the weights, the mask and the metrics stay finite and the others unchanged.
+  {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    at::Tensor o3 = at::zeros({1, 3});
+    at::Tensor r3 = at::full({1, 3}, -0.5f);
+    r3[0][1] = nan;
+    o3[0][2] = nan;
+    RolloutCorrectionOptions ot;
+    ot.level = TisLevel::token;
+    auto rc = rollout_correction(o3, r3, at::ones({1, 3}), ot);
+    check_close(to_vec(rc.weight), {std::exp(0.5), std::exp(-20.0), std::exp(-20.0)}, 1e-6, 1e-9, "NaN weight");
+    const MismatchMetrics& m = rc.metrics;
+    for (double v : {m.kl_k3, m.is_weight_mean, m.is_weight_max, m.ess}) CHECK(std::isfinite(v));
+    ot.mode = TisMode::mask;
+    rc = rollout_correction(o3, r3, at::ones({1, 3}), ot);
+    check_close(to_vec(rc.mask), {1, 0, 0}, 0, 0, "NaN mask");
+  }
   // Recipe names are mapped once by the trainer (parse_*); rollout_correction takes the enums.
   REQUIRE_THROWS_CONTAINING(parse_tis_level("tok"), ConfigError, "token, sequence, geometric, none");
   REQUIRE_THROWS_CONTAINING(parse_tis_mode("clip"), ConfigError, "truncate, mask");

@@ -154,11 +154,13 @@ TEST_CASE("a damaged checkpoint is refused by name and resume auto falls back to
   REQUIRE_THROWS_AS(trainer::run_train(test::quickstart(dir, r)), ConfigError);
 }
 
-TEST_CASE("train: a greedy rollout temperature and responses past the model's context are refused before the run starts",
+TEST_CASE("train: a greedy rollout temperature, one sample per prompt and responses past the model's context are refused before the run starts",
           "[trainer][train]") {
   test::TempDir dir;
   REQUIRE_THROWS_CONTAINING(trainer::run_train(test::quickstart(dir, {"rollout.temperature=0"})), ConfigError,
                             "rollout.temperature must be > 0");
+  REQUIRE_THROWS_CONTAINING(trainer::run_train(test::quickstart(dir, {"rollout.n=1"})), ConfigError,
+                            "rollout.n must be >= 2 for RL training");
   // The tiny preset's context is 40960 tokens.
   REQUIRE_THROWS_CONTAINING(
       trainer::run_train(test::quickstart(dir, {"data.max_prompt_length=40000", "rollout.max_response_length=1000"})),
