@@ -21,6 +21,7 @@
 #include "core/hf/tokenizer.h"
 #include "core/model/model_config.h"
 #include "core/recipe/load.h"
+#include "core/recipe/validate.h"
 #include "core/util/atomic_file.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
@@ -122,8 +123,9 @@ Settings resolve(const GenerateArgs& a) {
     if (!ok) throw ConfigError(origin(flag_set, flag, loaded, key) + ": " + what);
   };
   need(s.n >= 1 && s.n <= 65536, a.n.has_value(), "--n", "rollout.n", "samples per prompt must be in [1, 65536], got " + std::to_string(s.n));
-  need(std::isfinite(s.temperature) && s.temperature >= 0, a.temperature.has_value(), "--temperature", "rollout.temperature",
-       cat("the temperature must be >= 0 (0 = greedy), got ", s.temperature));
+  need(std::isfinite(s.temperature) && (s.temperature == 0 || s.temperature >= recipe::kMinTemperature),
+       a.temperature.has_value(), "--temperature", "rollout.temperature",
+       cat("the temperature must be 0 (greedy) or >= ", recipe::kMinTemperature, ", got ", s.temperature));
   need(std::isfinite(s.top_p) && s.top_p > 0 && s.top_p <= 1, a.top_p.has_value(), "--top-p", "rollout.top_p",
        cat("top-p must be in (0, 1], got ", s.top_p));
   need(s.top_k == -1 || s.top_k > 0, a.top_k.has_value(), "--top-k", "rollout.top_k",

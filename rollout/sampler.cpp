@@ -121,6 +121,8 @@ void check_inputs(const at::Tensor& logits, std::span<const SamplingParams> para
 
 std::optional<std::string> sampling_params_error(const SamplingParams& p) {
   if (!(p.temperature >= 0.0)) return cat("sampling: temperature must be >= 0 (0 = greedy), got ", p.temperature);
+  if (p.temperature > 0 && !std::isfinite(static_cast<float>(1.0 / p.temperature)))
+    return cat("sampling: temperature ", p.temperature, " is too small: 1 / temperature overflows float32");
   if (!(p.top_p > 0.0 && p.top_p <= 1.0)) return cat("sampling: top_p must be in (0, 1], got ", p.top_p);
   return std::nullopt;
 }

@@ -67,10 +67,16 @@ std::vector<Example> load_examples(const recipe::Recipe& r, const std::vector<st
     }
     return out;
   }
+  // These rewards compare each response with the line's reference answer: a line without one
+  // would be scored against "" at every step, which trains silently on nothing.
+  const bool needs_answer = r.reward.type == "math" || r.reward.type == "exact_match";
   for (const std::string& file : files) {
     std::vector<std::string> skipped;
     for (Prompt& p : read_prompts_jsonl(file, d.prompt_key, r.reward.answer_key, d.skip_malformed ? &skipped : nullptr)) {
       const std::string where = cat(file, ":", p.line);
+      if (needs_answer && p.answer.empty())
+        throw ConfigError(cat(where, ": no reference answer under \"", r.reward.answer_key, "\" (reward.answer_key), which reward.type ",
+                              r.reward.type, " compares each response with"));
       std::string text;
       try {
         text = p.is_chat() ? render(p.messages, where) : render_text(p.text, where);

@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -88,6 +89,16 @@ int64_t load_run_checkpoint(const fs::path& dir, Policy& policy, AdamW& optimize
   const std::string tpath = (dir / kTrainable).string();
   const std::map<std::string, at::Tensor> saved = load_tensors(tpath);
   {
+    // The reverse too: a saved tensor the model does not train (fewer lora.target_modules, a
+    // smaller set of trained parameters) would be dropped without a word, and the run would go
+    // on without the training it holds.
+    std::set<std::string> trained;
+    for (const model::ModelTensor& t : policy.trainable()) trained.insert(t.name);
+    for (const auto& [name, tensor] : saved)
+      if (!trained.count(name))
+        throw ConfigError(cat(tpath, ": holds trained tensor '", name, "', which this recipe does not train (",
+                              policy.lora() ? "lora.target_modules or lora.rank" : "the trained parameters",
+                              " changed?); resume with the recipe the checkpoint was made with"));
     at::NoGradGuard no_grad;
     for (const model::ModelTensor& t : policy.trainable()) {
       const auto it = saved.find(t.name);

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -81,7 +82,13 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   if (get_bool(j, file, "mlp_bias", false)) throw ConfigError(cat(file, ": mlp_bias=true is not supported"));
 
   c.rms_norm_eps = get_num(j, file, "rms_norm_eps", 1e-6);
-  c.max_position_embeddings = get_int(j, file, "max_position_embeddings", false, 0);
+  if (!(c.rms_norm_eps > 0 && c.rms_norm_eps < 1))
+    throw ConfigError(cat(file, ": rms_norm_eps must be in (0, 1), got ", c.rms_norm_eps));
+  // The context length: the engine's max_model_len and the trainer's context check come from it
+  // (every Qwen/Llama config.json has it; a default would guess a model's context).
+  c.max_position_embeddings = get_int(j, file, "max_position_embeddings", true);
+  if (c.max_position_embeddings < 1 || c.max_position_embeddings > std::numeric_limits<int32_t>::max())
+    throw ConfigError(cat(file, ": max_position_embeddings must be in [1, 2^31), got ", c.max_position_embeddings));
   // Qwen2's attention always has q/k/v bias (no key); Qwen3/Llama follow attention_bias, which
   // then also puts a bias on o_proj -- not supported.
   if (c.family == Family::qwen2) {

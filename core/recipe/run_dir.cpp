@@ -23,7 +23,14 @@ fs::path run_dir_path(const LoadedRecipe& loaded) {
 fs::path open_run_dir(const LoadedRecipe& loaded) {
   const fs::path dir = run_dir_path(loaded);
   std::error_code ec;
-  const bool has_work = fs::exists(dir / kCheckpointsDir, ec) || fs::exists(dir / kMetricsFile, ec);
+  // Finished work: a checkpoint, or a metrics line. An empty metrics.jsonl (and an empty
+  // checkpoints directory) is what a run that failed during setup (a bad validation file, a
+  // reward command that does not start) leaves; rerunning the corrected recipe must not need
+  // --resume for that.
+  const bool has_checkpoints = fs::is_directory(dir / kCheckpointsDir, ec) &&
+                               fs::directory_iterator(dir / kCheckpointsDir, ec) != fs::directory_iterator();
+  const bool has_metrics = fs::exists(dir / kMetricsFile, ec) && fs::file_size(dir / kMetricsFile, ec) > 0 && !ec;
+  const bool has_work = has_checkpoints || has_metrics;
   if (has_work && loaded.recipe.checkpoint.resume_mode == "disable")
     throw ConfigError(fmt::format(
         "{}: run directory {} already holds a run (checkpoints or metrics); continue it with --resume auto, or choose another "

@@ -15,6 +15,11 @@
 namespace fp8rl::recipe {
 namespace {
 
+// Upper bounds for sizes the trainer narrows to 32 bits or allocates by (Rules::in_range).
+constexpr int64_t kMaxBatch = int64_t{1} << 20;   // prompts, sequences or samples in one batch
+constexpr int64_t kMaxCount = int64_t{1} << 24;   // synthetic prompts
+constexpr int64_t kMaxTokens = int64_t{1} << 24;  // prompt or response tokens (generate's bound)
+
 class Rules {
  public:
   explicit Rules(const LoadedRecipe& loaded) : l_(loaded) {}
@@ -28,6 +33,12 @@ class Rules {
   }
   void at_least(const std::string& key, int64_t v, int64_t lo) const {
     if (v < lo) fail(key, "must be >= {}, got {}", lo, v);
+  }
+  // Sizes and counts the trainer narrows to 32 bits or allocates by: an upper bound far above
+  // any real run, so that a typo (2^40) is a one-line error, not a wrapped value or a host
+  // allocation that grows until the machine runs out of memory.
+  void in_range(const std::string& key, int64_t v, int64_t lo, int64_t hi) const {
+    if (v < lo || v > hi) fail(key, "must be in [{}, {}], got {}", lo, hi, v);
   }
   void positive(const std::string& key, double v) const {
     if (!(v > 0)) fail(key, "must be > 0, got {}", v);
@@ -144,9 +155,10 @@ void check_algorithm(const Rules& r, const AlgorithmConfig& a) {
 }
 
 void check_lora(const Rules& r, const LoraConfig& lora) {
-  r.at_least("lora.rank", lora.rank, 0);
+  r.in_range("lora.rank", lora.rank, 0, 65536);
   if (lora.rank == 0) return;
   r.positive("lora.alpha", lora.alpha);
+  if (!(lora.alpha <= 1e6)) r.fail("lora.alpha", "must be a finite value <= 1e6, got {}", lora.alpha);
   if (!(lora.dropout >= 0 && lora.dropout < 1)) r.fail("lora.dropout", "must be in [0, 1), got {}", lora.dropout);
   static const std::vector<std::string> kKnown = {"all-linear", "q_proj", "k_proj", "v_proj",
                                                   "o_proj", "gate_proj", "up_proj", "down_proj"};
@@ -165,9 +177,9 @@ void check_data_and_reward(const Rules& r, const Recipe& rc) {
     r.fail("data.train_files", "set exactly one of data.train_files (JSONL) and data.synthetic_task (copy, addition, countdown)");
   for (const auto& f : d.train_files) r.file_exists("data.train_files", f);
   for (const auto& f : d.val_files) r.file_exists("data.val_files", f);
-  r.at_least("data.synthetic_num_prompts", d.synthetic_num_prompts, 1);
-  r.at_least("data.max_prompt_length", d.max_prompt_length, 1);
-  r.at_least("data.train_batch_size", d.train_batch_size, 1);
+  r.in_range("data.synthetic_num_prompts", d.synthetic_num_prompts, 1, kMaxCount);
+  r.in_range("data.max_prompt_length", d.max_prompt_length, 1, kMaxTokens);
+  r.in_range("data.train_batch_size", d.train_batch_size, 1, kMaxBatch);
   if (d.prompt_key.empty()) r.fail("data.prompt_key", "must not be empty");
 
   const RewardConfig& w = rc.reward;
@@ -194,20 +206,24 @@ void check_data_and_reward(const Rules& r, const Recipe& rc) {
 }
 
 void check_rollout(const Rules& r, const RolloutConfig& ro) {
-  r.at_least("rollout.n", ro.n, 1);
+  r.in_range("rollout.n", ro.n, 1, 65536);
   r.non_negative("rollout.temperature", ro.temperature);
+  // 1 / temperature multiplies the logits in float32: below ~1e-38 it is inf, and long before
+  // that the sampler is greedy in all but name.
+  if (!std::isfinite(ro.temperature) || (ro.temperature > 0 && ro.temperature < kMinTemperature))
+    r.fail("rollout.temperature", "must be 0 (greedy) or a finite value >= {}, got {}", kMinTemperature, ro.temperature);
   r.in_open_closed("rollout.top_p", ro.top_p, 0, 1);
   if (ro.top_k != -1 && ro.top_k < 1) r.fail("rollout.top_k", "must be -1 (off) or >= 1, got {}", ro.top_k);
   for (const std::string& s : ro.stop)
     if (s.empty()) r.fail("rollout.stop", "an empty stop string would end every sample at once; remove it");
-  r.at_least("rollout.max_response_length", ro.max_response_length, 1);
+  r.in_range("rollout.max_response_length", ro.max_response_length, 1, kMaxTokens);
   r.in_open_closed("rollout.gpu_memory_utilization", ro.gpu_memory_utilization, 0, 1);
-  r.at_least("rollout.max_num_seqs", ro.max_num_seqs, 1);
+  r.in_range("rollout.max_num_seqs", ro.max_num_seqs, 1, kMaxBatch);
 }
 
 void check_trainer(const Rules& r, const Recipe& rc) {
   const TrainerConfig& t = rc.trainer;
-  r.at_least("trainer.n_gpus_per_node", t.n_gpus_per_node, 1);
+  r.in_range("trainer.n_gpus_per_node", t.n_gpus_per_node, 1, 1024);
   r.at_least("trainer.total_training_steps", t.total_training_steps, 1);
   r.positive("trainer.lr", t.lr);
   r.non_negative("trainer.weight_decay", t.weight_decay);
@@ -216,12 +232,12 @@ void check_trainer(const Rules& r, const Recipe& rc) {
   r.positive("trainer.adam_eps", t.adam_eps);
   r.at_least("trainer.lr_warmup_steps", t.lr_warmup_steps, 0);
   r.non_negative("trainer.grad_clip", t.grad_clip);
-  r.at_least("trainer.ppo_mini_batch_size", t.ppo_mini_batch_size, 1);
-  r.at_least("trainer.ppo_micro_batch_size_per_gpu", t.ppo_micro_batch_size_per_gpu, 1);
+  r.in_range("trainer.ppo_mini_batch_size", t.ppo_mini_batch_size, 1, kMaxBatch);
+  r.in_range("trainer.ppo_micro_batch_size_per_gpu", t.ppo_micro_batch_size_per_gpu, 1, kMaxBatch);
   r.at_least("trainer.ppo_epochs", t.ppo_epochs, 1);
   r.at_least("sft.steps", rc.sft.steps, 0);
   r.positive("sft.lr", rc.sft.lr);
-  r.at_least("sft.batch_size", rc.sft.batch_size, 1);
+  r.in_range("sft.batch_size", rc.sft.batch_size, 1, kMaxBatch);
   if (rc.lora.rank > 0 && rc.lora.dropout > 0 && rc.model.enable_gradient_checkpointing)
     r.fail("lora.dropout", "dropout {} with model.enable_gradient_checkpointing: true would draw a different mask when a layer "
            "is recomputed in backward; set lora.dropout: 0 or model.enable_gradient_checkpointing: false", rc.lora.dropout);
@@ -233,8 +249,12 @@ void check_trainer(const Rules& r, const Recipe& rc) {
     r.fail("trainer.ppo_mini_batch_size", "must divide data.train_batch_size ({}, {}), got {}", rc.data.train_batch_size,
            r.src("data.train_batch_size"), t.ppo_mini_batch_size);
   if (t.output_dir.empty()) r.fail("trainer.output_dir", "must not be empty");
-  if (t.experiment_name.find('/') != std::string::npos || t.experiment_name == "." || t.experiment_name == "..")
-    r.fail("trainer.experiment_name", "must be a plain directory name, got '{}'", t.experiment_name);
+  const bool control = std::any_of(t.experiment_name.begin(), t.experiment_name.end(),
+                                   [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f; });
+  if (control || t.experiment_name.find('/') != std::string::npos || t.experiment_name == "." ||
+      t.experiment_name == "..")
+    r.fail("trainer.experiment_name", "must be a plain directory name (no '/', no control characters), got '{}'",
+           control ? "<name with control characters>" : t.experiment_name);
   if (t.test_freq > 0 && rc.data.val_files.empty())
     r.fail("trainer.test_freq", "validation every {} steps needs data.val_files", t.test_freq);
 }

@@ -11,6 +11,11 @@
 
 namespace fp8rl::recipe {
 
+// The smallest sampling temperature above 0 (greedy): below it sampling is greedy in all but name,
+// and far below, 1 / temperature overflows float32. `rollout.temperature` and generate's
+// --temperature are 0 or at least this.
+inline constexpr double kMinTemperature = 1e-4;
+
 // Returns the model's shape, read on the way.
 hf::ModelShape validate_recipe(const LoadedRecipe& loaded);
 

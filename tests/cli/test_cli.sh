@@ -97,6 +97,12 @@ printf '{"prompt": "1+2=", "answer": "3"}\nnot json\n{"prompt": "2+2=", "answer"
 jsonl=(data.synthetic_task= data.train_files=[mixed.jsonl] reward.type=exact_match)
 expect 2 'mixed.jsonl:2: not valid JSON' -- train "$tiny" trainer.output_dir=runs-mixed "${short[@]}" "${jsonl[@]}"
 expect 0 'skipped 1 malformed line' -- train "$tiny" trainer.output_dir=runs-mixed "${short[@]}" "${jsonl[@]}" data.skip_malformed=true
+# exact_match compares with each line's answer: a line without one is refused, not scored against "".
+printf '{"prompt": "1+2=", "answer": "3"}\n{"prompt": "2+2="}\n' >noanswer.jsonl
+expect 2 'noanswer.jsonl:2: no reference answer under "answer" (reward.answer_key)' -- train "$tiny" trainer.output_dir=runs-noanswer "${short[@]}" data.synthetic_task= data.train_files=[noanswer.jsonl] reward.type=exact_match
+# ...and the run that failed in setup does not block the corrected rerun (its metrics.jsonl is empty).
+printf '{"prompt": "1+2=", "answer": "3"}\n{"prompt": "2+2=", "answer": "4"}\n' >noanswer.jsonl
+expect 0 '' -- train "$tiny" trainer.output_dir=runs-noanswer "${short[@]}" data.synthetic_task= data.train_files=[noanswer.jsonl] reward.type=exact_match
 # export --fp8: HF's FP8 format, which generate recognises as an FP8 checkpoint by itself.
 expect 0 'FP8 projections in HF' -- export runs/quickstart-tiny -o exported-fp8 --fp8
 grep -q '"quant_method": "fp8"' exported-fp8/config.json && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: no quantization_config in the FP8 export"; }

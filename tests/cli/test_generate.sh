@@ -109,6 +109,8 @@ python3 -c "import json,sys; sys.exit(0 if all(len(json.loads(l)['token_ids']) <
 printf 'base: r.yaml\nrollout:\n  temperature: -1\n' >r2.yaml
 expect 2 'r2.yaml:3: rollout.temperature' -- generate --recipe r2.yaml --prompts text.jsonl -o x.jsonl
 expect 0 '' -- generate --recipe r2.yaml --prompts text.jsonl --temperature 0 -o x.jsonl
+# A temperature so small that 1 / T overflows float32 (the log-probs came out null).
+expect 2 '--temperature: the temperature must be 0 (greedy) or >= 0.0001' -- generate --recipe r.yaml --prompts text.jsonl --temperature 1e-39 -o x.jsonl
 expect 2 '--top-p' -- generate --recipe r.yaml --prompts text.jsonl --top-p 0 -o x.jsonl
 # Stop strings: every printable ASCII character is one, so a random model's samples end at the
 # first such byte (finish_reason stop) and their text holds none of them.

@@ -127,6 +127,23 @@ TEST_CASE("resume at an older step sets the later checkpoints aside", "[trainer]
   CHECK(metrics(dir.path() / "runs" / "run").size() == 3);
 }
 
+// A checkpoint holds adapters of every target module; a recipe that trains fewer would drop the
+// others' training without a word.
+TEST_CASE("resuming with fewer LoRA target modules than the checkpoint trained is refused", "[trainer][train][resume]") {
+  test::TempDir dir;
+  std::vector<std::string> o = short_run(2);
+  o.push_back("trainer.experiment_name=run");
+  REQUIRE(trainer::run_train(test::quickstart(dir, o)) == 0);
+  std::vector<std::string> r = short_run(4);
+  r.push_back("trainer.experiment_name=fewer");
+  r.push_back("checkpoint.resume_mode=resume_path");
+  r.push_back("checkpoint.resume_from_path=" +
+              (dir.path() / "runs" / "run" / "checkpoints" / trainer::checkpoint_dir_name(2)).string());
+  r.push_back("lora.target_modules=[q_proj]");
+  REQUIRE_THROWS_CONTAINING(trainer::run_train(test::quickstart(dir, r)), ConfigError,
+                            "which this recipe does not train (lora.target_modules or lora.rank changed?)");
+}
+
 TEST_CASE("a damaged checkpoint is refused by name and resume auto falls back to the previous one", "[trainer][train][resume]") {
   test::TempDir dir;
   std::vector<std::string> o = short_run(4);

@@ -112,11 +112,11 @@ TEST_CASE("apply_rope rotates with HF's rotate_half convention") {
 TEST_CASE("model config: transformers 5 rope_parameters and 4.x rope_theta/rope_scaling read alike") {
   const std::string v5 = R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 32, "intermediate_size": 40,
     "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
-    "tie_word_embeddings": false, "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+    "max_position_embeddings": 512, "tie_word_embeddings": false, "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
     "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}})";
   const std::string v4 = R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 32, "intermediate_size": 40,
     "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
-    "tie_word_embeddings": false, "rope_theta": 500000.0, "rope_scaling": {"type": "llama3", "factor": 8.0,
+    "max_position_embeddings": 512, "tie_word_embeddings": false, "rope_theta": 500000.0, "rope_scaling": {"type": "llama3", "factor": 8.0,
     "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}})";
   for (const std::string& text : {v5, v4}) {
     const ModelConfig c = parse_model_config(text, "config.json");
@@ -146,7 +146,7 @@ TEST_CASE("model config: transformers 5 rope_parameters and 4.x rope_theta/rope_
 
 TEST_CASE("model config: unsupported model_type, rope type and keys are refused by name") {
   const std::string base = R"("vocab_size": 10, "hidden_size": 32, "intermediate_size": 40,
-    "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2)";
+    "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64)";
   REQUIRE_THROWS_CONTAINING(parse_model_config(R"({"model_type": "mistral", )" + base + "}", "/m/config.json"),
                             ConfigError, "/m/config.json: model_type 'mistral' is not supported");
   REQUIRE_THROWS_CONTAINING(parse_model_config(R"({"model_type": "qwen3_moe", )" + base + "}", "/m/config.json"),
@@ -160,4 +160,17 @@ TEST_CASE("model config: unsupported model_type, rope type and keys are refused 
   REQUIRE_THROWS_CONTAINING(
       parse_model_config(R"({"model_type": "qwen2", "use_sliding_window": true, )" + base + "}", "/m/config.json"),
       ConfigError, "use_sliding_window");
+  // The context length is required (the engine's max_model_len comes from it) and bounded; the
+  // norm's eps must be positive (a negative one made NaN log-probs).
+  const std::string no_context = R"("vocab_size": 10, "hidden_size": 32, "intermediate_size": 40,
+    "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2)";
+  REQUIRE_THROWS_CONTAINING(parse_model_config(R"({"model_type": "qwen3", )" + no_context + "}", "/m/config.json"),
+                            ConfigError, "/m/config.json: missing required key 'max_position_embeddings'");
+  for (const char* bad : {"0", "-1", "2147483648"})
+    REQUIRE_THROWS_CONTAINING(parse_model_config(R"({"model_type": "qwen3", "max_position_embeddings": )" +
+                                                     std::string(bad) + ", " + no_context + "}",
+                                                 "/m/config.json"),
+                              ConfigError, "max_position_embeddings must be in [1, 2^31)");
+  REQUIRE_THROWS_CONTAINING(parse_model_config(R"({"model_type": "qwen3", "rms_norm_eps": -1, )" + base + "}", "/m/config.json"),
+                            ConfigError, "rms_norm_eps must be in (0, 1)");
 }

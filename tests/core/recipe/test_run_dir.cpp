@@ -36,6 +36,11 @@ TEST_CASE("a run directory with finished work is only reopened when resuming", "
   auto run = open_run_dir(r);
   CHECK(std::filesystem::is_directory(run));
   CHECK(open_run_dir(r) == run);  // nothing finished yet: fine to start again
+  // What a run that failed during setup leaves (an empty metrics.jsonl, an empty checkpoints
+  // directory) is no finished work either.
+  std::ofstream(run / kMetricsFile).flush();
+  std::filesystem::create_directories(run / kCheckpointsDir);
+  CHECK(open_run_dir(r) == run);
   std::ofstream(run / kMetricsFile) << "{}\n";
   REQUIRE_THROWS_CONTAINING(open_run_dir(r), ConfigError, "already holds a run");
   LoadedRecipe resume = load_defaults({"trainer.output_dir=" + dir.path().string(), "trainer.experiment_name=x",

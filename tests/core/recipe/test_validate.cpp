@@ -96,16 +96,38 @@ TEST_CASE("TIS cap > 1, dual clip > 1 and above the PPO range", "[validate]") {
 }
 
 TEST_CASE("rollout ranges", "[validate]") {
-  REQUIRE_THROWS_CONTAINING(check({"rollout.n=0"}), ConfigError, "command line 'rollout.n=0': rollout.n: must be >= 1, got 0");
+  REQUIRE_THROWS_CONTAINING(check({"rollout.n=0"}), ConfigError,
+                            "command line 'rollout.n=0': rollout.n: must be in [1, 65536], got 0");
   REQUIRE_THROWS_CONTAINING(check({"rollout.top_p=0"}), ConfigError, "must be in (0, 1]");
   REQUIRE_THROWS_CONTAINING(check({"rollout.top_k=0"}), ConfigError, "-1 (off) or >= 1");
   REQUIRE_THROWS_CONTAINING(check({"rollout.gpu_memory_utilization=1.5"}), ConfigError, "must be in (0, 1]");
   REQUIRE_THROWS_CONTAINING(check({"rollout.temperature=-0.1"}), ConfigError, "must be >= 0");
+  // 1 / temperature overflows float32 far below this; the trainer skipped every update.
+  REQUIRE_THROWS_CONTAINING(check({"rollout.temperature=1e-300"}), ConfigError, "must be 0 (greedy) or a finite value >= 0.0001");
+  check({"rollout.temperature=0"});
+}
+
+// Sizes the trainer narrows to 32 bits or allocates by have upper bounds: a typo like 2^40 was a
+// wrapped value, an internal check, "launched 0 ranks" with exit 0, or host memory growing until
+// the machine ran out.
+TEST_CASE("sizes and counts have upper bounds", "[validate]") {
+  for (const char* o : {"data.train_batch_size=1099511627776", "data.synthetic_num_prompts=9223372036854775807",
+                        "data.max_prompt_length=9223372036854775807", "rollout.max_response_length=4294967297",
+                        "rollout.n=4294967304", "rollout.max_num_seqs=2147483648", "trainer.n_gpus_per_node=4294967296",
+                        "trainer.ppo_mini_batch_size=1099511627776", "trainer.ppo_micro_batch_size_per_gpu=1099511627776",
+                        "sft.batch_size=4294967296", "lora.rank=9223372036854775807"}) {
+    INFO(o);
+    const std::string key = std::string(o).substr(0, std::string(o).find('='));
+    REQUIRE_THROWS_CONTAINING(check({o}), ConfigError, key + ": must be in [");
+  }
+  REQUIRE_THROWS_CONTAINING(check({"lora.rank=8", "lora.alpha=1e308"}), ConfigError, "lora.alpha: must be a finite value <= 1e6");
+  REQUIRE_THROWS_CONTAINING(check({std::string("trainer.experiment_name=a\tb")}), ConfigError,
+                            "no control characters");
 }
 
 TEST_CASE("LoRA rules", "[validate]") {
   check({"lora.rank=16", "lora.target_modules=[q_proj, v_proj]"});
-  REQUIRE_THROWS_CONTAINING(check({"lora.rank=-1"}), ConfigError, "must be >= 0");
+  REQUIRE_THROWS_CONTAINING(check({"lora.rank=-1"}), ConfigError, "lora.rank: must be in [0, 65536], got -1");
   REQUIRE_THROWS_CONTAINING(check({"lora.rank=8", "lora.alpha=0"}), ConfigError, "must be > 0");
   REQUIRE_THROWS_CONTAINING(check({"lora.rank=8", "lora.target_modules=[q_prj]"}), ConfigError,
                             "did you mean 'q_proj'");
