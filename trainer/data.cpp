@@ -5,6 +5,7 @@
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "trainer/prompts.h"
+#include "trainer/rewards.h"
 #include "trainer/tasks.h"
 
 namespace fp8rl::trainer {
@@ -67,9 +68,9 @@ std::vector<Example> load_examples(const recipe::Recipe& r, const std::vector<st
     }
     return out;
   }
-  // These rewards compare each response with the line's reference answer: a line without one
+  // Rewards that compare each response with the line's reference answer: a line without one
   // would be scored against "" at every step, which trains silently on nothing.
-  const bool needs_answer = r.reward.type == "math" || r.reward.type == "exact_match";
+  const bool needs_answer = reward_needs_answer(r.reward.type);
   for (const std::string& file : files) {
     std::vector<std::string> skipped;
     for (Prompt& p : read_prompts_jsonl(file, d.prompt_key, r.reward.answer_key, d.skip_malformed ? &skipped : nullptr)) {

@@ -323,6 +323,8 @@ bool math_answers_equal(std::string_view a, std::string_view b) {
   return na == nb;
 }
 
+bool reward_needs_answer(const std::string& type) { return type == "math" || type == "exact_match"; }
+
 RewardFunction make_reward_function(const recipe::RewardConfig& reward, const std::string& synthetic_task) {
   const std::string& type = reward.type;
   if (type == "math") {

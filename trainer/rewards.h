@@ -38,6 +38,10 @@ using RewardFunction = std::function<double(const RewardInput&)>;
 // or a pattern that does not compile.
 RewardFunction make_reward_function(const recipe::RewardConfig& reward, const std::string& synthetic_task);
 
+// Whether reward.type `type` scores a response against its example's reference answer (math,
+// exact_match): data for it must give one on every line (trainer/data.cpp refuses a line without).
+bool reward_needs_answer(const std::string& type);
+
 // The final answer of a math response: the content of the last complete \boxed{...} (or
 // \fbox{...}; nested braces kept), else what follows the last "####" on its line, else the last
 // number in the text ("-1,234.5", "3/4"). nullopt when there is none.
