@@ -62,8 +62,15 @@ at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group
   // exact max == min test as DAPO's filter_groups_mask, so a kept group is never all-zero.
   adv = at::where(has_signal, adv, at::zeros_like(adv));
 
-  if (options.norm_adv_by_batch && n > 1) {
-    adv = (adv - adv.mean()) / (adv.std() /* unbiased */ + options.eps);
+  // Batch whitening over the samples with signal only: the zeros of all-equal groups train
+  // nothing, and counting them would shrink the std, so the other advantages would grow with the
+  // number of all-solved (or all-failed) prompts in the batch. They stay exactly 0.
+  if (options.norm_adv_by_batch) {
+    const at::Tensor live = adv.masked_select(has_signal);  // [S]
+    if (live.size(0) > 1) {
+      const at::Tensor whitened = (adv - live.mean()) / (live.std() /* unbiased */ + options.eps);
+      adv = at::where(has_signal, whitened, adv);
+    }
   }
   return adv.to(out_dtype);
 }

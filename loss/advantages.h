@@ -22,7 +22,7 @@ const char* to_string(AdvEstimator estimator);
 
 struct AdvantageOptions {
   AdvEstimator estimator = AdvEstimator::grpo;  // algorithm.adv_estimator
-  bool norm_adv_by_batch = false;  // algorithm.norm_adv_by_batch: whiten over the whole batch after
+  bool norm_adv_by_batch = false;  // algorithm.norm_adv_by_batch: then whiten over the batch (below)
   double eps = 1e-6;               // keeps the division finite when a group's std is tiny (verl's value)
 };
 
@@ -38,8 +38,10 @@ struct AdvantageOptions {
 // dtype, where a float32 group of seven 0.7 gets a mean an ulp off and a std of ~1e-8, so
 // (r - mean) / (std + eps) is ~0.06 instead of 0 — a signal from rounding alone; and verl gives
 // a one-sample group mean 0, std 1, i.e. the raw reward, while with no baseline we give it 0.
-// With norm_adv_by_batch the group advantages are then whitened over the batch:
-// (a - mean(a)) / (std(a) + eps), unbiased std, also in float64.
+// With norm_adv_by_batch the group advantages are then whitened over the samples that have a
+// signal: (a - mean(a)) / (std(a) + eps), mean and unbiased std over those samples, in float64;
+// the zeros of all-equal groups are left out of both and stay 0 (else the std, and so every other
+// advantage's scale, would depend on how many prompts were all solved or all failed).
 at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group_ids,
                               const AdvantageOptions& options);
 

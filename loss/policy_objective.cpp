@@ -16,12 +16,13 @@ PolicyObjective policy_objective(const PolicyObjectiveInputs& in, const PolicyOb
   FP8RL_CHECK(options.entropy_coeff == 0 || in.entropy.defined(), "policy_objective: entropy_coeff != 0 needs entropy");
 
   PolicyObjective out;
-  PolicyLoss pg = ppo_clip_loss(in.logp, in.old_logp, in.advantages, in.response_mask, options.policy);
-  at::Tensor pg_loss = pg.per_token_loss;  // [B, T]
-  at::Tensor mask = in.response_mask.detach().to(in.logp.scalar_type());
+  // The rollout correction first: in mask mode it drops tokens, and the clip metrics below are
+  // then taken over the tokens that train (as verl folds its rejection mask into response_mask).
+  at::Tensor mask = in.response_mask.detach().to(in.logp.scalar_type());  // [B, T]
+  at::Tensor weight;                                                      // [B, T] or undefined
   if (in.rollout_logp.defined()) {
     RolloutCorrection rc = rollout_correction(in.old_logp, in.rollout_logp, in.response_mask, options.correction);
-    pg_loss = pg_loss * rc.weight.to(pg_loss.scalar_type());  // weight is detached: a constant factor
+    weight = rc.weight;
     mask = rc.mask.to(in.logp.scalar_type());
     const MismatchMetrics& m = rc.metrics;
     out.metrics["mismatch/kl_k1"] = m.kl_k1;
@@ -34,6 +35,9 @@ PolicyObjective policy_objective(const PolicyObjectiveInputs& in, const PolicyOb
     out.metrics["mismatch/frac_corrected"] = m.frac_corrected;
     out.metrics["mismatch/ess"] = m.ess;
   }
+  PolicyLoss pg = ppo_clip_loss(in.logp, in.old_logp, in.advantages, mask, options.policy);
+  at::Tensor pg_loss = pg.per_token_loss;  // [B, T]
+  if (weight.defined()) pg_loss = pg_loss * weight.to(pg_loss.scalar_type());  // detached: a constant factor
 
   // Each term is aggregated on its own (the aggregation is linear, so this equals aggregating
   // the per-token sum) to report its value.

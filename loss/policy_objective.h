@@ -39,7 +39,8 @@ struct PolicyObjective {
   at::Tensor loss;  // 0-dim, this micro-batch's share of the mini-batch loss (sum over micro-batches)
   at::Tensor mask;  // [B, T] float, the effective loss mask (after rollout-correction masking)
   // pg_loss, kl_loss, entropy (each aggregated like the loss, i.e. this micro-batch's share),
-  // pg_clipfrac_low/high/dual, ppo_kl, and mismatch/* (see MismatchMetrics) when corrected.
+  // pg_clipfrac_low/high/dual, ppo_kl (means over `mask`: in TIS mask mode, the kept tokens),
+  // and mismatch/* (see MismatchMetrics) when corrected.
   // pg_clipfrac_low is the LOWER PPO CLIP (A < 0, ratio < 1 - clip_ratio_low); verl's
   // similarly named pg_clipfrac_lower is the DUAL clip, i.e. our pg_clipfrac_dual, and verl's
   // pg_clipfrac is our pg_clipfrac_low + pg_clipfrac_high (see PolicyLossMetrics).

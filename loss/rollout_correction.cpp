@@ -45,9 +45,10 @@ RolloutCorrection rollout_correction(const at::Tensor& old_logp, const at::Tenso
   const TisMode mode = options.mode;
   if (level != TisLevel::none) {
     if (!(options.cap > 1)) throw ConfigError(cat("algorithm.tis_cap must be > 1, got ", options.cap));
-    if (mode == TisMode::mask && !(options.mask_lower > 0 && options.mask_lower < options.cap)) {
-      throw ConfigError(cat("algorithm.tis_mask_lower must be in (0, tis_cap = ", options.cap, "), got ",
-                            options.mask_lower));
+    // Below 1, as the recipe requires: a lower bound >= 1 would drop every token the trainer finds
+    // less likely than the rollout did, a one-sided and biased filter.
+    if (mode == TisMode::mask && !(options.mask_lower > 0 && options.mask_lower < 1)) {
+      throw ConfigError(cat("algorithm.tis_mask_lower must be in (0, 1), got ", options.mask_lower));
     }
   }
   FP8RL_CHECK(old_logp.dim() == 2 && rollout_logp.sizes() == old_logp.sizes() &&

@@ -34,7 +34,7 @@ struct RolloutCorrectionOptions {
   TisLevel level = TisLevel::token;  // algorithm.tis_level
   TisMode mode = TisMode::truncate;  // algorithm.tis_mode
   double cap = 2.0;                  // algorithm.tis_cap: C (truncate: min(w, C); mask: drop w > C)
-  double mask_lower = 0.5;           // algorithm.tis_mask_lower: mask mode drops w < lower
+  double mask_lower = 0.5;           // algorithm.tis_mask_lower, in (0, 1): mask mode drops w < lower
   // Bound on the log of a weight before exp() (verl's SAFETY_BOUND): token level clamps each
   // token's log-ratio; sequence level clamps only the SUM of the unclamped token log-ratios
   // (the product of the true ratios), as verl does. A sequence holding both a +inf and a -inf

@@ -168,6 +168,16 @@ void RewardCommand::fail(const std::string& what) {
   throw RuntimeFailure(what);
 }
 
+void RewardCommand::expect_running(double wait_seconds) {
+  if (!failed_.empty()) throw RuntimeFailure(failed_);
+  const std::string exit = describe_exit(wait_seconds, "");
+  if (exit.empty()) return;
+  failed_ = cat("reward.command: ", quote_cut(command_), " ", exit,
+                " right after it started; it must keep running and answer one JSONL line per sample");
+  kill_and_reap();
+  throw ConfigError(failed_);
+}
+
 std::vector<double> RewardCommand::score(const std::vector<RewardInput>& batch) {
   if (!failed_.empty()) throw RuntimeFailure(failed_);
   const std::string name = cat("reward command ", quote_cut(command_));
@@ -178,7 +188,9 @@ std::vector<double> RewardCommand::score(const std::vector<RewardInput>& batch) 
   for (;;) {
     const ssize_t r = read(from_child_, buf, sizeof(buf));
     if (r > 0) pending_.append(buf, static_cast<size_t>(r));
-    if (r == 0) fail(cat(name, " ", describe_exit(kExitGraceSeconds, "closed its stdout"), " between batches"));
+    if (r == 0)
+      fail(cat(name, " ", describe_exit(kExitGraceSeconds, "closed its stdout"),
+               batches_ == 0 ? " before its first batch" : " between batches"));
     if ((r < 0 && errno != EINTR) || pending_.size() > kMaxAnswerLine) break;  // EAGAIN: nothing more
   }
   if (!blank(pending_))
@@ -261,6 +273,7 @@ std::vector<double> RewardCommand::score(const std::vector<RewardInput>& batch) 
       if (pending_.size() > kMaxAnswerLine) garbage("a line longer than 1 MiB", pending_);
     }
   }
+  ++batches_;
   return rewards;
 }
 

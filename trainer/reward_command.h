@@ -30,13 +30,20 @@ namespace fp8rl::trainer {
 class RewardCommand {
  public:
   // Starts the command now (RuntimeFailure if it cannot be spawned). A command that is not found
-  // shows up at the first score() as "exited with status 127". timeout_seconds > 0, per batch.
+  // shows up in expect_running() or at the first score() as "exited with status 127".
+  // timeout_seconds > 0, per batch.
   explicit RewardCommand(std::string command, double timeout_seconds = 60);
   // Closes the command's stdin (its signal to finish), waits up to kExitGraceSeconds, then kills
   // its process group; always reaps it, so no zombie is left.
   ~RewardCommand();
   RewardCommand(const RewardCommand&) = delete;
   RewardCommand& operator=(const RewardCommand&) = delete;
+
+  // Waits up to `wait_seconds` for the command to die at once, as a mistyped or missing program
+  // does (sh exits 127 within milliseconds): then a ConfigError naming reward.command and its exit
+  // status, and the object is dead. Returns as soon as the wait is over with the command running.
+  // Called once at startup, so a typo fails before the first rollout, not after it.
+  void expect_running(double wait_seconds);
 
   // One reward per sample, in batch order. Not thread-safe (one batch at a time).
   std::vector<double> score(const std::vector<RewardInput>& batch);
@@ -60,6 +67,7 @@ class RewardCommand {
   int from_child_ = -1;  // the command's stdout
   std::string pending_;  // bytes read after the last complete line
   std::string failed_;   // the error that ended the command; empty while it is usable
+  int64_t batches_ = 0;  // batches scored so far (for "before its first batch" in errors)
 };
 
 }  // namespace fp8rl::trainer

@@ -177,6 +177,7 @@ std::vector<Sample> generate_batch(Policy& policy, rollout::Engine& engine, Data
 BatchReward make_batch_reward(const recipe::Recipe& r) {
   if (r.reward.type == "command") {
     auto cmd = std::make_shared<RewardCommand>(r.reward.command, r.reward.timeout_s);
+    cmd->expect_running(0.5);  // a mistyped program: exit 2 now, not after the first rollout
     return [cmd](const std::vector<RewardInput>& batch) { return cmd->score(batch); };
   }
   RewardFunction fn = make_reward_function(r.reward, r.data.synthetic_task);

@@ -403,12 +403,17 @@ class Assigner : public RecipeVisitor {
     if (e.value.IsScalar()) return {convert<T>(e, k, expected)};  // `train_files: a.jsonl` = one-element list
     if (!e.value.IsSequence()) type_error(e, k, expected);
     std::vector<T> out;
+    // A bad element is named by its position and value, not by the whole list.
+    auto bad_item = [&](const YAML::Node& item) {
+      fail_at(e.source, fmt::format("{}.{}: expected {}, but element {} is {}", section_, k, expected, out.size() + 1,
+                                    render_node(item)));
+    };
     for (const auto& item : e.value) {
-      if (!item.IsScalar()) type_error(e, k, expected);
+      if (!item.IsScalar()) bad_item(item);
       try {
         out.push_back(item.as<T>());
       } catch (const YAML::Exception&) {
-        type_error(e, k, expected);
+        bad_item(item);
       }
     }
     return out;

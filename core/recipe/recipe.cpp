@@ -67,7 +67,8 @@ void RolloutConfig::visit(FieldVisitor& v) {
 void AlgorithmConfig::visit(FieldVisitor& v) {
   v.choice("adv_estimator", adv_estimator, {"grpo", "dr_grpo"},
            "grpo: (r - mean) / (std + eps) per group; dr_grpo: r - mean");
-  v.field("norm_adv_by_batch", norm_adv_by_batch, "also normalise advantages over the whole batch");
+  v.field("norm_adv_by_batch", norm_adv_by_batch,
+          "also whiten advantages over the batch (over groups with a signal; all-equal groups stay 0)");
   v.field("clip_ratio_low", clip_ratio_low, "PPO clip: ratio >= 1 - clip_ratio_low");
   v.field("clip_ratio_high", clip_ratio_high, "PPO clip: ratio <= 1 + clip_ratio_high (DAPO: 0.28)");
   v.field("clip_ratio_c", clip_ratio_c, "dual-clip bound for negative advantages (> 1; default 3, as verl); null = off");

@@ -5,7 +5,8 @@ set -u
 bin=$(realpath "$1")
 root=$(realpath "$2")
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+bg=  # the background train of the Ctrl-C check: never left running, whatever ends this script
+trap '[ -n "$bg" ] && kill -TERM "$bg" 2>/dev/null; rm -rf "$tmp"' EXIT  # timeout passes TERM on
 cd "$tmp" || exit 1
 fails=0
 passes=0
@@ -100,6 +101,8 @@ expect 0 'skipped 1 malformed line' -- train "$tiny" trainer.output_dir=runs-mix
 # exact_match compares with each line's answer: a line without one is refused, not scored against "".
 printf '{"prompt": "1+2=", "answer": "3"}\n{"prompt": "2+2="}\n' >noanswer.jsonl
 expect 2 'noanswer.jsonl:2: no reference answer under "answer" (reward.answer_key)' -- train "$tiny" trainer.output_dir=runs-noanswer "${short[@]}" data.synthetic_task= data.train_files=[noanswer.jsonl] reward.type=exact_match
+# A mistyped reward program stops the run at startup, before any rollout.
+expect 2 "reward.command: 'no-such-scorer --x' exited with status 127 (command not found?) right after it started" -- train "$tiny" trainer.output_dir=runs-nocmd "${short[@]}" "${jsonl[@]}" data.skip_malformed=true sft.steps=0 reward.type=command 'reward.command=no-such-scorer --x'
 # ...and the run that failed in setup does not block the corrected rerun (its metrics.jsonl is empty).
 printf '{"prompt": "1+2=", "answer": "3"}\n{"prompt": "2+2=", "answer": "4"}\n' >noanswer.jsonl
 expect 0 '' -- train "$tiny" trainer.output_dir=runs-noanswer "${short[@]}" data.synthetic_task= data.train_files=[noanswer.jsonl] reward.type=exact_match
@@ -113,13 +116,16 @@ expect 0 '"val/accuracy"'        -- eval runs-val/quickstart-tiny trainer.device
 expect 2 'neither a checkpoint'  -- eval plain-file-dir
 expect 2 'does not exist'        -- eval runs-val/quickstart-tiny -o no-such-dir/e.json
 expect 2 'no data.val_files'     -- eval runs/quickstart-tiny trainer.device=cpu
-# Ctrl-C: the first stops after the current step, saves a checkpoint and exits 130.
-"$bin" train "$tiny" trainer.output_dir=runs-int "${short[@]}" trainer.total_training_steps=100000 checkpoint.save_freq=0 >int.out 2>int.err &
+# Ctrl-C: the first stops after the current step, saves a checkpoint and exits 130. `timeout`
+# passes the INT on, and ends the run after 10 minutes should this script be killed before it.
+timeout 600 "$bin" train "$tiny" trainer.output_dir=runs-int "${short[@]}" trainer.total_training_steps=100000 checkpoint.save_freq=0 >int.out 2>int.err &
 pid=$!
+bg=$pid
 for _ in $(seq 1 600); do [ -s runs-int/quickstart-tiny/metrics.jsonl ] && break; sleep 0.1; done
 kill -INT $pid
 wait $pid
 got=$?
+bg=
 if [ $got -eq 130 ] && grep -q 'stopped by a signal' int.err && ls runs-int/quickstart-tiny/checkpoints/step_* >/dev/null 2>&1; then
   passes=$((passes + 1))
 else

@@ -31,9 +31,11 @@ std::vector<double> plain_advantages(const std::vector<double>& r, const std::ve
   std::map<int64_t, std::vector<double>> groups;
   for (size_t i = 0; i < r.size(); ++i) groups[g[i]].push_back(r[i]);
   std::vector<double> adv(r.size());
+  std::vector<bool> signal(r.size());
   for (size_t i = 0; i < r.size(); ++i) {
     const auto& xs = groups[g[i]];
-    if (xs.size() < 2) { adv[i] = 0; continue; }
+    signal[i] = *std::max_element(xs.begin(), xs.end()) > *std::min_element(xs.begin(), xs.end());
+    if (!signal[i]) { adv[i] = 0; continue; }
     double mean = 0;
     for (double x : xs) mean += x;
     mean /= static_cast<double>(xs.size());
@@ -42,13 +44,16 @@ std::vector<double> plain_advantages(const std::vector<double>& r, const std::ve
     var /= static_cast<double>(xs.size() - 1);
     adv[i] = std_norm ? (r[i] - mean) / (std::sqrt(var) + eps) : r[i] - mean;
   }
-  if (batch_norm && adv.size() > 1) {
+  // Whitening over the samples with a signal; the others stay 0.
+  const double live = static_cast<double>(std::count(signal.begin(), signal.end(), true));
+  if (batch_norm && live > 1) {
     double mean = 0, var = 0;
-    for (double a : adv) mean += a;
-    mean /= static_cast<double>(adv.size());
-    for (double a : adv) var += (a - mean) * (a - mean);
-    var /= static_cast<double>(adv.size() - 1);
-    for (double& a : adv) a = (a - mean) / (std::sqrt(var) + eps);
+    for (size_t i = 0; i < adv.size(); ++i) mean += signal[i] ? adv[i] : 0;
+    mean /= live;
+    for (size_t i = 0; i < adv.size(); ++i) var += signal[i] ? (adv[i] - mean) * (adv[i] - mean) : 0;
+    var /= live - 1;
+    for (size_t i = 0; i < adv.size(); ++i)
+      if (signal[i]) adv[i] = (adv[i] - mean) / (std::sqrt(var) + eps);
   }
   return adv;
 }
@@ -131,9 +136,11 @@ TEST_CASE("advantages: a group of equal rewards gets exactly 0 in any reward dty
           // The other group: double math rounded once to the output dtype (float32: 1e-6 relative).
           check_close({got[7], got[8]}, {-want, want}, 0, 1e-6, "signal group");
         } else {
-          // Whitening subtracts mean(a) = (-x + x + 0 + ...) / 9, exactly 0 in any summation
-          // order, so the equal group stays exactly 0.
+          // Whitening leaves the equal group out: it stays exactly 0, and the signal group's
+          // two samples -x, x whiten to -+1 / sqrt(2) whatever the seven zeros (unbiased std
+          // of {-x, x} is x sqrt(2); eps is 1e-6 against it).
           for (int i = 0; i < 7; ++i) CHECK(got[static_cast<size_t>(i)] == 0.0);
+          check_close({got[7], got[8]}, {-1 / std::sqrt(2.0), 1 / std::sqrt(2.0)}, 0, 1e-5, "whitened signal group");
         }
       }
     }

@@ -235,3 +235,28 @@ TEST_CASE("policy objective: micro-batches give the whole-batch loss and gradien
     }
   }
 }
+
+TEST_CASE("policy objective: with TIS mask mode the clip metrics cover the kept tokens only", "[loss][objective]") {
+  const int64_t B = 6, T = 9;
+  ObjectiveData d = make_data(B, T);
+  const PolicyObjectiveOptions o = options_for("token-mean", "token", "mask");
+  const at::Tensor kept = rollout_correction(d.old_logp, d.rollout_logp, d.mask, o.correction).mask;  // [B, T]
+  // The data must make the point: some response tokens dropped, some kept.
+  REQUIRE(kept.sum().item<double>() > 0);
+  REQUIRE(kept.sum().item<double>() < d.mask.sum().item<double>());
+  const PolicyObjective obj = policy_objective({d.logp, d.old_logp, d.rollout_logp, d.adv, d.mask, d.ref_logp,
+                                                fake_entropy(d.logp)},
+                                               o, count_scale(kept, T));
+  const auto lp = to_vec(d.logp), old = to_vec(d.old_logp), k = to_vec(kept), a = to_vec(d.adv);
+  double kl = 0, high = 0, n = 0;
+  for (size_t i = 0; i < lp.size(); ++i) {
+    if (k[i] == 0) continue;
+    const double r = std::exp(lp[i] - old[i]);
+    kl += old[i] - lp[i];
+    high += a[i / T] > 0 && r > 1.28;
+    n += 1;
+  }
+  CHECK(std::fabs(obj.metrics.at("ppo_kl") - kl / n) < 1e-12);
+  CHECK(std::fabs(obj.metrics.at("pg_clipfrac_high") - high / n) < 1e-12);
+  check_close(obj.mask, kept, 0, 0, "effective mask");
+}

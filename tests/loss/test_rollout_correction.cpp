@@ -311,6 +311,10 @@ TEST_CASE("rollout correction: huge mismatches stay finite, bad knobs are config
   o.mode = TisMode::mask;
   o.mask_lower = 3.0;
   REQUIRE_THROWS_CONTAINING(rollout_correction(old, roll, mask, o), ConfigError, "tis_mask_lower");
+  // The recipe's range, (0, 1), also where the cap would allow more.
+  o.cap = 5.0;
+  o.mask_lower = 1.5;
+  REQUIRE_THROWS_CONTAINING(rollout_correction(old, roll, mask, o), ConfigError, "(0, 1)");
 }
 
 TEST_CASE("geometric TIS: one weight per sequence, exp of the mean token log-ratio (seq-mask-tis)", "[loss][tis]") {

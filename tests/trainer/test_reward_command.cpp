@@ -171,6 +171,25 @@ TEST_CASE("reward command: a missing program is exit status 127", "[trainer][rew
                             "reward command '/nonexistent/fp8rl-reward-scorer' exited with status 127 (command not found?)");
 }
 
+TEST_CASE("reward command: expect_running refuses a command that dies at once, keeps one that runs",
+          "[trainer][reward_command]") {
+  RewardCommand missing("/nonexistent/fp8rl-reward-scorer", 30);
+  // The wait ends when sh exits, long before 30 s.
+  REQUIRE_THROWS_CONTAINING(missing.expect_running(30), ConfigError,
+                            "reward.command: '/nonexistent/fp8rl-reward-scorer' exited with status 127 (command not "
+                            "found?) right after it started");
+  CHECK(missing.pid() == -1);
+  REQUIRE_THROWS_CONTAINING(missing.score(batch_of(1)), RuntimeFailure, "status 127");
+  test::TempDir dir;
+  RewardCommand ok(sh(dir, "echo.sh", "while read -r line; do echo '{\"reward\": 2}'; done\n"), 30);
+  ok.expect_running(0.2);
+  CHECK(ok.score(batch_of(2)) == std::vector<double>{2, 2});
+  // One that exits before any batch says so.
+  RewardCommand quits(sh(dir, "quits.sh", "exit 5\n"), 30);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  REQUIRE_THROWS_CONTAINING(quits.score(batch_of(1)), RuntimeFailure, "exited with status 5 before its first batch");
+}
+
 TEST_CASE("reward command: killed by a signal, or a program it ran was", "[trainer][reward_command]") {
   test::TempDir dir;
   RewardCommand self("read -r line; kill -SEGV $$", 30);  // $$: the /bin/sh that fp8rl started

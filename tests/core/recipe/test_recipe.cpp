@@ -117,7 +117,11 @@ TEST_CASE("wrong types name file, line, key and what was expected", "[recipe]") 
   REQUIRE_THROWS_CONTAINING(load_recipe(p("lora:\n  target_modules: {a: 1}\n")), ConfigError,
                             "expected a list of strings, got a map");
   REQUIRE_THROWS_CONTAINING(load_recipe(p("quantization:\n  weight_block_size: [128, x]\n")), ConfigError,
-                            "expected a list of integers");
+                            "quantization.weight_block_size: expected a list of integers, but element 2 is 'x'");
+  REQUIRE_THROWS_CONTAINING(load_recipe(p("rollout:\n  stop: [\"a\", null]\n")), ConfigError,
+                            "t.yaml:2: rollout.stop: expected a list of strings, but element 2 is nothing (null)");
+  REQUIRE_THROWS_CONTAINING(load_recipe(p("rollout:\n  stop: [[a]]\n")), ConfigError,
+                            "rollout.stop: expected a list of strings, but element 1 is a list");
   REQUIRE_THROWS_CONTAINING(load_recipe(p("rollout:\n  enforce_eager: maybe\n")), ConfigError,
                             "expected true or false");
   REQUIRE_THROWS_CONTAINING(load_recipe(p("model:\n  path: [a]\n")), ConfigError, "expected a string, got a list");
