@@ -123,6 +123,10 @@ void check_rl_recipe(const recipe::LoadedRecipe& loaded, const hf::ModelShape& s
   if (r.lora.rank > 0 && r.lora.dropout > 0)
     log::warn(cat(loaded.where("lora.dropout"), ": lora.dropout ", r.lora.dropout, " > 0: the old log-probs are computed "
                   "without dropout and the update with it, so the PPO ratio starts away from 1 (RL recipes use 0)"));
+  if (r.rollout.top_p < 1 || r.rollout.top_k > 0)
+    log::warn(cat(loaded.where(r.rollout.top_p < 1 ? "rollout.top_p" : "rollout.top_k"), ": rollout.top_p < 1 / top_k ",
+                  "truncate what is sampled, but the PPO ratio and TIS use full-vocabulary log-probs (as verl's do), ",
+                  "so they ignore the truncation and its renormalisation (RL recipes sample with top_p 1, top_k -1)"));
 }
 
 }  // namespace

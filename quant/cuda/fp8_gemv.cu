@@ -15,8 +15,11 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <atomic>
 #include <stdexcept>
 #include <string>
+
+#include "core/util/env.h"
 
 namespace fp8rl::cuda {
 namespace {
@@ -135,8 +138,13 @@ __device__ __forceinline__ void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-template <typename OutT>
-__global__ void __launch_bounds__(kMmaWarps * 32) fp8_gemv_mma_kernel(Fp8GemvArgs a) {
+// One 128-byte line of global memory asked into L2, no register written (PTX prefetch.global.L2).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+template <typename OutT, int kDepth, bool kL2Ahead>
+__global__ void __launch_bounds__(kMmaWarps * 32, kDepth > 2 ? 2 : 0) fp8_gemv_mma_kernel(Fp8GemvArgs a) {
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * 16;  // this block's 16 weight rows
@@ -150,18 +158,36 @@ __global__ void __launch_bounds__(kMmaWarps * 32) fp8_gemv_mma_kernel(Fp8GemvArg
   const int m0 = 2 * t, m1 = 2 * t + 1;
   float total[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 
-  // Two K blocks per iteration, all 12 loads issued before the first mma: each lane keeps 192
-  // bytes in flight.
-  uint4 lo[2][2], hi[2][2];
+  // kDepth K blocks per iteration (warp w takes blocks w, w + 8, ...), all their loads issued
+  // before the first mma: each lane keeps kDepth * 64 weight bytes (+ 32 activation bytes per
+  // block) in flight. With kL2Ahead each load of an iteration's weights also asks L2 for the next
+  // iteration's (no registers held): the first such request goes out before the wait, so the
+  // weights of a K = 4096 GEMV's second iteration stream in while the kernel before it runs. The
+  // blocks are summed in the same order whatever the variant, so the result's bits do not depend
+  // on it (fp8_gemv_mma_depth / fp8_gemv_l2_ahead say which runs).
+  uint4 lo[kDepth][2], hi[kDepth][2];
   auto load_weights = [&](int64_t kb0) {
 #pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      if (b == 1 && kb0 + kMmaWarps >= kblocks) break;
+    for (int b = 0; b < kDepth; ++b) {
+      if (kb0 + b * kMmaWarps >= kblocks) break;
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
         const int64_t k = (kb0 + b * kMmaWarps) * 128 + 64 * s;
         lo[b][s] = __ldcs(reinterpret_cast<const uint4*>(w_lo + k));
         hi[b][s] = __ldcs(reinterpret_cast<const uint4*>(w_hi + k));
+      }
+    }
+    if constexpr (kL2Ahead) {
+      // Lanes t = 0..3 of a group cover the 64 bytes of one row half; a line is 128 bytes, so
+      // lane t = 0 asks for the line of s = 0 and t = 2... of each row: one request per line.
+#pragma unroll
+      for (int b = 0; b < kDepth; ++b) {
+        const int64_t kb = kb0 + (kDepth + b) * kMmaWarps;
+        if (kb >= kblocks) break;
+        if (t == 0) {
+          prefetch_l2(w_lo + kb * 128);
+          prefetch_l2(w_hi + kb * 128);
+        }
       }
     }
   };
@@ -173,22 +199,21 @@ __global__ void __launch_bounds__(kMmaWarps * 32) fp8_gemv_mma_kernel(Fp8GemvArg
   // x and the scales are read after the wait.
   if (warp < kblocks) load_weights(warp);
   pdl::begin();
-  for (int64_t kb0 = warp; kb0 < kblocks; kb0 += 2 * kMmaWarps) {
-    const bool second = kb0 + kMmaWarps < kblocks;
+  for (int64_t kb0 = warp; kb0 < kblocks; kb0 += kDepth * kMmaWarps) {
     if (kb0 != warp) load_weights(kb0);
-    uint4 xv[2][2];
+    uint4 xv[kDepth][2];
 #pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      if (b == 1 && !second) break;
+    for (int b = 0; b < kDepth; ++b) {
+      if (kb0 + b * kMmaWarps >= kblocks) break;
 #pragma unroll
       for (int s = 0; s < 2; ++s)
         xv[b][s] = x_row ? __ldg(reinterpret_cast<const uint4*>(x + (kb0 + b * kMmaWarps) * 128 + 64 * s))
                          : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      if (b == 1 && !second) break;
+    for (int b = 0; b < kDepth; ++b) {
       const int64_t kb = kb0 + b * kMmaWarps;
+      if (kb >= kblocks) break;
       float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
@@ -223,6 +248,26 @@ __global__ void __launch_bounds__(kMmaWarps * 32) fp8_gemv_mma_kernel(Fp8GemvArg
   }
 }
 
+template <int kDepth, bool kL2Ahead>
+void launch_mma(const Fp8GemvArgs& a, unsigned blocks, cudaStream_t stream) {
+  if (a.y_bf16)
+    pdl::launch(fp8_gemv_mma_kernel<__nv_bfloat16, kDepth, kL2Ahead>, blocks, kMmaWarps * 32, 0, stream, a);
+  else
+    pdl::launch(fp8_gemv_mma_kernel<float, kDepth, kL2Ahead>, blocks, kMmaWarps * 32, 0, stream, a);
+}
+
+template <bool kL2Ahead>
+void launch_mma_depth(const Fp8GemvArgs& a, unsigned blocks, cudaStream_t stream) {
+  switch (fp8_gemv_mma_depth()) {
+    case 4: launch_mma<4, kL2Ahead>(a, blocks, stream); break;
+    case 3: launch_mma<3, kL2Ahead>(a, blocks, stream); break;
+    default: launch_mma<2, kL2Ahead>(a, blocks, stream); break;
+  }
+}
+
+std::atomic<int> g_mma_depth{0};  // 0: not read from FP8RL_GEMV_DEPTH yet
+EnvToggle g_l2_ahead("FP8RL_GEMV_L2_AHEAD", false);
+
 template <int M, int R>
 void launch(const Fp8GemvArgs& a, cudaStream_t stream) {
   const int64_t warps = (a.N + R - 1) / R;
@@ -245,15 +290,32 @@ void launch_rows(const Fp8GemvArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
+int fp8_gemv_mma_depth() {
+  int d = g_mma_depth.load(std::memory_order_relaxed);
+  if (d == 0) {
+    d = env_int("FP8RL_GEMV_DEPTH", 2, 4).value_or(2);
+    g_mma_depth.store(d, std::memory_order_relaxed);
+  }
+  return d;
+}
+
+void set_fp8_gemv_mma_depth(int depth) {
+  if (depth < 2 || depth > 4) throw std::invalid_argument("set_fp8_gemv_mma_depth: 2, 3 or 4, got " + std::to_string(depth));
+  g_mma_depth.store(depth, std::memory_order_relaxed);
+}
+
+bool fp8_gemv_l2_ahead() { return g_l2_ahead.get(); }
+void set_fp8_gemv_l2_ahead(bool on) { g_l2_ahead.set(on); }
+
 void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream) {
   if (a.M < 1 || a.M > kFp8GemvMmaMaxRows || a.Kp % 512 != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M)
     throw std::runtime_error("fp8_gemv_block_mma: unsupported shape M=" + std::to_string(a.M) +
                              " N=" + std::to_string(a.N) + " Kp=" + std::to_string(a.Kp));
   const auto blocks = static_cast<unsigned>((a.N + 15) / 16);
-  if (a.y_bf16)
-    pdl::launch(fp8_gemv_mma_kernel<__nv_bfloat16>, blocks, kMmaWarps * 32, 0, stream, a);
+  if (fp8_gemv_l2_ahead())
+    launch_mma_depth<true>(a, blocks, stream);
   else
-    pdl::launch(fp8_gemv_mma_kernel<float>, blocks, kMmaWarps * 32, 0, stream, a);
+    launch_mma_depth<false>(a, blocks, stream);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string("fp8_gemv_block_mma: ") + cudaGetErrorString(err));
 }

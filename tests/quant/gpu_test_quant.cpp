@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/util/error.h"
+#include "quant/cuda/fp8_gemv.h"
 #include "quant/fp8_gemm.h"
 #include "quant/fp8_linear.h"
 #include "quant/scaling.h"
@@ -159,6 +160,23 @@ TEST_CASE("small-M FP8 GEMVs (block x group, CUDA cores M <= 4, tensor cores M <
           // for cuBLASLt); bf16 output adds its rounding (~1e-6).
           CHECK(vs_exact < (out == at::kFloat ? 1e-7 : 1e-5));
           CHECK(vs_scaled_mm < 1e-5);
+        }
+        if (M <= 8) {
+          // The tensor-core kernel's load depths and its L2-ahead requests change when bytes are
+          // asked for, never the sum's order: the same bits as the default.
+          cuda::set_fp8_gemv_mma_depth(2);
+          cuda::set_fp8_gemv_l2_ahead(false);
+          const at::Tensor base = fp8_gemm_small_m(qx, qw, out, SmallMKernel::tensor_cores);
+          for (int depth : {2, 3, 4}) {
+            for (bool ahead : {false, true}) {
+              cuda::set_fp8_gemv_mma_depth(depth);
+              cuda::set_fp8_gemv_l2_ahead(ahead);
+              INFO("tensor cores, depth " << depth << ", L2 ahead " << ahead << ", M=" << M << " N=" << N << " K=" << K);
+              CHECK(at::equal(fp8_gemm_small_m(qx, qw, out, SmallMKernel::tensor_cores), base));
+            }
+          }
+          cuda::set_fp8_gemv_mma_depth(2);
+          cuda::set_fp8_gemv_l2_ahead(false);
         }
       }
     }
