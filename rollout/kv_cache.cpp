@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "rollout/transfer.h"
@@ -20,6 +21,10 @@ namespace {
 
 constexpr double kE4m3Max = 448.0;
 constexpr double kScaleHeadroom = 2.0;  // kv_cache.h: one binade above the first write's amax
+
+// FP8RL_FUSED_KV_GATHER=0: an FP8 cache's gathers take the ATen ops on CUDA too (to measure the
+// kernel against them in one binary).
+EnvToggle g_fused_gather("FP8RL_FUSED_KV_GATHER", true);
 
 // x [N, Hkv, D] -> E4M3 bytes of x / scale, saturated (a plain cast makes NaN past 448).
 at::Tensor quantize_kv(const at::Tensor& x, const at::Tensor& scale) {
@@ -51,6 +56,37 @@ bool write_fp8_fused(at::Tensor& cache, const at::Tensor& slots, const at::Tenso
 #else
   (void)base;
   return false;
+#endif
+}
+
+// An FP8 cache's rows at `slots`, dequantized to `dtype`, in one kernel on CUDA
+// (rollout/cuda/kv_write.cu); undefined where it does not apply (dequantize_kv's ATen ops then,
+// which it equals bit for bit).
+at::Tensor gather_fp8_fused(const at::Tensor& cache, const at::Tensor& slots, const at::Tensor& scale,
+                            at::ScalarType dtype) {
+#ifdef FP8RL_WITH_CUDA
+  const int64_t row = cache.dim() == 3 ? cache.size(1) * cache.size(2) : 0;
+  if (!cache.is_cuda() || !cache.is_contiguous() || row == 0 || row % 8 != 0 || slots.device() != cache.device() ||
+      slots.scalar_type() != at::kLong || slots.dim() != 1 || !slots.is_contiguous() || scale.device() != cache.device() ||
+      scale.scalar_type() != at::kFloat || !(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf))
+    return {};
+  at::Tensor out = at::empty({slots.size(0), cache.size(1), cache.size(2)}, cache.options().dtype(dtype));
+  cuda::KvGatherArgs a;
+  a.cache = cache.data_ptr<uint8_t>();
+  a.slots = slots.data_ptr<int64_t>();
+  a.scale = scale.data_ptr<float>();
+  a.out = out.data_ptr();
+  a.dtype = dtype == at::kFloat ? 0 : (dtype == at::kBFloat16 ? 1 : 2);
+  a.tokens = slots.size(0);
+  a.row = row;
+  cuda::kv_gather_fp8(a, at::cuda::getCurrentCUDAStream(cache.device().index()).stream());
+  return out;
+#else
+  (void)cache;
+  (void)slots;
+  (void)scale;
+  (void)dtype;
+  return {};
 #endif
 }
 
@@ -221,6 +257,11 @@ void KvCache::write(int64_t layer, const at::Tensor& slots, const at::Tensor& k,
 
 std::pair<at::Tensor, at::Tensor> KvCache::gather(int64_t layer, const at::Tensor& slots) const {
   const size_t l = static_cast<size_t>(layer);
+  if (shape_.fp8 && g_fused_gather.get()) {
+    at::Tensor k = gather_fp8_fused(k_[l], slots, k_scale(layer), shape_.dtype);
+    at::Tensor v = gather_fp8_fused(v_[l], slots, v_scale(layer), shape_.dtype);
+    if (k.defined() && v.defined()) return {k, v};
+  }
   at::Tensor k = k_[l].index_select(0, slots), v = v_[l].index_select(0, slots);
   if (!shape_.fp8) return {k, v};
   return {dequantize_kv(k, k_scale(layer), shape_.dtype), dequantize_kv(v, v_scale(layer), shape_.dtype)};

@@ -84,7 +84,8 @@ class KvCache {
   // tensor quantizes and scatters, bit-exact with the ATen ops used elsewhere).
   void write(int64_t layer, const at::Tensor& slots, const at::Tensor& k, const at::Tensor& v);
   // K/V of the given slots of `layer`: [len(slots), Hkv, D] each, in the model dtype (FP8:
-  // dequantized).
+  // dequantized; on CUDA one kernel per tensor gathers and dequantizes, bit-exact with the ATen
+  // ops of the CPU path).
   std::pair<at::Tensor, at::Tensor> gather(int64_t layer, const at::Tensor& slots) const;
 
   // The cache of one layer: [num_blocks * block_size, Hkv, D] (kernels that read block tables).

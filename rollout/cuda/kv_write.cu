@@ -6,6 +6,10 @@
 //   KvCache::write (rollout/kv_cache.cpp: float, divide, clamp, cast, index_copy_), matched bit
 //   for bit (same IEEE division, same saturating conversion). Why: those are five kernels per
 //   tensor, twice per layer, in every decode step.
+// - Back out of an FP8 cache for prefill's attention: gather the rows of a step's key slots and
+//   dequantize them to the model's dtype in one kernel. Reference: KvCache::gather's ATen ops
+//   (index_select, float, multiply by the scale, cast), matched bit for bit (E4M3 -> float is
+//   exact, one IEEE multiply, one round-to-nearest-even cast).
 // tests/rollout/gpu_test_paged_decode.cpp compares each with its reference.
 #include "rollout/cuda/rollout_kernels.h"
 #include "core/util/pdl.cuh"
@@ -33,6 +37,37 @@ __global__ void kv_write_fp8_kernel(const KvWriteArgs a) {
   const float x = to_float(static_cast<const T*>(a.x)[t * a.stride_t + h * a.stride_h + d]);
   uint8_t* cache = a.cache_base != nullptr ? *a.cache_base : a.cache;
   cache[a.slots[t] * row + rest] = kv_e4m3(x, *a.scale);
+}
+
+__device__ __forceinline__ void store_value(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_value(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void store_value(__half* p, float v) { *p = __float2half_rn(v); }
+
+// Eight consecutive elements of one gathered row per thread: one 8-byte load, 16 or 32 bytes out.
+template <typename T>
+__global__ void kv_gather_fp8_kernel(const KvGatherArgs a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
+  const int64_t pieces = a.row / 8;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= a.tokens * pieces) return;
+  const int64_t t = i / pieces, c = i % pieces;
+  const uint2 bytes = *reinterpret_cast<const uint2*>(a.cache + a.slots[t] * a.row + c * 8);
+  const float s = *a.scale;
+  alignas(16) T vals[8];
+  const uint32_t words[2] = {bytes.x, bytes.y};
+#pragma unroll
+  for (int w = 0; w < 2; ++w) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // the low byte of each pair is the earlier element
+      const __half2 pair(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(words[w] >> (16 * h)), __NV_E4M3));
+      const float2 f = __half22float2(pair);
+      store_value(&vals[4 * w + 2 * h], f.x * s);
+      store_value(&vals[4 * w + 2 * h + 1], f.y * s);
+    }
+  }
+  uint4* out = reinterpret_cast<uint4*>(static_cast<T*>(a.out) + t * a.row + c * 8);
+#pragma unroll
+  for (int j = 0; j < static_cast<int>(sizeof(vals) / 16); ++j) out[j] = reinterpret_cast<const uint4*>(vals)[j];
 }
 
 // One CHUNK-byte piece of a K or V row per thread: pieces [0, per_tensor) are K's, the rest V's.
@@ -83,6 +118,21 @@ void kv_write_copy(const KvCopyArgs& a, cudaStream_t stream) {
     pdl::launch(kv_write_copy_kernel<2>, grid, 256, 0, stream, a);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) throw std::runtime_error(std::string("kv_write_copy_kernel: ") + cudaGetErrorString(e));
+}
+
+void kv_gather_fp8(const KvGatherArgs& a, cudaStream_t stream) {
+  if (a.row % 8 != 0) throw std::invalid_argument("kv_gather_fp8: rows of a multiple of 8 elements");
+  const int64_t total = a.tokens * (a.row / 8);
+  if (total == 0) return;
+  const unsigned grid = static_cast<unsigned>((total + 255) / 256);
+  switch (a.dtype) {
+    case 0: pdl::launch(kv_gather_fp8_kernel<float>, grid, 256, 0, stream, a); break;
+    case 1: pdl::launch(kv_gather_fp8_kernel<__nv_bfloat16>, grid, 256, 0, stream, a); break;
+    case 2: pdl::launch(kv_gather_fp8_kernel<__half>, grid, 256, 0, stream, a); break;
+    default: throw std::invalid_argument("kv_gather_fp8: unsupported dtype");
+  }
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string("kv_gather_fp8_kernel: ") + cudaGetErrorString(e));
 }
 
 void kv_write_fp8(const KvWriteArgs& a, cudaStream_t stream) {

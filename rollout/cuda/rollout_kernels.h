@@ -76,6 +76,20 @@ struct KvWriteArgs {
 };
 void kv_write_fp8(const KvWriteArgs& a, cudaStream_t stream);
 
+// ---- FP8 KV cache reads for prefill (kv_write.cu) ----------------------------------------------
+// out[t][i] = dtype(float(e4m3(cache[slots[t]][i])) * *scale) for i < row = Hkv * D: the gather and
+// dequantization KvCache::gather did in four ATen kernels per tensor (index_select, to float,
+// multiply, to the model's dtype), which were ~19% of an FP8-cache prefill at batch 256 (H200).
+struct KvGatherArgs {
+  const uint8_t* cache;      // [slots, Hkv, D] E4M3 bytes, contiguous, 8-byte aligned
+  const int64_t* slots;      // [N]
+  const float* scale;        // [1]
+  void* out;                 // [N, Hkv, D] contiguous, 16-byte aligned; dtype 0 float32, 1 bfloat16, 2 float16
+  int dtype;
+  int64_t tokens, row;       // row = Hkv * D, a multiple of 8
+};
+void kv_gather_fp8(const KvGatherArgs& a, cudaStream_t stream);
+
 // ---- KV cache writes in the model's dtype (kv_write.cu) -----------------------------------------
 // k_cache[slots[t]][h] = k[t][h] and v_cache[slots[t]][h] = v[t][h] for the step's N tokens, K and
 // V in one launch (ATen's index_copy_ took one each): a plain copy, elem_bytes per element.

@@ -378,6 +378,48 @@ TEST_CASE("FP8 KV cache writes on CUDA equal the CPU reference bytes", "[rollout
   }
 }
 
+// Gathers out of an FP8 cache for prefill (one gather + dequantize kernel per tensor, kv_write.cu)
+// against the CPU cache's ATen ops, on caches written alike: bf16, fp16 and fp32 model dtypes, a
+// row of 8 elements' multiple and one that is not (3 x 4: the ATen path on both), slots repeated
+// and in any order, values saturated at 448 * scale, and an empty gather.
+TEST_CASE("FP8 KV cache gathers on CUDA equal the CPU reference", "[rollout][gpu]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(22);
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    for (const int64_t D : {64, 4}) {
+      const int64_t L = 2, Hkv = 3, bs = 16, blocks = 5;
+      INFO("dtype " << dtype << ", head_dim " << D);
+      KvCacheShape shape{L, Hkv, D, bs, dtype, at::kCPU, true};
+      KvCache cpu(shape, blocks);
+      shape.device = at::kCUDA;
+      KvCache gpu(shape, blocks);
+      const int64_t N = 53;
+      const at::Tensor k = at::randn({N, Hkv, D}, at::TensorOptions().dtype(dtype));
+      const at::Tensor v = at::randn({N, Hkv, D}, at::TensorOptions().dtype(dtype)) * 3;
+      const at::Tensor slots = at::randperm(blocks * bs, at::TensorOptions().dtype(at::kLong)).narrow(0, 0, N);
+      for (int64_t l = 0; l < L; ++l) {
+        // A second write 8x the first's range saturates some bytes.
+        for (int rep = 0; rep < 2; ++rep) {
+          const at::Tensor kk = rep == 0 ? k : k * 8, vv = rep == 0 ? v : v * 8;
+          const at::Tensor s = rep == 0 ? slots : slots.narrow(0, 0, 9);
+          cpu.write(l, s, kk.narrow(0, 0, s.size(0)), vv.narrow(0, 0, s.size(0)));
+          gpu.write(l, s.to(at::kCUDA), kk.narrow(0, 0, s.size(0)).to(at::kCUDA), vv.narrow(0, 0, s.size(0)).to(at::kCUDA));
+        }
+      }
+      const at::Tensor read = at::cat({slots.flip(0), slots.narrow(0, 3, 7), at::zeros({1}, at::kLong)});  // 61 rows
+      for (int64_t l = 0; l < L; ++l) {
+        for (const at::Tensor& r : {read, read.narrow(0, 0, 0)}) {
+          const auto [ck, cv] = cpu.gather(l, r);
+          const auto [gk, gv] = gpu.gather(l, r.to(at::kCUDA));
+          REQUIRE(gk.scalar_type() == dtype);
+          CHECK(at::equal(gk.cpu(), ck));
+          CHECK(at::equal(gv.cpu(), cv));
+        }
+      }
+    }
+  }
+}
+
 // K/V writes into a cache of the model's dtype (one copy kernel for K and V, kv_write.cu) against
 // the CPU cache's index_copy_: bf16, fp16 and fp32, a head size that takes 16-byte copies and one
 // that does not (6 bf16 = 12 bytes), v as a strided view of a fused projection's output made on
