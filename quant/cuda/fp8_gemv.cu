@@ -138,12 +138,7 @@ __device__ __forceinline__ void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// One 128-byte line of global memory asked into L2, no register written (PTX prefetch.global.L2).
-__device__ __forceinline__ void prefetch_l2(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
-
-template <typename OutT, int kDepth, bool kL2Ahead>
+template <typename OutT, int kDepth>
 __global__ void __launch_bounds__(kMmaWarps * 32, kDepth > 2 ? 2 : 0) fp8_gemv_mma_kernel(Fp8GemvArgs a) {
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
@@ -160,11 +155,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32, kDepth > 2 ? 2 : 0) fp8_gemv_m
 
   // kDepth K blocks per iteration (warp w takes blocks w, w + 8, ...), all their loads issued
   // before the first mma: each lane keeps kDepth * 64 weight bytes (+ 32 activation bytes per
-  // block) in flight. With kL2Ahead each load of an iteration's weights also asks L2 for the next
-  // iteration's (no registers held): the first such request goes out before the wait, so the
-  // weights of a K = 4096 GEMV's second iteration stream in while the kernel before it runs. The
-  // blocks are summed in the same order whatever the variant, so the result's bits do not depend
-  // on it (fp8_gemv_mma_depth / fp8_gemv_l2_ahead say which runs).
+  // block) in flight. Three (the default) measured 1.013x two at batch 1 on an H100 (graph step
+  // 4.17 -> 4.12 ms; FP8RL_GEMV_DEPTH=2 gives the old kernel); four used 128 registers with
+  // spills, and asking L2 for the next iteration's weights (prefetch.global.L2) measured 0.931x:
+  // docs/BENCHMARKS.md. The blocks are summed in the same order at any depth, so the result's
+  // bits do not depend on it.
   uint4 lo[kDepth][2], hi[kDepth][2];
   auto load_weights = [&](int64_t kb0) {
 #pragma unroll
@@ -175,19 +170,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32, kDepth > 2 ? 2 : 0) fp8_gemv_m
         const int64_t k = (kb0 + b * kMmaWarps) * 128 + 64 * s;
         lo[b][s] = __ldcs(reinterpret_cast<const uint4*>(w_lo + k));
         hi[b][s] = __ldcs(reinterpret_cast<const uint4*>(w_hi + k));
-      }
-    }
-    if constexpr (kL2Ahead) {
-      // Lanes t = 0..3 of a group cover the 64 bytes of one row half; a line is 128 bytes, so
-      // lane t = 0 asks for the line of s = 0 and t = 2... of each row: one request per line.
-#pragma unroll
-      for (int b = 0; b < kDepth; ++b) {
-        const int64_t kb = kb0 + (kDepth + b) * kMmaWarps;
-        if (kb >= kblocks) break;
-        if (t == 0) {
-          prefetch_l2(w_lo + kb * 128);
-          prefetch_l2(w_hi + kb * 128);
-        }
       }
     }
   };
@@ -248,25 +230,15 @@ __global__ void __launch_bounds__(kMmaWarps * 32, kDepth > 2 ? 2 : 0) fp8_gemv_m
   }
 }
 
-template <int kDepth, bool kL2Ahead>
+template <int kDepth>
 void launch_mma(const Fp8GemvArgs& a, unsigned blocks, cudaStream_t stream) {
   if (a.y_bf16)
-    pdl::launch(fp8_gemv_mma_kernel<__nv_bfloat16, kDepth, kL2Ahead>, blocks, kMmaWarps * 32, 0, stream, a);
+    pdl::launch(fp8_gemv_mma_kernel<__nv_bfloat16, kDepth>, blocks, kMmaWarps * 32, 0, stream, a);
   else
-    pdl::launch(fp8_gemv_mma_kernel<float, kDepth, kL2Ahead>, blocks, kMmaWarps * 32, 0, stream, a);
-}
-
-template <bool kL2Ahead>
-void launch_mma_depth(const Fp8GemvArgs& a, unsigned blocks, cudaStream_t stream) {
-  switch (fp8_gemv_mma_depth()) {
-    case 4: launch_mma<4, kL2Ahead>(a, blocks, stream); break;
-    case 3: launch_mma<3, kL2Ahead>(a, blocks, stream); break;
-    default: launch_mma<2, kL2Ahead>(a, blocks, stream); break;
-  }
+    pdl::launch(fp8_gemv_mma_kernel<float, kDepth>, blocks, kMmaWarps * 32, 0, stream, a);
 }
 
 std::atomic<int> g_mma_depth{0};  // 0: not read from FP8RL_GEMV_DEPTH yet
-EnvToggle g_l2_ahead("FP8RL_GEMV_L2_AHEAD", false);
 
 template <int M, int R>
 void launch(const Fp8GemvArgs& a, cudaStream_t stream) {
@@ -293,29 +265,26 @@ void launch_rows(const Fp8GemvArgs& a, cudaStream_t stream) {
 int fp8_gemv_mma_depth() {
   int d = g_mma_depth.load(std::memory_order_relaxed);
   if (d == 0) {
-    d = env_int("FP8RL_GEMV_DEPTH", 2, 4).value_or(2);
+    d = env_int("FP8RL_GEMV_DEPTH", 2, 3).value_or(3);
     g_mma_depth.store(d, std::memory_order_relaxed);
   }
   return d;
 }
 
 void set_fp8_gemv_mma_depth(int depth) {
-  if (depth < 2 || depth > 4) throw std::invalid_argument("set_fp8_gemv_mma_depth: 2, 3 or 4, got " + std::to_string(depth));
+  if (depth < 2 || depth > 3) throw std::invalid_argument("set_fp8_gemv_mma_depth: 2 or 3, got " + std::to_string(depth));
   g_mma_depth.store(depth, std::memory_order_relaxed);
 }
-
-bool fp8_gemv_l2_ahead() { return g_l2_ahead.get(); }
-void set_fp8_gemv_l2_ahead(bool on) { g_l2_ahead.set(on); }
 
 void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream) {
   if (a.M < 1 || a.M > kFp8GemvMmaMaxRows || a.Kp % 512 != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M)
     throw std::runtime_error("fp8_gemv_block_mma: unsupported shape M=" + std::to_string(a.M) +
                              " N=" + std::to_string(a.N) + " Kp=" + std::to_string(a.Kp));
   const auto blocks = static_cast<unsigned>((a.N + 15) / 16);
-  if (fp8_gemv_l2_ahead())
-    launch_mma_depth<true>(a, blocks, stream);
+  if (fp8_gemv_mma_depth() == 2)
+    launch_mma<2>(a, blocks, stream);
   else
-    launch_mma_depth<false>(a, blocks, stream);
+    launch_mma<3>(a, blocks, stream);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string("fp8_gemv_block_mma: ") + cudaGetErrorString(err));
 }

@@ -40,14 +40,10 @@ struct Fp8GemvArgs {
 void fp8_gemv_block(const Fp8GemvArgs& a, cudaStream_t stream);
 void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream);
 
-// K blocks each warp of fp8_gemv_block_mma loads before it computes (2-4; FP8RL_GEMV_DEPTH, read
-// on first use, default 2): deeper issues more of the weights before the kernel's dependent-launch
-// wait. Same bits at every depth. The setter is for tests and benchmarks.
+// K blocks each warp of fp8_gemv_block_mma loads before it computes: 3 by default, 2 with
+// FP8RL_GEMV_DEPTH=2 (read on first use); deeper issues more of the weights before the kernel's
+// dependent-launch wait. Same bits at either depth. The setter is for tests and benchmarks.
 int fp8_gemv_mma_depth();
 void set_fp8_gemv_mma_depth(int depth);
-// Whether fp8_gemv_block_mma also asks L2 for each warp's next weights one iteration ahead
-// (FP8RL_GEMV_L2_AHEAD, default off). Same bits either way.
-bool fp8_gemv_l2_ahead();
-void set_fp8_gemv_l2_ahead(bool on);
 
 }  // namespace fp8rl::cuda
