@@ -1,9 +1,8 @@
 #include "loss/advantages.h"
 
-#include <limits>
-
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "loss/dapo.h"
 
 namespace fp8rl::loss {
 
@@ -43,11 +42,9 @@ at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group
   const at::Tensor count = zeros_g.clone().index_add_(0, inverse, at::ones_like(r));  // [G]
   const at::Tensor mean = zeros_g.clone().index_add_(0, inverse, r) / count;          // [G]
   const at::Tensor centered = r - mean.index_select(0, inverse);                      // [N]
-  const double inf = std::numeric_limits<double>::infinity();
-  // include_self=false: the initial +-inf never takes part, every group has >= 1 sample.
-  const at::Tensor gmax = at::full({num_groups}, -inf, r.options()).scatter_reduce(0, inverse, r, "amax", false);
-  const at::Tensor gmin = at::full({num_groups}, inf, r.options()).scatter_reduce(0, inverse, r, "amin", false);
-  const at::Tensor has_signal = (gmax > gmin).index_select(0, inverse);  // [N]
+  // DAPO's filter rule, exact max > min (the rewards' dtype converts to double exactly, so the
+  // comparison agrees in either).
+  const at::Tensor has_signal = filter_groups_mask(rewards, group_ids).to(r.device());  // [N] bool
 
   at::Tensor adv;
   if (options.estimator == AdvEstimator::grpo) {
@@ -58,8 +55,8 @@ at::Tensor compute_advantages(const at::Tensor& rewards, const at::Tensor& group
     adv = centered;
   }
   // A group whose rewards are all equal (a singleton included) has no baseline-relative
-  // signal: exactly 0, even in double where mean(r) may be an ulp away from r. The same
-  // exact max == min test as DAPO's filter_groups_mask, so a kept group is never all-zero.
+  // signal: exactly 0, even in double where mean(r) may be an ulp away from r. The same test as
+  // DAPO's filter, so a kept group is never all-zero.
   adv = at::where(has_signal, adv, at::zeros_like(adv));
 
   // Batch whitening over the samples with signal only: the zeros of all-equal groups train
