@@ -162,9 +162,10 @@ std::string RewardCommand::describe_exit(double wait_seconds, const char* if_run
   }
 }
 
-void RewardCommand::fail(const std::string& what) {
+void RewardCommand::fail(const std::string& what, bool config_error) {
   failed_ = what;
   kill_and_reap();
+  if (config_error) throw ConfigError(what);
   throw RuntimeFailure(what);
 }
 
@@ -172,10 +173,9 @@ void RewardCommand::expect_running(double wait_seconds) {
   if (!failed_.empty()) throw RuntimeFailure(failed_);
   const std::string exit = describe_exit(wait_seconds, "");
   if (exit.empty()) return;
-  failed_ = cat("reward.command: ", quote_cut(command_), " ", exit,
-                " right after it started; it must keep running and answer one JSONL line per sample");
-  kill_and_reap();
-  throw ConfigError(failed_);
+  fail(cat("reward.command: ", quote_cut(command_), " ", exit,
+           " right after it started; it must keep running and answer one JSONL line per sample"),
+       /*config_error=*/true);
 }
 
 std::vector<double> RewardCommand::score(const std::vector<RewardInput>& batch) {

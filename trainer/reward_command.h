@@ -54,7 +54,9 @@ class RewardCommand {
   static constexpr double kExitGraceSeconds = 1.0;
 
  private:
-  [[noreturn]] void fail(const std::string& what);  // kills and reaps the child, remembers `what`
+  // Kills and reaps the child, remembers `what`, throws it (a ConfigError where the recipe's
+  // command is at fault, else a RuntimeFailure; later calls repeat it as a RuntimeFailure).
+  [[noreturn]] void fail(const std::string& what, bool config_error = false);
   // Waits up to `wait_seconds` for the child to end: "exited with status 3", "was killed by
   // signal 9 (Killed)", or `if_running` when it is still alive (it is not reaped here).
   std::string describe_exit(double wait_seconds, const char* if_running);
