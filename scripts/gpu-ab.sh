@@ -29,26 +29,6 @@ fi
 wait
 [ -f "$model/config.json" ] || { echo "fp8rl init --preset $preset failed:"; tail -5 "$out/init.log"; exit 1; }
 limit=${STEP_LIMIT:-120}
-# The two reports of one switch side by side, per cell (weights / KV, decode, batch): generated
-# tokens/s off and on and their ratio, ms/step and graph GPU ms/step off -> on.
-compare() {  # $1 = report with the switch off, $2 = with it on
-  awk -F'|' '
-    function trim(s) { gsub(/^ +| +$/, "", s); return s }
-    /^\| (bf16|fp8)/ {
-      key = trim($2) " | " trim($3) " | " trim($4)
-      if (FILENAME == ARGV[1]) { off[key] = trim($5); off_st[key] = trim($6); off_ms[key] = trim($7); order[++n] = key }
-      else { on[key] = trim($5); on_st[key] = trim($6); on_ms[key] = trim($7) }
-    }
-    END {
-      print "| weights / KV | decode | batch | tokens/s off | on | on / off | ms/step off -> on | graph GPU ms/step off -> on |"
-      print "|---|---|---:|---:|---:|---:|---:|---:|"
-      for (i = 1; i <= n; ++i) {
-        k = order[i]
-        if (!(k in on)) continue
-        printf "| %s | %s | %s | %.3fx | %s -> %s | %s -> %s |\n", k, off[k], on[k], (off[k] > 0 ? on[k] / off[k] : 0), off_st[k], on_st[k], off_ms[k], on_ms[k]
-      }
-    }' "$1" "$2"
-}
 for group in ${SWITCHES:-}; do
   # NAME=v1,v2,...: one variable at several values, each against the first; else 0 then 1.
   values="0 1"

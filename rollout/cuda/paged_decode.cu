@@ -18,7 +18,9 @@
 //     side, padded to 8): each warp scores 16 keys of the tile, then owns D / 4 of the dims;
 //   - an FP8 (E4M3) cache is widened to q's dtype when the MMA operands are loaded (exact:
 //     E4M3 fits bf16 and fp16), or (kHalfMma) both MMAs run in fp16, q converted once; its
-//     scales multiply the scores and the output;
+//     scales multiply the scores and the output; its keys enter the scores' MMA in a permuted
+//     order of the head dims (q's fragments take the same one, so the dot products are the same
+//     sums), which lets a lane read its part of a key row in one or two 16-byte loads (key_dim);
 //   - online softmax per tile (running max and sum per head, log2 units: exp2f); P enters the
 //     MMA in q's dtype (kHalfMma: fp16), as in flash attention;
 //   - split-K over the context when the batch alone does not fill the GPU (batch 1: up to 64
@@ -96,21 +98,12 @@ __device__ __forceinline__ float2 bf16x2_to_float2(uint32_t u) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
 }
 
-// Two consecutive cache elements at p as an operand pair of T: a 32-bit load of T, or two E4M3
-// bytes widened (exactly) through half2.
-template <typename T, typename C>
+// Two consecutive elements of a cache in q's dtype as an operand pair (an FP8 cache's keys go
+// through load_key_words instead).
+template <typename C>
 __device__ __forceinline__ uint32_t load_pair(const C* p) {
-  if constexpr (sizeof(C) == 2) {
-    return *reinterpret_cast<const uint32_t*>(p);
-  } else {
-    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(*reinterpret_cast<const __nv_fp8x2_storage_t*>(p), __NV_E4M3);
-    if constexpr (std::is_same_v<T, __half>) {
-      return *reinterpret_cast<const uint32_t*>(&h);  // x in the low half, as the MMA wants
-    } else {
-      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
-      return pack2<T>(f.x, f.y);
-    }
-  }
+  static_assert(sizeof(C) == 2, "a 16-bit cache");
+  return *reinterpret_cast<const uint32_t*>(p);
 }
 
 // Two cache elements in different rows (a and b) as an operand pair of T.
@@ -135,11 +128,71 @@ __device__ __forceinline__ void load_bytes(const uint8_t* p, uint32_t (&w)[(N + 
   }
 }
 
-// Byte j of a (low) and of b (high) as an fp16 pair: one byte permute and one conversion.
-__device__ __forceinline__ uint32_t e4m3_pair_to_half2(uint32_t a, uint32_t b, int j) {
-  const uint32_t two = __byte_perm(a, b, static_cast<unsigned>(j | ((j + 4) << 4)));
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
-  return *reinterpret_cast<const uint32_t*>(&h);  // x (byte j of a) in the low half
+// Four E4M3 bytes x as two fp16 pairs: bytes 0-1 in lo, bytes 2-3 in hi (each with its first byte
+// in the low half). Inline PTX so that the high half converts in place (the F2FP reads x.H1);
+// through the intrinsic, x >> 16 costs a shift first.
+__device__ __forceinline__ void e4m3x4_to_half2x2(uint32_t x, uint32_t& lo, uint32_t& hi) {
+  asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n cvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+      : "=r"(lo), "=r"(hi)
+      : "r"(x));
+}
+
+// Four E4M3 bytes as two operand pairs of T (fp16 directly; bf16 through float, exact).
+template <typename T>
+__device__ __forceinline__ void e4m3x4_to_pairs(uint32_t x, uint32_t& lo, uint32_t& hi) {
+  e4m3x4_to_half2x2(x, lo, hi);
+  if constexpr (!std::is_same_v<T, __half>) {
+    const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&lo));
+    const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&hi));
+    lo = pack2<T>(a.x, a.y);
+    hi = pack2<T>(b.x, b.y);
+  }
+}
+
+// Bytes j and j + 1 (j even) of rows a and b as two fp16 operand pairs, (a_j, b_j) and
+// (a_j+1, b_j+1): one byte permute for both.
+__device__ __forceinline__ void e4m3_rows_to_half2x2(uint32_t a, uint32_t b, int j, uint32_t& pj, uint32_t& pj1) {
+  const uint32_t four = __byte_perm(a, b, static_cast<unsigned>(j | (j + 4) << 4 | (j + 1) << 8 | (j + 5) << 12));
+  e4m3x4_to_half2x2(four, pj, pj1);
+}
+
+// An FP8 cache's keys are read a lane's whole share of a row at a time. The scores' MMA sums over
+// its k index, so any permutation of the head dims gives the same dot products as long as K and q
+// take the same one. This one gives lane t (= lane % 4) of a fragment, for each 16-dim MMA step kk,
+// the four dims key_dim<D>(t, kk) .. + 3 (its operand pairs a0 | a2, and q's b0 | b1): t's words of
+// a row are contiguous, one or a few 16-byte loads instead of two bytes per operand pair. From
+// head_dim 128 up a lane takes chunks 2t and 2t + 1 of each 8-chunk (128-byte) span, so the 8 lanes
+// a shared-memory phase serves (rows fr and fr + 1, both layouts of Smem) hit distinct banks.
+template <int D>
+__device__ __forceinline__ int key_dim(int t, int kk) {
+  if constexpr (D >= 128) {
+    const int c = kk / 4;  // the lane's 16-byte chunk
+    return 16 * (8 * (c / 2) + 2 * t + c % 2) + 4 * (kk % 4);
+  } else {
+    return t * (D / 4) + 4 * kk;
+  }
+}
+
+// Lane t's D / 16 words of FP8 key row r of a stage (Smem S's layout): word kk holds dims
+// key_dim<D>(t, kk) .. + 3.
+template <typename S, int D>
+__device__ __forceinline__ void load_key_words(const uint8_t* ks, int r, int t, uint32_t (&w)[D / 16]) {
+  if constexpr (D >= 64) {
+#pragma unroll
+    for (int c = 0; c < D / 64; ++c) {
+      const uint4 v = *reinterpret_cast<const uint4*>(ks + S::at(r, key_dim<D>(t, 4 * c)));
+      w[4 * c] = v.x;
+      w[4 * c + 1] = v.y;
+      w[4 * c + 2] = v.z;
+      w[4 * c + 3] = v.w;
+    }
+  } else if constexpr (D == 32) {
+    const uint2 v = *reinterpret_cast<const uint2*>(ks + S::at(r, key_dim<D>(t, 0)));
+    w[0] = v.x;
+    w[1] = v.y;
+  } else {
+    w[0] = *reinterpret_cast<const uint32_t*>(ks + S::at(r, key_dim<D>(t, 0)));
+  }
 }
 
 // D = A B + D for one m16n8k16 tile (A row-major 16x16, B "col" 16x8, fp32 accumulators).
@@ -226,6 +279,7 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   static_assert(R == 8 || R == 16, "8 or 16 query rows per block");
   static_assert(!kHalfMma || sizeof(C) == 1, "fp16 MMAs read an FP8 cache");
   using MT = std::conditional_t<kHalfMma, __half, T>;  // the MMAs' operand type
+  constexpr bool kWideK = sizeof(C) == 1;               // an FP8 cache: keys by load_key_words
 
   const int b = blockIdx.x, h = blockIdx.y, z = blockIdx.z;
   const int splits = gridDim.z;                                     // of this pass
@@ -337,15 +391,17 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   // the softmax scale (and an FP8 cache's k_scale: keys are stored / k_scale) multiplies the
   // scores.
   const T* q = static_cast<const T*>(a.q);
-  uint32_t qf[D / 16][kNQ][2];  // row nt * 8 + fr, dims kk * 16 + fc, +1 and + 8, +9
+  // Row nt * 8 + fr; dims kk * 16 + fc, +1 and + 8, +9, or (kWideK) key_dim(fc / 2, kk) .. + 3.
+  uint32_t qf[D / 16][kNQ][2];
 #pragma unroll
   for (int nt = 0; nt < kNQ; ++nt) {
     const int r = nt * 8 + fr;
     const T* row = r < nrows ? q + qrow(r) * D : nullptr;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      qf[kk][nt][0] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + kk * 16 + fc) : 0u;
-      qf[kk][nt][1] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + kk * 16 + fc + 8) : 0u;
+      const int d0 = kWideK ? key_dim<D>(fc / 2, kk) : kk * 16 + fc, d1 = kWideK ? d0 + 2 : d0 + 8;
+      qf[kk][nt][0] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + d0) : 0u;
+      qf[kk][nt][1] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + d1) : 0u;
     }
   }
   // kHalfMma: q in fp16 (exact for bf16 values in fp16's normal range; smaller ones round at
@@ -405,16 +461,30 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
         for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
       const C* ks = sm.k[st];
       const int r0 = 16 * warp + fr;  // and r0 + 8
+      if constexpr (kWideK) {
+        uint32_t w0[D / 16], w8[D / 16];  // rows r0, r0 + 8: word kk = dims key_dim(t, kk) .. + 3
+        load_key_words<S, D>(ks, r0, fc / 2, w0);
+        load_key_words<S, D>(ks, r0 + 8, fc / 2, w8);
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const int e = kk * 16 + fc;
-        uint32_t af[4];
-        af[0] = load_pair<MT, C>(ks + S::at(r0, e));
-        af[1] = load_pair<MT, C>(ks + S::at(r0 + 8, e));
-        af[2] = load_pair<MT, C>(ks + S::at(r0, e + 8));
-        af[3] = load_pair<MT, C>(ks + S::at(r0 + 8, e + 8));
+        for (int kk = 0; kk < D / 16; ++kk) {
+          uint32_t af[4];
+          e4m3x4_to_pairs<MT>(w0[kk], af[0], af[2]);
+          e4m3x4_to_pairs<MT>(w8[kk], af[1], af[3]);
 #pragma unroll
-        for (int nt = 0; nt < kNQ; ++nt) mma16816<MT>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
+          for (int nt = 0; nt < kNQ; ++nt) mma16816<MT>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
+        }
+      } else {
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+          const int e = kk * 16 + fc;
+          uint32_t af[4];
+          af[0] = load_pair(ks + S::at(r0, e));
+          af[1] = load_pair(ks + S::at(r0 + 8, e));
+          af[2] = load_pair(ks + S::at(r0, e + 8));
+          af[3] = load_pair(ks + S::at(r0 + 8, e + 8));
+#pragma unroll
+          for (int nt = 0; nt < kNQ; ++nt) mma16816<MT>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
+        }
       }
       // s[nt]: (key fr, rows nt * 8 + fc, +1), (key fr + 8, same rows).
 #pragma unroll
@@ -429,15 +499,21 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 
     // Online softmax: one warp per row; keys past n get probability 0.
     for (int g = warp; g < nrows; g += kWarps) {
-      float mx = -INFINITY;
-      for (int r = lane; r < n; r += 32) mx = fmaxf(mx, sm.p[g][r]);
+      // Lane's keys lane + 32 k, read once (a fixed count: no loop over n to branch around).
+      float sc[kTileK / 32], mx = -INFINITY;
+#pragma unroll
+      for (int k = 0; k < kTileK / 32; ++k) {
+        sc[k] = sm.p[g][lane + 32 * k];
+        if (lane + 32 * k < n) mx = fmaxf(mx, sc[k]);
+      }
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
       const float m_old = sm.m[g], m_new = fmaxf(m_old, mx);
       float sum = 0.0f;
-      for (int r = lane; r < kTileK; r += 32) {
-        const float p = r < n ? exp2f(sm.p[g][r] - m_new) : 0.0f;
-        sm.p[g][r] = p;
+#pragma unroll
+      for (int k = 0; k < kTileK / 32; ++k) {
+        const float p = lane + 32 * k < n ? exp2f(sc[k] - m_new) : 0.0f;
+        sm.p[g][lane + 32 * k] = p;
         sum += p;
       }
 #pragma unroll
@@ -454,9 +530,9 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
     // column n of its n-tile j is dim dim_of(j, n). In q's dtype those are 8 consecutive dims per
     // n-tile (V's B fragments come from ldmatrix.trans). With kHalfMma the n-tiles interleave
     // instead, dim (8 w + n) kNTW + j, so the kNTW values a lane feeds its n-tiles (column n = fr)
-    // are kNTW consecutive bytes of a key row: one shared-memory load per row and a byte permute
-    // plus one conversion per pair, where widening each byte on its own (and, into bf16, through
-    // float) cost ~3x the instructions. E4M3 is exact in fp16, and P in [0, 1] loses less in
+    // are kNTW consecutive bytes of a key row: one shared-memory load per row, one byte permute
+    // per two pairs and one conversion per pair, where widening each byte on its own (and, into
+    // bf16, through float) cost ~3x the instructions. E4M3 is exact in fp16, and P in [0, 1] loses less in
     // fp16 than in bf16.
     if (pv_warp) {
       const float alpha0 = fr < nrows ? sm.alpha[fr] : 0.0f;
@@ -495,10 +571,12 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
           load_bytes<kNTW>(vs + S::at(r + 8, e), w8);
           load_bytes<kNTW>(vs + S::at(r + 9, e), w9);
 #pragma unroll
-          for (int j = 0; j < kNTW; ++j) {
-            const uint32_t b0 = e4m3_pair_to_half2(w0[j / 4], w1[j / 4], j % 4);
-            const uint32_t b1 = e4m3_pair_to_half2(w8[j / 4], w9[j / 4], j % 4);
-            mma16816<__half>(acc[j], pf, b0, b1);
+          for (int j = 0; j < kNTW; j += 2) {  // n-tiles j and j + 1 (kNTW = 1: a zero byte's pair unused)
+            uint32_t b0[2], b1[2];
+            e4m3_rows_to_half2x2(w0[j / 4], w1[j / 4], j % 4, b0[0], b0[1]);
+            e4m3_rows_to_half2x2(w8[j / 4], w9[j / 4], j % 4, b1[0], b1[1]);
+            mma16816<__half>(acc[j], pf, b0[0], b1[0]);
+            if (j + 1 < kNTW) mma16816<__half>(acc[j + 1], pf, b0[1], b1[1]);
           }
         } else {
 #pragma unroll

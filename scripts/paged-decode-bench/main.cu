@@ -4,7 +4,7 @@
 // per launch (kernel + split merge), rotating over enough layers' caches that L2 never holds the
 // layer being read; "stream read" is a plain 16-byte-load kernel over the same buffers, the
 // bandwidth a perfect kernel would see. maxdiff: the largest |new - old| of the outputs (bf16).
-// With an FP8 cache, "new, 3 stages" is this tree's kernel with PagedDecodeArgs::fp8_three_stages.
+// With an FP8 cache, "old, 3 stages" and "new, 3 stages" set PagedDecodeArgs::fp8_three_stages.
 // Built by build.sh beside this file. Filters for a profiler (each optional): PD_B=<batch>,
 // PD_KV=bf16|fp8, PD_VAR=<variant name>; e.g. PD_B=256 PD_KV=fp8 PD_VAR="new, 3 stages".
 #include "rollout/cuda/rollout_kernels.h"
@@ -22,7 +22,7 @@ extern "C" void pd_old(const void*, cudaStream_t);
 extern "C" void pd_new(const void*, cudaStream_t);
 extern "C" int64_t pd_splits_new(int64_t batch, int64_t num_kv_heads, int sm_count, bool fp8_kv);  // the engine's choice
 struct V { const char* name; Fn fn; bool three_stages; };
-static V variants[] = {{"old", pd_old, false}, {"new", pd_new, false}, {"new, 3 stages", pd_new, true}};
+static V variants[] = {{"old", pd_old, false}, {"new", pd_new, false}, {"old, 3 stages", pd_old, true}, {"new, 3 stages", pd_new, true}};
 
 __global__ void fill(uint16_t* p, int64_t n, uint32_t seed, bool fp8) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
