@@ -310,6 +310,30 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
     else
       return head0 + r;
   };
+  // Fragment coordinates (PTX ISA, mma.m16n8k16): rows lane / 4 and + 8, column pairs 2 * (lane % 4).
+  const int fr = lane / 4, fc = 2 * (lane % 4);
+  // The queries as the scores' B operand (B[k][n] = q[row n][dim k]), held in registers for the
+  // whole block; rows >= nrows are zero. They enter the MMA as stored (kHalfMma: in fp16, below);
+  // the softmax scale (and an FP8 cache's k_scale: keys are stored / k_scale) multiplies the
+  // scores. Read, with the scales, before anything waits on a load (the context length, the
+  // block table), so that their latencies overlap: waiting on them alone was a block's largest
+  // stall before its first tile. A block with no keys reads them for nothing.
+  const T* q = static_cast<const T*>(a.q);
+  // Row nt * 8 + fr; dims kk * 16 + fc, +1 and + 8, +9, or (kWideK) key_dim(fc / 2, kk) .. + 3.
+  uint32_t qf[D / 16][kNQ][2];
+#pragma unroll
+  for (int nt = 0; nt < kNQ; ++nt) {
+    const int r = nt * 8 + fr;
+    const T* row = r < nrows ? q + qrow(r) * D : nullptr;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const int d0 = kWideK ? key_dim<D>(fc / 2, kk) : kk * 16 + fc, d1 = kWideK ? d0 + 2 : d0 + 8;
+      qf[kk][nt][0] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + d0) : 0u;
+      qf[kk][nt][1] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + d1) : 0u;
+    }
+  }
+  const float kscale = a.k_scale != nullptr ? *a.k_scale : 1.0f;
+  const float vscale = a.v_scale != nullptr ? *a.v_scale : 1.0f;
   // Chunks of whole tiles; a short range uses fewer splits (at least one tile each).
   const int keys = end_all - begin;
   const int active = max(1, min(splits, (keys + kTileK - 1) / kTileK));
@@ -346,31 +370,39 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
   const int r_first = tid / kRowChunks, e_own = (tid % kRowChunks) * S::kPer;
   const C* k_own = kc + e_own;
   const C* v_own = vc + e_own;
+  // The block-table entries of a tile's rows are read one tile before its copies start: a copy's
+  // address waits on its entry, and where lookup and copies were one step, that wait was a
+  // quarter of the FP8 cache's stall samples at batch 256 (Nsight Compute, docs/BENCHMARKS.md).
+  // lookup(i) leaves tile i's entries (and offsets in their blocks) in these registers; issue(i)
+  // starts its copies from them.
+  uint32_t entry[kRowsPer], in_block[kRowsPer];
+  auto lookup = [&](int i) {
+    if (i >= tiles) return;
+    const int t0 = start + i * kTileK, n = min(kTileK, end - t0);
+#pragma unroll
+    for (int k = 0; k < kRowsPer; ++k) {
+      const int r = r_first + k * kRowStep;
+      entry[k] = 0;
+      in_block[k] = 0;
+      if (r < n) {
+        uint32_t blk;
+        per_block.divmod(static_cast<uint32_t>(t0 + r), blk, in_block[k]);
+        entry[k] = static_cast<uint32_t>(table[blk]);
+      }
+    }
+  };
   // Starts the copies of tile i into its stage (K and V rows, 16 bytes per copy) as one group.
   // V rows past the range are zeroed: P is 0 there, but 0 * (stale NaN bits) is not.
   auto issue = [&](int i) {
     if (i < tiles) {
       const int t0 = start + i * kTileK, n = min(kTileK, end - t0);
       const int st = i % kStages;
-      // Every row's block-table entry first, so that their loads overlap: each copy's address
-      // waits on one.
-      uint32_t slot[kRowsPer];
-#pragma unroll
-      for (int k = 0; k < kRowsPer; ++k) {
-        const int r = r_first + k * kRowStep;
-        slot[k] = 0;
-        if (r < n) {
-          uint32_t blk, in_blk;
-          per_block.divmod(static_cast<uint32_t>(t0 + r), blk, in_blk);
-          slot[k] = static_cast<uint32_t>(table[blk]) * per_block.divisor + in_blk;
-        }
-      }
 #pragma unroll
       for (int k = 0; k < kRowsPer; ++k) {
         const int r = r_first + k * kRowStep;
         const int at = S::at(r, e_own);
         if (r < n) {
-          const int64_t off = static_cast<int64_t>(slot[k]) * row_stride;
+          const int64_t off = static_cast<int64_t>(entry[k] * per_block.divisor + in_block[k]) * row_stride;
           cp_async16(sm.k[st] + at, k_own + off);
           cp_async16(sm.v[st] + at, v_own + off);
         } else if (kRowsPer * kRowStep == kTileK || r < kTileK) {
@@ -380,30 +412,14 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
     }
     cp_async_commit();  // possibly empty: the wait_group counts stay uniform
   };
-  // kStages - 1 tiles in flight ahead of the one computed.
+  // kStages - 1 tiles in flight ahead of the one computed, and the next tile's entries read.
 #pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) issue(i);
-
-  // Fragment coordinates (PTX ISA, mma.m16n8k16): rows lane / 4 and + 8, column pairs 2 * (lane % 4).
-  const int fr = lane / 4, fc = 2 * (lane % 4);
-  // The queries as the scores' B operand (B[k][n] = q[row n][dim k]), held in registers for the
-  // whole block; rows >= nrows are zero. They enter the MMA as stored (kHalfMma: in fp16, below);
-  // the softmax scale (and an FP8 cache's k_scale: keys are stored / k_scale) multiplies the
-  // scores.
-  const T* q = static_cast<const T*>(a.q);
-  // Row nt * 8 + fr; dims kk * 16 + fc, +1 and + 8, +9, or (kWideK) key_dim(fc / 2, kk) .. + 3.
-  uint32_t qf[D / 16][kNQ][2];
-#pragma unroll
-  for (int nt = 0; nt < kNQ; ++nt) {
-    const int r = nt * 8 + fr;
-    const T* row = r < nrows ? q + qrow(r) * D : nullptr;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const int d0 = kWideK ? key_dim<D>(fc / 2, kk) : kk * 16 + fc, d1 = kWideK ? d0 + 2 : d0 + 8;
-      qf[kk][nt][0] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + d0) : 0u;
-      qf[kk][nt][1] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + d1) : 0u;
-    }
+  for (int i = 0; i < kStages - 1; ++i) {
+    lookup(i);
+    issue(i);
   }
+  lookup(kStages - 1);
+
   // kHalfMma: q in fp16 (exact for bf16 values in fp16's normal range; smaller ones round at
   // 2^-24, nothing next to the scores' other terms), divided by qmul, a power of two that keeps
   // it finite: 1 unless |q| exceeds 32768. The scale below multiplies qmul back. Every warp holds
@@ -430,8 +446,7 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
       pairs[i] = pack2<__half>(f.x * inv, f.y * inv);
     }
   }
-  const float qscale = a.scale * kLog2e * (a.k_scale != nullptr ? *a.k_scale : 1.0f) * qmul;
-  const float vscale = a.v_scale != nullptr ? *a.v_scale : 1.0f;
+  const float qscale = a.scale * kLog2e * kscale * qmul;
   for (int i = tid; i < R * S::kPRow; i += kThreads) (&sm.p[0][0])[i] = 0.0f;
   if (tid < R) {
     sm.m[tid] = -INFINITY;
@@ -446,6 +461,7 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 
   for (int i = 0; i < tiles; ++i) {
     issue(i + kStages - 1);       // its stage was last read in iteration i - 1 (barrier at the end)
+    lookup(i + kStages);          // used by the next iteration's issue: its loads fly meanwhile
     cp_async_wait<kStages - 1>();  // tile i's group has landed (this thread's copies)
     __syncthreads();              // and everyone's; also q, p's padding, m and l on the first tile
     const int st = i % kStages;
@@ -465,14 +481,26 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
         uint32_t w0[D / 16], w8[D / 16];  // rows r0, r0 + 8: word kk = dims key_dim(t, kk) .. + 3
         load_key_words<S, D>(ks, r0, fc / 2, w0);
         load_key_words<S, D>(ks, r0 + 8, fc / 2, w8);
+        // Odd steps accumulate apart (s_odd), so that two MMA chains of D / 32 run side by side
+        // instead of one of D / 16, each MMA waiting on the one before.
+        float s_odd[kNQ][4];
+#pragma unroll
+        for (int nt = 0; nt < kNQ; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s_odd[nt][e] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
           uint32_t af[4];
           e4m3x4_to_pairs<MT>(w0[kk], af[0], af[2]);
           e4m3x4_to_pairs<MT>(w8[kk], af[1], af[3]);
 #pragma unroll
-          for (int nt = 0; nt < kNQ; ++nt) mma16816<MT>(s[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
+          for (int nt = 0; nt < kNQ; ++nt)
+            mma16816<MT>(kk % 2 == 0 ? s[nt] : s_odd[nt], af, qf[kk][nt][0], qf[kk][nt][1]);
         }
+#pragma unroll
+        for (int nt = 0; nt < kNQ; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[nt][e] += s_odd[nt][e];
       } else {
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
