@@ -324,8 +324,9 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     << "with an FP8 KV cache, attention's MMAs in " << (rollout::fp8_kv_half_mma() ? "fp16" : "the model's dtype")
     << " (FP8RL_FP8_KV_HALF_MMA), its split-K count rounded " << (rollout::fp8_kv_fewer_splits() ? "down" : "up")
     << " (FP8RL_FP8_KV_FEWER_SPLITS) and "
-    << (rollout::fp8_kv_stages() == rollout::Fp8KvStages::two ? "two tile stages per block"
-                                                                : "three tile stages per block where a batch's single-split blocks fit one wave")
+    << (rollout::fp8_kv_stages() == rollout::Fp8KvStages::two     ? "two tile stages per block"
+        : rollout::fp8_kv_stages() == rollout::Fp8KvStages::three ? "three tile stages per block"
+                                                                    : "three tile stages per block where a batch's single-split blocks fit one wave")
     << " (FP8RL_FP8_KV_THREE_STAGES); K/V stored by "
     << (rollout::fused_kv_store() ? "the q/k norm + RoPE kernel" : "a write kernel of their own") << " (FP8RL_FUSED_KV_STORE); "
     << "prefill tokens/s: as many one-token rollouts over new prompts. "

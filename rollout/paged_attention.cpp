@@ -42,8 +42,7 @@ namespace {
 EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", true);
 EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", true);
 EnvToggle g_fp8_kv_fewer_splits("FP8RL_FP8_KV_FEWER_SPLITS", true);
-EnvToggle g_fp8_kv_three_stages("FP8RL_FP8_KV_THREE_STAGES", true);  // on: by_shape
-std::atomic<int> g_fp8_kv_stages_set{-1};                              // set_fp8_kv_stages, or -1
+std::atomic<int> g_fp8_kv_stages_set{-1};  // set_fp8_kv_stages, or -1
 }  // namespace
 
 bool fp8_kv_half_mma() { return g_fp8_kv_half_mma.get(); }
@@ -53,7 +52,10 @@ void set_fp8_kv_fewer_splits(bool on) { g_fp8_kv_fewer_splits.set(on); }
 Fp8KvStages fp8_kv_stages() {
   const int set = g_fp8_kv_stages_set.load(std::memory_order_relaxed);
   if (set >= 0) return static_cast<Fp8KvStages>(set);
-  return g_fp8_kv_three_stages.get() ? Fp8KvStages::by_shape : Fp8KvStages::two;
+  // 0 two, 1 by_shape, 2 three: the enum's order. Read once; a bad value is a ConfigError.
+  static const Fp8KvStages from_env =
+      static_cast<Fp8KvStages>(env_int("FP8RL_FP8_KV_THREE_STAGES", 0, 2).value_or(static_cast<int>(Fp8KvStages::by_shape)));
+  return from_env;
 }
 void set_fp8_kv_stages(Fp8KvStages stages) { g_fp8_kv_stages_set.store(static_cast<int>(stages), std::memory_order_relaxed); }
 bool fp8_kv_three_stages_by_shape(int64_t batch, int64_t num_kv_heads, int64_t splits, int sm_count) {

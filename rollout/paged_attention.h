@@ -111,9 +111,12 @@ void set_fp8_kv_fewer_splits(bool on);
 // graph step 5.58 vs 5.76 ms), and lose where blocks are short (batch 16 at 4 splits: 19.1 vs
 // 17.7 us) or come in several waves (batch 128-256: graph step 0.7-1.3% slower). Since the
 // kernel's copy addresses were cut (rollout/fast_divmod.h), three stages time alone at batch
-// 128-256 from even to 2.1% faster (three H100s); the rule waits for an engine A/B there.
+// 128-256 from even to 2.1% faster (three H100s), and since the block table is read a tile ahead
+// 1-3% faster at batch 128-256 and even at batch 16 with 4 splits (one H100); the rule waits for
+// an engine A/B there.
 //   two: always two; by_shape (the default): three where fp8_kv_three_stages_by_shape says;
-//   three: always three (tests). FP8RL_FP8_KV_THREE_STAGES=0 gives two, 1 by_shape, read once.
+//   three: always three. FP8RL_FP8_KV_THREE_STAGES=0 gives two, 1 by_shape, 2 three, read once
+//   (set_fp8_kv_stages overrides it).
 // Read per call, so a captured CUDA graph keeps the choice it was captured with. The first pass's
 // shape decides for the shared-prefix pass too (one flag per launch pair; either depth is correct).
 enum class Fp8KvStages { two, by_shape, three };

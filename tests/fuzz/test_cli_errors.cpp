@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <new>
+#include <string>
 
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
@@ -78,5 +79,26 @@ TEST_CASE("environment switches take 0 or 1, else one line and exit code 2", "[c
   const CliError e = classify([&] { env_switch(name, true); });
   CHECK(e.code == 2);
   CHECK(e.message == "FP8RL_TEST_SWITCH: expected 0 or 1, got 'off'");
+  ::unsetenv(name);
+}
+
+// Integer settings (FP8RL_GEMV_DEPTH 2-3, FP8RL_FP8_KV_THREE_STAGES 0-2) read through env_int:
+// unset or empty is "not set"; out of range or not a whole number is one line naming the
+// variable and the range, exit code 2.
+TEST_CASE("environment integers take a value in their range, else one line and exit code 2", "[cli][errors]") {
+  const char* name = "FP8RL_TEST_INT";
+  ::unsetenv(name);
+  CHECK_FALSE(env_int(name, 0, 2).has_value());
+  ::setenv(name, "", 1);
+  CHECK_FALSE(env_int(name, 0, 2).has_value());
+  ::setenv(name, "2", 1);
+  CHECK(env_int(name, 0, 2) == 2);
+  for (const char* bad : {"3", "-1", "1.5", "two", "2x"}) {
+    ::setenv(name, bad, 1);
+    const CliError e = classify([&] { (void)env_int(name, 0, 2); });
+    INFO(bad);
+    CHECK(e.code == 2);
+    CHECK(e.message == std::string("environment FP8RL_TEST_INT='") + bad + "': expected an integer in [0, 2]");
+  }
   ::unsetenv(name);
 }
