@@ -13,7 +13,6 @@
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$root/scripts/gpu-plan-lib.sh"
-left() { echo $(( ${BUDGET:-570} - ($(date +%s) - t0) )); }
 old=$(cd "${OLD:?OLD: a source tree of the older commit}" && pwd)
 [ -n "${FILES:-}" ] || { echo "FILES: the changed files, relative to the root"; exit 2; }
 for f in $FILES; do
@@ -22,16 +21,7 @@ done
 if [ "${PD_BENCH:-0}" = 1 ]; then  # nvcc only: beside the main build
   BASE=$old OUTPUT=/tmp/pd_bench bash "$root/scripts/paged-decode-bench/build.sh" >"$out/pd-build.log" 2>&1 &
 fi
-build_and_init if_missing
-if [ -n "${TESTS:-}" ] && [ "$(left)" -lt 120 ]; then
-  echo "ctest ${TESTS} skipped: $(left) s left"
-elif [ -n "${TESTS:-}" ]; then
-  s=$(date +%s)
-  timeout $(( $(left) - 60 )) ctest --test-dir "$root/build-gpu" ${TESTS} -j 3 --output-on-failure >"$out/ctest.log" 2>&1
-  echo "ctest ${TESTS}: rc $? in $(( $(date +%s) - s )) s"
-  grep -E "tests passed|\*\*\*Failed|Timeout|Exception" "$out/ctest.log" | head -30
-fi
-wait
+build_test_and_wait
 if [ "${PD_BENCH:-0}" = 1 ]; then
   if [ -x /tmp/pd_bench ]; then
     s=$(date +%s)
@@ -42,7 +32,6 @@ if [ "${PD_BENCH:-0}" = 1 ]; then
     echo "pd_bench did not build:"; tail -5 "$out/pd-build.log"
   fi
 fi
-[ -f "$model/config.json" ] || { echo "fp8rl init --preset $preset failed:"; tail -5 "$out/init.log"; exit 1; }
 limit=${STEP_LIMIT:-120}
 bench() {  # $1 = name
   if [ "$(left)" -lt "$limit" ]; then echo "== $1 skipped: $(left) s left"; return 1; fi

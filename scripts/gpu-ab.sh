@@ -15,19 +15,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$root/scripts/gpu-plan-lib.sh"
-left() { echo $(( ${BUDGET:-570} - ($(date +%s) - t0) )); }
-# The checkpoint is written while the tests run (over a minute at 8B on the CPU; seconds on CUDA).
-build_and_init if_missing
-if [ -n "${TESTS:-}" ] && [ "$(left)" -lt 120 ]; then
-  echo "ctest ${TESTS} skipped: $(left) s left"
-elif [ -n "${TESTS:-}" ]; then
-  s=$(date +%s)
-  timeout $(( $(left) - 60 )) ctest --test-dir "$root/build-gpu" ${TESTS} -j 3 --output-on-failure >"$out/ctest.log" 2>&1
-  echo "ctest ${TESTS}: rc $? in $(( $(date +%s) - s )) s"
-  grep -E "tests passed|\*\*\*Failed|Timeout|Exception" "$out/ctest.log" | head -30
-fi
-wait
-[ -f "$model/config.json" ] || { echo "fp8rl init --preset $preset failed:"; tail -5 "$out/init.log"; exit 1; }
+build_test_and_wait
 limit=${STEP_LIMIT:-120}
 for group in ${SWITCHES:-}; do
   # NAME=v1,v2,...: one variable at several values, each against the first; else 0 then 1.

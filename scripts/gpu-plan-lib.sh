@@ -41,3 +41,21 @@ compare() {  # $1 = report before (switch off), $2 = after (on)
       }
     }' "$1" "$2"
 }
+# Seconds left of the call's BUDGET (default 570, under the device's 600 s limit).
+left() { echo $(( ${BUDGET:-570} - ($(date +%s) - t0) )); }
+# The A/B scripts' common start: build (unless built), the gpu-labelled tests named by TESTS
+# (ctest arguments; skipped when under 120 s are left), then the checkpoint build_and_init
+# started, which is written while the tests run (over a minute at 8B on the CPU).
+build_test_and_wait() {
+  build_and_init if_missing
+  if [ -n "${TESTS:-}" ] && [ "$(left)" -lt 120 ]; then
+    echo "ctest ${TESTS} skipped: $(left) s left"
+  elif [ -n "${TESTS:-}" ]; then
+    local s=$(date +%s)
+    timeout $(( $(left) - 60 )) ctest --test-dir "$root/build-gpu" ${TESTS} -j 3 --output-on-failure >"$out/ctest.log" 2>&1
+    echo "ctest ${TESTS}: rc $? in $(( $(date +%s) - s )) s"
+    grep -E "tests passed|\*\*\*Failed|Timeout|Exception" "$out/ctest.log" | head -30
+  fi
+  wait
+  [ -f "$model/config.json" ] || { echo "fp8rl init --preset $preset failed:"; tail -5 "$out/init.log"; exit 1; }
+}
