@@ -46,8 +46,9 @@ int main() {
   printf("device %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
   const int D = 128, bs = 16;
   // prefix > 0: the shared-prefix pass too, chunks of 4 rows (16 MMA rows / 4 query heads) each
-  // sharing their first `prefix` keys through the first member's table (the pass's launch shape
-  // and addressing; the timing is not the engine's, whose members share physical blocks).
+  // sharing their first `prefix` keys through the first member's table, with the engine's split
+  // rule for that pass. The members do not share physical blocks here as they do in the engine,
+  // but the two passes read as many bytes as the engine's would.
   struct Case { int B; int ctx; bool jitter; bool fp8; std::vector<int> splits; bool perm = true; int hkv = 8; int prefix = 0; };
   std::vector<Case> cases = {
     {1, 768, false, false, {0, 16}}, {16, 640, false, false, {0, 4}}, {64, 640, true, false, {0, 1, 2, 4}},
@@ -56,6 +57,9 @@ int main() {
     {128, 640, true, true, {0, 1, 2}}, {256, 640, true, true, {0, 1}}, {64, 2048, true, true, {0, 2}},
     {8, 8192, false, true, {0}},
     {64, 640, true, true, {0}, true, 8, 384}, {64, 640, true, false, {0}, true, 8, 384},
+    // RL-shaped: 512-token prompts, 8 samples each, 0-256 tokens generated (against the unshared
+    // batch-256 cases above).
+    {256, 640, true, true, {0}, true, 8, 512}, {256, 640, true, false, {0}, true, 8, 512},
     {64, 2048, true, false, {0, 2}}, {8, 8192, false, false, {0}}, {1, 8192, false, false, {0}}, {1, 8192, false, true, {0}},
   };
   cudaStream_t st; CK(cudaStreamCreate(&st));
@@ -123,9 +127,16 @@ int main() {
       a.block_tables = d_table; a.table_stride = blocks_per_seq; a.context_lens = d_lens; a.part_acc = pacc; a.part_ml = pml;
       a.batch = c.B; a.num_q_heads = Hq; a.num_kv_heads = Hkv; a.head_dim = D; a.block_size = bs; a.splits = splits;
       a.scale = 1.0f / std::sqrt((float)D); a.bf16 = true; a.fp8_half_mma = c.fp8;  // the engine's default
-      if (c.prefix > 0) { a.chunks = d_chunks; a.chunk_members = kMembers; a.prefix_splits = 1; }
+      if (c.prefix > 0) {  // the engine's rule (rollout/paged_attention.cpp, prefix_splits_for)
+        a.chunks = d_chunks;
+        a.chunk_members = kMembers;
+        const int64_t chunks = (c.B + kMembers - 1) / kMembers;
+        a.prefix_splits = std::min<int64_t>(pd_splits_new(chunks, Hkv, prop.multiProcessorCount, c.fp8), 64 - splits);
+      }
       printf("B=%d Hkv=%d %s ctx~%d%s %s KV, splits %lld, %d layers, %.1f MB KV/launch", c.B, Hkv, c.perm ? "shuffled" : "in order", c.ctx, c.jitter ? "+-20%" : "", c.fp8 ? "fp8" : "bf16", (long long)splits, layers, kv_bytes / 1e6);
-      if (c.prefix > 0) printf(", shared prefix %d keys in chunks of %d (TB/s: as if unshared)", c.prefix, kMembers);
+      if (c.prefix > 0)
+        printf(", shared prefix %d keys in chunks of %d, prefix splits %lld (TB/s: as if unshared)", c.prefix, kMembers,
+               (long long)a.prefix_splits);
       printf(":");
       for (const V& v : variants) {
         if (v.three_stages && !c.fp8) continue;  // no effect on a bf16 cache
