@@ -3,7 +3,9 @@
 // blocks in shuffled order), bf16 and FP8 caches, several batch sizes and split counts. Median us
 // per launch (kernel + split merge), rotating over enough layers' caches that L2 never holds the
 // layer being read; "stream read" is a plain 16-byte-load kernel over the same buffers, the
-// bandwidth a perfect kernel would see. maxdiff: the largest |new - old| of the outputs (bf16).
+// bandwidth a perfect kernel would see, and "the attention's bytes gathered" reads just the bytes
+// the kernel reads, row by row through the block table, with nothing else to do: what the cache's
+// layout allows. maxdiff: the largest |new - old| of the outputs (bf16).
 // With an FP8 cache, "old, 3 stages" and "new, 3 stages" set PagedDecodeArgs::fp8_three_stages.
 // Built by build.sh beside this file. Filters for a profiler (each optional): PD_B=<batch>,
 // PD_KV=bf16|fp8, PD_VAR=<variant name>; e.g. PD_B=256 PD_KV=fp8 PD_VAR="new, 3 stages".
@@ -37,6 +39,25 @@ __global__ void stream_read(const uint4* p, int64_t n, uint4* sink) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) { uint4 v = p[i]; acc.x ^= v.x; acc.y ^= v.y; acc.z ^= v.z; acc.w ^= v.w; }
   if (acc.x == 0x12345678u) *sink = acc;
 }
+// Exactly the attention's bytes in its order of addresses: sequence b, KV head h, key t -> that
+// head's row (row_bytes) of slot table[b][t / bs] * bs + t % bs, in K and V, 16 bytes a thread,
+// with no compute and no shared memory (so many blocks a multiprocessor): what the cache's
+// layout (each head's row a slice of every slot) allows such reads, beside the stream read.
+__global__ void gather_read(const uint8_t* k, const uint8_t* v, const int* table, int table_stride, const int* lens,
+                            int bs, int row_bytes, int slot_bytes, uint4* sink) {
+  const int b = blockIdx.x, h = blockIdx.y, chunks = row_bytes / 16, n = lens[b] * chunks;
+  const int* tb = table + (int64_t)b * table_stride;
+  uint4 acc{0, 0, 0, 0};
+#pragma unroll 4
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int t = i / chunks, c = i % chunks;
+    const int64_t off = ((int64_t)tb[t / bs] * bs + t % bs) * slot_bytes + (int64_t)h * row_bytes + c * 16;
+    const uint4 x = *reinterpret_cast<const uint4*>(k + off), y = *reinterpret_cast<const uint4*>(v + off);
+    acc.x ^= x.x ^ y.x; acc.y ^= x.y ^ y.y; acc.z ^= x.z ^ y.z; acc.w ^= x.w ^ y.w;
+  }
+  if (acc.x == 0x12345678u) *sink = acc;
+}
+
 static bool wanted(const char* env, const std::string& value) {
   const char* v = std::getenv(env);
   return v == nullptr || value == v;
@@ -117,7 +138,18 @@ int main() {
         float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); t.push_back(ms);
       }
       std::sort(t.begin(), t.end());
-      printf("  [stream read: %.2f TB/s]\n", 2.0 * layer_bytes * layers / (t[2] * 1e-3) / 1e12);
+      printf("  [stream read: %.2f TB/s", 2.0 * layer_bytes * layers / (t[2] * 1e-3) / 1e12);
+      t.clear();
+      for (int rep = 0; rep < 5; ++rep) {
+        CK(cudaEventRecord(e0, st));
+        for (int l = 0; l < layers; ++l)
+          gather_read<<<dim3(c.B, Hkv), 256, 0, st>>>((const uint8_t*)kc[l], (const uint8_t*)vc[l], d_table, blocks_per_seq,
+                                                      d_lens, bs, D * esz, Hkv * D * esz, sink);
+        CK(cudaEventRecord(e1, st)); CK(cudaEventSynchronize(e1));
+        float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); t.push_back(ms);
+      }
+      std::sort(t.begin(), t.end());
+      printf("; the attention's bytes gathered: %.2f TB/s]\n", kv_bytes * layers / (t[2] * 1e-3) / 1e12);
       cudaFree(sink);
     }
     for (int sp : c.splits) {
