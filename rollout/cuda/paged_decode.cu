@@ -560,8 +560,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
     // instead, dim (8 w + n) kNTW + j, so the kNTW values a lane feeds its n-tiles (column n = fr)
     // are kNTW consecutive bytes of a key row: one shared-memory load per row, one byte permute
     // per two pairs and one conversion per pair, where widening each byte on its own (and, into
-    // bf16, through float) cost ~3x the instructions. E4M3 is exact in fp16, and P in [0, 1] loses less in
-    // fp16 than in bf16.
+    // bf16, through float) cost ~3x the instructions. E4M3 is exact in fp16, and P in [0, 1]
+    // loses less in fp16 than in bf16.
     if (pv_warp) {
       const float alpha0 = fr < nrows ? sm.alpha[fr] : 0.0f;
       float alpha1 = 0.0f;
