@@ -12,7 +12,8 @@
 //     K/V row is read once for all g heads (GQA without repeating K/V);
 //   - tiles of 64 keys are copied into shared memory with cp.async, two stages deep: the next
 //     tile is in flight while this one is computed (an FP8 cache at head_dim 128 may take three,
-//     PagedDecodeArgs::fp8_three_stages: see Smem);
+//     PagedDecodeArgs::fp8_three_stages: see Smem); the block-table entries a tile's copies need
+//     are read one tile earlier still, so no copy waits on a table load;
 //   - scores S[key, head] = K Q^T and the output O[head, d] += P V run on the tensor cores
 //     (mma.sync m16n8k16, fp32 accumulation; the g <= 8 query heads are the MMA's narrow
 //     side, padded to 8): each warp scores 16 keys of the tile, then owns D / 4 of the dims;
