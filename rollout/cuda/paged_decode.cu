@@ -38,6 +38,7 @@
 // which samples share its chunk), within the rounding of the order of the additions.
 #include "rollout/cuda/rollout_kernels.h"
 #include "rollout/fast_divmod.h"
+#include "rollout/key_order.h"
 #include "core/util/pdl.cuh"
 #include "core/model/cuda/convert.cuh"
 
@@ -157,42 +158,25 @@ __device__ __forceinline__ void e4m3_rows_to_half2x2(uint32_t a, uint32_t b, int
   e4m3x4_to_half2x2(four, pj, pj1);
 }
 
-// An FP8 cache's keys are read a lane's whole share of a row at a time. The scores' MMA sums over
-// its k index, so any permutation of the head dims gives the same dot products as long as K and q
-// take the same one. This one gives lane t (= lane % 4) of a fragment, for each 16-dim MMA step kk,
-// the four dims key_dim<D>(t, kk) .. + 3 (its operand pairs a0 | a2, and q's b0 | b1): t's words of
-// a row are contiguous, one or a few 16-byte loads instead of two bytes per operand pair. From
-// head_dim 128 up a lane takes chunks 2t and 2t + 1 of each 8-chunk (128-byte) span, so the 8 lanes
-// a shared-memory phase serves (rows fr and fr + 1, both layouts of Smem) hit distinct banks.
-template <int D>
-__device__ __forceinline__ int key_dim(int t, int kk) {
-  if constexpr (D >= 128) {
-    const int c = kk / 4;  // the lane's 16-byte chunk
-    return 16 * (8 * (c / 2) + 2 * t + c % 2) + 4 * (kk % 4);
-  } else {
-    return t * (D / 4) + 4 * kk;
-  }
-}
-
 // Lane t's D / 16 words of FP8 key row r of a stage (Smem S's layout): word kk holds dims
-// key_dim<D>(t, kk) .. + 3.
+// key_dim<D>(t, kk) .. + 3 (rollout/key_order.h: the scores' order of the head dims).
 template <typename S, int D>
 __device__ __forceinline__ void load_key_words(const uint8_t* ks, int r, int t, uint32_t (&w)[D / 16]) {
   if constexpr (D >= 64) {
 #pragma unroll
     for (int c = 0; c < D / 64; ++c) {
-      const uint4 v = *reinterpret_cast<const uint4*>(ks + S::at(r, key_dim<D>(t, 4 * c)));
+      const uint4 v = *reinterpret_cast<const uint4*>(ks + S::at(r, rollout::key_dim<D>(t, 4 * c)));
       w[4 * c] = v.x;
       w[4 * c + 1] = v.y;
       w[4 * c + 2] = v.z;
       w[4 * c + 3] = v.w;
     }
   } else if constexpr (D == 32) {
-    const uint2 v = *reinterpret_cast<const uint2*>(ks + S::at(r, key_dim<D>(t, 0)));
+    const uint2 v = *reinterpret_cast<const uint2*>(ks + S::at(r, rollout::key_dim<D>(t, 0)));
     w[0] = v.x;
     w[1] = v.y;
   } else {
-    w[0] = *reinterpret_cast<const uint32_t*>(ks + S::at(r, key_dim<D>(t, 0)));
+    w[0] = *reinterpret_cast<const uint32_t*>(ks + S::at(r, rollout::key_dim<D>(t, 0)));
   }
 }
 
@@ -328,7 +312,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
     const T* row = r < nrows ? q + qrow(r) * D : nullptr;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      const int d0 = kWideK ? key_dim<D>(fc / 2, kk) : kk * 16 + fc, d1 = kWideK ? d0 + 2 : d0 + 8;
+      const int d0 = kWideK ? rollout::key_dim<D>(fc / 2, kk) : kk * 16 + fc;
+      const int d1 = kWideK ? d0 + 2 : d0 + 8;
       qf[kk][nt][0] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + d0) : 0u;
       qf[kk][nt][1] = row != nullptr ? *reinterpret_cast<const uint32_t*>(row + d1) : 0u;
     }
