@@ -303,6 +303,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   // What the engines ran with (their defaults, or the environment's switches).
   const bool split = env_switch("FP8RL_SPLIT_MIXED_STEPS", rollout::EngineConfig{}.split_mixed_steps);
   const bool keep = env_switch("FP8RL_KEEP_DECODE_GRAPHS", rollout::EngineConfig{}.keep_decode_graphs);
+  const rollout::Fp8KvStages stages = rollout::fp8_kv_stages();
   std::ostringstream r;
   r << std::fixed;
   if (own_dir)
@@ -324,9 +325,9 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     << "with an FP8 KV cache, attention's MMAs in " << (rollout::fp8_kv_half_mma() ? "fp16" : "the model's dtype")
     << " (FP8RL_FP8_KV_HALF_MMA), its split-K count rounded " << (rollout::fp8_kv_fewer_splits() ? "down" : "up")
     << " (FP8RL_FP8_KV_FEWER_SPLITS) and "
-    << (rollout::fp8_kv_stages() == rollout::Fp8KvStages::two     ? "two tile stages per block"
-        : rollout::fp8_kv_stages() == rollout::Fp8KvStages::three ? "three tile stages per block"
-                                                                    : "three tile stages per block where a batch's single-split blocks fit one wave")
+    << (stages == rollout::Fp8KvStages::two     ? "two tile stages per block"
+        : stages == rollout::Fp8KvStages::three ? "three tile stages per block"
+                                                  : "three tile stages per block where a batch's single-split blocks fit one wave")
     << " (FP8RL_FP8_KV_THREE_STAGES); K/V stored by "
     << (rollout::fused_kv_store() ? "the q/k norm + RoPE kernel" : "a write kernel of their own") << " (FP8RL_FUSED_KV_STORE); "
     << "prefill tokens/s: as many one-token rollouts over new prompts. "
