@@ -18,6 +18,7 @@
 #include "apps/commands.h"
 #include "apps/generate.h"
 #include "trainer/compare.h"
+#include "core/util/env.h"
 #include "core/util/error.h"
 #include "core/util/strings.h"
 
@@ -225,6 +226,7 @@ int main(int argc, char** argv) {
 
   train_args.argv.assign(argv, argv + argc);  // a data-parallel launch runs this command line again
   try {
+    check_env_settings();  // a bad FP8RL_* value: one line now, not after a model has loaded
     if (*check) return finish(run_check(check_args));
     if (*train) return finish(run_train_command(train_args));
     if (*sft) return finish(run_sft_command(sft_args));

@@ -254,6 +254,11 @@ expect_alone 2 "data: -o 'out.dir': is a directory" -- data addition -o out.dir 
 expect_alone 2 "does not exist" -- data addition -o no/such/dir/x.jsonl --count 3
 expect_alone 2 "export: -o 'keep.txt' exists and is not a directory" -- export runs -o keep.txt
 [ "$(cat keep.txt)" = keep ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: export -o FILE replaced the file"; }
+# A bad FP8RL_* setting stops any command at startup (one line, exit 2), before it reads a recipe
+# or loads a model, and writes nothing; a variable fp8rl does not read is left alone.
+FP8RL_FUSED_KV_STORE=yes expect_alone 2 "FP8RL_FUSED_KV_STORE: expected 0 or 1, got 'yes'" -- data addition -o env.jsonl --count 3
+[ ! -e env.jsonl ] && passes=$((passes + 1)) || { fails=$((fails + 1)); echo "FAIL: a bad FP8RL_ setting wrote output"; }
+FP8RL_NOT_A_SETTING=yes expect 0 '' -- data addition -o env.jsonl --count 3
 
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <new>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
@@ -101,4 +103,31 @@ TEST_CASE("environment integers take a value in their range, else one line and e
     CHECK(e.message == std::string("environment FP8RL_TEST_INT='") + bad + "': expected an integer in [0, 2]");
   }
   ::unsetenv(name);
+}
+
+// fp8rl checks every FP8RL_* setting it reads at startup (apps/main.cpp): a bad value of one it
+// would read only later (after a model has loaded) is the same one line, exit code 2, at once;
+// variables it does not read are left alone.
+TEST_CASE("the startup check reports a bad FP8RL_ setting before any is read", "[cli][errors]") {
+  check_env_settings();  // none set here
+  ::setenv("FP8RL_BUILD_DIR", "anything", 1);  // the scripts' own: not read by fp8rl
+  check_env_settings();
+  ::unsetenv("FP8RL_BUILD_DIR");
+  for (const auto& [name, bad, expected] :
+       {std::tuple<const char*, const char*, const char*>{"FP8RL_PDL", "on", "FP8RL_PDL: expected 0 or 1, got 'on'"},
+        {"FP8RL_GEMV_DEPTH", "4", "environment FP8RL_GEMV_DEPTH='4': expected an integer in [2, 3]"},
+        {"FP8RL_FP8_KV_THREE_STAGES", "3", "environment FP8RL_FP8_KV_THREE_STAGES='3': expected an integer in [0, 2]"}}) {
+    ::setenv(name, bad, 1);
+    const CliError e = classify([] { check_env_settings(); });
+    INFO(name);
+    CHECK(e.code == 2);
+    CHECK(e.message == expected);
+    ::unsetenv(name);
+  }
+  for (const auto& [name, good] : {std::pair<const char*, const char*>{"FP8RL_PDL", "0"}, {"FP8RL_GEMV_DEPTH", "3"},
+                                    {"FP8RL_FP8_KV_THREE_STAGES", "2"}}) {
+    ::setenv(name, good, 1);
+    check_env_settings();
+    ::unsetenv(name);
+  }
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every FP8RL_* setting the sources read (env_switch, env_int, EnvToggle) is listed in
+# core/util/env.cpp's kEnvSettings, which `fp8rl` checks at startup, and every listed one is read
+# somewhere: a setting missing from the list would be checked only at its first read, after a
+# model has loaded, and a stale entry would accept a variable nothing reads.
+set -u
+root=${1:-.}
+cd "$root" || exit 1
+read_names=$(grep -rhoE '(env_switch|env_int|EnvToggle [A-Za-z_0-9]+)\("FP8RL_[A-Z0-9_]+"' \
+               core rollout trainer loss quant apps --include='*.cpp' --include='*.h' --include='*.cu' |
+             grep -oE 'FP8RL_[A-Z0-9_]+' | sort -u)
+listed=$(sed -n '/kEnvSettings\[\] = {/,/^};/p' core/util/env.cpp | grep -oE '"FP8RL_[A-Z0-9_]+"' | tr -d '"' | sort -u)
+[ -n "$read_names" ] && [ -n "$listed" ] || { echo "lint: found no FP8RL_ settings (read: '$read_names', listed: '$listed')"; exit 1; }
+missing=$(comm -23 <(echo "$read_names") <(echo "$listed"))
+stale=$(comm -13 <(echo "$read_names") <(echo "$listed"))
+if [ -n "$missing$stale" ]; then
+  [ -n "$missing" ] && echo "lint: read but not in core/util/env.cpp's kEnvSettings:" $missing
+  [ -n "$stale" ] && echo "lint: in kEnvSettings but read nowhere:" $stale
+  exit 1
+fi
+echo "lint: all $(echo "$listed" | wc -l) FP8RL_ settings listed for the startup check"
