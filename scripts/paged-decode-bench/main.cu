@@ -5,7 +5,8 @@
 // layer being read; "stream read" is a plain 16-byte-load kernel over the same buffers, the
 // bandwidth a perfect kernel would see, and "the attention's bytes gathered" reads just the bytes
 // the kernel reads, row by row through the block table, with nothing else to do: what the cache's
-// layout allows. maxdiff: the largest |new - old| of the outputs (bf16).
+// layout allows (and "if heads were block-major": what it would allow if each block stored each
+// head's rows together). maxdiff: the largest |new - old| of the outputs (bf16).
 // With an FP8 cache, "old, 3 stages" and "new, 3 stages" set PagedDecodeArgs::fp8_three_stages.
 // Built by build.sh beside this file. Filters for a profiler (each optional): PD_B=<batch>,
 // PD_KV=bf16|fp8, PD_VAR=<variant name>; e.g. PD_B=256 PD_KV=fp8 PD_VAR="new, 3 stages".
@@ -43,15 +44,20 @@ __global__ void stream_read(const uint4* p, int64_t n, uint4* sink) {
 // head's row (row_bytes) of slot table[b][t / bs] * bs + t % bs, in K and V, 16 bytes a thread,
 // with no compute and no shared memory (so many blocks a multiprocessor): what the cache's
 // layout (each head's row a slice of every slot) allows such reads, beside the stream read.
+// head_major: the same bytes as if a block stored each head's bs rows together ([block][head][slot
+// in block][dim], as FlashInfer's HND layout does) instead of each slot's heads together: what
+// that layout would allow.
 __global__ void gather_read(const uint8_t* k, const uint8_t* v, const int* table, int table_stride, const int* lens,
-                            int bs, int row_bytes, int slot_bytes, uint4* sink) {
+                            int bs, int row_bytes, int slot_bytes, bool head_major, uint4* sink) {
+  const int heads = slot_bytes / row_bytes;
   const int b = blockIdx.x, h = blockIdx.y, chunks = row_bytes / 16, n = lens[b] * chunks;
   const int* tb = table + (int64_t)b * table_stride;
   uint4 acc{0, 0, 0, 0};
 #pragma unroll 4
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
     const int t = i / chunks, c = i % chunks;
-    const int64_t off = ((int64_t)tb[t / bs] * bs + t % bs) * slot_bytes + (int64_t)h * row_bytes + c * 16;
+    const int64_t off = head_major ? (((int64_t)tb[t / bs] * heads + h) * bs + t % bs) * row_bytes + c * 16
+                                   : ((int64_t)tb[t / bs] * bs + t % bs) * slot_bytes + (int64_t)h * row_bytes + c * 16;
     const uint4 x = *reinterpret_cast<const uint4*>(k + off), y = *reinterpret_cast<const uint4*>(v + off);
     acc.x ^= x.x ^ y.x; acc.y ^= x.y ^ y.y; acc.z ^= x.z ^ y.z; acc.w ^= x.w ^ y.w;
   }
@@ -139,17 +145,21 @@ int main() {
       }
       std::sort(t.begin(), t.end());
       printf("  [stream read: %.2f TB/s", 2.0 * layer_bytes * layers / (t[2] * 1e-3) / 1e12);
-      t.clear();
-      for (int rep = 0; rep < 5; ++rep) {
-        CK(cudaEventRecord(e0, st));
-        for (int l = 0; l < layers; ++l)
-          gather_read<<<dim3(c.B, Hkv), 256, 0, st>>>((const uint8_t*)kc[l], (const uint8_t*)vc[l], d_table, blocks_per_seq,
-                                                      d_lens, bs, D * esz, Hkv * D * esz, sink);
-        CK(cudaEventRecord(e1, st)); CK(cudaEventSynchronize(e1));
-        float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); t.push_back(ms);
+      for (bool head_major : {false, true}) {
+        t.clear();
+        for (int rep = 0; rep < 5; ++rep) {
+          CK(cudaEventRecord(e0, st));
+          for (int l = 0; l < layers; ++l)
+            gather_read<<<dim3(c.B, Hkv), 256, 0, st>>>((const uint8_t*)kc[l], (const uint8_t*)vc[l], d_table, blocks_per_seq,
+                                                        d_lens, bs, D * esz, Hkv * D * esz, head_major, sink);
+          CK(cudaEventRecord(e1, st)); CK(cudaEventSynchronize(e1));
+          float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); t.push_back(ms);
+        }
+        std::sort(t.begin(), t.end());
+        printf(head_major ? "; if heads were block-major: %.2f TB/s" : "; the attention's bytes gathered: %.2f TB/s",
+               kv_bytes * layers / (t[2] * 1e-3) / 1e12);
       }
-      std::sort(t.begin(), t.end());
-      printf("; the attention's bytes gathered: %.2f TB/s]\n", kv_bytes * layers / (t[2] * 1e-3) / 1e12);
+      printf("]\n");
       cudaFree(sink);
     }
     for (int sp : c.splits) {
