@@ -201,7 +201,11 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         ec.max_num_seqs = static_cast<int32_t>(o.max_num_seqs);
         ec.enforce_eager = mode.eager;
         ec.async_scheduling = mode.async;
-        ec.shared_prefix_decode = mode.shared_prefix;
+        // The plain cells of --compare-shared-prefix run without it; else the engine's default rule.
+        using SharedPrefix = rollout::EngineConfig::SharedPrefixDecode;
+        ec.shared_prefix_decode = mode.shared_prefix          ? SharedPrefix::on
+                                  : o.compare_shared_prefix ? SharedPrefix::off
+                                                            : rollout::EngineConfig{}.shared_prefix_decode;
         ec.fp8_kv_cache = cfg.fp8_kv;
         rollout::Engine engine(*m, ec);
         engine.generate(make_requests(std::min<int64_t>(batch, 2), o, shape->vocab_size, 8));  // warm-up: kernels, plans, allocator
@@ -315,7 +319,11 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     << (o.gen_len_min > 0 ? cat(std::min(o.gen_len_min, o.gen_len), "-", o.gen_len, " (spread over the prompts)")
                           : cat(o.gen_len))
     << " generated tokens per sample, temperature 1, at most " << o.max_num_seqs
-    << " sequences in flight (mixed steps: decoding sequences beside prefilling ones, eager; " << (split ? "split: one-token rows on the decode kernel" : "every context gathered") << "); median of "
+    << " sequences in flight (mixed steps: decoding sequences beside prefilling ones, eager; " << (split ? "split: one-token rows on the decode kernel" : "every context gathered") << "); "
+    << (o.compare_shared_prefix ? "shared-prefix decode off, then on (\"+ shared prefix\")"
+                                : "shared-prefix decode by size (the default: on where a rollout's shared prompt blocks "
+                                  "in flight outgrow twice L2 a layer; see the key reads saved below)")
+    << "; median of "
     << o.reps
     << " rollout(s) per cell after a warm-up ("
     << (keep ? "decode graphs kept across rollouts: the first timed rollout captures the batch sizes the warm-up did not "
@@ -387,13 +395,16 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
         r << " " << g.weights << " batch " << g.batch << " " << std::setprecision(2) << ratio << "x;";
       }
   };
-  for (size_t m = 1; m < modes.size(); ++m) {
+  for (size_t m = 0; m < modes.size(); ++m) {
     if (modes[m].eager) mode_ratios("CUDA graphs / eager", m, true);
     if (modes[m].async) mode_ratios("Async scheduling / synchronous (CUDA graphs)", m, false);
-    if (modes[m].shared_prefix) {
-      mode_ratios("Shared-prefix decode / plain (CUDA graphs)", m, false);
-      r << "\nShared-prefix decode, key reads saved per step (per layer and KV head; share of the keys a step reads "
-           "at the mean context):";
+    if (modes[m].shared_prefix) mode_ratios("Shared-prefix decode / plain (CUDA graphs)", m, false);
+    bool shared = false;  // the pass ran in a cell of this mode (always with the switch; by size else)
+    for (size_t k = 0; k < configs.size(); ++k)
+      for (size_t i = 0; i < nb; ++i) shared = shared || cells[k * per_config + m * nb + i].shared_keys_per_step > 0;
+    if (shared) {
+      r << "\nShared-prefix decode (" << modes[m].name() << "), key reads saved per step (per layer and KV head; "
+        << "share of the keys a step reads at the mean context):";
       for (size_t k = 0; k < configs.size(); ++k)
         for (size_t i = 0; i < nb; ++i) {
           const Cell& x = cells[k * per_config + m * nb + i];

@@ -186,7 +186,8 @@ int main(int argc, char** argv) {
   roll->add_flag("--compare-async", roll_args.options.compare_async,
                  "also run every cell with one step in flight (rollout.async_scheduling)");
   roll->add_flag("--compare-shared-prefix", roll_args.options.compare_shared_prefix,
-                 "also run every cell with a prompt's samples reading its KV blocks together (rollout.shared_prefix_decode)");
+                 "also run every cell with a prompt's samples reading its KV blocks together (rollout.shared_prefix_decode: "
+                 "true; the plain cells then run with false, not the default's size rule)");
   roll->add_flag("--profile", roll_args.options.profile,
                  "also profile one more rollout and one prefill per cell (CUDA graphs) and tabulate their GPU time by kernel");
   roll->add_option("-o,--output", roll_args.output, "also write the Markdown report to this file");

@@ -137,7 +137,18 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   const bool decode_kernel = paged.decode_kernel_applies(model_.dtype(), Hq);
   // Sequences per shared-prefix chunk (0: decode steps read every sequence's keys alone).
   const int32_t members = shared_prefix_members(Hq, shape.num_key_value_heads);
-  const int32_t prefix_members = config_.shared_prefix_decode && decode_kernel && members >= 2 ? members : 0;
+  bool share = config_.shared_prefix_decode == EngineConfig::SharedPrefixDecode::on;
+  if (config_.shared_prefix_decode == EngineConfig::SharedPrefixDecode::by_size && decode_kernel && members >= 2) {
+    std::vector<PromptShare> prompts;
+    prompts.reserve(requests.size());
+    for (const GenerateRequest& r : requests) prompts.push_back({static_cast<int64_t>(r.prompt.size()), r.params.n});
+    const int64_t per_token_layer = kv.bytes_per_block() / (int64_t{config_.block_size} * shape.num_hidden_layers);
+    const double bytes = shared_prompt_bytes_per_layer(prompts, config_.max_num_seqs, config_.block_size, per_token_layer);
+    share = shared_prefix_pays(bytes, l2_cache_bytes());
+    log::debug(cat("rollout: shared prompt K/V in flight ", bytes / 1e6, " MB a layer, L2 ", l2_cache_bytes() / 1e6,
+                   " MB: shared-prefix decode ", share ? "on" : "off"));
+  }
+  const int32_t prefix_members = share && decode_kernel && members >= 2 ? members : 0;
   std::unique_ptr<DecodeGraphs> own_graphs;  // without kept graphs (they read the cache: gone before it)
   DecodeGraphs* graphs = nullptr;
   int64_t captured_before = 0, saved_before = 0;

@@ -22,7 +22,8 @@
 // split_mixed_steps a mixed step's one-token rows on the decode kernel, the rest on the
 // reference path: rollout/step_context.h).
 // With shared_prefix_decode the kernel reads the prompt blocks a prompt's samples share once per
-// chunk of samples instead of once per sample (rollout/shared_prefix.h).
+// chunk of samples instead of once per sample (rollout/shared_prefix.h); by default only where
+// the prompts in flight outgrow L2.
 //
 // Host and device. Inputs go over in asynchronous copies from pinned memory and the tokens come
 // back the same way (rollout/transfer.h), so the host waits for the device only when it reads a
@@ -53,8 +54,11 @@ struct EngineConfig {
   bool use_decode_kernel = true;          // false: every step on the gather reference path (tests)
   bool fp8_kv_cache = false;              // rollout.kv_cache_dtype fp8: E4M3 K/V with per-layer scales (kv_cache.h)
   bool async_scheduling = false;          // rollout.async_scheduling: schedule step t+1 while the device runs step t
-  bool shared_prefix_decode = false;      // rollout.shared_prefix_decode: a prompt's samples read its keys together
-                                          // in decode steps (rollout/shared_prefix.h; CUDA decode kernel only)
+  // rollout.shared_prefix_decode: a prompt's samples read its keys together in decode steps
+  // (rollout/shared_prefix.h; CUDA decode kernel only): off, on, or by_size ("auto"): on for a
+  // rollout whose shared prompt blocks outgrow the GPU's L2 (shared_prefix_pays).
+  enum class SharedPrefixDecode { off, on, by_size };
+  SharedPrefixDecode shared_prefix_decode = SharedPrefixDecode::by_size;
   // Mixed steps (sequences with one new token beside sequences with several) as two parts: the
   // one-token rows on the decode kernel, only the others' keys gathered (rollout/step_context.h).
   // 1.28-2.23x tokens/s for 1024 sequences on 256 slots (Qwen3-8B shape, H100). false: every

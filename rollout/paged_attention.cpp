@@ -64,6 +64,14 @@ bool fp8_kv_three_stages_by_shape(int64_t batch, int64_t num_kv_heads, int64_t s
 bool fused_kv_store() { return g_fused_kv_store.get(); }
 void set_fused_kv_store(bool on) { g_fused_kv_store.set(on); }
 
+int64_t l2_cache_bytes() {
+#ifdef FP8RL_WITH_CUDA
+  return at::cuda::getCurrentDeviceProperties()->l2CacheSize;
+#else
+  return 0;
+#endif
+}
+
 bool shared_prefix_pass_runs(int64_t batch, int64_t num_kv_heads, int32_t members) {
 #ifdef FP8RL_WITH_CUDA
   // By the bf16 cache's split rule, which never gives fewer splits than the FP8 cache's: when it

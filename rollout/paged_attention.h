@@ -136,5 +136,8 @@ void set_fused_kv_store(bool on);
 // partial states the merge combines (the smallest batches, which also share least), and never
 // without CUDA. Callers build the chunk table only when it does.
 bool shared_prefix_pass_runs(int64_t batch, int64_t num_kv_heads, int32_t members);
+// The current GPU's L2 cache in bytes (0 without CUDA): what shared-prefix decode's size rule
+// (rollout/shared_prefix.h, shared_prefix_pays) weighs a rollout's shared prompts against.
+int64_t l2_cache_bytes();
 
 }  // namespace fp8rl::rollout

@@ -83,4 +83,20 @@ SharedPrefixPlan plan_shared_prefixes(std::span<const int32_t> block_tables, int
   return p;
 }
 
+double shared_prompt_bytes_per_layer(std::span<const PromptShare> prompts, int64_t max_num_seqs, int32_t block_size,
+                                     int64_t kv_bytes_per_token_per_layer) {
+  FP8RL_CHECK(block_size >= 1 && max_num_seqs >= 1, "shared_prompt_bytes_per_layer: block_size and max_num_seqs must be >= 1");
+  double shared_tokens = 0, samples = 0;
+  for (const PromptShare& p : prompts) {
+    samples += std::max(p.n, 1);
+    if (p.n >= 2) shared_tokens += static_cast<double>(p.prompt_len / block_size * block_size);
+  }
+  const double in_flight = samples > 0 ? std::min(1.0, static_cast<double>(max_num_seqs) / samples) : 0.0;
+  return shared_tokens * in_flight * static_cast<double>(kv_bytes_per_token_per_layer);
+}
+
+bool shared_prefix_pays(double shared_bytes_per_layer, int64_t l2_bytes) {
+  return l2_bytes > 0 && shared_bytes_per_layer >= 2.0 * static_cast<double>(l2_bytes);
+}
+
 }  // namespace fp8rl::rollout

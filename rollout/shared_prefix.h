@@ -65,4 +65,22 @@ int64_t plan_shared_prefixes_into(std::span<const int32_t> block_tables, int64_t
                                   std::span<const int32_t> context_lens, std::span<const int64_t> groups,
                                   int32_t block_size, int32_t members, std::span<int32_t> out);
 
+// When it pays (EngineConfig::SharedPrefixDecode::by_size, the default). The plain kernel launches
+// a prompt's samples side by side, so their reads of the prompt's shared blocks mostly hit L2 while
+// the prompts in flight fit it: then the extra pass and its merge cost more than they save (H100,
+// Qwen3-8B shape, batch 64-256: 512-token prompts, 8 samples each, 8-67 MB of shared K/V a layer:
+// 0.90-1.00x tokens/s). Once they outgrow L2 the plain kernel reads each prompt from DRAM again for
+// its samples (2048-token prompts: 134 MB FP8, 268 MB bf16 a layer: 1.22x and 1.30x tokens/s with
+// it). The rule takes the pass from twice L2's size, between those measurements.
+struct PromptShare {
+  int64_t prompt_len = 0;  // tokens
+  int32_t n = 1;           // samples decoding from it
+};
+// K and V bytes of one layer in the prompt blocks shared by samples in flight together: each
+// prompt with n >= 2 samples counts its whole blocks (those the prefix cache shares), scaled by
+// the fraction of all samples that max_num_seqs lets run at once.
+double shared_prompt_bytes_per_layer(std::span<const PromptShare> prompts, int64_t max_num_seqs, int32_t block_size,
+                                     int64_t kv_bytes_per_token_per_layer);
+bool shared_prefix_pays(double shared_bytes_per_layer, int64_t l2_bytes);
+
 }  // namespace fp8rl::rollout

@@ -206,7 +206,10 @@ rollout::EngineConfig engine_config(const recipe::RolloutConfig& ro, const hf::T
   ec.enable_prefix_caching = ro.enable_prefix_caching;
   ec.enforce_eager = ro.enforce_eager;
   ec.async_scheduling = ro.async_scheduling;
-  ec.shared_prefix_decode = ro.shared_prefix_decode;
+  using SharedPrefix = rollout::EngineConfig::SharedPrefixDecode;
+  ec.shared_prefix_decode = ro.shared_prefix_decode == "true"    ? SharedPrefix::on
+                            : ro.shared_prefix_decode == "false" ? SharedPrefix::off
+                                                                 : SharedPrefix::by_size;
   ec.split_mixed_steps = ro.split_mixed_steps;
   ec.keep_decode_graphs = ro.keep_decode_graphs;
   ec.fp8_kv_cache = ro.kv_cache_dtype == "fp8";

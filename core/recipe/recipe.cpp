@@ -53,9 +53,10 @@ void RolloutConfig::visit(FieldVisitor& v) {
   v.field("async_scheduling", async_scheduling,
           "true = schedule and launch each step before reading the previous step's tokens (host work overlaps the GPU's; "
           "the same sampling streams, stops seen one step later)");
-  v.field("shared_prefix_decode", shared_prefix_decode,
-          "true = decode steps read the prompt blocks a prompt's samples share once per chunk of samples "
-          "(CUDA decode kernel; the same attention, summed in another order)");
+  v.choice("shared_prefix_decode", shared_prefix_decode, {"auto", "true", "false"},
+           "true = decode steps read the prompt blocks a prompt's samples share once per chunk of samples "
+           "(CUDA decode kernel; the same attention, summed in another order); auto = only in a rollout whose shared "
+           "prompt blocks in flight outgrow twice the GPU's L2 cache a layer (below that L2 already serves them)");
   v.field("split_mixed_steps", split_mixed_steps,
           "true = a step where waiting sequences prefill beside decoding ones runs its one-token rows on the paged decode "
           "kernel and gathers only the others' keys (the same attention)");

@@ -78,7 +78,7 @@ struct RolloutConfig {
   bool enable_prefix_caching = true;   // compute a prompt's KV once for its n samples
   bool enforce_eager = false;          // true = no CUDA graphs for decode
   bool async_scheduling = false;       // true = schedule and launch step t+1 before reading step t's tokens
-  bool shared_prefix_decode = false;   // true = a prompt's samples read its shared KV blocks together in decode steps
+  std::string shared_prefix_decode = "auto";  // a prompt's samples read its shared KV blocks together in decode steps
   bool split_mixed_steps = true;       // true = a mixed step's one-token rows run the decode kernel
   bool keep_decode_graphs = false;     // true = decode CUDA graphs captured once, kept across rollouts
   void visit(FieldVisitor& v);

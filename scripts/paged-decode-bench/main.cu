@@ -74,9 +74,13 @@ int main() {
   const int D = 128, bs = 16;
   // prefix > 0: the shared-prefix pass too, chunks of 4 rows (16 MMA rows / 4 query heads) each
   // sharing their first `prefix` keys through the first member's table, with the engine's split
-  // rule for that pass. The members do not share physical blocks here as they do in the engine,
-  // but the two passes read as many bytes as the engine's would.
-  struct Case { int B; int ctx; bool jitter; bool fp8; std::vector<int> splits; bool perm = true; int hkv = 8; int prefix = 0; };
+  // rule for that pass. With group = 0 the members do not share physical blocks as they do in the
+  // engine (the two passes read as many bytes as the engine's would, all from DRAM); group = n:
+  // the first prefix / bs table entries of each n consecutive rows are the same blocks, as the
+  // engine's prefix caching makes a prompt's n samples' tables, so siblings' reads may hit L2;
+  // pass = false: the plain kernel alone over such tables (what the engine runs by default).
+  struct Case { int B; int ctx; bool jitter; bool fp8; std::vector<int> splits; bool perm = true; int hkv = 8; int prefix = 0;
+                int group = 0; bool pass = true; };
   std::vector<Case> cases = {
     {1, 768, false, false, {0, 16}}, {16, 640, false, false, {0, 4}}, {64, 640, true, false, {0, 1, 2, 4}},
     {128, 640, true, false, {0, 1, 2}}, {256, 640, true, false, {0, 1}},
@@ -87,6 +91,11 @@ int main() {
     // RL-shaped: 512-token prompts, 8 samples each, 0-256 tokens generated (against the unshared
     // batch-256 cases above).
     {256, 640, true, true, {0}, true, 8, 512}, {256, 640, true, false, {0}, true, 8, 512},
+    // The same with the engine's tables (each prompt's blocks shared by its 8 samples): the plain
+    // kernel, then with the prefix pass; then 2048-token prompts, whose blocks outgrow L2.
+    {256, 640, true, true, {0}, true, 8, 512, 8, false}, {256, 640, true, true, {0}, true, 8, 512, 8, true},
+    {256, 640, true, false, {0}, true, 8, 512, 8, false}, {256, 640, true, false, {0}, true, 8, 512, 8, true},
+    {256, 2304, false, true, {0}, true, 8, 2048, 8, false}, {256, 2304, false, true, {0}, true, 8, 2048, 8, true},
     {64, 2048, true, false, {0, 2}}, {8, 8192, false, false, {0}}, {1, 8192, false, false, {0}}, {1, 8192, false, true, {0}},
   };
   cudaStream_t st; CK(cudaStreamCreate(&st));
@@ -108,11 +117,13 @@ int main() {
     for (int b = 0; b < c.B; ++b) { lens[b] = c.jitter ? c.ctx - c.ctx / 5 + (int)(rng() % (2 * (c.ctx / 5) + 1)) : c.ctx; lens[b] = std::min(lens[b], max_ctx); total_keys += lens[b]; }
     std::vector<int> perm(nblocks); for (int64_t i = 0; i < nblocks; ++i) perm[i] = (int)i; if (c.perm) std::shuffle(perm.begin(), perm.end(), rng);
     std::vector<int> table(perm);  // [B, blocks_per_seq]
+    for (int b = 0; c.group > 0 && b < c.B; ++b)
+      for (int j = 0; j < c.prefix / bs; ++j) table[(size_t)b * blocks_per_seq + j] = table[(size_t)(b - b % c.group) * blocks_per_seq + j];
     int *d_table, *d_lens; CK(cudaMalloc(&d_table, table.size() * 4)); CK(cudaMalloc(&d_lens, c.B * 4));
     CK(cudaMemcpy(d_table, table.data(), table.size() * 4, cudaMemcpyHostToDevice)); CK(cudaMemcpy(d_lens, lens.data(), c.B * 4, cudaMemcpyHostToDevice));
     constexpr int kMembers = 4;
     int* d_chunks = nullptr;
-    if (c.prefix > 0) {  // rollout/shared_prefix.h's table: [B, M + 2]
+    if (c.prefix > 0 && c.pass) {  // rollout/shared_prefix.h's table: [B, M + 2]
       std::vector<int> chunks((size_t)c.B * (kMembers + 2), -1);
       const int nchunks = (c.B + kMembers - 1) / kMembers;
       for (int ch = 0; ch < c.B; ++ch) {
@@ -169,16 +180,17 @@ int main() {
       a.block_tables = d_table; a.table_stride = blocks_per_seq; a.context_lens = d_lens; a.part_acc = pacc; a.part_ml = pml;
       a.batch = c.B; a.num_q_heads = Hq; a.num_kv_heads = Hkv; a.head_dim = D; a.block_size = bs; a.splits = splits;
       a.scale = 1.0f / std::sqrt((float)D); a.bf16 = true; a.fp8_half_mma = c.fp8;  // the engine's default
-      if (c.prefix > 0) {  // the engine's rule (rollout/paged_attention.cpp, prefix_splits_for)
+      if (c.prefix > 0 && c.pass) {  // the engine's rule (rollout/paged_attention.cpp, prefix_splits_for)
         a.chunks = d_chunks;
         a.chunk_members = kMembers;
         const int64_t chunks = (c.B + kMembers - 1) / kMembers;
         a.prefix_splits = std::min<int64_t>(pd_splits_new(chunks, Hkv, prop.multiProcessorCount, c.fp8), 64 - splits);
       }
       printf("B=%d Hkv=%d %s ctx~%d%s %s KV, splits %lld, %d layers, %.1f MB KV/launch", c.B, Hkv, c.perm ? "shuffled" : "in order", c.ctx, c.jitter ? "+-20%" : "", c.fp8 ? "fp8" : "bf16", (long long)splits, layers, kv_bytes / 1e6);
-      if (c.prefix > 0)
-        printf(", shared prefix %d keys in chunks of %d, prefix splits %lld (TB/s: as if unshared)", c.prefix, kMembers,
-               (long long)a.prefix_splits);
+      if (c.prefix > 0 && c.group > 0) printf(", the first %d keys the same blocks in groups of %d", c.prefix, c.group);
+      if (c.prefix > 0 && c.pass)
+        printf(", shared prefix %d keys in chunks of %d, prefix splits %lld", c.prefix, kMembers, (long long)a.prefix_splits);
+      if (c.prefix > 0) printf(" (TB/s: as if unshared)");
       printf(":");
       for (const V& v : variants) {
         if (v.three_stages && !c.fp8) continue;  // no effect on a bf16 cache

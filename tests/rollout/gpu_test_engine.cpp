@@ -189,7 +189,8 @@ TEST_CASE("engine on CUDA: decode by CUDA graphs, eager kernels and the referenc
       c.use_decode_kernel = mode.kernel;
       c.fp8_kv_cache = mode.fp8_kv;
       c.async_scheduling = mode.async;
-      c.shared_prefix_decode = mode.shared_prefix;
+      c.shared_prefix_decode =
+          mode.shared_prefix ? EngineConfig::SharedPrefixDecode::on : EngineConfig::SharedPrefixDecode::off;
       if (mode.few_slots) c.max_num_seqs = 4;  // 13 samples of 6 lengths: admitted while others decode
       c.split_mixed_steps = true;
       c.keep_decode_graphs = !mode.per_rollout_graphs;

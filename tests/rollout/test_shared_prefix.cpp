@@ -184,3 +184,31 @@ TEST_CASE("shared prefix: a batch of prompts x n samples from the scheduler shar
   }
   CHECK(decode_steps > 30);
 }
+
+// The size rule (shared_prefix_pays) at the shapes it was measured on (H100, 50 MiB L2, Qwen3-8B:
+// 8 KV heads x 128 dims, K and V: 2048 bytes a token a layer in FP8, 4096 in bf16; 256 slots,
+// 8 samples a prompt): 512-token prompts (33.5 / 67 MB a layer) gained nothing from the pass, so
+// the rule leaves it off; 2048-token prompts (134 / 268 MB) gained 1.22x / 1.30x, so it takes it.
+TEST_CASE("shared prefix: by size, the pass is taken once the shared prompts in flight outgrow twice L2",
+          "[rollout][shared_prefix]") {
+  const int64_t l2 = int64_t{50} << 20, fp8 = 2 * 8 * 128, bf16 = 2 * fp8;
+  const auto prompts = [](int64_t count, int64_t len, int32_t n) { return std::vector<PromptShare>(count, {len, n}); };
+  const auto bytes = [&](const std::vector<PromptShare>& p, int64_t per_token) {
+    return shared_prompt_bytes_per_layer(p, 256, 16, per_token);
+  };
+  CHECK(bytes(prompts(32, 512, 8), fp8) == 32.0 * 512 * fp8);
+  CHECK_FALSE(shared_prefix_pays(bytes(prompts(32, 512, 8), fp8), l2));
+  CHECK_FALSE(shared_prefix_pays(bytes(prompts(32, 512, 8), bf16), l2));
+  CHECK_FALSE(shared_prefix_pays(bytes(prompts(8, 512, 8), bf16), l2));  // batch 64
+  CHECK(shared_prefix_pays(bytes(prompts(32, 2048, 8), fp8), l2));
+  CHECK(shared_prefix_pays(bytes(prompts(32, 2048, 8), bf16), l2));
+  // Only whole blocks are shared, and only by prompts with two or more samples.
+  CHECK(bytes(prompts(1, 527, 2), fp8) == 512.0 * fp8);
+  CHECK(bytes(prompts(32, 2048, 1), fp8) == 0);
+  // More samples than slots: only the share in flight at once counts (1024 prompts x 8 samples
+  // on 256 slots: 32 prompts at a time).
+  CHECK(bytes(prompts(1024, 2048, 8), fp8) == bytes(prompts(32, 2048, 8), fp8));
+  // No L2 size (no CUDA): never.
+  CHECK_FALSE(shared_prefix_pays(1e12, 0));
+  CHECK(bytes({}, fp8) == 0);
+}
