@@ -33,12 +33,20 @@ using json = nlohmann::json;
 
 namespace {
 
-// 6 prompts, 4 per step: step 2 ends inside epoch 1.
-std::vector<std::string> short_run(int64_t steps) {
-  return {"sft.steps=5", "sft.batch_size=8", "data.synthetic_num_prompts=6", "data.train_batch_size=4",
-          "trainer.ppo_mini_batch_size=2", "trainer.ppo_micro_batch_size_per_gpu=3", "rollout.n=3",
-          "rollout.max_response_length=6", "checkpoint.save_freq=2",
-          "trainer.total_training_steps=" + std::to_string(steps), "logging.logger=[jsonl]"};
+// 6 prompts, 4 per step: step 2 ends inside epoch 1. `name`: trainer.experiment_name too.
+std::vector<std::string> short_run(int64_t steps, const char* name = nullptr) {
+  std::vector<std::string> o{"sft.steps=5", "sft.batch_size=8", "data.synthetic_num_prompts=6", "data.train_batch_size=4",
+                             "trainer.ppo_mini_batch_size=2", "trainer.ppo_micro_batch_size_per_gpu=3", "rollout.n=3",
+                             "rollout.max_response_length=6", "checkpoint.save_freq=2",
+                             "trainer.total_training_steps=" + std::to_string(steps), "logging.logger=[jsonl]"};
+  if (name != nullptr) o.push_back(std::string("trainer.experiment_name=") + name);
+  return o;
+}
+
+// Overrides that resume from one checkpoint directory (checkpoint.resume_mode=resume_path).
+void resume_from(std::vector<std::string>& overrides, const fs::path& checkpoint) {
+  overrides.push_back("checkpoint.resume_mode=resume_path");
+  overrides.push_back("checkpoint.resume_from_path=" + checkpoint.string());
 }
 
 // metrics.jsonl without the wall-clock and peak-memory entries (neither repeats between runs).
@@ -60,15 +68,12 @@ std::vector<json> metrics(const fs::path& run) {
 
 TEST_CASE("N steps equal N/2 steps, resume, N/2 steps (across an epoch boundary)", "[trainer][train][resume]") {
   test::TempDir a, b;
-  std::vector<std::string> full = short_run(4);
-  full.push_back("trainer.experiment_name=run");
+  std::vector<std::string> full = short_run(4, "run");
   REQUIRE(trainer::run_train(test::quickstart(a, full)) == 0);
 
-  std::vector<std::string> half = short_run(2);
-  half.push_back("trainer.experiment_name=run");
+  std::vector<std::string> half = short_run(2, "run");
   REQUIRE(trainer::run_train(test::quickstart(b, half)) == 0);
-  std::vector<std::string> rest = short_run(4);
-  rest.push_back("trainer.experiment_name=run");
+  std::vector<std::string> rest = short_run(4, "run");
   rest.push_back("checkpoint.resume_mode=auto");
   REQUIRE(trainer::run_train(test::quickstart(b, rest)) == 0);
 
@@ -91,11 +96,9 @@ TEST_CASE("N steps equal N/2 steps, resume, N/2 steps (across an epoch boundary)
 // would repeat some and skip others, so resuming onto a different count is refused by name.
 TEST_CASE("resume with a different number of training prompts is refused", "[trainer][train][resume]") {
   test::TempDir dir;
-  std::vector<std::string> o = short_run(2);
-  o.push_back("trainer.experiment_name=run");
+  std::vector<std::string> o = short_run(2, "run");
   REQUIRE(trainer::run_train(test::quickstart(dir, o)) == 0);
-  std::vector<std::string> more = short_run(4);
-  more.push_back("trainer.experiment_name=run");
+  std::vector<std::string> more = short_run(4, "run");
   more.push_back("checkpoint.resume_mode=auto");
   more.push_back("data.synthetic_num_prompts=8");
   REQUIRE_THROWS_CONTAINING(trainer::run_train(test::quickstart(dir, more)), ConfigError,
@@ -106,14 +109,11 @@ TEST_CASE("resume with a different number of training prompts is refused", "[tra
 // branch, set aside, so resume auto continues the new branch afterwards.
 TEST_CASE("resume at an older step sets the later checkpoints aside", "[trainer][train][resume]") {
   test::TempDir dir;
-  std::vector<std::string> o = short_run(4);
-  o.push_back("trainer.experiment_name=run");
+  std::vector<std::string> o = short_run(4, "run");
   REQUIRE(trainer::run_train(test::quickstart(dir, o)) == 0);
   const fs::path ckpts = dir.path() / "runs" / "run" / "checkpoints";
-  std::vector<std::string> back = short_run(3);
-  back.push_back("trainer.experiment_name=run");
-  back.push_back("checkpoint.resume_mode=resume_path");
-  back.push_back("checkpoint.resume_from_path=" + (ckpts / trainer::checkpoint_dir_name(2)).string());
+  std::vector<std::string> back = short_run(3, "run");
+  resume_from(back, ckpts / trainer::checkpoint_dir_name(2));
   REQUIRE(trainer::run_train(test::quickstart(dir, back)) == 0);
   trainer::CheckpointStore store(dir.path() / "runs" / "run", 0);
   CHECK(store.latest_good()->filename() == trainer::checkpoint_dir_name(3));
@@ -131,14 +131,11 @@ TEST_CASE("resume at an older step sets the later checkpoints aside", "[trainer]
 // others' training without a word.
 TEST_CASE("resuming with fewer LoRA target modules than the checkpoint trained is refused", "[trainer][train][resume]") {
   test::TempDir dir;
-  std::vector<std::string> o = short_run(2);
-  o.push_back("trainer.experiment_name=run");
+  std::vector<std::string> o = short_run(2, "run");
   REQUIRE(trainer::run_train(test::quickstart(dir, o)) == 0);
   std::vector<std::string> r = short_run(4);
   r.push_back("trainer.experiment_name=fewer");
-  r.push_back("checkpoint.resume_mode=resume_path");
-  r.push_back("checkpoint.resume_from_path=" +
-              (dir.path() / "runs" / "run" / "checkpoints" / trainer::checkpoint_dir_name(2)).string());
+  resume_from(r, dir.path() / "runs" / "run" / "checkpoints" / trainer::checkpoint_dir_name(2));
   r.push_back("lora.target_modules=[q_proj]");
   REQUIRE_THROWS_CONTAINING(trainer::run_train(test::quickstart(dir, r)), ConfigError,
                             "which this recipe does not train (lora.target_modules or lora.rank changed?)");
@@ -146,8 +143,7 @@ TEST_CASE("resuming with fewer LoRA target modules than the checkpoint trained i
 
 TEST_CASE("a damaged checkpoint is refused by name and resume auto falls back to the previous one", "[trainer][train][resume]") {
   test::TempDir dir;
-  std::vector<std::string> o = short_run(4);
-  o.push_back("trainer.experiment_name=run");
+  std::vector<std::string> o = short_run(4, "run");
   REQUIRE(trainer::run_train(test::quickstart(dir, o)) == 0);
   const fs::path ckpts = dir.path() / "runs" / "run" / "checkpoints";
   const fs::path last = ckpts / trainer::checkpoint_dir_name(4);
@@ -164,10 +160,8 @@ TEST_CASE("a damaged checkpoint is refused by name and resume auto falls back to
   CHECK(good->filename() == trainer::checkpoint_dir_name(2));
   CHECK(skipped.size() == 1);
   // --resume PATH at the damaged one: refused before anything loads.
-  std::vector<std::string> r = short_run(6);
-  r.push_back("trainer.experiment_name=run");
-  r.push_back("checkpoint.resume_mode=resume_path");
-  r.push_back("checkpoint.resume_from_path=" + last.string());
+  std::vector<std::string> r = short_run(6, "run");
+  resume_from(r, last);
   REQUIRE_THROWS_AS(trainer::run_train(test::quickstart(dir, r)), ConfigError);
 }
 
@@ -187,8 +181,7 @@ TEST_CASE("train: a greedy rollout temperature, one sample per prompt and respon
 
 TEST_CASE("export: the merged HF model computes what the trained LoRA policy computes", "[trainer][export]") {
   test::TempDir dir;
-  std::vector<std::string> o = short_run(2);
-  o.push_back("trainer.experiment_name=run");
+  std::vector<std::string> o = short_run(2, "run");
   o.push_back("quantization.quant_method=none");
   o.push_back("trainer.lr=0.05");  // adapters far from zero, so the merge matters
   const recipe::LoadedRecipe loaded = test::quickstart(dir, o);
@@ -318,8 +311,7 @@ TEST_CASE("eval: a LoRA run with the KL loss and a resume path evaluates", "[tra
   std::vector<std::string> again = o;
   again.push_back("trainer.experiment_name=second");
   again.push_back("trainer.total_training_steps=3");
-  again.push_back("checkpoint.resume_mode=resume_path");
-  again.push_back("checkpoint.resume_from_path=" + first_ckpt.string());
+  resume_from(again, first_ckpt);
   REQUIRE(trainer::run_train(test::quickstart(dir, again)) == 0);
   // The new run's metrics start at step 1: steps 1-2 from the checkpoint's copy, then its own.
   const std::vector<json> m = metrics(dir.path() / "runs" / "second");
@@ -334,8 +326,7 @@ TEST_CASE("eval: a LoRA run with the KL loss and a resume path evaluates", "[tra
 
 TEST_CASE("export --fp8: HF's FP8 layout, loaded as stored, computes what the dense export quantized at load computes", "[trainer][export]") {
   test::TempDir dir;
-  std::vector<std::string> o = short_run(2);
-  o.push_back("trainer.experiment_name=run");
+  std::vector<std::string> o = short_run(2, "run");
   o.push_back("trainer.lr=0.05");  // adapters far from zero: the merged weights are what gets quantized
   const recipe::LoadedRecipe loaded = test::quickstart(dir, o);  // FP8, first and last layer in BF16
   REQUIRE(trainer::run_train(loaded) == 0);
