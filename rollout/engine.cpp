@@ -137,8 +137,11 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   const bool decode_kernel = paged.decode_kernel_applies(model_.dtype(), Hq);
   // Sequences per shared-prefix chunk (0: decode steps read every sequence's keys alone).
   const int32_t members = shared_prefix_members(Hq, shape.num_key_value_heads);
+  // by_size: shared_prefix_pays (rollout/shared_prefix.h) on this rollout's prompts; without
+  // prefix caching the samples hold no common blocks, so there is nothing to share.
   bool share = config_.shared_prefix_decode == EngineConfig::SharedPrefixDecode::on;
-  if (config_.shared_prefix_decode == EngineConfig::SharedPrefixDecode::by_size && decode_kernel && members >= 2) {
+  if (config_.shared_prefix_decode == EngineConfig::SharedPrefixDecode::by_size && config_.enable_prefix_caching &&
+      decode_kernel && members >= 2) {
     std::vector<PromptShare> prompts;
     prompts.reserve(requests.size());
     for (const GenerateRequest& r : requests) prompts.push_back({static_cast<int64_t>(r.prompt.size()), r.params.n});

@@ -56,7 +56,8 @@ struct EngineConfig {
   bool async_scheduling = false;          // rollout.async_scheduling: schedule step t+1 while the device runs step t
   // rollout.shared_prefix_decode: a prompt's samples read its keys together in decode steps
   // (rollout/shared_prefix.h; CUDA decode kernel only): off, on, or by_size ("auto"): on for a
-  // rollout whose shared prompt blocks outgrow the GPU's L2 (shared_prefix_pays).
+  // rollout whose shared prompt blocks outgrow the GPU's L2 (shared_prefix_pays), with prefix
+  // caching on (without it the samples share no blocks).
   enum class SharedPrefixDecode { off, on, by_size };
   SharedPrefixDecode shared_prefix_decode = SharedPrefixDecode::by_size;
   // Mixed steps (sequences with one new token beside sequences with several) as two parts: the
