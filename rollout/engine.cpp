@@ -147,8 +147,9 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
     for (const GenerateRequest& r : requests) prompts.push_back({static_cast<int64_t>(r.prompt.size()), r.params.n});
     const int64_t per_token_layer = kv.bytes_per_block() / (int64_t{config_.block_size} * shape.num_hidden_layers);
     const double bytes = shared_prompt_bytes_per_layer(prompts, config_.max_num_seqs, config_.block_size, per_token_layer);
-    share = shared_prefix_pays(bytes, l2_cache_bytes());
-    log::debug(cat("rollout: shared prompt K/V in flight ", bytes / 1e6, " MB a layer, L2 ", l2_cache_bytes() / 1e6,
+    const int64_t l2 = l2_cache_bytes();
+    share = shared_prefix_pays(bytes, l2);
+    log::debug(cat("rollout: shared prompt K/V in flight ", bytes / 1e6, " MB a layer, L2 ", l2 / 1e6,
                    " MB: shared-prefix decode ", share ? "on" : "off"));
   }
   const int32_t prefix_members = share && decode_kernel && members >= 2 ? members : 0;

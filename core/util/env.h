@@ -17,13 +17,13 @@ bool env_switch(const char* name, bool default_value);
 // variable and the range.
 std::optional<int> env_int(const char* name, int lo, int hi);
 
-// A process-wide env_switch, read on first use, that tests may set (to run both paths in one
-// process). Declare as a function-local or namespace-scope static.
 // Every FP8RL_* variable that is set and listed in kEnvSettings: its value checked against the
 // range listed (a ConfigError as env_int's, one line). Variables fp8rl does not read (the scripts'
 // own FP8RL_BUILD_DIR, ...) are left alone.
 void check_env_settings();
 
+// A process-wide env_switch, read on first use, that tests may set (to run both paths in one
+// process). Declare as a function-local or namespace-scope static.
 class EnvToggle {
  public:
   constexpr EnvToggle(const char* name, bool default_value) : name_(name), default_(default_value) {}

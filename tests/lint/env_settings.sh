@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every FP8RL_* setting the sources read (env_switch, env_int, EnvToggle) is listed in
-# core/util/env.cpp's kEnvSettings, which `fp8rl` checks at startup, and every listed one is read
+# core/util/env.cpp's kEnvSettings with the range it is read with, which `fp8rl` checks at startup, and every listed one is read
 # somewhere: a setting missing from the list would be checked only at its first read, after a
 # model has loaded, and a stale entry would accept a variable nothing reads.
 set -u
@@ -18,4 +18,21 @@ if [ -n "$missing$stale" ]; then
   [ -n "$stale" ] && echo "lint: in kEnvSettings but read nowhere:" $stale
   exit 1
 fi
-echo "lint: all $(echo "$listed" | wc -l) FP8RL_ settings listed for the startup check"
+# The ranges too: each env_int("FP8RL_X", lo, hi) call reads the range the table lists for it
+# (env_switch and EnvToggle settings are 0-1).
+bad=
+while read -r name lo hi; do
+  row=$(grep -oE "\{\"$name\", -?[0-9]+, -?[0-9]+\}" core/util/env.cpp | grep -oE -- '-?[0-9]+, -?[0-9]+' | tr -d ',')
+  [ "$row" = "$lo $hi" ] || bad="$bad $name (read as $lo-$hi, listed as ${row:-?})"
+done < <(grep -rhoE 'env_int\("FP8RL_[A-Z0-9_]+", -?[0-9]+, -?[0-9]+\)' core rollout trainer loss quant apps \
+           --include='*.cpp' --include='*.h' --include='*.cu' | sed -E 's/env_int\("([A-Z0-9_]+)", (-?[0-9]+), (-?[0-9]+)\)/\1 \2 \3/')
+while read -r name; do
+  row=$(grep -oE "\{\"$name\", -?[0-9]+, -?[0-9]+\}" core/util/env.cpp | grep -oE -- '-?[0-9]+, -?[0-9]+' | tr -d ',')
+  [ "$row" = "0 1" ] || bad="$bad $name (a 0-1 switch, listed as ${row:-?})"
+done < <(grep -rhoE '(env_switch|EnvToggle [A-Za-z_0-9]+)\("FP8RL_[A-Z0-9_]+"' core rollout trainer loss quant apps \
+           --include='*.cpp' --include='*.h' --include='*.cu' | grep -oE 'FP8RL_[A-Z0-9_]+' | sort -u)
+if [ -n "$bad" ]; then
+  echo "lint: ranges in core/util/env.cpp's kEnvSettings that differ from the reads:$bad"
+  exit 1
+fi
+echo "lint: all $(echo "$listed" | wc -l) FP8RL_ settings listed for the startup check, with the ranges they are read with"
