@@ -77,6 +77,13 @@ void DenseLinear::visit(const std::string& module, const TensorVisitor& fn) cons
   if (bias_.defined()) fn({module + ".bias", bias_, dense_role(bias_)});
 }
 
+L2Range streamed_range(const at::Tensor& weight) {
+  if (!weight.defined() || !weight.is_cuda() || !weight.is_contiguous()) return {};
+  return {weight.data_ptr(), static_cast<int64_t>(weight.nbytes())};
+}
+
+L2Range DenseLinear::streamed_weight() const { return streamed_range(weight_); }
+
 std::pair<at::Tensor, at::Tensor> read_dense_projection(const ProjectionSpec& spec, const WeightReader& reader) {
   std::vector<at::Tensor> w, b;
   for (size_t i = 0; i < spec.parts.size(); ++i) {
@@ -136,6 +143,8 @@ void Projection::visit(const TensorVisitor& fn) const {
       fn(tagged);
     });
 }
+
+L2Range Projection::streamed_weight() const { return linears.empty() ? L2Range{} : linears.front()->streamed_weight(); }
 
 int64_t Projection::out_features() const {
   int64_t n = 0;
@@ -316,7 +325,8 @@ std::optional<std::pair<at::Tensor, at::Tensor>> fused_qk_norm_rope(const at::Te
                                                                     const at::Tensor& q_weight,
                                                                     const at::Tensor& k_weight, double eps,
                                                                     const at::Tensor& cos, const at::Tensor& sin,
-                                                                    const at::Tensor& v, const KvStoreTarget* store) {
+                                                                    const at::Tensor& v, const KvStoreTarget* store,
+                                                                    const L2Prefetch& prefetch = {}) {
 #ifdef FP8RL_WITH_CUDA
   auto weight_ok = [&](const at::Tensor& w) {
     return !w.defined() || (w.scalar_type() == q.scalar_type() && w.is_contiguous() && w.numel() == q.size(-1));
@@ -362,7 +372,8 @@ std::optional<std::pair<at::Tensor, at::Tensor>> fused_qk_norm_rope(const at::Te
                          sin.data_ptr(),
                          q_out.data_ptr(),
                          k_out.data_ptr(),
-                         st};
+                         st,
+                         prefetch};
   // false: a layout the kernel does not take (unaligned rows, head_dim % 8 != 0 or > 256).
   if (cuda::qk_norm_rope_rows(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream()))
     return std::pair{q_out, k_out};
@@ -376,6 +387,7 @@ std::optional<std::pair<at::Tensor, at::Tensor>> fused_qk_norm_rope(const at::Te
   (void)sin;
   (void)v;
   (void)store;
+  (void)prefetch;
 #endif
   return std::nullopt;
 }
@@ -395,8 +407,9 @@ std::optional<std::pair<at::Tensor, at::Tensor>> qk_norm_rope_store(const at::Te
                                                                     const at::Tensor& v, const at::Tensor& q_weight,
                                                                     const at::Tensor& k_weight, double eps,
                                                                     const at::Tensor& cos, const at::Tensor& sin,
-                                                                    const KvStoreTarget& store) {
-  return fused_qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin, v, &store);
+                                                                    const KvStoreTarget& store,
+                                                                    const L2Prefetch& prefetch) {
+  return fused_qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin, v, &store, prefetch);
 }
 
 }  // namespace fp8rl::model
