@@ -37,8 +37,6 @@ class Fp8ModelLinear final : public model::Linear {
   // for the scale a block is multiplied back by), then the bias. The FP8 weight is frozen (LoRA
   // trains adapters beside it; full fine-tuning re-quantizes it in place); only a bias trains.
   void visit(const std::string& module, const model::TensorVisitor& fn) const override;
-  // The E4M3 bytes [Np, Kp].
-  L2Range streamed_weight() const override { return model::streamed_range(layer_.weight().data); }
   const Fp8Linear& fp8() const { return layer_; }
   Fp8Linear& fp8() { return layer_; }
 

@@ -43,7 +43,6 @@ EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", true);
 EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", true);
 EnvToggle g_fp8_kv_fewer_splits("FP8RL_FP8_KV_FEWER_SPLITS", true);
 std::atomic<int> g_fp8_kv_stages_set{-1};  // set_fp8_kv_stages, or -1
-std::atomic<int64_t> g_l2_prefetch_mb{-1};   // -1: not read from FP8RL_L2_PREFETCH_MB yet
 }  // namespace
 
 bool fp8_kv_half_mma() { return g_fp8_kv_half_mma.get(); }
@@ -64,19 +63,6 @@ bool fp8_kv_three_stages_by_shape(int64_t batch, int64_t num_kv_heads, int64_t s
 }
 bool fused_kv_store() { return g_fused_kv_store.get(); }
 void set_fused_kv_store(bool on) { g_fused_kv_store.set(on); }
-int64_t l2_prefetch_mb() {
-  int64_t mb = g_l2_prefetch_mb.load(std::memory_order_relaxed);
-  if (mb < 0) {
-    mb = env_int("FP8RL_L2_PREFETCH_MB", 0, 48).value_or(0);
-    int64_t unset = -1;  // a set() that came first wins over the environment
-    if (!g_l2_prefetch_mb.compare_exchange_strong(unset, mb, std::memory_order_relaxed)) mb = unset;
-  }
-  return mb;
-}
-void set_l2_prefetch_mb(int64_t mb) {
-  FP8RL_CHECK(mb >= 0 && mb <= 48, cat("set_l2_prefetch_mb: 0 to 48, got ", mb));
-  g_l2_prefetch_mb.store(mb, std::memory_order_relaxed);
-}
 
 int64_t l2_cache_bytes() {
 #ifdef FP8RL_WITH_CUDA
@@ -218,13 +204,8 @@ at::Tensor PagedAttention::forward_rotating(const at::Tensor& q, const at::Tenso
       ctx.slot_mapping.size(0) == q.size(0)) {
     const model::KvStoreTarget target{ctx.slot_mapping,       cache_->k(layer),       cache_->v(layer),
                                       cache_->k_scale(layer), cache_->v_scale(layer), cache_->bases(layer)};
-    // Decode steps only (one new token per sequence): a prefill's own attention keeps HBM busy.
-    const bool decode = ctx.block_tables.defined() && q.size(0) == ctx.block_tables.size(0);
-    const L2Prefetch prefetch =
-        decode ? clip_l2_prefetch({rotation.next_weights[0], rotation.next_weights[1]}, l2_prefetch_mb() << 20)
-               : L2Prefetch{};
     if (const auto qk = model::qk_norm_rope_store(q, k, v, rotation.q_weight, rotation.k_weight, rotation.eps,
-                                                  rotation.cos, rotation.sin, target, prefetch)) {
+                                                  rotation.cos, rotation.sin, target)) {
       ++fused_stores_;
       return attend_written(qk->first, qk->second, v, ctx, layer);
     }

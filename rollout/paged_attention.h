@@ -132,13 +132,6 @@ bool fp8_kv_three_stages_by_shape(int64_t batch, int64_t num_kv_heads, int64_t s
 // captured CUDA graph keeps the value it was captured with.
 bool fused_kv_store();
 void set_fused_kv_store(bool on);
-// Megabytes of the layer's next weights (o_proj's, then gate_up's head: QkRotation::next_weights)
-// the fused q/k norm + RoPE kernel of a decode step asks L2 for, once the q/k/v GEMV before it is
-// done: HBM is nearly idle through rotation, attention and its merge at small batch
-// (core/util/l2_prefetch.h). 0: none. FP8RL_L2_PREFETCH_MB (0-48), read once; tests set it. A
-// captured CUDA graph keeps the value it was captured with.
-int64_t l2_prefetch_mb();
-void set_l2_prefetch_mb(int64_t mb);
 // Whether paged_decode_attention runs the shared-prefix pass for a decode step of `batch`
 // sequences with chunks of `members`: not when the batch's own split-K already takes all 64
 // partial states the merge combines (the smallest batches, which also share least), and never

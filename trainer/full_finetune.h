@@ -42,8 +42,6 @@ class MasterWeightLinear final : public model::Linear {
   // The FP8 weight and scale (fp8_data/fp8_scale, as Fp8ModelLinear names them), its bias, then
   // `<module>.master_weight` [N, K] fp32 (trainable).
   void visit(const std::string& module, const model::TensorVisitor& fn) const override;
-  // The FP8 copy's: what a rollout's forward reads (the trainer's reads the master).
-  L2Range streamed_weight() const override { return fp8_->streamed_weight(); }
   // The FP8 copy <- master, in place; NaN/inf set `nonfinite` (checked once per sync by the caller).
   void requantize(const at::Tensor& nonfinite);
   const quant::Fp8Linear& fp8() const { return fp8_->fp8(); }

@@ -56,8 +56,6 @@ class LoraLinear final : public model::Linear {
   // The base's tensors, then `<part>.lora_A.weight` [r, K] and `<part>.lora_B.weight` [N_part, r]
   // (trainable) for each adapted part, under the part's HF name.
   void visit(const std::string& module, const model::TensorVisitor& fn) const override;
-  // The base's (read before the adapters').
-  L2Range streamed_weight() const override { return base_->streamed_weight(); }
   const model::Linear& base() const { return *base_; }
 
  private:

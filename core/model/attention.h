@@ -16,8 +16,6 @@
 
 #include <ATen/ATen.h>
 
-#include "core/util/l2_prefetch.h"
-
 namespace fp8rl::model {
 
 class Attention;
@@ -79,10 +77,6 @@ struct QkRotation {
   at::Tensor q_weight, k_weight;  // [D] each, or undefined: no norm
   double eps = 0;
   at::Tensor cos, sin;            // [N, D]
-  // The weights the layer streams after its attention, in order: o_proj's, then the MLP's first
-  // projection's (Linear::streamed_weight; empty where unknown). An attention whose rotation
-  // kernel runs while HBM idles may ask L2 for their first bytes (the engine's PagedAttention).
-  L2Range next_weights[2] = {};
 };
 
 // Attention over already-projected, already-rotated heads of packed tokens:

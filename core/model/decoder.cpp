@@ -114,12 +114,8 @@ at::Tensor CausalLM::self_attention(const DecoderLayer& l, int64_t index, const 
   const at::Tensor v = qkv[2].view({N, s.num_key_value_heads, D});  // [N, Hkv, D]
   // q_norm / k_norm (Qwen3), then RoPE, inside attention: one kernel for both under inference on
   // CUDA, which the engine's attention also has store K and V in its cache.
-  const QkRotation rotation{config_.qk_norm ? l.q_norm : at::Tensor(),
-                            config_.qk_norm ? l.k_norm : at::Tensor(),
-                            eps,
-                            rope.cos,
-                            rope.sin,
-                            {l.o.streamed_weight(), l.mlp->first_streamed_weight()}};
+  const QkRotation rotation{config_.qk_norm ? l.q_norm : at::Tensor(), config_.qk_norm ? l.k_norm : at::Tensor(), eps,
+                            rope.cos, rope.sin};
   const at::Tensor o = ctx.attention->forward_rotating(qkv[0].view({N, s.num_attention_heads, D}),
                                                        qkv[1].view({N, s.num_key_value_heads, D}), v, rotation, ctx,
                                                        index);  // [N, Hq, D]

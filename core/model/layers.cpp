@@ -77,13 +77,6 @@ void DenseLinear::visit(const std::string& module, const TensorVisitor& fn) cons
   if (bias_.defined()) fn({module + ".bias", bias_, dense_role(bias_)});
 }
 
-L2Range streamed_range(const at::Tensor& weight) {
-  if (!weight.defined() || !weight.is_cuda() || !weight.is_contiguous()) return {};
-  return {weight.data_ptr(), static_cast<int64_t>(weight.nbytes())};
-}
-
-L2Range DenseLinear::streamed_weight() const { return streamed_range(weight_); }
-
 std::pair<at::Tensor, at::Tensor> read_dense_projection(const ProjectionSpec& spec, const WeightReader& reader) {
   std::vector<at::Tensor> w, b;
   for (size_t i = 0; i < spec.parts.size(); ++i) {
@@ -143,8 +136,6 @@ void Projection::visit(const TensorVisitor& fn) const {
       fn(tagged);
     });
 }
-
-L2Range Projection::streamed_weight() const { return linears.empty() ? L2Range{} : linears.front()->streamed_weight(); }
 
 int64_t Projection::out_features() const {
   int64_t n = 0;
@@ -325,8 +316,7 @@ std::optional<std::pair<at::Tensor, at::Tensor>> fused_qk_norm_rope(const at::Te
                                                                     const at::Tensor& q_weight,
                                                                     const at::Tensor& k_weight, double eps,
                                                                     const at::Tensor& cos, const at::Tensor& sin,
-                                                                    const at::Tensor& v, const KvStoreTarget* store,
-                                                                    const L2Prefetch& prefetch = {}) {
+                                                                    const at::Tensor& v, const KvStoreTarget* store) {
 #ifdef FP8RL_WITH_CUDA
   auto weight_ok = [&](const at::Tensor& w) {
     return !w.defined() || (w.scalar_type() == q.scalar_type() && w.is_contiguous() && w.numel() == q.size(-1));
@@ -372,8 +362,7 @@ std::optional<std::pair<at::Tensor, at::Tensor>> fused_qk_norm_rope(const at::Te
                          sin.data_ptr(),
                          q_out.data_ptr(),
                          k_out.data_ptr(),
-                         st,
-                         prefetch};
+                         st};
   // false: a layout the kernel does not take (unaligned rows, head_dim % 8 != 0 or > 256).
   if (cuda::qk_norm_rope_rows(a, at::cuda::getCurrentCUDAStream(q.device().index()).stream()))
     return std::pair{q_out, k_out};
@@ -387,7 +376,6 @@ std::optional<std::pair<at::Tensor, at::Tensor>> fused_qk_norm_rope(const at::Te
   (void)sin;
   (void)v;
   (void)store;
-  (void)prefetch;
 #endif
   return std::nullopt;
 }
@@ -407,9 +395,8 @@ std::optional<std::pair<at::Tensor, at::Tensor>> qk_norm_rope_store(const at::Te
                                                                     const at::Tensor& v, const at::Tensor& q_weight,
                                                                     const at::Tensor& k_weight, double eps,
                                                                     const at::Tensor& cos, const at::Tensor& sin,
-                                                                    const KvStoreTarget& store,
-                                                                    const L2Prefetch& prefetch) {
-  return fused_qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin, v, &store, prefetch);
+                                                                    const KvStoreTarget& store) {
+  return fused_qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin, v, &store);
 }
 
 }  // namespace fp8rl::model

@@ -21,7 +21,6 @@
 #include "core/model/model_config.h"
 #include "core/model/tensor_visitor.h"
 #include "core/model/weight_reader.h"
-#include "core/util/l2_prefetch.h"
 
 namespace fp8rl::model {
 
@@ -43,10 +42,6 @@ class Linear {
   // Calls `fn` for each tensor, named `module` + "." + its local name ("weight", "bias",
   // "lora_A.weight", ...). The caller fills in ModelTensor::projection.
   virtual void visit(const std::string& module, const TensorVisitor& fn) const = 0;
-  // The weight bytes a CUDA forward streams, in the order it reads them (row-major [out, in]:
-  // an FP8 linear's E4M3 bytes), for a kernel that asks L2 for them ahead of time
-  // (core/util/l2_prefetch.h). Empty where there is no such single range (CPU, or none known).
-  virtual L2Range streamed_weight() const { return {}; }
 };
 
 // The plain BF16/FP32 linear: at::linear(x, weight [out, in], bias [out] or undefined).
@@ -55,7 +50,6 @@ class DenseLinear final : public Linear {
   DenseLinear(at::Tensor weight, at::Tensor bias);
   at::Tensor forward(const at::Tensor& x) override;
   void visit(const std::string& module, const TensorVisitor& fn) const override;
-  L2Range streamed_weight() const override;
   const at::Tensor& weight() const { return weight_; }
   const at::Tensor& bias() const { return bias_; }
 
@@ -71,9 +65,6 @@ using LinearFactory = std::function<std::unique_ptr<Linear>(const ProjectionSpec
 // Whether the parts of one group (e.g. q/k/v of a layer) may run as one fused projection. Asked
 // once per group of several parts, before the factory is called.
 using FusePolicy = std::function<bool(const ProjectionGroup& group, const WeightReader& reader)>;
-
-// {data, nbytes} of a contiguous CUDA weight; empty otherwise (Linear::streamed_weight).
-L2Range streamed_range(const at::Tensor& weight);
 
 // Dense weights: the parts' weights (and biases) read in the model dtype and concatenated along
 // N; marked trainable when the reader says so.
@@ -96,7 +87,6 @@ struct Projection {
   at::Tensor forward_silu_mul(const at::Tensor& gate_up) const;
   void visit(const TensorVisitor& fn) const;      // each linear's tensors under its spec's name
   int64_t out_features() const;
-  L2Range streamed_weight() const;                // the first linear's (the first bytes a forward reads)
 };
 
 // Builds a slot from its group: fused when `fuse` allows (and the group has several parts).
@@ -115,8 +105,6 @@ class MlpBlock {
   virtual at::Tensor forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual,
                                             const at::Tensor& norm_weight, double eps, at::Tensor& sum);
   virtual void visit(const TensorVisitor& fn) const = 0;
-  // The first weight bytes a forward streams (Linear::streamed_weight); empty by default.
-  virtual L2Range first_streamed_weight() const { return {}; }
 };
 
 // down(silu(gate(x)) * up(x)), with gate and up as one projection [N, 2I] (gate first).
@@ -130,7 +118,6 @@ class GatedMlp final : public MlpBlock {
   at::Tensor forward_add_rms_normed(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& norm_weight,
                                     double eps, at::Tensor& sum) override;
   void visit(const TensorVisitor& fn) const override;
-  L2Range first_streamed_weight() const override { return gate_up_.streamed_weight(); }
 
  private:
   Projection gate_up_, down_;
@@ -199,13 +186,11 @@ struct KvStoreTarget {
 // `store`: the cache then holds what the separate write of KvCache::write stores from them, bit
 // for bit, one launch (two with an FP8 cache) fewer per layer. Under InferenceMode on CUDA where
 // qk_norm_rope's kernel takes q and k, v is laid out as k and the cache as above; nullopt
-// otherwise, with nothing launched and nothing stored. `prefetch`: weights the kernel asks L2 for
-// after the kernel before it is done (core/util/l2_prefetch.h; a hint, results unchanged).
+// otherwise, with nothing launched and nothing stored.
 std::optional<std::pair<at::Tensor, at::Tensor>> qk_norm_rope_store(const at::Tensor& q, const at::Tensor& k,
                                                                     const at::Tensor& v, const at::Tensor& q_weight,
                                                                     const at::Tensor& k_weight, double eps,
                                                                     const at::Tensor& cos, const at::Tensor& sin,
-                                                                    const KvStoreTarget& store,
-                                                                    const L2Prefetch& prefetch = {});
+                                                                    const KvStoreTarget& store);
 
 }  // namespace fp8rl::model

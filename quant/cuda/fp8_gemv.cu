@@ -158,8 +158,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32, kDepth > 2 ? 2 : 0) fp8_gemv_m
   // block) in flight. Three (the default) measured 1.013x two at batch 1 on an H100 (graph step
   // 4.17 -> 4.12 ms; FP8RL_GEMV_DEPTH=2 gives the old kernel); four used 128 registers with
   // spills, and asking L2 for the next iteration's weights (prefetch.global.L2) measured 0.931x:
-  // docs/BENCHMARKS.md. The blocks are summed in the same order at any depth, so the result's
-  // bits do not depend on it.
+  // docs/BENCHMARKS.md. So did every other placement of an L2 prefetch of weights tried: from
+  // the quantizing kernel before each GEMV (0.96-0.75x), and of o_proj's and gate_up's first
+  // 16-32 MB by bulk prefetch from the q/k norm + RoPE kernel once the q/k/v GEMV was done, where
+  // HBM looked idle through attention (0.975x / 0.941x at batch 1, FP8 + FP8 KV; d876742, removed).
+  // The blocks are summed in the same order at any depth, so the result's bits do not depend on it.
   uint4 lo[kDepth][2], hi[kDepth][2];
   auto load_weights = [&](int64_t kb0) {
 #pragma unroll

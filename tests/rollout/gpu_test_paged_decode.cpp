@@ -484,20 +484,12 @@ TEST_CASE("KV cache writes in the model's dtype on CUDA equal the CPU reference"
 // dtype and an FP8 one (scales set by an earlier write, values past saturation), head_dim 64-256
 // (both lane layouts of the kernel), 1 and 37 tokens in shuffled slots, q/k/v as strided views of
 // one projection's output, a layer without q/k norm weights, and the cache's addresses read from
-// a KvDirectory (what a kept CUDA graph uses) or taken from the tensors; with a directory the
-// kernel also asks L2 for two weights' bytes (the engine's l2_prefetch_mb: a hint, nothing moves),
-// the second one's head only, from more blocks than the rows need.
+// a KvDirectory (what a kept CUDA graph uses) or taken from the tensors.
 TEST_CASE("q/k norm + RoPE storing K/V equals the rotation then the cache's write", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   c10::InferenceMode inference;  // the fused kernels run under inference only
   at::manual_seed(23);
   const int64_t L = 2, Hq = 6, Hkv = 3, bs = 16, blocks = 9;
-  const at::Tensor weight_a = at::zeros({3 << 20}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA));
-  const at::Tensor weight_b = at::zeros({(1 << 20) + 48}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA));
-  const fp8rl::L2Prefetch prefetch = fp8rl::clip_l2_prefetch(
-      {fp8rl::model::streamed_range(weight_a), fp8rl::model::streamed_range(weight_b)}, (3 << 20) + (200 << 10) + 8);
-  REQUIRE(prefetch.ranges[1].bytes == (200 << 10));
-  REQUIRE(fp8rl::l2_prefetch_chunks(prefetch) == 52);
   int cases = 0;
   for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
     for (const bool fp8 : {false, true})
@@ -544,8 +536,7 @@ TEST_CASE("q/k norm + RoPE storing K/V equals the rotation then the cache's writ
                                                        got.v_scale(l),
                                                        got.bases(l)};
               REQUIRE(got.scales_set(l));
-              const auto fused = fp8rl::model::qk_norm_rope_store(q, k, v, wq, wk, 1e-6, cos, sin, target,
-                                                                  directory ? prefetch : fp8rl::L2Prefetch{});
+              const auto fused = fp8rl::model::qk_norm_rope_store(q, k, v, wq, wk, 1e-6, cos, sin, target);
               REQUIRE(fused.has_value());
               CHECK(at::equal(fused->first, qr));
               CHECK(at::equal(fused->second, kr));

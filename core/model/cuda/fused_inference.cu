@@ -4,7 +4,6 @@
 // launch-bound, and RMSNorm alone was 8 elementwise kernels, 4 times per layer (input, post-
 // attention, q and k norms) -- over half of a decoder layer's kernels.
 #include "core/model/cuda/fused_inference.h"
-#include "core/util/l2_prefetch.cuh"
 #include "core/util/pdl.cuh"
 #include "core/model/cuda/convert.cuh"
 #include "core/model/cuda/fused_rows.cuh"
@@ -12,7 +11,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -116,9 +114,6 @@ __global__ void rope_kernel(const RowsView v, const T* cos, const T* sin, T* out
 template <typename T, int LANES, int STORE>
 __global__ void __launch_bounds__(128) qk_norm_rope_kernel(const QkNormRopeArgs a) {
   pdl::begin();  // before any global memory access: core/util/pdl.cuh
-  // After the wait: the GEMV before this kernel has finished streaming its weights, and HBM has
-  // little else to do until the next projection (core/util/l2_prefetch.h).
-  if (threadIdx.x == 0) l2_prefetch_part(a.prefetch, blockIdx.x, gridDim.x);
   constexpr int VEC = 8, kRows = 128 / LANES;
   using P = Pack<T, VEC>;
   __shared__ float normed[kRows][LANES * VEC];
@@ -191,15 +186,10 @@ __global__ void __launch_bounds__(128) qk_norm_rope_kernel(const QkNormRopeArgs 
 template <typename T, int STORE>
 void launch_qk_norm_rope(const QkNormRopeArgs& a, cudaStream_t stream) {
   const int64_t rows = a.q.n * (a.q.heads + a.k.heads + (STORE != 0 ? a.k.heads : 0));
-  // Blocks past the rows only prefetch (their rows are inactive).
-  const int64_t prefetchers = std::min(l2_prefetch_chunks(a.prefetch), kQkPrefetchBlocks);
-  auto grid = [&](int64_t rows_per_block) {
-    return static_cast<unsigned>(std::max((rows + rows_per_block - 1) / rows_per_block, prefetchers));
-  };
   if (a.q.dim <= 128) {
-    pdl::launch(qk_norm_rope_kernel<T, 16, STORE>, grid(8), 128, 0, stream, a);
+    pdl::launch(qk_norm_rope_kernel<T, 16, STORE>, static_cast<unsigned>((rows + 7) / 8), 128, 0, stream, a);
   } else {
-    pdl::launch(qk_norm_rope_kernel<T, 32, STORE>, grid(4), 128, 0, stream, a);
+    pdl::launch(qk_norm_rope_kernel<T, 32, STORE>, static_cast<unsigned>((rows + 3) / 4), 128, 0, stream, a);
   }
 }
 
@@ -302,11 +292,7 @@ bool qk_norm_rope_rows(const QkNormRopeArgs& a, cudaStream_t stream) {
        st.v.stride_n % 8 == 0 && st.v.stride_h % 8 == 0 && aligned(st.v.x) && st.slots != nullptr &&
        (st.cache_bases != nullptr || (st.k_cache && st.v_cache && aligned(st.k_cache) && aligned(st.v_cache))) &&
        (st.k_scale == nullptr) == (st.v_scale == nullptr));
-  // What the bulk prefetch takes (clip_l2_prefetch makes it so).
-  bool prefetch_ok = true;
-  for (const L2Range& r : a.prefetch.ranges)
-    prefetch_ok = prefetch_ok && r.bytes >= 0 && r.bytes % 16 == 0 && (r.bytes == 0 || aligned(r.data));
-  if (!ok || !store_ok || !prefetch_ok) return false;
+  if (!ok || !store_ok) return false;
   if (a.q.n * (a.q.heads + a.k.heads) == 0) return true;
   if (a.q.bf16)
     launch_qk_norm_rope<__nv_bfloat16>(a, stream);

@@ -10,8 +10,6 @@
 
 #include <cuda_runtime.h>
 
-#include "core/util/l2_prefetch.h"
-
 namespace fp8rl::cuda {
 
 struct RowsView {
@@ -76,12 +74,7 @@ struct QkNormRopeArgs {
   void* q_out;
   void* k_out;
   KvStoreArgs store{};  // optional: store.v.x null stores nothing
-  // Optional: weights the kernel asks L2 for once the kernel before it is done (core/util/
-  // l2_prefetch.h); the grid then has at least kQkPrefetchBlocks blocks (fewer if there are fewer
-  // chunks), whose first threads share the chunks. Does not change what the kernel writes.
-  L2Prefetch prefetch{};
 };
-constexpr int64_t kQkPrefetchBlocks = 64;
 bool qk_norm_rope_rows(const QkNormRopeArgs& a, cudaStream_t stream);
 
 // out[i][j] = dtype(silu(g)) * u with g = x[i * stride_n + j], u = x[i * stride_n + inter + j]
