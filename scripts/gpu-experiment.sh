@@ -10,6 +10,8 @@
 #      (d) FP8 everywhere, token TIS  trainer.forward_precision=fp8
 #      for each seed in $SEEDS (trainer.seed and data.seed), and once
 #      (e) LoRA r32 on the FP8 base and on the BF16 base (LORA_RUNS=0 leaves them out);
+#      RUNS (default "a b c d") picks among (a)-(d) and their FP8 KV cache variants akv, bkv, dkv
+#      (rollout.kv_cache_dtype=fp8: the mismatch KL an FP8 cache adds, against (a), (b), (d));
 #      every process holds ~10 GiB of GPU memory whatever MEM_FRACTION says (H200, 76m model),
 #      so 12 processes at most fit a 141 GB card, 7 an 80 GB one;
 #      a run still going after $DEADLINE seconds gets SIGINT (it checkpoints and stops; compare
@@ -59,12 +61,21 @@ launch() {
   timeout -s INT -k 60 "$deadline" "$bin" train "$recipe" "${common[@]}" trainer.experiment_name="$name" "$@" \
     >"$runs/$name.log" 2>&1 &
 }
+kv=(rollout.kv_cache_dtype=fp8)
 for s in $seeds; do
   seed=(trainer.seed="$s" data.seed="$s")
-  launch "a-bf16-s$s" "$bf16" "${seed[@]}"
-  launch "b-fp8-bf16fwd-tis-s$s" "$fp8" "${seed[@]}"
-  launch "c-fp8-bf16fwd-notis-s$s" "$fp8" "${seed[@]}" algorithm.tis_level=none
-  launch "d-fp8-fp8fwd-tis-s$s" "$fp8" "${seed[@]}" trainer.forward_precision=fp8
+  for r in ${RUNS:-a b c d}; do
+    case $r in
+      a) launch "a-bf16-s$s" "$bf16" "${seed[@]}" ;;
+      b) launch "b-fp8-bf16fwd-tis-s$s" "$fp8" "${seed[@]}" ;;
+      c) launch "c-fp8-bf16fwd-notis-s$s" "$fp8" "${seed[@]}" algorithm.tis_level=none ;;
+      d) launch "d-fp8-fp8fwd-tis-s$s" "$fp8" "${seed[@]}" trainer.forward_precision=fp8 ;;
+      akv) launch "akv-bf16-fp8kv-s$s" "$bf16" "${seed[@]}" "${kv[@]}" ;;
+      bkv) launch "bkv-fp8-fp8kv-bf16fwd-tis-s$s" "$fp8" "${seed[@]}" "${kv[@]}" ;;
+      dkv) launch "dkv-fp8-fp8kv-fp8fwd-tis-s$s" "$fp8" "${seed[@]}" "${kv[@]}" trainer.forward_precision=fp8 ;;
+      *) echo "RUNS: unknown run '$r' (a b c d akv bkv dkv)" >&2; exit 2 ;;
+    esac
+  done
 done
 if [ "${LORA_RUNS:-1}" = 1 ]; then
   lora=(lora.rank=32 lora.alpha=64 trainer.lr=5e-4)
