@@ -359,7 +359,14 @@ class Assigner : public RecipeVisitor {
     const Entry* e = find(k);
     if (!e) return;
     std::string s = text(*e, k);
-    if (std::find(choices.begin(), choices.end(), s) == choices.end()) {
+    auto listed = [&](const std::string& c) { return std::find(choices.begin(), choices.end(), c) != choices.end(); };
+    // A choice with "true" and "false" among its values (auto | true | false) takes them in every
+    // spelling YAML reads as a bool (yes/no, on/off, True, ...), as a bool key would: a recipe
+    // written when the key was a bool keeps loading.
+    bool b = false;
+    if (!listed(s) && listed("true") && listed("false") && e->value.IsScalar() && YAML::convert<bool>::decode(e->value, b))
+      s = b ? "true" : "false";
+    if (!listed(s)) {
       std::string hint;
       if (auto m = closest_match(s, choices)) hint = fmt::format(" (did you mean '{}'?)", *m);
       fail_at(e->source, fmt::format("{}.{}: '{}' is not one of: {}{}", section_, k, s, quote_choices(choices), hint));

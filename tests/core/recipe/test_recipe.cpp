@@ -135,6 +135,18 @@ TEST_CASE("enumerated keys list their valid values", "[recipe]") {
   REQUIRE_THROWS_CONTAINING(load_defaults({"quantization.fmt=e4m4"}), ConfigError, "not one of: e4m3, e5m2");
 }
 
+TEST_CASE("a choice of auto, true and false takes YAML's bool spellings, as a bool key did", "[recipe]") {
+  for (const auto& [spelling, want] : std::vector<std::pair<std::string, std::string>>{
+           {"yes", "true"}, {"On", "true"}, {"TRUE", "true"}, {"no", "false"}, {"off", "false"}, {"auto", "auto"}}) {
+    INFO(spelling);
+    CHECK(load_defaults({"rollout.shared_prefix_decode=" + spelling}).recipe.rollout.shared_prefix_decode == want);
+  }
+  REQUIRE_THROWS_CONTAINING(load_defaults({"rollout.shared_prefix_decode=sometimes"}), ConfigError,
+                            "'sometimes' is not one of: auto, true, false");
+  // Other choices are left alone: "on" is no kv_cache_dtype.
+  REQUIRE_THROWS_CONTAINING(load_defaults({"rollout.kv_cache_dtype=on"}), ConfigError, "'on' is not one of: auto, fp8");
+}
+
 TEST_CASE("YAML syntax errors name file, line and column", "[recipe]") {
   TempDir dir;
   auto path = dir.write("bad.yaml", "rollout:\n  n: [1, 2\n");
