@@ -120,33 +120,33 @@ void kv_write_copy(const KvCopyArgs& a, cudaStream_t stream) {
   if (e != cudaSuccess) throw std::runtime_error(std::string("kv_write_copy_kernel: ") + cudaGetErrorString(e));
 }
 
+namespace {
+// One thread per item, 256 a block, the kernel picked by the model's dtype code (KvWriteArgs /
+// KvGatherArgs::dtype: 0 float, 1 bf16, 2 fp16); `what` names the call in errors.
+template <typename Args>
+void launch_by_dtype(const Args& a, int64_t items, void (*f32)(Args), void (*bf16)(Args), void (*f16)(Args),
+                     const char* what, cudaStream_t stream) {
+  if (a.dtype < 0 || a.dtype > 2) throw std::invalid_argument(std::string(what) + ": unsupported dtype");
+  const unsigned grid = static_cast<unsigned>((items + 255) / 256);
+  pdl::launch(a.dtype == 0 ? f32 : (a.dtype == 1 ? bf16 : f16), grid, 256, 0, stream, a);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+}  // namespace
+
 void kv_gather_fp8(const KvGatherArgs& a, cudaStream_t stream) {
   if (a.row % 8 != 0) throw std::invalid_argument("kv_gather_fp8: rows of a multiple of 8 elements");
   const int64_t total = a.tokens * (a.row / 8);
   if (total == 0) return;
-  const unsigned grid = static_cast<unsigned>((total + 255) / 256);
-  switch (a.dtype) {
-    case 0: pdl::launch(kv_gather_fp8_kernel<float>, grid, 256, 0, stream, a); break;
-    case 1: pdl::launch(kv_gather_fp8_kernel<__nv_bfloat16>, grid, 256, 0, stream, a); break;
-    case 2: pdl::launch(kv_gather_fp8_kernel<__half>, grid, 256, 0, stream, a); break;
-    default: throw std::invalid_argument("kv_gather_fp8: unsupported dtype");
-  }
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) throw std::runtime_error(std::string("kv_gather_fp8_kernel: ") + cudaGetErrorString(e));
+  launch_by_dtype(a, total, kv_gather_fp8_kernel<float>, kv_gather_fp8_kernel<__nv_bfloat16>,
+                  kv_gather_fp8_kernel<__half>, "kv_gather_fp8_kernel", stream);
 }
 
 void kv_write_fp8(const KvWriteArgs& a, cudaStream_t stream) {
   const int64_t total = a.tokens * a.heads * a.dim;
   if (total == 0) return;
-  const unsigned grid = static_cast<unsigned>((total + 255) / 256);
-  switch (a.dtype) {
-    case 0: pdl::launch(kv_write_fp8_kernel<float>, grid, 256, 0, stream, a); break;
-    case 1: pdl::launch(kv_write_fp8_kernel<__nv_bfloat16>, grid, 256, 0, stream, a); break;
-    case 2: pdl::launch(kv_write_fp8_kernel<__half>, grid, 256, 0, stream, a); break;
-    default: throw std::invalid_argument("kv_write_fp8: unsupported dtype");
-  }
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) throw std::runtime_error(std::string("kv_write_fp8_kernel: ") + cudaGetErrorString(e));
+  launch_by_dtype(a, total, kv_write_fp8_kernel<float>, kv_write_fp8_kernel<__nv_bfloat16>,
+                  kv_write_fp8_kernel<__half>, "kv_write_fp8_kernel", stream);
 }
 
 }  // namespace fp8rl::cuda
