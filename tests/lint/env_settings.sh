@@ -6,8 +6,11 @@
 set -u
 root=${1:-.}
 cd "$root" || exit 1
-read_names=$(grep -rhoE '(env_switch|env_int|EnvToggle [A-Za-z_0-9]+)\("FP8RL_[A-Z0-9_]+"' \
-               core rollout trainer loss quant apps --include='*.cpp' --include='*.h' --include='*.cu' |
+# The matches of pattern $1 in the sources that read settings.
+in_sources() { grep -rhoE "$1" core rollout trainer loss quant apps --include='*.cpp' --include='*.h' --include='*.cu'; }
+# "lo hi" as the table lists setting $1 (empty if it is not listed).
+listed_range() { grep -oE "\{\"$1\", -?[0-9]+, -?[0-9]+\}" core/util/env.cpp | grep -oE -- '-?[0-9]+, -?[0-9]+' | tr -d ','; }
+read_names=$(in_sources '(env_switch|env_int|EnvToggle [A-Za-z_0-9]+)\("FP8RL_[A-Z0-9_]+"' |
              grep -oE 'FP8RL_[A-Z0-9_]+' | sort -u)
 listed=$(sed -n '/kEnvSettings\[\] = {/,/^};/p' core/util/env.cpp | grep -oE '"FP8RL_[A-Z0-9_]+"' | tr -d '"' | sort -u)
 [ -n "$read_names" ] && [ -n "$listed" ] || { echo "lint: found no FP8RL_ settings (read: '$read_names', listed: '$listed')"; exit 1; }
@@ -22,15 +25,14 @@ fi
 # (env_switch and EnvToggle settings are 0-1).
 bad=
 while read -r name lo hi; do
-  row=$(grep -oE "\{\"$name\", -?[0-9]+, -?[0-9]+\}" core/util/env.cpp | grep -oE -- '-?[0-9]+, -?[0-9]+' | tr -d ',')
+  row=$(listed_range "$name")
   [ "$row" = "$lo $hi" ] || bad="$bad $name (read as $lo-$hi, listed as ${row:-?})"
-done < <(grep -rhoE 'env_int\("FP8RL_[A-Z0-9_]+", -?[0-9]+, -?[0-9]+\)' core rollout trainer loss quant apps \
-           --include='*.cpp' --include='*.h' --include='*.cu' | sed -E 's/env_int\("([A-Z0-9_]+)", (-?[0-9]+), (-?[0-9]+)\)/\1 \2 \3/')
+done < <(in_sources 'env_int\("FP8RL_[A-Z0-9_]+", -?[0-9]+, -?[0-9]+\)' |
+         sed -E 's/env_int\("([A-Z0-9_]+)", (-?[0-9]+), (-?[0-9]+)\)/\1 \2 \3/')
 while read -r name; do
-  row=$(grep -oE "\{\"$name\", -?[0-9]+, -?[0-9]+\}" core/util/env.cpp | grep -oE -- '-?[0-9]+, -?[0-9]+' | tr -d ',')
+  row=$(listed_range "$name")
   [ "$row" = "0 1" ] || bad="$bad $name (a 0-1 switch, listed as ${row:-?})"
-done < <(grep -rhoE '(env_switch|EnvToggle [A-Za-z_0-9]+)\("FP8RL_[A-Z0-9_]+"' core rollout trainer loss quant apps \
-           --include='*.cpp' --include='*.h' --include='*.cu' | grep -oE 'FP8RL_[A-Z0-9_]+' | sort -u)
+done < <(in_sources '(env_switch|EnvToggle [A-Za-z_0-9]+)\("FP8RL_[A-Z0-9_]+"' | grep -oE 'FP8RL_[A-Z0-9_]+' | sort -u)
 if [ -n "$bad" ]; then
   echo "lint: ranges in core/util/env.cpp's kEnvSettings that differ from the reads:$bad"
   exit 1
