@@ -2,8 +2,8 @@
 // it. Every kernel launched through pdl::launch must call pdl::begin() (or wait()) before its
 // first read or write of global memory another kernel touches: that is what keeps an early start
 // correct (the previous grid may still be running, or its writes not yet visible). Each of our
-// kernels waits in every block before it lets the next grid launch, so a kernel started early
-// overlaps only the one kernel before it; CUTLASS's GEMMs (GDC) trigger earlier, before their
+// kernels waits in every block before it lets the next grid launch (but see begin(bool)), so a
+// kernel started early overlaps only the one kernel before it; CUTLASS's GEMMs (GDC) trigger earlier, before their
 // epilogue. Without the attribute, or before sm_90, both calls do nothing.
 #pragma once
 
@@ -38,6 +38,19 @@ __device__ __forceinline__ void launch_dependents() {
 __device__ __forceinline__ void begin() {
   wait();
   launch_dependents();
+}
+
+// begin(), or with trigger_first (pdl_early_trigger(), core/util/pdl.h) the other way round: the
+// next grid may launch while the previous one still runs. Still correct: the next grid's wait
+// returns only once this grid has completed, which is after this grid's own wait returned, so
+// everything before this grid is done and visible as well; only what a kernel reads before its
+// wait (the GEMV's weights) is read earlier. The next grid launches only once every block of this
+// one has reached the trigger, i.e. is resident or done, so no grid in flight ever waits on a
+// block that cannot be scheduled.
+__device__ __forceinline__ void begin(bool trigger_first) {
+  if (trigger_first) launch_dependents();
+  wait();
+  if (!trigger_first) launch_dependents();
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when pdl_enabled().

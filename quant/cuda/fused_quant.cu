@@ -28,8 +28,9 @@ using P = Pack<bf16, kVec>;
 // shuffles require. With a residual (a.residual set) the row normed is s = x + residual, stored
 // to a.sum first (each thread then reads back its own elements).
 __global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x, int64_t stride_n, const bf16* weight,
-                                                                  float eps, GroupQuantOut o, ResidualAdd a) {
-  pdl::begin();  // before any global memory access: core/util/pdl.cuh
+                                                                  float eps, GroupQuantOut o, ResidualAdd a,
+                                                                  bool trigger_first) {
+  pdl::begin(trigger_first);  // before any global memory access: core/util/pdl.cuh
   const int64_t m = blockIdx.x;
   const int t = threadIdx.x;
   const bool real = m < o.rows;  // uniform over the block, so row_sum's barrier is safe
@@ -62,8 +63,9 @@ __global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x,
 
 // Block (c, m): columns [c * kSpan, (c + 1) * kSpan) of padded row m (no reduction along the
 // row, so a row spreads over several blocks: one 12288-wide row is 6 of them at batch 1).
-__global__ void __launch_bounds__(kThreads) silu_mul_quant_kernel(const bf16* gate_up, int64_t stride_n, GroupQuantOut o) {
-  pdl::begin();  // before any global memory access: core/util/pdl.cuh
+__global__ void __launch_bounds__(kThreads) silu_mul_quant_kernel(const bf16* gate_up, int64_t stride_n, GroupQuantOut o,
+                                                                  bool trigger_first) {
+  pdl::begin(trigger_first);  // before any global memory access: core/util/pdl.cuh
   const int64_t m = blockIdx.y;
   const int64_t d = static_cast<int64_t>(blockIdx.x) * kSpan + static_cast<int64_t>(threadIdx.x) * kVec;
   if (d >= o.cols_padded) return;  // whole warps (cols_padded % 256 == 0)
@@ -89,14 +91,15 @@ void rms_norm_quantize_groups(const void* x, int64_t stride_n, const void* weigh
                               cudaStream_t stream, const ResidualAdd& add) {
   if (o.rows_padded == 0) return;
   pdl::launch(rms_norm_quant_kernel, static_cast<unsigned>(o.rows_padded), kThreads, 0, stream,
-      static_cast<const bf16*>(x), stride_n, static_cast<const bf16*>(weight), eps, o, add);
+      static_cast<const bf16*>(x), stride_n, static_cast<const bf16*>(weight), eps, o, add, pdl_early_trigger() >= 1);
   check_launch("rms_norm_quant_kernel");
 }
 
 void silu_mul_quantize_groups(const void* gate_up, int64_t stride_n, const GroupQuantOut& o, cudaStream_t stream) {
   if (o.rows_padded == 0) return;
   const dim3 grid(static_cast<unsigned>((o.cols_padded + kSpan - 1) / kSpan), static_cast<unsigned>(o.rows_padded));
-  pdl::launch(silu_mul_quant_kernel, grid, kThreads, 0, stream, static_cast<const bf16*>(gate_up), stride_n, o);
+  pdl::launch(silu_mul_quant_kernel, grid, kThreads, 0, stream, static_cast<const bf16*>(gate_up), stride_n, o,
+              pdl_early_trigger() >= 1);
   check_launch("silu_mul_quant_kernel");
 }
 

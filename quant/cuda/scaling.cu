@@ -71,8 +71,8 @@ __global__ void tiles_kernel(QuantArgs a, int64_t tile_rows, int64_t tile_cols) 
 
 // Half a warp per 1 x 128 group (two groups per warp); lane l of a half owns columns
 // [8l, 8l + 8) of its group: one 16-byte load of bf16 (two of float), one 8-byte store.
-__global__ void groups_kernel(QuantArgs a, int64_t n_groups, bool vec) {
-  pdl::begin();  // before any global memory access: core/util/pdl.cuh
+__global__ void groups_kernel(QuantArgs a, int64_t n_groups, bool vec, bool trigger_first) {
+  pdl::begin(trigger_first);  // before any global memory access: core/util/pdl.cuh
   const int64_t groups_per_row = a.cols_padded / 128;
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32, l16 = lane % 16;
@@ -160,7 +160,7 @@ void quantize_groups_1x128(const QuantArgs& a, cudaStream_t stream) {
   const bool vec = a.cols % 8 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
   const int64_t warps = (groups + 1) / 2;
   const int64_t blocks = (warps * 32 + kThreads - 1) / kThreads;
-  pdl::launch(groups_kernel, static_cast<unsigned>(blocks), kThreads, 0, stream, a, groups, vec);
+  pdl::launch(groups_kernel, static_cast<unsigned>(blocks), kThreads, 0, stream, a, groups, vec, pdl_early_trigger() >= 1);
   check("quantize_groups_1x128");
 }
 

@@ -650,8 +650,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 // under dependent launch the quantization kernel it replaced cost ~0.5 us a layer, not the ~2.9
 // the profile's overlap-credited column gave it (docs/BENCHMARKS.md).
 template <typename T>
-__global__ void paged_decode_merge_kernel(const PagedDecodeArgs a) {
-  pdl::begin();  // before any global memory access: core/util/pdl.cuh
+__global__ void paged_decode_merge_kernel(const PagedDecodeArgs a, bool trigger_first) {
+  pdl::begin(trigger_first);  // before any global memory access: core/util/pdl.cuh
   constexpr int kMaxSplits = 64;  // paged_decode_splits' cap
   __shared__ float w_s[kMaxSplits];
   __shared__ float inv_s;
@@ -740,7 +740,8 @@ void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
   if (a.splits + a.prefix_splits > 1) {
     // At least a whole warp: the merge's first step is a warp over the splits.
     const int threads = D < 32 ? 32 : (D < 128 ? D : 128);
-    pdl::launch(paged_decode_merge_kernel<T>, static_cast<unsigned>(a.batch * a.num_q_heads), threads, 0, stream, a);
+    pdl::launch(paged_decode_merge_kernel<T>, static_cast<unsigned>(a.batch * a.num_q_heads), threads, 0, stream, a,
+                pdl_early_trigger() >= 2);
     check_launch("paged_decode_merge_kernel");
   }
 }
