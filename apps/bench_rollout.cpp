@@ -329,7 +329,10 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
     << (keep ? "decode graphs kept across rollouts: the first timed rollout captures the batch sizes the warm-up did not "
                "need, later ones none"
              : "a rollout's time includes capturing its decode graphs")
-    << "); kernels launched " << (pdl_enabled() ? "with" : "without") << " programmatic dependent launch (FP8RL_PDL); "
+    << "); kernels launched " << (pdl_enabled() ? "with" : "without") << " programmatic dependent launch (FP8RL_PDL)"
+    << (pdl_enabled() && pdl_early_trigger()
+            ? ", the FP8 GEMV at batch 1-4 launched before the kernel quantizing its input waits (FP8RL_PDL_EARLY_TRIGGER); "
+            : "; ")
     << "with an FP8 KV cache, attention's MMAs in " << (rollout::fp8_kv_half_mma() ? "fp16" : "the model's dtype")
     << " (FP8RL_FP8_KV_HALF_MMA), its split-K count rounded " << (rollout::fp8_kv_fewer_splits() ? "down" : "up")
     << " (FP8RL_FP8_KV_FEWER_SPLITS) and "

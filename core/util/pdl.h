@@ -14,16 +14,15 @@ bool pdl_enabled();
 // Tests run both modes in one process. A CUDA graph keeps the mode it was captured with.
 void set_pdl_enabled(bool on);
 
-// How early the kernels before an FP8 projection let the next grid launch: 0, after their own wait
-// (pdl::begin()); 1, before it (pdl::begin(true), core/util/pdl.cuh) in the kernels that quantize
-// the projection's input (RMSNorm / SiLU-mul + 1x128 quantization, and the quantization alone);
-// 2, also in the decode attention's split merge, the kernel before o_proj's quantization. The
-// successor at batch 1-8 is the FP8 GEMV, whose blocks then take the SM slots the kernel before
-// frees as its blocks finish and issue their first weight loads there (under the tail of the GEMV
-// before, or of attention), instead of once the quantization has begun. Same kernels, same data,
-// same order: the bits do not change (tested). FP8RL_PDL_EARLY_TRIGGER=0-2 (read once); 0 until
-// measured.
-int pdl_early_trigger();
-void set_pdl_early_trigger(int level);
+// Whether the kernels that quantize a small FP8 projection's input (RMSNorm / SiLU-mul + 1x128
+// quantization, and the quantization alone; quant/cuda/scaling_kernels.h says for how many rows)
+// let the next grid launch before their own wait (pdl::begin(true), core/util/pdl.cuh) rather
+// than after it. Their successor is then the FP8 GEMV, whose blocks take the SM slots the kernel
+// before frees as its blocks finish (the previous GEMV's tail) and issue their first weight loads
+// there, instead of once the quantization has begun. Same kernels, same data, same order: the
+// bits do not change (tested). On by default (batch 1: 1.034x tokens/s, FP8 + FP8 KV, H100:
+// docs/BENCHMARKS.md); FP8RL_PDL_EARLY_TRIGGER=0 turns it off (read once).
+bool pdl_early_trigger();
+void set_pdl_early_trigger(bool on);
 
 }  // namespace fp8rl

@@ -91,7 +91,7 @@ void rms_norm_quantize_groups(const void* x, int64_t stride_n, const void* weigh
                               cudaStream_t stream, const ResidualAdd& add) {
   if (o.rows_padded == 0) return;
   pdl::launch(rms_norm_quant_kernel, static_cast<unsigned>(o.rows_padded), kThreads, 0, stream,
-      static_cast<const bf16*>(x), stride_n, static_cast<const bf16*>(weight), eps, o, add, pdl_early_trigger() >= 1);
+      static_cast<const bf16*>(x), stride_n, static_cast<const bf16*>(weight), eps, o, add, early_trigger(o.rows));
   check_launch("rms_norm_quant_kernel");
 }
 
@@ -99,7 +99,7 @@ void silu_mul_quantize_groups(const void* gate_up, int64_t stride_n, const Group
   if (o.rows_padded == 0) return;
   const dim3 grid(static_cast<unsigned>((o.cols_padded + kSpan - 1) / kSpan), static_cast<unsigned>(o.rows_padded));
   pdl::launch(silu_mul_quant_kernel, grid, kThreads, 0, stream, static_cast<const bf16*>(gate_up), stride_n, o,
-              pdl_early_trigger() >= 1);
+              early_trigger(o.rows));
   check_launch("silu_mul_quant_kernel");
 }
 

@@ -160,7 +160,7 @@ void quantize_groups_1x128(const QuantArgs& a, cudaStream_t stream) {
   const bool vec = a.cols % 8 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
   const int64_t warps = (groups + 1) / 2;
   const int64_t blocks = (warps * 32 + kThreads - 1) / kThreads;
-  pdl::launch(groups_kernel, static_cast<unsigned>(blocks), kThreads, 0, stream, a, groups, vec, pdl_early_trigger() >= 1);
+  pdl::launch(groups_kernel, static_cast<unsigned>(blocks), kThreads, 0, stream, a, groups, vec, early_trigger(a.rows));
   check("quantize_groups_1x128");
 }
 

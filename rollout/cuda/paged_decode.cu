@@ -648,10 +648,13 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 // bytes and scale), bit for bit o_proj's own quantization, one kernel fewer per layer. FP8 + FP8 KV,
 // Qwen3-8B shape, H100, same call: 1.004x tokens/s at batch 1, 0.997x at 64, 0.998x at 256 --
 // under dependent launch the quantization kernel it replaced cost ~0.5 us a layer, not the ~2.9
-// the profile's overlap-credited column gave it (docs/BENCHMARKS.md).
+// the profile's overlap-credited column gave it (docs/BENCHMARKS.md). Also tried (seventeenth
+// session): this kernel letting the next grid launch before its wait, so that o_proj's GEMV would
+// load weights under attention's tail (pdl::begin(true), as the quantizing kernels do): 0.983x /
+// 0.980x / 0.977x tokens/s at batch 1 / 8 / 64 against neither, H100, same call; not kept.
 template <typename T>
-__global__ void paged_decode_merge_kernel(const PagedDecodeArgs a, bool trigger_first) {
-  pdl::begin(trigger_first);  // before any global memory access: core/util/pdl.cuh
+__global__ void paged_decode_merge_kernel(const PagedDecodeArgs a) {
+  pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr int kMaxSplits = 64;  // paged_decode_splits' cap
   __shared__ float w_s[kMaxSplits];
   __shared__ float inv_s;
@@ -740,8 +743,7 @@ void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
   if (a.splits + a.prefix_splits > 1) {
     // At least a whole warp: the merge's first step is a warp over the splits.
     const int threads = D < 32 ? 32 : (D < 128 ? D : 128);
-    pdl::launch(paged_decode_merge_kernel<T>, static_cast<unsigned>(a.batch * a.num_q_heads), threads, 0, stream, a,
-                pdl_early_trigger() >= 2);
+    pdl::launch(paged_decode_merge_kernel<T>, static_cast<unsigned>(a.batch * a.num_q_heads), threads, 0, stream, a);
     check_launch("paged_decode_merge_kernel");
   }
 }

@@ -449,7 +449,7 @@ TEST_CASE("engine on CUDA: dependent launch, its early trigger and the fused K/V
     void (*set)(bool);
   };
   for (const Switch sw : {Switch{"dependent launch", pdl_enabled, set_pdl_enabled},
-                          Switch{"early trigger", [] { return pdl_early_trigger() > 0; }, [](bool on) { set_pdl_early_trigger(on ? 2 : 0); }},
+                          Switch{"early trigger", pdl_early_trigger, set_pdl_early_trigger},
                           Switch{"fused K/V store", fused_kv_store, set_fused_kv_store}}) {
     struct Restore {  // the switch as it was, also when a check throws
       const Switch& sw;

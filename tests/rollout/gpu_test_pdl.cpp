@@ -22,8 +22,7 @@ namespace {
 constexpr long long kSpinCycles = 400000;  // ~0.2 ms at 2 GHz: far longer than a launch
 
 struct RestorePdl {  // the switches as they were, also when a check throws
-  bool was = pdl_enabled();
-  int early = pdl_early_trigger();
+  bool was = pdl_enabled(), early = pdl_early_trigger();
   ~RestorePdl() {
     set_pdl_enabled(was);
     set_pdl_early_trigger(early);
@@ -79,7 +78,7 @@ TEST_CASE("PDL: the engine's kernels wait for the kernel before them", "[rollout
     CHECK(at::equal(y, want));
   }
   SECTION("RMSNorm + quantization triggering first, then the FP8 GEMV: x written late") {
-    set_pdl_early_trigger(1);
+    set_pdl_early_trigger(true);
     const int64_t M = 3, Mp = 16, N = 2048, K = 4096;
     const auto bytes = at::TensorOptions().device(at::kCUDA).dtype(at::kByte);
     const auto f32 = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
