@@ -42,7 +42,6 @@ namespace {
 EnvToggle g_fp8_kv_half_mma("FP8RL_FP8_KV_HALF_MMA", true);
 EnvToggle g_fused_kv_store("FP8RL_FUSED_KV_STORE", true);
 EnvToggle g_fp8_kv_fewer_splits("FP8RL_FP8_KV_FEWER_SPLITS", true);
-EnvToggle g_merge_loads_ahead("FP8RL_MERGE_LOADS_AHEAD", true);
 std::atomic<int> g_fp8_kv_stages_set{-1};  // set_fp8_kv_stages, or -1
 }  // namespace
 
@@ -50,8 +49,6 @@ bool fp8_kv_half_mma() { return g_fp8_kv_half_mma.get(); }
 void set_fp8_kv_half_mma(bool on) { g_fp8_kv_half_mma.set(on); }
 bool fp8_kv_fewer_splits() { return g_fp8_kv_fewer_splits.get(); }
 void set_fp8_kv_fewer_splits(bool on) { g_fp8_kv_fewer_splits.set(on); }
-bool merge_loads_ahead() { return g_merge_loads_ahead.get(); }
-void set_merge_loads_ahead(bool on) { g_merge_loads_ahead.set(on); }
 Fp8KvStages fp8_kv_stages() {
   const int set = g_fp8_kv_stages_set.load(std::memory_order_relaxed);
   if (set >= 0) return static_cast<Fp8KvStages>(set);
@@ -170,7 +167,6 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   a.bf16 = q.scalar_type() == at::kBFloat16;
   a.cache_bases = cache_bases;
   a.fp8_half_mma = a.fp8_kv && fp8_kv_half_mma();
-  a.merge_loads_ahead = merge_loads_ahead();
   const Fp8KvStages stages = fp8_kv_stages();
   a.fp8_three_stages = a.fp8_kv && (stages == Fp8KvStages::three ||
                                     (stages == Fp8KvStages::by_shape &&

@@ -103,12 +103,6 @@ void set_fp8_kv_half_mma(bool on);
 // captured CUDA graph keeps the split count it was captured with.
 bool fp8_kv_fewer_splits();
 void set_fp8_kv_fewer_splits(bool on);
-// Whether the decode attention's split merge issues the loads of 16 splits' partial values before
-// adding them (rollout/cuda/paged_decode.cu), rather than one load per add: the same adds in the
-// same order, so the same bits (tested). On by default (to be measured); FP8RL_MERGE_LOADS_AHEAD=0
-// turns it off, read once. A captured CUDA graph keeps the value it was captured with.
-bool merge_loads_ahead();
-void set_merge_loads_ahead(bool on);
 // With an FP8 cache and head_dim 128, how many K/V tiles the decode kernel's blocks hold in shared
 // memory: two (one tile in flight ahead of the one computed, 5 blocks per multiprocessor) or
 // three (two in flight; rows XOR-swizzled instead of padded, so 4 blocks still fit). Measured on

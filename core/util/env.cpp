@@ -18,11 +18,11 @@ struct EnvSetting {
   int lo, hi;
 };
 constexpr EnvSetting kEnvSettings[] = {
-    {"FP8RL_CUTLASS_LARGE_M", 0, 1},     {"FP8RL_CUTLASS_SMALL_M", 0, 1},     {"FP8RL_FP8_KV_FEWER_SPLITS", 0, 1},
+    {"FP8RL_CUTLASS_LARGE_M", 0, 1},     {"FP8RL_CUTLASS_SMALL_M", 0, 1},    {"FP8RL_FP8_KV_FEWER_SPLITS", 0, 1},
     {"FP8RL_FP8_KV_HALF_MMA", 0, 1},     {"FP8RL_FP8_KV_THREE_STAGES", 0, 2}, {"FP8RL_FUSED_ACT_QUANT", 0, 1},
-    {"FP8RL_FUSED_KV_GATHER", 0, 1},     {"FP8RL_FUSED_KV_STORE", 0, 1},      {"FP8RL_GEMV_DEPTH", 2, 3},
-    {"FP8RL_HOPPER_PREFILL", 0, 1},      {"FP8RL_KEEP_DECODE_GRAPHS", 0, 1},  {"FP8RL_MERGE_LOADS_AHEAD", 0, 1},
-    {"FP8RL_PDL", 0, 1},                 {"FP8RL_PDL_EARLY_TRIGGER", 0, 1},   {"FP8RL_SPLIT_MIXED_STEPS", 0, 1},
+    {"FP8RL_FUSED_KV_GATHER", 0, 1},     {"FP8RL_FUSED_KV_STORE", 0, 1},     {"FP8RL_GEMV_DEPTH", 2, 3},
+    {"FP8RL_HOPPER_PREFILL", 0, 1},      {"FP8RL_KEEP_DECODE_GRAPHS", 0, 1}, {"FP8RL_PDL", 0, 1},
+    {"FP8RL_PDL_EARLY_TRIGGER", 0, 1},   {"FP8RL_SPLIT_MIXED_STEPS", 0, 1},
 };
 
 }  // namespace

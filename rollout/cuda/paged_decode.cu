@@ -651,13 +651,15 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 // the profile's overlap-credited column gave it (docs/BENCHMARKS.md). Also tried (seventeenth
 // session): this kernel letting the next grid launch before its wait, so that o_proj's GEMV would
 // load weights under attention's tail (pdl::begin(true), as the quantizing kernels do): 0.983x /
-// 0.980x / 0.977x tokens/s at batch 1 / 8 / 64 against neither, H100, same call; not kept.
-// kAhead (PagedDecodeArgs::merge_loads_ahead): a thread's loads of 16 splits go out before the
-// first of their adds. Without it each add waits for its own load (the load sits under the
-// zero-weight test, so the compiler cannot hoist it): at batch 1 with 64 splits, 64 L2 round
-// trips in a row, ~9.7 us a call on an H100 (seventeenth session's profile). The adds keep the
-// split order and form, so the result's bits do not change.
-template <typename T, bool kAhead>
+// 0.980x / 0.977x tokens/s at batch 1 / 8 / 64 against neither, H100, same call; not kept. And
+// each thread loading 16 splits' partial values (unconditionally, index clamped) before adding
+// them in the same order (bit for bit the loop below, GPU-tested; ae51692), because the profile
+// gave this kernel ~9.7 us a call at batch 1 with 64 splits, which looked like one L2 round trip
+// per split: 0.975x FP8 + FP8 KV and 0.987x BF16 tokens/s at batch 1 (graph step +0.11 ms in
+// both), ~1.00x at 4 and 16, H100, same call; removed. Likely the 9.7 us is mostly the call's
+// dependent-launch wait under attention, not its loads (the compiler already issues four at a
+// time); why loading more at once costs 3 us a layer was not found.
+template <typename T>
 __global__ void paged_decode_merge_kernel(const PagedDecodeArgs a) {
   pdl::begin();  // before any global memory access: core/util/pdl.cuh
   constexpr int kMaxSplits = 64;  // paged_decode_splits' cap
@@ -692,28 +694,10 @@ __global__ void paged_decode_merge_kernel(const PagedDecodeArgs a) {
   }
   __syncthreads();
   T* out = static_cast<T*>(a.out);
-  const float* acc = a.part_acc + row * splits * D;  // [splits, D]
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float s = 0.0f;
-    if constexpr (kAhead) {
-      // Unconditional loads (an index past the last split reads the last one again), so that no
-      // branch sits between them; a value is used only where the unguarded loop would read it.
-      constexpr int kLoads = 16;  // divides kMaxSplits, so w_s[z0 + i] stays in bounds
-      for (int z0 = 0; z0 < splits; z0 += kLoads) {
-        float v[kLoads], w[kLoads];
-#pragma unroll
-        for (int i = 0; i < kLoads; ++i) {
-          v[i] = acc[min(z0 + i, splits - 1) * D + d];
-          w[i] = w_s[z0 + i];
-        }
-#pragma unroll
-        for (int i = 0; i < kLoads; ++i)
-          if (z0 + i < splits && w[i] != 0.0f) s += w[i] * v[i];
-      }
-    } else {
-      for (int z = 0; z < splits; ++z)
-        if (w_s[z] != 0.0f) s += w_s[z] * acc[z * D + d];
-    }
+    for (int z = 0; z < splits; ++z)
+      if (w_s[z] != 0.0f) s += w_s[z] * a.part_acc[(row * splits + z) * D + d];
     out[row * D + d] = from_float<T>(s * inv_s);
   }
 }
@@ -766,11 +750,7 @@ void launch_d(const PagedDecodeArgs& a, cudaStream_t stream) {
   if (a.splits + a.prefix_splits > 1) {
     // At least a whole warp: the merge's first step is a warp over the splits.
     const int threads = D < 32 ? 32 : (D < 128 ? D : 128);
-    const auto blocks = static_cast<unsigned>(a.batch * a.num_q_heads);
-    if (a.merge_loads_ahead)
-      pdl::launch(paged_decode_merge_kernel<T, true>, blocks, threads, 0, stream, a);
-    else
-      pdl::launch(paged_decode_merge_kernel<T, false>, blocks, threads, 0, stream, a);
+    pdl::launch(paged_decode_merge_kernel<T>, static_cast<unsigned>(a.batch * a.num_q_heads), threads, 0, stream, a);
     check_launch("paged_decode_merge_kernel");
   }
 }

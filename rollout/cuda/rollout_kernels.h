@@ -49,9 +49,6 @@ struct PagedDecodeArgs {
   // XOR-swizzled instead of padded so that 4 blocks still fit a multiprocessor (paged_decode.cu,
   // Smem; FP8RL_FP8_KV_THREE_STAGES). No effect on other caches and head sizes.
   bool fp8_three_stages = false;
-  // The split merge loads 16 splits' partial values before adding any (in split order, so the
-  // same bits), rather than one load per add (FP8RL_MERGE_LOADS_AHEAD, paged_attention.h).
-  bool merge_loads_ahead = false;
 };
 
 // Whether the kernel takes this shape: head_dim 16, 32, 64, 128 or 256; Hq / Hkv <= 8.

@@ -422,17 +422,15 @@ TEST_CASE("engine on CUDA at head_dim 128: prefills on the Hopper kernel match t
   std::filesystem::remove_all(dir);
 }
 
-// Four switches that must not move a bit. Programmatic dependent launch (core/util/pdl.h) lets
+// Three switches that must not move a bit. Programmatic dependent launch (core/util/pdl.h) lets
 // each of the engine's kernels start before the previous one ends, held at its first instruction
 // until that one's writes are visible: the same kernels on the same data in the same order. Its
-// early trigger lets the FP8 projections launch before the kernel quantizing their input waits.
-// The split merge's loads ahead of its adds keep the adds' order. The
+// early trigger lets the FP8 projections launch before the kernel quantizing their input waits. The
 // fused K/V store (fused_kv_store, rollout/paged_attention.h) has the q/k norm + RoPE kernel write
 // the cache the write kernel wrote, the same bytes. BF16 and FP8 weights (the GEMV and the CUTLASS
 // small-M GEMM, fused quantizations), BF16 and FP8 KV (its scales set by each layer's first,
 // unfused write), graphs and eager steps, few slots so mixed steps (split) run between decode steps.
-TEST_CASE("engine on CUDA: dependent launch, its early trigger, the merge's loads and the fused K/V store give the same bits",
-          "[rollout][gpu]") {
+TEST_CASE("engine on CUDA: dependent launch, its early trigger and the fused K/V store give the same bits", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   const hf::ModelShape shape = *recipe::qwen3_preset("76m");
   const std::string dir = random_checkpoint("fp8rl-gpu-engine-pdl", shape, 6);
@@ -452,7 +450,6 @@ TEST_CASE("engine on CUDA: dependent launch, its early trigger, the merge's load
   };
   for (const Switch sw : {Switch{"dependent launch", pdl_enabled, set_pdl_enabled},
                           Switch{"early trigger", pdl_early_trigger, set_pdl_early_trigger},
-                          Switch{"merge loads ahead", merge_loads_ahead, set_merge_loads_ahead},
                           Switch{"fused K/V store", fused_kv_store, set_fused_kv_store}}) {
     struct Restore {  // the switch as it was, also when a check throws
       const Switch& sw;
