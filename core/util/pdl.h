@@ -20,8 +20,9 @@ void set_pdl_enabled(bool on);
 // than after it. Their successor is then the FP8 GEMV, whose blocks take the SM slots the kernel
 // before frees as its blocks finish (the previous GEMV's tail) and issue their first weight loads
 // there, instead of once the quantization has begun. Same kernels, same data, same order: the
-// bits do not change (tested). On by default (batch 1: 1.034x tokens/s, FP8 + FP8 KV, H100:
-// docs/BENCHMARKS.md); FP8RL_PDL_EARLY_TRIGGER=0 turns it off (read once).
+// bits do not change (tested). On by default (batch 1: 1.029-1.047x tokens/s, FP8 + FP8 KV,
+// H100: docs/BENCHMARKS.md); FP8RL_PDL_EARLY_TRIGGER=0 turns it off (read once). A captured CUDA
+// graph keeps the value it was captured with.
 bool pdl_early_trigger();
 void set_pdl_early_trigger(bool on);
 

@@ -12,9 +12,9 @@ namespace fp8rl::cuda {
 
 // Whether a kernel quantizing `rows` rows for an FP8 projection lets the projection launch before
 // its own wait (pdl_early_trigger, core/util/pdl.h). Only up to 4 rows: on against off, FP8 + FP8
-// KV, H100, two A/B calls in either order (docs/BENCHMARKS.md), decode tokens/s at batch 1 / 2 / 4
-// 1.029-1.034x / 1.004-1.021x / 1.013-1.026x, at batch 8 0.983-0.987x (graph step 4.21 -> 4.31
-// ms), at 16 and 64 0.997-1.018x.
+// KV, H100, A/B calls in either order (docs/BENCHMARKS.md), decode tokens/s at batch 1 / 2 / 4
+// 1.029-1.047x / 1.004-1.021x / 1.004-1.026x; with every row count triggering first, batch 8
+// measured 0.983-0.987x (graph step 4.21 -> 4.31 ms) and 16 / 64 0.997-1.018x.
 constexpr int64_t kEarlyTriggerMaxRows = 4;
 inline bool early_trigger(int64_t rows) { return rows <= kEarlyTriggerMaxRows && pdl_early_trigger(); }
 
