@@ -1,8 +1,10 @@
 #include "trainer/train.h"
 
 #include <csignal>
+#include <ctime>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -39,18 +41,31 @@ namespace fs = std::filesystem;
 namespace {
 
 // Ctrl-C: the first stops after the current step (and saves a checkpoint), the second exits now.
-std::atomic<int> g_interrupts{0};
+// A second one within kSameInterrupt of the first is taken as the same Ctrl-C: launchers such as
+// `timeout` send the signal to the process and again to its process group, and the copy, handled
+// as a second Ctrl-C, lost the run's checkpoint (seen as a flaky Ctrl-C check in CI).
+constexpr int64_t kSameInterruptNs = 1'000'000'000;
+std::atomic<int64_t> g_first_interrupt_ns{0};  // CLOCK_MONOTONIC of the first; 0: none yet
+static_assert(std::atomic<int64_t>::is_always_lock_free, "a signal handler may only touch lock-free atomics");
 
 void on_interrupt(int) {
-  if (g_interrupts.fetch_add(1) >= 1) ::_exit(130);
-  static const char msg[] = "\nfp8rl: interrupted; finishing this step and saving a checkpoint (Ctrl-C again to quit now)\n";
-  [[maybe_unused]] const auto n = ::write(2, msg, sizeof msg - 1);
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // async-signal-safe
+  const int64_t now = std::max<int64_t>(1, static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec);
+  int64_t first = 0;
+  if (g_first_interrupt_ns.compare_exchange_strong(first, now)) {
+    static const char msg[] = "\nfp8rl: interrupted; finishing this step and saving a checkpoint (Ctrl-C again to quit now)\n";
+    [[maybe_unused]] const auto n = ::write(2, msg, sizeof msg - 1);
+    return;
+  }
+  if (now - first < kSameInterruptNs) return;
+  ::_exit(130);
 }
 
 class InterruptHandler {
  public:
   InterruptHandler() {
-    g_interrupts = 0;
+    g_first_interrupt_ns = 0;
     struct sigaction sa {};
     sa.sa_handler = on_interrupt;
     sigemptyset(&sa.sa_mask);
@@ -61,7 +76,7 @@ class InterruptHandler {
     ::sigaction(SIGINT, &old_int_, nullptr);
     ::sigaction(SIGTERM, &old_term_, nullptr);
   }
-  bool requested() const { return g_interrupts.load() > 0; }
+  bool requested() const { return g_first_interrupt_ns.load() != 0; }
 
  private:
   struct sigaction old_int_ {}, old_term_ {};

@@ -118,11 +118,22 @@ expect 2 'does not exist'        -- eval runs-val/quickstart-tiny -o no-such-dir
 expect 2 'no data.val_files'     -- eval runs/quickstart-tiny trainer.device=cpu
 # Ctrl-C: the first stops after the current step, saves a checkpoint and exits 130. `timeout`
 # passes the INT on, and ends the run after 10 minutes should this script be killed before it.
+# timeout passes the INT on twice, to the process and to its process group, and the copy could
+# land after the first was handled; so a second INT, sent to the process as soon as the first
+# shows, must be taken as the same Ctrl-C (within a second of it), not as "quit now".
 timeout 600 "$bin" train "$tiny" trainer.output_dir=runs-int "${short[@]}" trainer.total_training_steps=100000 checkpoint.save_freq=0 >int.out 2>int.err &
 pid=$!
 bg=$pid
 for _ in $(seq 1 600); do [ -s runs-int/quickstart-tiny/metrics.jsonl ] && break; sleep 0.1; done
+child=
+for p in /proc/[0-9]*; do  # the process timeout runs: the one whose parent pid (stat's 4th field) is $pid
+  read -r stat <"$p/stat" 2>/dev/null || continue
+  fields=(${stat##*) })
+  [ "${fields[1]}" = "$pid" ] && child=${p#/proc/}
+done
 kill -INT $pid
+for _ in $(seq 1 200); do grep -q 'interrupted' int.err && break; sleep 0.01; done
+[ -n "$child" ] && kill -INT "$child" 2>/dev/null
 wait $pid
 got=$?
 bg=
