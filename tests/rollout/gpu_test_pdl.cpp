@@ -79,7 +79,7 @@ TEST_CASE("PDL: the engine's kernels wait for the kernel before them", "[rollout
   }
   SECTION("RMSNorm + quantization triggering first, then the FP8 GEMV: x written late") {
     set_pdl_early_trigger(true);
-    const int64_t M = 3, Mp = 16, N = 2048, K = 4096;
+    const int64_t M = 3, Mp = 16, N = 2048, K = 4096;  // 3 rows: within the early trigger's limit (scaling_kernels.h)
     const auto bytes = at::TensorOptions().device(at::kCUDA).dtype(at::kByte);
     const auto f32 = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
     const at::Tensor final_x = at::randn({M, K}, bf16), norm_w = at::randn({K}, bf16);
