@@ -656,9 +656,10 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(const PagedDecod
 // them in the same order (bit for bit the loop below, GPU-tested; ae51692), because the profile
 // gave this kernel ~9.7 us a call at batch 1 with 64 splits, which looked like one L2 round trip
 // per split: 0.975x FP8 + FP8 KV and 0.987x BF16 tokens/s at batch 1 (graph step +0.11 ms in
-// both), ~1.00x at 4 and 16, H100, same call; removed. Likely the 9.7 us is mostly the call's
-// dependent-launch wait under attention, not its loads (the compiler already issues four at a
-// time); why loading more at once costs 3 us a layer was not found.
+// both), ~1.00x at 4 and 16, H100, same call; removed. Likely why: at batch 1 only ~10 of the 64
+// splits hold keys (64-key tiles), and the unconditional loads read the empty splits' partials,
+// never written and so not in L2, which the loop below skips (it already issues four loads at a
+// time). Loads predicated on the weight were not tried: with ~10 live splits little is left.
 template <typename T>
 __global__ void paged_decode_merge_kernel(const PagedDecodeArgs a) {
   pdl::begin();  // before any global memory access: core/util/pdl.cuh
