@@ -41,7 +41,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // Ctrl-C: the first stops after the current step (and saves a checkpoint), the second exits now.
-// A second one within kSameInterrupt of the first is taken as the same Ctrl-C: launchers such as
+// A second one within kSameInterruptNs of the first is taken as the same Ctrl-C: launchers such as
 // `timeout` send the signal to the process and again to its process group, and the copy, handled
 // as a second Ctrl-C, lost the run's checkpoint (seen as a flaky Ctrl-C check in CI).
 constexpr int64_t kSameInterruptNs = 1'000'000'000;

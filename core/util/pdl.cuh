@@ -3,8 +3,8 @@
 // first read or write of global memory another kernel touches: that is what keeps an early start
 // correct (the previous grid may still be running, or its writes not yet visible). Each of our
 // kernels waits in every block before it lets the next grid launch (but see begin(bool)), so a
-// kernel started early overlaps only the one kernel before it; CUTLASS's GEMMs (GDC) trigger earlier, before their
-// epilogue. Without the attribute, or before sm_90, both calls do nothing.
+// kernel started early overlaps only the one kernel before it; CUTLASS's GEMMs (GDC) trigger
+// earlier, before their epilogue. Without the attribute, or before sm_90, both calls do nothing.
 #pragma once
 
 #include <cuda_runtime.h>
