@@ -46,6 +46,9 @@ struct RolloutBenchOptions {
   int64_t reps = 1;            // timed rollouts per cell (median reported)
   bool profile = false;        // per cell (graphs), one more rollout under the kernel profiler
   std::vector<std::string> configs;  // of bf16, fp8, fp8-kv (weights / KV): those to run; empty: all
+  // FP8 weights' scaling (quantization.weight_scaling): block (128x128, with 1x128 activation
+  // groups), channel (with per-token activations) or tensor (with a per-tensor activation scale).
+  std::string weight_scaling = "block";
 };
 
 std::string run_rollout_bench(const RolloutBenchOptions& options);

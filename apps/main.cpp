@@ -181,6 +181,10 @@ int main(int argc, char** argv) {
                    "weights / KV configurations to run, comma-separated: bf16, fp8, fp8-kv (default: all three)")
       ->delimiter(',')
       ->check(CLI::IsMember({"bf16", "fp8", "fp8-kv"}));
+  roll->add_option("--weight-scaling", roll_args.options.weight_scaling,
+                   "FP8 weights' scaling: block (1x128 activation groups), channel (per-token activations) or tensor")
+      ->check(CLI::IsMember({"block", "channel", "tensor"}))
+      ->capture_default_str();
   roll->add_option("--reps", roll_args.options.reps, "timed rollouts per cell (median)")->check(CLI::Range(1, 100))->capture_default_str();
   roll->add_flag("--compare-eager", roll_args.options.compare_eager, "also run every cell without CUDA graphs (rollout.enforce_eager)");
   roll->add_flag("--compare-async", roll_args.options.compare_async,

@@ -202,11 +202,14 @@ void* workspace_for(const at::Tensor& like, cudaStream_t stream) {
   return ws.data_ptr();
 }
 
-// Block x group E4M3 with contiguous operands and 1 <= M <= max_rows: a GEMV can run it.
-bool gemv_applies(const Fp8Activation& x, const Fp8Weight& w, int64_t max_rows) {
-  return w.scaling == WeightScaling::block && x.scaling == ActScaling::group && w.fmt == Fp8Format::e4m3 &&
-         x.fmt == Fp8Format::e4m3 && x.rows >= 1 && x.rows <= max_rows && w.data.is_contiguous() &&
-         w.scale.is_contiguous() && x.data.is_contiguous() && x.scale.is_contiguous();
+// Block x group E4M3 with contiguous operands and 1 <= M <= max_rows: a GEMV can run it, and with
+// `channel` (the tensor-core GEMV) channel x token too.
+bool gemv_applies(const Fp8Activation& x, const Fp8Weight& w, int64_t max_rows, bool channel = false) {
+  const bool block = w.scaling == WeightScaling::block && x.scaling == ActScaling::group;
+  const bool per_channel = channel && w.scaling == WeightScaling::channel && x.scaling == ActScaling::token;
+  return (block || per_channel) && w.fmt == Fp8Format::e4m3 && x.fmt == Fp8Format::e4m3 && x.rows >= 1 &&
+         x.rows <= max_rows && w.data.is_contiguous() && w.scale.is_contiguous() && x.data.is_contiguous() &&
+         x.scale.is_contiguous();
 }
 
 at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, bool tensor_cores) {
@@ -223,6 +226,7 @@ at::Tensor gemv_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType 
   a.Np = w.data.size(0);
   a.Kp = w.data.size(1);
   a.Mp = x.data.size(0);
+  a.channel = w.scaling == WeightScaling::channel;
   try {
     if (tensor_cores)
       cuda::fp8_gemv_block_mma(a, at::cuda::getCurrentCUDAStream());
@@ -278,7 +282,8 @@ const char* sm90_switch_on(int64_t padded_rows) {
 #endif
 
 at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, bool small_m = true) {
-  if (small_m && gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows)) return gemv_cuda(x, w, out_dtype, /*tensor_cores=*/true);
+  if (small_m && gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows, /*channel=*/true))
+    return gemv_cuda(x, w, out_dtype, /*tensor_cores=*/true);
 #ifdef FP8RL_WITH_FP8_GEMM_SM90
   const char* sm90_switch = small_m ? sm90_switch_on(x.data.size(0)) : nullptr;
   if (sm90_switch != nullptr && sm90_applies(x, w, out_dtype)) {
@@ -344,7 +349,8 @@ at::Tensor fp8_gemm_small_m(const Fp8Activation& x, const Fp8Weight& w, at::Scal
       FP8RL_CHECK(gemv_applies(x, w, cuda::kFp8GemvMaxRows), "fp8_gemm_small_m: the CUDA-core GEMV does not apply");
       return gemv_cuda(x, w, out_dtype, false);
     case SmallMKernel::tensor_cores:
-      FP8RL_CHECK(gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows), "fp8_gemm_small_m: the tensor-core GEMV does not apply");
+      FP8RL_CHECK(gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows, /*channel=*/true),
+                  "fp8_gemm_small_m: the tensor-core GEMV does not apply");
       return gemv_cuda(x, w, out_dtype, true);
     case SmallMKernel::cutlass_sm90: {
 #ifdef FP8RL_WITH_FP8_GEMM_SM90

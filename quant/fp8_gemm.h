@@ -10,7 +10,8 @@
 //         LRU of kFp8GemmPlanCacheCapacity plans (fp8_gemm.cpp says why); thread-safe.
 //         Block x group E4M3 at M <= 8 (decode at batch 1-8) runs our own tensor-core GEMV
 //         instead (quant/cuda/fp8_gemv.h): cuBLASLt reads the weight at ~30% of HBM bandwidth
-//         there. M = 9-64 (bf16 out, sm_90) runs CUTLASS's block-scaled kernel with swapped
+//         there. So does channel x token E4M3 at M <= 8 (cuBLASLt made channel-scaled FP8
+//         decode slower than BF16 at batch 1: docs/BENCHMARKS.md). M = 9-64 (bf16 out, sm_90) runs CUTLASS's block-scaled kernel with swapped
 //         operands (quant/cuda/fp8_gemm_sm90.h; built with FlashInfer's headers;
 //         FP8RL_CUTLASS_SMALL_M=0 turns it off), and with FP8RL_CUTLASS_LARGE_M=1 M > 64
 //         (prefill, the trainer's GEMMs) the same kernel with the operands as they come (off by
@@ -45,7 +46,8 @@ at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::Sc
 // The small-M kernels, each callable on its own for tests and benchmarks (fp8_gemm chooses by
 // itself): cuBLASLt's block-scaled GEMM, the CUDA-core GEMV (M <= 4), the tensor-core GEMV
 // (M <= 8), CUTLASS's sm90 kernel (any M, bf16 out; when built: fp8_gemm_sm90_built()).
-// Block x group E4M3 on CUDA only; FP8RL_CHECK otherwise.
+// Block x group E4M3 on CUDA only (the tensor-core GEMV and cuBLASLt also channel x token);
+// FP8RL_CHECK otherwise.
 enum class SmallMKernel { cublaslt, cuda_cores, tensor_cores, cutlass_sm90 };
 bool fp8_gemm_sm90_built();
 at::Tensor fp8_gemm_small_m(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, SmallMKernel kernel);

@@ -130,7 +130,7 @@ at::Tensor Fp8Linear::forward_quantized(const Fp8Activation& qx) const {
 }
 
 bool Fp8Linear::takes_fused_input(const at::Tensor& x) const {
-  return act_scaling_ == ActScaling::group && x.is_cuda() && x.scalar_type() == at::kBFloat16 &&
+  return act_scaling_ != ActScaling::tensor && x.is_cuda() && x.scalar_type() == at::kBFloat16 &&
          c10::InferenceMode::is_enabled();
 }
 

@@ -47,10 +47,10 @@ class Fp8Linear {
   // functions that own the backward (full fine-tuning's master weights) and add the bias after.
   at::Tensor project(const at::Tensor& x2d) const;
 
-  // The forward from an input already quantized as this layer would (x's 1x128 groups, by a
-  // fused kernel: scaling.h rms_norm_quantize_activation): qx [M, K] -> [M, N] bfloat16. No
-  // autograd (inference). takes_fused_input says when the fused kernels make this layer's input:
-  // CUDA bfloat16 under InferenceMode, group-scaled activations.
+  // The forward from an input already quantized as this layer would (x's 1x128 groups or
+  // per-token scales, by a fused kernel: scaling.h rms_norm_quantize_activation): qx [M, K] ->
+  // [M, N] bfloat16. No autograd (inference). takes_fused_input says when the fused kernels make
+  // this layer's input: CUDA bfloat16 under InferenceMode, group- or token-scaled activations.
   at::Tensor forward_quantized(const Fp8Activation& qx) const;
   bool takes_fused_input(const at::Tensor& x) const;
 

@@ -33,8 +33,8 @@ bool fused_act_quant_enabled() {
 at::Tensor Fp8ModelLinear::forward_rms_normed(const at::Tensor& x, const at::Tensor& norm_weight, double eps) {
   if (fused_act_quant_enabled() && layer_.takes_fused_input(x)) {
     const Fp8Weight& w = layer_.weight();
-    if (std::optional<Fp8Activation> qx =
-            rms_norm_quantize_activation(x, norm_weight, eps, w.fmt, layer_.act_pow2(), layer_.nonfinite_input_flag()))
+    if (std::optional<Fp8Activation> qx = rms_norm_quantize_activation(
+            x, norm_weight, eps, layer_.act_scaling(), w.fmt, layer_.act_pow2(), layer_.nonfinite_input_flag()))
       return layer_.forward_quantized(*qx);
   }
   return Linear::forward_rms_normed(x, norm_weight, eps);
@@ -45,7 +45,8 @@ at::Tensor Fp8ModelLinear::forward_add_rms_normed(const at::Tensor& x, const at:
   if (fused_act_quant_enabled() && layer_.takes_fused_input(x)) {
     const Fp8Weight& w = layer_.weight();
     if (std::optional<Fp8Activation> qx = add_rms_norm_quantize_activation(
-            x, residual, norm_weight, eps, w.fmt, layer_.act_pow2(), sum, layer_.nonfinite_input_flag()))
+            x, residual, norm_weight, eps, layer_.act_scaling(), w.fmt, layer_.act_pow2(), sum,
+            layer_.nonfinite_input_flag()))
       return layer_.forward_quantized(*qx);
   }
   return Linear::forward_add_rms_normed(x, residual, norm_weight, eps, sum);
@@ -54,8 +55,8 @@ at::Tensor Fp8ModelLinear::forward_add_rms_normed(const at::Tensor& x, const at:
 at::Tensor Fp8ModelLinear::forward_silu_mul(const at::Tensor& gate_up) {
   if (fused_act_quant_enabled() && layer_.takes_fused_input(gate_up)) {
     const Fp8Weight& w = layer_.weight();
-    if (std::optional<Fp8Activation> qx =
-            silu_mul_quantize_activation(gate_up, w.fmt, layer_.act_pow2(), layer_.nonfinite_input_flag()))
+    if (std::optional<Fp8Activation> qx = silu_mul_quantize_activation(
+            gate_up, layer_.act_scaling(), w.fmt, layer_.act_pow2(), layer_.nonfinite_input_flag()))
       return layer_.forward_quantized(*qx);
   }
   return Linear::forward_silu_mul(gate_up);

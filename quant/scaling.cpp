@@ -316,16 +316,18 @@ bool fused_input_ok(const at::Tensor& x) {
          x.stride(0) % 8 == 0 && aligned16(x.data_ptr());
 }
 
-// The group-scaled activation [Mp, Kp] the fused kernels fill, and their view of it.
-std::pair<Fp8Activation, cuda::GroupQuantOut> group_output(const at::Tensor& like, int64_t M, int64_t K, Fp8Format fmt,
-                                                           bool pow2, const at::Tensor& nonfinite) {
-  const int64_t Kp = padded_k(K, true), Mp = round_up(M, kGroupRowAlign);
+// The activation the fused kernels fill, group-scaled ([Mp, Kp], scales [Kp / 128, Mp]) or
+// per token ([M, Kp], scales [M]), as quantize_activation lays it out, and their view of it.
+std::pair<Fp8Activation, cuda::ActQuantOut> act_output(const at::Tensor& like, int64_t M, int64_t K, ActScaling scaling,
+                                                       Fp8Format fmt, bool pow2, const at::Tensor& nonfinite) {
+  const bool group = scaling == ActScaling::group;
+  const int64_t Kp = padded_k(K, group), Mp = group ? round_up(M, kGroupRowAlign) : M;
   const auto opts = like.options();
-  Fp8Activation out{at::empty({Mp, Kp}, opts.dtype(fp8_scalar_type(fmt))), at::empty({Kp / kFp8Block, Mp}, opts.dtype(at::kFloat)),
-                    M, K, fmt, ActScaling::group};
+  at::Tensor scale = group ? at::empty({Kp / kFp8Block, Mp}, opts.dtype(at::kFloat)) : at::empty({M}, opts.dtype(at::kFloat));
+  Fp8Activation out{at::empty({Mp, Kp}, opts.dtype(fp8_scalar_type(fmt))), std::move(scale), M, K, fmt, scaling};
   int* flag = activation_flag(nonfinite, like.device());
-  const cuda::GroupQuantOut o{static_cast<uint8_t*>(out.data.data_ptr()), out.scale.data_ptr<float>(), M, Mp, K, Kp,
-                              fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag};
+  const cuda::ActQuantOut o{static_cast<uint8_t*>(out.data.data_ptr()), out.scale.data_ptr<float>(), M, Mp, K, Kp,
+                            fp8_spec(fmt).max, fmt == Fp8Format::e5m2, pow2, flag, !group};
   return {std::move(out), o};
 }
 
@@ -333,58 +335,61 @@ std::pair<Fp8Activation, cuda::GroupQuantOut> group_output(const at::Tensor& lik
 #endif
 
 std::optional<Fp8Activation> rms_norm_quantize_activation(const at::Tensor& x, const at::Tensor& weight, double eps,
-                                                          Fp8Format fmt, bool pow2, const at::Tensor& nonfinite) {
+                                                          ActScaling scaling, Fp8Format fmt, bool pow2,
+                                                          const at::Tensor& nonfinite) {
 #ifdef FP8RL_WITH_CUDA
   // Rows above 1024 elements: where rms_norm's kernel uses a block per row, whose order of
   // additions the fused kernel repeats (core/model/cuda/fused_rows.cuh).
-  if (!fused_input_ok(x) || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 || !weight.is_contiguous() ||
+  if (scaling == ActScaling::tensor || !fused_input_ok(x) || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 || !weight.is_contiguous() ||
       weight.numel() != x.size(1) || weight.device() != x.device() || !aligned16(weight.data_ptr()))
     return std::nullopt;
-  auto [out, o] = group_output(x, x.size(0), x.size(1), fmt, pow2, nonfinite);
-  cuda::rms_norm_quantize_groups(x.data_ptr(), x.stride(0), weight.data_ptr(), static_cast<float>(eps), o,
-                                 at::cuda::getCurrentCUDAStream());
+  auto [out, o] = act_output(x, x.size(0), x.size(1), scaling, fmt, pow2, nonfinite);
+  cuda::rms_norm_quantize(x.data_ptr(), x.stride(0), weight.data_ptr(), static_cast<float>(eps), o,
+                          at::cuda::getCurrentCUDAStream());
   return std::move(out);
 #else
-  (void)x, (void)weight, (void)eps, (void)fmt, (void)pow2, (void)nonfinite;
+  (void)x, (void)weight, (void)eps, (void)scaling, (void)fmt, (void)pow2, (void)nonfinite;
   return std::nullopt;
 #endif
 }
 
 std::optional<Fp8Activation> add_rms_norm_quantize_activation(const at::Tensor& x, const at::Tensor& residual,
-                                                              const at::Tensor& weight, double eps, Fp8Format fmt,
-                                                              bool pow2, at::Tensor& sum, const at::Tensor& nonfinite) {
+                                                              const at::Tensor& weight, double eps, ActScaling scaling,
+                                                              Fp8Format fmt, bool pow2, at::Tensor& sum,
+                                                              const at::Tensor& nonfinite) {
 #ifdef FP8RL_WITH_CUDA
-  if (!fused_input_ok(x) || !fused_input_ok(residual) || residual.sizes() != x.sizes() ||
+  if (scaling == ActScaling::tensor || !fused_input_ok(x) || !fused_input_ok(residual) || residual.sizes() != x.sizes() ||
       residual.device() != x.device() || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 ||
       !weight.is_contiguous() || weight.numel() != x.size(1) || weight.device() != x.device() ||
       !aligned16(weight.data_ptr()))
     return std::nullopt;
-  auto [out, o] = group_output(x, x.size(0), x.size(1), fmt, pow2, nonfinite);
+  auto [out, o] = act_output(x, x.size(0), x.size(1), scaling, fmt, pow2, nonfinite);
   at::Tensor s = at::empty(x.sizes(), x.options());  // [M, K]
   cuda::ResidualAdd add;
   add.residual = residual.data_ptr();
   add.residual_stride = residual.stride(0);
   add.sum = s.data_ptr();
-  cuda::rms_norm_quantize_groups(x.data_ptr(), x.stride(0), weight.data_ptr(), static_cast<float>(eps), o,
-                                 at::cuda::getCurrentCUDAStream(), add);
+  cuda::rms_norm_quantize(x.data_ptr(), x.stride(0), weight.data_ptr(), static_cast<float>(eps), o,
+                          at::cuda::getCurrentCUDAStream(), add);
   sum = std::move(s);
   return std::move(out);
 #else
-  (void)x, (void)residual, (void)weight, (void)eps, (void)fmt, (void)pow2, (void)sum, (void)nonfinite;
+  (void)x, (void)residual, (void)weight, (void)eps, (void)scaling, (void)fmt, (void)pow2, (void)sum, (void)nonfinite;
   return std::nullopt;
 #endif
 }
 
-std::optional<Fp8Activation> silu_mul_quantize_activation(const at::Tensor& gate_up, Fp8Format fmt, bool pow2,
-                                                          const at::Tensor& nonfinite) {
+std::optional<Fp8Activation> silu_mul_quantize_activation(const at::Tensor& gate_up, ActScaling scaling, Fp8Format fmt,
+                                                          bool pow2, const at::Tensor& nonfinite) {
 #ifdef FP8RL_WITH_CUDA
-  if (!fused_input_ok(gate_up) || gate_up.size(1) % 16 != 0) return std::nullopt;  // halves of 8-element multiples
+  // Halves of 8-element multiples.
+  if (scaling == ActScaling::tensor || !fused_input_ok(gate_up) || gate_up.size(1) % 16 != 0) return std::nullopt;
   const int64_t inter = gate_up.size(1) / 2;
-  auto [out, o] = group_output(gate_up, gate_up.size(0), inter, fmt, pow2, nonfinite);
-  cuda::silu_mul_quantize_groups(gate_up.data_ptr(), gate_up.stride(0), o, at::cuda::getCurrentCUDAStream());
+  auto [out, o] = act_output(gate_up, gate_up.size(0), inter, scaling, fmt, pow2, nonfinite);
+  cuda::silu_mul_quantize(gate_up.data_ptr(), gate_up.stride(0), o, at::cuda::getCurrentCUDAStream());
   return std::move(out);
 #else
-  (void)gate_up, (void)fmt, (void)pow2, (void)nonfinite;
+  (void)gate_up, (void)scaling, (void)fmt, (void)pow2, (void)nonfinite;
   return std::nullopt;
 #endif
 }

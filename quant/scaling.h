@@ -107,25 +107,26 @@ void throw_if_nonfinite(const at::Tensor& nonfinite, const std::string& what);
 Fp8Activation quantize_activation(const at::Tensor& x, ActScaling scaling, Fp8Format fmt, bool pow2,
                                   const at::Tensor& nonfinite = {}, const std::string& what = "activation");
 
-// The op that makes an FP8 projection's input, fused with its 1x128 group quantization: the
-// same bytes and scales as quantize_activation(rms_norm(x, weight, eps), group, fmt, pow2) (resp.
-// of silu_mul(gate_up)) from one kernel instead of two, with no BF16 copy in between
-// (quant/cuda/fused_quant.cu). nullopt where the fused kernel does not apply, and the caller
-// runs the two steps: anything but 2-D bfloat16 CUDA tensors with rows of 8-element multiples,
-// 16-byte aligned; for the norm, rows of 1024 elements or fewer (rms_norm's kernel reduces
-// those with one warp, a different order of additions). No autograd: for inference only.
-// `nonfinite` as for quantize_activation.
+// The op that makes an FP8 projection's input, fused with its quantization (1x128 groups, or
+// one scale per token): the same bytes and scales as quantize_activation(rms_norm(x, weight,
+// eps), scaling, fmt, pow2) (resp. of silu_mul(gate_up)) from one kernel instead of two, with no
+// BF16 copy in between (quant/cuda/fused_quant.cu). nullopt where the fused kernel does not
+// apply, and the caller runs the two steps: tensor scaling (its scale needs every row), anything
+// but 2-D bfloat16 CUDA tensors with rows of 8-element multiples, 16-byte aligned; for the norm,
+// rows of 1024 elements or fewer (rms_norm's kernel reduces those with one warp, a different
+// order of additions). No autograd: for inference only. `nonfinite` as for quantize_activation.
 std::optional<Fp8Activation> rms_norm_quantize_activation(const at::Tensor& x, const at::Tensor& weight, double eps,
-                                                          Fp8Format fmt, bool pow2, const at::Tensor& nonfinite = {});
-std::optional<Fp8Activation> silu_mul_quantize_activation(const at::Tensor& gate_up, Fp8Format fmt, bool pow2,
+                                                          ActScaling scaling, Fp8Format fmt, bool pow2,
                                                           const at::Tensor& nonfinite = {});
+std::optional<Fp8Activation> silu_mul_quantize_activation(const at::Tensor& gate_up, ActScaling scaling, Fp8Format fmt,
+                                                          bool pow2, const at::Tensor& nonfinite = {});
 // The same for rms_norm(x + residual, weight, eps), with the sum (the residual stream's next
 // value, as ATen's add rounds it) written to `sum` ([M, K] contiguous) by the same kernel: the
 // bytes of quantize_activation(rms_norm(x + residual, ...)). residual as x: 2-D bfloat16, its
 // shape. `sum` is set only when the result is.
 std::optional<Fp8Activation> add_rms_norm_quantize_activation(const at::Tensor& x, const at::Tensor& residual,
-                                                              const at::Tensor& weight, double eps, Fp8Format fmt,
-                                                              bool pow2, at::Tensor& sum,
+                                                              const at::Tensor& weight, double eps, ActScaling scaling,
+                                                              Fp8Format fmt, bool pow2, at::Tensor& sum,
                                                               const at::Tensor& nonfinite = {});
 
 // The CPU references, whatever the input's device (copies to CPU); the CUDA kernels must

@@ -138,7 +138,10 @@ __device__ __forceinline__ void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-template <typename OutT, int kDepth>
+// kChannel: per-output-channel weight scales and per-token activation scales (Fp8GemvArgs::
+// channel). Nothing to scale per K block then: the MMAs accumulate the whole row into `total`,
+// which the two scales multiply once at the end.
+template <typename OutT, int kDepth, bool kChannel>
 __global__ void __launch_bounds__(kMmaWarps * 32, kDepth > 2 ? 2 : 0) fp8_gemv_mma_kernel(Fp8GemvArgs a) {
   const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
   const int g = lane >> 2, t = lane & 3;
@@ -148,7 +151,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32, kDepth > 2 ? 2 : 0) fp8_gemv_m
   const uint8_t* w_hi = w_lo + 8 * Kp;                   // row g + 8
   const bool x_row = g < Mp;                             // activation rows past Mp are zeros
   const uint8_t* x = a.x + (x_row ? g : 0) * Kp + 16 * t;
-  const float* w_scale = a.w_scale + (n0 >> 7) * kblocks;
+  const float* w_scale = kChannel ? a.w_scale : a.w_scale + (n0 >> 7) * kblocks;
   // Activation columns of this lane's accumulators: c0/c2 -> m = 2t, c1/c3 -> m = 2t + 1.
   const int m0 = 2 * t, m1 = 2 * t + 1;
   float total[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -200,13 +203,15 @@ __global__ void __launch_bounds__(kMmaWarps * 32, kDepth > 2 ? 2 : 0) fp8_gemv_m
       const int64_t kb = kb0 + b * kMmaWarps;
       if (kb >= kblocks) break;
       float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      float (&acc)[4] = kChannel ? total : part;
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
         const uint32_t a01[4] = {lo[b][s].x, hi[b][s].x, lo[b][s].y, hi[b][s].y};
-        mma_e4m3(part, a01, xv[b][s].x, xv[b][s].y);
+        mma_e4m3(acc, a01, xv[b][s].x, xv[b][s].y);
         const uint32_t a23[4] = {lo[b][s].z, hi[b][s].z, lo[b][s].w, hi[b][s].w};
-        mma_e4m3(part, a23, xv[b][s].z, xv[b][s].w);
+        mma_e4m3(acc, a23, xv[b][s].z, xv[b][s].w);
       }
+      if constexpr (kChannel) continue;
       const float ws = __ldg(w_scale + kb);
       const float s0 = m0 < Mp ? ws * __ldg(a.x_scale + kb * Mp + m0) : 0.0f;
       const float s1 = m1 < Mp ? ws * __ldg(a.x_scale + kb * Mp + m1) : 0.0f;
@@ -229,16 +234,26 @@ __global__ void __launch_bounds__(kMmaWarps * 32, kDepth > 2 ? 2 : 0) fp8_gemv_m
     for (int w = 0; w < kMmaWarps; ++w) v += sums[w][lane][i];
     const int64_t n = n0 + g + (i >= 2 ? 8 : 0);
     const int64_t m = (i & 1) ? m1 : m0;
-    if (n < a.N && m < a.M) store(static_cast<OutT*>(a.y), m * a.N + n, v);
+    if (n >= a.N || m >= a.M) continue;
+    if constexpr (kChannel) v *= __ldg(w_scale + n) * __ldg(a.x_scale + m);
+    store(static_cast<OutT*>(a.y), m * a.N + n, v);
   }
+}
+
+template <int kDepth, bool kChannel>
+void launch_mma(const Fp8GemvArgs& a, unsigned blocks, cudaStream_t stream) {
+  if (a.y_bf16)
+    pdl::launch(fp8_gemv_mma_kernel<__nv_bfloat16, kDepth, kChannel>, blocks, kMmaWarps * 32, 0, stream, a);
+  else
+    pdl::launch(fp8_gemv_mma_kernel<float, kDepth, kChannel>, blocks, kMmaWarps * 32, 0, stream, a);
 }
 
 template <int kDepth>
 void launch_mma(const Fp8GemvArgs& a, unsigned blocks, cudaStream_t stream) {
-  if (a.y_bf16)
-    pdl::launch(fp8_gemv_mma_kernel<__nv_bfloat16, kDepth>, blocks, kMmaWarps * 32, 0, stream, a);
+  if (a.channel)
+    launch_mma<kDepth, true>(a, blocks, stream);
   else
-    pdl::launch(fp8_gemv_mma_kernel<float, kDepth>, blocks, kMmaWarps * 32, 0, stream, a);
+    launch_mma<kDepth, false>(a, blocks, stream);
 }
 
 std::atomic<int> g_mma_depth{0};  // 0: not read from FP8RL_GEMV_DEPTH yet
@@ -280,7 +295,7 @@ void set_fp8_gemv_mma_depth(int depth) {
 }
 
 void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream) {
-  if (a.M < 1 || a.M > kFp8GemvMmaMaxRows || a.Kp % 512 != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M)
+  if (a.M < 1 || a.M > kFp8GemvMmaMaxRows || a.Kp % (a.channel ? 128 : 512) != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M)
     throw std::runtime_error("fp8_gemv_block_mma: unsupported shape M=" + std::to_string(a.M) +
                              " N=" + std::to_string(a.N) + " Kp=" + std::to_string(a.Kp));
   const auto blocks = static_cast<unsigned>((a.N + 15) / 16);
@@ -293,6 +308,7 @@ void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream) {
 }
 
 void fp8_gemv_block(const Fp8GemvArgs& a, cudaStream_t stream) {
+  if (a.channel) throw std::runtime_error("fp8_gemv_block: block x group scaling only (channel: fp8_gemv_block_mma)");
   if (a.M < 1 || a.M > kFp8GemvMaxRows || a.Kp % 512 != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M)
     throw std::runtime_error("fp8_gemv_block: unsupported shape M=" + std::to_string(a.M) + " N=" + std::to_string(a.N) +
                              " Kp=" + std::to_string(a.Kp));

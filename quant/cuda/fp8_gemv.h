@@ -1,7 +1,9 @@
-// The small-M FP8 GEMM (decode at batch 1-4): y [M, N] = x W^T with 1x128-group FP8 activations
+// The small-M FP8 GEMM (decode at batch 1-8): y [M, N] = x W^T with 1x128-group FP8 activations
 // and 128x128-block FP8 weights, E4M3, float32 accumulation. Semantics are fp8_gemm's for that
 // pairing (quant/fp8_gemm.h):
 //   y[m, n] = sum_kb  x_scale[kb, m] * w_scale[n / 128, kb] * sum_{k in block kb} qx[m, k] qw[n, k]
+// The tensor-core kernel also runs per-output-channel weights with per-token activations
+// (Fp8GemvArgs::channel): y[m, n] = x_scale[m] * w_scale[n] * sum_k qx[m, k] qw[n, k].
 // Its reference is fp8_gemm's CPU path (the dequantized product) and cuBLASLt's block-scaled GEMM
 // (tests/quant/gpu_test_quant.cpp).
 //
@@ -22,13 +24,14 @@ inline constexpr int64_t kFp8GemvMaxRows = 4;     // fp8_gemv_block (CUDA cores)
 inline constexpr int64_t kFp8GemvMmaMaxRows = 8;  // fp8_gemv_block_mma (tensor cores)
 
 struct Fp8GemvArgs {
-  const uint8_t* w;      // [Np, Kp] E4M3, Np % 128 == 0, Kp % 512 == 0 (quant/scaling.h padding)
-  const float* w_scale;  // [Np / 128, Kp / 128]
+  const uint8_t* w;      // [Np, Kp] E4M3, Np % 128 == 0, Kp % 512 == 0 (channel: % 128; quant/scaling.h padding)
+  const float* w_scale;  // [Np / 128, Kp / 128] (channel: [Np])
   const uint8_t* x;      // [Mp, Kp] E4M3
-  const float* x_scale;  // [Kp / 128, Mp] (K-block-major, cuBLASLt's layout)
+  const float* x_scale;  // [Kp / 128, Mp] (K-block-major, cuBLASLt's layout; channel: [M], one per token)
   void* y;               // [M, N] row-major, bfloat16 or float32
   bool y_bf16;
   int64_t M, N, Np, Kp, Mp;
+  bool channel = false;  // per-output-channel weight scales x per-token activation scales (tensor cores only)
 };
 
 // Enqueue the GEMV on `stream`; throw std::runtime_error on a launch error. Two kernels:

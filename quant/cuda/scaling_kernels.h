@@ -44,23 +44,22 @@ void quantize_groups_1x128(const QuantArgs& a, cudaStream_t stream);
 // caller, as float bits) then a cast pass; scale[0] is written by the cast pass.
 void quantize_tensor(const QuantArgs& a, unsigned* amax_bits, cudaStream_t stream);
 
-// The producer of an FP8 GEMM's input fused with its 1x128 group quantization, in
+// The producer of an FP8 GEMM's input fused with its quantization: 1x128 groups in
 // quantize_groups_1x128's layout (out [rows_padded, cols_padded], scale[kb * rows_padded + m],
-// padding rows and columns zeros with scale 1). Bit for bit what the producer kernel of
-// core/model/cuda/fused_inference.h followed by quantize_groups_1x128 gives (the element
-// formulas and the row reduction come from core/model/cuda/fused_rows.cuh). bfloat16 input.
-struct GroupQuantOut {
+// padding rows and columns zeros with scale 1), or (per_token) one scale per row as quantize_tiles
+// with 1 x cols_padded tiles makes it (rows_padded == rows, scale[m]). Bit for bit what the
+// producer kernel of core/model/cuda/fused_inference.h followed by that quantization gives (the
+// element formulas and the row reduction come from core/model/cuda/fused_rows.cuh). bfloat16 input.
+struct ActQuantOut {
   uint8_t* out;
   float* scale;
-  int64_t rows, rows_padded, cols, cols_padded;  // cols % 8 == 0, cols_padded % 512 == 0
+  int64_t rows, rows_padded, cols, cols_padded;  // cols % 8 == 0; cols_padded % 512 (groups) or % 128 (per token) == 0
   float fp8_max;
   bool e5m2, pow2;
   int* nonfinite;  // nullable
+  bool per_token = false;
 };
 
-// The residual add an RMSNorm may take first (rms_norm_quantize_groups): the row normed is
-// s = x + residual (rounded as ATen's add), stored to sum [rows, cols] contiguous. residual
-// [rows, cols] with row stride residual_stride % 8 == 0, 16-byte aligned; null: no add.
 struct ResidualAdd {
   const void* residual = nullptr;
   int64_t residual_stride = 0;
@@ -69,11 +68,11 @@ struct ResidualAdd {
 
 // rms_norm_rows (its one-block-per-row form: cols > 1024) of x [rows, cols] (row stride
 // stride_n % 8 == 0; x and weight 16-byte aligned), or of x + add.residual, quantized.
-void rms_norm_quantize_groups(const void* x, int64_t stride_n, const void* weight, float eps, const GroupQuantOut& o,
-                              cudaStream_t stream, const ResidualAdd& add = {});
+void rms_norm_quantize(const void* x, int64_t stride_n, const void* weight, float eps, const ActQuantOut& o,
+                       cudaStream_t stream, const ResidualAdd& add = {});
 
 // silu_mul_rows of gate_up [rows, 2 cols] (gate first; row stride stride_n % 8 == 0, 16-byte
 // aligned), quantized.
-void silu_mul_quantize_groups(const void* gate_up, int64_t stride_n, const GroupQuantOut& o, cudaStream_t stream);
+void silu_mul_quantize(const void* gate_up, int64_t stride_n, const ActQuantOut& o, cudaStream_t stream);
 
 }  // namespace fp8rl::cuda

@@ -177,6 +177,43 @@ TEST_CASE("small-M FP8 GEMVs (block x group, CUDA cores M <= 4, tensor cores M <
   }
 }
 
+// The tensor-core GEMV's channel x token form (Fp8GemvArgs::channel: the MMAs sum the whole row,
+// the two scales multiply it once) against cuBLASLt's channel-scaled GEMM (fast accumulation)
+// and the float64 product of the dequantized operands. K padded to 128 only (not 512), with K
+// blocks fewer than, equal to and more than the kernel's 8 warps; N with partial 16-row tiles.
+TEST_CASE("tensor-core FP8 GEMV, channel x token, equals cuBLASLt and the float64 product", "[gpu][quant]") {
+  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
+  at::manual_seed(22);
+  for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 64}, {130, 100}, {300, 1024}, {2049, 700}, {6144, 4096}, {1024, 12288}}) {
+    for (int64_t M : {1, 2, 3, 5, 8}) {
+      const at::Tensor x = at::randn({M, K}, at::kCUDA).to(at::kBFloat16);
+      const at::Tensor w = (at::randn({N, K}, at::kCUDA) * 0.05).to(at::kBFloat16);
+      const Fp8Activation qx = quantize_activation(x, ActScaling::token, Fp8Format::e4m3, false);
+      const Fp8Weight qw = quantize_weight(w, WeightScaling::channel, Fp8Format::e4m3, false);
+      const at::Tensor exact = at::matmul(dequantize(qx).to(at::kDouble), dequantize(qw).to(at::kDouble).t());
+      for (at::ScalarType out : {at::kBFloat16, at::kFloat}) {
+        INFO("M=" << M << " N=" << N << " K=" << K << " out " << out);
+        const at::Tensor y = fp8_gemm_small_m(qx, qw, out, SmallMKernel::tensor_cores);
+        REQUIRE(y.sizes() == at::IntArrayRef({M, N}));
+        REQUIRE(y.scalar_type() == out);
+        CHECK(at::equal(fp8_gemm(qx, qw, out), y));  // fp8_gemm takes the GEMV at M <= 8
+        const double vs_exact = gemm_diff(y, exact);
+        const double vs_lt = gemm_diff(y, fp8_gemm_small_m(qx, qw, out, SmallMKernel::cublaslt));
+        INFO("diff vs exact " << vs_exact << ", vs cuBLASLt " << vs_lt);
+        // As the block-scaled GEMV: only the order of float32 additions differs from the exact
+        // product (float32 out), plus bf16 rounding; cuBLASLt's fast accumulation a little more.
+        CHECK(vs_exact < (out == at::kFloat ? 1e-7 : 1e-5));
+        CHECK(vs_lt < 1e-5);
+      }
+    }
+  }
+  // The CUDA-core GEMV runs block x group only.
+  const Fp8Activation qx = quantize_activation(at::randn({2, 256}, at::kCUDA), ActScaling::token, Fp8Format::e4m3, false);
+  const Fp8Weight qw = quantize_weight(at::randn({128, 256}, at::kCUDA), WeightScaling::channel, Fp8Format::e4m3, false);
+  CHECK_THROWS(fp8_gemm_small_m(qx, qw, at::kBFloat16, SmallMKernel::cuda_cores));
+}
+
 // CUTLASS's sm90 kernel (quant/cuda/fp8_gemm_sm90.h) on the engine's layouts: weight block scales
 // read K-major, activation scales M-major; D^T = W X^T up to M = 64, Y = X W^T above. N and K
 // padded by quantization to 128 (a partial block of each, and the fused-projection sizes), M

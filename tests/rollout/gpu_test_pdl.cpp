@@ -87,8 +87,8 @@ TEST_CASE("PDL: the engine's kernels wait for the kernel before them", "[rollout
     const at::Tensor w = at::randn({N, K}, f32).to(at::kFloat8_e4m3fn).view(at::kByte);  // [N, K] E4M3
     const at::Tensor w_scale = at::rand({N / 128, K / 128}, f32) + 0.5;
     const at::Tensor y = at::empty({M, N}, bf16), want = at::empty({M, N}, bf16);
-    cuda::GroupQuantOut o{static_cast<uint8_t*>(qx.data_ptr()), qs.data_ptr<float>(), M, Mp, K, K, 448.0f, false, false,
-                          nullptr};
+    cuda::ActQuantOut o{static_cast<uint8_t*>(qx.data_ptr()), qs.data_ptr<float>(), M, Mp, K, K, 448.0f, false, false,
+                        nullptr};
     cuda::Fp8GemvArgs a;
     a.w = static_cast<const uint8_t*>(w.data_ptr());
     a.w_scale = w_scale.data_ptr<float>();
@@ -100,12 +100,12 @@ TEST_CASE("PDL: the engine's kernels wait for the kernel before them", "[rollout
     a.N = a.Np = N;
     a.Kp = K;
     a.y = want.data_ptr();
-    cuda::rms_norm_quantize_groups(final_x.data_ptr(), K, norm_w.data_ptr(), 1e-6f, o, stream);
+    cuda::rms_norm_quantize(final_x.data_ptr(), K, norm_w.data_ptr(), 1e-6f, o, stream);
     cuda::fp8_gemv_block_mma(a, stream);
     REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
     qx.zero_();
     test::late_copy(final_x.data_ptr(), x.data_ptr(), final_x.numel() * 2, kSpinCycles, stream);
-    cuda::rms_norm_quantize_groups(x.data_ptr(), K, norm_w.data_ptr(), 1e-6f, o, stream);
+    cuda::rms_norm_quantize(x.data_ptr(), K, norm_w.data_ptr(), 1e-6f, o, stream);
     a.y = y.data_ptr();
     cuda::fp8_gemv_block_mma(a, stream);
     CHECK(at::equal(y, want));
