@@ -186,7 +186,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
       recipe::QuantizationConfig q;
       if (!cfg.fp8_weights) q.quant_method = "none";
       q.weight_scaling = o.weight_scaling;
-      q.activation_scaling = o.weight_scaling == "block" ? "group" : (o.weight_scaling == "channel" ? "token" : "tensor");
+      q.activation_scaling = recipe::paired_activation_scaling(o.weight_scaling);
       m = std::make_unique<model::CausalLM>(quant::load_causal_lm(dir.string(), q, lo));
       loaded_fp8 = cfg.fp8_weights;
     }
@@ -317,7 +317,8 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   else
     r << "### rollout, " << o.model_dir << "\n\n";
   r << "Device: " << at::cuda::getCurrentDeviceProperties()->name
-    << ". FP8 weights " << o.weight_scaling << "-scaled (quantization.weight_scaling). Prompts of " << o.prompt_len << " tokens, n = " << o.n << " samples per prompt (batch 1: n = 1), "
+    << ". FP8 weights " << o.weight_scaling << "-scaled (quantization.weight_scaling). Prompts of " << o.prompt_len
+    << " tokens, n = " << o.n << " samples per prompt (batch 1: n = 1), "
     << (o.gen_len_min > 0 ? cat(std::min(o.gen_len_min, o.gen_len), "-", o.gen_len, " (spread over the prompts)")
                           : cat(o.gen_len))
     << " generated tokens per sample, temperature 1, at most " << o.max_num_seqs

@@ -323,7 +323,8 @@ std::pair<Fp8Activation, cuda::ActQuantOut> act_output(const at::Tensor& like, i
   const bool group = scaling == ActScaling::group;
   const int64_t Kp = padded_k(K, group), Mp = group ? round_up(M, kGroupRowAlign) : M;
   const auto opts = like.options();
-  at::Tensor scale = group ? at::empty({Kp / kFp8Block, Mp}, opts.dtype(at::kFloat)) : at::empty({M}, opts.dtype(at::kFloat));
+  at::Tensor scale = group ? at::empty({Kp / kFp8Block, Mp}, opts.dtype(at::kFloat))  // [Kp / 128, Mp]
+                           : at::empty({M}, opts.dtype(at::kFloat));                  // [M]
   Fp8Activation out{at::empty({Mp, Kp}, opts.dtype(fp8_scalar_type(fmt))), std::move(scale), M, K, fmt, scaling};
   int* flag = activation_flag(nonfinite, like.device());
   const cuda::ActQuantOut o{static_cast<uint8_t*>(out.data.data_ptr()), out.scale.data_ptr<float>(), M, Mp, K, Kp,
@@ -340,8 +341,9 @@ std::optional<Fp8Activation> rms_norm_quantize_activation(const at::Tensor& x, c
 #ifdef FP8RL_WITH_CUDA
   // Rows above 1024 elements: where rms_norm's kernel uses a block per row, whose order of
   // additions the fused kernel repeats (core/model/cuda/fused_rows.cuh).
-  if (scaling == ActScaling::tensor || !fused_input_ok(x) || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 || !weight.is_contiguous() ||
-      weight.numel() != x.size(1) || weight.device() != x.device() || !aligned16(weight.data_ptr()))
+  if (scaling == ActScaling::tensor || !fused_input_ok(x) || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 ||
+      !weight.is_contiguous() || weight.numel() != x.size(1) || weight.device() != x.device() ||
+      !aligned16(weight.data_ptr()))
     return std::nullopt;
   auto [out, o] = act_output(x, x.size(0), x.size(1), scaling, fmt, pow2, nonfinite);
   cuda::rms_norm_quantize(x.data_ptr(), x.stride(0), weight.data_ptr(), static_cast<float>(eps), o,
@@ -358,8 +360,8 @@ std::optional<Fp8Activation> add_rms_norm_quantize_activation(const at::Tensor& 
                                                               Fp8Format fmt, bool pow2, at::Tensor& sum,
                                                               const at::Tensor& nonfinite) {
 #ifdef FP8RL_WITH_CUDA
-  if (scaling == ActScaling::tensor || !fused_input_ok(x) || !fused_input_ok(residual) || residual.sizes() != x.sizes() ||
-      residual.device() != x.device() || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 ||
+  if (scaling == ActScaling::tensor || !fused_input_ok(x) || !fused_input_ok(residual) ||
+      residual.sizes() != x.sizes() || residual.device() != x.device() || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 ||
       !weight.is_contiguous() || weight.numel() != x.size(1) || weight.device() != x.device() ||
       !aligned16(weight.data_ptr()))
     return std::nullopt;

@@ -14,6 +14,10 @@ void ModelConfig::visit(FieldVisitor& v) {
           "recompute decoder layers in backward to save activation memory");
 }
 
+std::string paired_activation_scaling(const std::string& weight_scaling) {
+  return weight_scaling == "block" ? "group" : weight_scaling == "channel" ? "token" : "tensor";
+}
+
 void QuantizationConfig::visit(FieldVisitor& v) {
   v.choice("quant_method", quant_method, {"fp8", "none"},
            "fp8: FP8 weights shared by rollout and trainer; none: the BF16 baseline");

@@ -57,6 +57,10 @@ struct QuantizationConfig {
   void visit(FieldVisitor& v);
 };
 
+// The activation_scaling the FP8 GEMM pairs with a weight_scaling (quant/fp8_gemm.h): block ->
+// group (1x128), channel -> token, tensor -> tensor.
+std::string paired_activation_scaling(const std::string& weight_scaling);
+
 struct LoraConfig {
   int64_t rank = 0;       // 0 = full fine-tuning (weights re-quantized in place after each update)
   double alpha = 16.0;    // scaling = alpha / rank

@@ -119,7 +119,7 @@ void check_quantization(const Rules& r, const QuantizationConfig& q, const hf::M
   } else {
     // The FP8 GEMM (quant/fp8_gemm.h) pairs one activation granularity with each weight one:
     // channel weights x per-token activations (cuBLASLt outer-vector scales), tensor x tensor.
-    const std::string want = q.weight_scaling == "channel" ? "token" : "tensor";
+    const std::string want = paired_activation_scaling(q.weight_scaling);
     if (q.activation_scaling != want)
       r.fail("quantization.activation_scaling", "weight_scaling: {} pairs with activation_scaling: {}, got {}",
              q.weight_scaling, want, q.activation_scaling);

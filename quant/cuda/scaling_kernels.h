@@ -53,13 +53,17 @@ void quantize_tensor(const QuantArgs& a, unsigned* amax_bits, cudaStream_t strea
 struct ActQuantOut {
   uint8_t* out;
   float* scale;
-  int64_t rows, rows_padded, cols, cols_padded;  // cols % 8 == 0; cols_padded % 512 (groups) or % 128 (per token) == 0
+  // cols % 8 == 0; cols_padded % 512 == 0 (groups) or % 128 == 0 (per token)
+  int64_t rows, rows_padded, cols, cols_padded;
   float fp8_max;
   bool e5m2, pow2;
   int* nonfinite;  // nullable
   bool per_token = false;
 };
 
+// The residual add an RMSNorm may take first (rms_norm_quantize): the row normed is
+// s = x + residual (rounded as ATen's add), stored to sum [rows, cols] contiguous. residual
+// [rows, cols] with row stride residual_stride % 8 == 0, 16-byte aligned; null: no add.
 struct ResidualAdd {
   const void* residual = nullptr;
   int64_t residual_stride = 0;
