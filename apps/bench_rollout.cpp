@@ -209,7 +209,6 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
                                   : o.compare_shared_prefix ? SharedPrefix::off
                                                             : rollout::EngineConfig{}.shared_prefix_decode;
         ec.fp8_kv_cache = cfg.fp8_kv;
-        ec.fp8_prefill_attention = cfg.fp8_weights && o.prefill_attention == "fp8";
         rollout::Engine engine(*m, ec);
         engine.generate(make_requests(std::min<int64_t>(batch, 2), o, shape->vocab_size, 8));  // warm-up: kernels, plans, allocator
         const auto reqs = make_requests(batch, o, shape->vocab_size, o.gen_len);
@@ -318,8 +317,7 @@ std::string run_rollout_bench(const RolloutBenchOptions& o) {
   else
     r << "### rollout, " << o.model_dir << "\n\n";
   r << "Device: " << at::cuda::getCurrentDeviceProperties()->name
-    << ". FP8 weights " << o.weight_scaling << "-scaled (quantization.weight_scaling), their prefill attention in "
-    << o.prefill_attention << " (rollout.prefill_attention). Prompts of " << o.prompt_len
+    << ". FP8 weights " << o.weight_scaling << "-scaled (quantization.weight_scaling). Prompts of " << o.prompt_len
     << " tokens, n = " << o.n << " samples per prompt (batch 1: n = 1), "
     << (o.gen_len_min > 0 ? cat(std::min(o.gen_len_min, o.gen_len), "-", o.gen_len, " (spread over the prompts)")
                           : cat(o.gen_len))

@@ -49,9 +49,6 @@ struct RolloutBenchOptions {
   // FP8 weights' scaling (quantization.weight_scaling): block (128x128, with 1x128 activation
   // groups), channel (with per-token activations) or tensor (with a per-tensor activation scale).
   std::string weight_scaling = "block";
-  // Prefill attention of the FP8-weight configurations (rollout.prefill_attention): bf16, or fp8
-  // (q, K and V in E4M3 per head). The bf16 configuration stays the BF16 baseline either way.
-  std::string prefill_attention = "bf16";
 };
 
 std::string run_rollout_bench(const RolloutBenchOptions& options);

@@ -185,10 +185,6 @@ int main(int argc, char** argv) {
                    "FP8 weights' scaling: block (1x128 activation groups), channel (per-token activations) or tensor")
       ->check(CLI::IsMember({"block", "channel", "tensor"}))
       ->capture_default_str();
-  roll->add_option("--prefill-attention", roll_args.options.prefill_attention,
-                   "prefill attention of the FP8-weight configurations: bf16 or fp8 (rollout.prefill_attention)")
-      ->check(CLI::IsMember({"bf16", "fp8"}))
-      ->capture_default_str();
   roll->add_option("--reps", roll_args.options.reps, "timed rollouts per cell (median)")->check(CLI::Range(1, 100))->capture_default_str();
   roll->add_flag("--compare-eager", roll_args.options.compare_eager, "also run every cell without CUDA graphs (rollout.enforce_eager)");
   roll->add_flag("--compare-async", roll_args.options.compare_async,

@@ -125,7 +125,6 @@ std::vector<GenerateOutput> Engine::generate(const std::vector<GenerateRequest>&
   KvCache cache(kv, blocks + (graphs_on ? 1 : 0), keep ? &kept_->directory : nullptr);
   std::optional<PagedAttention> local;  // without kept graphs: this rollout's own
   PagedAttention& paged = keep ? kept_->attention : local.emplace(cache, config_.use_decode_kernel);
-  paged.set_fp8_prefill(config_.fp8_prefill_attention);
   paged.bind(cache);
   const int64_t fused_stores_before = paged.fused_stores();
   // The kept attention lets go of this rollout's cache when the rollout ends, also by an exception.

@@ -53,10 +53,6 @@ struct EngineConfig {
   bool enforce_eager = false;             // rollout.enforce_eager: no CUDA graphs for decode steps
   bool use_decode_kernel = true;          // false: every step on the gather reference path (tests)
   bool fp8_kv_cache = false;              // rollout.kv_cache_dtype fp8: E4M3 K/V with per-layer scales (kv_cache.h)
-  // rollout.prefill_attention fp8: prefill (and a mixed step's prompt rows) attend in FP8, q, K and
-  // V E4M3 with per-head scales (PagedAttention::attend_fp8; FlashInfer's FP8 kernel on Hopper).
-  // Decode steps are unchanged.
-  bool fp8_prefill_attention = false;
   bool async_scheduling = false;          // rollout.async_scheduling: schedule step t+1 while the device runs step t
   // rollout.shared_prefix_decode: a prompt's samples read its keys together in decode steps
   // (rollout/shared_prefix.h; CUDA decode kernel only): off, on, or by_size ("auto"): on for a

@@ -267,16 +267,6 @@ std::pair<at::Tensor, at::Tensor> KvCache::gather(int64_t layer, const at::Tenso
   return {dequantize_kv(k, k_scale(layer), shape_.dtype), dequantize_kv(v, v_scale(layer), shape_.dtype)};
 }
 
-std::pair<model::Fp8Heads, model::Fp8Heads> KvCache::gather_fp8(int64_t layer, const at::Tensor& slots) const {
-  FP8RL_CHECK(shape_.fp8, "KvCache::gather_fp8: this cache holds the model dtype, not E4M3 bytes");
-  const size_t l = static_cast<size_t>(layer);
-  const auto heads = [&](const at::Tensor& cache, const at::Tensor& scale) {
-    return model::Fp8Heads{cache.index_select(0, slots).view(at::kFloat8_e4m3fn),
-                           scale.expand({shape_.num_kv_heads}).contiguous()};
-  };
-  return {heads(k_[l], k_scale(layer)), heads(v_[l], v_scale(layer))};
-}
-
 at::Tensor KvCache::k_scale(int64_t layer) const { return shape_.fp8 ? scales_[layer].narrow(0, 0, 1) : at::Tensor(); }
 at::Tensor KvCache::v_scale(int64_t layer) const { return shape_.fp8 ? scales_[layer].narrow(0, 1, 1) : at::Tensor(); }
 

@@ -27,10 +27,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
-#include <utility>
 #include <vector>
-
-#include "core/model/attention.h"
 
 namespace fp8rl::rollout {
 
@@ -91,10 +88,6 @@ class KvCache {
   // dequantized; on CUDA one kernel per tensor gathers and dequantizes, bit-exact with the ATen
   // ops of the CPU path).
   std::pair<at::Tensor, at::Tensor> gather(int64_t layer, const at::Tensor& slots) const;
-  // An FP8 cache's K/V of the given slots as stored, for FP8 attention (model::VarlenAttention::
-  // forward_fp8): the E4M3 bytes [len(slots), Hkv, D] with the layer's scale repeated per KV head
-  // ([Hkv] float32). Nothing is dequantized or rounded again.
-  std::pair<model::Fp8Heads, model::Fp8Heads> gather_fp8(int64_t layer, const at::Tensor& slots) const;
 
   // The cache of one layer: [num_blocks * block_size, Hkv, D] (kernels that read block tables).
   const at::Tensor& k(int64_t layer) const { return k_[static_cast<size_t>(layer)]; }

@@ -244,35 +244,16 @@ at::Tensor PagedAttention::attend(const at::Tensor& q, const at::Tensor& k, cons
     return paged_decode_attention(q, cache_->k(layer), cache_->v(layer), ctx.block_tables, ctx.context_lens,
                                   cache_->shape().block_size, cache_->k_scale(layer), cache_->v_scale(layer),
                                   ctx.shared_prefix, cache_->bases(layer));
-  if (fp8_prefill_) return attend_fp8(q, k, v, ctx, layer);
-  if (own_keys(q, k, v, ctx)) return varlen_.forward(q, k, v, ctx, layer);
-  FP8RL_CHECK(ctx.key_slots.defined(), "PagedAttention: the reference path needs the context's key_slots");
-  auto [keys, values] = cache_->gather(layer, ctx.key_slots);  // [sum context_lens, Hkv, D], model dtype
-  return varlen_.forward(q, keys.to(q.scalar_type()), values.to(q.scalar_type()), ctx, layer);
-}
-
-bool PagedAttention::own_keys(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                              const model::AttentionContext& ctx) const {
   // No cached prefix (every sequence's keys are its new tokens) and a cache in the model's dtype:
   // the gather would return the call's own k and v, bit for bit. (An FP8 cache keeps the gather:
   // prefill then attends over the dequantized K/V that later steps read.)
   const at::ScalarType cache_dtype = cache_->shape().dtype;
-  return !cache_->shape().fp8 && ctx.cu_seqlens_k_host == ctx.cu_seqlens_q_host && k.defined() &&
-         k.scalar_type() == cache_dtype && v.scalar_type() == cache_dtype && q.scalar_type() == cache_dtype;
-}
-
-at::Tensor PagedAttention::attend_fp8(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                      const model::AttentionContext& ctx, int64_t layer) {
-  const model::Fp8Heads q8 = model::quantize_heads(q);
-  if (own_keys(q, k, v, ctx))
-    return varlen_.forward_fp8(q8, model::quantize_heads(k), model::quantize_heads(v), ctx, q.scalar_type());
+  if (!cache_->shape().fp8 && ctx.cu_seqlens_k_host == ctx.cu_seqlens_q_host && k.scalar_type() == cache_dtype &&
+      v.scalar_type() == cache_dtype && q.scalar_type() == cache_dtype)
+    return varlen_.forward(q, k, v, ctx, layer);
   FP8RL_CHECK(ctx.key_slots.defined(), "PagedAttention: the reference path needs the context's key_slots");
-  if (cache_->shape().fp8) {
-    const auto [k8, v8] = cache_->gather_fp8(layer, ctx.key_slots);
-    return varlen_.forward_fp8(q8, k8, v8, ctx, q.scalar_type());
-  }
-  const auto [keys, values] = cache_->gather(layer, ctx.key_slots);
-  return varlen_.forward_fp8(q8, model::quantize_heads(keys), model::quantize_heads(values), ctx, q.scalar_type());
+  auto [keys, values] = cache_->gather(layer, ctx.key_slots);  // [sum context_lens, Hkv, D], model dtype
+  return varlen_.forward(q, keys.to(q.scalar_type()), values.to(q.scalar_type()), ctx, layer);
 }
 
 }  // namespace fp8rl::rollout

@@ -19,8 +19,6 @@
 //     on other CUDA inputs, per-sequence SDPA on the CPU. The decode kernel is tested against it.
 //     When no sequence has a cached prefix and the cache holds the model's dtype, the gather
 //     would return the call's own k/v bit for bit, so they go to attention directly.
-//     With set_fp8_prefill (rollout.prefill_attention fp8) this path attends in FP8 instead:
-//     attend_fp8 below.
 // A mixed step (ctx.split: sequences with one new token beside sequences with several, as when
 // sequences are admitted while others decode) runs each part on its path: the one-token rows on
 // the decode kernel, the others over their own gathered keys, outputs scattered back to their
@@ -54,11 +52,6 @@ class PagedAttention final : public model::Attention {
   // attention was made: eager calls and graph captures (a replay repeats its capture's path).
   int64_t fused_stores() const { return fused_stores_; }
 
-  // rollout.prefill_attention fp8: calls off the decode kernel (prefill, a mixed step's prompt
-  // rows) attend in FP8 (attend_fp8). Off by default: bf16 attention over the cache's values.
-  void set_fp8_prefill(bool on) { fp8_prefill_ = on; }
-  bool fp8_prefill() const { return fp8_prefill_; }
-
   // Whether decode steps of this model and cache run the kernel (then the engine needs no
   // key_slots for them).
   bool decode_kernel_applies(at::ScalarType q_dtype, int64_t num_q_heads) const;
@@ -74,19 +67,8 @@ class PagedAttention final : public model::Attention {
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const model::AttentionContext& ctx,
                     int64_t layer);
 
-  // Whether the call's own k and v are the keys the gather would return (no cached prefix, a
-  // cache of the model's dtype): then they go to attention directly.
-  bool own_keys(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const model::AttentionContext& ctx) const;
-  // The FP8 form of the reference path: q quantized per head (model::quantize_heads); an FP8
-  // cache's keys and values as stored, with its per-layer scales (KvCache::gather_fp8: no
-  // dequantize, no second rounding), a bf16 cache's quantized per head; then
-  // VarlenAttention::forward_fp8 (FlashInfer's FP8 kernel on Hopper, else the dequantized reference).
-  at::Tensor attend_fp8(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                        const model::AttentionContext& ctx, int64_t layer);
-
   KvCache* cache_;  // not owned
   bool use_decode_kernel_;
-  bool fp8_prefill_ = false;
   int64_t fused_stores_ = 0;
   model::VarlenAttention varlen_{/*inference_kernel=*/true};  // Hopper prefill kernel where it applies
 };

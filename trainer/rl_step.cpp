@@ -213,7 +213,6 @@ rollout::EngineConfig engine_config(const recipe::RolloutConfig& ro, const hf::T
   ec.split_mixed_steps = ro.split_mixed_steps;
   ec.keep_decode_graphs = ro.keep_decode_graphs;
   ec.fp8_kv_cache = ro.kv_cache_dtype == "fp8";
-  ec.fp8_prefill_attention = ro.prefill_attention == "fp8";
   ec.gpu_memory_utilization = ro.gpu_memory_utilization;
   return ec;
 }

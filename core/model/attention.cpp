@@ -12,14 +12,10 @@
 #include "core/util/log.h"
 
 #ifdef FP8RL_WITH_HOPPER_PREFILL
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 
 #include "core/model/cuda/hopper_prefill.h"
-#endif
-#ifdef FP8RL_WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
-
-#include "core/model/cuda/head_quant.h"
 #endif
 
 namespace fp8rl::model {
@@ -95,78 +91,22 @@ bool VarlenAttention::hopper_kernel_built() {
 #endif
 }
 
-bool VarlenAttention::hopper_allowed(const at::Tensor& q, int64_t head_dim) const {
+bool VarlenAttention::uses_hopper(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const {
 #ifdef FP8RL_WITH_HOPPER_PREFILL
   static const bool enabled = env_switch("FP8RL_HOPPER_PREFILL", true);
+  const bool needs_grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   // Not while a CUDA graph is captured: the plan's host-to-device copy cannot be.
-  return enabled && inference_kernel_ && q.is_cuda() && cuda::hopper_prefill_supports(q.device().index(), head_dim) &&
+  return enabled && inference_kernel_ && !needs_grad && q.is_cuda() && q.scalar_type() == at::kBFloat16 &&
+         k.scalar_type() == at::kBFloat16 && v.scalar_type() == at::kBFloat16 &&
+         cuda::hopper_prefill_supports(q.device().index(), q.size(-1)) &&
          c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None;
 #else
   (void)q;
-  (void)head_dim;
+  (void)k;
+  (void)v;
   return false;
 #endif
 }
-
-bool VarlenAttention::uses_hopper(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const {
-  const bool needs_grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  return !needs_grad && q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
-         v.scalar_type() == at::kBFloat16 && hopper_allowed(q, q.size(-1));
-}
-
-bool VarlenAttention::uses_hopper_fp8(const Fp8Heads& q, at::ScalarType dtype) const {
-  return dtype == at::kBFloat16 && q.bytes.scalar_type() == at::kFloat8_e4m3fn && hopper_allowed(q.bytes, q.bytes.size(-1));
-}
-
-#ifdef FP8RL_WITH_HOPPER_PREFILL
-namespace {
-
-bool aligned16(const at::Tensor& x) { return reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0; }
-
-// The Hopper kernel's call for q [N, Hq, D], k/v [L, Hkv, D] (contiguous last dims) into out: the
-// work plan is made on the context's first call and reused by its other layers.
-cuda::HopperPrefillArgs hopper_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-                                    const AttentionContext& ctx, cudaStream_t stream) {
-  if (!ctx.scratch) {  // first layer of this call: plan the work once for all layers
-    auto scratch = std::make_shared<AttentionScratch>();
-    const size_t bytes = cuda::hopper_prefill_workspace_bytes(ctx.num_sequences(), q.size(0), q.size(1));
-    scratch->hopper_workspace = at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
-    scratch->num_q_heads = q.size(1);
-    scratch->num_kv_heads = k.size(1);
-    scratch->hopper_plan =
-        cuda::hopper_prefill_plan(ctx.cu_seqlens_q_host.data(), ctx.cu_seqlens_k_host.data(), ctx.num_sequences(),
-                                  q.size(1), k.size(1), q.size(2), scratch->hopper_workspace.data_ptr(), bytes, stream);
-    ctx.scratch = std::move(scratch);
-  }
-  FP8RL_CHECK(ctx.scratch->num_q_heads == q.size(1) && ctx.scratch->num_kv_heads == k.size(1) &&
-                  ctx.scratch->hopper_workspace.device() == q.device(),
-              "VarlenAttention: one context's layers differ in heads or device; its work plan fits only the first");
-  cuda::HopperPrefillArgs a{};
-  a.q = q.data_ptr();
-  a.k = k.data_ptr();
-  a.v = v.data_ptr();
-  a.out = out.data_ptr();
-  a.q_stride_n = q.stride(0);
-  a.q_stride_h = q.stride(1);
-  a.k_stride_n = k.stride(0);
-  a.k_stride_h = k.stride(1);
-  a.v_stride_n = v.stride(0);
-  a.v_stride_h = v.stride(1);
-  a.o_stride_n = out.stride(0);
-  a.o_stride_h = out.stride(1);
-  a.num_q_tokens = q.size(0);
-  a.num_kv_tokens = k.size(0);
-  a.num_q_heads = q.size(1);
-  a.num_kv_heads = k.size(1);
-  a.head_dim = q.size(2);
-  a.scale = static_cast<float>(softmax_scale(q));
-  a.workspace = ctx.scratch->hopper_workspace.data_ptr();
-  a.plan = ctx.scratch->hopper_plan;
-  return a;
-}
-
-}  // namespace
-#endif
 
 at::Tensor VarlenAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const AttentionContext& ctx, int64_t /*layer*/) {
@@ -175,10 +115,47 @@ at::Tensor VarlenAttention::forward(const at::Tensor& q, const at::Tensor& k, co
   const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
 #ifdef FP8RL_WITH_HOPPER_PREFILL
   // The kernel's TMA loads need 16-byte aligned bases (a contiguous view may start anywhere).
-  if (uses_hopper(q, k, v) && aligned16(qc) && aligned16(kc) && aligned16(vc)) {
+  auto aligned = [](const at::Tensor& x) { return reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0; };
+  if (uses_hopper(q, k, v) && aligned(qc) && aligned(kc) && aligned(vc)) {
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
+    if (!ctx.scratch) {  // first layer of this call: plan the work once for all layers
+      auto scratch = std::make_shared<AttentionScratch>();
+      const size_t bytes = cuda::hopper_prefill_workspace_bytes(ctx.num_sequences(), q.size(0), q.size(1));
+      scratch->hopper_workspace =
+          at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
+      scratch->num_q_heads = q.size(1);
+      scratch->num_kv_heads = k.size(1);
+      scratch->hopper_plan = cuda::hopper_prefill_plan(
+          ctx.cu_seqlens_q_host.data(), ctx.cu_seqlens_k_host.data(), ctx.num_sequences(), q.size(1), k.size(1),
+          q.size(2), scratch->hopper_workspace.data_ptr(), bytes, stream);
+      ctx.scratch = std::move(scratch);
+    }
+    FP8RL_CHECK(ctx.scratch->num_q_heads == q.size(1) && ctx.scratch->num_kv_heads == k.size(1) &&
+                    ctx.scratch->hopper_workspace.device() == q.device(),
+                "VarlenAttention: one context's layers differ in heads or device; its work plan fits only the first");
     at::Tensor out = at::empty_like(qc);  // [N, Hq, D]
-    cuda::hopper_prefill(hopper_args(qc, kc, vc, out, ctx, stream), stream);
+    cuda::HopperPrefillArgs a{};
+    a.q = qc.data_ptr();
+    a.k = kc.data_ptr();
+    a.v = vc.data_ptr();
+    a.out = out.data_ptr();
+    a.q_stride_n = qc.stride(0);
+    a.q_stride_h = qc.stride(1);
+    a.k_stride_n = kc.stride(0);
+    a.k_stride_h = kc.stride(1);
+    a.v_stride_n = vc.stride(0);
+    a.v_stride_h = vc.stride(1);
+    a.o_stride_n = out.stride(0);
+    a.o_stride_h = out.stride(1);
+    a.num_q_tokens = qc.size(0);
+    a.num_kv_tokens = kc.size(0);
+    a.num_q_heads = qc.size(1);
+    a.num_kv_heads = kc.size(1);
+    a.head_dim = qc.size(2);
+    a.scale = static_cast<float>(softmax_scale(q));
+    a.workspace = ctx.scratch->hopper_workspace.data_ptr();
+    a.plan = ctx.scratch->hopper_plan;
+    cuda::hopper_prefill(a, stream);
     return out;
   }
 #endif
@@ -188,68 +165,6 @@ at::Tensor VarlenAttention::forward(const at::Tensor& q, const at::Tensor& k, co
                                           ctx.cu_seqlens_k, ctx.max_seqlen_q, ctx.max_seqlen_k, /*dropout_p=*/0.0,
                                           /*is_causal=*/true, /*return_debug_mask=*/false, softmax_scale(q));
   return std::get<0>(out);  // [N, Hq, D]
-}
-
-at::Tensor VarlenAttention::forward_fp8(const Fp8Heads& q, const Fp8Heads& k, const Fp8Heads& v,
-                                        const AttentionContext& ctx, at::ScalarType dtype) {
-  check_packed(q.bytes, k.bytes, v.bytes, ctx, "VarlenAttention::forward_fp8");
-  FP8RL_CHECK(q.scales.numel() == q.bytes.size(1) && k.scales.numel() == k.bytes.size(1) &&
-                  v.scales.numel() == v.bytes.size(1),
-              "VarlenAttention::forward_fp8: one scale per head");
-#ifdef FP8RL_WITH_HOPPER_PREFILL
-  const at::Tensor qc = q.bytes.contiguous(), kc = k.bytes.contiguous(), vc = v.bytes.contiguous();
-  if (qc.size(0) > 0 && uses_hopper_fp8(q, dtype) && aligned16(qc) && aligned16(kc) && aligned16(vc)) {
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream(qc.device().index()).stream();
-    const at::Tensor qs = q.scales.to(at::kFloat).contiguous(), ks = k.scales.to(at::kFloat).contiguous(),
-                     vs = v.scales.to(at::kFloat).contiguous();
-    at::Tensor out = at::empty(qc.sizes(), qc.options().dtype(at::kBFloat16));  // [N, Hq, D]
-    cuda::HopperPrefillArgs a = hopper_args(qc, kc, vc, out, ctx, stream);
-    a.q_scale = qs.data_ptr<float>();
-    a.k_scale = ks.data_ptr<float>();
-    a.v_scale = vs.data_ptr<float>();
-    cuda::hopper_prefill(a, stream);
-    return out;
-  }
-#endif
-  return forward(dequantize_heads(q, dtype), dequantize_heads(k, dtype), dequantize_heads(v, dtype), ctx, 0);
-}
-
-namespace {
-constexpr double kE4m3Max = 448.0;
-}  // namespace
-
-Fp8Heads quantize_heads_reference(const at::Tensor& x) {
-  FP8RL_CHECK(x.dim() == 3, "quantize_heads: x must be [tokens, heads, head_dim]");
-  const at::Tensor xf = x.to(at::kFloat);
-  const int64_t H = x.size(1);
-  if (x.size(0) == 0) return {at::empty(x.sizes(), x.options().dtype(at::kFloat8_e4m3fn)), at::ones({H}, xf.options())};
-  const at::Tensor amax = xf.abs().amax({0, 2});  // [H]
-  // Tensor divisions (never by a scalar, which ATen's CUDA kernels turn into a multiplication by
-  // its reciprocal): IEEE quotients, as the kernels compute them.
-  const at::Tensor scales = at::where(amax == 0, at::ones_like(amax), amax / at::full_like(amax, kE4m3Max));
-  const at::Tensor bytes = (xf / scales.view({1, H, 1})).clamp(-kE4m3Max, kE4m3Max).to(at::kFloat8_e4m3fn);
-  return {bytes, scales};
-}
-
-Fp8Heads quantize_heads(const at::Tensor& x) {
-  FP8RL_CHECK(x.dim() == 3, "quantize_heads: x must be [tokens, heads, head_dim]");
-#ifdef FP8RL_WITH_CUDA
-  const at::ScalarType t = x.scalar_type();
-  if (x.is_cuda() && (t == at::kBFloat16 || t == at::kHalf) && x.size(0) > 0 && x.stride(2) == 1) {
-    const auto fopts = x.options().dtype(at::kFloat);
-    at::Tensor amax = at::zeros({x.size(1)}, fopts), scales = at::empty({x.size(1)}, fopts);
-    at::Tensor bytes = at::empty(x.sizes(), x.options().dtype(at::kFloat8_e4m3fn));
-    const cuda::HeadQuantArgs a{x.data_ptr(),       x.size(0), x.size(1), x.size(2),
-                                x.stride(0),        x.stride(1), t == at::kBFloat16, amax.data_ptr<float>(),
-                                scales.data_ptr<float>(), static_cast<uint8_t*>(bytes.data_ptr())};
-    if (cuda::quantize_heads_rows(a, at::cuda::getCurrentCUDAStream(x.device().index()).stream())) return {bytes, scales};
-  }
-#endif
-  return quantize_heads_reference(x);
-}
-
-at::Tensor dequantize_heads(const Fp8Heads& x, at::ScalarType dtype) {
-  return (x.bytes.to(at::kFloat) * x.scales.to(at::kFloat).view({1, -1, 1})).to(dtype);
 }
 
 at::Tensor reference_varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -94,23 +94,6 @@ class Attention {
                                       const QkRotation& rotation, const AttentionContext& ctx, int64_t layer);
 };
 
-// FP8 (E4M3) attention inputs with one float32 scale per head:
-//   x[n, h, :] ~= float(bytes[n, h, :]) * scales[h].
-// What FP8 prefill attention (VarlenAttention::forward_fp8) takes.
-struct Fp8Heads {
-  at::Tensor bytes;   // [L, H, D] float8_e4m3fn
-  at::Tensor scales;  // [H] float32, on bytes' device
-};
-
-// Dynamic per-head quantization of x [L, H, D]: scales[h] = max |x[:, h, :]| / 448 (1 for a head
-// of zeros; NaN where the head holds a NaN), bytes = E4M3(x / scales[h]) saturated to +-448.
-// On CUDA, bf16/fp16 x with head_dim % 8 == 0: two kernels (core/model/cuda/head_quant.h), bit
-// for bit quantize_heads_reference; elsewhere that reference.
-Fp8Heads quantize_heads(const at::Tensor& x);
-Fp8Heads quantize_heads_reference(const at::Tensor& x);  // the same in ATen ops, any device
-// float(bytes) * scales in `dtype`: the values an FP8 attention computes with.
-at::Tensor dequantize_heads(const Fp8Heads& x, at::ScalarType dtype);
-
 // The trainer's attention over whole sequences (and the CPU/reference path of any packed batch
 // whose keys are its own tokens). Differentiable.
 //   CUDA, bf16/fp16, head_dim % 8 == 0 and <= 256: ATen's flash-attention varlen kernel on the
@@ -119,8 +102,7 @@ at::Tensor dequantize_heads(const Fp8Heads& x, at::ScalarType dtype);
 // With `inference_kernel` (the rollout engine's prefill), calls that need no gradient on a
 // Hopper GPU, in bf16 with head_dim 128 and 16-byte aligned q/k/v, outside CUDA-graph capture,
 // run FlashInfer's sm90 prefill kernel instead
-// (core/model/cuda/hopper_prefill.h: TMA, warpgroup MMAs, warp specialization). forward_fp8 is
-// the same kernel's FP8 form for inputs already in FP8. The trainer keeps
+// (core/model/cuda/hopper_prefill.h: TMA, warpgroup MMAs, warp specialization). The trainer keeps
 // flash-attention 2 for every forward, so its old-log-prob recompute and its update run the
 // same kernel. FP8RL_HOPPER_PREFILL=0 in the environment turns the Hopper kernel off (a
 // before/after from one binary).
@@ -136,20 +118,7 @@ class VarlenAttention final : public Attention {
   // Whether this build has the Hopper prefill kernel (FlashInfer's headers at configure time).
   static bool hopper_kernel_built();
 
-  // FP8 attention (inference only; the engine's rollout.prefill_attention fp8): q [N, Hq, D],
-  // k/v [L, Hkv, D] as per-head-scaled E4M3 -> [N, Hq, D] in `dtype`. Where uses_hopper_fp8:
-  // FlashInfer's FP8 prefill kernel (both matmuls on FP8 tensor cores, the softmax probabilities
-  // in E4M3 for the second; hopper_prefill.h); elsewhere forward() of the dequantized heads in
-  // `dtype`, the reference (on the CPU: fp32 SDPA).
-  at::Tensor forward_fp8(const Fp8Heads& q, const Fp8Heads& k, const Fp8Heads& v, const AttentionContext& ctx,
-                         at::ScalarType dtype);
-  // Whether forward_fp8 runs the FP8 kernel: as uses_hopper, for a bfloat16 output.
-  bool uses_hopper_fp8(const Fp8Heads& q, at::ScalarType dtype) const;
-
  private:
-  // Whether a call may take the Hopper kernel at all (built, switched on, inference, not under
-  // graph capture, a Hopper device, a compiled-in head_dim).
-  bool hopper_allowed(const at::Tensor& q, int64_t head_dim) const;
   bool inference_kernel_;
 };
 

@@ -52,10 +52,6 @@ void RolloutConfig::visit(FieldVisitor& v) {
   v.field("gpu_memory_utilization", gpu_memory_utilization, "fraction of GPU memory the KV block pool may fill up to");
   v.field("max_num_seqs", max_num_seqs, "sequences decoded together");
   v.choice("kv_cache_dtype", kv_cache_dtype, {"auto", "fp8"}, "auto = model dtype; fp8 = E4M3 K/V with one scale per layer for K and for V");
-  v.choice("prefill_attention", prefill_attention, {"bf16", "fp8"},
-           "fp8 = prompt tokens attend in FP8: q, K and V in E4M3 with one scale per head, the softmax probabilities in "
-           "E4M3 for the second matmul (FlashInfer's FP8 kernel on Hopper; elsewhere the same values dequantized); decode "
-           "steps are unchanged. Faster long-prompt prefill, at a larger rollout/trainer mismatch");
   v.field("enable_prefix_caching", enable_prefix_caching, "compute each prompt's KV once for its n samples");
   v.field("enforce_eager", enforce_eager, "true = decode without CUDA graphs");
   v.field("async_scheduling", async_scheduling,

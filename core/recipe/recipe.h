@@ -79,7 +79,6 @@ struct RolloutConfig {
   double gpu_memory_utilization = 0.6; // fraction of GPU memory the KV pool may fill up to while rolling out
   int64_t max_num_seqs = 256;          // sequences decoded together
   std::string kv_cache_dtype = "auto"; // auto (model dtype) | fp8
-  std::string prefill_attention = "bf16";  // bf16 | fp8: prompt tokens' attention on FP8 tensor cores
   bool enable_prefix_caching = true;   // compute a prompt's KV once for its n samples
   bool enforce_eager = false;          // true = no CUDA graphs for decode
   bool async_scheduling = false;       // true = schedule and launch step t+1 before reading step t's tokens

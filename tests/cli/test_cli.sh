@@ -149,7 +149,6 @@ expect 2 'reps'                  -- bench gemm --reps 1
 expect 2 'excludes'              -- bench rollout --preset 8b --model .
 expect 2 'no-such-dir'           -- bench rollout --model no-such-dir
 expect 2 'weight-scaling: foo'   -- bench rollout --weight-scaling foo
-expect 2 'prefill-attention: fp4' -- bench rollout --prefill-attention fp4
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   expect 1 'needs a CUDA build'  -- bench gemm --models tiny --m 1
 fi

@@ -392,9 +392,8 @@ TEST_CASE("engine on CUDA: async scheduling gives the synchronous tokens and log
 // weights), prompts of 40-45 tokens with n = 1-4 samples, so prefills run both with the keys of
 // new prompts only (no gather) and over shared prefix blocks (gathered), each planned once per
 // forward for all layers. Log-probs against the trainer's recompute (FlashAttention-2) within
-// the BF16 bound of the tests above; the same with the kernel's FP8 form
-// (rollout.prefill_attention fp8) within the FP8 cache's bounds.
-TEST_CASE("engine on CUDA at head_dim 128: prefills on the Hopper kernel (bf16 and FP8) match the trainer", "[rollout][gpu]") {
+// the BF16 bound of the tests above.
+TEST_CASE("engine on CUDA at head_dim 128: prefills on the Hopper kernel match the trainer", "[rollout][gpu]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   if (at::cuda::getCurrentDeviceProperties()->major != 9) SKIP_TEST("no Hopper GPU");
   if (!model::VarlenAttention::hopper_kernel_built()) SKIP_TEST("built without FlashInfer's headers");
@@ -412,35 +411,14 @@ TEST_CASE("engine on CUDA at head_dim 128: prefills on the Hopper kernel (bf16 a
     g.sampling = {i % 3 == 0 ? 0.0 : 1.0, 0, 1.0, 13};
     reqs.push_back(g);
   }
-  // bf16 prefill attention; then FP8 (rollout.prefill_attention fp8: FlashInfer's FP8 kernel)
-  // over a bf16 cache (K/V quantized per head) and over an FP8 cache (its bytes as stored).
-  struct Mode {
-    bool fp8_attention, fp8_kv;
-  };
-  double plain_mean = 0;
-  for (const Mode mode : {Mode{false, false}, Mode{true, false}, Mode{true, true}}) {
-    EngineConfig c;
-    c.gpu_memory_utilization = 0.5;
-    c.fp8_prefill_attention = mode.fp8_attention;
-    c.fp8_kv_cache = mode.fp8_kv;
-    Engine engine(m, c);
-    const std::vector<GenerateOutput> out = engine.generate(reqs);
-    const auto [max_diff, mean_diff] = logprob_gap(m, reqs, out);
-    WARN("head_dim 128, Hopper prefill, attention " << (mode.fp8_attention ? "fp8" : "bf16") << ", fp8 KV "
-                                                    << mode.fp8_kv << ": |dlogp| vs trainer max " << max_diff
-                                                    << " mean " << mean_diff);
-    if (!mode.fp8_attention) {
-      plain_mean = mean_diff;
-      CHECK(max_diff < 0.1);
-      CHECK(mean_diff < 0.03);
-    } else {
-      // The FP8 cache test's bounds (its K/V carry E4M3's ~3% per element; q and the softmax
-      // probabilities now do too): a wrong scale or head moves log-probs by O(1).
-      CHECK(max_diff < 1.0);
-      CHECK(mean_diff < 0.1);
-      CHECK(mean_diff > plain_mean);  // the prefill really ran in FP8
-    }
-  }
+  EngineConfig c;
+  c.gpu_memory_utilization = 0.5;
+  Engine engine(m, c);
+  const std::vector<GenerateOutput> out = engine.generate(reqs);
+  const auto [max_diff, mean_diff] = logprob_gap(m, reqs, out);
+  WARN("head_dim 128, Hopper prefill: |dlogp| vs trainer max " << max_diff << " mean " << mean_diff);
+  CHECK(max_diff < 0.1);
+  CHECK(mean_diff < 0.03);
   std::filesystem::remove_all(dir);
 }
 

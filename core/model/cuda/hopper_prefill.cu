@@ -7,13 +7,11 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include <cutlass/numeric_types.h>
 #include <flashinfer/attention/hopper/default_params.cuh>
 #include <flashinfer/attention/hopper/prefill_sm90.cuh>
-#include <flashinfer/attention/hopper/quantization/prefill_sm90.cuh>
 #include <flashinfer/attention/hopper/variants.cuh>
 #include <flashinfer/attention/scheduler.cuh>
 
@@ -22,84 +20,7 @@ namespace {
 
 namespace fi = flashinfer;
 using BF16 = cutlass::bfloat16_t;
-using E4M3 = cutlass::float_e4m3_t;
 using Params = fi::BatchPrefillRaggedParams<BF16, BF16, BF16, int32_t>;
-
-// The FP8 kernel's parameters. FlashInfer's Python side generates this struct at run time; its
-// FP8 variant (StandardFP8Attention) finds each per-head scale array by the member names
-// maybe_scale_q / _k / _v (with a scalar used where the pointer is null).
-struct Fp8Params {
-  using DTypeQ = E4M3;
-  using DTypeKV = E4M3;
-  using DTypeO = BF16;
-  using IdType = int32_t;
-  E4M3* q_ptr;
-  E4M3* k_ptr;
-  E4M3* v_ptr;
-  BF16* o_ptr;
-  float* lse_ptr;
-  IdType* qo_tile_indices;
-  IdType* qo_indptr;
-  IdType* kv_indptr;
-  IdType* qo_lens;
-  IdType* kv_lens;
-  IdType* head_indices;
-  IdType* work_indptr;
-  IdType* batch_indices;
-  struct AdditionalParams {
-    float logits_soft_cap;
-    float sm_scale;
-    const float* maybe_scale_q;
-    float scale_q_scalar;
-    const float* maybe_scale_k;
-    float scale_k_scalar;
-    const float* maybe_scale_v;
-    float scale_v_scalar;
-  } additional_params;
-  int64_t q_stride_n, k_stride_n, v_stride_n, o_stride_n;
-  int64_t q_stride_h, k_stride_h, v_stride_h, o_stride_h;
-  int64_t nnz_qo, nnz_kv;
-  int num_qo_heads, num_kv_heads, group_size, window_left;
-  bool causal;
-};
-
-// The fields both forms share: pointers, the plan's work arrays, strides, sizes.
-template <typename P>
-void fill(P& p, const HopperPrefillArgs& a, const fi::PrefillPlanSM90Info& info) {
-  using Q = std::remove_pointer_t<decltype(p.q_ptr)>;
-  using KV = std::remove_pointer_t<decltype(p.k_ptr)>;
-  auto* ints = const_cast<void*>(a.workspace);
-  p.q_ptr = static_cast<Q*>(const_cast<void*>(a.q));
-  p.k_ptr = static_cast<KV*>(const_cast<void*>(a.k));
-  p.v_ptr = static_cast<KV*>(const_cast<void*>(a.v));
-  p.o_ptr = static_cast<BF16*>(a.out);
-  p.lse_ptr = nullptr;  // the engine needs no log-sum-exp
-  p.qo_tile_indices = fi::GetPtrFromBaseOffset<int32_t>(ints, info.qo_tile_indices_offset);
-  p.qo_indptr = fi::GetPtrFromBaseOffset<int32_t>(ints, info.qo_indptr_offset);
-  p.kv_indptr = fi::GetPtrFromBaseOffset<int32_t>(ints, info.kv_indptr_offset);
-  p.qo_lens = fi::GetPtrFromBaseOffset<int32_t>(ints, info.qo_len_offset);
-  p.kv_lens = fi::GetPtrFromBaseOffset<int32_t>(ints, info.kv_len_offset);
-  p.head_indices = fi::GetPtrFromBaseOffset<int32_t>(ints, info.head_indices_offset);
-  p.work_indptr = fi::GetPtrFromBaseOffset<int32_t>(ints, info.work_indptr_offset);
-  p.batch_indices = fi::GetPtrFromBaseOffset<int32_t>(ints, info.batch_indices_offset);
-  p.additional_params.logits_soft_cap = 0.f;
-  p.additional_params.sm_scale = a.scale;
-  p.q_stride_n = a.q_stride_n;
-  p.q_stride_h = a.q_stride_h;
-  p.k_stride_n = a.k_stride_n;
-  p.k_stride_h = a.k_stride_h;
-  p.v_stride_n = a.v_stride_n;
-  p.v_stride_h = a.v_stride_h;
-  p.o_stride_n = a.o_stride_n;
-  p.o_stride_h = a.o_stride_h;
-  p.nnz_qo = a.num_q_tokens;
-  p.nnz_kv = a.num_kv_tokens;
-  p.num_qo_heads = static_cast<int>(a.num_q_heads);
-  p.num_kv_heads = static_cast<int>(a.num_kv_heads);
-  p.group_size = static_cast<int>(a.num_q_heads / a.num_kv_heads);
-  p.window_left = -1;
-  p.causal = true;
-}
 constexpr int kHeadDim = 128;
 constexpr int kTileQ = 128;  // PrefillSM90Plan's query tile for head_dim 128
 
@@ -162,26 +83,41 @@ void hopper_prefill(const HopperPrefillArgs& a, cudaStream_t stream) {
   if (a.head_dim != kHeadDim) throw std::runtime_error("hopper_prefill: head_dim " + std::to_string(a.head_dim) + " is not compiled in");
   fi::PrefillPlanSM90Info info;
   info.FromVector(std::vector<int64_t>(a.plan.info.begin(), a.plan.info.end()));
-  cudaError_t e;
-  if (a.q_scale != nullptr) {
-    if (a.k_scale == nullptr || a.v_scale == nullptr) throw std::runtime_error("hopper_prefill: FP8 q without k/v scales");
-    Fp8Params p{};
-    fill(p, a, info);
-    p.additional_params.maybe_scale_q = a.q_scale;
-    p.additional_params.maybe_scale_k = a.k_scale;
-    p.additional_params.maybe_scale_v = a.v_scale;
-    p.additional_params.scale_q_scalar = p.additional_params.scale_k_scalar = p.additional_params.scale_v_scalar = 1.f;
-    if (info.same_schedule_for_all_heads)
-      e = fi::BatchFP8PrefillWithRaggedKVCacheDispatched<kHeadDim, fi::MaskMode::kCausal, false, true,
-                                                         fi::StandardFP8Attention>(p, /*enable_pdl=*/false, stream);
-    else
-      e = fi::BatchFP8PrefillWithRaggedKVCacheDispatched<kHeadDim, fi::MaskMode::kCausal, false, false,
-                                                         fi::StandardFP8Attention>(p, /*enable_pdl=*/false, stream);
-    check(e, "hopper_prefill (FP8): kernel launch");
-    return;
-  }
+  auto* ints = const_cast<void*>(a.workspace);
+
   Params p{};
-  fill(p, a, info);
+  p.q_ptr = static_cast<BF16*>(const_cast<void*>(a.q));
+  p.k_ptr = static_cast<BF16*>(const_cast<void*>(a.k));
+  p.v_ptr = static_cast<BF16*>(const_cast<void*>(a.v));
+  p.o_ptr = static_cast<BF16*>(a.out);
+  p.lse_ptr = nullptr;  // the engine needs no log-sum-exp
+  p.qo_tile_indices = fi::GetPtrFromBaseOffset<int32_t>(ints, info.qo_tile_indices_offset);
+  p.qo_indptr = fi::GetPtrFromBaseOffset<int32_t>(ints, info.qo_indptr_offset);
+  p.kv_indptr = fi::GetPtrFromBaseOffset<int32_t>(ints, info.kv_indptr_offset);
+  p.qo_lens = fi::GetPtrFromBaseOffset<int32_t>(ints, info.qo_len_offset);
+  p.kv_lens = fi::GetPtrFromBaseOffset<int32_t>(ints, info.kv_len_offset);
+  p.head_indices = fi::GetPtrFromBaseOffset<int32_t>(ints, info.head_indices_offset);
+  p.work_indptr = fi::GetPtrFromBaseOffset<int32_t>(ints, info.work_indptr_offset);
+  p.batch_indices = fi::GetPtrFromBaseOffset<int32_t>(ints, info.batch_indices_offset);
+  p.additional_params.logits_soft_cap = 0.f;
+  p.additional_params.sm_scale = a.scale;
+  p.q_stride_n = a.q_stride_n;
+  p.q_stride_h = a.q_stride_h;
+  p.k_stride_n = a.k_stride_n;
+  p.k_stride_h = a.k_stride_h;
+  p.v_stride_n = a.v_stride_n;
+  p.v_stride_h = a.v_stride_h;
+  p.o_stride_n = a.o_stride_n;
+  p.o_stride_h = a.o_stride_h;
+  p.nnz_qo = a.num_q_tokens;
+  p.nnz_kv = a.num_kv_tokens;
+  p.num_qo_heads = static_cast<int>(a.num_q_heads);
+  p.num_kv_heads = static_cast<int>(a.num_kv_heads);
+  p.group_size = static_cast<int>(a.num_q_heads / a.num_kv_heads);
+  p.window_left = -1;
+  p.causal = true;
+
+  cudaError_t e;
   if (info.same_schedule_for_all_heads) {
     e = fi::BatchPrefillWithRaggedKVCacheDispatched<kHeadDim, kHeadDim, fi::MaskMode::kCausal, false, true,
                                                     fi::StandardAttention>(p, /*enable_pdl=*/false, stream);

@@ -52,17 +52,11 @@ struct HopperPrefillArgs {
   int64_t num_q_tokens, num_kv_tokens;
   int64_t num_q_heads, num_kv_heads, head_dim;
   float scale;  // softmax scale, usually D^-0.5
-  // The FP8 form: device float32 scales, q_scale [Hq], k_scale and v_scale [Hkv]; null (all
-  // three): bfloat16 q, k, v.
-  const float* q_scale = nullptr;
-  const float* k_scale = nullptr;
-  const float* v_scale = nullptr;
   const void* workspace;
   HopperPrefillPlan plan;
 };
 
-// out = causal softmax(scale q k^T) v per sequence and head; bfloat16 (or the FP8 form) in,
-// bfloat16 out.
+// out = causal softmax(scale q k^T) v per sequence and head; bfloat16 in and out.
 void hopper_prefill(const HopperPrefillArgs& a, cudaStream_t stream);
 
 }  // namespace fp8rl::cuda

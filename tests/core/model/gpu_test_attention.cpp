@@ -122,24 +122,6 @@ bool hopper_device() {
   return at::cuda::is_available() && at::cuda::getCurrentDeviceProperties()->major == 9;
 }
 
-struct Batch {
-  const char* name;
-  std::vector<int64_t> q_len, k_len;
-};
-
-// The Hopper kernel's batches: lengths around its 128-query tiles (1, 17, 127, 128, 129, 1025),
-// an empty sequence, queries over cached prefixes (bottom-right), one query over a long prefix,
-// and 4500 short sequences, which take the plan's one-schedule-for-all-heads branch.
-std::vector<Batch> hopper_batches() {
-  std::vector<int64_t> many_q(4500), many_k(4500);
-  for (size_t s = 0; s < many_q.size(); ++s) many_q[s] = many_k[s] = 1 + static_cast<int64_t>(s % 3);
-  return {
-      {"whole sequences", {1, 17, 0, 127, 128, 129, 1025}, {1, 17, 0, 127, 128, 129, 1025}},
-      {"cached prefixes", {45, 17, 1, 200, 129}, {300, 17, 2000, 713, 1000}},
-      {"4500 short sequences", many_q, many_k},
-  };
-}
-
 }  // namespace
 
 // FlashInfer's sm90 prefill kernel (the engine's prefill on Hopper) against the float32
@@ -153,7 +135,17 @@ TEST_CASE("Hopper prefill attention == fp32 reference and flash-attention 2", "[
   if (!VarlenAttention::hopper_kernel_built()) SKIP_TEST("built without FlashInfer's headers (FP8RL_FLASHINFER_DIR)");
   const at::Device dev(at::kCUDA, 0);
   const auto bf16 = at::TensorOptions().dtype(at::kBFloat16).device(dev);
-  const std::vector<Batch> batches = hopper_batches();
+  struct Batch {
+    const char* name;
+    std::vector<int64_t> q_len, k_len;
+  };
+  std::vector<int64_t> many_q(4500), many_k(4500);
+  for (size_t s = 0; s < many_q.size(); ++s) many_q[s] = many_k[s] = 1 + static_cast<int64_t>(s % 3);
+  const std::vector<Batch> batches{
+      {"whole sequences", {1, 17, 0, 127, 128, 129, 1025}, {1, 17, 0, 127, 128, 129, 1025}},
+      {"cached prefixes", {45, 17, 1, 200, 129}, {300, 17, 2000, 713, 1000}},
+      {"4500 short sequences", many_q, many_k},
+  };
   for (const Case c : {Case{8, 8, 128}, Case{32, 8, 128}, Case{16, 2, 128}}) {
     for (const Batch& b : batches) {
       INFO(b.name << ", hq " << c.hq << " hkv " << c.hkv);
@@ -202,75 +194,4 @@ TEST_CASE("Hopper prefill attention: calls that need gradients stay on flash-att
   at::InferenceMode guard;
   CHECK_FALSE(engine.uses_hopper(q.detach().to(at::kHalf), k.to(at::kHalf), v.to(at::kHalf)));
   CHECK_FALSE(engine.uses_hopper(q.detach().narrow(2, 0, 64), k.narrow(2, 0, 64), v.narrow(2, 0, 64)));
-}
-
-// quantize_heads' two kernels (core/model/cuda/head_quant.cu) against its ATen reference, bit for
-// bit: 1, 77 and 1000 tokens, 1 to 32 heads of 8 to 256 dims, strided head views of a fused
-// projection, bf16 and fp16, a head of zeros (scale 1, zero bytes) and a head holding one value
-// far above the rest (it maps to +-448, the rest to small E4M3 values or zero).
-TEST_CASE("quantize_heads: the CUDA kernels equal the ATen reference bit for bit", "[model][gpu]") {
-  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  at::manual_seed(23);
-  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf})
-    for (const int64_t n : {1, 77, 1000})
-      for (const auto& [heads, dim] : std::vector<std::pair<int64_t, int64_t>>{{32, 128}, {3, 8}, {1, 256}, {5, 64}}) {
-        INFO(dtype << " n " << n << " heads " << heads << " dim " << dim);
-        const auto opts = at::TensorOptions().device(at::kCUDA).dtype(dtype);
-        const at::Tensor packed = at::randn({n, heads * dim + 64}, opts) * 5;  // a fused projection's output
-        const at::Tensor x = packed.narrow(1, 0, heads * dim).view({n, heads, dim});
-        if (heads > 1) x.select(1, 1).zero_();
-        x.select(1, 0).select(0, n / 2).select(0, dim - 1).fill_(3000.0);
-        const Fp8Heads got = quantize_heads(x), want = quantize_heads_reference(x);
-        REQUIRE(got.bytes.sizes() == x.sizes());
-        REQUIRE(got.scales.sizes() == at::IntArrayRef{heads});
-        CHECK(at::equal(got.scales, want.scales));
-        CHECK(at::equal(got.bytes.view(at::kByte), want.bytes.view(at::kByte)));
-        if (heads > 1) CHECK(got.scales[1].item<float>() == 1.0f);
-        CHECK(got.bytes.select(1, 0).to(at::kFloat).abs().max().item<float>() == 448.0f);
-      }
-}
-
-// The Hopper kernel's FP8 form (VarlenAttention::forward_fp8) against the float32 reference over
-// the same dequantized inputs (so only the kernel's own FP8 step differs: the softmax
-// probabilities in E4M3, times 448, for the second matmul), and against the bf16 kernel on the
-// unquantized inputs (the whole cost of FP8 attention). The bf16 test's batches and GQA groups.
-// Tolerance: E4M3 rounds each probability by <= 2^-4 relative; outputs average many of them, so
-// the error measure stays ~1e-4 (bf16's ~1e-5); a wrong scale, head or boundary gives > 1e-2.
-TEST_CASE("Hopper FP8 prefill attention == fp32 reference of the dequantized heads", "[model][gpu]") {
-  if (!hopper_device()) SKIP_TEST("no Hopper GPU");
-  if (!VarlenAttention::hopper_kernel_built()) SKIP_TEST("built without FlashInfer's headers (FP8RL_FLASHINFER_DIR)");
-  const at::Device dev(at::kCUDA, 0);
-  const auto bf16 = at::TensorOptions().dtype(at::kBFloat16).device(dev);
-  const std::vector<Batch> batches = hopper_batches();
-  for (const Case c : {Case{8, 8, 128}, Case{32, 8, 128}, Case{16, 2, 128}}) {
-    for (const Batch& b : batches) {
-      INFO(b.name << ", hq " << c.hq << " hkv " << c.hkv);
-      VarlenAttention engine(/*inference_kernel=*/true);
-      const AttentionContext ctx = prefix_context(b.q_len, b.k_len, dev, &engine);
-      at::manual_seed(c.hq + static_cast<int64_t>(b.q_len.size()));
-      // Heads of different sizes (0.5 to 1.5), so a head given another's scale shows.
-      const at::Tensor size = (at::arange(c.hq, bf16) / c.hq + 0.5).view({1, c.hq, 1});
-      const at::Tensor q = at::randn({ctx.num_tokens(), c.hq, c.d}, bf16) * size;
-      const at::Tensor k = at::randn({ctx.cu_seqlens_k_host.back(), c.hkv, c.d}, bf16) * size.narrow(1, 0, c.hkv);
-      const at::Tensor v = at::randn({ctx.cu_seqlens_k_host.back(), c.hkv, c.d}, bf16) * size.narrow(1, 0, c.hkv);
-      at::InferenceMode guard;
-      const Fp8Heads q8 = quantize_heads(q), k8 = quantize_heads(k), v8 = quantize_heads(v);
-      REQUIRE(engine.uses_hopper_fp8(q8, at::kBFloat16));
-      CHECK_FALSE(engine.uses_hopper_fp8(q8, at::kHalf));
-      const at::Tensor got = engine.forward_fp8(q8, k8, v8, ctx, at::kBFloat16);
-      REQUIRE(ctx.scratch);
-      const at::Tensor again = engine.forward_fp8(q8, k8, v8, ctx, at::kBFloat16);  // the plan reused
-      const at::Tensor want = reference_varlen_attention(dequantize_heads(q8, at::kFloat), dequantize_heads(k8, at::kFloat),
-                                                         dequantize_heads(v8, at::kFloat), ctx);
-      const at::Tensor bf16_out = engine.forward(q, k, v, ctx, 0);
-      REQUIRE(got.sizes() == want.sizes());
-      REQUIRE(got.scalar_type() == at::kBFloat16);
-      INFO("vs fp32 of the dequantized heads: rel " << rel_error(got, want) << " max " << max_abs_diff(got, want)
-                                                    << "; vs the bf16 kernel on the unquantized heads: rel "
-                                                    << rel_error(got, bf16_out) << " max " << max_abs_diff(got, bf16_out));
-      CHECK(rel_error(got, want) < 1e-3);
-      CHECK(rel_error(got, bf16_out) < 3e-3);
-      CHECK(at::equal(got, again));
-    }
-  }
 }

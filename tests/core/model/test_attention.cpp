@@ -8,7 +8,6 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <cmath>
 #include <stdexcept>
 #include <vector>
 
@@ -158,52 +157,4 @@ TEST_CASE("packed forward: many sequences at once == each alone, and the stages 
   // Bad calls say what is wrong.
   REQUIRE_THROWS_CONTAINING(m.forward(ids.narrow(0, 0, 5), positions.narrow(0, 0, 5), ctx), std::logic_error,
                             "the context's sequences hold 18");
-}
-
-// Per-head FP8 quantization (the inputs of FP8 prefill attention): each head's scale is its amax
-// over 448, so its largest element is +-448 in E4M3; a head of zeros keeps scale 1; a NaN makes its
-// head's scale NaN (the attention output then NaN, as in bf16); dequantized values are within
-// E4M3's half step (2^-4 relative, or 2^-10 of the scale near zero, its subnormal step's half) of x.
-TEST_CASE("quantize_heads: one scale per head from its amax, E4M3 bytes within half a step") {
-  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(5);
-  const at::Tensor x = at::normal(0, 1, {37, 4, 16}, g, at::TensorOptions().dtype(at::kFloat)) *
-                       at::tensor({1.0f, 1000.0f, 0.0f, 0.01f}).view({1, 4, 1});
-  const Fp8Heads h = quantize_heads(x);
-  REQUIRE(h.bytes.scalar_type() == at::kFloat8_e4m3fn);
-  REQUIRE(h.bytes.sizes() == x.sizes());
-  const at::Tensor amax = x.abs().amax({0, 2});
-  for (int64_t i : {0, 1, 3}) {
-    INFO("head " << i);
-    CHECK(h.scales[i].item<float>() == amax[i].item<float>() / 448.0f);
-    CHECK(h.bytes.select(1, i).to(at::kFloat).abs().max().item<float>() == 448.0f);
-  }
-  CHECK(h.scales[2].item<float>() == 1.0f);
-  CHECK(h.bytes.select(1, 2).to(at::kFloat).abs().max().item<float>() == 0.0f);
-  const at::Tensor back = dequantize_heads(h, at::kFloat);
-  const at::Tensor bound = at::maximum(x.abs() * 0.0625, h.scales.view({1, 4, 1}) * std::ldexp(1.0, -10)) * 1.001;
-  CHECK(((back - x).abs() <= bound).all().item<bool>());
-  at::Tensor bad = x.clone();
-  bad[3][1][2] = std::nanf("");
-  const Fp8Heads hb = quantize_heads(bad);
-  CHECK(std::isnan(hb.scales[1].item<float>()));
-  CHECK(hb.scales[0].item<float>() == h.scales[0].item<float>());
-  // No tokens: nothing to scale by.
-  CHECK(at::equal(quantize_heads(x.narrow(0, 0, 0)).scales, at::ones({4})));
-}
-
-// VarlenAttention::forward_fp8 off Hopper (here the CPU) is the reference over the dequantized
-// heads, and stays near the unquantized attention (E4M3's ~3% per element averages out).
-TEST_CASE("forward_fp8: the CPU path attends over the dequantized heads") {
-  const std::vector<int64_t> lengths{5, 1, 33};
-  const Qkv x = random_qkv(total(lengths), 4, 2, 16, 9);
-  VarlenAttention attention(/*inference_kernel=*/true);
-  const AttentionContext ctx = whole_sequences(lengths, at::kCPU, &attention);
-  const Fp8Heads q = quantize_heads(x.q), k = quantize_heads(x.k), v = quantize_heads(x.v);
-  CHECK_FALSE(attention.uses_hopper_fp8(q, at::kBFloat16));
-  const at::Tensor got = attention.forward_fp8(q, k, v, ctx, at::kFloat);
-  const at::Tensor want = reference_varlen_attention(dequantize_heads(q, at::kFloat), dequantize_heads(k, at::kFloat),
-                                                     dequantize_heads(v, at::kFloat), ctx);
-  CHECK(at::equal(got, want));
-  // A one-key sequence outputs its value row, so up to E4M3's 2^-4 relative step of normal(0, 1) values.
-  CHECK(max_abs_diff(got, reference_varlen_attention(x.q, x.k, x.v, ctx)) < 0.3);
 }

@@ -145,9 +145,6 @@ TEST_CASE("a choice of auto, true and false takes YAML's bool spellings, as a bo
                             "'sometimes' is not one of: auto, true, false");
   // Other choices are left alone: "on" is no kv_cache_dtype.
   REQUIRE_THROWS_CONTAINING(load_defaults({"rollout.kv_cache_dtype=on"}), ConfigError, "'on' is not one of: auto, fp8");
-  CHECK(load_defaults({}).recipe.rollout.prefill_attention == "bf16");
-  CHECK(load_defaults({"rollout.prefill_attention=fp8"}).recipe.rollout.prefill_attention == "fp8");
-  REQUIRE_THROWS_CONTAINING(load_defaults({"rollout.prefill_attention=fp4"}), ConfigError, "'fp4' is not one of: bf16, fp8");
 }
 
 TEST_CASE("YAML syntax errors name file, line and column", "[recipe]") {
