@@ -11,6 +11,17 @@
 //
 // The work list depends only on the sequence boundaries, so a forward call makes it once
 // (hopper_prefill_plan) and every layer's call reuses it.
+//
+// Tried and removed (nineteenth session, 4fcb6cb / eba0370): the same kernel's FP8 form
+// (FlashInfer's BatchFP8PrefillWithRaggedKVCacheDispatched: q/k/v in E4M3 with one scale per
+// head, the softmax probabilities in E4M3 for the second matmul), with q (and a bf16 cache's k,
+// v) quantized per head by an amax and a byte kernel, an FP8 cache's bytes read as stored. At 8K
+// causal tokens, Qwen3-8B heads, H100: 845-849 us a layer against this kernel's 959-985
+// (1.14-1.17x; its other tile shapes, 128 keys x 3 or 4 stages and 256 x 2, were slower), of
+// which the quantization took 78 us (q) to 135 (q, k, v) back: prefill GPU time 1.01-1.02x
+// (docs/BENCHMARKS.md). Not worth E4M3 queries and probabilities in every rollout; worth
+// measuring again with a faster FP8 kernel.
+
 #pragma once
 
 #include <array>
