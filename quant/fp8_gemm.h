@@ -11,11 +11,11 @@
 //         Block x group E4M3 at M <= 8 (decode at batch 1-8) runs our own tensor-core GEMV
 //         instead (quant/cuda/fp8_gemv.h): cuBLASLt reads the weight at ~30% of HBM bandwidth
 //         there. So does channel x token E4M3 at M <= 8 (cuBLASLt made channel-scaled FP8
-//         decode slower than BF16 at batch 1: docs/BENCHMARKS.md). M = 9-64 (bf16 out, sm_90) runs CUTLASS's block-scaled kernel with swapped
-//         operands (quant/cuda/fp8_gemm_sm90.h; built with FlashInfer's headers;
-//         FP8RL_CUTLASS_SMALL_M=0 turns it off), and with FP8RL_CUTLASS_LARGE_M=1 M > 64
-//         (prefill, the trainer's GEMMs) the same kernel with the operands as they come (off by
-//         default: no faster than cuBLASLt there).
+//         decode slower than BF16 at batch 1: docs/BENCHMARKS.md). M = 9-64 (bf16 out, sm_90)
+//         runs CUTLASS's block-scaled kernel with swapped operands (quant/cuda/fp8_gemm_sm90.h;
+//         built with FlashInfer's headers; FP8RL_CUTLASS_SMALL_M=0 turns it off), and with
+//         FP8RL_CUTLASS_LARGE_M=1 M > 64 (prefill, the trainer's GEMMs) the same kernel with the
+//         operands as they come (off by default: no faster than cuBLASLt there).
 //   CPU:  dequantize both operands and multiply in float32 (the reference numerics).
 //
 // at::_scaled_mm is the independent reference in tests (fp8_gemm_scaled_mm below).

@@ -316,6 +316,14 @@ bool fused_input_ok(const at::Tensor& x) {
          x.stride(0) % 8 == 0 && aligned16(x.data_ptr());
 }
 
+// The fused RMSNorm's weight: bfloat16 [cols of x], contiguous, 16-byte aligned, on x's device;
+// and rows above 1024 elements, where rms_norm's kernel uses a block per row, whose order of
+// additions the fused kernel repeats (core/model/cuda/fused_rows.cuh).
+bool fused_norm_ok(const at::Tensor& x, const at::Tensor& weight) {
+  return x.size(1) > 1024 && weight.scalar_type() == at::kBFloat16 && weight.is_contiguous() &&
+         weight.numel() == x.size(1) && weight.device() == x.device() && aligned16(weight.data_ptr());
+}
+
 // The activation the fused kernels fill, group-scaled ([Mp, Kp], scales [Kp / 128, Mp]) or
 // per token ([M, Kp], scales [M]), as quantize_activation lays it out, and their view of it.
 std::pair<Fp8Activation, cuda::ActQuantOut> act_output(const at::Tensor& like, int64_t M, int64_t K, ActScaling scaling,
@@ -339,11 +347,7 @@ std::optional<Fp8Activation> rms_norm_quantize_activation(const at::Tensor& x, c
                                                           ActScaling scaling, Fp8Format fmt, bool pow2,
                                                           const at::Tensor& nonfinite) {
 #ifdef FP8RL_WITH_CUDA
-  // Rows above 1024 elements: where rms_norm's kernel uses a block per row, whose order of
-  // additions the fused kernel repeats (core/model/cuda/fused_rows.cuh).
-  if (scaling == ActScaling::tensor || !fused_input_ok(x) || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 ||
-      !weight.is_contiguous() || weight.numel() != x.size(1) || weight.device() != x.device() ||
-      !aligned16(weight.data_ptr()))
+  if (scaling == ActScaling::tensor || !fused_input_ok(x) || !fused_norm_ok(x, weight))
     return std::nullopt;
   auto [out, o] = act_output(x, x.size(0), x.size(1), scaling, fmt, pow2, nonfinite);
   cuda::rms_norm_quantize(x.data_ptr(), x.stride(0), weight.data_ptr(), static_cast<float>(eps), o,
@@ -361,9 +365,7 @@ std::optional<Fp8Activation> add_rms_norm_quantize_activation(const at::Tensor& 
                                                               const at::Tensor& nonfinite) {
 #ifdef FP8RL_WITH_CUDA
   if (scaling == ActScaling::tensor || !fused_input_ok(x) || !fused_input_ok(residual) ||
-      residual.sizes() != x.sizes() || residual.device() != x.device() || x.size(1) <= 1024 || weight.scalar_type() != at::kBFloat16 ||
-      !weight.is_contiguous() || weight.numel() != x.size(1) || weight.device() != x.device() ||
-      !aligned16(weight.data_ptr()))
+      residual.sizes() != x.sizes() || residual.device() != x.device() || !fused_norm_ok(x, weight))
     return std::nullopt;
   auto [out, o] = act_output(x, x.size(0), x.size(1), scaling, fmt, pow2, nonfinite);
   at::Tensor s = at::empty(x.sizes(), x.options());  // [M, K]

@@ -295,7 +295,8 @@ void set_fp8_gemv_mma_depth(int depth) {
 }
 
 void fp8_gemv_block_mma(const Fp8GemvArgs& a, cudaStream_t stream) {
-  if (a.M < 1 || a.M > kFp8GemvMmaMaxRows || a.Kp % (a.channel ? 128 : 512) != 0 || a.Np % 128 != 0 || a.N > a.Np || a.Mp < a.M)
+  if (a.M < 1 || a.M > kFp8GemvMmaMaxRows || a.Kp % (a.channel ? 128 : 512) != 0 || a.Np % 128 != 0 || a.N > a.Np ||
+      a.Mp < a.M)
     throw std::runtime_error("fp8_gemv_block_mma: unsupported shape M=" + std::to_string(a.M) +
                              " N=" + std::to_string(a.N) + " Kp=" + std::to_string(a.Kp));
   const auto blocks = static_cast<unsigned>((a.N + 15) / 16);

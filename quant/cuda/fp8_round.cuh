@@ -9,6 +9,23 @@
 
 namespace fp8rl::cuda {
 
+// The maximum of v over a block of THREADS threads (a multiple of 32, at most 1024); every
+// thread calls it and gets the result. smem: THREADS / 32 floats of the caller's shared memory.
+template <int THREADS>
+__device__ __forceinline__ float block_max(float v, float* smem) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) smem[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < THREADS / 32 ? smem[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    if (lane == 0) smem[0] = v;
+  }
+  __syncthreads();
+  return smem[0];
+}
+
 // amax / fp8_max, 1 for an all-zero (or NaN) group; pow2 rounds it up to a power of two.
 __device__ __forceinline__ float scale_from_amax(float amax, float fp8_max, bool pow2) {
   if (!(amax > 0.0f)) return 1.0f;

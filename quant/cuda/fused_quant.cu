@@ -24,19 +24,6 @@ constexpr int kVec = 8;        // one 16-byte load; a half-warp holds one 128-wi
 constexpr int kSpan = kThreads * kVec;
 using P = Pack<bf16, kVec>;
 
-// The maximum over the block's threads (every thread calls it; the result in all of them).
-__device__ __forceinline__ float block_max(float v) {
-  __shared__ float warp_max[kThreads / 32];
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = v;
-  __syncthreads();
-  v = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kThreads / 32; ++w) v = fmaxf(v, warp_max[w]);
-  return v;
-}
-
 // Per-token quantization of a row whose elements value(d, v) yields, 8 at a time, for the
 // kVec-aligned column spans d = first, first + step, ... below cols_padded (zeros past cols):
 // a pass for the row's amax (over the block: every thread of the block holds a part of the row),
@@ -57,7 +44,8 @@ __device__ __forceinline__ void quantize_row(const ActQuantOut& o, int64_t m, in
     }
   }
   if (bad && o.nonfinite) atomicExch(o.nonfinite, 1);
-  const float s = scale_from_amax(block_max(amax), o.fp8_max, o.pow2);
+  __shared__ float smem[kThreads / 32];
+  const float s = scale_from_amax(block_max<kThreads>(amax, smem), o.fp8_max, o.pow2);
   const float inv = 1.0f / s;
   if (threadIdx.x == 0) o.scale[m] = s;
   for (int64_t d = first; d < o.cols_padded; d += step) {

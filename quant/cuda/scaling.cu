@@ -32,20 +32,6 @@ __device__ __forceinline__ float at_padded(const QuantArgs& a, int64_t r, int64_
   return (r < a.rows && c < a.cols) ? load(a.x, a.x_bf16, r * a.cols + c) : 0.0f;
 }
 
-__device__ __forceinline__ float block_max(float v, float* smem) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) smem[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < kThreads / 32 ? smem[lane] : 0.0f;
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    if (lane == 0) smem[0] = v;
-  }
-  __syncthreads();
-  return smem[0];
-}
-
 __global__ void tiles_kernel(QuantArgs a, int64_t tile_rows, int64_t tile_cols) {
   __shared__ float smem[kThreads / 32];
   const int64_t n_tile_cols = a.cols_padded / tile_cols;
@@ -60,7 +46,7 @@ __global__ void tiles_kernel(QuantArgs a, int64_t tile_rows, int64_t tile_cols) 
     amax = fmaxf(amax, fabsf(v));
   }
   if (bad && a.nonfinite) atomicExch(a.nonfinite, 1);
-  const float s = scale_from_amax(block_max(amax, smem), a.fp8_max, a.pow2);
+  const float s = scale_from_amax(block_max<kThreads>(amax, smem), a.fp8_max, a.pow2);
   const float inv = 1.0f / s;
   if (threadIdx.x == 0) a.scale[tile] = s;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
@@ -119,7 +105,7 @@ __global__ void amax_kernel(QuantArgs a, unsigned* amax_bits) {
     amax = fmaxf(amax, fabsf(v));
   }
   if (bad && a.nonfinite) atomicExch(a.nonfinite, 1);
-  amax = block_max(amax, smem);
+  amax = block_max<kThreads>(amax, smem);
   // Non-negative floats order like their bit patterns as unsigned integers.
   if (threadIdx.x == 0) atomicMax(amax_bits, __float_as_uint(amax));
 }
