@@ -174,6 +174,36 @@ TEST_CASE("Hopper prefill attention == fp32 reference and flash-attention 2", "[
   }
 }
 
+// The engine hands the kernel q/k/v as slices of the fused q/k/v projection's rows (row stride
+// (Hq + 2 Hkv) D); the kernel reads them through their strides, bit for bit what it gives on
+// contiguous copies. A view whose strides TMA cannot take (a row stride not a multiple of 8
+// elements) is copied first, with the same result.
+TEST_CASE("Hopper prefill attention reads strided q/k/v views as they are", "[model][gpu]") {
+  if (!hopper_device()) SKIP_TEST("no Hopper GPU");
+  if (!VarlenAttention::hopper_kernel_built()) SKIP_TEST("built without FlashInfer's headers (FP8RL_FLASHINFER_DIR)");
+  const at::Device dev(at::kCUDA, 0);
+  const auto bf16 = at::TensorOptions().dtype(at::kBFloat16).device(dev);
+  const int64_t hq = 32, hkv = 8, d = 128;
+  const std::vector<int64_t> lens{1, 129, 700};
+  at::InferenceMode guard;
+  for (const int64_t pad : {0, 8, 3}) {  // extra elements a row: 3 breaks TMA's 16-byte strides
+    INFO("row padding " << pad);
+    VarlenAttention engine(/*inference_kernel=*/true);
+    const AttentionContext ctx = whole_sequences(lens, dev, &engine);
+    at::manual_seed(7 + pad);
+    const at::Tensor rows = at::randn({ctx.num_tokens(), (hq + 2 * hkv) * d + pad}, bf16);  // [N, qkv + pad]
+    const at::Tensor q = rows.narrow(1, 0, hq * d).view({-1, hq, d});
+    const at::Tensor k = rows.narrow(1, hq * d, hkv * d).view({-1, hkv, d});
+    const at::Tensor v = rows.narrow(1, (hq + hkv) * d, hkv * d).view({-1, hkv, d});
+    REQUIRE_FALSE(v.is_contiguous());
+    REQUIRE(engine.uses_hopper(q, k, v));
+    const at::Tensor got = engine.forward(q, k, v, ctx, 0);
+    const at::Tensor want = engine.forward(q.contiguous(), k.contiguous(), v.contiguous(), ctx, 1);
+    CHECK(got.is_contiguous());
+    CHECK(at::equal(got, want));
+  }
+}
+
 TEST_CASE("Hopper prefill attention: calls that need gradients stay on flash-attention 2", "[model][gpu]") {
   if (!hopper_device()) SKIP_TEST("no Hopper GPU");
   const at::Device dev(at::kCUDA, 0);
