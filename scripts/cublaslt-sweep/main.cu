@@ -6,6 +6,13 @@
 //   bash scripts/cublaslt-sweep/build.sh && ./cublaslt_sweep
 // Weights are rotated through >= 512 MB of copies so each call reads HBM, not L2; each candidate's
 // output is checked against the first's.
+// SWEEP_M="1024,8192" times other row counts (prefill and training sizes); SWEEP_ENUM=1 also
+// enumerates the configurations cuBLASLt accepts beyond its heuristic's (every algorithm id's
+// tiles of at least 64x64, stages of 64-128 K elements and cluster shapes auto / 1x1 / 2x1 / 1x2 that
+// cublasLtMatmulAlgoCheck accepts), at most SWEEP_MAX candidates (default 400) a shape.
+// On an H100 (CUDA 13.0, twentieth session) at M = 8192 the heuristic returned one candidate per
+// shape (algorithm 66, 128x128 tiles, 128xAUTO stages: 1248-1281 TFLOP/s), and cuBLASLt accepted
+// no enumerated configuration and no split-K: its block-scaled FP8 path offers nothing to tune.
 #include "../harness_util.cuh"
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -16,6 +23,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 __global__ void fill_f32(float* p, size_t n, float v) {
@@ -34,11 +42,20 @@ int main() {
   struct Shape { const char* name; int64_t n, k; };
   const Shape shapes[] = {{"qkv (fused)", 6144, 4096}, {"o", 4096, 4096}, {"gate_up (fused)", 24576, 4096},
                           {"down", 4096, 12288}};
-  const int64_t ms[] = {4, 8, 16, 32, 64, 128, 256};
+  std::vector<int64_t> ms{4, 8, 16, 32, 64, 128, 256};
+  if (const char* env = std::getenv("SWEEP_M")) {
+    ms.clear();
+    for (const char* c = env; *c;) {
+      ms.push_back(std::strtoll(c, const_cast<char**>(&c), 10));
+      if (*c == ',') ++c;
+    }
+  }
+  const bool enumerate = std::getenv("SWEEP_ENUM") != nullptr && std::string(std::getenv("SWEEP_ENUM")) == "1";
+  const int max_candidates = std::getenv("SWEEP_MAX") ? std::atoi(std::getenv("SWEEP_MAX")) : 400;
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
-  std::printf("| shape | M | N | K | heuristic + split-K candidates | first us | first GB/s | best us | best GB/s | best/first | best: tile, stages, splitK, reduction |\n");
+  std::printf("| shape | M | N | K | heuristic + split-K + enumerated candidates | first us | first GB/s | best us | best GB/s | best/first | best: tile (candidate), stages, splitK, reduction, cluster, algorithm id (-1: not reported) |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   for (const Shape& s : shapes) {
     const size_t wbytes = static_cast<size_t>(s.n) * s.k;
@@ -77,9 +94,9 @@ int main() {
       cublasLtMatmulPreference_t pref;
       LK(cublasLtMatmulPreferenceCreate(&pref));
       LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof(ws_bytes)));
-      cublasLtMatmulHeuristicResult_t res[32];
+      std::vector<cublasLtMatmulHeuristicResult_t> res(32 + (enumerate ? max_candidates : 0));
       int found = 0;
-      LK(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 32, res, &found));
+      LK(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 32, res.data(), &found));
       const int heuristic = found;
       // More candidates: the first algorithm with K split 2-16 ways, partial sums reduced in
       // float in the workspace (a separate, deterministic pass; the scheme the heuristic itself
@@ -99,20 +116,69 @@ int main() {
           continue;
         res[found++] = cand;
       }
+      int enumerated = 0;
+      if (enumerate) {  // every algorithm id x tile x stages x cluster shape cuBLASLt accepts
+        int ids[128];
+        int n_ids = 0;
+        LK(cublasLtMatmulAlgoGetIds(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_8F_E4M3, CUDA_R_8F_E4M3, CUDA_R_16BF,
+                                    CUDA_R_16BF, 128, ids, &n_ids));
+        const int32_t clusters[] = {CUBLASLT_CLUSTER_SHAPE_AUTO, CUBLASLT_CLUSTER_SHAPE_1x1x1, CUBLASLT_CLUSTER_SHAPE_2x1x1,
+                                    CUBLASLT_CLUSTER_SHAPE_1x2x1};
+        for (int a = 0; a < n_ids && found < static_cast<int>(res.size()); ++a) {
+          cublasLtMatmulAlgo_t algo;
+          if (cublasLtMatmulAlgoInit(lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_8F_E4M3, CUDA_R_8F_E4M3, CUDA_R_16BF,
+                                     CUDA_R_16BF, ids[a], &algo) != CUBLAS_STATUS_SUCCESS)
+            continue;
+          uint32_t tiles[256], stages[256];
+          size_t tb = 0, sb = 0;
+          cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_TILE_IDS, tiles, sizeof(tiles), &tb);
+          cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_STAGES_IDS, stages, sizeof(stages), &sb);
+          const int nt = tb ? static_cast<int>(tb / 4) : 1, ns = sb ? static_cast<int>(sb / 4) : 1;
+          if (!tb) tiles[0] = CUBLASLT_MATMUL_TILE_UNDEFINED;
+          if (!sb) stages[0] = CUBLASLT_MATMUL_STAGES_UNDEFINED;
+          for (int t = 0; t < nt; ++t) {
+            // Tiles of at least 64 x 64: the enum values 64x64 (15) to 128x96 (33) but 128x32 (16).
+            const uint32_t ti = tiles[t];
+            if (ti != CUBLASLT_MATMUL_TILE_UNDEFINED && (ti < 15 || ti > 33 || ti == 16)) continue;
+            for (int st = 0; st < ns; ++st) {
+              // Stages of 64 or 128 K elements (64x4 .. 128x6, 64xAUTO, 128xAUTO), or unset.
+              const uint32_t si = stages[st];
+              if (si != CUBLASLT_MATMUL_STAGES_UNDEFINED && !(si >= 16 && si <= 24) && si != 35 && si != 36) continue;
+              for (int32_t cl : clusters) {
+                if (found >= static_cast<int>(res.size())) break;
+                cublasLtMatmulAlgo_t cand = algo;
+                const int32_t tile = static_cast<int32_t>(tiles[t]), stage = static_cast<int32_t>(stages[st]);
+                cublasLtMatmulAlgoConfigSetAttribute(&cand, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile));
+                cublasLtMatmulAlgoConfigSetAttribute(&cand, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stage, sizeof(stage));
+                cublasLtMatmulAlgoConfigSetAttribute(&cand, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cl, sizeof(cl));
+                cublasLtMatmulHeuristicResult_t checked{};
+                if (cublasLtMatmulAlgoCheck(lt, desc, la, lb, ld, ld, &cand, &checked) != CUBLAS_STATUS_SUCCESS ||
+                    checked.workspaceSize > ws_bytes)
+                  continue;
+                checked.algo = cand;
+                res[found++] = checked;
+                ++enumerated;
+              }
+            }
+          }
+        }
+      }
       const float alpha = 1.0f, beta = 0.0f;
       auto run = [&](int i, int c, __nv_bfloat16* out) {
         set_scales(wsc[c], xsc);
         return cublasLtMatmul(lt, desc, &alpha, w[c], la, x, lb, &beta, out, ld, out, ld, &res[i].algo, ws, ws_bytes, 0);
       };
-      std::vector<__nv_bfloat16> h0(M * s.n), h1(M * s.n);
+      // The check reads the first 4M outputs at most (a whole 8192 x 24576 product is 400 MB a copy).
+      const size_t checked_n = std::min<size_t>(static_cast<size_t>(M * s.n), size_t{4} << 20);
+      std::vector<__nv_bfloat16> h0(checked_n), h1(checked_n);
       double first_us = 0, best_us = 1e30;
       int best = -1;
       for (int i = 0; i < found; ++i) {
         if (run(i, 0, i == 0 ? y0 : y) != CUBLAS_STATUS_SUCCESS) continue;
         CK(cudaDeviceSynchronize());
         if (i > 0) {  // same product as the first candidate?
-          CK(cudaMemcpy(h0.data(), y0, M * s.n * 2, cudaMemcpyDeviceToHost));
-          CK(cudaMemcpy(h1.data(), y, M * s.n * 2, cudaMemcpyDeviceToHost));
+          CK(cudaMemcpy(h0.data(), y0, checked_n * 2, cudaMemcpyDeviceToHost));
+          CK(cudaMemcpy(h1.data(), y, checked_n * 2, cudaMemcpyDeviceToHost));
           double num = 0, den = 0;
           for (size_t j = 0; j < h0.size(); ++j) {
             const double a = __bfloat162float(h0[j]), b = __bfloat162float(h1[j]);
@@ -126,8 +192,8 @@ int main() {
         }
         for (int c = 0; c < 3; ++c) run(i, c % copies, y);
         std::vector<double> per;
-        const int calls = 20;
-        for (int rep = 0; rep < 7; ++rep) {
+        const int calls = M >= 1024 ? 4 : 20;
+        for (int rep = 0; rep < (M >= 1024 ? 5 : 7); ++rep) {
           CK(cudaEventRecord(e0));
           for (int c = 0; c < calls; ++c) run(i, (rep * calls + c) % copies, y);
           CK(cudaEventRecord(e1));
@@ -141,18 +207,22 @@ int main() {
         if (i == 0) first_us = us;
         if (us < best_us) best_us = us, best = i;
       }
-      int tile = -1, stages = -1, splitk = -1, red = -1;
+      int tile = -1, stages = -1, splitk = -1, red = -1, cluster = -1, algo_id = -1;
       if (best >= 0) {
         size_t sz;
         cublasLtMatmulAlgoConfigGetAttribute(&res[best].algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile), &sz);
         cublasLtMatmulAlgoConfigGetAttribute(&res[best].algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof(stages), &sz);
         cublasLtMatmulAlgoConfigGetAttribute(&res[best].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof(splitk), &sz);
         cublasLtMatmulAlgoConfigGetAttribute(&res[best].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &red, sizeof(red), &sz);
+        cublasLtMatmulAlgoConfigGetAttribute(&res[best].algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster, sizeof(cluster), &sz);
+        cublasLtMatmulAlgoConfigGetAttribute(&res[best].algo, CUBLASLT_ALGO_CONFIG_ID, &algo_id, sizeof(algo_id), &sz);
       }
       const double gb = static_cast<double>(wbytes) / 1e3;
-      std::printf("| %s | %lld | %lld | %lld | %d + %d | %.1f | %.0f | %.1f | %.0f | %.2f | %d (#%d), %d, %d, %d |\n", s.name,
-                  (long long)M, (long long)s.n, (long long)s.k, heuristic, found - heuristic, first_us, gb / first_us, best_us, gb / best_us,
-                  first_us / best_us, tile, best, stages, splitk, red);
+      const double tflop = 2.0 * static_cast<double>(M) * s.n * s.k / 1e6;  // per us -> TFLOP/s
+      std::printf("| %s | %lld | %lld | %lld | %d + %d + %d | %.1f | %.0f (%.0f TFLOP/s) | %.1f | %.0f (%.0f TFLOP/s) | %.2f | %d (#%d), %d, %d, %d, cluster %d, algo %d |\n",
+                  s.name, (long long)M, (long long)s.n, (long long)s.k, heuristic, found - heuristic - enumerated, enumerated,
+                  first_us, gb / first_us, tflop / first_us, best_us, gb / best_us, tflop / best_us, first_us / best_us, tile, best,
+                  stages, splitk, red, cluster, algo_id);
       std::fflush(stdout);
       cublasLtMatmulPreferenceDestroy(pref);
       cublasLtMatrixLayoutDestroy(la);

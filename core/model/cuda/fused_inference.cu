@@ -104,10 +104,13 @@ __global__ void rope_kernel(const RowsView v, const T* cos, const T* sin, T* out
 // q/k norm + RoPE: LANES threads per (token, head) row, 8 elements (one 16-byte pack) each, q's
 // rows then k's, 128 / LANES rows per block. Each thread issues its x, weight, cos and sin loads
 // at once, then reduces: the first version (a full warp per row, cos/sin loaded after the
-// reduction) moved 0.7 TB/s at 8K tokens. The sum of squares is rms_norm_kernel<T, 32, 8>'s,
-// bit for bit: with dim <= 8 * LANES every lane holds at most one pack, and the lanes a 32-wide
-// reduction adds beyond LANES hold exact zeros. The normalised row goes through shared memory
-// because RoPE pairs element d with d +- dim/2, which another lane made.
+// reduction) moved 0.7 TB/s at 8K tokens, this one ~1.4 TB/s (158 us a layer at 8K tokens,
+// Qwen3-8B heads, H100). Tried (twentieth session), 32-bit row indices with 1, 2 or 4 rows per
+// thread and all their loads issued together: 158, 157 and 234 us, no gain (docs/BENCHMARKS.md).
+// The sum of squares is rms_norm_kernel<T, 32, 8>'s, bit for bit: with dim <= 8 * LANES every
+// lane holds at most one pack, and the lanes a 32-wide reduction adds beyond LANES hold exact
+// zeros. The normalised row goes through shared memory because RoPE pairs element d with
+// d +- dim/2, which another lane made.
 // STORE (KvStoreArgs): 0 none; 1 the rotated K rows and, as rows after k's, the V rows copied into
 // the cache's slots; 2 the same as E4M3 bytes. A row's source is picked as scalars, never as a
 // whole RowsView, which a runtime choice can put on a local-memory stack (rollout/cuda/kv_write.cu).
