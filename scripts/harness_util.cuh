@@ -1,14 +1,17 @@
-// Shared by the standalone nvcc harnesses under scripts/ (cublaslt-sweep, cutlass-fp8-bench; one
-// translation unit each): error checks that end the run with file:line and the library's
-// message, and a fill of random finite E4M3 bytes.
+// Shared by the standalone nvcc harnesses under scripts/ (cublaslt-sweep, cutlass-fp8-bench,
+// fp8-skinny-tma; one translation unit each): error checks that end the run with file:line and
+// the library's message, fills of random finite E4M3 bytes and of scales, fp8_gemm's cuBLASLt
+// descriptor and layouts, Qwen3-8B's projection shapes, and rotated weight copies.
 #pragma once
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 inline void fail_if(bool bad, const char* msg, const char* file, int line) {
   if (!bad) return;
@@ -52,3 +55,74 @@ inline cublasLtMatmulDesc_t block_scaled_fp8_desc() {
   LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof(bm)));
   return desc;
 }
+
+// Qwen3-8B's decode projections as the engine runs them (q/k/v and gate/up fused): N x K.
+struct GemmShape {
+  const char* name;
+  int n, k;
+};
+constexpr GemmShape kQwen3_8bShapes[] = {
+    {"qkv (fused)", 6144, 4096}, {"o", 4096, 4096}, {"gate_up (fused)", 24576, 4096}, {"down", 4096, 12288}};
+
+// p[0, n): 2^-6 when `seed` is 0, else 2^-6 .. 2^-5 hashed from it (scales that vary, so a kernel
+// applying the wrong block's scale shows in a check).
+__global__ void fill_scales(float* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    p[i] = seed == 0 ? 1.0f / 64 : (1.0f + static_cast<float>(h & 1023) / 1024.0f) / 64.0f;
+  }
+}
+
+// Copies of one N x K E4M3 weight and its 128x128 block scales ([N/128, K/128]), as many as make
+// >= 512 MB, so that calls rotating through them read HBM rather than L2.
+struct WeightCopies {
+  std::vector<uint8_t*> w;
+  std::vector<float*> scale;
+  WeightCopies(const GemmShape& s, bool varied_scales) {
+    const size_t bytes = static_cast<size_t>(s.n) * s.k, scales = static_cast<size_t>(s.n / 128) * (s.k / 128);
+    const size_t copies = std::max<size_t>(2, (size_t{512} << 20) / bytes);
+    w.resize(copies);
+    scale.resize(copies);
+    for (size_t c = 0; c < copies; ++c) {
+      CK(cudaMalloc(&w[c], bytes));
+      CK(cudaMalloc(&scale[c], scales * 4));
+      fill_fp8<<<1024, 256>>>(w[c], bytes, 17u + static_cast<uint32_t>(c));
+      fill_scales<<<64, 256>>>(scale[c], scales, varied_scales ? 5u + static_cast<uint32_t>(c) : 0u);
+    }
+  }
+  ~WeightCopies() {
+    for (size_t c = 0; c < w.size(); ++c) cudaFree(w[c]), cudaFree(scale[c]);
+  }
+  int count() const { return static_cast<int>(w.size()); }
+};
+
+// cuBLASLt's layouts of fp8_gemm's y [M, N] = x [M, K] w [N, K]^T (A = w, transposed by the
+// descriptor; B = x; D = y, bf16).
+struct LtLayouts {
+  cublasLtMatrixLayout_t a, b, d;
+  LtLayouts(int64_t n, int64_t k, int64_t m) {
+    LK(cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, n, k));
+    LK(cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, m, k));
+    LK(cublasLtMatrixLayoutCreate(&d, CUDA_R_16BF, n, m, n));
+  }
+  ~LtLayouts() {
+    cublasLtMatrixLayoutDestroy(a);
+    cublasLtMatrixLayoutDestroy(b);
+    cublasLtMatrixLayoutDestroy(d);
+  }
+};
+
+// The GPU's name and SM count on stdout, then a cuBLASLt handle and fp8_gemm's 32 MiB workspace.
+struct LtSession {
+  cublasLtHandle_t lt;
+  void* ws;
+  size_t ws_bytes = size_t{32} << 20;
+  LtSession() {
+    cudaDeviceProp prop{};
+    CK(cudaGetDeviceProperties(&prop, 0));
+    std::printf("device %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+    LK(cublasLtCreate(&lt));
+    CK(cudaMalloc(&ws, ws_bytes));
+  }
+};

@@ -26,22 +26,11 @@
 #include <string>
 #include <vector>
 
-__global__ void fill_f32(float* p, size_t n, float v) {
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) p[i] = v;
-}
-
 int main() {
-  cudaDeviceProp prop{};
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device %s, %d SMs\n", prop.name, prop.multiProcessorCount);
-  cublasLtHandle_t lt;
-  LK(cublasLtCreate(&lt));
-  const size_t ws_bytes = 32u << 20;
-  void* ws;
-  CK(cudaMalloc(&ws, ws_bytes));
-  struct Shape { const char* name; int64_t n, k; };
-  const Shape shapes[] = {{"qkv (fused)", 6144, 4096}, {"o", 4096, 4096}, {"gate_up (fused)", 24576, 4096},
-                          {"down", 4096, 12288}};
+  const LtSession session;
+  cublasLtHandle_t lt = session.lt;
+  void* ws = session.ws;
+  const size_t ws_bytes = session.ws_bytes;
   std::vector<int64_t> ms{4, 8, 16, 32, 64, 128, 256};
   if (const char* env = std::getenv("SWEEP_M")) {
     ms.clear();
@@ -57,18 +46,11 @@ int main() {
   CK(cudaEventCreate(&e1));
   std::printf("| shape | M | N | K | heuristic + split-K + enumerated candidates | first us | first GB/s | best us | best GB/s | best/first | best: tile (candidate), stages, splitK, reduction, cluster, algorithm id (-1: not reported) |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-  for (const Shape& s : shapes) {
-    const size_t wbytes = static_cast<size_t>(s.n) * s.k;
-    const int copies = static_cast<int>(std::max<size_t>(2, (512u << 20) / wbytes));
-    std::vector<uint8_t*> w(copies);
-    std::vector<float*> wsc(copies);
-    const size_t nsc = static_cast<size_t>(s.n / 128) * (s.k / 128);
-    for (int c = 0; c < copies; ++c) {
-      CK(cudaMalloc(&w[c], wbytes));
-      CK(cudaMalloc(&wsc[c], nsc * 4));
-      fill_fp8<<<1024, 256>>>(w[c], wbytes, 17u + c);
-      fill_f32<<<64, 256>>>(wsc[c], nsc, 1.0f / 64);
-    }
+  for (const GemmShape& s : kQwen3_8bShapes) {
+    const WeightCopies wc(s, false);
+    const int copies = wc.count();
+    const std::vector<uint8_t*>& w = wc.w;
+    const std::vector<float*>& wsc = wc.scale;
     for (int64_t M : ms) {
       uint8_t* x;
       float* xsc;
@@ -78,7 +60,7 @@ int main() {
       CK(cudaMalloc(&y, M * s.n * 2));
       CK(cudaMalloc(&y0, M * s.n * 2));
       fill_fp8<<<256, 256>>>(x, M * s.k, 99u);
-      fill_f32<<<64, 256>>>(xsc, (s.k / 128) * M, 1.0f / 32);
+      fill_scales<<<64, 256>>>(xsc, (s.k / 128) * M, 0u);
       cublasLtMatmulDesc_t desc = block_scaled_fp8_desc();
       const int8_t fast = 0;
       LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
@@ -87,10 +69,8 @@ int main() {
         LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_s, sizeof(b_s)));
       };
       set_scales(wsc[0], xsc);
-      cublasLtMatrixLayout_t la, lb, ld;
-      LK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, s.k, s.n, s.k));
-      LK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, s.k, M, s.k));
-      LK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, s.n, M, s.n));
+      const LtLayouts lay(s.n, s.k, M);
+      const cublasLtMatrixLayout_t la = lay.a, lb = lay.b, ld = lay.d;
       cublasLtMatmulPreference_t pref;
       LK(cublasLtMatmulPreferenceCreate(&pref));
       LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof(ws_bytes)));
@@ -217,7 +197,7 @@ int main() {
         cublasLtMatmulAlgoConfigGetAttribute(&res[best].algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster, sizeof(cluster), &sz);
         cublasLtMatmulAlgoConfigGetAttribute(&res[best].algo, CUBLASLT_ALGO_CONFIG_ID, &algo_id, sizeof(algo_id), &sz);
       }
-      const double gb = static_cast<double>(wbytes) / 1e3;
+      const double gb = static_cast<double>(s.n) * s.k / 1e3;  // weight bytes / 1e3: GB/s from us
       const double tflop = 2.0 * static_cast<double>(M) * s.n * s.k / 1e6;  // per us -> TFLOP/s
       std::printf("| %s | %lld | %lld | %lld | %d + %d + %d | %.1f | %.0f (%.0f TFLOP/s) | %.1f | %.0f (%.0f TFLOP/s) | %.2f | %d (#%d), %d, %d, %d, cluster %d, algo %d |\n",
                   s.name, (long long)M, (long long)s.n, (long long)s.k, heuristic, found - heuristic - enumerated, enumerated,
@@ -225,13 +205,9 @@ int main() {
                   stages, splitk, red, cluster, algo_id);
       std::fflush(stdout);
       cublasLtMatmulPreferenceDestroy(pref);
-      cublasLtMatrixLayoutDestroy(la);
-      cublasLtMatrixLayoutDestroy(lb);
-      cublasLtMatrixLayoutDestroy(ld);
       cublasLtMatmulDescDestroy(desc);
       cudaFree(x), cudaFree(xsc), cudaFree(y), cudaFree(y0);
     }
-    for (int c = 0; c < copies; ++c) cudaFree(w[c]), cudaFree(wsc[c]);
   }
   return 0;
 }

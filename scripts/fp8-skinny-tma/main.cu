@@ -236,14 +236,6 @@ __global__ void predecessor_kernel(float* x_scale, int n, float v, unsigned ns) 
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x_scale[i] = v;
 }
 
-__global__ void fill_scales(float* p, size_t n, uint32_t seed) {  // 2^-6 .. 2^-5, varied
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    p[i] = (1.0f + static_cast<float>(h & 1023) / 1024.0f) / 64.0f;
-  }
-}
-
 CUtensorMap k_major_map(const void* base, uint64_t rows, uint64_t k_bytes, uint32_t box_rows) {
   CUtensorMap map;
   const cuuint64_t dims[2] = {k_bytes, rows};
@@ -298,48 +290,37 @@ double median_us(F&& calls, int per_batch, cudaEvent_t e0, cudaEvent_t e1) {
 }  // namespace
 
 int main() {
-  cudaDeviceProp prop{};
-  CK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device %s, %d SMs\n", prop.name, prop.multiProcessorCount);
-  cublasLtHandle_t lt;
-  LK(cublasLtCreate(&lt));
-  const size_t ws_bytes = 32u << 20;
-  void* ws;
-  CK(cudaMalloc(&ws, ws_bytes));
+  const LtSession session;
+  cublasLtHandle_t lt = session.lt;
+  void* ws = session.ws;
+  const size_t ws_bytes = session.ws_bytes;
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
-  struct Shape { const char* name; int n, k; };
-  const Shape shapes[] = {{"qkv (fused)", 6144, 4096}, {"o", 4096, 4096}, {"gate_up (fused)", 24576, 4096},
-                          {"down", 4096, 12288}};
   std::printf("| shape | M | weight rows x stages | max diff / max |y| | ours us | ours GB/s | cuBLASLt us | cuBLASLt GB/s | ours / cuBLASLt | "
               "behind a 3 us kernel: plain us | with dependent launch us |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  for (const Shape& sh : shapes) {
-    const size_t wbytes = static_cast<size_t>(sh.n) * sh.k;
-    const int copies = static_cast<int>(std::max<size_t>(2, (512u << 20) / wbytes));
-    std::vector<uint8_t*> w(copies);
-    std::vector<float*> wsc(copies);
+  for (const GemmShape& s : kQwen3_8bShapes) {
+    const size_t wbytes = static_cast<size_t>(s.n) * s.k;
+    const WeightCopies wc(s, true);
+    const int copies = wc.count();
+    const std::vector<uint8_t*>& w = wc.w;
+    const std::vector<float*>& wsc = wc.scale;
     std::vector<CUtensorMap> wmaps32(copies), wmaps64(copies);  // boxes of 32 and 64 weight rows
-    const size_t nsc = static_cast<size_t>(sh.n / 128) * (sh.k / 128);
     for (int c = 0; c < copies; ++c) {
-      CK(cudaMalloc(&w[c], wbytes));
-      CK(cudaMalloc(&wsc[c], nsc * 4));
-      fill_fp8<<<1024, 256>>>(w[c], wbytes, 17u + c);
-      fill_scales<<<64, 256>>>(wsc[c], nsc, 5u + c);
-      wmaps32[c] = k_major_map(w[c], sh.n, sh.k, 32);
-      wmaps64[c] = k_major_map(w[c], sh.n, sh.k, 64);
+      wmaps32[c] = k_major_map(w[c], s.n, s.k, 32);
+      wmaps64[c] = k_major_map(w[c], s.n, s.k, 64);
     }
     for (int M : {1, 8, 16, 33, 64}) {
       uint8_t* x;
       float* xsc;
       __nv_bfloat16 *y, *y_ref;
-      CK(cudaMalloc(&x, static_cast<size_t>(M) * sh.k));
-      CK(cudaMalloc(&xsc, static_cast<size_t>(sh.k / 128) * M * 4));
-      CK(cudaMalloc(&y, static_cast<size_t>(M) * sh.n * 2));
-      CK(cudaMalloc(&y_ref, static_cast<size_t>(M) * sh.n * 2));
-      fill_fp8<<<256, 256>>>(x, static_cast<size_t>(M) * sh.k, 99u);
-      fill_scales<<<64, 256>>>(xsc, static_cast<size_t>(sh.k / 128) * M, 7u);
-      const CUtensorMap xmap = k_major_map(x, M, sh.k, kTileM);
+      CK(cudaMalloc(&x, static_cast<size_t>(M) * s.k));
+      CK(cudaMalloc(&xsc, static_cast<size_t>(s.k / 128) * M * 4));
+      CK(cudaMalloc(&y, static_cast<size_t>(M) * s.n * 2));
+      CK(cudaMalloc(&y_ref, static_cast<size_t>(M) * s.n * 2));
+      fill_fp8<<<256, 256>>>(x, static_cast<size_t>(M) * s.k, 99u);
+      fill_scales<<<64, 256>>>(xsc, static_cast<size_t>(s.k / 128) * M, 7u);
+      const CUtensorMap xmap = k_major_map(x, M, s.k, kTileM);
 
       // cuBLASLt on the same operands: fp8_gemm's descriptor (scripts/harness_util.cuh).
       cublasLtMatmulDesc_t desc = block_scaled_fp8_desc();
@@ -348,10 +329,8 @@ int main() {
         LK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xsc, sizeof(xsc)));
       };
       set_scales(wsc[0]);
-      cublasLtMatrixLayout_t la, lb, ld;
-      LK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, sh.k, sh.n, sh.k));
-      LK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, sh.k, M, sh.k));
-      LK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, sh.n, M, sh.n));
+      const LtLayouts lay(s.n, s.k, M);
+      const cublasLtMatrixLayout_t la = lay.a, lb = lay.b, ld = lay.d;
       cublasLtMatmulPreference_t pref;
       LK(cublasLtMatmulPreferenceCreate(&pref));
       LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof(ws_bytes)));
@@ -368,7 +347,7 @@ int main() {
       const Config configs[] = {{32, 4}, {32, 8}, {32, 16}, {64, 4}, {64, 8}, {64, 12}};
       Config cfg = configs[0];
       auto ours = [&](int c, bool pdl) {
-        const Args args{wsc[c], xsc, y, M, sh.n, sh.k};
+        const Args args{wsc[c], xsc, y, M, s.n, s.k};
         const CUtensorMap& m32 = wmaps32[c];
         const CUtensorMap& m64 = wmaps64[c];
         if (cfg.tile_n == 32 && cfg.stages == 4) launch<32, 4>(m32, xmap, args, pdl, 0);
@@ -381,7 +360,7 @@ int main() {
       // Each configuration against cuBLASLt's output: the largest max |diff| / max |y| of them all.
       lt_run(0);
       CK(cudaDeviceSynchronize());
-      std::vector<__nv_bfloat16> h(static_cast<size_t>(M) * sh.n), r(h.size());
+      std::vector<__nv_bfloat16> h(static_cast<size_t>(M) * s.n), r(h.size());
       CK(cudaMemcpy(r.data(), y_ref, r.size() * 2, cudaMemcpyDeviceToHost));
       double diff = 0, scale = 0;
       for (const Config& one : configs) {
@@ -408,7 +387,7 @@ int main() {
           return median_us(
               [&](int rep) {
                 for (int c = 0; c < calls; ++c) {
-                  predecessor_kernel<<<1, 128>>>(xsc, (sh.k / 128) * M, 1.0f / 48, 3000);
+                  predecessor_kernel<<<1, 128>>>(xsc, (s.k / 128) * M, 1.0f / 48, 3000);
                   ours((rep * calls + c) % copies, pdl);
                 }
               },
@@ -416,18 +395,14 @@ int main() {
         };
         const double plain_us = chained(false), pdl_us = chained(true);
         CK(cudaGetLastError());
-        std::printf("| %s | %d | %d x %d | %.2e | %.1f | %.0f | %.1f | %.0f | %.2fx | %.1f | %.1f |\n", sh.name, M, one.tile_n, one.stages,
+        std::printf("| %s | %d | %d x %d | %.2e | %.1f | %.0f | %.1f | %.0f | %.2fx | %.1f | %.1f |\n", s.name, M, one.tile_n, one.stages,
                     diff / std::max(scale, 1e-30), ours_us, gb / ours_us, lt_us, gb / lt_us, lt_us / ours_us, plain_us, pdl_us);
         std::fflush(stdout);
       }
       cublasLtMatmulPreferenceDestroy(pref);
-      cublasLtMatrixLayoutDestroy(la);
-      cublasLtMatrixLayoutDestroy(lb);
-      cublasLtMatrixLayoutDestroy(ld);
       cublasLtMatmulDescDestroy(desc);
       cudaFree(x), cudaFree(xsc), cudaFree(y), cudaFree(y_ref);
     }
-    for (int c = 0; c < copies; ++c) cudaFree(w[c]), cudaFree(wsc[c]);
   }
   return 0;
 }
