@@ -1,7 +1,7 @@
 // Shared by the standalone nvcc harnesses under scripts/ (cublaslt-sweep, cutlass-fp8-bench,
 // fp8-skinny-tma; one translation unit each): error checks that end the run with file:line and
 // the library's message, fills of random finite E4M3 bytes and of scales, fp8_gemm's cuBLASLt
-// descriptor and layouts, Qwen3-8B's projection shapes, and rotated weight copies.
+// descriptor and layouts, Qwen3-8B's projection shapes, rotated weight copies, and a median timer.
 #pragma once
 
 #include <cublasLt.h>
@@ -112,6 +112,24 @@ struct LtLayouts {
     cublasLtMatrixLayoutDestroy(d);
   }
 };
+
+// The median over `reps` batches of a batch's time per call, in us: batch(rep) enqueues
+// calls_per_batch calls on the default stream, timed between events e0 and e1.
+template <class F>
+double median_us(F&& batch, int calls_per_batch, int reps, cudaEvent_t e0, cudaEvent_t e1) {
+  std::vector<double> t;
+  for (int rep = 0; rep < reps; ++rep) {
+    CK(cudaEventRecord(e0));
+    batch(rep);
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    t.push_back(1e3 * ms / calls_per_batch);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
 
 // The GPU's name and SM count on stdout, then a cuBLASLt handle and fp8_gemm's 32 MiB workspace.
 struct LtSession {

@@ -117,13 +117,17 @@ int main() {
           if (!tb) tiles[0] = CUBLASLT_MATMUL_TILE_UNDEFINED;
           if (!sb) stages[0] = CUBLASLT_MATMUL_STAGES_UNDEFINED;
           for (int t = 0; t < nt; ++t) {
-            // Tiles of at least 64 x 64: the enum values 64x64 (15) to 128x96 (33) but 128x32 (16).
+            // Tiles of at least 64 x 64: the enum runs 64x64 .. 128x96 but for 128x32.
             const uint32_t ti = tiles[t];
-            if (ti != CUBLASLT_MATMUL_TILE_UNDEFINED && (ti < 15 || ti > 33 || ti == 16)) continue;
+            if (ti != CUBLASLT_MATMUL_TILE_UNDEFINED &&
+                (ti < CUBLASLT_MATMUL_TILE_64x64 || ti > CUBLASLT_MATMUL_TILE_128x96 || ti == CUBLASLT_MATMUL_TILE_128x32))
+              continue;
             for (int st = 0; st < ns; ++st) {
               // Stages of 64 or 128 K elements (64x4 .. 128x6, 64xAUTO, 128xAUTO), or unset.
               const uint32_t si = stages[st];
-              if (si != CUBLASLT_MATMUL_STAGES_UNDEFINED && !(si >= 16 && si <= 24) && si != 35 && si != 36) continue;
+              const bool wide = (si >= CUBLASLT_MATMUL_STAGES_64x4 && si <= CUBLASLT_MATMUL_STAGES_128x6) ||
+                                si == CUBLASLT_MATMUL_STAGES_64xAUTO || si == CUBLASLT_MATMUL_STAGES_128xAUTO;
+              if (si != CUBLASLT_MATMUL_STAGES_UNDEFINED && !wide) continue;
               for (int32_t cl : clusters) {
                 if (found >= static_cast<int>(res.size())) break;
                 cublasLtMatmulAlgo_t cand = algo;
@@ -171,19 +175,9 @@ int main() {
           }
         }
         for (int c = 0; c < 3; ++c) run(i, c % copies, y);
-        std::vector<double> per;
         const int calls = M >= 1024 ? 4 : 20;
-        for (int rep = 0; rep < (M >= 1024 ? 5 : 7); ++rep) {
-          CK(cudaEventRecord(e0));
-          for (int c = 0; c < calls; ++c) run(i, (rep * calls + c) % copies, y);
-          CK(cudaEventRecord(e1));
-          CK(cudaEventSynchronize(e1));
-          float ms_ = 0;
-          CK(cudaEventElapsedTime(&ms_, e0, e1));
-          per.push_back(1e3 * ms_ / calls);
-        }
-        std::sort(per.begin(), per.end());
-        const double us = per[per.size() / 2];
+        const double us = median_us([&](int rep) { for (int c = 0; c < calls; ++c) run(i, (rep * calls + c) % copies, y); },
+                                    calls, M >= 1024 ? 5 : 7, e0, e1);
         if (i == 0) first_us = us;
         if (us < best_us) best_us = us, best = i;
       }

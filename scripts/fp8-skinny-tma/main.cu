@@ -271,22 +271,6 @@ void launch(const CUtensorMap& wmap, const CUtensorMap& xmap, const Args& a, boo
   CK(cudaLaunchKernelEx(&cfg, skinny_kernel<kTileN, kStages>, wmap, xmap, a));
 }
 
-template <class F>
-double median_us(F&& calls, int per_batch, cudaEvent_t e0, cudaEvent_t e1) {
-  std::vector<double> t;
-  for (int rep = 0; rep < 7; ++rep) {
-    CK(cudaEventRecord(e0));
-    calls(rep);
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    t.push_back(1e3 * ms / per_batch);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 }  // namespace
 
 int main() {
@@ -377,11 +361,11 @@ int main() {
       }
 
       const int calls = 20;
-      const double lt_us = median_us([&](int rep) { for (int c = 0; c < calls; ++c) lt_run((rep * calls + c) % copies); }, calls, e0, e1);
+      const double lt_us = median_us([&](int rep) { for (int c = 0; c < calls; ++c) lt_run((rep * calls + c) % copies); }, calls, 7, e0, e1);
       const double gb = static_cast<double>(wbytes) / 1e3;
       for (const Config& one : configs) {
         cfg = one;
-        const double ours_us = median_us([&](int rep) { for (int c = 0; c < calls; ++c) ours((rep * calls + c) % copies, false); }, calls, e0, e1);
+        const double ours_us = median_us([&](int rep) { for (int c = 0; c < calls; ++c) ours((rep * calls + c) % copies, false); }, calls, 7, e0, e1);
         // Behind a ~3 us predecessor (the quantizing kernel's place), each pair timed together.
         auto chained = [&](bool pdl) {
           return median_us(
@@ -391,7 +375,7 @@ int main() {
                   ours((rep * calls + c) % copies, pdl);
                 }
               },
-              calls, e0, e1);
+              calls, 7, e0, e1);
         };
         const double plain_us = chained(false), pdl_us = chained(true);
         CK(cudaGetLastError());
