@@ -286,7 +286,8 @@ const char* sm90_switch_on(int64_t padded_rows) {
 
 #ifdef FP8RL_WITH_FP8_GEMM_TMA
 // Our TMA + wgmma kernel (quant/cuda/fp8_gemm_tma.h) for Mp <= 64, bf16 out, sm_90: an undefined
-// tensor when it does not take these shapes. FP8RL_TMA_GEMM=0 turns it off (read once).
+// tensor when it does not take these shapes. Off until measured in the engine; FP8RL_TMA_GEMM=1
+// turns it on (read once).
 at::Tensor gemm_tma(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
   const bool block = w.scaling == WeightScaling::block && x.scaling == ActScaling::group;
   if (!block || out_dtype != at::kBFloat16 || w.fmt != Fp8Format::e4m3 || x.fmt != Fp8Format::e4m3 ||
@@ -317,7 +318,7 @@ at::Tensor gemm_tma(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType o
 }
 
 bool tma_gemm_on() {
-  static const bool on = env_switch("FP8RL_TMA_GEMM", true);
+  static const bool on = env_switch("FP8RL_TMA_GEMM", false);
   return on;
 }
 #endif
