@@ -136,12 +136,9 @@ std::string run_gemm_bench(const GemmBenchOptions& o) {
   std::ostringstream small;
   // CUTLASS's sm90 kernel (M <= 64) when built with it; M 9-64 rows only then.
   const bool with_sm90 = fp8_gemm_sm90_built() && at::cuda::getCurrentDeviceProperties()->major == 9;
-  // Our TMA kernel (M <= 64) on sm_90.
-  const bool with_tma = fp8_gemm_tma_built() && at::cuda::getCurrentDeviceProperties()->major == 9;
   small << "| model | proj | M | N | K | BF16 GB/s | FP8 cuBLASLt GB/s | FP8 CUDA-core GEMV GB/s | FP8 tensor-core GEMV GB/s "
-           "| tensor-core GEMV / cuBLASLt | tensor-core GEMV / BF16 | FP8 CUTLASS sm90 GB/s | CUTLASS / cuBLASLt "
-           "| FP8 TMA GB/s | TMA / CUTLASS |\n"
-        << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+           "| tensor-core GEMV / cuBLASLt | tensor-core GEMV / BF16 | FP8 CUTLASS sm90 GB/s | CUTLASS / cuBLASLt |\n"
+        << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
 
   for (const auto& model : o.models) {
     for (const Shape& s : linear_shapes(model)) {
@@ -194,7 +191,7 @@ std::string run_gemm_bench(const GemmBenchOptions& o) {
            << " | " << fmt_num(tflops(g_bf16)) << " | " << fmt_num(tflops(g_block_q)) << " | "
            << fmt_num(g_bf16 / g_block_q, 2) << " |\n";
 
-        if (m <= 8 || ((with_sm90 || with_tma) && m <= 64)) {
+        if (m <= 8 || (with_sm90 && m <= 64)) {
           const auto rotate = [&](int i) -> const Fp8Weight& { return wk[static_cast<size_t>(i % nf)]; };
           const int calls = std::min(nf, 16);
           const double g_lt = graph_median_ms(
@@ -209,11 +206,6 @@ std::string run_gemm_bench(const GemmBenchOptions& o) {
                               [&](int i) { fp8_gemm_small_m(xk, rotate(i), at::kBFloat16, SmallMKernel::cutlass_sm90); },
                               calls, o.reps)
                         : NAN;
-          const double g_tma =
-              with_tma ? graph_median_ms(
-                             [&](int i) { fp8_gemm_small_m(xk, rotate(i), at::kBFloat16, SmallMKernel::tma); }, calls,
-                             o.reps)
-                       : NAN;
           const double g_cc =
               m <= 4 ? graph_median_ms(
                            [&](int i) { fp8_gemm_small_m(xk, rotate(i), at::kBFloat16, SmallMKernel::cuda_cores); },
@@ -228,9 +220,7 @@ std::string run_gemm_bench(const GemmBenchOptions& o) {
                 << (m <= 8 ? fmt_num(g_lt / g_tc, 2) : std::string("-")) << " | "
                 << (m <= 8 ? fmt_num(g_bf16 / g_tc, 2) : std::string("-")) << " | "
                 << (with_sm90 ? fmt_num(gbs(fp8_bytes, g_sm90), 0) : std::string("-")) << " | "
-                << (with_sm90 ? fmt_num(g_lt / g_sm90, 2) : std::string("-")) << " | "
-                << (with_tma ? fmt_num(gbs(fp8_bytes, g_tma), 0) : std::string("-")) << " | "
-                << (with_tma && with_sm90 ? fmt_num(g_sm90 / g_tma, 2) : std::string("-")) << " |\n";
+                << (with_sm90 ? fmt_num(g_lt / g_sm90, 2) : std::string("-")) << " |\n";
         }
 
         if (o.backward && m >= 1024) {

@@ -11,9 +11,6 @@
 
 #include "core/util/env.h"
 #include "quant/cuda/fp8_gemv.h"
-#ifdef FP8RL_WITH_FP8_GEMM_TMA
-#include "quant/cuda/fp8_gemm_tma.h"
-#endif
 #ifdef FP8RL_WITH_FP8_GEMM_SM90
 #include "quant/cuda/fp8_gemm_sm90.h"
 #endif
@@ -284,54 +281,9 @@ const char* sm90_switch_on(int64_t padded_rows) {
 }
 #endif
 
-#ifdef FP8RL_WITH_FP8_GEMM_TMA
-// Our TMA + wgmma kernel (quant/cuda/fp8_gemm_tma.h) for Mp <= 64, bf16 out, sm_90: an undefined
-// tensor when it does not take these shapes. Off until measured in the engine; FP8RL_TMA_GEMM=1
-// turns it on (read once).
-at::Tensor gemm_tma(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype) {
-  const bool block = w.scaling == WeightScaling::block && x.scaling == ActScaling::group;
-  if (!block || out_dtype != at::kBFloat16 || w.fmt != Fp8Format::e4m3 || x.fmt != Fp8Format::e4m3 ||
-      !w.data.is_contiguous() || !w.scale.is_contiguous() || !x.data.is_contiguous() || !x.scale.is_contiguous() ||
-      x.data.size(0) > cuda::kFp8GemmTmaMaxRows)
-    return {};
-  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(x.data.get_device());
-  if (prop->major != 9) return {};
-  const int64_t Mp = x.data.size(0), Np = w.data.size(0);
-  at::Tensor out = at::empty({Mp, Np}, x.data.options().dtype(at::kBFloat16));  // [Mp, Np]
-  cuda::Fp8GemmTmaArgs a;
-  a.w = w.data.data_ptr();
-  a.w_scale = w.scale.data_ptr<float>();
-  a.x = x.data.data_ptr();
-  a.x_scale = x.scale.data_ptr<float>();
-  a.y = out.data_ptr();
-  a.Mp = Mp;
-  a.Np = Np;
-  a.Kp = w.data.size(1);
-  a.num_sms = prop->multiProcessorCount;
-  try {
-    if (!cuda::fp8_gemm_tma(a, at::cuda::getCurrentCUDAStream())) return {};
-  } catch (const std::runtime_error& e) {
-    throw RuntimeFailure(e.what());
-  }
-  out = out.narrow(0, 0, x.rows);
-  return Np == w.out_features ? out : out.narrow(1, 0, w.out_features).contiguous();
-}
-
-bool tma_gemm_on() {
-  static const bool on = env_switch("FP8RL_TMA_GEMM", false);
-  return on;
-}
-#endif
-
 at::Tensor gemm_cuda(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, bool small_m = true) {
   if (small_m && gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows, /*channel=*/true))
     return gemv_cuda(x, w, out_dtype, /*tensor_cores=*/true);
-#ifdef FP8RL_WITH_FP8_GEMM_TMA
-  if (small_m && tma_gemm_on()) {
-    at::Tensor y = gemm_tma(x, w, out_dtype);
-    if (y.defined()) return y;
-  }
-#endif
 #ifdef FP8RL_WITH_FP8_GEMM_SM90
   const char* sm90_switch = small_m ? sm90_switch_on(x.data.size(0)) : nullptr;
   if (sm90_switch != nullptr && sm90_applies(x, w, out_dtype)) {
@@ -400,15 +352,6 @@ at::Tensor fp8_gemm_small_m(const Fp8Activation& x, const Fp8Weight& w, at::Scal
       FP8RL_CHECK(gemv_applies(x, w, cuda::kFp8GemvMmaMaxRows, /*channel=*/true),
                   "fp8_gemm_small_m: the tensor-core GEMV does not apply");
       return gemv_cuda(x, w, out_dtype, true);
-    case SmallMKernel::tma: {
-#ifdef FP8RL_WITH_FP8_GEMM_TMA
-      at::Tensor y = gemm_tma(x, w, out_dtype);
-      FP8RL_CHECK(y.defined(), "fp8_gemm_small_m: the TMA kernel does not apply (block x group E4M3, bf16 out, M <= 64, sm_90)");
-      return y;
-#else
-      FP8RL_CHECK(false, "fp8_gemm_small_m: built without the TMA kernel (needs CUDA)");
-#endif
-    }
     case SmallMKernel::cutlass_sm90: {
 #ifdef FP8RL_WITH_FP8_GEMM_SM90
       FP8RL_CHECK(sm90_applies(x, w, out_dtype), "fp8_gemm_small_m: CUTLASS's sm90 kernel does not apply");
@@ -424,14 +367,6 @@ at::Tensor fp8_gemm_small_m(const Fp8Activation& x, const Fp8Weight& w, at::Scal
 #else
   (void)kernel;
   throw RuntimeFailure("fp8_gemm_small_m: fp8rl was built without CUDA");
-#endif
-}
-
-bool fp8_gemm_tma_built() {
-#ifdef FP8RL_WITH_FP8_GEMM_TMA
-  return true;
-#else
-  return false;
 #endif
 }
 

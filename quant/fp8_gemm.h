@@ -45,13 +45,11 @@ at::Tensor fp8_gemm_scaled_mm(const Fp8Activation& x, const Fp8Weight& w, at::Sc
 
 // The small-M kernels, each callable on its own for tests and benchmarks (fp8_gemm chooses by
 // itself): cuBLASLt's block-scaled GEMM, the CUDA-core GEMV (M <= 4), the tensor-core GEMV
-// (M <= 8), CUTLASS's sm90 kernel (any M, bf16 out; when built: fp8_gemm_sm90_built()), our
-// TMA kernel (M <= 64, bf16 out, sm_90; when built: fp8_gemm_tma_built()).
+// (M <= 8), CUTLASS's sm90 kernel (any M, bf16 out; when built: fp8_gemm_sm90_built()).
 // Block x group E4M3 on CUDA only (the tensor-core GEMV and cuBLASLt also channel x token);
 // FP8RL_CHECK otherwise.
-enum class SmallMKernel { cublaslt, cuda_cores, tensor_cores, cutlass_sm90, tma };
+enum class SmallMKernel { cublaslt, cuda_cores, tensor_cores, cutlass_sm90 };
 bool fp8_gemm_sm90_built();
-bool fp8_gemm_tma_built();
 at::Tensor fp8_gemm_small_m(const Fp8Activation& x, const Fp8Weight& w, at::ScalarType out_dtype, SmallMKernel kernel);
 
 // Whether fp8_gemm would use cuBLASLt's fast (reduced-precision) accumulation for this pair:

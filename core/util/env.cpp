@@ -22,7 +22,7 @@ constexpr EnvSetting kEnvSettings[] = {
     {"FP8RL_FP8_KV_HALF_MMA", 0, 1},     {"FP8RL_FP8_KV_THREE_STAGES", 0, 2}, {"FP8RL_FUSED_ACT_QUANT", 0, 1},
     {"FP8RL_FUSED_KV_GATHER", 0, 1},     {"FP8RL_FUSED_KV_STORE", 0, 1},     {"FP8RL_GEMV_DEPTH", 2, 3},
     {"FP8RL_HOPPER_PREFILL", 0, 1},      {"FP8RL_KEEP_DECODE_GRAPHS", 0, 1}, {"FP8RL_PDL", 0, 1},
-    {"FP8RL_PDL_EARLY_TRIGGER", 0, 1},   {"FP8RL_SPLIT_MIXED_STEPS", 0, 1},  {"FP8RL_TMA_GEMM", 0, 1},
+    {"FP8RL_PDL_EARLY_TRIGGER", 0, 1},   {"FP8RL_SPLIT_MIXED_STEPS", 0, 1},
 };
 
 }  // namespace

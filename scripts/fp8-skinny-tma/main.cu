@@ -1,33 +1,22 @@
-// A block-scaled FP8 GEMM for decode sizes (M = 4-64 tokens, multiples of 4) built the way DeepGEMM builds its
-// kernels, to answer one question before it goes near the engine: can a kernel that loads its
-// first weight tiles BEFORE the dependent-launch wait, and streams the rest through a TMA ring,
-// read weights at close to the copy bandwidth at M = 64, where cuBLASLt / CUTLASS reach ~2.25 TB/s
-// and pay ~4 us of ramp per GEMM (CUTLASS's producer waits for the previous grid at the top of its
-// mainloop, so nothing streams under the kernel before it; docs/BENCHMARKS.md)?
+// A block-scaled FP8 GEMM for decode sizes (M = 4-64 tokens, multiples of 4) built the way
+// DeepGEMM builds its kernels (skinny_gemm.cuh beside this file), to answer one question before
+// it goes near the engine: can a kernel that loads its first weight tiles BEFORE the
+// dependent-launch wait, and streams the rest through a TMA ring, read weights faster than
+// cuBLASLt's and CUTLASS's block-scaled kernels at M = 4-64 (they reach ~1.1-2.3 TB/s and pay
+// ~4 us of ramp per GEMM; CUTLASS's producer waits for the previous grid at the top of its
+// mainloop, so nothing streams under the kernel before it)?
 //
 //   bash scripts/fp8-skinny-tma/build.sh && ./fp8_skinny_tma
 //
 // y [M, N] = x [M, K] . w [N, K]^T with 1x128 activation groups (x_scale [K/128, M]) and 128x128
-// weight blocks (w_scale [N/128, K/128]), bf16 out: fp8_gemm's operands and layouts.
-//
-// One CTA = one consumer warpgroup (128 threads) + one producer warp. A CTA computes a 64-token x
-// 32- or 64-weight-row tile over all of K: wgmma m64n32k32 / m64n64k32 (E4M3 x E4M3 -> f32) with
-// the tokens as the MMA's M side (TMA zero-fills the rows past M) and the weight rows as its N
-// side, so that N / 32 CTAs (128 for o / down, 192 for q/k/v, 768 for gate/up) cover the GPU
-// without split-K (64 rows halve the L2 reads of x, which every CTA reads whole). Each stage
-// holds one 128-wide K block of both operands (8 KB of x, 4 or 8 KB of w) in 128-byte-swizzled
-// shared memory, the layout TMA writes and wgmma reads; the four k32 MMAs of a block accumulate
-// into fresh registers, which are then scaled by w_scale * x_scale[row] into float totals (the
-// per-block promotion DeepGEMM does). The producer issues the weight loads of the first kStages
-// blocks, then waits for the previous grid (griddepcontrol.wait), then the activation loads.
-// Tried, each checked and timed: 32 weight rows a CTA with 4, 8 or 16 stages, 64 with 4, 8 or 12.
-//
-// Checked against cuBLASLt on the same operands (max |diff| relative to max |y|), then timed beside
-// it over rotated weight copies (>= 512 MB, so each call reads HBM), and once more behind a small
+// weight blocks (w_scale [N/128, K/128]), bf16 out: fp8_gemm's operands and layouts, on the four
+// Qwen3-8B decode projections. Each configuration is checked against cuBLASLt on the same
+// operands (max |diff| relative to max |y|; one bf16 ulp is ~2e-3 of it), then timed beside it
+// over rotated weight copies (>= 512 MB, so each call reads HBM), and once more behind a ~3 us
 // kernel that plays the quantizing kernel before each GEMM, launched with and without dependent
-// launch. Written without a GPU (twentieth session): nvcc-compiled, not yet run.
+// launch. Results: docs/BENCHMARKS.md (twenty-first session).
 #include "../harness_util.cuh"
-#include "quant/cuda/fp8_gemm_tma.cuh"
+#include "skinny_gemm.cuh"
 
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -38,6 +27,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <iterator>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -70,7 +60,7 @@ int main() {
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
-  std::printf("| shape | M | weight rows x stages x consumer warpgroups | max diff / max |y| | ours us | ours GB/s | cuBLASLt us | cuBLASLt GB/s | ours / cuBLASLt | "
+  std::printf("| shape | M | orientation, weight rows x consumer warpgroups | max diff / max |y| | ours us | ours GB/s | cuBLASLt us | cuBLASLt GB/s | ours / cuBLASLt | "
               "behind a 3 us kernel: plain us | with dependent launch us |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const GemmShape& s : kQwen3_8bShapes) {
     const size_t wbytes = static_cast<size_t>(s.n) * s.k;
@@ -78,9 +68,8 @@ int main() {
     const int copies = wc.count();
     const std::vector<uint8_t*>& w = wc.w;
     const std::vector<float*>& wsc = wc.scale;
-    std::vector<CUtensorMap> wmaps16(copies), wmaps32(copies), wmaps64(copies);  // boxes of 16, 32, 64 weight rows
+    std::vector<CUtensorMap> wmaps32(copies), wmaps64(copies);  // boxes of 32 and 64 weight rows
     for (int c = 0; c < copies; ++c) {
-      wmaps16[c] = map_or_die(w[c], s.n, s.k, 16);
       wmaps32[c] = map_or_die(w[c], s.n, s.k, 32);
       wmaps64[c] = map_or_die(w[c], s.n, s.k, 64);
     }
@@ -94,7 +83,9 @@ int main() {
       CK(cudaMalloc(&y_ref, static_cast<size_t>(M) * s.n * 2));
       fill_fp8<<<256, 256>>>(x, static_cast<size_t>(M) * s.k, 99u);
       fill_scales<<<64, 256>>>(xsc, static_cast<size_t>(s.k / 128) * M, 7u);
-      const CUtensorMap xmap = map_or_die(x, M, s.k, kTileM);
+      // x in boxes of 64 rows (the plain orientation) and of the swapped one's 16 / 32 / 64.
+      const int xrows = M <= 16 ? 16 : M <= 32 ? 32 : 64;
+      const CUtensorMap xmap64 = map_or_die(x, M, s.k, 64), xmap_sw = map_or_die(x, M, s.k, xrows);
 
       // cuBLASLt on the same operands: fp8_gemm's descriptor (scripts/harness_util.cuh).
       cublasLtMatmulDesc_t desc = block_scaled_fp8_desc();
@@ -116,26 +107,28 @@ int main() {
         set_scales(wsc[c]);
         LK(cublasLtMatmul(lt, desc, &alpha, w[c], la, x, lb, &beta, y_ref, ld, y_ref, ld, &res.algo, ws, ws_bytes, 0));
       };
-      // The configurations tried: weight rows a CTA (wgmma N) x ring depth (stages of 8 + 4 or 8 KB).
-      struct Config { int tile_n, stages, groups; bool pipe; };
-      const Config configs[] = {{16, 8, 2, false}, {16, 8, 4, false}, {32, 8, 2, false}, {32, 8, 4, false},
-                                {64, 4, 2, false}, {64, 8, 4, false}, {16, 8, 2, true},  {32, 8, 2, true},
-                                {64, 8, 2, true}};
+      // The configurations tried. Plain: weight rows a CTA (wgmma N) x 8 stages x consumer groups,
+      // the two best of the twenty-first session's first run. Swapped: 64 weight rows a CTA (wgmma M),
+      // the tokens padded to 16 / 32 / 64 (wgmma N), as many stages as ~200 KB hold, 1, 2 or 4 groups.
+      struct Config { bool swap; int w_rows, groups; };
+      const Config configs[] = {{false, 32, 2}, {false, 64, 4}, {true, 64, 1}, {true, 64, 2}, {true, 64, 4}};
       Config cfg = configs[0];
       auto ours = [&](int c, bool pdl) {
         const Args args{wsc[c], xsc, y, M, s.n, s.k};
-        const int key = cfg.tile_n * 100000 + cfg.stages * 1000 + cfg.groups * 10 + cfg.pipe;
-        switch (key) {
-          case 1608020: CK((launch<16, 8, 2, false>(wmaps16[c], xmap, args, pdl, 0))); break;
-          case 1608040: CK((launch<16, 8, 4, false>(wmaps16[c], xmap, args, pdl, 0))); break;
-          case 3208020: CK((launch<32, 8, 2, false>(wmaps32[c], xmap, args, pdl, 0))); break;
-          case 3208040: CK((launch<32, 8, 4, false>(wmaps32[c], xmap, args, pdl, 0))); break;
-          case 6404020: CK((launch<64, 4, 2, false>(wmaps64[c], xmap, args, pdl, 0))); break;
-          case 6408040: CK((launch<64, 8, 4, false>(wmaps64[c], xmap, args, pdl, 0))); break;
-          case 1608021: CK((launch<16, 8, 2, true>(wmaps16[c], xmap, args, pdl, 0))); break;
-          case 3208021: CK((launch<32, 8, 2, true>(wmaps32[c], xmap, args, pdl, 0))); break;
-          default: CK((launch<64, 8, 2, true>(wmaps64[c], xmap, args, pdl, 0))); break;
+        if (!cfg.swap) {
+          if (cfg.w_rows == 32) CK((launch<32, 64, 8, 2, false>(wmaps32[c], xmap64, args, pdl, 0)));
+          else CK((launch<64, 64, 8, 4, false>(wmaps64[c], xmap64, args, pdl, 0)));
+          return;
         }
+        auto swapped = [&](auto xr, auto stages) {
+          constexpr int kX = decltype(xr)::value, kS = decltype(stages)::value;
+          if (cfg.groups == 1) CK((launch<64, kX, kS, 1, true>(wmaps64[c], xmap_sw, args, pdl, 0)));
+          else if (cfg.groups == 2) CK((launch<64, kX, kS, 2, true>(wmaps64[c], xmap_sw, args, pdl, 0)));
+          else CK((launch<64, kX, kS, 4, true>(wmaps64[c], xmap_sw, args, pdl, 0)));
+        };
+        if (xrows == 16) swapped(std::integral_constant<int, 16>{}, std::integral_constant<int, 20>{});
+        else if (xrows == 32) swapped(std::integral_constant<int, 32>{}, std::integral_constant<int, 16>{});
+        else swapped(std::integral_constant<int, 64>{}, std::integral_constant<int, 12>{});
       };
       // Each configuration against cuBLASLt's output: max |diff| / max |y|, one a configuration.
       lt_run(0);
@@ -179,7 +172,7 @@ int main() {
         };
         const double plain_us = chained(false), pdl_us = chained(true);
         CK(cudaGetLastError());
-        std::printf("| %s | %d | %d x %d x %d%s | %.2e | %.1f | %.0f | %.1f | %.0f | %.2fx | %.1f | %.1f |\n", s.name, M, one.tile_n, one.stages, one.groups, one.pipe ? " pipelined" : "",
+        std::printf("| %s | %d | %s %d x %d | %.2e | %.1f | %.0f | %.1f | %.0f | %.2fx | %.1f | %.1f |\n", s.name, M, one.swap ? "swapped" : "plain", one.w_rows, one.groups,
                     rel[ci], ours_us, gb / ours_us, lt_us, gb / lt_us, lt_us / ours_us, plain_us, pdl_us);
         std::fflush(stdout);
       }

@@ -248,46 +248,6 @@ TEST_CASE("CUTLASS sm90 FP8 GEMM (swapped operands to M = 64, then as they come)
   }
 }
 
-// Our TMA + wgmma kernel (quant/cuda/fp8_gemm_tma.h): M across the 64-row tile (1 and 4: rows
-// the TMA fills with zeros; 9, 17, 33 pad to a multiple of 4), N over each weight-row tile it
-// picks (a partial 128-block, the fused-projection sizes, 24576 for 64-row tiles), K from one
-// block to the down projection's 96 (and an odd count: the consumer groups' round-robin ends
-// unevenly). Against cuBLASLt and the float64 product; deterministic (no K split across CTAs).
-TEST_CASE("TMA FP8 GEMM (decode sizes) equals cuBLASLt and the float64 product", "[gpu][quant]") {
-  if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
-  if (!fp8_gemm_tma_built()) SKIP_TEST("built without CUDA");
-  if (at::cuda::getCurrentDeviceProperties()->major != 9) SKIP_TEST("no Hopper GPU");
-  at::manual_seed(29);
-  for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{
-           {128, 128}, {130, 300}, {1024, 1408}, {4096, 4096}, {6144, 4096}, {1024, 12288}, {24576, 512}}) {
-    for (int64_t M : {1, 4, 9, 16, 17, 33, 48, 64}) {
-      at::Tensor x = at::randn({M, K}, at::kCUDA).to(at::kBFloat16);
-      at::Tensor w = (at::randn({N, K}, at::kCUDA) * 0.05).to(at::kBFloat16);
-      Fp8Activation qx = quantize_activation(x, ActScaling::group, Fp8Format::e4m3, false);
-      Fp8Weight qw = quantize_weight(w, WeightScaling::block, Fp8Format::e4m3, false);
-      const at::Tensor y = fp8_gemm_small_m(qx, qw, at::kBFloat16, SmallMKernel::tma);
-      INFO("M=" << M << " N=" << N << " K=" << K);
-      REQUIRE(y.sizes() == at::IntArrayRef({M, N}));
-      REQUIRE(y.is_contiguous());
-      const at::Tensor exact = at::matmul(dequantize(qx).to(at::kDouble), dequantize(qw).to(at::kDouble).t());
-      const double vs_exact = gemm_diff(y, exact);
-      const double vs_lt = gemm_diff(y, fp8_gemm_small_m(qx, qw, at::kBFloat16, SmallMKernel::cublaslt));
-      INFO("diff vs exact " << vs_exact << ", vs cuBLASLt " << vs_lt);
-      CHECK(vs_exact < 1e-5);  // bf16 output rounding, as for the other kernels
-      CHECK(vs_lt < 1e-5);
-      CHECK(at::equal(y, fp8_gemm_small_m(qx, qw, at::kBFloat16, SmallMKernel::tma)));
-    }
-  }
-  // Not its shapes: float output, M > 64.
-  at::Tensor x = at::randn({65, 256}, at::kCUDA).to(at::kBFloat16);
-  at::Tensor w = at::randn({128, 256}, at::kCUDA).to(at::kBFloat16);
-  Fp8Activation qx = quantize_activation(x, ActScaling::group, Fp8Format::e4m3, false);
-  Fp8Weight qw = quantize_weight(w, WeightScaling::block, Fp8Format::e4m3, false);
-  CHECK_THROWS(fp8_gemm_small_m(qx, qw, at::kBFloat16, SmallMKernel::tma));
-  CHECK_THROWS(fp8_gemm_small_m(quantize_activation(x.narrow(0, 0, 8), ActScaling::group, Fp8Format::e4m3, false), qw,
-                                at::kFloat, SmallMKernel::tma));
-}
-
 TEST_CASE("FP8 GEMM on CPU (reference path) equals the dequantized product", "[gpu][quant]") {
   if (!at::cuda::is_available()) SKIP_TEST("no CUDA device");
   at::manual_seed(13);

@@ -6,20 +6,22 @@
 // y [Mp, Np] bf16 = x [Mp, Kp] . w [Np, Kp]^T, E4M3, with 1x128 activation groups (x_scale
 // [Kp/128, Mp]) and 128x128 weight blocks (w_scale [Np/128, Kp/128]): fp8_gemm's layouts.
 //
-// One CTA computes a 64-token x kTileN-weight-row tile (16, 32 or 64 rows) over all of K:
+// One CTA computes a tile of kWRows weight rows x kXRows token rows over all of K:
 //   - a producer warp (one lane) streams 128-wide K blocks of w and x through a ring of kStages
 //     shared-memory stages with TMA (128-byte swizzle, the layout wgmma reads; rows of x past Mp
 //     arrive as zeros), plus the block's row of x_scale (a bulk copy); mbarriers count the bytes
 //     in (`full`) and the consumers out (`empty`);
-//   - kGroups consumer warpgroups take the K blocks round-robin; each runs four wgmma
-//     m64nNk32 (E4M3 x E4M3 -> f32, tokens as the MMA's M side, weight rows as its N side) into
-//     fresh registers, then adds them times w_scale * x_scale[row] into its float totals (the
-//     per-block promotion cuBLASLt and DeepGEMM do). Several groups keep several of these
-//     MMA + promotion chains in flight on an SM: one chain alone is latency-bound;
+//   - kGroups consumer warpgroups take the K blocks round-robin; each runs four wgmma m64nNk32
+//     (E4M3 x E4M3 -> f32) into fresh registers, then adds them times w_scale * x_scale[token]
+//     into its float totals (the per-block promotion cuBLASLt and DeepGEMM do). Several groups
+//     keep several of these MMA + promotion chains in flight on an SM: one alone is latency-bound;
 //   - at the end the groups' totals are summed through shared memory and written as bf16.
-// No split across CTAs, so the result does not depend on the launch and is deterministic.
-// Needs sm_90a (wgmma, TMA). scripts/fp8-skinny-tma times the configurations against cuBLASLt;
-// quant/cuda/fp8_gemm_tma.h is the engine's entry.
+// Two orientations: plain, the tokens are the MMA's 64-row M side and 16-64 weight rows its N
+// side (fine-grained tiles: N / 32 CTAs); kSwap, 64 weight rows are its M side and the tokens,
+// padded to 16, 32 or 64, its N side (CUTLASS's orientation: little shared memory spent on x, so
+// a deeper ring of weights).
+// No split across CTAs, so the result is deterministic. Needs sm_90a (wgmma, TMA). Used by the
+// harness beside it only: measured slower than CUTLASS's kernel in the engine (docs/BENCHMARKS.md).
 #pragma once
 
 #include <cuda.h>
@@ -32,26 +34,30 @@
 
 namespace fp8rl::cuda::tma_gemm {
 
-constexpr int kTileM = 64;    // tokens per CTA (wgmma M); weight rows per CTA (wgmma N): kTileN
 constexpr int kBlockK = 128;  // K bytes per stage: one scale block
+constexpr int kMmaM = 64;     // wgmma's M side: the token rows (plain) or the weight rows (kSwap)
 
 // kGroups consumer warpgroups split a CTA's K blocks round-robin (block kb goes to group
 // kb % kGroups), so that several MMA + promotion chains run at once on an SM; one producer warp.
 template <int kGroups>
 constexpr int kThreadsFor = 128 * kGroups + 32;
 
-template <int kTileN, int kStages>
+// A CTA's tile: kWRows weight rows x kXRows token rows. Plain: tokens are the MMA's M side
+// (kXRows = 64, rows past Mp zero-filled) and kWRows (16, 32, 64) its N side. kSwap: weight rows
+// are its M side (kWRows = 64) and kXRows (16, 32, 64 >= Mp) tokens its N side, so a small batch
+// fills less shared memory and the ring holds more weight bytes.
+template <int kWRows, int kXRows, int kStages>
 struct alignas(1024) Smem {
-  static constexpr uint32_t kTileBytes = (kTileM + kTileN) * kBlockK;
-  uint8_t x[kStages][kTileM * kBlockK];  // 8 KB a stage: 1024-aligned (the 128-byte swizzle's atom)
-  uint8_t w[kStages][kTileN * kBlockK];  // 2, 4 or 8 KB a stage
-  float x_scale[kStages][kTileM];        // the stage's row of x_scale (M floats of it)
+  static constexpr uint32_t kTileBytes = (kWRows + kXRows) * kBlockK;
+  uint8_t w[kStages][kWRows * kBlockK];  // 2-8 KB a stage; 1024-aligned (the 128-byte swizzle's atom)
+  uint8_t x[kStages][kXRows * kBlockK];  // 2-8 KB a stage
+  float x_scale[kStages][64];            // the stage's row of x_scale (Mp floats of it)
   float w_scale[1024];                   // this CTA's 128-row block of w_scale: K / 128 floats (K <= 128K)
   uint64_t full[kStages];                // TMA bytes landed
   uint64_t empty[kStages];               // consumers done with the stage
 };
-template <int kTileN, int kStages>
-constexpr size_t kSmemBytes = sizeof(Smem<kTileN, kStages>) + 1024;  // + room to align the dynamic base
+template <int kWRows, int kXRows, int kStages>
+constexpr size_t kSmemBytes = sizeof(Smem<kWRows, kXRows, kStages>) + 1024;  // + room to align the dynamic base
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -159,16 +165,18 @@ __device__ __forceinline__ void consumers_sync(int threads) {  // named barrier 
   asm volatile("bar.sync 1, %0;" ::"r"(threads) : "memory");
 }
 
-template <int kTileN, int kStages, int kGroups, bool kPipe>
+template <int kWRows, int kXRows, int kStages, int kGroups, bool kSwap>
 __global__ void __launch_bounds__(kThreadsFor<kGroups>, 1)
     skinny_kernel(const __grid_constant__ CUtensorMap wmap, const __grid_constant__ CUtensorMap xmap, const Args a) {
-  extern __shared__ uint8_t raw[];
-  using S = Smem<kTileN, kStages>;
-  constexpr int kRegs = kTileN / 2;  // accumulators a thread: 64 x kTileN / 128
+  static_assert((kSwap ? kWRows : kXRows) == kMmaM, "the MMA's M side is 64 rows");
+  constexpr int kN = kSwap ? kXRows : kWRows;  // the MMA's N side
+  constexpr int kRegs = kN / 2;                 // accumulators a thread: 64 x kN / 128
   constexpr int kConsumers = 128 * kGroups;
+  extern __shared__ uint8_t raw[];
+  using S = Smem<kWRows, kXRows, kStages>;
   S& s = *reinterpret_cast<S*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t{1023});
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int n0 = blockIdx.x * kTileN, kblocks = a.K / kBlockK;
+  const int n0 = blockIdx.x * kWRows, kblocks = a.K / kBlockK;
   const uint32_t xs_bytes = static_cast<uint32_t>(a.M) * 4;
   if (threadIdx.x == 0) {
     for (int i = 0; i < kStages; ++i) {
@@ -203,10 +211,17 @@ __global__ void __launch_bounds__(kThreadsFor<kGroups>, 1)
     return;
   }
 
-  // Consumers. Accumulator fragment of wgmma m64nNk (PTX ISA): d[4j + i] is token row
-  // 16 (warp % 4) + lane / 4 (+ 8 for i >= 2), weight row 8 j + 2 (lane % 4) + (i % 2).
+  // Consumers. Accumulator fragment of wgmma m64nNk (PTX ISA): d[4j + i] is the MMA's row
+  // 16 (warp % 4) + lane / 4 (+ 8 for i >= 2) and column 8 j + 2 (lane % 4) + (i % 2); a token
+  // and a weight row, in the orientation's order.
   const int group = warp / 4, gwarp = warp % 4;
-  const int r0 = gwarp * 16 + lane / 4, r1 = r0 + 8;
+  const int mrow = gwarp * 16 + lane / 4;
+  auto token_of = [&](int reg) {
+    return kSwap ? 8 * (reg / 4) + 2 * (lane % 4) + (reg % 2) : mrow + 8 * ((reg / 2) % 2);
+  };
+  auto wrow_of = [&](int reg) {
+    return kSwap ? mrow + 8 * ((reg / 2) % 2) : 8 * (reg / 4) + 2 * (lane % 4) + (reg % 2);
+  };
   float total[kRegs];
 #pragma unroll
   for (int i = 0; i < kRegs; ++i) total[i] = 0.0f;
@@ -215,74 +230,44 @@ __global__ void __launch_bounds__(kThreadsFor<kGroups>, 1)
   const float* w_scale_row = a.w_scale + static_cast<size_t>(n0 / 128) * kblocks;
   for (int i = threadIdx.x; i < kblocks; i += kConsumers) s.w_scale[i] = w_scale_row[i];
   consumers_sync(kConsumers);
-  // Block kb's four k32 MMAs into `part` (scale-d 0 on the first: no zeroing needed).
-  auto issue = [&](int kb, float (&part)[kRegs]) {
+  for (int kb = group; kb < kblocks; kb += kGroups) {
     const int st = kb % kStages;
     mbar_wait(&s.full[st], (kb / kStages) & 1);
+    float part[kRegs];
+#pragma unroll
+    for (int i = 0; i < kRegs; ++i) part[i] = 0.0f;
     fence_regs(part);
     asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-    const uint64_t da = sw128_desc(s.x[st]), db = sw128_desc(s.w[st]);
+    const uint64_t dw = sw128_desc(s.w[st]), dx = sw128_desc(s.x[st]);
+    const uint64_t da = kSwap ? dw : dx, db = kSwap ? dx : dw;
 #pragma unroll
     for (int k = 0; k < kBlockK / 32; ++k) wgmma_k32(part, da + 2 * k, db + 2 * k, k);  // +32 bytes of K
     asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-  };
-  // Once block kb's MMAs are done: free its stage, add its sums times its two scales (rows past M
-  // have none: their x rows are TMA's zeros).
-  auto promote = [&](int kb, float (&part)[kRegs]) {
-    const int st = kb % kStages;
+    // The scales are read while the MMAs run (a token's scale per register pair: 2 a thread
+    // plain, kN / 4 swapped); tokens past M have none (their x rows are TMA's zeros).
     const float w_s = s.w_scale[kb];
-    const float s0 = r0 < a.M ? w_s * s.x_scale[st][r0] : 0.0f;
-    const float s1 = r1 < a.M ? w_s * s.x_scale[st][r1] : 0.0f;
+    float sc[kSwap ? kN / 4 : 2];
+#pragma unroll
+    for (int q = 0; q < (kSwap ? kN / 4 : 2); ++q) {
+      const int t = kSwap ? token_of(2 * q) : token_of(2 * q);
+      sc[q] = t < a.M ? w_s * s.x_scale[st][t] : 0.0f;
+    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
     fence_regs(part);
     mbar_arrive(&s.empty[st]);
 #pragma unroll
-    for (int j = 0; j < kTileN / 8; ++j) {
-      total[4 * j] = fmaf(part[4 * j], s0, total[4 * j]);
-      total[4 * j + 1] = fmaf(part[4 * j + 1], s0, total[4 * j + 1]);
-      total[4 * j + 2] = fmaf(part[4 * j + 2], s1, total[4 * j + 2]);
-      total[4 * j + 3] = fmaf(part[4 * j + 3], s1, total[4 * j + 3]);
-    }
-  };
-  float pa[kRegs], pb[kRegs];
-#pragma unroll
-  for (int i = 0; i < kRegs; ++i) pa[i] = pb[i] = 0.0f;
-  if constexpr (!kPipe) {
-    for (int kb = group; kb < kblocks; kb += kGroups) {
-      issue(kb, pa);
-      asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-      promote(kb, pa);
-    }
-  } else {
-    // Two blocks in flight: the next block's MMAs run while this one's sums are promoted. The
-    // accumulator sets alternate by unrolling two blocks (registers in flight cannot be copied).
-    int kb = group;
-    if (kb < kblocks) issue(kb, pa);
-    while (kb < kblocks) {
-      if (kb + kGroups < kblocks) {
-        issue(kb + kGroups, pb);
-        asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
-      } else {
-        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-      }
-      promote(kb, pa);
-      kb += kGroups;
-      if (kb >= kblocks) break;
-      if (kb + kGroups < kblocks) {
-        issue(kb + kGroups, pa);
-        asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
-      } else {
-        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-      }
-      promote(kb, pb);
-      kb += kGroups;
+    for (int r = 0; r < kRegs; ++r) {
+      // Registers 4j + i: plain, the token follows i / 2; swapped, it follows j and i % 2.
+      const int q = kSwap ? 2 * (r / 4) + (r % 2) : (r / 2) % 2;
+      total[r] = fmaf(part[r], sc[q], total[r]);
     }
   }
   pdl::launch_dependents();  // the next grid may launch; it waits for this one's completion before reading y
   if constexpr (kGroups > 1) {
-    // Groups 1.. hand their sums to group 0 through the x ring, free once every group is past
-    // its last stage (every load issued has then landed and been read).
-    static_assert(sizeof(S::x) >= (kGroups - 1) * kRegs * 128 * sizeof(float), "x ring too small to reduce in");
-    float* red = reinterpret_cast<float*>(&s.x[0][0]);  // [kGroups - 1][kRegs][128 threads]
+    // Groups 1.. hand their sums to group 0 through the weight ring, free once every group is
+    // past its last stage (every load issued has then landed and been read).
+    static_assert(sizeof(S::w) >= (kGroups - 1) * kRegs * 128 * sizeof(float), "weight ring too small to reduce in");
+    float* red = reinterpret_cast<float*>(&s.w[0][0]);  // [kGroups - 1][kRegs][128 threads]
     const int t = threadIdx.x % 128;
     consumers_sync(kConsumers);
     if (group > 0) {
@@ -296,19 +281,23 @@ __global__ void __launch_bounds__(kThreadsFor<kGroups>, 1)
       for (int i = 0; i < kRegs; ++i) total[i] += red[(g * kRegs + i) * 128 + t];
     }
   }
+  if constexpr (!kSwap) {
+    // Pairs of neighbouring weight rows: one bf16x2 store each.
 #pragma unroll
-  for (int j = 0; j < kTileN / 8; ++j) {
-    const int n = n0 + 8 * j + 2 * (lane % 4);
-    if (n >= a.N) continue;
-    if (r0 < a.M)
-      *reinterpret_cast<__nv_bfloat162*>(a.y + static_cast<size_t>(r0) * a.N + n) =
-          __floats2bfloat162_rn(total[4 * j], total[4 * j + 1]);
-    if (r1 < a.M)
-      *reinterpret_cast<__nv_bfloat162*>(a.y + static_cast<size_t>(r1) * a.N + n) =
-          __floats2bfloat162_rn(total[4 * j + 2], total[4 * j + 3]);
+    for (int r = 0; r < kRegs; r += 2) {
+      const int t = token_of(r), n = n0 + wrow_of(r);
+      if (t < a.M && n < a.N)
+        *reinterpret_cast<__nv_bfloat162*>(a.y + static_cast<size_t>(t) * a.N + n) =
+            __floats2bfloat162_rn(total[r], total[r + 1]);
+    }
+  } else {
+#pragma unroll
+    for (int r = 0; r < kRegs; ++r) {
+      const int t = token_of(r), n = n0 + wrow_of(r);
+      if (t < a.M && n < a.N) a.y[static_cast<size_t>(t) * a.N + n] = __float2bfloat16_rn(total[r]);
+    }
   }
 }
-
 
 // A K-major [rows, k_bytes] E4M3 matrix read in boxes of 128 K bytes x box_rows rows, 128-byte
 // swizzled (the layout wgmma reads); rows past the end read as zeros.
@@ -324,24 +313,24 @@ inline CUresult k_major_map(CUtensorMap* map, const void* base, uint64_t rows, u
 }
 
 
-template <int kTileN, int kStages, int kGroups, bool kPipe>
+template <int kWRows, int kXRows, int kStages, int kGroups, bool kSwap>
 cudaError_t launch(const CUtensorMap& wmap, const CUtensorMap& xmap, const Args& a, bool pdl, cudaStream_t stream) {
+  constexpr auto kernel = skinny_kernel<kWRows, kXRows, kStages, kGroups, kSwap>;
+  constexpr size_t smem = kSmemBytes<kWRows, kXRows, kStages>;
   static const cudaError_t sized =
-      cudaFuncSetAttribute(skinny_kernel<kTileN, kStages, kGroups, kPipe>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(kSmemBytes<kTileN, kStages>));
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (sized != cudaSuccess) return sized;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(a.N / kTileN));
+  cfg.gridDim = dim3(static_cast<unsigned>(a.N / kWRows));
   cfg.blockDim = dim3(kThreadsFor<kGroups>);
-  cfg.dynamicSmemBytes = kSmemBytes<kTileN, kStages>;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, skinny_kernel<kTileN, kStages, kGroups, kPipe>, wmap, xmap, a);
+  return cudaLaunchKernelEx(&cfg, kernel, wmap, xmap, a);
 }
-
 
 }  // namespace fp8rl::cuda::tma_gemm
