@@ -21,7 +21,8 @@
 // padded to 16, 32 or 64, its N side (CUTLASS's orientation: little shared memory spent on x, so
 // a deeper ring of weights).
 // No split across CTAs, so the result is deterministic. Needs sm_90a (wgmma, TMA). Used by the
-// harness beside it only: measured slower than CUTLASS's kernel in the engine (docs/BENCHMARKS.md).
+// harness beside it only: its best (swapped to M = 16, plain 32 rows x 2 groups at 64) is about
+// CUTLASS's speed, and a first engine rule with poorer tiles ran slower (docs/BENCHMARKS.md).
 #pragma once
 
 #include <cuda.h>
