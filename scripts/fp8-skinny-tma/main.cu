@@ -49,7 +49,6 @@ __global__ void predecessor_kernel(float* x_scale, int n, float v, unsigned ns) 
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x_scale[i] = v;
 }
 
-
 }  // namespace
 
 int main() {
@@ -108,7 +107,7 @@ int main() {
         LK(cublasLtMatmul(lt, desc, &alpha, w[c], la, x, lb, &beta, y_ref, ld, y_ref, ld, &res.algo, ws, ws_bytes, 0));
       };
       // The configurations tried. Plain: weight rows a CTA (wgmma N) x 8 stages x consumer groups,
-      // the two best of the twenty-first session's first run. Swapped: 64 weight rows a CTA (wgmma M),
+      // the two best plain ones of the second version's run (docs/BENCHMARKS.md). Swapped: 64 weight rows a CTA (wgmma M),
       // the tokens padded to 16 / 32 / 64 (wgmma N), as many stages as ~200 KB hold, 1, 2 or 4 groups.
       struct Config { bool swap; int w_rows, groups; };
       const Config configs[] = {{false, 32, 2}, {false, 64, 4}, {true, 64, 1}, {true, 64, 2}, {true, 64, 4}};

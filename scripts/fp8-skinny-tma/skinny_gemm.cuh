@@ -250,8 +250,9 @@ __global__ void __launch_bounds__(kThreadsFor<kGroups>, 1)
     float sc[kSwap ? kN / 4 : 2];
 #pragma unroll
     for (int q = 0; q < (kSwap ? kN / 4 : 2); ++q) {
-      // Scale q serves registers 4j + i with q = 2j + i % 2 (swapped) or q = i / 2 (plain).
-      const int t = kSwap ? 8 * (q / 2) + 2 * (lane % 4) + (q % 2) : mrow + 8 * q;
+      // Scale q serves registers 4j + i with q = 2j + i % 2 (swapped) or q = i / 2 (plain); its
+      // token is that of the first of them.
+      const int t = token_of(kSwap ? 4 * (q / 2) + q % 2 : 2 * q);
       sc[q] = t < a.M ? w_s * s.x_scale[st][t] : 0.0f;
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
