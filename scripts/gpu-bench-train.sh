@@ -5,7 +5,10 @@
 # of work per step. Prints a Markdown table (medians over the steps after the first; with one
 # step, that step) to stdout.
 #   FP8RL_BUILD_DIR=... bash scripts/gpu-bench-train.sh [extra overrides...]
-# PRESET (8b), STEPS (4), RESPONSE (512 tokens), RUNS ("fp8 bf16": which of the two to run).
+# PRESET (8b), STEPS (4), RESPONSE (512 tokens), TRAIN_LABEL (the table's title for what trains,
+# "LoRA r32"), RUNS ("fp8 bf16": which of the two to run; a name with "+kept" runs it with
+# rollout.keep_decode_graphs: true, e.g. RUNS="fp8 fp8+kept": decode graphs captured per rollout
+# against kept across the steps, whose per-step mismatch must then be the same).
 # FP8_INIT=1 writes the random model with its projections already in FP8 (`fp8rl init --fp8
 # --device cuda`): half the disk of a BF16 checkpoint, which is what lets a Qwen3-32B shape
 # (61 GiB in BF16) be written at all on a 64 GiB disk. Its BF16 run then loads the same FP8 file
@@ -38,21 +41,23 @@ common=(model.init_preset= model.path="$model" model.dtype=bfloat16 trainer.devi
         trainer.total_training_steps=$steps checkpoint.save_freq=0 sft.steps=0 trainer.output_dir="$work/runs"
         logging.logger=[jsonl])
 for q in $runs; do
-  case $q in
+  case ${q%+kept} in
     fp8) precision=(quantization.quant_method=fp8) ;;
     bf16) precision=("${bf16[@]}") ;;
-    *) echo "RUNS: '$q' is not fp8 or bf16" >&2; exit 2 ;;
+    *) echo "RUNS: '$q' is not fp8 or bf16 (+kept)" >&2; exit 2 ;;
   esac
+  if [ "$q" != "${q%+kept}" ]; then precision+=(rollout.keep_decode_graphs=true); else precision+=(rollout.keep_decode_graphs=false); fi
   rm -rf "$work/runs/$q"
   "$bin" train "$root/recipes/quickstart-tiny.yaml" "${common[@]}" "${precision[@]}" trainer.experiment_name=$q "$@" \
     >"$work/$q.log" 2>&1 || { tail -5 "$work/$q.log" >&2; exit 1; }
 done
 python3 - "$work/runs" "$preset" $runs <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 runs, preset, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 keys = ["timing_s/step", "timing_s/rollout", "timing_s/old_log_prob", "timing_s/update", "perf/rollout_tokens_per_s",
         "memory/rollout_peak_gib", "memory/old_log_prob_peak_gib", "memory/update_peak_gib",
-        "memory/reserved_gib"]  # the last: the caching allocator's held bytes (CUDA only)
+        "memory/reserved_gib",  # the caching allocator's held bytes (CUDA only)
+        "rollout_corr/k3_kl", "actor/grad_norm"]  # stale weights in a rollout would show here
 m = {}
 for q in names:
     lines = [json.loads(l) for l in open(f"{runs}/{q}/metrics.jsonl")]
@@ -61,7 +66,7 @@ keys = [k for k in keys if all(k in m[q][0] for q in names)]
 med = {q: {k: statistics.median(x[k] for x in m[q]) for k in keys} for q in m}
 first = m[names[0]][0]
 pair = names == ["fp8", "bf16"]  # then a column of FP8's gain: BF16 / FP8 (for tokens/s, FP8 / BF16)
-print(f"| Qwen3-{preset} shape, LoRA r32, {first['response_length/mean']:.0f} tokens per response | "
+print(f"| Qwen3-{preset} shape, {os.environ.get('TRAIN_LABEL', 'LoRA r32')}, {first['response_length/mean']:.0f} tokens per response | "
       + " | ".join(n.upper() for n in names) + (" | FP8's gain |" if pair else " |"))
 print("|---" * (len(names) + 1 + pair) + "|")
 for k in keys:
@@ -70,5 +75,17 @@ for k in keys:
     if pair:
         num, den = (vals[0], vals[1]) if k.startswith("perf/") else (vals[1], vals[0])
         ratio = f" | {num / den if den else float('nan'):.2f}x"
-    print(f"| {k} | " + " | ".join(f"{v:.3f}" for v in vals) + ratio + " |")
+    print(f"| {k} | " + " | ".join(f"{v:.4g}" for v in vals) + ratio + " |")
+# Every step (the first too) of what stale weights in a rollout would change: the rollout's
+# log-prob mismatch against the trainer and the gradient norm.
+every = {q: [json.loads(l) for l in open(f"{runs}/{q}/metrics.jsonl")] for q in names}
+print()
+print("| step | " + " | ".join(f"{n} k3 KL | {n} grad norm" for n in names) + " |")
+print("|---" * (1 + 2 * len(names)) + "|")
+for i in range(max(len(v) for v in every.values())):
+    cells = []
+    for q in names:
+        x = every[q][i] if i < len(every[q]) else {}
+        cells += [f"{x.get('rollout_corr/k3_kl', float('nan')):.6g}", f"{x.get('actor/grad_norm', float('nan')):.6g}"]
+    print(f"| {i + 1} | " + " | ".join(cells) + " |")
 PY
