@@ -84,7 +84,7 @@ struct RolloutConfig {
   bool async_scheduling = false;       // true = schedule and launch step t+1 before reading step t's tokens
   std::string shared_prefix_decode = "auto";  // a prompt's samples read its shared KV blocks together in decode steps
   bool split_mixed_steps = true;       // true = a mixed step's one-token rows run the decode kernel
-  bool keep_decode_graphs = false;     // true = decode CUDA graphs captured once, kept across rollouts
+  bool keep_decode_graphs = true;      // true = decode CUDA graphs captured once, kept across rollouts
   void visit(FieldVisitor& v);
 };
 
