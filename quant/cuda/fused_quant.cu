@@ -23,7 +23,6 @@ constexpr int kThreads = 256;  // rms_norm_rows' block per row: its reduction or
 constexpr int kVec = 8;        // one 16-byte load; a half-warp holds one 128-wide group
 constexpr int kSpan = kThreads * kVec;
 using P = Pack<bf16, kVec>;
-constexpr int64_t kPairRows = 512;  // silu_mul_quant_kernel: two spans a thread from this many rows on
 
 // Per-token quantization of a row whose elements value(d, v) yields, 8 at a time, for the
 // kVec-aligned column spans d = first, first + step, ... below cols_padded (zeros past cols):
@@ -107,12 +106,9 @@ __global__ void __launch_bounds__(kThreads) rms_norm_quant_kernel(const bf16* x,
   }
 }
 
-// Block (c, m): columns [c * kPer * kSpan, (c + 1) * kPer * kSpan) of padded row m, kPer spans
-// (no reduction along the row, so a row spreads over several blocks: one 12288-wide row is 6 of
-// them at batch 1). kPer > 1 (prefill-sized row counts): a thread issues the loads of its kPer
-// groups before computing any, so more bytes are in flight per thread slot. Per token, block
-// (0, m) takes all of row m: its scale needs the row's amax.
-template <int kPer>
+// Block (c, m): columns [c * kSpan, (c + 1) * kSpan) of padded row m (no reduction along the
+// row, so a row spreads over several blocks: one 12288-wide row is 6 of them at batch 1). Per
+// token, block (0, m) takes all of row m: its scale needs the row's amax.
 __global__ void __launch_bounds__(kThreads) silu_mul_quant_kernel(const bf16* gate_up, int64_t stride_n, ActQuantOut o,
                                                                   bool trigger_first) {
   pdl::begin(trigger_first);  // before any global memory access: core/util/pdl.cuh
@@ -126,29 +122,17 @@ __global__ void __launch_bounds__(kThreads) silu_mul_quant_kernel(const bf16* ga
     });
     return;
   }
-  const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kPer * kSpan + static_cast<int64_t>(threadIdx.x) * kVec;
-  const bf16* row = gate_up + m * stride_n;
-  P g[kPer], u[kPer];
+  const int64_t d = static_cast<int64_t>(blockIdx.x) * kSpan + static_cast<int64_t>(threadIdx.x) * kVec;
+  if (d >= o.cols_padded) return;  // whole warps (cols_padded % 256 == 0)
+  float v[kVec] = {};
+  if (m < o.rows && d < o.cols) {
+    const bf16* row = gate_up + m * stride_n;
+    const P g = *reinterpret_cast<const P*>(row + d), u = *reinterpret_cast<const P*>(row + o.cols + d);
 #pragma unroll
-  for (int j = 0; j < kPer; ++j) {  // every load first
-    const int64_t d = d0 + j * kSpan;
-    if (m < o.rows && d < o.cols) {
-      g[j] = *reinterpret_cast<const P*>(row + d);
-      u[j] = *reinterpret_cast<const P*>(row + o.cols + d);
-    }
+    for (int i = 0; i < kVec; ++i) v[i] = to_float(silu_mul_element(g.v[i], u.v[i]));
   }
-#pragma unroll
-  for (int j = 0; j < kPer; ++j) {
-    const int64_t d = d0 + j * kSpan;
-    if (d >= o.cols_padded) return;  // whole warps (cols_padded % 256 == 0)
-    float v[kVec] = {};
-    if (m < o.rows && d < o.cols) {
-#pragma unroll
-      for (int i = 0; i < kVec; ++i) v[i] = to_float(silu_mul_element(g[j].v[i], u[j].v[i]));
-    }
-    quantize_group_half_warp(v, true, o.fp8_max, o.e5m2, o.pow2, o.scale + (d / 128) * o.rows_padded + m,
-                             o.out + m * o.cols_padded + d, o.nonfinite);
-  }
+  quantize_group_half_warp(v, true, o.fp8_max, o.e5m2, o.pow2, o.scale + (d / 128) * o.rows_padded + m,
+                           o.out + m * o.cols_padded + d, o.nonfinite);
 }
 
 void check_launch(const char* what) {
@@ -168,12 +152,10 @@ void rms_norm_quantize(const void* x, int64_t stride_n, const void* weight, floa
 
 void silu_mul_quantize(const void* gate_up, int64_t stride_n, const ActQuantOut& o, cudaStream_t stream) {
   if (o.rows_padded == 0) return;
-  const int64_t spans = o.per_token ? 1 : (o.cols_padded + kSpan - 1) / kSpan;
-  // Two spans a thread from kPairRows rows on (prefill; decode steps keep one, more blocks).
-  const bool pairs = !o.per_token && o.rows_padded >= kPairRows;
-  const dim3 grid(static_cast<unsigned>(pairs ? (spans + 1) / 2 : spans), static_cast<unsigned>(o.rows_padded));
-  pdl::launch(pairs ? silu_mul_quant_kernel<2> : silu_mul_quant_kernel<1>, grid, kThreads, 0, stream,
-              static_cast<const bf16*>(gate_up), stride_n, o, early_trigger(o.rows));
+  const unsigned spans = o.per_token ? 1u : static_cast<unsigned>((o.cols_padded + kSpan - 1) / kSpan);
+  const dim3 grid(spans, static_cast<unsigned>(o.rows_padded));
+  pdl::launch(silu_mul_quant_kernel, grid, kThreads, 0, stream, static_cast<const bf16*>(gate_up), stride_n, o,
+              early_trigger(o.rows));
   check_launch("silu_mul_quant_kernel");
 }
 
