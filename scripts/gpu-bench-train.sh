@@ -6,9 +6,10 @@
 # step, that step) to stdout.
 #   FP8RL_BUILD_DIR=... bash scripts/gpu-bench-train.sh [extra overrides...]
 # PRESET (8b), STEPS (4), RESPONSE (512 tokens), TRAIN_LABEL (the table's title for what trains,
-# "LoRA r32"), RUNS ("fp8 bf16": which of the two to run; a name with "+kept" runs it with
-# rollout.keep_decode_graphs: true, e.g. RUNS="fp8 fp8+kept": decode graphs captured per rollout
-# against kept across the steps, whose per-step mismatch must then be the same).
+# "LoRA r32"), RUNS ("fp8 bf16": which of the two to run, at the recipe's defaults; a name ending
+# in "+kept" or "+per-rollout" sets rollout.keep_decode_graphs true or false, e.g.
+# RUNS="fp8+per-rollout fp8+kept": decode graphs captured per rollout against kept across the
+# steps, whose per-step mismatch should then be alike).
 # FP8_INIT=1 writes the random model with its projections already in FP8 (`fp8rl init --fp8
 # --device cuda`): half the disk of a BF16 checkpoint, which is what lets a Qwen3-32B shape
 # (61 GiB in BF16) be written at all on a 64 GiB disk. Its BF16 run then loads the same FP8 file
@@ -41,12 +42,16 @@ common=(model.init_preset= model.path="$model" model.dtype=bfloat16 trainer.devi
         trainer.total_training_steps=$steps checkpoint.save_freq=0 sft.steps=0 trainer.output_dir="$work/runs"
         logging.logger=[jsonl])
 for q in $runs; do
-  case ${q%+kept} in
+  case ${q%+*} in
     fp8) precision=(quantization.quant_method=fp8) ;;
     bf16) precision=("${bf16[@]}") ;;
-    *) echo "RUNS: '$q' is not fp8 or bf16 (+kept)" >&2; exit 2 ;;
+    *) echo "RUNS: '$q' is not fp8 or bf16 (+kept, +per-rollout)" >&2; exit 2 ;;
   esac
-  if [ "$q" != "${q%+kept}" ]; then precision+=(rollout.keep_decode_graphs=true); else precision+=(rollout.keep_decode_graphs=false); fi
+  case $q in
+    *+kept) precision+=(rollout.keep_decode_graphs=true) ;;
+    *+per-rollout) precision+=(rollout.keep_decode_graphs=false) ;;
+    *+*) echo "RUNS: '$q': the suffix is +kept or +per-rollout" >&2; exit 2 ;;
+  esac
   rm -rf "$work/runs/$q"
   "$bin" train "$root/recipes/quickstart-tiny.yaml" "${common[@]}" "${precision[@]}" trainer.experiment_name=$q "$@" \
     >"$work/$q.log" 2>&1 || { tail -5 "$work/$q.log" >&2; exit 1; }
@@ -58,10 +63,8 @@ keys = ["timing_s/step", "timing_s/rollout", "timing_s/old_log_prob", "timing_s/
         "memory/rollout_peak_gib", "memory/old_log_prob_peak_gib", "memory/update_peak_gib",
         "memory/reserved_gib",  # the caching allocator's held bytes (CUDA only)
         "rollout_corr/k3_kl", "actor/grad_norm"]  # stale weights in a rollout would show here
-m = {}
-for q in names:
-    lines = [json.loads(l) for l in open(f"{runs}/{q}/metrics.jsonl")]
-    m[q] = lines[1:] or lines  # the first step warms allocators and cuBLASLt plans up
+every = {q: [json.loads(l) for l in open(f"{runs}/{q}/metrics.jsonl")] for q in names}
+m = {q: every[q][1:] or every[q] for q in names}  # the first step warms allocators and cuBLASLt plans up
 keys = [k for k in keys if all(k in m[q][0] for q in names)]
 med = {q: {k: statistics.median(x[k] for x in m[q]) for k in keys} for q in m}
 first = m[names[0]][0]
@@ -78,7 +81,6 @@ for k in keys:
     print(f"| {k} | " + " | ".join(f"{v:.4g}" for v in vals) + ratio + " |")
 # Every step (the first too) of what stale weights in a rollout would change: the rollout's
 # log-prob mismatch against the trainer and the gradient norm.
-every = {q: [json.loads(l) for l in open(f"{runs}/{q}/metrics.jsonl")] for q in names}
 print()
 print("| step | " + " | ".join(f"{n} k3 KL | {n} grad norm" for n in names) + " |")
 print("|---" * (1 + 2 * len(names)) + "|")
